@@ -1,0 +1,38 @@
+"""The shared influence engine: HVPs, inverse-HVP solvers and the paper's quantities.
+
+Imports torch and numpy only; nothing here knows about Jupyter.
+"""
+
+from influence_widgets.core.hvp import HessianOperator
+from influence_widgets.core.influence import Diagnostics, Influence, InfluenceWarning, TopInfluence
+from influence_widgets.core.losses import SmoothHinge, cross_entropy, mse
+from influence_widgets.core.objective import Objective, TrainingSet
+from influence_widgets.core.solvers import (
+    Arnoldi,
+    ConjugateGradient,
+    Direct,
+    LiSSA,
+    NotPositiveDefiniteError,
+    Solver,
+    SolverDiagnostics,
+)
+
+__all__ = [
+    "Arnoldi",
+    "ConjugateGradient",
+    "Diagnostics",
+    "Direct",
+    "HessianOperator",
+    "Influence",
+    "InfluenceWarning",
+    "LiSSA",
+    "NotPositiveDefiniteError",
+    "Objective",
+    "SmoothHinge",
+    "Solver",
+    "SolverDiagnostics",
+    "TopInfluence",
+    "TrainingSet",
+    "cross_entropy",
+    "mse",
+]

@@ -1,0 +1,280 @@
+"""Hessian-vector products of the empirical risk, and the Hessian assembled from them.
+
+H = (1/n) sum_i Hess_theta L(z_i, theta_hat) + l2 I (+ damping I)
+
+HVPs are forward-over-reverse (``jvp`` of ``grad``), vmapped over several vectors at once and
+streamed over the training set in batches, so no more than one batch's worth of per-sample work is
+ever in memory. ``torch.func.hessian`` over the whole data set is never built.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.func import grad, hessian, jvp, vmap
+from tqdm.auto import tqdm
+
+from influence_widgets.core.objective import Objective, TrainingSet
+
+__all__ = ["HessianOperator"]
+
+
+class HessianOperator:
+    """The damped Hessian H + damping I of R at theta_hat, as a linear operator on R^p.
+
+    Args:
+        objective: the risk and the point theta_hat (``objective.theta``).
+        train: the training set the risk averages over.
+        batch_size: training points per HVP batch.
+        damping: added to the diagonal, as the paper's code does for non-convex models.
+        structured: use the exact linear-head structure (:class:`LinearHead`) when theta is the
+            final Linear layer; ``False`` forces generic HVPs (for testing one against the other).
+        cache_mb: memory for caching the linear head's per-sample terms across products.
+    """
+
+    def __init__(
+        self,
+        objective: Objective,
+        train: TrainingSet,
+        batch_size: int,
+        damping: float = 0.0,
+        structured: bool = True,
+        cache_mb: float = 512,
+    ) -> None:
+        self.objective = objective
+        self.train = train
+        self.batch_size = batch_size
+        self.damping = float(damping)
+        self.p = objective.n_params
+        self.cache_mb = cache_mb
+        self.head = LinearHead.detect(objective, train) if structured else None
+        self.hvp_count = 0
+
+    # ----- products -------------------------------------------------------------------------
+    def _batch_hvp(self, x: torch.Tensor, y: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        """sum over the batch of Hess L(z_i) v, for each column v of V (p, m) -> (p, m)."""
+        if self.head is not None:
+            return self.head.hvp_sum(*self.head.batch_terms(x, y), V)
+        obj = self.objective
+        theta = obj.theta
+
+        def batch_loss(th: torch.Tensor) -> torch.Tensor:
+            return obj.loss(th, x, y).sum()
+
+        def one(v: torch.Tensor) -> torch.Tensor:
+            return jvp(grad(batch_loss), (theta,), (v,))[1]
+
+        return vmap(one)(V.T).T
+
+    def matvec(self, V: torch.Tensor, batch_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """(H + damping I) V for V of shape (p,) or (p, m).
+
+        With ``batch_idx``, the data term averages over those training points only (LiSSA's
+        stochastic estimate); otherwise over all n, in batches.
+        """
+        squeeze = V.ndim == 1
+        V2 = V.reshape(self.p, -1)
+        out = torch.zeros_like(V2)
+        obj = self.objective
+        if batch_idx is not None:
+            x, y = self.train.take(batch_idx)
+            out += self._batch_hvp(obj.cast_inputs(x), obj.cast_targets(y), V2)
+            out /= len(batch_idx)
+        elif self.head is not None:
+            for phi, A in self.head.terms(self.train, self.batch_size, self.cache_mb):
+                out += self.head.hvp_sum(phi, A, V2)
+            out /= self.train.n
+        else:
+            for x, y, _ in self.train.batches(self.batch_size):
+                out += self._batch_hvp(obj.cast_inputs(x), obj.cast_targets(y), V2)
+            out /= self.train.n
+        out += (obj.l2 + self.damping) * V2
+        self.hvp_count += V2.shape[1]
+        return out.reshape(V.shape) if squeeze else out
+
+    # ----- the whole matrix -----------------------------------------------------------------
+    def dense(self, chunk: int | None = None, progress: bool = True) -> torch.Tensor:
+        """The symmetric (p, p) matrix H + damping I.
+
+        A final ``nn.Linear`` whose weight (and bias) are all of theta gets the exact structured
+        formula of :class:`LinearHead`; any other model gets batched HVPs against chunks of basis
+        vectors.
+        """
+        if self.head is not None:
+            H = self.head.dense_sum(self.train, self.batch_size, self.cache_mb, progress)
+            H /= self.train.n
+        else:
+            H = self._dense_from_hvps(chunk, progress)
+        H = 0.5 * (H + H.T)
+        H.diagonal().add_(self.objective.l2 + self.damping)
+        return H
+
+    def _dense_from_hvps(self, chunk: int | None, progress: bool) -> torch.Tensor:
+        p = self.p
+        obj = self.objective
+        if chunk is None:
+            # Keep chunk * batch (vmapped per-sample work) bounded: about 2**17 sample-vectors.
+            chunk = max(1, min(p, (1 << 17) // max(1, min(self.batch_size, self.train.n))))
+        H = torch.zeros(p, p, dtype=obj.dtype, device=obj.device)
+        eye = torch.eye(p, dtype=obj.dtype, device=obj.device)
+        n_batches = -(-self.train.n // self.batch_size)
+        bar = tqdm(
+            total=n_batches * -(-p // chunk),
+            desc="Hessian from HVPs",
+            disable=not progress,
+            leave=False,
+        )
+        for x, y, _ in self.train.batches(self.batch_size):
+            x, y = obj.cast_inputs(x), obj.cast_targets(y)
+            for start in range(0, p, chunk):
+                stop = min(start + chunk, p)
+                H[:, start:stop] += self._batch_hvp(x, y, eye[:, start:stop])
+                bar.update()
+        bar.close()
+        self.hvp_count += p
+        return H / self.train.n
+
+    def top_eigenvalue(self, iters: int = 50, tol: float = 1e-4, seed: int = 0) -> float:
+        """The largest eigenvalue of H + damping I, by power iteration on full-batch HVPs."""
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        v = torch.randn(self.p, generator=gen, dtype=self.objective.dtype)
+        v = (v / v.norm()).to(self.objective.device)
+        lam = 0.0
+        for _ in range(iters):
+            w = self.matvec(v)
+            new = float(v.dot(w))
+            norm = w.norm()
+            if not torch.isfinite(norm) or norm == 0:
+                break
+            v = w / norm
+            if abs(new - lam) <= tol * abs(new):
+                lam = new
+                break
+            lam = new
+        return lam
+
+
+class LinearHead:
+    """theta is the weight (and bias) of the model's final ``nn.Linear``: the Hessian is structured.
+
+    With logits o_i = W phi_i + b linear in theta and the features phi_i independent of theta, the
+    per-sample Hessian of L is A_i kron (phi~_i phi~_i^T), where A_i = Hess_o L(o_i, y_i) (C x C)
+    and phi~_i = [phi_i, 1] (the 1 only when the bias is in theta). This is exact, not a
+    Gauss-Newton approximation, because the logits are linear in theta. HVPs become three small
+    products per batch and the dense Hessian C(C+1)/2 blocks of X~^T diag(a) X~, about D/C times
+    fewer flops than p generic HVPs. No library computes this Kronecker-structured sum for us,
+    hence written here. :meth:`detect` checks the structure on a real forward pass.
+    """
+
+    def __init__(self, obj: Objective, lin: torch.nn.Linear, prefix: str) -> None:
+        self.obj = obj
+        self.lin = lin
+        self.C, self.D = lin.out_features, lin.in_features
+        self.with_bias = f"{prefix}bias" in obj.spec.names
+        self.Dt = self.D + int(self.with_bias)
+        order = []
+        for name in obj.spec.names:
+            if name == f"{prefix}weight":
+                grid = torch.arange(self.C)[:, None] * self.Dt + torch.arange(self.D)[None, :]
+                order.append(grid.reshape(-1))
+            else:
+                order.append(torch.arange(self.C) * self.Dt + self.D)
+        # theta's flat order -> position in the (class, feature~) layout, and back.
+        self.perm = torch.cat(order).to(obj.device)
+        self.inv_perm = torch.argsort(self.perm)
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+        def loss_of_logits(o: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return obj.loss_fn(o.unsqueeze(0), y.unsqueeze(0))[0]
+
+        self._logit_hessians = vmap(hessian(loss_of_logits))
+
+    @classmethod
+    def detect(cls, obj: Objective, train: TrainingSet) -> LinearHead | None:
+        names = set(obj.spec.names)
+        for prefix, mod in obj.module.named_modules():
+            if not isinstance(mod, torch.nn.Linear):
+                continue
+            dot = f"{prefix}." if prefix else ""
+            own = {f"{dot}weight"} | ({f"{dot}bias"} if mod.bias is not None else set())
+            if f"{dot}weight" in names and names <= own:
+                head = cls(obj, mod, dot)
+                x0, _ = train.take([0])
+                phi, out = head._forward(obj.cast_inputs(x0))
+                return head if phi is not None else None
+        return None
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(phi~, logits) for a batch; phi~ is None when the Linear's output is not the model's."""
+        captured: dict[str, torch.Tensor] = {}
+
+        def hook(_mod, inputs, output):
+            captured["phi"], captured["out"] = inputs[0], output
+
+        handle = self.lin.register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                out = self.obj.forward(self.obj.theta, x)
+        finally:
+            handle.remove()
+        phi = captured.get("phi")
+        if captured.get("out") is not out or out.ndim != 2 or phi is None or phi.ndim != 2:
+            return None, out
+        if self.with_bias:
+            phi = torch.cat([phi, torch.ones_like(phi[:, :1])], dim=1)
+        return phi, out
+
+    def batch_terms(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """phi~ (B, D~) and the per-sample logit Hessians A (B, C, C) of a cast batch."""
+        phi, out = self._forward(x)
+        return phi, self._logit_hessians(out, y)
+
+    def terms(self, train: TrainingSet, batch_size: int, budget_mb: float):
+        """Yield (phi~, A) over the training set, cached whole when it fits ``budget_mb``."""
+        if self._cache is not None:
+            yield self._cache
+            return
+        itemsize = self.obj.theta.element_size()
+        fits = train.n * (self.Dt + self.C * self.C) * itemsize <= budget_mb * 2**20
+        parts = []
+        for x, y, _ in train.batches(batch_size):
+            phi, A = self.batch_terms(self.obj.cast_inputs(x), self.obj.cast_targets(y))
+            if fits:
+                parts.append((phi, A))
+            else:
+                yield phi, A
+        if fits:
+            self._cache = (torch.cat([p for p, _ in parts]), torch.cat([a for _, a in parts]))
+            yield self._cache
+
+    def hvp_sum(self, phi: torch.Tensor, A: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        """sum_i Hess L(z_i) V over the points whose terms are given, V (p, m) -> (p, m)."""
+        m = V.shape[1]
+        Va = V[self.inv_perm].T.reshape(m, self.C, self.Dt)
+        tangent = torch.einsum("bd,mcd->mbc", phi, Va)
+        curved = torch.einsum("bce,mbe->mbc", A, tangent)
+        out = torch.einsum("mbc,bd->mcd", curved, phi).reshape(m, -1).T
+        return out[self.perm]
+
+    def hessian_sum(self, phi: torch.Tensor, A: torch.Tensor, H4: torch.Tensor) -> None:
+        """Add sum_i A_i kron phi~_i phi~_i^T to H4 (C, D~, C, D~), one upper block row at a time."""
+        C, Dt = self.C, self.Dt
+        for c in range(C):
+            M = (A[:, c, c:, None] * phi[:, None, :]).reshape(len(phi), -1)
+            block = (phi.T @ M).reshape(Dt, C - c, Dt)  # [d, c', d']
+            H4[c, :, c:, :] += block
+            if c + 1 < C:
+                H4[c + 1 :, :, c, :] += block[:, 1:, :].permute(1, 2, 0)
+
+    def dense_sum(self, train: TrainingSet, batch_size: int, budget_mb: float, progress: bool):
+        """sum_i Hess L(z_i) as a (p, p) matrix in theta's order."""
+        H4 = torch.zeros(
+            self.C, self.Dt, self.C, self.Dt, dtype=self.obj.dtype, device=self.obj.device
+        )
+        bar = tqdm(total=train.n, desc="Hessian (linear head)", disable=not progress, leave=False)
+        for phi, A in self.terms(train, batch_size, budget_mb):
+            for start in range(0, len(phi), batch_size):  # bounds the (B, C, D~) temporary
+                self.hessian_sum(phi[start : start + batch_size], A[start : start + batch_size], H4)
+                bar.update(len(phi[start : start + batch_size]))
+        bar.close()
+        H = H4.reshape(self.C * self.Dt, -1)
+        return H[self.perm][:, self.perm]

@@ -1,0 +1,412 @@
+"""Influence: the paper's quantities for a trained model at theta_hat.
+
+Notation (Koh & Liang 2017): R(theta) = (1/n) sum_i ell_i(theta) with training terms
+ell_i = L(z_i, theta) + (l2/2)||theta||^2, H = Hess R(theta_hat) + damping I, training gradients
+g_i = grad ell_i(theta_hat) (with the L2 term, as in the paper's code), test gradients
+g_test = grad L(z_test, theta_hat) (without it), s_test = H^-1 g_test.
+
+| method                      | quantity                                       | shape          |
+| influence_on_params(idx)    | I_up,params = -H^-1 g_i                        | (k, p)         |
+| influence_on_loss(Xt, yt)   | I_up,loss = -g_test^T H^-1 g_i                 | (T, n)         |
+| predicted_removal_effect    | -(1/n) I_up,loss: change of test loss when     | (T, n)         |
+|                             | z_i is removed (> 0: z_i helped the test point)|                |
+| perturbation_influence      | I_pert,loss = -g_test^T H^-1 grad_x g_i        | (T, k, *x)     |
+| self_influence()            | I_up,loss(z_i, z_i) = -g_i^T H^-1 g_i  (<= 0)  | (n,)           |
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.func import grad, jvp, vmap
+from tqdm.auto import tqdm
+
+from influence_widgets.core.hvp import HessianOperator
+from influence_widgets.core.losses import LossFn
+from influence_widgets.core.objective import Objective, TrainingSet, as_tensor
+from influence_widgets.core.solvers import (
+    Direct,
+    Solver,
+    SolverDiagnostics,
+    make_solver,
+)
+
+__all__ = ["Diagnostics", "Influence", "InfluenceWarning", "TopInfluence"]
+
+
+class InfluenceWarning(UserWarning):
+    """theta_hat is not a minimum of R, so influence estimates may be unreliable."""
+
+
+@dataclass
+class Diagnostics:
+    """The state of an :class:`Influence` after ``fit()`` and its latest solve."""
+
+    grad_norm: float  # ||grad R(theta_hat)||, ~0 at a minimum
+    solver: SolverDiagnostics
+    n_train: int
+    n_params: int
+    fit_seconds: float
+
+    @property
+    def converged(self) -> bool | None:
+        return self.solver.converged
+
+    @property
+    def residual(self) -> float | None:
+        return self.solver.residual
+
+    @property
+    def iterations(self) -> int | None:
+        return self.solver.iterations
+
+    @property
+    def min_eigenvalue(self) -> float | None:
+        return self.solver.min_eigenvalue
+
+    def __repr__(self) -> str:
+        s = self.solver
+        parts = [
+            f"solver={s.solver!r}",
+            f"grad_norm={self.grad_norm:.3g}",
+            f"n_train={self.n_train}",
+            f"n_params={self.n_params}",
+            f"fit_seconds={self.fit_seconds:.3g}",
+        ]
+        for name in ("converged", "residual", "iterations", "min_eigenvalue", "max_eigenvalue"):
+            value = getattr(s, name)
+            if value is not None:
+                parts.append(
+                    f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}"
+                )
+        parts += [
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.extra.items()
+        ]
+        return f"Diagnostics({', '.join(parts)})"
+
+
+@dataclass(frozen=True)
+class TopInfluence:
+    """The k most helpful and most harmful training points for each of T test points.
+
+    Scores are ``predicted_removal_effect``: the predicted change of the test loss when the training
+    point is removed. Helpful points (largest scores, > 0) would raise the test loss if removed;
+    harmful points (smallest scores, < 0) would lower it.
+    """
+
+    helpful: torch.Tensor  # (T, k) training indices, most helpful first
+    helpful_scores: torch.Tensor  # (T, k)
+    harmful: torch.Tensor  # (T, k) training indices, most harmful first
+    harmful_scores: torch.Tensor  # (T, k)
+
+
+class Influence:
+    """Influence functions for a trained PyTorch model (Koh & Liang, ICML 2017).
+
+    Args:
+        model: the trained model, at (or near) a minimum theta_hat of the risk; never modified.
+        train: the training set, ``(X, y)`` tensors/arrays or a ``torch.utils.data.Dataset``.
+        loss: "cross_entropy", "mse", "smooth_hinge" (or ``SmoothHinge(t)``), or a callable
+            ``(output, target) -> per-sample losses``.
+        l2: the L2 coefficient the model was trained with: R includes (l2/2)||theta||^2.
+        damping: added to H's diagonal (the paper's code uses 0.01 for its CNN).
+        params: names of the parameters theta to take influence over (e.g. the top layer);
+            default all trainable. ``perturbation_influence`` still differentiates to the inputs
+            through the whole network.
+        solver: "auto" (direct while H fits ``hessian_budget_mb``, else "cg"), "direct", "cg",
+            "lissa", "arnoldi", or a configured solver instance.
+        batch_size: training points per batch in every pass; default min(n, 1024).
+        device: where to compute; default the model's device.
+        progress: show progress bars for the slow steps.
+        hessian_budget_mb: memory allowed for H and its factor when ``solver="auto"``.
+        gradient_cache_mb: the n x p training-gradient matrix is kept when it fits this budget;
+            otherwise scoring streams forward-mode JVPs over the training set.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train,
+        *,
+        loss: str | LossFn = "cross_entropy",
+        l2: float = 0.0,
+        damping: float = 0.0,
+        params: Sequence[str] | None = None,
+        solver: str | Solver = "auto",
+        batch_size: int | None = None,
+        device: str | torch.device | None = None,
+        progress: bool = True,
+        hessian_budget_mb: float = 2048,
+        gradient_cache_mb: float = 512,
+    ) -> None:
+        if not (isinstance(damping, int | float) and math.isfinite(damping) and damping >= 0):
+            raise ValueError(f"damping: must be a finite number >= 0, got {damping!r}")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size: must be a positive integer, got {batch_size!r}")
+        self.objective = Objective(model, loss=loss, l2=l2, params=params, device=device)
+        self.train = TrainingSet(train, "train")
+        self._check_training_labels()
+        self.n = self.train.n
+        self.p = self.objective.n_params
+        self.batch_size = batch_size or min(self.n, 1024)
+        self.progress = progress
+        self.damping = float(damping)
+        self.solver = make_solver(solver, self.p, self.objective.dtype, hessian_budget_mb)
+        self.gradient_cache_mb = gradient_cache_mb
+        self.op = HessianOperator(
+            self.objective, self.train, self.batch_size, self.damping, cache_mb=gradient_cache_mb
+        )
+        self._fitted = False
+        self._grads: torch.Tensor | None = None
+        self._diagnostics: Diagnostics | None = None
+
+    # ----- setup ----------------------------------------------------------------------------
+    def _check_training_labels(self) -> None:
+        obj = self.objective
+        for x, y, _ in self.train.batches(min(self.train.n, 4096)):
+            with torch.no_grad():
+                out = obj.forward(obj.theta, obj.cast_inputs(x[:1]))
+            obj.check_targets(y, out, "train[1] (y)")
+            if self.train.X is None:
+                break  # a Dataset is checked lazily; do not stream it all here
+
+    def fit(self) -> Influence:
+        """Precompute once: gradient norm at theta_hat, the solver's factorisation, gradients.
+
+        Warns (:class:`InfluenceWarning`) when theta_hat is not a stationary point of R. Raises
+        :class:`~influence_widgets.core.solvers.NotPositiveDefiniteError` (a ``ValueError``) with a
+        suggested ``damping`` when H is not positive definite. Returns ``self``.
+        """
+        start = time.perf_counter()
+        grad_norm = self._risk_gradient_norm()
+        if grad_norm > 1e-3:
+            warnings.warn(
+                f"The model is not at a minimum of the training risk: ||grad R(theta)|| = "
+                f"{grad_norm:.3g}. Influence assumes theta_hat minimises R; train to a tighter "
+                f"tolerance (iw.train) or check that l2={self.objective.l2:g} matches training.",
+                InfluenceWarning,
+                stacklevel=2,
+            )
+        self.solver.fit(self.op, progress=self.progress)
+        itemsize = self.objective.theta.element_size()
+        if self.n * self.p * itemsize <= self.gradient_cache_mb * 2**20:
+            self._grads = self._training_gradients()
+        self._diagnostics = Diagnostics(
+            grad_norm=grad_norm,
+            solver=self.solver.diagnostics,
+            n_train=self.n,
+            n_params=self.p,
+            fit_seconds=time.perf_counter() - start,
+        )
+        self._fitted = True
+        return self
+
+    def _ensure_fit(self) -> None:
+        if not self._fitted:
+            self.fit()
+
+    @property
+    def diagnostics(self) -> Diagnostics:
+        """Gradient norm, solver residual/iterations/convergence, known eigenvalues (fits first)."""
+        self._ensure_fit()
+        return self._diagnostics
+
+    # ----- gradients ------------------------------------------------------------------------
+    def _risk_gradient_norm(self) -> float:
+        obj = self.objective
+        total = torch.zeros_like(obj.theta)
+        for x, y, _ in self._batches("gradient at theta_hat"):
+            total += grad(lambda th, x=x, y=y: obj.loss(th, x, y).sum())(obj.theta)
+        total = total / self.n + obj.l2 * obj.theta
+        return float(total.norm())
+
+    def _batches(self, desc: str):
+        obj = self.objective
+        n_batches = -(-self.n // self.batch_size)
+        show = self.progress and n_batches > 1
+        for x, y, sl in tqdm(
+            self.train.batches(self.batch_size),
+            total=n_batches,
+            desc=desc,
+            disable=not show,
+            leave=False,
+        ):
+            yield obj.cast_inputs(x), obj.cast_targets(y), sl
+
+    def _per_sample_train_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """g_i = grad ell_i(theta_hat) for a batch, (B, p), L2 term included."""
+        obj = self.objective
+        return vmap(grad(obj.train_term), in_dims=(None, 0, 0))(obj.theta, x, y)
+
+    def _training_gradients(self) -> torch.Tensor:
+        G = torch.empty(self.n, self.p, dtype=self.objective.dtype, device=self.objective.device)
+        for x, y, sl in self._batches("training gradients"):
+            G[sl] = self._per_sample_train_grads(x, y)
+        return G
+
+    def _train_grads_at(self, idx: torch.Tensor) -> torch.Tensor:
+        if self._grads is not None:
+            return self._grads[idx]
+        obj = self.objective
+        x, y = self.train.take(idx)
+        return self._per_sample_train_grads(obj.cast_inputs(x), obj.cast_targets(y))
+
+    def _test_batch(self, x_test, y_test) -> tuple[torch.Tensor, torch.Tensor]:
+        obj = self.objective
+        x = as_tensor(x_test, "x_test")
+        y = as_tensor(y_test, "y_test")
+        if x.ndim == 0 or y.ndim == 0:
+            raise ValueError(
+                "x_test, y_test: expected a batch with a leading dimension; "
+                "for one point pass x[None] and y[None] (or x[i:i+1], y[i:i+1])"
+            )
+        if len(x) != len(y):
+            raise ValueError(f"x_test has {len(x)} rows but y_test has {len(y)}; they must match")
+        if len(x) == 0:
+            raise ValueError("x_test: is empty")
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ValueError("x_test: contains NaN or infinite values")
+        x, y = obj.cast_inputs(x), obj.cast_targets(y)
+        with torch.no_grad():
+            out = obj.forward(obj.theta, x[:1])
+        obj.check_targets(y, out, "y_test")
+        return x, y
+
+    def test_gradients(self, x_test, y_test) -> torch.Tensor:
+        """grad L(z_test, theta_hat) without the L2 term, (T, p)."""
+        x, y = self._test_batch(x_test, y_test)
+        obj = self.objective
+        return vmap(grad(obj.test_loss), in_dims=(None, 0, 0))(obj.theta, x, y)
+
+    def s_test(self, x_test, y_test) -> torch.Tensor:
+        """s_test = H^-1 grad L(z_test) for each test point, (T, p): one solve for all columns."""
+        self._ensure_fit()
+        G = self.test_gradients(x_test, y_test)
+        return self.solver.solve(G.T, progress=self.progress and len(G) > 1).T
+
+    def _index(self, idx, name: str = "idx") -> torch.Tensor:
+        if idx is None:
+            return torch.arange(self.n)
+        t = torch.as_tensor(idx)
+        if t.is_floating_point() or t.dtype == torch.bool:
+            raise TypeError(f"{name}: expected integer training indices, got {t.dtype}")
+        t = t.long().reshape(-1)
+        if len(t) and (int(t.min()) < -self.n or int(t.max()) >= self.n):
+            bad = int(t[(t >= self.n) | (t < -self.n)][0])
+            raise IndexError(f"{name}: index {bad} is out of range for {self.n} training points")
+        return t % self.n
+
+    def _score_against(self, S: torch.Tensor) -> torch.Tensor:
+        """g_i . s for every training point and each column s of S (p, T) -> (T, n)."""
+        if self._grads is not None:
+            return (self._grads @ S).T
+        obj = self.objective
+        out = torch.empty(S.shape[1], self.n, dtype=S.dtype, device=S.device)
+        for x, y, sl in self._batches("scoring training points"):
+
+            def dot_along(s: torch.Tensor, x=x, y=y) -> torch.Tensor:
+                return jvp(lambda th: obj.train_terms(th, x, y), (obj.theta,), (s,))[1]
+
+            out[:, sl] = vmap(dot_along)(S.T)
+        return out
+
+    # ----- the paper's quantities -----------------------------------------------------------
+    def influence_on_params(self, idx=None) -> torch.Tensor:
+        """I_up,params(z_i) = -H^-1 grad ell_i(theta_hat) for each index, shape (k, p).
+
+        Upweighting z_i by eps moves theta_hat by about eps * I_up,params; removing it is
+        eps = -1/n.
+        """
+        self._ensure_fit()
+        idx = self._index(idx)
+        G = self._train_grads_at(idx)
+        return -self.solver.solve(G.T).T
+
+    def influence_on_loss(self, x_test, y_test) -> torch.Tensor:
+        """I_up,loss(z_i, z_test) = -grad L(z_test)^T H^-1 grad ell_i, shape (T, n).
+
+        Negative values: upweighting z_i lowers the test loss (z_i is helpful).
+        """
+        S = self.s_test(x_test, y_test)
+        return -self._score_against(S.T)
+
+    def predicted_removal_effect(self, x_test, y_test) -> torch.Tensor:
+        """-(1/n) I_up,loss: the predicted change of each test loss when z_i is removed, (T, n).
+
+        Positive: removing z_i raises the test loss, so z_i was helpful. This is the paper code's
+        ``predicted_loss_diffs``.
+        """
+        return -self.influence_on_loss(x_test, y_test) / self.n
+
+    def perturbation_influence(self, x_test, y_test, idx=None) -> torch.Tensor:
+        """I_pert,loss(z_i, z_test) = -grad L(z_test)^T H^-1 grad_x grad ell_i, (T, k, *x_i.shape).
+
+        Moving training input x_i by a small delta changes the test loss by about
+        I_pert,loss . delta (after retraining). Differentiates through the whole network to the
+        inputs even when ``params`` selects a subset.
+        """
+        idx = self._index(idx)
+        S = self.s_test(x_test, y_test)
+        obj = self.objective
+        x, y = self.train.take(idx)
+        x, y = obj.cast_inputs(x), obj.cast_targets(y)
+        if not x.is_floating_point():
+            raise TypeError(
+                f"perturbation_influence: training inputs are {x.dtype}, not continuous; "
+                "I_pert,loss needs inputs that can be perturbed (floating point)"
+            )
+
+        def directional(xi: torch.Tensor, yi: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            # grad ell_i(theta)^T s as a function of the input x_i
+            return jvp(lambda th: obj.train_term(th, xi, yi), (obj.theta,), (s,))[1]
+
+        grad_x = vmap(vmap(grad(directional), in_dims=(0, 0, None)), in_dims=(None, None, 0))
+        return -grad_x(x, y, S)
+
+    def self_influence(self) -> torch.Tensor:
+        """I_up,loss(z_i, z_i) = -grad ell_i^T H^-1 grad ell_i for every training point, (n,).
+
+        Always <= 0 for a positive-definite H; the most negative are the points whose removal
+        would change their own loss the most: the first to check for wrong labels.
+        """
+        self._ensure_fit()
+        out = torch.empty(self.n, dtype=self.objective.dtype, device=self.objective.device)
+        direct = isinstance(self.solver, Direct)
+        chunk = self.batch_size if direct else max(1, min(self.batch_size, 256))
+        bar = tqdm(total=self.n, desc="self-influence", disable=not self.progress, leave=False)
+        for start in range(0, self.n, chunk):
+            idx = torch.arange(start, min(start + chunk, self.n))
+            G = self._train_grads_at(idx).T  # (p, b)
+            if direct:
+                quad = self.solver.inverse_sqrt_apply(G).pow(2).sum(0)
+            else:
+                quad = (G * self.solver.solve(G)).sum(0)
+            out[idx] = -quad
+            bar.update(len(idx))
+        bar.close()
+        return out
+
+    def top(self, x_test, y_test, k: int = 10) -> TopInfluence:
+        """The k most helpful and k most harmful training points for each test point.
+
+        Ranked by :meth:`predicted_removal_effect`: helpful first by largest score, harmful by
+        smallest (most negative).
+        """
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k: must be a positive integer, got {k!r}")
+        k = min(k, self.n)
+        scores = self.predicted_removal_effect(x_test, y_test)
+        hs, hi = torch.topk(scores, k, dim=1, largest=True)
+        ls, li = torch.topk(scores, k, dim=1, largest=False)
+        return TopInfluence(helpful=hi, helpful_scores=hs, harmful=li, harmful_scores=ls)
+
+    def __repr__(self) -> str:
+        return (
+            f"Influence(n_train={self.n}, n_params={self.p}, solver={self.solver.name!r}, "
+            f"l2={self.objective.l2:g}, damping={self.damping:g}, fitted={self._fitted})"
+        )

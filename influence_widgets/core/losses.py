@@ -1,0 +1,87 @@
+"""Per-sample losses L(z, theta) as functions of a model's output and the label.
+
+Every loss maps ``(output, target)`` for a batch to a vector of per-sample losses, shape (B,). A
+callable given by the user must do the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["LossFn", "SmoothHinge", "cross_entropy", "mse", "resolve_loss"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy of logits (B, C) against class indices (B,)."""
+    return F.cross_entropy(output, target, reduction="none")
+
+
+def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error averaged over output dimensions: mean_k (f_k(x) - y_k)^2, one value a sample."""
+    diff = output.reshape(output.shape[0], -1) - target.reshape(target.shape[0], -1)
+    return diff.pow(2).mean(dim=1)
+
+
+@dataclass(frozen=True)
+class SmoothHinge:
+    """The paper's smooth hinge (Fig 3): SmoothHinge(s, t) = t log(1 + exp((1 - s) / t)).
+
+    ``s = y_pm * f(x)`` is the margin of a binary linear model with one output, with labels 0/1
+    mapped to y_pm = -1/+1. As t -> 0 it tends to the hinge max(0, 1 - s); ``temperature=0`` gives
+    the plain (non-differentiable) hinge, for comparison.
+    """
+
+    temperature: float = 0.001
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise ValueError(
+                f"SmoothHinge: temperature must be >= 0 (0 is the plain hinge), "
+                f"got {self.temperature}"
+            )
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        score = output.reshape(output.shape[0])
+        sign = 2.0 * target.to(score.dtype) - 1.0
+        margin = 1.0 - sign * score
+        if self.temperature == 0:
+            return torch.clamp(margin, min=0.0)
+        t = self.temperature
+        return t * F.softplus(margin / t)
+
+
+_NAMED: dict[str, Callable[[], LossFn]] = {
+    "cross_entropy": lambda: cross_entropy,
+    "mse": lambda: mse,
+    "smooth_hinge": lambda: SmoothHinge(),
+}
+
+
+def resolve_loss(loss: str | LossFn) -> LossFn:
+    """A loss name ("cross_entropy", "mse", "smooth_hinge") or a callable -> the per-sample loss."""
+    if isinstance(loss, str):
+        if loss not in _NAMED:
+            raise ValueError(
+                f"loss: unknown loss {loss!r}; use one of {sorted(_NAMED)} or a callable "
+                f"(output, target) -> per-sample losses of shape (B,)"
+            )
+        return _NAMED[loss]()
+    if callable(loss):
+        return loss
+    raise TypeError(f"loss: expected a name or a callable, got {type(loss).__name__}")
+
+
+def expects_class_indices(loss_fn: LossFn) -> bool:
+    """Whether targets must be integer class indices in [0, C) for this loss."""
+    return loss_fn is cross_entropy
+
+
+def expects_binary_labels(loss_fn: LossFn) -> bool:
+    """Whether targets must be 0/1 labels for a single-output model."""
+    return isinstance(loss_fn, SmoothHinge)

@@ -1,0 +1,382 @@
+"""Inverse-HVP solvers: x = (H + damping I)^-1 b for several right-hand sides b at once.
+
+All solvers share one interface: ``fit(op)`` does the one-off work (factorisation, eigenvalue
+estimates), ``solve(B)`` maps (p, m) right-hand sides to (p, m) solutions, and ``diagnostics``
+reports residual, iterations, convergence and the eigenvalues that are known.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from influence_widgets.core.hvp import HessianOperator
+
+__all__ = [
+    "Arnoldi",
+    "ConjugateGradient",
+    "Direct",
+    "LiSSA",
+    "NotPositiveDefiniteError",
+    "Solver",
+    "SolverDiagnostics",
+    "make_solver",
+]
+
+
+class NotPositiveDefiniteError(ValueError):
+    """H + damping I is not positive definite at theta_hat, so H^-1 is not a valid influence."""
+
+
+def suggest_damping(min_eigenvalue: float, damping: float) -> float:
+    """A damping value that makes H + damping I comfortably positive definite, rounded up."""
+    need = damping - min_eigenvalue
+    target = max(need * 1.5, need + 1e-6, 1e-6)
+    exp = math.floor(math.log10(target))
+    return math.ceil(target / 10**exp * 10) / 10 * 10**exp
+
+
+def _not_pd(min_eig: float, damping: float, solver: str) -> NotPositiveDefiniteError:
+    return NotPositiveDefiniteError(
+        f"damping: the Hessian H + damping*I (damping={damping:g}) is not positive definite at "
+        f"the trained parameters (smallest eigenvalue {min_eig:.3g}, solver={solver!r}). Pass "
+        f"damping={suggest_damping(min_eig, damping):.2g} or more, or train the model to a minimum."
+    )
+
+
+@dataclass
+class SolverDiagnostics:
+    """What a solver knows about its last fit and solve."""
+
+    solver: str
+    converged: bool | None = None
+    residual: float | None = None  # max over columns of ||(H + dI) x - b|| / ||b||
+    iterations: int | None = None
+    min_eigenvalue: float | None = None  # of H + damping I
+    max_eigenvalue: float | None = None  # of H + damping I
+    fit_seconds: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Solver(ABC):
+    """Shared interface of the inverse-HVP solvers."""
+
+    name = "solver"
+
+    def __init__(self) -> None:
+        self.op: HessianOperator | None = None
+        self.diagnostics = SolverDiagnostics(solver=self.name)
+
+    def fit(self, op: HessianOperator, progress: bool = True) -> Solver:
+        start = time.perf_counter()
+        self.op = op
+        self._fit(op, progress)
+        self.diagnostics.fit_seconds = time.perf_counter() - start
+        return self
+
+    def _fit(self, op: HessianOperator, progress: bool) -> None:  # noqa: B027 (optional hook)
+        """One-off work; most iterative solvers have none."""
+
+    @abstractmethod
+    def solve(self, B: torch.Tensor, progress: bool = False) -> torch.Tensor:
+        """(H + damping I)^-1 B for B of shape (p, m)."""
+
+    def _residual(self, X: torch.Tensor, B: torch.Tensor) -> float:
+        R = self.op.matvec(X) - B
+        return float((R.norm(dim=0) / B.norm(dim=0).clamp_min(1e-300)).max())
+
+
+class Direct(Solver):
+    """Assemble H from batched HVPs (or the exact linear-head formula) and factorise it once.
+
+    Cholesky when H + damping I is positive definite; otherwise an eigendecomposition finds the
+    negative eigenvalues and a :class:`NotPositiveDefiniteError` says which damping fixes it.
+    """
+
+    name = "direct"
+
+    def _fit(self, op: HessianOperator, progress: bool) -> None:
+        H = op.dense(progress=progress)
+        L, info = torch.linalg.cholesky_ex(H)
+        if int(info) != 0:
+            min_eig = float(torch.linalg.eigvalsh(H)[0])
+            raise _not_pd(min_eig, op.damping, self.name)
+        self.L = L
+        d = self.diagnostics
+        if op.p <= 3000:
+            eig = torch.linalg.eigvalsh(H)
+            d.min_eigenvalue, d.max_eigenvalue = float(eig[0]), float(eig[-1])
+        else:
+            d.min_eigenvalue = self._smallest_eigenvalue_estimate()
+        d.converged, d.iterations, d.residual = True, 0, None
+
+    def _smallest_eigenvalue_estimate(self, iters: int = 30) -> float:
+        """An upper bound on lambda_min by power iteration on H^-1 with the Cholesky factor."""
+        v = torch.ones(self.L.shape[0], 1, dtype=self.L.dtype, device=self.L.device)
+        v /= v.norm()
+        mu = 0.0
+        for _ in range(iters):
+            w = torch.cholesky_solve(v, self.L)
+            mu = float(w.norm())
+            v = w / mu
+        return 1.0 / mu
+
+    def solve(self, B: torch.Tensor, progress: bool = False) -> torch.Tensor:
+        return torch.cholesky_solve(B, self.L)
+
+    def inverse_sqrt_apply(self, B: torch.Tensor) -> torch.Tensor:
+        """L^-1 B with H = L L^T, so that ||L^-1 b||^2 = b^T H^-1 b (self-influence)."""
+        return torch.linalg.solve_triangular(self.L, B, upper=False)
+
+
+class ConjugateGradient(Solver):
+    """Conjugate gradient on (H + damping I) x = b, one independent CG per column of B.
+
+    Starts at x = 0 and stops each column once ||r|| <= rtol * ||b||, or after ``maxiter``
+    iterations. Each iteration costs one HVP pass over the training set for all active columns.
+    """
+
+    name = "cg"
+
+    def __init__(self, rtol: float | None = None, maxiter: int = 1000) -> None:
+        super().__init__()
+        if rtol is not None and not 0 < rtol < 1:
+            raise ValueError(f"rtol: must be in (0, 1), got {rtol}")
+        if maxiter < 1:
+            raise ValueError(f"maxiter: must be >= 1, got {maxiter}")
+        self.rtol = rtol
+        self.maxiter = int(maxiter)
+
+    def solve(self, B: torch.Tensor, progress: bool = False) -> torch.Tensor:
+        op = self.op
+        rtol = self.rtol or (1e-10 if B.dtype == torch.float64 else 1e-5)
+        X = torch.zeros_like(B)
+        R = B.clone()
+        P = R.clone()
+        rs = (R * R).sum(0)
+        target = rtol**2 * (B * B).sum(0)
+        active = rs > target
+        it = 0
+        bar = tqdm(total=self.maxiter, desc="CG", disable=not progress, leave=False)
+        while bool(active.any()) and it < self.maxiter:
+            cols = active.nonzero().squeeze(1)
+            Pa = P[:, cols]
+            HPa = op.matvec(Pa)
+            curv = (Pa * HPa).sum(0)
+            if bool((curv <= 0).any()):
+                j = int((curv <= 0).nonzero()[0])
+                rayleigh = float(curv[j] / (Pa[:, j] @ Pa[:, j]))
+                raise _not_pd(rayleigh, op.damping, self.name)
+            alpha = rs[cols] / curv
+            X[:, cols] += alpha * Pa
+            R[:, cols] -= alpha * HPa
+            rs_new = (R[:, cols] ** 2).sum(0)
+            P[:, cols] = R[:, cols] + (rs_new / rs[cols]) * Pa
+            rs[cols] = rs_new
+            active[cols] = rs_new > target[cols]
+            it += 1
+            bar.update()
+        bar.close()
+        d = self.diagnostics
+        d.iterations = it
+        d.converged = not bool(active.any())
+        d.residual = float(((rs / (B * B).sum(0).clamp_min(1e-300)).sqrt()).max())
+        return X
+
+
+class LiSSA(Solver):
+    """The paper's stochastic recursion (Agarwal et al. 2017), as their code runs it.
+
+    h_0 = b;  h_{j+1} = b + h_j - (H_batch + damping I) h_j / scale;  x = h_T / scale,
+    averaged over ``repeats`` runs. It converges to (H + damping I)^-1 b when
+    scale > lambda_max(H_batch + damping I); ``scale=None`` picks 1.1x (full batch) or 1.5x
+    (mini-batches, max over a few sampled batches) the top eigenvalue estimated by power iteration,
+    so that it cannot diverge, and reports the choice. ``batch_size=None`` uses the whole training
+    set (a deterministic Neumann series); smaller batches follow the paper's stochastic variant.
+    """
+
+    name = "lissa"
+
+    def __init__(
+        self,
+        depth: int = 10_000,
+        repeats: int = 1,
+        batch_size: int | None = None,
+        scale: float | None = None,
+        rtol: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if depth < 1 or repeats < 1:
+            raise ValueError(f"depth and repeats: must be >= 1, got {depth} and {repeats}")
+        if scale is not None and not scale > 0:
+            raise ValueError(f"scale: must be > 0, got {scale}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"lissa batch_size: must be >= 1, got {batch_size}")
+        self.depth, self.repeats, self.batch_size = int(depth), int(repeats), batch_size
+        self.scale, self.rtol, self.seed = scale, rtol, seed
+
+    def _stochastic(self, n: int) -> bool:
+        return self.batch_size is not None and self.batch_size < n
+
+    def _fit(self, op: HessianOperator, progress: bool) -> None:
+        top = op.top_eigenvalue(seed=self.seed)
+        d = self.diagnostics
+        d.max_eigenvalue = top
+        if self.scale is not None:
+            scale = self.scale
+        elif self._stochastic(op.train.n):
+            gen = torch.Generator().manual_seed(self.seed)
+            batch_tops = []
+            for _ in range(5):
+                idx = torch.randperm(op.train.n, generator=gen)[: self.batch_size]
+                batch_tops.append(_power_iteration(lambda v, i=idx: op.matvec(v, i), op))
+            scale = 1.5 * max([top, *batch_tops])
+        else:
+            scale = 1.1 * top
+        if not scale > 0:
+            raise _not_pd(top, op.damping, self.name)
+        self.scale_used = scale
+        d.extra["scale"] = scale
+
+    def solve(self, B: torch.Tensor, progress: bool = False) -> torch.Tensor:
+        op, scale = self.op, self.scale_used
+        n = op.train.n
+        stochastic = self._stochastic(n)
+        rtol = self.rtol or (1e-10 if B.dtype == torch.float64 else 1e-6)
+        gen = torch.Generator().manual_seed(self.seed)
+        total = torch.zeros_like(B)
+        bound = 1e12 * float(B.norm()) + 1e-30
+        steps = 0
+        bar = tqdm(total=self.depth * self.repeats, desc="LiSSA", disable=not progress, leave=False)
+        for _ in range(self.repeats):
+            h = B.clone()
+            for _ in range(self.depth):
+                idx = torch.randint(n, (self.batch_size,), generator=gen) if stochastic else None
+                h_new = B + h - op.matvec(h, idx) / scale
+                steps += 1
+                bar.update()
+                norm = float(h_new.norm())
+                if not math.isfinite(norm) or norm > bound:
+                    bar.close()
+                    raise FloatingPointError(
+                        f"scale: LiSSA diverged after {steps} steps with scale={scale:.4g}; pass a "
+                        f"larger scale= (above the largest eigenvalue of the batch Hessians) or a "
+                        f"larger batch_size="
+                    )
+                change = float((h_new - h).norm())
+                h = h_new
+                if not stochastic and change <= rtol * norm:
+                    break
+            total += h / scale
+        bar.close()
+        X = total / self.repeats
+        d = self.diagnostics
+        d.iterations = steps
+        d.residual = self._residual(X, B)
+        d.converged = d.residual < 1e-3
+        return X
+
+
+def _power_iteration(matvec, op: HessianOperator, iters: int = 30) -> float:
+    v = torch.ones(op.p, dtype=op.objective.dtype, device=op.objective.device)
+    v /= v.norm()
+    lam = 0.0
+    for _ in range(iters):
+        w = matvec(v)
+        lam = float(v.dot(w))
+        v = w / w.norm().clamp_min(1e-300)
+    return lam
+
+
+class Arnoldi(Solver):
+    """Low-rank inverse from the top-``rank`` eigenpairs of H + damping I (Schioppa et al. 2022).
+
+    Lanczos (the symmetric Arnoldi process) on full-batch HVPs with full reorthogonalisation builds
+    a Krylov basis of dimension min(p, rank + oversample); the top Ritz pairs (U, lambda) give
+    (H + damping I)^-1 b ~ U diag(1/lambda) U^T b. With rank = p this is the exact inverse.
+    Written by hand rather than scipy's ARPACK because ARPACK cannot return all p eigenpairs and
+    would move every HVP through numpy.
+    """
+
+    name = "arnoldi"
+
+    def __init__(self, rank: int = 50, oversample: int = 20, seed: int = 0) -> None:
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"rank: must be >= 1, got {rank}")
+        self.rank, self.oversample, self.seed = int(rank), int(oversample), seed
+
+    def _fit(self, op: HessianOperator, progress: bool) -> None:
+        p = op.p
+        k = min(p, self.rank + self.oversample)
+        dtype, device = op.objective.dtype, op.objective.device
+        gen = torch.Generator().manual_seed(self.seed)
+        Q = torch.zeros(p, k, dtype=dtype, device=device)
+        alpha = torch.zeros(k, dtype=dtype)
+        beta = torch.zeros(k, dtype=dtype)
+        q = torch.randn(p, generator=gen, dtype=dtype).to(device)
+        q /= q.norm()
+        for j in tqdm(range(k), desc="Lanczos", disable=not progress, leave=False):
+            Q[:, j] = q
+            w = op.matvec(q)
+            alpha[j] = w.dot(q)
+            # Full reorthogonalisation, twice, keeps Q orthonormal in floating point.
+            for _ in range(2):
+                w = w - Q[:, : j + 1] @ (Q[:, : j + 1].T @ w)
+            if j + 1 == k:
+                break
+            b = w.norm()
+            if b <= 1e-10 * abs(float(alpha[j])) + 1e-300:
+                # Invariant subspace found: continue from a fresh direction orthogonal to Q.
+                w = torch.randn(p, generator=gen, dtype=dtype).to(device)
+                for _ in range(2):
+                    w = w - Q[:, : j + 1] @ (Q[:, : j + 1].T @ w)
+                beta[j] = 0.0
+                q = w / w.norm()
+            else:
+                beta[j] = b
+                q = w / b
+        # The projected matrix Q^T H Q, computed directly: exact even after restarts.
+        T = torch.diag(alpha) + torch.diag(beta[: k - 1], 1) + torch.diag(beta[: k - 1], -1)
+        evals, evecs = torch.linalg.eigh(T.to(device))
+        keep = torch.argsort(evals, descending=True)[: self.rank]
+        evals, U = evals[keep], Q @ evecs[:, keep]
+        d = self.diagnostics
+        d.max_eigenvalue = float(evals[0])
+        d.min_eigenvalue = float(evals[-1]) if k == p else None
+        if bool((evals <= 0).any()):
+            raise _not_pd(float(evals.min()), op.damping, self.name)
+        self.eigenvalues, self.eigenvectors = evals, U
+        d.extra["rank"] = len(evals)
+        d.extra["krylov_dim"] = k
+        d.converged, d.iterations = True, k
+
+    def solve(self, B: torch.Tensor, progress: bool = False) -> torch.Tensor:
+        U = self.eigenvectors
+        return U @ ((U.T @ B) / self.eigenvalues[:, None])
+
+
+_SOLVERS = {"direct": Direct, "cg": ConjugateGradient, "lissa": LiSSA, "arnoldi": Arnoldi}
+
+
+def make_solver(solver: str | Solver, p: int, dtype: torch.dtype, budget_mb: float) -> Solver:
+    """A solver from a name or instance; "auto" is direct while the Hessian fits ``budget_mb``."""
+    if isinstance(solver, Solver):
+        return solver
+    if not isinstance(solver, str):
+        raise TypeError(f"solver: expected a name or a Solver, got {type(solver).__name__}")
+    if solver == "auto":
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        # H and its Cholesky factor live together during the factorisation.
+        solver = "direct" if 2 * p * p * itemsize <= budget_mb * 2**20 else "cg"
+    if solver not in _SOLVERS:
+        raise ValueError(
+            f"solver: unknown solver {solver!r}; use one of 'auto', {', '.join(map(repr, _SOLVERS))}"
+        )
+    return _SOLVERS[solver]()

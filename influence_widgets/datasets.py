@@ -1,0 +1,125 @@
+"""Built-in data sets, returned as a :class:`Dataset` of torch tensors with a fixed split.
+
+Inputs are flat float32 feature vectors (images flattened row by row, values in [0, 1]); labels are
+int64 class indices. ``images`` keeps the 2-D view of image data for display.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+__all__ = ["Dataset", "breast_cancer", "digits", "fashion_mnist"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A train/test split with what a display needs.
+
+    Attributes:
+        name: short name of the data set.
+        X_train, y_train, X_test, y_test: inputs (n, d) float32 and labels (n,) int64.
+        class_names: one name per class index.
+        kind: "image", "tabular" or "text".
+        image_shape: (H, W) or (H, W, C) of one image when ``kind == "image"``, else None.
+        feature_names: one name per input column for tabular data, else None.
+    """
+
+    name: str
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    class_names: list[str]
+    kind: str = "tabular"
+    image_shape: tuple[int, ...] | None = None
+    feature_names: list[str] | None = field(default=None)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X_train.shape[1])
+
+    def images(self, split: str = "test") -> np.ndarray:
+        """The inputs of ``split`` ("train" or "test") reshaped to images, as a numpy array."""
+        if self.kind != "image" or self.image_shape is None:
+            raise ValueError(f"images(): data set {self.name!r} is {self.kind}, not image data")
+        if split not in ("train", "test"):
+            raise ValueError(f"images(): split must be 'train' or 'test', got {split!r}")
+        X = self.X_train if split == "train" else self.X_test
+        return X.numpy().reshape(-1, *self.image_shape)
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.name!r}, kind={self.kind!r}, n_train={len(self.y_train)}, "
+            f"n_test={len(self.y_test)}, n_features={self.n_features}, "
+            f"n_classes={self.n_classes})"
+        )
+
+
+def _split(n: int, n_train: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[:n_train]), np.sort(order[n_train:])
+
+
+def digits(n_train: int = 1300, seed: int = 0) -> Dataset:
+    """scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes), pixels scaled to [0, 1].
+
+    ``n_train`` images (default 1,300) form the training set, the rest the test set; the split is a
+    fixed random permutation given by ``seed``.
+    """
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    n = len(raw.target)
+    if not 0 < n_train < n:
+        raise ValueError(f"digits(): n_train must be between 1 and {n - 1}, got {n_train}")
+    X = (raw.data / 16.0).astype(np.float32)
+    y = raw.target.astype(np.int64)
+    tr, te = _split(n, n_train, seed)
+    return Dataset(
+        name="digits",
+        X_train=torch.from_numpy(X[tr]),
+        y_train=torch.from_numpy(y[tr]),
+        X_test=torch.from_numpy(X[te]),
+        y_test=torch.from_numpy(y[te]),
+        class_names=[str(c) for c in range(10)],
+        kind="image",
+        image_shape=(8, 8),
+    )
+
+
+def breast_cancer(n_train: int = 400, seed: int = 0) -> Dataset:
+    """scikit-learn's Wisconsin breast-cancer table (569 patients, 30 features, 2 classes).
+
+    Features are standardised with the training split's mean and standard deviation.
+    """
+    from sklearn.datasets import load_breast_cancer
+
+    raw = load_breast_cancer()
+    n = len(raw.target)
+    if not 0 < n_train < n:
+        raise ValueError(f"breast_cancer(): n_train must be between 1 and {n - 1}, got {n_train}")
+    tr, te = _split(n, n_train, seed)
+    mean = raw.data[tr].mean(axis=0)
+    std = raw.data[tr].std(axis=0) + 1e-12
+    X = ((raw.data - mean) / std).astype(np.float32)
+    y = raw.target.astype(np.int64)
+    return Dataset(
+        name="breast_cancer",
+        X_train=torch.from_numpy(X[tr]),
+        y_train=torch.from_numpy(y[tr]),
+        X_test=torch.from_numpy(X[te]),
+        y_test=torch.from_numpy(y[te]),
+        class_names=[str(c) for c in raw.target_names],
+        kind="tabular",
+        feature_names=[str(f) for f in raw.feature_names],
+    )
+
+
+from influence_widgets._fashion_mnist import fashion_mnist  # noqa: E402  (re-exported)

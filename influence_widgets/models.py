@@ -1,0 +1,80 @@
+"""Small models for the built-in data sets, in float64 by default so influence is exact to print."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from influence_widgets.datasets import Dataset
+
+__all__ = ["linear_svm", "logistic_regression", "small_cnn"]
+
+
+def _dims(data: Dataset | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(data, Dataset):
+        return data.n_features, data.n_classes
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(v, int) for v in data):
+        return data
+    raise TypeError(
+        f"data: expected an iw.datasets Dataset or (n_features, n_classes), got {type(data).__name__}"
+    )
+
+
+def logistic_regression(
+    data: Dataset | tuple[int, int], *, bias: bool = True, dtype: torch.dtype = torch.float64
+) -> nn.Linear:
+    """Multinomial logistic regression: logits = W x (+ b), zero-initialised.
+
+    The paper's MNIST model has no bias (p = 10 x 784 = 7,840): pass ``bias=False``.
+    """
+    n_features, n_classes = _dims(data)
+    model = nn.Linear(n_features, n_classes, bias=bias, dtype=dtype)
+    nn.init.zeros_(model.weight)
+    if bias:
+        nn.init.zeros_(model.bias)
+    return model
+
+
+def linear_svm(
+    data: Dataset | tuple[int, int], *, dtype: torch.dtype = torch.float64
+) -> nn.Sequential:
+    """A binary linear model with one output score f(x) = w^T x + b, for the (smooth) hinge loss."""
+    n_features, n_classes = _dims(data)
+    if n_classes != 2:
+        raise ValueError(f"data: linear_svm needs 2 classes, got {n_classes}")
+    model = nn.Sequential(nn.Linear(n_features, 1, dtype=dtype), nn.Flatten(0))
+    nn.init.zeros_(model[0].weight)
+    nn.init.zeros_(model[0].bias)
+    return model
+
+
+def small_cnn(
+    data: Dataset, *, channels: int = 8, seed: int = 0, dtype: torch.dtype = torch.float64
+) -> nn.Sequential:
+    """A small tanh CNN on flat image inputs, as in the paper's Fig 2 (right).
+
+    conv 3x3 (1 -> c), tanh, conv 3x3 stride 2 (c -> c), tanh, linear to the classes. On the 8x8
+    digits with c = 8 it has 1,954 parameters.
+    """
+    if not isinstance(data, Dataset) or data.kind != "image" or data.image_shape is None:
+        raise TypeError("data: small_cnn needs an image Dataset from iw.datasets")
+    if len(data.image_shape) != 2:
+        raise ValueError("data: small_cnn supports grey-scale (H, W) images only")
+    h, w = data.image_shape
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = nn.Sequential(
+            nn.Unflatten(1, (1, h, w)),
+            nn.Conv2d(1, channels, 3, padding=1, dtype=dtype),
+            nn.Tanh(),
+            nn.Conv2d(channels, channels, 3, stride=2, padding=1, dtype=dtype),
+            nn.Tanh(),
+            nn.Flatten(),
+            nn.Linear(channels * math.ceil(h / 2) * math.ceil(w / 2), data.n_classes, dtype=dtype),
+        )
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return model
