@@ -6,7 +6,6 @@ strong-Wolfe line search (the paper's code trains its convex models the same way
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,13 +13,14 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from influence_widgets.core.errors import check_nonnegative, check_positive_int
 from influence_widgets.core.losses import (
     LossFn,
     expects_binary_labels,
     expects_class_indices,
     resolve_loss,
 )
-from influence_widgets.core.objective import TrainingSet
+from influence_widgets.core.objective import TrainingSet, probe_output, validate_targets
 from influence_widgets.datasets import Dataset
 
 __all__ = ["TrainingReport", "train"]
@@ -78,24 +78,33 @@ def train(
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    if not (isinstance(l2, int | float) and math.isfinite(l2) and l2 >= 0):
-        raise ValueError(f"l2: must be a finite number >= 0, got {l2!r}")
-    if not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter: must be a positive integer, got {max_iter!r}")
+    l2 = check_nonnegative(l2, "l2")
+    max_iter = check_positive_int(max_iter, "max_iter")
+    if tol is not None and not check_nonnegative(tol, "tol") > 0:
+        raise ValueError(f"tol: must be > 0, got {tol!r}")
     loss_fn = resolve_loss(loss)
     named = dict(model.named_parameters())
-    names = [n for n, p in named.items() if p.requires_grad] if params is None else list(params)
-    unknown = [n for n in names if n not in named]
-    if unknown:
-        raise ValueError(f"params: no parameter named {unknown[0]!r}; available: {list(named)}")
-    if not names:
-        raise ValueError("model: has no trainable parameters to train")
+    if params is None:
+        names = [n for n, p in named.items() if p.requires_grad]
+        if not names:
+            raise ValueError("model: has no trainable parameters; pass params=[...] to name some")
+    else:
+        names = [params] if isinstance(params, str) else list(params)
+        unknown = [n for n in names if not isinstance(n, str) or n not in named]
+        if unknown:
+            raise ValueError(f"params: no parameter named {unknown[0]!r}; available: {list(named)}")
+        if not names or len(set(names)) != len(names):
+            raise ValueError("params: must name at least one parameter, each at most once")
     theta = [named[n] for n in names]
     dtype, device = theta[0].dtype, theta[0].device
     tol = tol if tol is not None else (1e-8 if dtype == torch.float64 else 1e-5)
 
     X, y = _training_pair(data)
+    for t, name in ((X, "data X"), (y, "data y")):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name}: contains NaN or infinite values")
     X = X.to(device=device, dtype=dtype) if X.is_floating_point() else X.to(device)
+    validate_targets(loss_fn, y, probe_output(model, X, "data X"), "data y")
     y = y.to(device)
     if expects_class_indices(loss_fn) or expects_binary_labels(loss_fn):
         y = y.long()

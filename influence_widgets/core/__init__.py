@@ -3,8 +3,13 @@
 Imports torch and numpy only; nothing here knows about Jupyter.
 """
 
+from influence_widgets.core.errors import (
+    InfluenceWarning,
+    NotPositiveDefiniteError,
+    TrainingIndexError,
+)
 from influence_widgets.core.hvp import HessianOperator
-from influence_widgets.core.influence import Diagnostics, Influence, InfluenceWarning, TopInfluence
+from influence_widgets.core.influence import Diagnostics, Influence, TopInfluence
 from influence_widgets.core.losses import SmoothHinge, cross_entropy, mse
 from influence_widgets.core.objective import Objective, TrainingSet
 from influence_widgets.core.solvers import (
@@ -12,7 +17,6 @@ from influence_widgets.core.solvers import (
     ConjugateGradient,
     Direct,
     LiSSA,
-    NotPositiveDefiniteError,
     Solver,
     SolverDiagnostics,
 )
@@ -32,6 +36,7 @@ __all__ = [
     "Solver",
     "SolverDiagnostics",
     "TopInfluence",
+    "TrainingIndexError",
     "TrainingSet",
     "cross_entropy",
     "mse",

@@ -80,8 +80,12 @@ class HessianOperator:
         out = torch.zeros_like(V2)
         obj = self.objective
         if batch_idx is not None:
-            x, y = self.train.take(batch_idx)
-            out += self._batch_hvp(obj.cast_inputs(x), obj.cast_targets(y), V2)
+            cached = self.head._cache if self.head is not None and self.head.covers_theta else None
+            if cached is not None:
+                out += self.head.hvp_sum(cached[0][batch_idx], cached[1][batch_idx], V2)
+            else:
+                x, y = self.train.take(batch_idx)
+                out += self._batch_hvp(obj.cast_inputs(x), obj.cast_targets(y), V2)
             out /= len(batch_idx)
         elif self.head is not None and self.head.covers_theta:
             for phi, A in self.head.terms(self.train, self.batch_size, self.cache_mb):

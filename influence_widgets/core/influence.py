@@ -16,7 +16,6 @@ g_test = grad L(z_test, theta_hat) (without it), s_test = H^-1 g_test.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -26,6 +25,12 @@ import torch
 from torch.func import grad, jvp, vmap
 from tqdm.auto import tqdm
 
+from influence_widgets.core.errors import (
+    InfluenceWarning,
+    TrainingIndexError,
+    check_nonnegative,
+    check_positive_int,
+)
 from influence_widgets.core.hvp import HessianOperator
 from influence_widgets.core.losses import LossFn
 from influence_widgets.core.objective import Objective, TrainingSet, as_tensor
@@ -36,11 +41,7 @@ from influence_widgets.core.solvers import (
     make_solver,
 )
 
-__all__ = ["Diagnostics", "Influence", "InfluenceWarning", "TopInfluence"]
-
-
-class InfluenceWarning(UserWarning):
-    """theta_hat is not a minimum of R, so influence estimates may be unreliable."""
+__all__ = ["Diagnostics", "Influence", "InfluenceWarning", "TopInfluence", "TrainingIndexError"]
 
 
 @dataclass
@@ -144,10 +145,9 @@ class Influence:
         hessian_budget_mb: float = 2048,
         gradient_cache_mb: float = 512,
     ) -> None:
-        if not (isinstance(damping, int | float) and math.isfinite(damping) and damping >= 0):
-            raise ValueError(f"damping: must be a finite number >= 0, got {damping!r}")
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size: must be a positive integer, got {batch_size!r}")
+        damping = check_nonnegative(damping, "damping")
+        if batch_size is not None:
+            batch_size = check_positive_int(batch_size, "batch_size")
         self.objective = Objective(model, loss=loss, l2=l2, params=params, device=device)
         self.train = TrainingSet(train, "train")
         self._check_training_labels()
@@ -167,13 +167,10 @@ class Influence:
 
     # ----- setup ----------------------------------------------------------------------------
     def _check_training_labels(self) -> None:
-        obj = self.objective
         for x, y, _ in self.train.batches(min(self.train.n, 4096)):
-            with torch.no_grad():
-                out = obj.forward(obj.theta, obj.cast_inputs(x[:1]))
-            obj.check_targets(y, out, "train[1] (y)")
+            self.objective.prepare(x, y, "train[0] (X)", "train[1] (y)")
             if self.train.X is None:
-                break  # a Dataset is checked lazily; do not stream it all here
+                break  # a Dataset: check its first batch here, not a whole pass
 
     def fit(self) -> Influence:
         """Precompute once: gradient norm at theta_hat, the solver's factorisation, gradients.
@@ -269,13 +266,7 @@ class Influence:
             raise ValueError(f"x_test has {len(x)} rows but y_test has {len(y)}; they must match")
         if len(x) == 0:
             raise ValueError("x_test: is empty")
-        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-            raise ValueError("x_test: contains NaN or infinite values")
-        x, y = obj.cast_inputs(x), obj.cast_targets(y)
-        with torch.no_grad():
-            out = obj.forward(obj.theta, x[:1])
-        obj.check_targets(y, out, "y_test")
-        return x, y
+        return obj.prepare(x, y, "x_test", "y_test")
 
     def test_gradients(self, x_test, y_test) -> torch.Tensor:
         """grad L(z_test, theta_hat) without the L2 term, (T, p)."""
@@ -292,13 +283,22 @@ class Influence:
     def _index(self, idx, name: str = "idx") -> torch.Tensor:
         if idx is None:
             return torch.arange(self.n)
-        t = torch.as_tensor(idx)
-        if t.is_floating_point() or t.dtype == torch.bool:
+        if isinstance(idx, str | bytes):
+            raise TypeError(f"{name}: expected integer training indices, got a string")
+        try:
+            t = torch.as_tensor(idx)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"{name}: expected integer training indices, got {idx!r}") from err
+        if t.numel() == 0:
+            return torch.zeros(0, dtype=torch.long)
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise TypeError(f"{name}: expected integer training indices, got {t.dtype}")
         t = t.long().reshape(-1)
         if len(t) and (int(t.min()) < -self.n or int(t.max()) >= self.n):
             bad = int(t[(t >= self.n) | (t < -self.n)][0])
-            raise IndexError(f"{name}: index {bad} is out of range for {self.n} training points")
+            raise TrainingIndexError(
+                f"{name}: index {bad} is out of range for {self.n} training points"
+            )
         return t % self.n
 
     def _score_against(self, S: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from influence_widgets.core.errors import check_nonnegative
+
 __all__ = ["LossFn", "SmoothHinge", "cross_entropy", "mse", "resolve_loss"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -40,11 +42,7 @@ class SmoothHinge:
     temperature: float = 0.001
 
     def __post_init__(self) -> None:
-        if not self.temperature >= 0:
-            raise ValueError(
-                f"SmoothHinge: temperature must be >= 0 (0 is the plain hinge), "
-                f"got {self.temperature}"
-            )
+        check_nonnegative(self.temperature, "temperature")
 
     def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         score = output.reshape(output.shape[0])

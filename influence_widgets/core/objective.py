@@ -15,7 +15,6 @@ The user's model is never touched: it is deep-copied once, in eval mode, and eva
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -23,14 +22,16 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
+from influence_widgets.core.errors import check_nonnegative
 from influence_widgets.core.losses import (
     LossFn,
     expects_binary_labels,
     expects_class_indices,
+    mse,
     resolve_loss,
 )
 
-__all__ = ["Objective", "TrainingSet", "as_tensor"]
+__all__ = ["Objective", "TrainingSet", "as_tensor", "probe_output", "validate_targets"]
 
 
 def as_tensor(value, name: str) -> torch.Tensor:
@@ -49,6 +50,60 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(f"{name}: contains {bad} NaN or infinite value(s); clean or impute them")
+
+
+def probe_output(forward, x: torch.Tensor, name: str) -> torch.Tensor:
+    """The model's output on the first row of ``x``; a ValueError naming ``name`` if it cannot run."""
+    try:
+        with torch.no_grad():
+            return forward(x[:1])
+    except (RuntimeError, ValueError, IndexError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{name}: the model cannot take these inputs (one row has shape "
+            f"{tuple(x.shape[1:])}): {first}"
+        ) from err
+
+
+def validate_targets(loss_fn: LossFn, y: torch.Tensor, output: torch.Tensor, name: str) -> None:
+    """Targets fit the loss, checked before any casting.
+
+    cross_entropy: integer class indices in [0, C), shape (B,). smooth_hinge: 0/1 labels, shape
+    (B,), a one-output model. mse: as many values per sample as the model has outputs.
+    """
+    n_out = output.reshape(output.shape[0], -1).shape[1]
+    if expects_class_indices(loss_fn) or expects_binary_labels(loss_fn):
+        what = "class indices" if expects_class_indices(loss_fn) else "labels 0 or 1"
+        if y.ndim != 1:
+            raise ValueError(f"{name}: expected a 1-D tensor of {what}, got shape {tuple(y.shape)}")
+        if y.is_floating_point() and not bool((y == y.round()).all()):
+            raise ValueError(f"{name}: expected integer {what}, found fractional values")
+        if y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"{name}: expected integer {what}, got {y.dtype}")
+    if expects_class_indices(loss_fn):
+        n_classes = output.shape[-1] if output.ndim > 1 else 1
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(
+                f"{name}: labels must lie in [0, {n_classes - 1}] for a model with "
+                f"{n_classes} outputs; found labels from {lo} to {hi}"
+            )
+    elif expects_binary_labels(loss_fn):
+        bad = ~((y == 0) | (y == 1))
+        if bool(bad.any()):
+            raise ValueError(f"{name}: smooth_hinge needs labels 0 or 1, found {y[bad][0].item()}")
+        if n_out != 1:
+            raise ValueError(
+                f"model: smooth_hinge needs a model with one output, got output shape "
+                f"{tuple(output.shape)}"
+            )
+    elif loss_fn is mse:
+        per_sample = y.reshape(y.shape[0], -1).shape[1] if y.ndim else 0
+        if per_sample != n_out:
+            raise ValueError(
+                f"{name}: mse needs {n_out} target value(s) per sample to match the model's "
+                f"outputs, got shape {tuple(y.shape)}"
+            )
 
 
 class TrainingSet:
@@ -136,10 +191,8 @@ class Objective:
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-        if not (isinstance(l2, int | float) and math.isfinite(l2) and l2 >= 0):
-            raise ValueError(f"l2: must be a finite number >= 0, got {l2!r}")
+        self.l2 = check_nonnegative(l2, "l2")
         self.loss_fn = resolve_loss(loss)
-        self.l2 = float(l2)
         named = dict(model.named_parameters())
         if params is None:
             selected = [n for n, p in named.items() if p.requires_grad]
@@ -151,6 +204,8 @@ class Objective:
         else:
             if isinstance(params, str):
                 params = [params]
+            if not isinstance(params, Sequence) or not all(isinstance(n, str) for n in params):
+                raise TypeError(f"params: expected a list of parameter names (str), got {params!r}")
             selected = list(params)
             unknown = [n for n in selected if n not in named]
             if unknown:
@@ -161,7 +216,12 @@ class Objective:
             if not selected or len(set(selected)) != len(selected):
                 raise ValueError("params: must name at least one parameter, each at most once")
         first = named[selected[0]]
-        self.device = torch.device(device) if device is not None else first.device
+        try:
+            self.device = torch.device(device) if device is not None else first.device
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(
+                f"device: not a torch device: {device!r} (try 'cpu' or 'cuda')"
+            ) from err
         self.dtype = first.dtype
         if not self.dtype.is_floating_point:
             raise TypeError(f"model: parameters must be floating point, got {self.dtype}")
@@ -200,27 +260,16 @@ class Objective:
             return y.long()
         return y.to(self.dtype) if y.is_floating_point() else y
 
-    def check_targets(self, y: torch.Tensor, output: torch.Tensor, name: str) -> None:
-        """Labels in range for the loss: [0, C) for cross-entropy, 0/1 for the smooth hinge."""
-        if expects_class_indices(self.loss_fn):
-            if y.is_floating_point() and not bool((y == y.round()).all()):
-                raise TypeError(f"{name}: cross_entropy needs integer class labels, got floats")
-            n_classes = output.shape[-1] if output.ndim > 1 else 1
-            lo, hi = int(y.min()), int(y.max())
-            if lo < 0 or hi >= n_classes:
-                raise ValueError(
-                    f"{name}: labels must lie in [0, {n_classes - 1}] for a model with "
-                    f"{n_classes} outputs; found labels from {lo} to {hi}"
-                )
-        elif expects_binary_labels(self.loss_fn):
-            bad = ~((y == 0) | (y == 1))
-            if bool(bad.any()):
-                raise ValueError(f"{name}: smooth_hinge needs labels 0 or 1, found {y[bad][0]}")
-            if output.reshape(output.shape[0], -1).shape[1] != 1:
-                raise ValueError(
-                    f"model: smooth_hinge needs a model with one output, got output shape "
-                    f"{tuple(output.shape)}"
-                )
+    def prepare(
+        self, x: torch.Tensor, y: torch.Tensor, x_name: str, y_name: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate a raw batch against the model and the loss, then cast it for computing."""
+        _check_finite(x, x_name)
+        _check_finite(y, y_name)
+        xc = self.cast_inputs(x)
+        output = probe_output(lambda rows: self.forward(self.theta, rows), xc, x_name)
+        validate_targets(self.loss_fn, y, output, y_name)
+        return xc, self.cast_targets(y)
 
     # ----- the functions --------------------------------------------------------------------
     def forward(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
+from influence_widgets.core.errors import (
+    InfluenceWarning,
+    NotPositiveDefiniteError,
+    check_nonnegative,
+    check_positive_int,
+    not_positive_definite,
+)
 from influence_widgets.core.hvp import HessianOperator
 
 __all__ = [
@@ -27,26 +35,6 @@ __all__ = [
     "SolverDiagnostics",
     "make_solver",
 ]
-
-
-class NotPositiveDefiniteError(ValueError):
-    """H + damping I is not positive definite at theta_hat, so H^-1 is not a valid influence."""
-
-
-def suggest_damping(min_eigenvalue: float, damping: float) -> float:
-    """A damping value that makes H + damping I comfortably positive definite, rounded up."""
-    need = damping - min_eigenvalue
-    target = max(need * 1.5, need + 1e-6, 1e-6)
-    exp = math.floor(math.log10(target))
-    return math.ceil(target / 10**exp * 10) / 10 * 10**exp
-
-
-def _not_pd(min_eig: float, damping: float, solver: str) -> NotPositiveDefiniteError:
-    return NotPositiveDefiniteError(
-        f"damping: the Hessian H + damping*I (damping={damping:g}) is not positive definite at "
-        f"the trained parameters (smallest eigenvalue {min_eig:.3g}, solver={solver!r}). Pass "
-        f"damping={suggest_damping(min_eig, damping):.2g} or more, or train the model to a minimum."
-    )
 
 
 @dataclass
@@ -105,7 +93,7 @@ class Direct(Solver):
         L, info = torch.linalg.cholesky_ex(H)
         if int(info) != 0:
             min_eig = float(torch.linalg.eigvalsh(H)[0])
-            raise _not_pd(min_eig, op.damping, self.name)
+            raise not_positive_definite(min_eig, op.damping, self.name)
         self.L = L
         d = self.diagnostics
         if op.p <= 3000:
@@ -145,12 +133,10 @@ class ConjugateGradient(Solver):
 
     def __init__(self, rtol: float | None = None, maxiter: int = 1000) -> None:
         super().__init__()
-        if rtol is not None and not 0 < rtol < 1:
+        if rtol is not None and not 0 < check_nonnegative(rtol, "rtol") < 1:
             raise ValueError(f"rtol: must be in (0, 1), got {rtol}")
-        if maxiter < 1:
-            raise ValueError(f"maxiter: must be >= 1, got {maxiter}")
         self.rtol = rtol
-        self.maxiter = int(maxiter)
+        self.maxiter = check_positive_int(maxiter, "maxiter")
 
     def solve(self, B: torch.Tensor, progress: bool = False) -> torch.Tensor:
         op = self.op
@@ -169,9 +155,9 @@ class ConjugateGradient(Solver):
             HPa = op.matvec(Pa)
             curv = (Pa * HPa).sum(0)
             if bool((curv <= 0).any()):
-                j = int((curv <= 0).nonzero()[0])
-                rayleigh = float(curv[j] / (Pa[:, j] @ Pa[:, j]))
-                raise _not_pd(rayleigh, op.damping, self.name)
+                bar.close()
+                # The curvature along one direction only bounds lambda_min from above: ask Lanczos.
+                raise not_positive_definite(smallest_eigenvalue(op), op.damping, self.name)
             alpha = rs[cols] / curv
             X[:, cols] += alpha * Pa
             R[:, cols] -= alpha * HPa
@@ -212,22 +198,28 @@ class LiSSA(Solver):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if depth < 1 or repeats < 1:
-            raise ValueError(f"depth and repeats: must be >= 1, got {depth} and {repeats}")
-        if scale is not None and not scale > 0:
+        self.depth = check_positive_int(depth, "depth")
+        self.repeats = check_positive_int(repeats, "repeats")
+        self.batch_size = (
+            None if batch_size is None else check_positive_int(batch_size, "batch_size")
+        )
+        if scale is not None and not check_nonnegative(scale, "scale") > 0:
             raise ValueError(f"scale: must be > 0, got {scale}")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"lissa batch_size: must be >= 1, got {batch_size}")
-        self.depth, self.repeats, self.batch_size = int(depth), int(repeats), batch_size
+        if rtol is not None and not 0 < check_nonnegative(rtol, "rtol") < 1:
+            raise ValueError(f"rtol: must be in (0, 1), got {rtol}")
         self.scale, self.rtol, self.seed = scale, rtol, seed
 
     def _stochastic(self, n: int) -> bool:
         return self.batch_size is not None and self.batch_size < n
 
     def _fit(self, op: HessianOperator, progress: bool) -> None:
+        # The recursion diverges on a negative eigenvalue whatever the scale: check first.
+        low = smallest_eigenvalue(op, seed=self.seed)
+        if low <= 0:
+            raise not_positive_definite(low, op.damping, self.name)
         top = op.top_eigenvalue(seed=self.seed)
         d = self.diagnostics
-        d.max_eigenvalue = top
+        d.max_eigenvalue, d.min_eigenvalue = top, low
         if self.scale is not None:
             scale = self.scale
         elif self._stochastic(op.train.n):
@@ -239,8 +231,6 @@ class LiSSA(Solver):
             scale = 1.5 * max([top, *batch_tops])
         else:
             scale = 1.1 * top
-        if not scale > 0:
-            raise _not_pd(top, op.damping, self.name)
         self.scale_used = scale
         d.extra["scale"] = scale
 
@@ -280,6 +270,13 @@ class LiSSA(Solver):
         d.iterations = steps
         d.residual = self._residual(X, B)
         d.converged = d.residual < 1e-3
+        if not d.converged:
+            warnings.warn(
+                f"LiSSA stopped at relative residual {d.residual:.3g} after {steps} steps; raise "
+                f"depth= (now {self.depth}), repeats= or batch_size=, or use solver='cg'.",
+                InfluenceWarning,
+                stacklevel=3,
+            )
         return X
 
 
@@ -294,12 +291,61 @@ def _power_iteration(matvec, op: HessianOperator, iters: int = 30) -> float:
     return lam
 
 
+def lanczos(
+    op: HessianOperator, k: int, seed: int = 0, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ritz pairs of H + damping I from a k-step Lanczos process on full-batch HVPs.
+
+    Full reorthogonalisation (twice, against all previous vectors) keeps the basis orthonormal in
+    floating point; on breakdown (an invariant subspace) it restarts from a fresh random direction
+    orthogonal to the basis, so with k = p the Ritz values are all p eigenvalues. Returns the
+    eigenvalues in ascending order (k,) and the Ritz vectors (p, k).
+    """
+    p = op.p
+    dtype, device = op.objective.dtype, op.objective.device
+    gen = torch.Generator().manual_seed(seed)
+    Q = torch.zeros(p, k, dtype=dtype, device=device)
+    alpha = torch.zeros(k, dtype=dtype)
+    beta = torch.zeros(k, dtype=dtype)
+
+    def orthogonalised(w: torch.Tensor, j: int) -> torch.Tensor:
+        for _ in range(2):
+            w = w - Q[:, : j + 1] @ (Q[:, : j + 1].T @ w)
+        return w
+
+    q = torch.randn(p, generator=gen, dtype=dtype).to(device)
+    q /= q.norm()
+    for j in tqdm(range(k), desc="Lanczos", disable=not progress, leave=False):
+        Q[:, j] = q
+        w = op.matvec(q)
+        alpha[j] = w.dot(q)
+        w = orthogonalised(w, j)
+        if j + 1 == k:
+            break
+        b = w.norm()
+        if b <= 1e-10 * abs(float(alpha[j])) + 1e-300:
+            w = orthogonalised(torch.randn(p, generator=gen, dtype=dtype).to(device), j)
+            q = w / w.norm()
+        else:
+            beta[j] = b
+            q = w / b
+    T = torch.diag(alpha) + torch.diag(beta[: k - 1], 1) + torch.diag(beta[: k - 1], -1)
+    evals, evecs = torch.linalg.eigh(T.to(device))
+    return evals, Q @ evecs
+
+
+def smallest_eigenvalue(op: HessianOperator, k: int = 40, seed: int = 0) -> float:
+    """lambda_min of H + damping I: exact when k >= p, else the smallest Ritz value (an upper bound
+    that extreme-eigenvalue convergence of Lanczos makes tight after a few dozen steps)."""
+    return float(lanczos(op, min(op.p, k), seed)[0][0])
+
+
 class Arnoldi(Solver):
     """Low-rank inverse from the top-``rank`` eigenpairs of H + damping I (Schioppa et al. 2022).
 
-    Lanczos (the symmetric Arnoldi process) on full-batch HVPs with full reorthogonalisation builds
-    a Krylov basis of dimension min(p, rank + oversample); the top Ritz pairs (U, lambda) give
-    (H + damping I)^-1 b ~ U diag(1/lambda) U^T b. With rank = p this is the exact inverse.
+    Lanczos (the symmetric Arnoldi process) on full-batch HVPs builds a Krylov basis of dimension
+    min(p, rank + oversample); the top Ritz pairs (U, lambda) give
+    (H + damping I)^-1 b ~ U diag(1/lambda) U^T b. With rank >= p this is the exact inverse.
     Written by hand rather than scipy's ARPACK because ARPACK cannot return all p eigenpairs and
     would move every HVP through numpy.
     """
@@ -308,52 +354,23 @@ class Arnoldi(Solver):
 
     def __init__(self, rank: int = 50, oversample: int = 20, seed: int = 0) -> None:
         super().__init__()
-        if rank < 1:
-            raise ValueError(f"rank: must be >= 1, got {rank}")
-        self.rank, self.oversample, self.seed = int(rank), int(oversample), seed
+        self.rank = check_positive_int(rank, "rank")
+        self.oversample = 0 if oversample == 0 else check_positive_int(oversample, "oversample")
+        self.seed = seed
 
     def _fit(self, op: HessianOperator, progress: bool) -> None:
-        p = op.p
-        k = min(p, self.rank + self.oversample)
-        dtype, device = op.objective.dtype, op.objective.device
-        gen = torch.Generator().manual_seed(self.seed)
-        Q = torch.zeros(p, k, dtype=dtype, device=device)
-        alpha = torch.zeros(k, dtype=dtype)
-        beta = torch.zeros(k, dtype=dtype)
-        q = torch.randn(p, generator=gen, dtype=dtype).to(device)
-        q /= q.norm()
-        for j in tqdm(range(k), desc="Lanczos", disable=not progress, leave=False):
-            Q[:, j] = q
-            w = op.matvec(q)
-            alpha[j] = w.dot(q)
-            # Full reorthogonalisation, twice, keeps Q orthonormal in floating point.
-            for _ in range(2):
-                w = w - Q[:, : j + 1] @ (Q[:, : j + 1].T @ w)
-            if j + 1 == k:
-                break
-            b = w.norm()
-            if b <= 1e-10 * abs(float(alpha[j])) + 1e-300:
-                # Invariant subspace found: continue from a fresh direction orthogonal to Q.
-                w = torch.randn(p, generator=gen, dtype=dtype).to(device)
-                for _ in range(2):
-                    w = w - Q[:, : j + 1] @ (Q[:, : j + 1].T @ w)
-                beta[j] = 0.0
-                q = w / w.norm()
-            else:
-                beta[j] = b
-                q = w / b
-        # The projected matrix Q^T H Q, computed directly: exact even after restarts.
-        T = torch.diag(alpha) + torch.diag(beta[: k - 1], 1) + torch.diag(beta[: k - 1], -1)
-        evals, evecs = torch.linalg.eigh(T.to(device))
-        keep = torch.argsort(evals, descending=True)[: self.rank]
-        evals, U = evals[keep], Q @ evecs[:, keep]
+        k = min(op.p, self.rank + self.oversample)
+        evals, vecs = lanczos(op, k, self.seed, progress)
         d = self.diagnostics
-        d.max_eigenvalue = float(evals[0])
-        d.min_eigenvalue = float(evals[-1]) if k == p else None
-        if bool((evals <= 0).any()):
-            raise _not_pd(float(evals.min()), op.damping, self.name)
-        self.eigenvalues, self.eigenvectors = evals, U
-        d.extra["rank"] = len(evals)
+        d.max_eigenvalue = float(evals[-1])
+        # With k = p all eigenvalues are known; otherwise the smallest Ritz value bounds
+        # lambda_min from above, which still proves indefiniteness when it is <= 0.
+        d.min_eigenvalue = float(evals[0]) if k == op.p else None
+        if float(evals[0]) <= 0:
+            raise not_positive_definite(float(evals[0]), op.damping, self.name)
+        keep = slice(max(0, k - self.rank), k)
+        self.eigenvalues, self.eigenvectors = evals[keep], vecs[:, keep]
+        d.extra["rank"] = len(self.eigenvalues)
         d.extra["krylov_dim"] = k
         d.converged, d.iterations = True, k
 

@@ -1,0 +1,62 @@
+"""Errors and warnings a user of the engine can meet, each naming what to change."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+__all__ = [
+    "InfluenceWarning",
+    "NotPositiveDefiniteError",
+    "TrainingIndexError",
+    "check_nonnegative",
+    "check_positive_int",
+    "suggest_damping",
+]
+
+
+class InfluenceWarning(UserWarning):
+    """An influence estimate may be unreliable: theta_hat is not a minimum, or a solver stalled."""
+
+
+class NotPositiveDefiniteError(ValueError):
+    """H + damping I is not positive definite at theta_hat, so H^-1 is not a valid influence."""
+
+
+class TrainingIndexError(IndexError, ValueError):
+    """A training index outside [-n, n): an IndexError that is also a ValueError."""
+
+
+def suggest_damping(min_eigenvalue: float, damping: float) -> float:
+    """A damping value that makes H + damping I comfortably positive definite, rounded up."""
+    need = damping - min_eigenvalue
+    target = max(need * 1.5, need + 1e-6, 1e-6)
+    exp = math.floor(math.log10(target))
+    return math.ceil(target / 10**exp * 10) / 10 * 10**exp
+
+
+def not_positive_definite(min_eig: float, damping: float, solver: str) -> NotPositiveDefiniteError:
+    return NotPositiveDefiniteError(
+        f"damping: the Hessian H + damping*I (damping={damping:g}) is not positive definite at "
+        f"the trained parameters (smallest eigenvalue about {min_eig:.3g}, solver={solver!r}). "
+        f"Pass damping={suggest_damping(min_eig, damping):.2g} or more, or train the model to a "
+        f"minimum."
+    )
+
+
+def check_nonnegative(value, name: str) -> float:
+    """A finite real number >= 0 (numpy scalars welcome), as float; else a ValueError/TypeError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number >= 0, got {type(value).__name__}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_positive_int(value, name: str) -> int:
+    """An integer >= 1 (numpy integers welcome); else a ValueError/TypeError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected a positive integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+    return int(value)

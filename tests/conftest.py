@@ -1,0 +1,143 @@
+"""Tiny float64 problems and an independent brute-force reference for every quantity.
+
+The reference writes each model as a pure function of a flat parameter vector (no package code),
+builds the explicit Hessian of R with ``torch.func.hessian`` and solves with ``torch.linalg.solve``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+from torch.func import hessian, jacrev, vmap
+
+import influence_widgets as iw
+
+
+@dataclass
+class Problem:
+    name: str
+    model: nn.Module
+    X: torch.Tensor
+    y: torch.Tensor
+    Xt: torch.Tensor
+    yt: torch.Tensor
+    l2: float
+    forward: object  # (theta, x) -> logits, for the selected parameters theta
+    theta: torch.Tensor  # selected parameters at theta_hat, flat
+    params: list[str] | None = None
+
+
+def _blobs(n: int, d: int, c: int, seed: int, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    centers = 2.0 * torch.randn(c, d, generator=gen, dtype=torch.float64)
+    y = torch.arange(n) % c
+    X = centers[y] + torch.randn(n, d, generator=gen, dtype=torch.float64)
+    return X.to(dtype), y
+
+
+def make_lr(dtype=torch.float64, bias: bool = True) -> Problem:
+    X, y = _blobs(36, 4, 3, seed=1, dtype=dtype)
+    Xt, yt = _blobs(6, 4, 3, seed=2, dtype=dtype)
+    model = nn.Linear(4, 3, bias=bias, dtype=dtype)
+    iw.train(model, (X, y), l2=0.05, progress=False)
+
+    def forward(theta, x):
+        W = theta[:12].reshape(3, 4)
+        out = x @ W.T
+        return out + theta[12:15] if bias else out
+
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    return Problem("lr", model, X, y, Xt, yt, 0.05, forward, theta)
+
+
+def make_mlp(top_only: bool = False) -> Problem:
+    X, y = _blobs(40, 4, 3, seed=3)
+    Xt, yt = _blobs(6, 4, 3, seed=4)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(4, 5, dtype=torch.float64), nn.Tanh(), nn.Linear(5, 3, dtype=torch.float64)
+    )
+    iw.train(model, (X, y), l2=0.05, progress=False)
+    W1, b1 = model[0].weight.detach(), model[0].bias.detach()
+
+    if top_only:
+
+        def forward(theta, x):
+            W2, b2 = theta[:15].reshape(3, 5), theta[15:18]
+            return torch.tanh(x @ W1.T + b1) @ W2.T + b2
+
+        theta = torch.cat([model[2].weight.detach().reshape(-1), model[2].bias.detach()])
+        params = ["2.weight", "2.bias"]
+    else:
+
+        def forward(theta, x):
+            W1_, b1_ = theta[:20].reshape(5, 4), theta[20:25]
+            W2, b2 = theta[25:40].reshape(3, 5), theta[40:43]
+            return torch.tanh(x @ W1_.T + b1_) @ W2.T + b2
+
+        theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        params = None
+    name = "mlp_top" if top_only else "mlp"
+    return Problem(name, model, X, y, Xt, yt, 0.05, forward, theta, params)
+
+
+@dataclass
+class Reference:
+    H: torch.Tensor  # Hessian of R plus damping
+    G: torch.Tensor  # training gradients with the L2 term, (n, p)
+    Gt: torch.Tensor  # test gradients without it, (T, p)
+
+    def inv(self, B: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.solve(self.H, B)
+
+    @property
+    def influence_on_params(self) -> torch.Tensor:
+        return -self.inv(self.G.T).T
+
+    @property
+    def influence_on_loss(self) -> torch.Tensor:
+        return -self.Gt @ self.inv(self.G.T)
+
+    @property
+    def self_influence(self) -> torch.Tensor:
+        return -(self.G * self.inv(self.G.T).T).sum(1)
+
+
+def reference(pb: Problem, damping: float = 0.0, loss=None) -> Reference:
+    loss = loss or (lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="none"))
+
+    def risk(theta):
+        return loss(pb.forward(theta, pb.X), pb.y).mean() + 0.5 * pb.l2 * theta.dot(theta)
+
+    def train_term(theta, x, y):
+        return loss(pb.forward(theta, x[None]), y[None])[0] + 0.5 * pb.l2 * theta.dot(theta)
+
+    def test_loss(theta, x, y):
+        return loss(pb.forward(theta, x[None]), y[None])[0]
+
+    H = hessian(risk)(pb.theta) + damping * torch.eye(len(pb.theta), dtype=pb.theta.dtype)
+    G = vmap(jacrev(train_term), in_dims=(None, 0, 0))(pb.theta, pb.X, pb.y)
+    Gt = vmap(jacrev(test_loss), in_dims=(None, 0, 0))(pb.theta, pb.Xt, pb.yt)
+    return Reference(H, G, Gt)
+
+
+@pytest.fixture(scope="session")
+def lr_problem() -> Problem:
+    return make_lr()
+
+
+@pytest.fixture(scope="session")
+def mlp_problem() -> Problem:
+    return make_mlp()
+
+
+@pytest.fixture(scope="session")
+def mlp_top_problem() -> Problem:
+    return make_mlp(top_only=True)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())

@@ -1,0 +1,212 @@
+"""Layer 1: every quantity against the float64 brute-force formula on tiny problems."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import influence_widgets as iw
+from influence_widgets.core.hvp import HessianOperator
+from tests.conftest import make_lr, reference, rel_err
+
+SOLVERS = {
+    "direct": (lambda: "direct", 1e-8),
+    "cg": (lambda: "cg", 1e-5),
+    "lissa": (lambda: iw.LiSSA(depth=20_000, rtol=1e-7), 5e-2),
+    "arnoldi_full_rank": (lambda: iw.Arnoldi(rank=10_000), 1e-8),
+}
+
+
+def build(pb, solver, **kw) -> iw.Influence:
+    return iw.Influence(
+        pb.model, (pb.X, pb.y), l2=pb.l2, solver=solver, params=pb.params, progress=False, **kw
+    )
+
+
+@pytest.fixture(params=["lr_problem", "mlp_problem", "mlp_top_problem"])
+def problem(request):
+    return request.getfixturevalue(request.param)
+
+
+@pytest.mark.parametrize("solver_name", list(SOLVERS))
+def test_every_quantity_matches_brute_force(problem, solver_name):
+    make, tol = SOLVERS[solver_name]
+    ref = reference(problem)
+    inf = build(problem, make())
+    n = len(problem.X)
+
+    assert rel_err(inf.influence_on_params(), ref.influence_on_params) < tol
+    assert rel_err(inf.influence_on_params([3, 7]), ref.influence_on_params[[3, 7]]) < tol
+    I_loss = inf.influence_on_loss(problem.Xt, problem.yt)
+    assert I_loss.shape == (len(problem.Xt), n)
+    assert rel_err(I_loss, ref.influence_on_loss) < tol
+    removal = inf.predicted_removal_effect(problem.Xt, problem.yt)
+    assert rel_err(removal, -ref.influence_on_loss / n) < tol
+    assert rel_err(inf.self_influence(), ref.self_influence) < tol
+    s_test = inf.s_test(problem.Xt, problem.yt)
+    assert rel_err(s_test, ref.inv(ref.Gt.T).T) < tol
+
+
+def test_top_ranks_by_predicted_removal_effect(lr_problem):
+    pb = lr_problem
+    ref = reference(pb)
+    scores = -ref.influence_on_loss / len(pb.X)
+    top = build(pb, "direct").top(pb.Xt, pb.yt, k=5)
+    assert torch.equal(top.helpful, torch.argsort(scores, dim=1, descending=True)[:, :5])
+    assert torch.equal(top.harmful, torch.argsort(scores, dim=1)[:, :5])
+    assert bool((top.helpful_scores[:, :-1] >= top.helpful_scores[:, 1:]).all())
+    assert bool((top.harmful_scores[:, 0] <= top.harmful_scores[:, -1]).all())
+
+
+@pytest.mark.parametrize("solver", ["direct", "cg"])
+def test_damping_is_added_to_the_hessian(mlp_problem, solver):
+    ref = reference(mlp_problem, damping=0.3)
+    inf = build(mlp_problem, solver, damping=0.3)
+    tol = 1e-8 if solver == "direct" else 1e-5
+    assert (
+        rel_err(inf.influence_on_loss(mlp_problem.Xt, mlp_problem.yt), ref.influence_on_loss) < tol
+    )
+
+
+def test_perturbation_influence_matches_central_finite_differences(problem):
+    """I_pert,loss = grad_x of F(x_i) = -g_test^T H^-1 grad ell(x_i, y_i), with H held fixed."""
+    pb = problem
+    ref = reference(pb)
+    inf = build(pb, "direct")
+    idx = [2, 11]
+    I_pert = inf.perturbation_influence(pb.Xt[:2], pb.yt[:2], idx)
+    assert I_pert.shape == (2, 2, pb.X.shape[1])
+    s_test = ref.inv(ref.Gt[:2].T)  # (p, 2)
+
+    def F(x, y):
+        theta = pb.theta.clone().requires_grad_(True)
+        out = pb.forward(theta, x[None])
+        term = torch.nn.functional.cross_entropy(out, y[None]) + 0.5 * pb.l2 * theta.dot(theta)
+        (g,) = torch.autograd.grad(term, theta)
+        return -(g @ s_test)  # (2,)
+
+    h = 1e-5
+    for k, i in enumerate(idx):
+        x0, y0 = pb.X[i], pb.y[i]
+        fd = torch.empty(2, len(x0), dtype=x0.dtype)
+        for j in range(len(x0)):
+            e = torch.zeros_like(x0)
+            e[j] = h
+            fd[:, j] = (F(x0 + e, y0) - F(x0 - e, y0)) / (2 * h)
+        assert rel_err(I_pert[:, k, :], fd) < 1e-6
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_structured_linear_head_hessian_equals_generic_hvps(bias):
+    pb = make_lr(bias=bias)
+    inf = build(pb, "direct")
+    assert inf.op.head is not None and inf.op.head.covers_theta
+    generic = HessianOperator(inf.objective, inf.train, batch_size=7, structured=False)
+    assert rel_err(inf.op.dense(progress=False), generic.dense(progress=False)) < 1e-12
+    V = torch.randn(inf.p, 3, dtype=torch.float64)
+    assert rel_err(inf.op.matvec(V), generic.matvec(V)) < 1e-12
+    assert rel_err(inf.op.dense(progress=False), reference(pb).H) < 1e-10
+
+
+def test_mixed_head_and_body_hessian_equals_brute_force(mlp_problem):
+    inf = build(mlp_problem, "direct")
+    assert inf.op.head is not None and not inf.op.head.covers_theta
+    assert rel_err(inf.op.dense(progress=False), reference(mlp_problem).H) < 1e-10
+
+
+def test_streamed_jvp_scoring_equals_cached_gradients(mlp_problem):
+    cached = build(mlp_problem, "direct")
+    streamed = build(mlp_problem, "direct", gradient_cache_mb=0, batch_size=7)
+    a = cached.influence_on_loss(mlp_problem.Xt, mlp_problem.yt)
+    assert cached._grads is not None
+    b = streamed.influence_on_loss(mlp_problem.Xt, mlp_problem.yt)
+    assert streamed._grads is None
+    assert rel_err(b, a) < 1e-12
+    assert rel_err(streamed.self_influence(), cached.self_influence()) < 1e-12
+
+
+def test_float32_model_works_and_agrees_with_float64():
+    pb64 = make_lr(torch.float64)
+    pb32 = make_lr(torch.float32)
+    ref = reference(pb64)
+    for solver in ["direct", "cg"]:
+        inf = build(pb32, solver)
+        infl = inf.influence_on_loss(pb32.Xt, pb32.yt)
+        assert infl.dtype == torch.float32
+        assert rel_err(infl.double(), ref.influence_on_loss) < 1e-3
+
+
+def test_arnoldi_low_rank_is_exact_on_its_subspace(mlp_problem):
+    ref = reference(mlp_problem)
+    inf = build(mlp_problem, iw.Arnoldi(rank=6, oversample=37))
+    inf.fit()
+    evals, evecs = torch.linalg.eigh(ref.H)
+    top = evecs[:, -6:]
+    b = top @ torch.randn(6, 2, dtype=torch.float64)
+    assert rel_err(inf.solver.solve(b), ref.inv(b)) < 1e-8
+    assert inf.diagnostics.solver.extra["rank"] == 6
+    assert abs(inf.diagnostics.solver.max_eigenvalue - float(evals[-1])) < 1e-8
+
+
+def test_stochastic_lissa_is_close_and_reports_its_scale(lr_problem):
+    ref = reference(lr_problem)
+    inf = build(lr_problem, iw.LiSSA(depth=1500, repeats=4, batch_size=12, seed=1))
+    with pytest.warns(iw.InfluenceWarning, match="residual"):  # stochastic: not to 1e-3
+        infl = inf.influence_on_loss(lr_problem.Xt, lr_problem.yt)
+    assert torch.isfinite(infl).all()
+    assert rel_err(infl, ref.influence_on_loss) < 0.15
+    assert inf.diagnostics.solver.extra["scale"] > inf.diagnostics.solver.max_eigenvalue
+
+
+def test_lissa_with_too_small_scale_raises_instead_of_nan(lr_problem):
+    inf = build(lr_problem, iw.LiSSA(depth=5000, scale=1e-3))
+    with pytest.raises(FloatingPointError, match="scale"):
+        inf.influence_on_loss(lr_problem.Xt, lr_problem.yt)
+
+
+def test_diagnostics_report_gradient_norm_eigenvalues_and_convergence(mlp_problem):
+    ref = reference(mlp_problem)
+    evals = torch.linalg.eigvalsh(ref.H)
+    d = build(mlp_problem, "direct").fit().diagnostics
+    assert d.grad_norm < 1e-6
+    assert abs(d.min_eigenvalue - float(evals[0])) < 1e-9
+    assert d.converged is True
+    cg = build(mlp_problem, "cg")
+    cg.influence_on_loss(mlp_problem.Xt, mlp_problem.yt)
+    assert cg.diagnostics.converged and cg.diagnostics.iterations > 0
+    assert cg.diagnostics.residual < 1e-8
+    assert "cg" in repr(cg.diagnostics)
+
+
+def test_auto_picks_direct_within_budget_and_cg_beyond(lr_problem):
+    assert build(lr_problem, "auto").solver.name == "direct"
+    assert build(lr_problem, "auto", hessian_budget_mb=1e-6).solver.name == "cg"
+
+
+def test_smooth_hinge_and_mse_losses_match_brute_force():
+    X, y = torch.randn(30, 3, dtype=torch.float64), (torch.arange(30) % 2)
+    X = X + 1.5 * (2 * y[:, None] - 1)
+    svm = iw.models.linear_svm((3, 2))
+    hinge = iw.SmoothHinge(0.1)
+    iw.train(svm, (X, y), l2=0.05, loss=hinge, progress=False)
+    theta = torch.cat([p.detach().reshape(-1) for p in svm.parameters()])
+
+    class P:
+        pass
+
+    pb = P()
+    pb.X, pb.y, pb.Xt, pb.yt, pb.l2, pb.theta = X, y, X[:4], y[:4], 0.05, theta
+    pb.forward = lambda th, x: x @ th[:3] + th[3]
+    ref = reference(pb, loss=hinge)
+    inf = iw.Influence(svm, (X, y), loss=hinge, l2=0.05, progress=False)
+    assert rel_err(inf.influence_on_loss(X[:4], y[:4]), ref.influence_on_loss) < 1e-8
+
+    reg = torch.nn.Linear(3, 2, dtype=torch.float64)
+    Y = X @ torch.randn(3, 2, dtype=torch.float64)
+    iw.train(reg, (X, Y), l2=0.05, loss="mse", progress=False)
+    pb.y, pb.yt = Y, Y[:4]
+    pb.theta = torch.cat([p.detach().reshape(-1) for p in reg.parameters()])
+    pb.forward = lambda th, x: x @ th[:6].reshape(2, 3).T + th[6:8]
+    ref = reference(pb, loss=lambda out, t: (out - t).pow(2).mean(1))
+    inf = iw.Influence(reg, (X, Y), loss="mse", l2=0.05, progress=False)
+    assert rel_err(inf.influence_on_loss(X[:4], Y[:4]), ref.influence_on_loss) < 1e-8
