@@ -149,18 +149,20 @@ def train(
     bar = tqdm(total=max_iter, desc="L-BFGS", disable=not progress, leave=False)
     try:
         gn = grad_norm()
+        best, stalled = gn, 0
         while gn > tol and iterations < max_iter:
             before = opt.state[opt._params[0]].get("n_iter", 0)
             opt.step(closure)
             done = opt.state[opt._params[0]].get("n_iter", 0) - before
             iterations += done
             bar.update(done)
-            new = grad_norm()
-            bar.set_postfix(grad_norm=f"{new:.2e}")
-            if done == 0 or (new >= gn and done < 20):
-                gn = new
-                break  # L-BFGS made no more progress at this precision
-            gn = new
+            gn = grad_norm()
+            bar.set_postfix(grad_norm=f"{gn:.2e}")
+            # Stop at the precision floor: no 10% gain in ||grad R|| over three rounds of steps.
+            stalled = 0 if gn < 0.9 * best else stalled + 1
+            best = min(best, gn)
+            if done == 0 or stalled >= 3:
+                break
         with torch.no_grad():
             final_risk = float(risk())
     finally:
