@@ -12,6 +12,7 @@ from influence_widgets.core import (
     SmoothHinge,
 )
 from influence_widgets.training import TrainingReport, train
+from influence_widgets.widgets import InfluenceExplorer
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,7 @@ __all__ = [
     "ConjugateGradient",
     "Direct",
     "Influence",
+    "InfluenceExplorer",
     "InfluenceWarning",
     "LiSSA",
     "NotPositiveDefiniteError",
@@ -29,3 +31,10 @@ __all__ = [
     "models",
     "train",
 ]
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext influence_widgets``: register the ``%influence`` magic."""
+    from influence_widgets.magic import InfluenceMagics
+
+    ipython.register_magics(InfluenceMagics)

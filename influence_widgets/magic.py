@@ -1,0 +1,92 @@
+"""The %influence line magic: ``%load_ext influence_widgets`` registers it.
+
+Forms:
+    %influence --demo digits            (also breast_cancer, fashion_mnist)
+    %influence MODEL --train X y --test Xt yt [--l2 L] [--damping D] [--solver S] [-k K]
+
+Names are looked up in the user namespace (never evaluated as code). The magic returns the explorer,
+so it shows as the cell's output and ``ex = _`` keeps it.
+"""
+
+from __future__ import annotations
+
+import torch
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+__all__ = ["InfluenceMagics", "demo_explorer"]
+
+DEMOS = ("digits", "breast_cancer", "fashion_mnist")
+
+
+def demo_explorer(name: str, k: int = 8, solver: str = "auto"):
+    """Train the default model on a built-in data set and open the explorer on it."""
+    import influence_widgets as iw
+
+    if name not in DEMOS:
+        raise UsageError(f"--demo: unknown data set {name!r}; choose one of {', '.join(DEMOS)}")
+    if name == "fashion_mnist":
+        data = iw.datasets.fashion_mnist(n_train=10_000, n_test=2_000)
+    else:
+        data = getattr(iw.datasets, name)()
+    model = iw.models.logistic_regression(data)
+    iw.train(model, data, l2=0.01)
+    inf = iw.Influence(model, (data.X_train, data.y_train), l2=0.01, solver=solver)
+    return iw.InfluenceExplorer(inf, data, k=k)
+
+
+@magics_class
+class InfluenceMagics(Magics):
+    """Open an InfluenceExplorer from one line."""
+
+    def _lookup(self, name: str, what: str):
+        if not name.isidentifier():
+            raise UsageError(f"{what}: {name!r} is not a variable name")
+        if name not in self.shell.user_ns:
+            raise UsageError(f"{what}: no variable named {name!r} in this notebook")
+        return self.shell.user_ns[name]
+
+    @magic_arguments()
+    @argument("model", nargs="?", help="name of a trained torch.nn.Module")
+    @argument("--demo", choices=DEMOS, help="train the default model on a built-in data set")
+    @argument("--train", nargs=2, metavar=("X", "y"), help="names of the training inputs, labels")
+    @argument("--test", nargs=2, metavar=("Xt", "yt"), help="names of the test inputs, labels")
+    @argument("--l2", type=float, default=0.0, help="the L2 coefficient the model was trained with")
+    @argument("--damping", type=float, default=0.0, help="added to the Hessian's diagonal")
+    @argument("--solver", default="auto", help="auto, direct, cg, lissa or arnoldi")
+    @argument("--kind", default="tabular", help="image, tabular or text (for the display)")
+    @argument("-k", type=int, default=8, help="helpful and harmful points to show")
+    @line_magic
+    def influence(self, line: str):
+        """Open the influence explorer on a demo or on your own model and data."""
+        import influence_widgets as iw
+
+        try:
+            args = parse_argstring(self.influence, line)
+        except UsageError:
+            raise
+        except SystemExit as err:  # argparse's own exit on a bad option
+            raise UsageError(f"%influence: could not parse {line!r}; see %influence?") from err
+        if args.k < 1:
+            raise UsageError(f"-k: must be a positive integer, got {args.k}")
+        if args.demo:
+            if args.model or args.train or args.test:
+                raise UsageError("--demo: takes no model, --train or --test")
+            return demo_explorer(args.demo, k=args.k, solver=args.solver)
+        if not (args.model and args.train and args.test):
+            raise UsageError(
+                "%influence: give --demo NAME, or MODEL --train X y --test Xt yt (see %influence?)"
+            )
+        model = self._lookup(args.model, "MODEL")
+        if not isinstance(model, torch.nn.Module):
+            raise UsageError(
+                f"MODEL: {args.model!r} is a {type(model).__name__}, not a torch.nn.Module"
+            )
+        X, y = (self._lookup(n, "--train") for n in args.train)
+        Xt, yt = (self._lookup(n, "--test") for n in args.test)
+        try:
+            inf = iw.Influence(model, (X, y), l2=args.l2, damping=args.damping, solver=args.solver)
+            return iw.InfluenceExplorer(inf, x_test=Xt, y_test=yt, kind=args.kind, k=args.k)
+        except (TypeError, ValueError) as err:
+            raise UsageError(f"%influence: {err}") from err

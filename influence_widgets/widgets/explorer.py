@@ -1,0 +1,374 @@
+"""InfluenceExplorer: click a test prediction, see the training points that helped and hurt it.
+
+The front end is plain ES modules and CSS (``js/``, shipped as ``influence_widgets/static/``) run by
+anywidget. State the views share lives in synced traits: ``selected`` (the test index), the current
+gallery page and the result panel. Thumbnails go as binary buffers, only for what is on screen.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import anywidget
+import numpy as np
+import torch
+import traitlets
+
+from influence_widgets.core import Influence
+from influence_widgets.datasets import Dataset
+from influence_widgets.widgets.display import KINDS, DisplayData
+
+__all__ = ["InfluenceExplorer"]
+
+log = logging.getLogger("influence_widgets")
+
+
+def static_dir() -> Path:
+    """The built front-end files: ``influence_widgets/static`` in a wheel, ``js/`` in a checkout."""
+    packaged = Path(__file__).resolve().parent.parent / "static"
+    if (packaged / "explorer.js").exists():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "js"
+
+
+def _as_numpy(t) -> np.ndarray:
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
+class InfluenceExplorer(anywidget.AnyWidget):
+    """An inline explorer of influence for one model.
+
+    Args:
+        influence: an :class:`~influence_widgets.Influence` (fitted here, in the background,
+            if it is not yet).
+        data: an ``iw.datasets`` Dataset; or None and the keyword arguments below.
+        x_test, y_test: the test points the gallery shows (from ``data`` when given).
+        kind: "image", "tabular" or "text" (from ``data`` when given).
+        train_display, test_display: what to show of each point: images (n, H, W[, C]), rows
+            (n, d) or strings; default the inputs themselves (reshaped for a Dataset's images).
+        class_names: one name per class (default "0", "1", ...).
+        feature_names: column names for tabular data.
+        k: how many helpful and how many harmful training points to show.
+        page_size: test items per gallery page.
+    """
+
+    _esm = static_dir() / "explorer.js"
+    _css = static_dir() / "explorer.css"
+
+    selected = traitlets.Int(None, allow_none=True).tag(sync=True)
+    k = traitlets.Int(8).tag(sync=True)
+    kind = traitlets.Unicode("image").tag(sync=True)
+    class_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    page = traitlets.Int(0).tag(sync=True)
+    page_size = traitlets.Int(40).tag(sync=True)
+    n_pages = traitlets.Int(1).tag(sync=True)
+    n_shown = traitlets.Int(0).tag(sync=True)
+    class_filter = traitlets.Int(-1).tag(sync=True)
+    misclassified_only = traitlets.Bool(False).tag(sync=True)
+    gallery = traitlets.List().tag(sync=True)
+    panel = traitlets.Dict().tag(sync=True)
+    status = traitlets.Unicode("starting").tag(sync=True)
+    message = traitlets.Unicode("").tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+    compute_ms = traitlets.Float(0.0).tag(sync=True)
+
+    def __init__(
+        self,
+        influence: Influence,
+        data: Dataset | None = None,
+        *,
+        x_test=None,
+        y_test=None,
+        kind: str | None = None,
+        train_display: Sequence | None = None,
+        test_display: Sequence | None = None,
+        class_names: Sequence[str] | None = None,
+        feature_names: Sequence[str] | None = None,
+        k: int = 8,
+        page_size: int = 40,
+        fit_in_background: bool = True,
+    ) -> None:
+        if not isinstance(influence, Influence):
+            raise TypeError(f"influence: expected an iw.Influence, got {type(influence).__name__}")
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k: must be a positive integer, got {k!r}")
+        if not isinstance(page_size, int) or page_size < 1:
+            raise ValueError(f"page_size: must be a positive integer, got {page_size!r}")
+        x_test, y_test, display = self._resolve_data(
+            influence,
+            data,
+            x_test,
+            y_test,
+            kind,
+            train_display,
+            test_display,
+            class_names,
+            feature_names,
+        )
+        super().__init__(
+            k=k, kind=display.kind, class_names=display.class_names, page_size=page_size
+        )
+        self.influence = influence
+        self.display_data = display
+        self.x_test, self.y_test = x_test, y_test
+        self._callbacks: list[Callable[[int], None]] = []
+        self._lock = threading.Lock()
+        self._pending: int | None = None
+        self._ready = threading.Event()
+        self._rows: list[dict] = []
+        self._predict()
+        self._refresh_gallery()
+        self.observe(self._on_selected, names="selected")
+        self.observe(
+            lambda _: self._refresh_gallery(), names=["page", "class_filter", "misclassified_only"]
+        )
+        self.observe(lambda _: self._recompute(), names="k")
+        if fit_in_background:
+            threading.Thread(target=self._precompute, daemon=True).start()
+        else:
+            self._precompute()
+
+    # ----- inputs ---------------------------------------------------------------------------
+    @staticmethod
+    def _resolve_data(
+        influence,
+        data,
+        x_test,
+        y_test,
+        kind,
+        train_display,
+        test_display,
+        class_names,
+        feature_names,
+    ):
+        if data is not None:
+            if not isinstance(data, Dataset):
+                raise TypeError(
+                    f"data: expected an iw.datasets Dataset (or pass x_test=, y_test=, kind=), "
+                    f"got {type(data).__name__}"
+                )
+            x_test = data.X_test if x_test is None else x_test
+            y_test = data.y_test if y_test is None else y_test
+            kind = kind or data.kind
+            class_names = class_names or data.class_names
+            feature_names = feature_names or data.feature_names
+            if kind == "image" and train_display is None:
+                train_display, test_display = data.images("train"), data.images("test")
+        if x_test is None or y_test is None:
+            raise ValueError("x_test, y_test: pass a Dataset as data, or both x_test and y_test")
+        if kind is None:
+            raise ValueError(f"kind: pass one of {KINDS} for plain arrays")
+        if len(x_test) != len(y_test):
+            raise ValueError(
+                f"x_test has {len(x_test)} rows but y_test has {len(y_test)}; they must match"
+            )
+        if train_display is None:
+            if influence.train.X is None:
+                raise ValueError("train_display: needed when the training set is a Dataset")
+            train_display = _as_numpy(influence.train.X)
+        if test_display is None:
+            test_display = _as_numpy(x_test)
+        if len(train_display) != influence.n:
+            raise ValueError(
+                f"train_display: has {len(train_display)} items for {influence.n} training points"
+            )
+        if len(test_display) != len(x_test):
+            raise ValueError(
+                f"test_display: has {len(test_display)} items for {len(x_test)} test points"
+            )
+        n_classes = int(_as_numpy(y_test).max()) + 1
+        if class_names is None:
+            class_names = [str(c) for c in range(max(n_classes, 2))]
+        display = DisplayData(
+            kind=kind,
+            train=train_display,
+            test=test_display,
+            class_names=[str(c) for c in class_names],
+            feature_names=None if feature_names is None else [str(f) for f in feature_names],
+        )
+        return torch.as_tensor(_as_numpy(x_test)), torch.as_tensor(_as_numpy(y_test)), display
+
+    def _label(self, c: int) -> str:
+        names = self.display_data.class_names
+        return names[c] if 0 <= c < len(names) else str(c)
+
+    def _predict(self) -> None:
+        """Predicted class and confidence for every test point, once."""
+        obj = self.influence.objective
+        preds, confs = [], []
+        with torch.no_grad():
+            for start in range(0, len(self.x_test), 2048):
+                out = obj.forward(obj.theta, obj.cast_inputs(self.x_test[start : start + 2048]))
+                if out.ndim == 1 or out.shape[-1] == 1:  # one score: binary, by its sign
+                    score = out.reshape(-1)
+                    p1 = torch.sigmoid(score)
+                    preds.append((score > 0).long())
+                    confs.append(torch.where(score > 0, p1, 1 - p1))
+                else:
+                    prob = torch.softmax(out, dim=-1)
+                    conf, pred = prob.max(dim=-1)
+                    preds.append(pred)
+                    confs.append(conf)
+        self._pred = torch.cat(preds).cpu().numpy()
+        self._conf = torch.cat(confs).cpu().numpy()
+        self._true = _as_numpy(self.y_test).astype(np.int64).reshape(-1)
+
+    # ----- the gallery ----------------------------------------------------------------------
+    def _filtered(self) -> np.ndarray:
+        keep = np.ones(len(self._true), dtype=bool)
+        if self.class_filter >= 0:
+            keep &= self._true == self.class_filter
+        if self.misclassified_only:
+            keep &= self._pred != self._true
+        return np.nonzero(keep)[0]
+
+    def _refresh_gallery(self) -> None:
+        idx = self._filtered()
+        n_pages = max(1, -(-len(idx) // self.page_size))
+        page = min(max(self.page, 0), n_pages - 1)
+        items = []
+        for i in idx[page * self.page_size : (page + 1) * self.page_size]:
+            i = int(i)
+            items.append(
+                {
+                    "index": i,
+                    "label": self._label(int(self._true[i])),
+                    "pred": self._label(int(self._pred[i])),
+                    "confidence": float(self._conf[i]),
+                    "wrong": bool(self._pred[i] != self._true[i]),
+                    **self.display_data.item("test", i),
+                }
+            )
+        with self.hold_sync():
+            self.n_pages, self.n_shown = n_pages, len(idx)
+            if page != self.page:
+                self.page = page
+            self.gallery = items
+
+    # ----- selection ------------------------------------------------------------------------
+    def on_select(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(test_index)`` after each selection's results are ready."""
+        if not callable(callback):
+            raise TypeError(f"callback: expected a callable, got {type(callback).__name__}")
+        self._callbacks.append(callback)
+
+    def _on_selected(self, change) -> None:
+        index = change["new"]
+        if index is None:
+            self.panel = {}
+            return
+        if not isinstance(index, int) or not 0 <= index < len(self._true):
+            self.error = f"selected: {index!r} is not a test index in [0, {len(self._true) - 1}]"
+            log.error(self.error)
+            return
+        if not self._ready.is_set():
+            self._pending = index  # the latest click wins once precomputation is done
+            self.message = f"Test point {index} queued until precomputation finishes"
+            return
+        self._compute(index)
+
+    def _recompute(self) -> None:
+        if self.selected is not None and self._ready.is_set():
+            self._compute(self.selected)
+
+    def _precompute(self) -> None:
+        self.status = "fitting"
+        self.message = "Precomputing the Hessian and its factorisation..."
+        start = time.perf_counter()
+        try:
+            self.influence.fit()
+        except Exception as err:  # shown in the widget and logged; nothing else to do here
+            self.status = "error"
+            self.error = f"Precomputation failed: {type(err).__name__}: {err}"
+            log.exception("InfluenceExplorer precomputation failed")
+            return
+        self._ready.set()
+        self.status = "ready"
+        self.message = f"Ready (precomputed in {time.perf_counter() - start:.1f} s)"
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            if pending == self.selected:
+                self._compute(pending)
+
+    def _compute(self, index: int) -> None:
+        with self._lock:
+            try:
+                start = time.perf_counter()
+                inf = self.influence
+                top = inf.top(
+                    self.x_test[index : index + 1], self.y_test[index : index + 1], self.k
+                )
+                panel = {
+                    "test_index": index,
+                    "label": self._label(int(self._true[index])),
+                    "pred": self._label(int(self._pred[index])),
+                    "confidence": float(self._conf[index]),
+                    "test": self.display_data.item("test", index),
+                    "helpful": self._train_items(top.helpful[0], top.helpful_scores[0], index),
+                    "harmful": self._train_items(top.harmful[0], top.harmful_scores[0], index),
+                }
+                self.compute_ms = (time.perf_counter() - start) * 1000
+                self.error = ""
+                self.panel = panel
+            except Exception as err:  # shown in the widget and logged
+                self.error = f"Could not compute influence for test point {index}: {err}"
+                log.exception("InfluenceExplorer selection failed")
+                return
+        for callback in self._callbacks:
+            try:
+                callback(index)
+            except Exception:  # a user's callback must not break the widget
+                log.exception("on_select callback raised")
+
+    def _train_items(self, idx: torch.Tensor, scores: torch.Tensor, test_index: int) -> list:
+        y_train = self.influence.train.take(idx)[1]
+        items = []
+        for j, s, label in zip(idx.tolist(), scores.tolist(), y_train.tolist(), strict=True):
+            item = {"index": j, "label": self._label(int(label)), "score": float(s)}
+            item.update(self.display_data.item("train", j))
+            if self.display_data.kind == "tabular":
+                item["differences"] = self.display_data.differences(j, test_index)
+            items.append(item)
+        return items
+
+    # ----- results --------------------------------------------------------------------------
+    def results(self, as_frame: bool = False):
+        """The current panel as a list of dicts (or a pandas DataFrame with ``as_frame=True``).
+
+        One row per shown training point: test_index, kind ("helpful"/"harmful"), rank,
+        train_index, label, score (predicted change of the test loss on removal).
+        """
+        panel = self.panel
+        rows = (
+            [
+                {
+                    "test_index": panel["test_index"],
+                    "kind": kind,
+                    "rank": rank,
+                    "train_index": item["index"],
+                    "label": item["label"],
+                    "score": item["score"],
+                }
+                for kind in ("helpful", "harmful")
+                for rank, item in enumerate(panel.get(kind, []), start=1)
+            ]
+            if panel
+            else []
+        )
+        if not as_frame:
+            return rows
+        try:
+            import pandas as pd
+        except ImportError as err:
+            raise ImportError("results(as_frame=True) needs pandas: pip install pandas") from err
+        return pd.DataFrame(rows)
+
+    def wait_ready(self, timeout: float = 600.0) -> InfluenceExplorer:
+        """Block until precomputation is done (for scripts and tests); returns self."""
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"precomputation did not finish within {timeout} s")
+        return self

@@ -1,0 +1,264 @@
+// InfluenceExplorer front end (anywidget ES module). Plain DOM, no framework.
+// Everything that comes from data is inserted with textContent, never as HTML.
+
+const HELP =
+  "Score = predicted change of this test point's loss if the training point were removed " +
+  "(Koh & Liang 2017). Helpful points (> 0) support the prediction: removing one would raise " +
+  "the loss. Harmful points (< 0) work against it: removing one would lower the loss.";
+
+function h(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = String(text);
+  return node;
+}
+
+function fmt(x) {
+  const a = Math.abs(x);
+  return a !== 0 && (a < 1e-3 || a >= 1e4) ? x.toExponential(2) : x.toFixed(4);
+}
+
+// A view of one data point: a thumbnail from PNG bytes, a snippet of text, or a few table cells.
+function pointView(item, urls) {
+  const box = h("div", "iw-point");
+  if (item.png) {
+    const url = URL.createObjectURL(new Blob([item.png], { type: "image/png" }));
+    urls.push(url);
+    const img = h("img", "iw-thumb");
+    img.src = url;
+    img.alt = "";
+    box.appendChild(img);
+  } else if (item.text !== undefined) {
+    box.appendChild(h("div", "iw-text", item.text));
+  } else if (item.row) {
+    const table = h("table", "iw-row");
+    for (const [name, value] of item.row) {
+      const tr = h("tr");
+      tr.appendChild(h("th", "", name));
+      tr.appendChild(h("td", "", fmt(value)));
+      table.appendChild(tr);
+    }
+    box.appendChild(table);
+  }
+  return box;
+}
+
+function barChart(helpful, harmful) {
+  const ns = "http://www.w3.org/2000/svg";
+  const items = [...helpful, ...harmful.slice().reverse()];
+  const width = 260;
+  const rowH = 10;
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "iw-bars");
+  svg.setAttribute("width", String(width));
+  svg.setAttribute("height", String(items.length * rowH + 4));
+  const max = Math.max(1e-300, ...items.map((it) => Math.abs(it.score)));
+  const mid = width / 2;
+  items.forEach((it, i) => {
+    const w = (Math.abs(it.score) / max) * (mid - 4);
+    const rect = document.createElementNS(ns, "rect");
+    rect.setAttribute("x", String(it.score >= 0 ? mid : mid - w));
+    rect.setAttribute("y", String(i * rowH + 2));
+    rect.setAttribute("width", String(Math.max(w, 1)));
+    rect.setAttribute("height", String(rowH - 2));
+    rect.setAttribute("class", it.score >= 0 ? "iw-bar-helpful" : "iw-bar-harmful");
+    const title = document.createElementNS(ns, "title");
+    title.textContent = `#${it.index}: ${fmt(it.score)}`;
+    rect.appendChild(title);
+    svg.appendChild(rect);
+  });
+  const axis = document.createElementNS(ns, "line");
+  axis.setAttribute("x1", String(mid));
+  axis.setAttribute("x2", String(mid));
+  axis.setAttribute("y1", "0");
+  axis.setAttribute("y2", String(items.length * rowH + 4));
+  axis.setAttribute("class", "iw-axis");
+  svg.appendChild(axis);
+  return svg;
+}
+
+function render({ model, el }) {
+  // Object URLs of the thumbnails, freed whenever what holds them is redrawn.
+  const galleryUrls = [];
+  const panelUrls = [];
+  const revoke = (urls) => urls.splice(0).forEach((u) => URL.revokeObjectURL(u));
+
+  const root = h("div", "iw-explorer");
+  const header = h("div", "iw-header");
+  const status = h("div", "iw-status");
+  const progress = h("div", "iw-progress");
+  progress.appendChild(h("div", "iw-progress-bar"));
+  const error = h("div", "iw-error");
+  const controls = h("div", "iw-controls");
+  const classSelect = h("select", "iw-class-filter");
+  const wrongLabel = h("label", "iw-wrong-filter");
+  const wrongBox = h("input");
+  wrongBox.type = "checkbox";
+  wrongLabel.append(wrongBox, document.createTextNode(" misclassified only"));
+  const prev = h("button", "iw-prev", "\u2039 prev");
+  const next = h("button", "iw-next", "next \u203a");
+  const pageInfo = h("span", "iw-page-info");
+  controls.append(classSelect, wrongLabel, prev, pageInfo, next);
+  header.append(status, progress, error, controls);
+
+  const body = h("div", "iw-body");
+  const gallery = h("div", "iw-gallery");
+  const panel = h("div", "iw-panel");
+  body.append(gallery, panel);
+  root.append(header, body);
+  el.appendChild(root);
+
+  function renderStatus() {
+    const s = model.get("status");
+    root.dataset.status = s;
+    status.textContent = model.get("message") || s;
+    progress.style.display = s === "fitting" || s === "starting" ? "block" : "none";
+    const err = model.get("error");
+    error.textContent = err;
+    error.style.display = err ? "block" : "none";
+  }
+
+  function renderFilters() {
+    classSelect.replaceChildren();
+    const all = h("option", "", "all classes");
+    all.value = "-1";
+    classSelect.appendChild(all);
+    model.get("class_names").forEach((name, c) => {
+      const opt = h("option", "", name);
+      opt.value = String(c);
+      classSelect.appendChild(opt);
+    });
+    classSelect.value = String(model.get("class_filter"));
+    wrongBox.checked = model.get("misclassified_only");
+  }
+
+  function renderGallery() {
+    gallery.replaceChildren();
+    revoke(galleryUrls);
+    const selected = model.get("selected");
+    for (const item of model.get("gallery")) {
+      const card = h("button", "iw-test-item");
+      card.type = "button";
+      card.dataset.testIndex = String(item.index);
+      if (item.wrong) card.classList.add("iw-wrong");
+      if (item.index === selected) card.classList.add("iw-selected");
+      card.appendChild(pointView(item, galleryUrls));
+      const caption = h("div", "iw-caption");
+      caption.appendChild(h("span", "iw-true", `true ${item.label}`));
+      caption.appendChild(h("span", "iw-pred", `pred ${item.pred} (${Math.round(item.confidence * 100)}%)`));
+      card.appendChild(caption);
+      card.title = `test #${item.index}`;
+      card.addEventListener("click", () => {
+        model.set("selected", item.index);
+        model.save_changes();
+        markSelected();
+      });
+      gallery.appendChild(card);
+    }
+    const pages = model.get("n_pages");
+    pageInfo.textContent = `page ${model.get("page") + 1} / ${pages} (${model.get("n_shown")} shown)`;
+    prev.disabled = model.get("page") <= 0;
+    next.disabled = model.get("page") >= pages - 1;
+  }
+
+  function markSelected() {
+    const selected = model.get("selected");
+    for (const card of gallery.querySelectorAll(".iw-test-item")) {
+      card.classList.toggle("iw-selected", Number(card.dataset.testIndex) === selected);
+    }
+    if (selected !== null && model.get("panel").test_index !== selected) {
+      panel.classList.add("iw-busy");
+    }
+  }
+
+  function trainList(title, items, cls) {
+    const section = h("div", `iw-section ${cls}`);
+    section.appendChild(h("h4", "", title));
+    const list = h("div", "iw-train-list");
+    for (const item of items) {
+      const card = h("div", "iw-train-item");
+      card.dataset.trainIndex = String(item.index);
+      card.appendChild(pointView(item, panelUrls));
+      card.appendChild(h("div", "iw-caption", `#${item.index} \u00b7 ${item.label}`));
+      card.appendChild(h("div", "iw-score", fmt(item.score)));
+      if (item.differences && item.differences.length) {
+        const diff = h("div", "iw-diff");
+        for (const [name, a, b] of item.differences) {
+          diff.appendChild(h("div", "", `${name}: ${fmt(a)} vs ${fmt(b)}`));
+        }
+        card.appendChild(diff);
+      }
+      list.appendChild(card);
+    }
+    section.appendChild(list);
+    return section;
+  }
+
+  function renderPanel() {
+    panel.classList.remove("iw-busy");
+    panel.replaceChildren();
+    revoke(panelUrls);
+    const p = model.get("panel");
+    if (!p || p.test_index === undefined) {
+      panel.appendChild(h("div", "iw-hint", "Click a test point to see which training points helped and hurt it."));
+      return;
+    }
+    const head = h("div", "iw-panel-head");
+    head.appendChild(pointView(p.test, panelUrls));
+    const info = h("div", "iw-panel-info");
+    info.appendChild(h("div", "iw-title", `Test #${p.test_index}`));
+    info.appendChild(h("div", "", `true ${p.label}, predicted ${p.pred} (${Math.round(p.confidence * 100)}%)`));
+    info.appendChild(barChart(p.helpful, p.harmful));
+    head.appendChild(info);
+    panel.appendChild(head);
+    panel.appendChild(h("p", "iw-help", HELP));
+    panel.appendChild(trainList("Most helpful", p.helpful, "iw-helpful"));
+    panel.appendChild(trainList("Most harmful", p.harmful, "iw-harmful"));
+  }
+
+  classSelect.addEventListener("change", () => {
+    model.set("class_filter", Number(classSelect.value));
+    model.set("page", 0);
+    model.save_changes();
+  });
+  wrongBox.addEventListener("change", () => {
+    model.set("misclassified_only", wrongBox.checked);
+    model.set("page", 0);
+    model.save_changes();
+  });
+  prev.addEventListener("click", () => {
+    model.set("page", Math.max(0, model.get("page") - 1));
+    model.save_changes();
+  });
+  next.addEventListener("click", () => {
+    model.set("page", model.get("page") + 1);
+    model.save_changes();
+  });
+
+  const onGallery = () => {
+    revoke(galleryUrls);
+    renderGallery();
+  };
+  const handlers = [
+    ["change:gallery change:page change:n_pages change:n_shown", onGallery],
+    ["change:panel", () => renderPanel()],
+    ["change:selected", () => markSelected()],
+    ["change:status change:message change:error", () => renderStatus()],
+    ["change:class_names change:class_filter change:misclassified_only", () => renderFilters()],
+  ];
+  for (const [events, fn] of handlers) model.on(events, fn);
+
+  renderStatus();
+  renderFilters();
+  renderGallery();
+  renderPanel();
+
+  return () => {
+    for (const [events, fn] of handlers) model.off(events, fn);
+    revoke(galleryUrls);
+    revoke(panelUrls);
+    el.replaceChildren();
+  };
+}
+
+export default { render };
