@@ -15,7 +15,22 @@ HERE = Path(__file__).parent
 
 QUICKSTART = [
     new_markdown_cell(
-        "# Which training points made this prediction?\n\n"
+        "# Quickstart: click a test prediction\n\n"
+        "One line trains a logistic regression on scikit-learn's 8x8 digits and opens the "
+        "explorer. Click any test digit: the panel shows the training images that helped and hurt "
+        "that prediction the most. Misclassified test points are tinted; filter them with the "
+        "checkbox."
+    ),
+    new_code_cell("%load_ext influence_widgets"),
+    new_code_cell("%influence --demo digits"),
+    new_code_cell(
+        "ex = _  # noqa: F821 (the explorer the magic returned)\n"
+        "ex.selected = 3  # selecting from Python updates the view too\n"
+        "ex.wait_ready()\n"
+        "ex.results()[:3]"
+    ),
+    new_markdown_cell(
+        "## The same, step by step\n\n"
         "Influence functions (Koh & Liang, ICML 2017, "
         "[arXiv:1703.04730](https://arxiv.org/abs/1703.04730)) answer this without retraining: "
         "for a test point, they predict how its loss would change if one training point were "
@@ -82,6 +97,10 @@ QUICKSTART = [
         "    ax.axis('off')\n"
         "fig.tight_layout()"
     ),
+    new_markdown_cell(
+        "The explorer works on any `Influence`: give it the data set to draw the points."
+    ),
+    new_code_cell("iw.InfluenceExplorer(inf, data, k=6)"),
     new_markdown_cell(
         "## Which training labels look wrong?\n\n"
         "Self-influence I_up,loss(z_i, z_i) measures how much a point's own loss depends on "

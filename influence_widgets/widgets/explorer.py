@@ -118,7 +118,8 @@ class InfluenceExplorer(anywidget.AnyWidget):
         self._callbacks: list[Callable[[int], None]] = []
         self._lock = threading.Lock()
         self._pending: int | None = None
-        self._ready = threading.Event()
+        self._fitted = False  # precomputation done: clicks are served at once
+        self._ready = threading.Event()  # set once any queued click is served too (or on error)
         self._rows: list[dict] = []
         self._predict()
         self._refresh_gallery()
@@ -265,14 +266,14 @@ class InfluenceExplorer(anywidget.AnyWidget):
             self.error = f"selected: {index!r} is not a test index in [0, {len(self._true) - 1}]"
             log.error(self.error)
             return
-        if not self._ready.is_set():
+        if not self._fitted:
             self._pending = index  # the latest click wins once precomputation is done
             self.message = f"Test point {index} queued until precomputation finishes"
             return
         self._compute(index)
 
     def _recompute(self) -> None:
-        if self.selected is not None and self._ready.is_set():
+        if self.selected is not None and self._fitted:
             self._compute(self.selected)
 
     def _precompute(self) -> None:
@@ -285,14 +286,15 @@ class InfluenceExplorer(anywidget.AnyWidget):
             self.status = "error"
             self.error = f"Precomputation failed: {type(err).__name__}: {err}"
             log.exception("InfluenceExplorer precomputation failed")
+            self._ready.set()
             return
-        self._ready.set()
+        self._fitted = True
         self.status = "ready"
         self.message = f"Ready (precomputed in {time.perf_counter() - start:.1f} s)"
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            if pending == self.selected:
-                self._compute(pending)
+        pending, self._pending = self._pending, None
+        if pending is not None and pending == self.selected:
+            self._compute(pending)
+        self._ready.set()
 
     def _compute(self, index: int) -> None:
         with self._lock:
@@ -371,4 +373,6 @@ class InfluenceExplorer(anywidget.AnyWidget):
         """Block until precomputation is done (for scripts and tests); returns self."""
         if not self._ready.wait(timeout):
             raise TimeoutError(f"precomputation did not finish within {timeout} s")
+        if self.status == "error":
+            raise RuntimeError(self.error)
         return self

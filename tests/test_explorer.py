@@ -1,0 +1,203 @@
+"""The explorer's Python side and the %influence magic (no browser): traits, callbacks, errors."""
+
+from __future__ import annotations
+
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from IPython.core.error import UsageError
+from IPython.testing.globalipapp import start_ipython
+from ipywidgets.widgets.widget import _remove_buffers
+
+import influence_widgets as iw
+from influence_widgets.widgets.explorer import static_dir
+
+
+@pytest.fixture(scope="module")
+def digits_influence():
+    data = iw.datasets.digits()
+    model = iw.models.logistic_regression(data)
+    iw.train(model, data, l2=0.01, progress=False)
+    return data, iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False)
+
+
+@pytest.fixture
+def explorer(digits_influence):
+    data, inf = digits_influence
+    return iw.InfluenceExplorer(inf, data, k=5).wait_ready()
+
+
+def test_selecting_fills_the_panel_and_fires_callbacks(explorer, digits_influence):
+    data, inf = digits_influence
+    seen = []
+    explorer.on_select(seen.append)
+    explorer.selected = 3
+    panel = explorer.panel
+    assert panel["test_index"] == 3 and seen == [3]
+    assert len(panel["helpful"]) == 5 and len(panel["harmful"]) == 5
+    expected = inf.top(data.X_test[3:4], data.y_test[3:4], k=5)
+    assert [it["index"] for it in panel["helpful"]] == expected.helpful[0].tolist()
+    assert [it["index"] for it in panel["harmful"]] == expected.harmful[0].tolist()
+    assert all(it["score"] > 0 for it in panel["helpful"])
+    rows = explorer.results()
+    assert len(rows) == 10 and rows[0]["kind"] == "helpful" and rows[0]["test_index"] == 3
+    frame = explorer.results(as_frame=True)
+    assert list(frame["train_index"]) == [r["train_index"] for r in rows]
+
+
+def test_gallery_pages_filters_and_sends_thumbnails_as_binary(explorer, digits_influence):
+    data, _ = digits_influence
+    assert len(explorer.gallery) == 40 and explorer.n_pages == -(-len(data.y_test) // 40)
+    _, _, buffers = _remove_buffers(explorer.get_state())
+    assert len(buffers) >= 40  # every thumbnail on the page is a binary buffer
+    assert bytes(explorer.gallery[0]["png"][:4]) == b"\x89PNG"
+    explorer.class_filter = 4
+    assert explorer.n_shown == int((data.y_test == 4).sum())
+    assert all(item["label"] == "4" for item in explorer.gallery)
+    explorer.class_filter = -1
+    explorer.misclassified_only = True
+    assert all(item["wrong"] for item in explorer.gallery)
+    explorer.misclassified_only = False
+    explorer.page = explorer.n_pages + 5  # clamped to the last page
+    assert explorer.page == explorer.n_pages - 1
+
+
+def test_clicks_during_precomputation_are_queued_and_the_latest_wins(digits_influence):
+    data, _ = digits_influence
+    model = iw.models.logistic_regression(data)
+    iw.train(model, data, l2=0.01, progress=False)
+    fresh = iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False)
+    ex = iw.InfluenceExplorer(fresh, data)
+    ex.selected = 1
+    ex.selected = 9
+    ex.wait_ready()
+    deadline = time.time() + 10
+    while ex.panel.get("test_index") != 9 and time.time() < deadline:
+        time.sleep(0.05)
+    assert ex.panel["test_index"] == 9
+
+
+def test_errors_show_in_the_widget_and_bad_arguments_are_named(explorer, digits_influence):
+    data, inf = digits_influence
+    explorer.selected = 10_000
+    assert "selected" in explorer.error
+    with pytest.raises(TypeError, match="influence"):
+        iw.InfluenceExplorer("not an influence", data)
+    with pytest.raises(ValueError, match="k"):
+        iw.InfluenceExplorer(inf, data, k=0)
+    with pytest.raises(ValueError, match="kind"):
+        iw.InfluenceExplorer(inf, x_test=data.X_test, y_test=data.y_test)
+    with pytest.raises(ValueError, match="test_display"):
+        iw.InfluenceExplorer(
+            inf, x_test=data.X_test, y_test=data.y_test, kind="tabular", test_display=[[0.0]]
+        )
+    with pytest.raises(TypeError, match="callback"):
+        explorer.on_select(42)
+
+
+def test_text_and_tabular_data_are_sent_as_text_and_rows():
+    texts = [f"review {i} " + ("good" if i % 2 else "bad") for i in range(24)]
+    X = torch.tensor([[t.count("g"), t.count("b"), len(t)] for t in texts], dtype=torch.float64)
+    y = torch.tensor([i % 2 for i in range(24)])
+    model = torch.nn.Linear(3, 2, dtype=torch.float64)
+    iw.train(model, (X, y), l2=0.1, progress=False)
+    inf = iw.Influence(model, (X, y), l2=0.1, progress=False)
+    payload = '<img src=x onerror="window.__pwned=1">'
+    ex = iw.InfluenceExplorer(
+        inf,
+        x_test=X[:6],
+        y_test=y[:6],
+        kind="text",
+        train_display=[payload] + texts[1:],
+        test_display=texts[:6],
+        class_names=[payload, "good"],
+        k=3,
+    ).wait_ready()
+    ex.selected = 0
+    item = ex.panel["helpful"][0]
+    assert "text" in item and "png" not in item
+    tab = iw.InfluenceExplorer(
+        inf, x_test=X[:6], y_test=y[:6], kind="tabular", feature_names=["g", "b", "len"], k=2
+    ).wait_ready()
+    tab.selected = 2
+    first = tab.panel["harmful"][0]
+    assert first["row"][0][0] == "g" and len(first["differences"]) == 3
+
+
+def test_static_front_end_files_exist_and_are_the_esm_and_css():
+    assert (static_dir() / "explorer.js").read_text().count("export default") == 1
+    assert (static_dir() / "explorer.css").exists()
+
+
+def test_built_wheel_ships_the_front_end(tmp_path: Path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(root),
+        ],
+        check=True,
+    )
+    (wheel,) = tmp_path.glob("influence_widgets-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "influence_widgets/static/explorer.js" in names
+    assert "influence_widgets/static/explorer.css" in names
+
+
+# ----- the magic ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shell():
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "influence_widgets")
+    return ip
+
+
+def test_magic_demo_returns_an_explorer(shell):
+    ex = shell.run_line_magic("influence", "--demo digits -k 4")
+    assert isinstance(ex, iw.InfluenceExplorer) and ex.k == 4
+    ex.wait_ready()
+    ex.selected = 3
+    assert ex.panel["test_index"] == 3
+
+
+def test_magic_with_user_variables_and_its_errors(shell, digits_influence):
+    data, inf = digits_influence
+    model = iw.models.logistic_regression(data)
+    iw.train(model, data, l2=0.01, progress=False)
+    shell.user_ns.update(m=model, X=data.X_train, y=data.y_train, Xt=data.X_test, yt=data.y_test)
+    ex = shell.run_line_magic("influence", "m --train X y --test Xt yt --l2 0.01")
+    assert isinstance(ex, iw.InfluenceExplorer) and ex.kind == "tabular"
+    with pytest.raises(UsageError, match="train_display: image data must be"):
+        shell.run_line_magic("influence", "m --train X y --test Xt yt --kind image")
+    with pytest.raises(UsageError, match="no variable named 'nope'"):
+        shell.run_line_magic("influence", "nope --train X y --test Xt yt")
+    shell.user_ns["s"] = "a string"
+    with pytest.raises(UsageError, match="not a torch.nn.Module"):
+        shell.run_line_magic("influence", "s --train X y --test Xt yt")
+    with pytest.raises(UsageError, match="--demo NAME"):
+        shell.run_line_magic("influence", "")
+    with pytest.raises(UsageError):
+        shell.run_line_magic("influence", "--demo nope")
+    with pytest.raises(UsageError, match="solver"):
+        shell.run_line_magic("influence", "m --train X y --test Xt yt --solver nope")
+    with pytest.raises(UsageError, match="not a variable name"):
+        shell.run_line_magic("influence", "m --train X[0] y --test Xt yt")
+
+
+def test_magic_help_is_available(shell):
+    doc = shell.find_line_magic("influence").__doc__
+    assert "--demo" in doc and "--train" in doc
