@@ -47,6 +47,20 @@ w = Clicker()
 w'''
 
 
+# Uncaught errors of the front ends themselves, not of any widget: Notebook 7.6's shortcut
+# settings handler reads the schema of a plugin it has not loaded, on every page load.
+KNOWN_FRONTEND_ERRORS = ("Cannot read properties of undefined (reading 'schema')",)
+
+
+def page_errors(console_messages: list[str]) -> list[str]:
+    """Uncaught errors in the page, less the front ends' own known ones."""
+    return [
+        m
+        for m in console_messages
+        if m.startswith("[pageerror]") and not any(k in m for k in KNOWN_FRONTEND_ERRORS)
+    ]
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
     """Poll ``predicate()`` until it returns something truthy; returns that value."""
     deadline = time.monotonic() + timeout
@@ -85,4 +99,129 @@ def test_anywidget_renders_and_syncs_in(frontend, jupyter, page, console_message
     out = append_and_run_cell(page, 'w.clicked = 7\nprint("SET", w.clicked)')
     assert "SET 7" in out
     expect(button).to_have_text("clicked 7")
-    assert not [m for m in console_messages if m.startswith("[pageerror]")]
+    assert not page_errors(console_messages)
+
+
+# ----- the influence explorer ----------------------------------------------------------------
+def _wait_for_train_items(page, at_least: int, timeout: float = 90.0) -> int:
+    """Until the explorer's panel shows ``at_least`` training items; returns how many it shows."""
+    items = page.locator(".iw-explorer [data-train-index]")
+    try:
+        page.wait_for_function(
+            "n => document.querySelectorAll('.iw-explorer [data-train-index]').length >= n",
+            arg=at_least,
+            timeout=timeout * 1000,
+        )
+    except Exception as err:
+        errors = page.locator(".iw-explorer .iw-error").all_inner_texts()
+        raise AssertionError(
+            f"the panel shows {items.count()} training items, not {at_least}, after "
+            f"{timeout:.0f} s; .iw-error says {errors!r}"
+        ) from err
+    return items.count()
+
+
+def _shown_errors(page) -> list[str]:
+    return [
+        t.strip() for t in page.locator(".iw-explorer .iw-error").all_inner_texts() if t.strip()
+    ]
+
+
+@pytest.mark.timeout(210)
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_demo_explorer_click_selects_in(frontend, jupyter, page, console_messages):
+    """%influence --demo digits shows the explorer; a click on a test item fills the panel with
+    k helpful and k harmful training items and sets ``selected`` in the kernel."""
+    path = write_notebook(
+        jupyter,
+        f"demo_{frontend}.ipynb",
+        [
+            "%load_ext influence_widgets",
+            "%influence --demo digits",
+            "ex = _",
+            'print("SELECTED", ex.selected)',
+        ],
+    )
+    open_and_run(page, jupyter, path, frontend, timeout=150)
+    assert "SELECTED None" in cell_output(page, 3)
+
+    explorer = page.locator(".iw-explorer")
+    assert explorer.count() == 1, f"{explorer.count()} .iw-explorer elements on the page"
+    item = explorer.locator('[data-test-index="3"]')
+    item.wait_for(timeout=60_000)
+    item.click()
+    shown = _wait_for_train_items(page, at_least=16)
+    assert shown >= 16
+
+    out = run_cell(page, 3)
+    assert "SELECTED 3" in out, out
+    assert not _shown_errors(page)
+    assert not page_errors(console_messages)
+
+
+# A bag-of-characters logistic regression on short texts. The payloads are assembled from pieces
+# so that the cell's source (which the page shows) never holds them: they can only appear in the
+# page as the widget's text.
+XSS_CELL = """\
+import torch
+
+import influence_widgets as iw
+
+lt = chr(60)
+IMG = lt + 'img src=x onerror="window.__pwned=1">'
+SCRIPT = lt + "script>window.__pwned=2" + lt + "/script>"
+
+good = ["good movie", "great film", "loved it", "nice plot", "good acting",
+        "great cast", "fine movie", "loved the film", "good fun", "nice film"]
+bad = ["bad movie", "awful film", "hated it", "poor plot", "bad acting",
+       "dull cast", "boring movie", "hated the film", "bad fun", IMG]
+train_texts = good + bad
+test_texts = ["good film", "bad film", "great movie", "awful movie", "nice acting", "boring plot"]
+vocab = sorted(set("".join(train_texts + test_texts)))
+
+
+def features(texts):
+    return torch.tensor([[t.count(c) for c in vocab] for t in texts], dtype=torch.float64)
+
+
+X, y = features(train_texts), torch.tensor([1] * 10 + [0] * 10)
+Xt, yt = features(test_texts), torch.tensor([1, 0, 1, 0, 1, 0])
+torch.manual_seed(0)
+model = torch.nn.Linear(len(vocab), 2, dtype=torch.float64)
+iw.train(model, (X, y), l2=0.1, progress=False)
+inf = iw.Influence(model, (X, y), l2=0.1, progress=False)
+ex = iw.InfluenceExplorer(
+    inf, x_test=Xt, y_test=yt, kind="text", train_display=train_texts,
+    test_display=test_texts, class_names=[IMG, SCRIPT], k=10,
+)
+ex"""
+
+PAYLOAD_IMG = '<img src=x onerror="window.__pwned=1">'
+PAYLOAD_SCRIPT = "<script>window.__pwned=2</script>"
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_explorer_shows_markup_as_text_in(frontend, jupyter, page, console_messages):
+    """Class names and training texts that are HTML are shown as text, never run as markup."""
+    from playwright.sync_api import expect
+
+    path = write_notebook(
+        jupyter, f"xss_{frontend}.ipynb", [XSS_CELL, 'print("SELECTED", ex.selected)']
+    )
+    open_and_run(page, jupyter, path, frontend, timeout=120)
+    explorer = page.locator(".iw-explorer")
+    explorer.locator('[data-test-index="1"]').click(timeout=60_000)
+    _wait_for_train_items(page, at_least=20)  # k = 10: all 20 training texts are shown
+    assert "SELECTED 1" in run_cell(page, 1)
+    page.wait_for_timeout(500)  # an injected <img> would fire onerror by now
+
+    assert page.evaluate("() => typeof window.__pwned") == "undefined"
+    assert page.locator('img[src="x"]').count() == 0
+    assert explorer.locator("script").count() == 0
+    text = explorer.inner_text()
+    assert PAYLOAD_IMG in text, "the training text with markup is not shown literally"
+    assert PAYLOAD_SCRIPT in text, "the class name with markup is not shown literally"
+    expect(explorer.get_by_text(PAYLOAD_IMG).first).to_be_visible()
+    assert not _shown_errors(page)
+    assert not page_errors(console_messages)
