@@ -1,12 +1,10 @@
-"""Layer 4: the explorer in JupyterLab 4 and Notebook 7, clicked in headless Chromium.
+"""The browser layer: the explorer in JupyterLab 4 and Notebook 7, clicked in headless Chromium.
 
 Each test writes a notebook, opens it in the front end, runs it from the Run menu, clicks in the
 widget and checks the kernel's side by running a later cell. Fixtures and helpers: conftest.py.
 """
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
@@ -59,18 +57,6 @@ def page_errors(console_messages: list[str]) -> list[str]:
         for m in console_messages
         if m.startswith("[pageerror]") and not any(k in m for k in KNOWN_FRONTEND_ERRORS)
     ]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
-    """Poll ``predicate()`` until it returns something truthy; returns that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.mark.timeout(150)
@@ -172,9 +158,9 @@ IMG = lt + 'img src=x onerror="window.__pwned=1">'
 SCRIPT = lt + "script>window.__pwned=2" + lt + "/script>"
 
 good = ["good movie", "great film", "loved it", "nice plot", "good acting",
-        "great cast", "fine movie", "loved the film", "good fun", "nice film"]
+        "great cast", "fine movie", "loved the film", "good fun", IMG]
 bad = ["bad movie", "awful film", "hated it", "poor plot", "bad acting",
-       "dull cast", "boring movie", "hated the film", "bad fun", IMG]
+       "dull cast", "boring movie", "hated the film", "bad fun", "dull film"]
 train_texts = good + bad
 test_texts = ["good film", "bad film", "great movie", "awful movie", "nice acting", "boring plot"]
 vocab = sorted(set("".join(train_texts + test_texts)))
@@ -219,9 +205,10 @@ def test_explorer_shows_markup_as_text_in(frontend, jupyter, page, console_messa
     assert page.evaluate("() => typeof window.__pwned") == "undefined"
     assert page.locator('img[src="x"]').count() == 0
     assert explorer.locator("script").count() == 0
-    text = explorer.inner_text()
-    assert PAYLOAD_IMG in text, "the training text with markup is not shown literally"
-    assert PAYLOAD_SCRIPT in text, "the class name with markup is not shown literally"
-    expect(explorer.get_by_text(PAYLOAD_IMG).first).to_be_visible()
+    # Training text 9 is the <img> payload; its label is class 1, the <script> payload.
+    markup_item = explorer.locator('[data-train-index="9"]')
+    expect(markup_item).to_be_visible()
+    assert PAYLOAD_IMG in markup_item.inner_text(), "the markup training text is not shown as text"
+    assert PAYLOAD_SCRIPT in markup_item.inner_text(), "the markup class name is not shown as text"
     assert not _shown_errors(page)
     assert not page_errors(console_messages)

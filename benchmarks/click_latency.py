@@ -1,0 +1,165 @@
+"""Click latency of InfluenceExplorer in a real browser (JupyterLab 4, headless Chromium).
+
+For each case a notebook trains the model, precomputes (``fit``) and displays the explorer; then, in
+the page, each measured click runs ``performance.now()`` before ``element.click()`` and a
+MutationObserver stops the clock once the panel shows that test point with its training points
+(``[data-train-index]``). The round trip is all of it: the comm message to the kernel, the solve,
+scoring every training point, the thumbnails, the message back and the DOM update.
+
+Cases: the digits demo (1,300 training points; target <= 300 ms) and Fashion-MNIST logistic
+regression at the paper's scale (55,000 training points, 7,840 parameters; target <= 1 s).
+
+    .venv/bin/python benchmarks/click_latency.py --json benchmarks/results/click_latency.json \
+        --screenshot docs/explorer.png
+
+Needs Debian's chromium and the playwright package, like the browser tests (whose server and
+browser helpers it reuses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.browser.conftest import (  # noqa: E402
+    CHROMIUM_ARGS,
+    _start_server,
+    _stop_server,
+    chromium_path,
+    open_and_run,
+    write_notebook,
+)
+
+CASES = {
+    "digits": {
+        "target_ms": 300,
+        "cells": [
+            "%load_ext influence_widgets",
+            "ex = %influence --demo digits\nex.wait_ready()\nex",
+        ],
+    },
+    "fashion_mnist_55k": {
+        "target_ms": 1000,
+        "cells": [
+            "import influence_widgets as iw\n"
+            "data = iw.datasets.fashion_mnist(n_train=55_000, n_test=1_000)\n"
+            "model = iw.models.logistic_regression(data, bias=False)\n"
+            "report = iw.train(model, data, l2=0.01, progress=False)\n"
+            "inf = iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False)\n"
+            "ex = iw.InfluenceExplorer(inf, data, fit_in_background=False)\n"
+            "ex",
+        ],
+    },
+}
+
+# Click test item i and resolve with the milliseconds until the panel shows it with its items.
+MEASURE_CLICK = """
+async (i) => {
+  const item = document.querySelector(`[data-test-index="${i}"]`);
+  const root = item.closest(".iw-explorer");
+  const done = () => {
+    const title = root.querySelector(".iw-panel .iw-title");
+    return title && title.textContent === `Test #${i}` &&
+      root.querySelector(".iw-panel [data-train-index]") !== null;
+  };
+  const t0 = performance.now();
+  item.click();
+  return await new Promise((resolve) => {
+    if (done()) return resolve(performance.now() - t0);
+    const obs = new MutationObserver(() => {
+      if (done()) { obs.disconnect(); resolve(performance.now() - t0); }
+    });
+    obs.observe(root, { childList: true, subtree: true, characterData: true });
+  });
+}
+"""
+
+
+def measure_case(browser, server, name: str, clicks: int, screenshot: Path | None) -> dict:
+    case = CASES[name]
+    path = write_notebook(server, f"latency_{name}.ipynb", case["cells"])
+    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    page.set_default_timeout(60_000)
+    start = time.perf_counter()
+    open_and_run(page, server, path, "lab", timeout=1800)
+    setup_seconds = time.perf_counter() - start
+    page.locator("[data-test-index]").first.wait_for()
+    indices = page.eval_on_selector_all(
+        "[data-test-index]", "els => els.map(e => Number(e.dataset.testIndex))"
+    )[: clicks + 1]
+    page.evaluate(MEASURE_CLICK, indices[0])  # warm-up click, not counted
+    times = [page.evaluate(MEASURE_CLICK, i) for i in indices[1:]]
+    if screenshot is not None:
+        page.evaluate(MEASURE_CLICK, indices[min(3, len(indices) - 1)])
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.locator(".iw-explorer").first.screenshot(path=str(screenshot))
+    page.context.close()
+    median = statistics.median(times)
+    return {
+        "case": name,
+        "clicks": len(times),
+        "median_ms": round(median, 1),
+        "p90_ms": round(sorted(times)[int(0.9 * (len(times) - 1))], 1),
+        "max_ms": round(max(times), 1),
+        "target_ms": case["target_ms"],
+        "met": median <= case["target_ms"],
+        "setup_seconds": round(setup_seconds, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
+    parser.add_argument("--clicks", type=int, default=20, help="measured clicks per case")
+    parser.add_argument("--screenshot", type=Path, help="save the digits explorer as a PNG")
+    args = parser.parse_args()
+    names = [n for n in args.cases.split(",") if n]
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        parser.error(f"--cases: unknown {unknown}; choose from {list(CASES)}")
+
+    from playwright.sync_api import sync_playwright
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
+        server = _start_server("lab", Path(tmp))
+        browser = pw.chromium.launch(
+            executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            for name in names:
+                shot = args.screenshot if name == "digits" else None
+                result = measure_case(browser, server, name, args.clicks, shot)
+                results.append(result)
+                print(
+                    f"{name:>18}: median {result['median_ms']:7.1f} ms, p90 {result['p90_ms']:7.1f}"
+                    f" ms over {result['clicks']} clicks (target <= {result['target_ms']} ms: "
+                    f"{'met' if result['met'] else 'MISSED'}); setup {result['setup_seconds']} s",
+                    flush=True,
+                )
+        finally:
+            browser.close()
+            _stop_server(server)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": {"platform": platform.platform(), "processor": platform.processor()},
+            "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+            "results": results,
+        }
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
