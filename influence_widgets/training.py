@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from influence_widgets.core.errors import check_nonnegative, check_positive_int
 from influence_widgets.core.losses import (
@@ -21,6 +20,7 @@ from influence_widgets.core.losses import (
     resolve_loss,
 )
 from influence_widgets.core.objective import TrainingSet, probe_output, validate_targets
+from influence_widgets.core.progress import progress_bar
 from influence_widgets.datasets import Dataset
 
 __all__ = ["TrainingReport", "train"]
@@ -146,7 +146,7 @@ def train(
 
     start = time.perf_counter()
     iterations = 0
-    bar = tqdm(total=max_iter, desc="L-BFGS", disable=not progress, leave=False)
+    bar = progress_bar(total=max_iter, desc="L-BFGS", disable=not progress)
     try:
         gn = grad_norm()
         best, stalled = gn, 0

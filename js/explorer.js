@@ -87,7 +87,8 @@ function render({ model, el }) {
   const header = h("div", "iw-header");
   const status = h("div", "iw-status");
   const progress = h("div", "iw-progress");
-  progress.appendChild(h("div", "iw-progress-bar"));
+  const progressBar = h("div", "iw-progress-bar");
+  progress.appendChild(progressBar);
   const error = h("div", "iw-error");
   const controls = h("div", "iw-controls");
   const classSelect = h("select", "iw-class-filter");
@@ -113,6 +114,7 @@ function render({ model, el }) {
     root.dataset.status = s;
     status.textContent = model.get("message") || s;
     progress.style.display = s === "fitting" || s === "starting" ? "block" : "none";
+    progressBar.style.width = `${Math.round(100 * model.get("progress"))}%`;
     const err = model.get("error");
     error.textContent = err;
     error.style.display = err ? "block" : "none";
@@ -243,7 +245,7 @@ function render({ model, el }) {
     ["change:gallery change:page change:n_pages change:n_shown", onGallery],
     ["change:panel", () => renderPanel()],
     ["change:selected", () => markSelected()],
-    ["change:status change:message change:error", () => renderStatus()],
+    ["change:status change:message change:error change:progress", () => renderStatus()],
     ["change:class_names change:class_filter change:misclassified_only", () => renderFilters()],
   ];
   for (const [events, fn] of handlers) model.on(events, fn);

@@ -201,3 +201,20 @@ def test_magic_with_user_variables_and_its_errors(shell, digits_influence):
 def test_magic_help_is_available(shell):
     doc = shell.find_line_magic("influence").__doc__
     assert "--demo" in doc and "--train" in doc
+
+
+def test_precomputation_reports_real_progress_in_the_widget(digits_influence):
+    data, _ = digits_influence
+    model = iw.models.logistic_regression(data)
+    iw.train(model, data, l2=0.01, progress=False)
+    fresh = iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False)
+    messages = []
+    ex = iw.InfluenceExplorer(fresh, data, fit_in_background=False)
+    ex.observe(lambda change: messages.append(change["new"]), names="message")
+    assert ex.status == "ready" and ex.progress == 1.0
+    slow = iw.InfluenceExplorer(
+        iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False), data
+    )
+    slow.observe(lambda change: messages.append(change["new"]), names="message")
+    slow.wait_ready()
+    assert any(m.startswith("Precomputing: Hessian") for m in messages)

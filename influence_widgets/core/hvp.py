@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 from torch.func import grad, hessian, jvp, vmap
-from tqdm.auto import tqdm
 
 from influence_widgets.core.objective import Objective, TrainingSet
+from influence_widgets.core.progress import progress_bar
 
 __all__ = ["HVP_BATCH", "HVP_CHUNK", "HessianOperator", "LinearHead"]
 
@@ -139,11 +139,8 @@ class HessianOperator:
         chunk = chunk or HVP_CHUNK
         H = torch.zeros(p, p, dtype=obj.dtype, device=obj.device)
         n_batches = -(-self.train.n // batch)
-        bar = tqdm(
-            total=-(-k // chunk) * n_batches,
-            desc="Hessian from HVPs",
-            disable=not progress,
-            leave=False,
+        bar = progress_bar(
+            total=-(-k // chunk) * n_batches, desc="Hessian from HVPs", disable=not progress
         )
         for start in range(0, k, chunk):
             cols = columns[start : start + chunk]
@@ -306,7 +303,7 @@ class LinearHead:
         H4 = torch.zeros(
             self.C, self.Dt, self.C, self.Dt, dtype=self.obj.dtype, device=self.obj.device
         )
-        bar = tqdm(total=train.n, desc="Hessian (linear head)", disable=not progress, leave=False)
+        bar = progress_bar(total=train.n, desc="Hessian (linear head)", disable=not progress)
         for phi, A in self.terms(train, batch_size, budget_mb):
             for start in range(0, len(phi), batch_size):  # bounds the (B, C, D~) temporary
                 self.hessian_sum(phi[start : start + batch_size], A[start : start + batch_size], H4)

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import torch
 from torch.func import grad, jvp, vmap
-from tqdm.auto import tqdm
 
 from influence_widgets.core.errors import (
     InfluenceWarning,
@@ -34,6 +33,7 @@ from influence_widgets.core.errors import (
 from influence_widgets.core.hvp import HessianOperator
 from influence_widgets.core.losses import LossFn
 from influence_widgets.core.objective import Objective, TrainingSet, as_tensor
+from influence_widgets.core.progress import progress_bar
 from influence_widgets.core.solvers import (
     Direct,
     Solver,
@@ -226,14 +226,11 @@ class Influence:
         obj = self.objective
         n_batches = -(-self.n // self.batch_size)
         show = self.progress and n_batches > 1
-        for x, y, sl in tqdm(
-            self.train.batches(self.batch_size),
-            total=n_batches,
-            desc=desc,
-            disable=not show,
-            leave=False,
-        ):
+        bar = progress_bar(total=n_batches, desc=desc, disable=not show)
+        for x, y, sl in self.train.batches(self.batch_size):
             yield obj.cast_inputs(x), obj.cast_targets(y), sl
+            bar.update()
+        bar.close()
 
     def _per_sample_train_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """g_i = grad ell_i(theta_hat) for a batch, (B, p), L2 term included."""
@@ -378,7 +375,7 @@ class Influence:
         out = torch.empty(self.n, dtype=self.objective.dtype, device=self.objective.device)
         direct = isinstance(self.solver, Direct)
         chunk = self.batch_size if direct else max(1, min(self.batch_size, 256))
-        bar = tqdm(total=self.n, desc="self-influence", disable=not self.progress, leave=False)
+        bar = progress_bar(total=self.n, desc="self-influence", disable=not self.progress)
         for start in range(0, self.n, chunk):
             idx = torch.arange(start, min(start + chunk, self.n))
             G = self._train_grads_at(idx).T  # (p, b)

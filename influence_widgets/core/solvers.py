@@ -14,7 +14,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from influence_widgets.core.errors import (
     InfluenceWarning,
@@ -24,6 +23,7 @@ from influence_widgets.core.errors import (
     not_positive_definite,
 )
 from influence_widgets.core.hvp import HessianOperator
+from influence_widgets.core.progress import progress_bar
 
 __all__ = [
     "Arnoldi",
@@ -148,7 +148,7 @@ class ConjugateGradient(Solver):
         target = rtol**2 * (B * B).sum(0)
         active = rs > target
         it = 0
-        bar = tqdm(total=self.maxiter, desc="CG", disable=not progress, leave=False)
+        bar = progress_bar(total=self.maxiter, desc="CG", disable=not progress)
         while bool(active.any()) and it < self.maxiter:
             cols = active.nonzero().squeeze(1)
             Pa = P[:, cols]
@@ -243,7 +243,7 @@ class LiSSA(Solver):
         total = torch.zeros_like(B)
         bound = 1e12 * float(B.norm()) + 1e-30
         steps = 0
-        bar = tqdm(total=self.depth * self.repeats, desc="LiSSA", disable=not progress, leave=False)
+        bar = progress_bar(total=self.depth * self.repeats, desc="LiSSA", disable=not progress)
         for _ in range(self.repeats):
             h = B.clone()
             for _ in range(self.depth):
@@ -315,7 +315,9 @@ def lanczos(
 
     q = torch.randn(p, generator=gen, dtype=dtype).to(device)
     q /= q.norm()
-    for j in tqdm(range(k), desc="Lanczos", disable=not progress, leave=False):
+    bar = progress_bar(total=k, desc="Lanczos", disable=not progress)
+    for j in range(k):
+        bar.update()
         Q[:, j] = q
         w = op.matvec(q)
         alpha[j] = w.dot(q)
@@ -329,6 +331,7 @@ def lanczos(
         else:
             beta[j] = b
             q = w / b
+    bar.close()
     T = torch.diag(alpha) + torch.diag(beta[: k - 1], 1) + torch.diag(beta[: k - 1], -1)
     evals, evecs = torch.linalg.eigh(T.to(device))
     return evals, Q @ evecs

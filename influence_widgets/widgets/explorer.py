@@ -19,6 +19,7 @@ import torch
 import traitlets
 
 from influence_widgets.core import Influence
+from influence_widgets.core.progress import report_progress
 from influence_widgets.datasets import Dataset
 from influence_widgets.widgets.display import KINDS, DisplayData
 
@@ -75,6 +76,7 @@ class InfluenceExplorer(anywidget.AnyWidget):
     message = traitlets.Unicode("").tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     compute_ms = traitlets.Float(0.0).tag(sync=True)
+    progress = traitlets.Float(0.0).tag(sync=True)  # of the current precomputation step
 
     def __init__(
         self,
@@ -280,8 +282,18 @@ class InfluenceExplorer(anywidget.AnyWidget):
         self.status = "fitting"
         self.message = "Precomputing the Hessian and its factorisation..."
         start = time.perf_counter()
+        last = [0.0]
+
+        def show(step: str, fraction: float) -> None:
+            now = time.perf_counter()
+            if now - last[0] > 0.1 or fraction >= 1.0:  # at most ~10 updates a second
+                last[0] = now
+                self.progress = fraction
+                self.message = f"Precomputing: {step} {fraction:.0%}"
+
         try:
-            self.influence.fit()
+            with report_progress(show):
+                self.influence.fit()
         except Exception as err:  # shown in the widget and logged; nothing else to do here
             self.status = "error"
             self.error = f"Precomputation failed: {type(err).__name__}: {err}"
@@ -289,6 +301,7 @@ class InfluenceExplorer(anywidget.AnyWidget):
             self._ready.set()
             return
         self._fitted = True
+        self.progress = 1.0
         self.status = "ready"
         self.message = f"Ready (precomputed in {time.perf_counter() - start:.1f} s)"
         pending, self._pending = self._pending, None
