@@ -5,11 +5,11 @@ What is measured (CPU, float64 models, wall-clock time with ``time.perf_counter`
 * ``digits_lr``: 10-class logistic regression with bias on the built-in digits (1,300 training
   points, 650 parameters, l2 = 0.01), trained once with ``iw.train``. For each solver (direct, cg,
   ``iw.LiSSA()`` with its defaults, ``iw.Arnoldi(rank=50)``, which is low rank and so approximate)
-  a fresh ``Influence`` is built and fitted (``fit_seconds``); then one warm-up click (test point 0),
-  ``influence_on_loss`` for 100 test points against all training points (``all_test_seconds``), and
-  10 clicks of one test point each on 10 other test points, as the explorer does
-  (``click_seconds``: the median). Each solver's 100 x 1,300 matrix is compared with direct's
-  (Pearson r and relative Frobenius error).
+  a fresh ``Influence`` is built and fitted (``fit_seconds``); then one warm-up click (test
+  point 0), ``influence_on_loss`` for 100 test points against all training points
+  (``all_test_seconds``), and 10 clicks of one test point each on 10 other test points, as the
+  explorer does (``click_seconds``: the median). Each solver's 100 x 1,300 matrix is compared
+  with direct's (Pearson r and relative Frobenius error).
 * ``naive``: the same 100 x 1,300 matrix the textbook way with torch.func on the same model:
   per-sample training gradients (vmap(grad) of L(z_i) + (l2/2)||theta||^2), the Hessian of the
   full-data risk (torch.func.hessian), torch.linalg.solve for the 100 test gradients and a product
@@ -22,15 +22,17 @@ What is measured (CPU, float64 models, wall-clock time with ``time.perf_counter`
 * ``paper``: the scale of the paper's Fig 2: Fashion-MNIST logistic regression, 55,000 training
   points, 784 features, 10 classes, no bias (7,840 parameters), l2 = 0.01; solvers direct and cg.
 
-Iterative solvers (cg, lissa) are timed on 1 and 10 test points first; when the linear prediction
-for the next size passes the query budget (120 s, 20 s with --quick) the last size's time is scaled
-linearly to 100 points and the row says ``extrapolated_from``. A warm-up click that runs past the
-budget is stopped and reported as a lower bound; slow clicks are timed fewer than 10 times
-(``clicks``). Peak memory per (case, solver) covers building, fitting and all queries: the kernel's
-peak-RSS mark is reset before the phase (5 written to /proc/self/clear_refs) and VmHWM read from
-/proc/self/status after it; where that is not allowed the process's lifetime peak (ru_maxrss) is
-reported and ``peak_rss_scope`` says so. Torch uses as many threads as this process has cores
-(``--threads`` overrides); timings on a shared machine are only indicative.
+Iterative solvers (cg, lissa) are timed on 10 test points first; when 10 times that passes the
+query budget (120 s, 20 s with --quick) it is reported, scaled, as the 100-point time and the row
+says ``extrapolated_from`` (if even 10 points run past twice the budget, the warm-up click is
+scaled). Linear scaling overestimates: a solve for many test points shares passes over the data.
+A warm-up click that runs past the budget is stopped and reported as a lower bound; slow clicks are
+timed fewer than 10 times (``clicks``). Peak memory per (case, solver) covers building, fitting and
+all queries: the kernel's peak-RSS mark is reset before the phase (5 written to
+/proc/self/clear_refs) and VmHWM read from /proc/self/status after it; where that is not allowed
+the process's lifetime peak (ru_maxrss) is reported and ``peak_rss_scope`` says so. Torch uses as
+many threads as this process has cores (``--threads`` overrides); timings on a shared machine are
+only indicative.
 
 Run from the repository root:
 
@@ -135,7 +137,7 @@ def reset_peak_rss() -> bool:
 
 
 def _release_freed_memory() -> None:
-    """Collect garbage and hand freed heap back to the OS, so one phase does not inflate the next."""
+    """Collect garbage and return freed heap to the OS, so one phase does not inflate the next."""
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -304,33 +306,36 @@ def solver_diagnostics(inf: iw.Influence) -> dict[str, Any]:
 
 def all_test(
     inf: iw.Influence, data: Dataset, iterative: bool, budget: float, warm: float
-) -> tuple[torch.Tensor, float, int]:
+) -> tuple[torch.Tensor | None, float, int]:
     """The N_TEST-point query: (matrix, seconds, test points actually timed).
 
-    Iterative solvers step up from the warm-up click (1 point) to PROBE and N_TEST points and stop
-    where the linear prediction for the next size passes ``budget``; the time is then scaled.
+    Iterative solvers are first timed on PROBE points (under a deadline of twice the budget; when
+    it passes, the warm-up click is scaled instead), then on N_TEST points only when the time scaled
+    from PROBE fits the budget. Scaling is linear, an overestimate: columns share data passes.
     """
-    if not iterative:
-        matrix, seconds = query(inf, data, 0, N_TEST)
-        return matrix, seconds, N_TEST
-    size, seconds, matrix = 1, warm, None
-    for nxt in (PROBE, N_TEST):
-        if seconds * nxt / size > budget:
-            break
-        matrix, seconds = query(inf, data, 0, nxt)
-        size = nxt
-    return matrix, seconds * N_TEST / size, size
+    if iterative:
+        try:
+            with deadline(2 * budget):
+                matrix, seconds = query(inf, data, 0, PROBE)
+        except Overtime:
+            return None, warm * N_TEST, 1
+        if seconds * N_TEST / PROBE > budget:
+            return matrix, seconds * N_TEST / PROBE, PROBE
+    matrix, seconds = query(inf, data, 0, N_TEST)
+    return matrix, seconds, N_TEST
 
 
 def measure_queries(
     inf: iw.Influence, data: Dataset, iterative: bool, budget: float, row: dict[str, Any]
 ) -> torch.Tensor | None:
-    """Warm-up click, the all-test query, then the timed clicks; fills ``row``, returns the matrix."""
+    """Warm-up click, the all-test query, then the timed clicks; fills ``row``, returns a matrix."""
+    hvps = inf.op.hvp_count
     try:
         with deadline(budget):
             first, warm = query(inf, data, 0, 1)
     except Overtime:
         row.update(click_seconds=None, click_lower_bound_seconds=budget, all_test_seconds=None)
+        row["hvps_before_stop"] = inf.op.hvp_count - hvps  # progress made within the budget
         row["note"] = f"one click ran past {budget:.0f} s and was stopped; nothing else timed"
         return None
     matrix, seconds, size = all_test(inf, data, iterative, budget, warm)
@@ -532,10 +537,11 @@ def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def fmt(value: Any, spec: str, scale: float = 1.0) -> str:
     if value is None:
-        return "-"
+        width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
+        return "-".rjust(int(width or 0))
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return format(value * scale, spec)
+    return format(value * scale if scale != 1.0 else value, spec)
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -559,7 +565,8 @@ def print_report(report: dict[str, Any]) -> None:
     for r in report["results"]:
         if "end_to_end_seconds" in r:
             continue
-        extra = f"  (x{N_TEST // r['extrapolated_from']} from {r['extrapolated_from']})"
+        base = r.get("extrapolated_from")
+        extra = f"  (scaled from {base} test points)" if base else ""
         print(
             f"{r['case']:<10} {r['solver']:<8} {r['n_train']:>6} {r['n_params']:>6} "
             f"{fmt(r.get('fit_seconds'), '8.3f')} {fmt(r.get('all_test_seconds'), '11.3f')} "
@@ -567,7 +574,7 @@ def print_report(report: dict[str, Any]) -> None:
             f"{fmt(r.get('residual'), '8.1e')} {fmt(r.get('iterations'), '6d')} "
             f"{fmt(r.get('converged'), '>4')} {fmt(r.get('pearson_r_vs_direct'), '8.5f')} "
             f"{fmt(r.get('relative_error_vs_direct'), '8.1e')}"
-            + (extra if r.get("extrapolated_from") else "")
+            + extra
             + (f"  {r['error'][:60]}" if "error" in r else "")
             + (f"  {r['note']}" if "note" in r else "")
         )
@@ -646,10 +653,11 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "targets": targets(results),
     }
-    print_report(report)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print_report(report)
+    if args.json:
         print(f"wrote {args.json}")
     return 0
 

@@ -210,3 +210,14 @@ def test_smooth_hinge_and_mse_losses_match_brute_force():
     ref = reference(pb, loss=lambda out, t: (out - t).pow(2).mean(1))
     inf = iw.Influence(reg, (X, Y), loss="mse", l2=0.05, progress=False)
     assert rel_err(inf.influence_on_loss(X[:4], Y[:4]), ref.influence_on_loss) < 1e-8
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_head_scoring_without_gradient_cache_matches_brute_force(bias):
+    """No n x p gradient matrix: scores come from r_i^T S phi_i over the head's per-sample terms."""
+    pb = make_lr(bias=bias)
+    ref = reference(pb)
+    inf = build(pb, "direct", gradient_cache_mb=0, batch_size=5)
+    assert rel_err(inf.influence_on_loss(pb.Xt, pb.yt), ref.influence_on_loss) < 1e-10
+    assert inf._grads is None and inf.op.head._cache is None  # streamed, batch by batch
+    assert rel_err(inf.self_influence(), ref.self_influence) < 1e-10

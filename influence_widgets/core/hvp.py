@@ -57,7 +57,7 @@ class HessianOperator:
     def _batch_hvp(self, x: torch.Tensor, y: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         """sum over the batch of Hess L(z_i) v, for each column v of V (p, m) -> (p, m)."""
         if self.head is not None and self.head.covers_theta:
-            return self.head.hvp_sum(*self.head.batch_terms(x, y), V)
+            return self.head.hvp_sum(*self.head.batch_terms(x, y)[:2], V)
         obj = self.objective
         theta = obj.theta
 
@@ -88,7 +88,7 @@ class HessianOperator:
                 out += self._batch_hvp(obj.cast_inputs(x), obj.cast_targets(y), V2)
             out /= len(batch_idx)
         elif self.head is not None and self.head.covers_theta:
-            for phi, A in self.head.terms(self.train, self.batch_size, self.cache_mb):
+            for phi, A, _ in self.head.terms(self.train, self.batch_size, self.cache_mb):
                 out += self.head.hvp_sum(phi, A, V2)
             out /= self.train.n
         else:
@@ -213,12 +213,13 @@ class LinearHead:
         self.perm = torch.cat(layout).to(obj.device)
         self.inv_perm = torch.argsort(self.perm)
         self.covers_theta = len(self.positions) == obj.n_params
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
         def loss_of_logits(o: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return obj.loss_fn(o.unsqueeze(0), y.unsqueeze(0))[0]
 
         self._logit_hessians = vmap(hessian(loss_of_logits))
+        self._logit_gradients = vmap(grad(loss_of_logits))
 
     @classmethod
     def detect(cls, obj: Objective, train: TrainingSet) -> LinearHead | None:
@@ -256,28 +257,43 @@ class LinearHead:
             phi = torch.cat([phi, torch.ones_like(phi[:, :1])], dim=1)
         return phi, out
 
-    def batch_terms(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """phi~ (B, D~) and the per-sample logit Hessians A (B, C, C) of a cast batch."""
+    def batch_terms(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For a cast batch: phi~ (B, D~), the per-sample logit Hessians A (B, C, C) and logit
+        gradients r (B, C) = dL/do_i, so that grad_theta L(z_i) = r_i kron phi~_i."""
         phi, out = self._forward(x)
-        return phi, self._logit_hessians(out, y)
+        return phi, self._logit_hessians(out, y), self._logit_gradients(out, y)
 
     def terms(self, train: TrainingSet, batch_size: int, budget_mb: float):
-        """Yield (phi~, A) over the training set, cached whole when it fits ``budget_mb``."""
+        """Yield (phi~, A, r) over the training set in order, cached whole when it fits
+        ``budget_mb``."""
         if self._cache is not None:
             yield self._cache
             return
         itemsize = self.obj.theta.element_size()
-        fits = train.n * (self.Dt + self.C * self.C) * itemsize <= budget_mb * 2**20
+        fits = train.n * (self.Dt + self.C * self.C + self.C) * itemsize <= budget_mb * 2**20
         parts = []
         for x, y, _ in train.batches(batch_size):
-            phi, A = self.batch_terms(self.obj.cast_inputs(x), self.obj.cast_targets(y))
+            terms = self.batch_terms(self.obj.cast_inputs(x), self.obj.cast_targets(y))
             if fits:
-                parts.append((phi, A))
+                parts.append(terms)
             else:
-                yield phi, A
+                yield terms
         if fits:
-            self._cache = (torch.cat([p for p, _ in parts]), torch.cat([a for _, a in parts]))
+            self._cache = tuple(torch.cat(column) for column in zip(*parts, strict=True))
             yield self._cache
+
+    def gradient_dots(
+        self, train: TrainingSet, batch_size: int, budget_mb: float, S: torch.Tensor
+    ) -> torch.Tensor:
+        """grad L(z_i)^T s for every training point and each column s of S (p, T) -> (T, n),
+        as r_i^T S~ phi~_i with S~ the (C, D~) layout of s: one product over the features."""
+        Sa = S[self.inv_perm].T.reshape(S.shape[1], self.C, self.Dt)
+        parts = []
+        for phi, _, r in self.terms(train, batch_size, budget_mb):
+            parts.append(torch.einsum("bc,tcd,bd->tb", r, Sa, phi))
+        return torch.cat(parts, dim=1)
 
     def hvp_sum(self, phi: torch.Tensor, A: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         """sum_i Hess L(z_i) V over the points whose terms are given, V (p, m) -> (p, m)."""
@@ -304,7 +320,7 @@ class LinearHead:
             self.C, self.Dt, self.C, self.Dt, dtype=self.obj.dtype, device=self.obj.device
         )
         bar = progress_bar(total=train.n, desc="Hessian (linear head)", disable=not progress)
-        for phi, A in self.terms(train, batch_size, budget_mb):
+        for phi, A, _ in self.terms(train, batch_size, budget_mb):
             for start in range(0, len(phi), batch_size):  # bounds the (B, C, D~) temporary
                 self.hessian_sum(phi[start : start + batch_size], A[start : start + batch_size], H4)
                 bar.update(len(phi[start : start + batch_size]))

@@ -303,6 +303,10 @@ class Influence:
         if self._grads is not None:
             return (self._grads @ S).T
         obj = self.objective
+        head = self.op.head
+        if head is not None and head.covers_theta:
+            dots = head.gradient_dots(self.train, self.batch_size, self.op.cache_mb, S)
+            return dots + obj.l2 * (obj.theta @ S)[:, None]
         out = torch.empty(S.shape[1], self.n, dtype=S.dtype, device=S.device)
         for x, y, sl in self._batches("scoring training points"):
 
