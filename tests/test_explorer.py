@@ -218,3 +218,19 @@ def test_precomputation_reports_real_progress_in_the_widget(digits_influence):
     slow.observe(lambda change: messages.append(change["new"]), names="message")
     slow.wait_ready()
     assert any(m.startswith("Precomputing: Hessian") for m in messages)
+
+
+def test_precomputation_retries_cpythons_spurious_ast_systemerror(digits_influence, monkeypatch):
+    data, inf = digits_influence
+    calls = []
+    real_fit = inf.fit
+
+    def flaky_fit():
+        calls.append(1)
+        if len(calls) == 1:
+            raise SystemError("AST constructor recursion depth mismatch (before=135, after=72)")
+        return real_fit()
+
+    monkeypatch.setattr(inf, "fit", flaky_fit)
+    ex = iw.InfluenceExplorer(inf, data, fit_in_background=False)
+    assert ex.status == "ready" and len(calls) == 2

@@ -293,7 +293,7 @@ class InfluenceExplorer(anywidget.AnyWidget):
 
         try:
             with report_progress(show):
-                self.influence.fit()
+                self._fit_with_retry()
         except Exception as err:  # shown in the widget and logged; nothing else to do here
             self.status = "error"
             self.error = f"Precomputation failed: {type(err).__name__}: {err}"
@@ -308,6 +308,23 @@ class InfluenceExplorer(anywidget.AnyWidget):
         if pending is not None and pending == self.selected:
             self._compute(pending)
         self._ready.set()
+
+    def _fit_with_retry(self, attempts: int = 3) -> None:
+        """``influence.fit()``, retried when CPython 3.11 raises its spurious SystemError.
+
+        Compiling code in this thread while the kernel compiles the next cell on the main thread
+        (a notebook's "Run All") can raise "AST constructor recursion depth mismatch" in CPython
+        3.11 (a race in the interpreter, not a problem with the inputs); the fit is pure
+        computation, so running it again is safe.
+        """
+        for attempt in range(attempts):
+            try:
+                self.influence.fit()
+                return
+            except SystemError as err:
+                if "recursion depth mismatch" not in str(err) or attempt == attempts - 1:
+                    raise
+                log.warning("retrying precomputation after CPython's spurious SystemError")
 
     def _compute(self, index: int) -> None:
         with self._lock:
