@@ -292,7 +292,9 @@ class LinearHead:
         Sa = S[self.inv_perm].T.reshape(S.shape[1], self.C, self.Dt)
         parts = []
         for phi, _, r in self.terms(train, batch_size, budget_mb):
-            parts.append(torch.einsum("bc,tcd,bd->tb", r, Sa, phi))
+            # phi (B, D~) @ S~^T first: (B, T*C), never a (T, B, D~) intermediate.
+            logit_dirs = (phi @ Sa.reshape(-1, self.Dt).T).reshape(len(phi), -1, self.C)
+            parts.append((logit_dirs * r[:, None, :]).sum(-1).T)
         return torch.cat(parts, dim=1)
 
     def hvp_sum(self, phi: torch.Tensor, A: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
