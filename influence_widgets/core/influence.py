@@ -383,11 +383,7 @@ class Influence:
         for start in range(0, self.n, chunk):
             idx = torch.arange(start, min(start + chunk, self.n))
             G = self._train_grads_at(idx).T  # (p, b)
-            if direct:
-                quad = self.solver.inverse_sqrt_apply(G).pow(2).sum(0)
-            else:
-                quad = (G * self.solver.solve(G)).sum(0)
-            out[idx] = -quad
+            out[idx] = -(G * self.solver.solve(G)).sum(0)
             bar.update(len(idx))
         bar.close()
         return out

@@ -94,32 +94,33 @@ class Direct(Solver):
         if int(info) != 0:
             min_eig = float(torch.linalg.eigvalsh(H)[0])
             raise not_positive_definite(min_eig, op.damping, self.name)
-        self.L = L
         d = self.diagnostics
         if op.p <= 3000:
             eig = torch.linalg.eigvalsh(H)
             d.min_eigenvalue, d.max_eigenvalue = float(eig[0]), float(eig[-1])
-        else:
+        del H
+        # The explicit inverse from the factor: a click is then one matrix-vector product. At the
+        # paper's p = 7,840 that took 30 ms against 280 ms for cholesky_solve's two triangular
+        # solves, for about 9 s once here. H is freed first, so H and two factors never coexist.
+        self.H_inv = torch.cholesky_inverse(L)
+        del L
+        if op.p > 3000:
             d.min_eigenvalue = self._smallest_eigenvalue_estimate()
         d.converged, d.iterations, d.residual = True, 0, None
 
     def _smallest_eigenvalue_estimate(self, iters: int = 30) -> float:
-        """An upper bound on lambda_min by power iteration on H^-1 with the Cholesky factor."""
-        v = torch.ones(self.L.shape[0], 1, dtype=self.L.dtype, device=self.L.device)
+        """An upper bound on lambda_min by power iteration on H^-1."""
+        v = torch.ones(self.H_inv.shape[0], 1, dtype=self.H_inv.dtype, device=self.H_inv.device)
         v /= v.norm()
         mu = 0.0
         for _ in range(iters):
-            w = torch.cholesky_solve(v, self.L)
+            w = self.H_inv @ v
             mu = float(w.norm())
             v = w / mu
         return 1.0 / mu
 
     def solve(self, B: torch.Tensor, progress: bool = False) -> torch.Tensor:
-        return torch.cholesky_solve(B, self.L)
-
-    def inverse_sqrt_apply(self, B: torch.Tensor) -> torch.Tensor:
-        """L^-1 B with H = L L^T, so that ||L^-1 b||^2 = b^T H^-1 b (self-influence)."""
-        return torch.linalg.solve_triangular(self.L, B, upper=False)
+        return self.H_inv @ B
 
 
 class ConjugateGradient(Solver):
