@@ -1,6 +1,7 @@
 """influence-widgets: influence functions (Koh & Liang, ICML 2017) for PyTorch, inline in Jupyter."""
 
 from influence_widgets import datasets, models
+from influence_widgets.analysis import LOOResult, validate_loo
 from influence_widgets.core import (
     Arnoldi,
     ConjugateGradient,
@@ -23,6 +24,7 @@ __all__ = [
     "Influence",
     "InfluenceExplorer",
     "InfluenceWarning",
+    "LOOResult",
     "LiSSA",
     "NotPositiveDefiniteError",
     "SmoothHinge",
@@ -30,6 +32,7 @@ __all__ = [
     "datasets",
     "models",
     "train",
+    "validate_loo",
 ]
 
 

@@ -4,29 +4,41 @@ The paper's protocol (Fig 2): retrain without z_i, warm-started from theta_hat, 
 (mean loss over the n - 1 remaining points plus the same (l2/2)||theta||^2), and compare the test
 loss with that of a baseline retrained the same way on all n points (which removes the drift that
 retraining alone causes). The user's model is never modified: every retrain works on a copy.
+
+:func:`validate_loo` puts the two sides together for one test point: the prediction
+-(1/n) I_up,loss(z_i, z_test) (``Influence.predicted_removal_effect``) against the actual change.
 """
 
 from __future__ import annotations
 
 import copy
+import threading
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
-from tqdm.auto import tqdm
+from scipy.stats import pearsonr, spearmanr
 
+from influence_widgets.core.errors import check_positive_int
+from influence_widgets.core.influence import Influence
 from influence_widgets.core.losses import LossFn, resolve_loss
-from influence_widgets.core.objective import TrainingSet
+from influence_widgets.core.objective import TrainingSet, as_tensor
+from influence_widgets.core.progress import progress_bar
 from influence_widgets.training import train
 
-__all__ = ["actual_removal_effects"]
+__all__ = ["LOOResult", "actual_removal_effects", "validate_loo"]
 
 Retrain = Callable[[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]], object]
+STRATEGIES = ("maxinf", "random")
 
 
 def _test_losses(model, loss_fn: LossFn, x_test: torch.Tensor, y_test: torch.Tensor):
     dtype = next(model.parameters()).dtype
+    x = x_test.to(dtype) if x_test.is_floating_point() else x_test
     with torch.no_grad():
-        return loss_fn(model(x_test.to(dtype)), y_test).detach()
+        return loss_fn(model(x), y_test).detach()
 
 
 def actual_removal_effects(
@@ -43,6 +55,7 @@ def actual_removal_effects(
     max_iter: int = 1000,
     retrain: Retrain | None = None,
     progress: bool = True,
+    cancel: threading.Event | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Actual change of each test loss when each training point is removed and the model retrained.
 
@@ -54,10 +67,12 @@ def actual_removal_effects(
         l2, loss, params, tol, max_iter: the risk and the L-BFGS settings, as for ``iw.train``.
         retrain: ``retrain(model_copy, (X_minus_i, y_minus_i))`` that trains the copy in place, for
             models that need SGD/Adam; default full-batch L-BFGS warm-started from theta_hat.
+        cancel: when set (from another thread), stop after the current retrain.
 
-    Returns ``(effects, drift)``: effects (len(indices), T) = L(z_test, theta_-i) -
-    L(z_test, theta_base), and drift (T,) = L(z_test, theta_base) - L(z_test, theta_hat), where
-    theta_base is the baseline retrained on all n points.
+    Returns ``(effects, drift)``: effects (m, T) = L(z_test, theta_-i) - L(z_test, theta_base) for
+    the first m indices (m < len(indices) only when cancelled), and drift (T,) =
+    L(z_test, theta_base) - L(z_test, theta_hat), where theta_base is the baseline retrained on
+    all n points.
     """
     loss_fn = resolve_loss(loss)
     ts = TrainingSet(train_data, "train_data")
@@ -80,12 +95,178 @@ def actual_removal_effects(
             )
         return m
 
+    bar = progress_bar(total=len(indices) + 1, desc="leave-one-out", disable=not progress)
     original = _test_losses(model, loss_fn, x_test, y_test)
     baseline = _test_losses(fit((X, y)), loss_fn, x_test, y_test)
+    bar.update()
     keep = torch.ones(ts.n, dtype=torch.bool)
-    effects = torch.empty(len(indices), len(y_test), dtype=baseline.dtype)
-    for row, i in enumerate(tqdm(indices, desc="leave-one-out", disable=not progress)):
+    rows = []
+    for i in indices:
+        if cancel is not None and cancel.is_set():
+            break
         keep[i] = False
-        effects[row] = _test_losses(fit((X[keep], y[keep])), loss_fn, x_test, y_test) - baseline
+        rows.append(_test_losses(fit((X[keep], y[keep])), loss_fn, x_test, y_test) - baseline)
         keep[i] = True
+        bar.update()
+    bar.close()
+    effects = torch.stack(rows) if rows else baseline.new_zeros(0, len(baseline))
     return effects, baseline - original
+
+
+@dataclass(frozen=True)
+class LOOResult:
+    """Influence's prediction against leave-one-out retraining, for one test point.
+
+    ``predicted[j]`` is -(1/n) I_up,loss(z_removed[j], z_test), the predicted change of the test
+    loss when that training point is removed; ``actual[j]`` is the change measured by retraining,
+    relative to a baseline retrained on all n points (``drift`` is that baseline's own change from
+    theta_hat: near 0 when theta_hat was a tight minimum). Positive: the point helped.
+    """
+
+    test_index: int | None
+    removed: np.ndarray  # (m,) training indices, in the order they were retrained
+    predicted: np.ndarray  # (m,)
+    actual: np.ndarray  # (m,)
+    pearson: float  # NaN below 3 points or with no spread
+    spearman: float
+    drift: float
+    strategy: str
+    solver: str
+    seconds: float
+    cancelled: bool = False
+
+    @property
+    def n_removed(self) -> int:
+        return len(self.removed)
+
+    def plot(self, ax=None):
+        """Scatter of actual against predicted with the line y = x and R in the title (Fig 2)."""
+        from influence_widgets.plots import loo_scatter
+
+        return loo_scatter(self, ax=ax)
+
+    def __repr__(self) -> str:
+        state = ", cancelled" if self.cancelled else ""
+        return (
+            f"LOOResult(n_removed={self.n_removed}, pearson={self.pearson:.4f}, "
+            f"spearman={self.spearman:.4f}, drift={self.drift:.3g}, strategy={self.strategy!r}, "
+            f"solver={self.solver!r}, seconds={self.seconds:.1f}{state})"
+        )
+
+
+def _correlations(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
+    if len(predicted) < 3 or np.ptp(predicted) == 0 or np.ptp(actual) == 0:
+        return float("nan"), float("nan")
+    return float(pearsonr(predicted, actual).statistic), float(spearmanr(predicted, actual)[0])
+
+
+def model_at_theta_hat(influence: Influence) -> torch.nn.Module:
+    """A fresh copy of the model with theta_hat written in, trainable in ``params`` only."""
+    obj = influence.objective
+    model = copy.deepcopy(obj.module)
+    named = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in obj.unflatten(obj.theta).items():
+            named[name].copy_(value)
+    for name, p in named.items():
+        p.requires_grad_(name in obj.spec.names)
+    return model
+
+
+def validate_loo(
+    influence: Influence,
+    x_test,
+    y_test,
+    n_remove: int = 40,
+    strategy: str = "maxinf",
+    retrain: Retrain | None = None,
+    seed: int = 0,
+    *,
+    test_index: int | None = None,
+    tol: float | None = None,
+    max_iter: int = 1000,
+    progress: bool = True,
+    cancel: threading.Event | None = None,
+) -> LOOResult:
+    """Check influence against leave-one-out retraining on one test point, as in the paper's Fig 2.
+
+    Predicts the removal effect of every training point, picks ``n_remove`` of them (``"maxinf"``:
+    largest |prediction|, as the paper; ``"random"``: uniformly, seeded), retrains without each
+    one and measures the change of the test loss.
+
+    Args:
+        influence: a fitted (or fittable) :class:`~influence_widgets.Influence`; its model copy,
+            loss, L2 and ``params`` define the retraining. The user's model is never touched.
+        x_test, y_test: ONE test point, with a leading batch dimension (``X[i:i+1]``).
+        n_remove: how many training points to remove, one at a time.
+        strategy: "maxinf" or "random".
+        retrain: ``retrain(model_copy, (X, y))`` training the copy in place; default full-batch
+            L-BFGS warm-started from theta_hat to ``tol`` (1e-8 in float64), up to ``max_iter``.
+        seed: for ``strategy="random"``.
+        test_index: recorded in the result (the explorer passes the gallery index).
+        progress: a progress bar over the retrains (also reported to the explorer).
+        cancel: a ``threading.Event``; when set, stop after the current retrain and return what
+            is done (``cancelled=True``).
+
+    Returns a :class:`LOOResult` with Pearson and Spearman R and ``plot()``.
+    """
+    if not isinstance(influence, Influence):
+        raise TypeError(f"influence: expected an iw.Influence, got {type(influence).__name__}")
+    n_remove = check_positive_int(n_remove, "n_remove")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
+    if retrain is not None and not callable(retrain):
+        raise TypeError(f"retrain: expected a callable or None, got {type(retrain).__name__}")
+    if cancel is not None and not isinstance(cancel, threading.Event):
+        raise TypeError(f"cancel: expected a threading.Event, got {type(cancel).__name__}")
+    x = as_tensor(x_test, "x_test")
+    y = as_tensor(y_test, "y_test")
+    if x.ndim == 0 or y.ndim == 0 or len(x) != 1 or len(y) != 1:
+        raise ValueError(
+            "x_test, y_test: validate_loo checks one test point at a time; pass X[i:i+1], y[i:i+1]"
+        )
+    if n_remove > influence.n:
+        raise ValueError(f"n_remove: {n_remove} is more than the {influence.n} training points")
+
+    start = time.perf_counter()
+    predicted_all = influence.predicted_removal_effect(x, y)[0].detach().cpu()
+    if strategy == "maxinf":
+        removed = torch.argsort(predicted_all.abs(), descending=True)[:n_remove]
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        removed = torch.randperm(influence.n, generator=gen)[:n_remove]
+    obj = influence.objective
+    ts = influence.train
+    train_data = (ts.X, ts.y) if ts.X is not None else ts._dataset
+    effects, drift = actual_removal_effects(
+        model_at_theta_hat(influence),
+        train_data,
+        obj.cast_inputs(x),
+        obj.cast_targets(y),
+        removed.tolist(),
+        l2=obj.l2,
+        loss=obj.loss_fn,
+        params=list(obj.spec.names),
+        tol=tol,
+        max_iter=max_iter,
+        retrain=retrain,
+        progress=progress,
+        cancel=cancel,
+    )
+    done = len(effects)
+    predicted = predicted_all[removed[:done]].numpy()
+    actual = effects[:, 0].detach().cpu().numpy()
+    pearson, spearman = _correlations(predicted, actual)
+    return LOOResult(
+        test_index=test_index,
+        removed=removed[:done].numpy(),
+        predicted=predicted,
+        actual=actual,
+        pearson=pearson,
+        spearman=spearman,
+        drift=float(drift[0]),
+        strategy=strategy,
+        solver=influence.solver.name,
+        seconds=time.perf_counter() - start,
+        cancelled=done < n_remove,
+    )

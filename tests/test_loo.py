@@ -1,0 +1,147 @@
+"""validate_loo: influence against leave-one-out retraining, on tiny problems."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import influence_widgets as iw
+
+
+def _digest(tensors) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A 3-class float64 logistic regression at a tight minimum, 80 points, 6 features."""
+    gen = torch.Generator().manual_seed(3)
+    X = torch.randn(80, 6, generator=gen, dtype=torch.float64)
+    W = torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    y = (X @ W + 0.8 * torch.randn(80, 3, generator=gen, dtype=torch.float64)).argmax(1)
+    model = iw.models.logistic_regression((6, 3))
+    iw.train(model, (X, y), l2=0.05, progress=False)
+    x_test = torch.randn(1, 6, generator=gen, dtype=torch.float64)
+    y_test = torch.tensor([1])
+    return model, X, y, x_test, y_test
+
+
+def _influence(tiny, **kw):
+    model, X, y, _, _ = tiny
+    return iw.Influence(model, (X, y), l2=0.05, progress=False, **kw)
+
+
+def test_maxinf_tracks_retraining_and_keeps_user_state(tiny):
+    model, X, y, x_test, y_test = tiny
+    before = _digest([*model.parameters(), X, y, x_test, y_test])
+    inf = _influence(tiny)
+    theta = inf.objective.theta.clone()
+    result = iw.validate_loo(inf, x_test, y_test, n_remove=20, progress=False)
+    assert result.n_removed == 20 and not result.cancelled
+    assert result.pearson >= 0.99 and result.spearman >= 0.9
+    assert abs(result.drift) < 1e-8
+    # maxinf: the 20 largest |predicted removal effect|, in that order
+    scores = inf.predicted_removal_effect(x_test, y_test)[0]
+    expected = torch.argsort(scores.abs(), descending=True)[:20].numpy()
+    np.testing.assert_array_equal(result.removed, expected)
+    np.testing.assert_allclose(result.predicted, scores[expected].numpy())
+    assert _digest([*model.parameters(), X, y, x_test, y_test]) == before
+    assert torch.equal(inf.objective.theta, theta)
+
+
+def test_actual_effect_is_a_real_retrain(tiny):
+    """The first actual value equals an independent retrain without that point."""
+    model, X, y, x_test, y_test = tiny
+    result = iw.validate_loo(_influence(tiny), x_test, y_test, n_remove=3, progress=False)
+    i = int(result.removed[0])
+    keep = torch.ones(len(X), dtype=torch.bool)
+    keep[i] = False
+    import copy
+
+    m = copy.deepcopy(model)
+    iw.train(m, (X[keep], y[keep]), l2=0.05, progress=False)
+    with torch.no_grad():
+        changed = torch.nn.functional.cross_entropy(m(x_test), y_test)
+        original = torch.nn.functional.cross_entropy(model(x_test), y_test)
+    assert result.actual[0] == pytest.approx(float(changed - original), abs=1e-7)
+
+
+def test_random_strategy_is_seeded_and_differs_from_maxinf(tiny):
+    model, X, y, x_test, y_test = tiny
+    inf = _influence(tiny)
+    a = iw.validate_loo(inf, x_test, y_test, n_remove=8, strategy="random", seed=1, progress=False)
+    b = iw.validate_loo(inf, x_test, y_test, n_remove=8, strategy="random", seed=1, progress=False)
+    c = iw.validate_loo(inf, x_test, y_test, n_remove=8, strategy="random", seed=2, progress=False)
+    m = iw.validate_loo(inf, x_test, y_test, n_remove=8, progress=False)
+    np.testing.assert_array_equal(a.removed, b.removed)
+    assert not np.array_equal(a.removed, c.removed)
+    assert not np.array_equal(a.removed, m.removed)
+    assert len(set(a.removed.tolist())) == 8
+    # random removals have smaller effects than the largest ones
+    assert np.abs(a.actual).max() <= np.abs(m.actual).max() + 1e-12
+
+
+def test_custom_retrain_and_cancel(tiny):
+    model, X, y, x_test, y_test = tiny
+    cancel = threading.Event()
+    seen = []
+
+    def retrain(m, data):
+        seen.append(len(data[0]))
+        assert m is not model
+        iw.train(m, data, l2=0.05, progress=False)
+        if len(seen) == 3:  # baseline + two removals, then cancel
+            cancel.set()
+
+    result = iw.validate_loo(
+        _influence(tiny), x_test, y_test, n_remove=10, retrain=retrain, cancel=cancel,
+        progress=False,
+    )  # fmt: skip
+    assert seen == [80, 79, 79]
+    assert result.cancelled and result.n_removed == 2
+    assert len(result.predicted) == len(result.actual) == 2
+    assert np.isnan(result.pearson)  # undefined for two points, not a made-up number
+
+
+def test_plot_draws_the_scatter_with_r_in_the_title(tiny):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    model, X, y, x_test, y_test = tiny
+    result = iw.validate_loo(_influence(tiny), x_test, y_test, n_remove=5, progress=False)
+    ax = result.plot()
+    assert "Pearson R = " in ax.get_title()
+    offsets = ax.collections[0].get_offsets()
+    np.testing.assert_allclose(np.asarray(offsets)[:, 0], result.predicted)
+    assert "LOOResult(n_removed=5" in repr(result)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_remove": 0}, "n_remove"),
+        ({"n_remove": 1000}, "n_remove"),
+        ({"strategy": "largest"}, "strategy"),
+        ({"retrain": 3}, "retrain"),
+        ({"cancel": True}, "cancel"),
+    ],
+)
+def test_bad_arguments_name_themselves(tiny, kwargs, match):
+    _, _, _, x_test, y_test = tiny
+    with pytest.raises((ValueError, TypeError), match=match):
+        iw.validate_loo(_influence(tiny), x_test, y_test, progress=False, **kwargs)
+
+
+def test_one_test_point_at_a_time(tiny):
+    _, X, y, _, _ = tiny
+    with pytest.raises(ValueError, match="one test point"):
+        iw.validate_loo(_influence(tiny), X[:2], y[:2], progress=False)
+    with pytest.raises(TypeError, match="influence"):
+        iw.validate_loo("model", X[:1], y[:1])
