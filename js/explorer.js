@@ -6,6 +6,12 @@ const HELP =
   "(Koh & Liang 2017). Helpful points (> 0) support the prediction: removing one would raise " +
   "the loss. Harmful points (< 0) work against it: removing one would lower the loss.";
 
+const VERIFY_HELP =
+  "Retrains the model without each of the training points of largest |influence| on this test " +
+  "point, one at a time (warm-started from the trained model, as in Koh & Liang's Fig 2), and " +
+  "plots the actual change of the test loss against the predicted one. Points on the dashed " +
+  "line y = x mean influence predicted retraining exactly.";
+
 function h(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -104,8 +110,24 @@ function render({ model, el }) {
 
   const body = h("div", "iw-body");
   const gallery = h("div", "iw-gallery");
+  const side = h("div", "iw-side");
+  const tabs = h("div", "iw-tabs");
+  const tabButtons = {};
+  for (const [name, label] of [["influence", "Influence"], ["verify", "Verify"]]) {
+    const b = h("button", `iw-tab iw-tab-${name}`, label);
+    b.type = "button";
+    b.dataset.tab = name;
+    b.addEventListener("click", () => {
+      model.set("tab", name);
+      model.save_changes();
+    });
+    tabButtons[name] = b;
+    tabs.appendChild(b);
+  }
   const panel = h("div", "iw-panel");
-  body.append(gallery, panel);
+  const verifyPane = h("div", "iw-verify");
+  side.append(tabs, panel, verifyPane);
+  body.append(gallery, side);
   root.append(header, body);
   el.appendChild(root);
 
@@ -218,6 +240,79 @@ function render({ model, el }) {
     panel.appendChild(trainList("Most harmful", p.harmful, "iw-harmful"));
   }
 
+  function renderTab() {
+    const tab = model.get("tab");
+    for (const [name, b] of Object.entries(tabButtons)) b.classList.toggle("iw-active", name === tab);
+    panel.style.display = tab === "influence" ? "" : "none";
+    verifyPane.style.display = tab === "verify" ? "" : "none";
+  }
+
+  // The Verify tab: leave-one-out retraining for the selected test point, run by Python.
+  const verifyUrls = [];
+  const nInput = h("input", "iw-verify-n");
+  nInput.type = "number";
+  nInput.min = "3";
+  nInput.step = "1";
+  const runButton = h("button", "iw-verify-run", "Run leave-one-out");
+  runButton.type = "button";
+  const cancelButton = h("button", "iw-verify-cancel", "Cancel");
+  cancelButton.type = "button";
+  const verifyStatus = h("div", "iw-verify-status");
+  const verifyProgress = h("div", "iw-progress iw-verify-progress");
+  const verifyBar = h("div", "iw-progress-bar");
+  verifyProgress.appendChild(verifyBar);
+  const verifySummary = h("div", "iw-verify-summary");
+  const verifyFigure = h("div", "iw-verify-figure");
+  const nLabel = h("label", "iw-verify-label", "removals ");
+  nLabel.appendChild(nInput);
+  const verifyControls = h("div", "iw-verify-controls");
+  verifyControls.append(nLabel, runButton, cancelButton);
+  verifyPane.append(
+    h("p", "iw-help", VERIFY_HELP), verifyControls, verifyProgress, verifyStatus, verifySummary,
+    verifyFigure,
+  );
+  nInput.addEventListener("change", () => {
+    const n = Math.max(3, Math.round(Number(nInput.value)) || 3);
+    model.set("verify_n_remove", n);
+    model.save_changes();
+  });
+  runButton.addEventListener("click", () => model.send({ event: "verify_run" }));
+  cancelButton.addEventListener("click", () => model.send({ event: "verify_cancel" }));
+
+  function renderVerify() {
+    const v = model.get("verify") || {};
+    const running = v.state === "running";
+    verifyPane.dataset.state = v.state || "idle";
+    nInput.value = String(model.get("verify_n_remove"));
+    runButton.disabled = running || model.get("selected") === null;
+    cancelButton.style.display = running ? "" : "none";
+    verifyProgress.style.display = running ? "block" : "none";
+    verifyBar.style.width = `${Math.round(100 * (v.progress || 0))}%`;
+    const selected = model.get("selected");
+    verifyStatus.textContent =
+      v.message || (selected === null ? "Select a test point first." : `Test point #${selected}: ready to check.`);
+    verifySummary.replaceChildren();
+    if (v.state === "done" || v.state === "cancelled") {
+      const r = v.pearson === null || v.pearson === undefined ? "n/a" : v.pearson.toFixed(4);
+      const rho = v.spearman === null || v.spearman === undefined ? "n/a" : v.spearman.toFixed(4);
+      verifySummary.appendChild(h("span", "iw-verify-r", `Pearson R = ${r}`));
+      verifySummary.appendChild(
+        h("span", "", ` · Spearman ${rho} · ${v.n_removed} removals on test #${v.test_index}`),
+      );
+    }
+    revoke(verifyUrls);
+    verifyFigure.replaceChildren();
+    const png = model.get("verify_plot");
+    if (png && png.byteLength) {
+      const url = URL.createObjectURL(new Blob([png], { type: "image/png" }));
+      verifyUrls.push(url);
+      const img = h("img", "iw-verify-plot");
+      img.src = url;
+      img.alt = "actual against predicted change of the test loss";
+      verifyFigure.appendChild(img);
+    }
+  }
+
   classSelect.addEventListener("change", () => {
     model.set("class_filter", Number(classSelect.value));
     model.set("page", 0);
@@ -244,7 +339,12 @@ function render({ model, el }) {
   const handlers = [
     ["change:gallery change:page change:n_pages change:n_shown", onGallery],
     ["change:panel", () => renderPanel()],
-    ["change:selected", () => markSelected()],
+    ["change:selected", () => {
+      markSelected();
+      renderVerify();
+    }],
+    ["change:tab", () => renderTab()],
+    ["change:verify change:verify_plot change:verify_n_remove", () => renderVerify()],
     ["change:status change:message change:error change:progress", () => renderStatus()],
     ["change:class_names change:class_filter change:misclassified_only", () => renderFilters()],
   ];
@@ -254,11 +354,14 @@ function render({ model, el }) {
   renderFilters();
   renderGallery();
   renderPanel();
+  renderTab();
+  renderVerify();
 
   return () => {
     for (const [events, fn] of handlers) model.off(events, fn);
     revoke(galleryUrls);
     revoke(panelUrls);
+    revoke(verifyUrls);
     el.replaceChildren();
   };
 }

@@ -234,3 +234,42 @@ def test_precomputation_retries_cpythons_spurious_ast_systemerror(digits_influen
     monkeypatch.setattr(inf, "fit", flaky_fit)
     ex = iw.InfluenceExplorer(inf, data, fit_in_background=False)
     assert ex.status == "ready" and len(calls) == 2
+
+
+def test_verify_tab_runs_leave_one_out_for_the_selected_point(explorer, digits_influence):
+    data, inf = digits_influence
+    with pytest.raises(RuntimeError, match="Select a test point"):
+        explorer.run_verify(wait=True)
+    explorer.selected = 2
+    explorer.tab = "verify"
+    explorer.verify_n_remove = 6
+    # the front end's button sends this message; the widget answers through its traits
+    explorer._on_front_end_message(explorer, {"event": "verify_run"}, [])
+    assert explorer.verify["state"] == "running" and explorer.verify["test_index"] == 2
+    explorer._verify_thread.join(120)
+    v = explorer.verify
+    assert v["state"] == "done" and v["n_removed"] == explorer.verify_n_remove
+    assert v["pearson"] >= 0.99
+    assert bytes(explorer.verify_plot[:4]) == b"\x89PNG"
+    result = explorer.loo_result
+    assert result.test_index == 2 and result.pearson == pytest.approx(v["pearson"])
+    scores = inf.predicted_removal_effect(data.X_test[2:3], data.y_test[2:3])[0]
+    assert result.removed.tolist() == torch.argsort(scores.abs(), descending=True)[:6].tolist()
+    explorer.selected = 4  # a new selection clears the old check
+    assert explorer.verify == {"state": "idle"} and explorer.verify_plot == b""
+
+
+def test_verify_can_be_cancelled_and_reports_what_finished(explorer):
+    explorer.selected = 5
+    explorer.verify_n_remove = 200
+    explorer.run_verify()
+    deadline = time.time() + 60
+    while explorer.verify.get("progress", 0) < 2 / 201 and time.time() < deadline:
+        time.sleep(0.05)
+    explorer._on_front_end_message(explorer, {"event": "verify_cancel"}, [])
+    explorer._verify_thread.join(120)
+    v = explorer.verify
+    assert v["state"] == "cancelled" and 0 < v["n_removed"] < 200
+    assert explorer.loo_result.cancelled and "Cancelled" in v["message"]
+    with pytest.raises(ValueError, match="n_remove"):
+        explorer.run_verify(n_remove=0)

@@ -7,6 +7,7 @@ gallery page and the result panel. Thumbnails go as binary buffers, only for wha
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -18,7 +19,9 @@ import numpy as np
 import torch
 import traitlets
 
+from influence_widgets.analysis.loo import LOOResult, validate_loo
 from influence_widgets.core import Influence
+from influence_widgets.core.errors import check_positive_int
 from influence_widgets.core.progress import report_progress
 from influence_widgets.datasets import Dataset
 from influence_widgets.widgets.display import KINDS, DisplayData
@@ -77,6 +80,11 @@ class InfluenceExplorer(anywidget.AnyWidget):
     error = traitlets.Unicode("").tag(sync=True)
     compute_ms = traitlets.Float(0.0).tag(sync=True)
     progress = traitlets.Float(0.0).tag(sync=True)  # of the current precomputation step
+    tab = traitlets.Enum(("influence", "verify"), "influence").tag(sync=True)
+    verify_n_remove = traitlets.Int(20).tag(sync=True)
+    # state (idle, running, done, cancelled, error), test_index, progress, message, pearson, ...
+    verify = traitlets.Dict({"state": "idle"}).tag(sync=True)
+    verify_plot = traitlets.Bytes(b"").tag(sync=True)  # PNG of the LOO scatter
 
     def __init__(
         self,
@@ -123,6 +131,9 @@ class InfluenceExplorer(anywidget.AnyWidget):
         self._fitted = False  # precomputation done: clicks are served at once
         self._ready = threading.Event()  # set once any queued click is served too (or on error)
         self._rows: list[dict] = []
+        self._verify_thread: threading.Thread | None = None
+        self._verify_cancel = threading.Event()
+        self.loo_result: LOOResult | None = None  # the latest Verify run
         self._predict()
         self._refresh_gallery()
         self.observe(self._on_selected, names="selected")
@@ -130,6 +141,7 @@ class InfluenceExplorer(anywidget.AnyWidget):
             lambda _: self._refresh_gallery(), names=["page", "class_filter", "misclassified_only"]
         )
         self.observe(lambda _: self._recompute(), names="k")
+        self.on_msg(self._on_front_end_message)
         if fit_in_background:
             threading.Thread(target=self._precompute, daemon=True).start()
         else:
@@ -261,6 +273,8 @@ class InfluenceExplorer(anywidget.AnyWidget):
 
     def _on_selected(self, change) -> None:
         index = change["new"]
+        if not self.verify_running:  # a finished check belongs to the previous test point
+            self.verify, self.verify_plot = {"state": "idle"}, b""
         if index is None:
             self.panel = {}
             return
@@ -367,6 +381,119 @@ class InfluenceExplorer(anywidget.AnyWidget):
             items.append(item)
         return items
 
+    # ----- the Verify tab: leave-one-out retraining for the selected test point -------------
+    @property
+    def verify_running(self) -> bool:
+        return self._verify_thread is not None and self._verify_thread.is_alive()
+
+    def _on_front_end_message(self, _widget, content, _buffers) -> None:
+        event = content.get("event") if isinstance(content, dict) else None
+        if event == "verify_run":
+            self.run_verify()
+        elif event == "verify_cancel":
+            self.cancel_verify()
+
+    def run_verify(self, n_remove: int | None = None, *, wait: bool = False) -> LOOResult | None:
+        """Check the selected test point against leave-one-out retraining, in the background.
+
+        Runs :func:`~influence_widgets.validate_loo` (the ``n_remove`` training points of largest
+        |influence|, default ``verify_n_remove``) and shows the scatter and R in the Verify tab.
+        With ``wait=True`` blocks and returns the :class:`LOOResult`; it is also kept as
+        ``explorer.loo_result``.
+        """
+        n_remove = check_positive_int(
+            self.verify_n_remove if n_remove is None else n_remove, "n_remove"
+        )
+        index = self.selected
+        problem = None
+        if index is None:
+            problem = "Select a test point first."
+        elif not self._fitted:
+            problem = "Wait until precomputation has finished."
+        elif self.verify_running:
+            problem = "A check is already running; cancel it first."
+        elif n_remove > self.influence.n:
+            problem = f"n_remove: at most {self.influence.n} (the training set size)"
+        if problem is not None:
+            self.verify = {**self.verify, "message": problem}
+            if wait:
+                raise RuntimeError(problem)
+            return None
+        self._verify_cancel = threading.Event()
+        self.verify = {
+            "state": "running",
+            "test_index": index,
+            "n_remove": n_remove,
+            "progress": 0.0,
+            "message": f"Retraining without each of {n_remove} training points...",
+        }
+        self.verify_plot = b""
+        self._verify_thread = threading.Thread(
+            target=self._verify_worker, args=(index, n_remove, self._verify_cancel), daemon=True
+        )
+        self._verify_thread.start()
+        if wait:
+            self._verify_thread.join()
+            if self.verify.get("state") == "error":
+                raise RuntimeError(self.verify.get("message"))
+            return self.loo_result
+        return None
+
+    def cancel_verify(self) -> None:
+        """Stop the running check after its current retrain; what is done so far is shown."""
+        if self.verify_running:
+            self._verify_cancel.set()
+            self.verify = {**self.verify, "message": "Cancelling after the current retrain..."}
+
+    def _verify_worker(self, index: int, n_remove: int, cancel: threading.Event) -> None:
+        last = [0.0]
+
+        def show(step: str, fraction: float) -> None:
+            now = time.perf_counter()
+            if step == "leave-one-out" and (now - last[0] > 0.1 or fraction >= 1.0):
+                last[0] = now
+                done = round(fraction * (n_remove + 1)) - 1  # the first step is the baseline
+                message = (
+                    f"Retrained {done} of {n_remove}"
+                    if done >= 0
+                    else "Retraining the baseline on all points..."
+                )
+                self.verify = {**self.verify, "progress": fraction, "message": message}
+
+        try:
+            with report_progress(show):
+                result = validate_loo(
+                    self.influence,
+                    self.x_test[index : index + 1],
+                    self.y_test[index : index + 1],
+                    n_remove=n_remove,
+                    test_index=index,
+                    progress=False,
+                    cancel=cancel,
+                )
+            self.loo_result = result
+            self.verify_plot = _scatter_png(result) if result.n_removed else b""
+            what = "Cancelled: " if result.cancelled else ""
+            self.verify = {
+                "state": "cancelled" if result.cancelled else "done",
+                "test_index": index,
+                "n_remove": n_remove,
+                "n_removed": result.n_removed,
+                "progress": 1.0,
+                "pearson": _finite_or_none(result.pearson),
+                "spearman": _finite_or_none(result.spearman),
+                "drift": result.drift,
+                "seconds": result.seconds,
+                "message": f"{what}{result.n_removed} retrains in {result.seconds:.1f} s",
+            }
+        except Exception as err:  # shown in the tab and logged
+            log.exception("InfluenceExplorer leave-one-out check failed")
+            self.verify = {
+                "state": "error",
+                "test_index": index,
+                "message": f"Leave-one-out check failed: {type(err).__name__}: {err}",
+            }
+
     # ----- results --------------------------------------------------------------------------
     def results(self, as_frame: bool = False):
         """The current panel as a list of dicts (or a pandas DataFrame with ``as_frame=True``).
@@ -406,3 +533,20 @@ class InfluenceExplorer(anywidget.AnyWidget):
         if self.status == "error":
             raise RuntimeError(self.error)
         return self
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _scatter_png(result: LOOResult) -> bytes:
+    """The LOO scatter as PNG bytes, drawn without pyplot (safe off the main thread)."""
+    from matplotlib.figure import Figure
+
+    from influence_widgets.plots import loo_scatter
+
+    fig = Figure(figsize=(4.2, 4.0), dpi=90)
+    loo_scatter(result, ax=fig.add_subplot())
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

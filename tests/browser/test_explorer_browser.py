@@ -212,3 +212,41 @@ def test_explorer_shows_markup_as_text_in(frontend, jupyter, page, console_messa
     assert PAYLOAD_SCRIPT in markup_item.inner_text(), "the markup class name is not shown as text"
     assert not _shown_errors(page)
     assert not page_errors(console_messages)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("frontend", ["lab"])
+def test_verify_tab_runs_leave_one_out_in(frontend, jupyter, page, console_messages):
+    """The Verify tab: pick a test point, run leave-one-out from the button, see R and the
+    scatter; the kernel holds the same result."""
+    from playwright.sync_api import expect
+
+    path = write_notebook(
+        jupyter,
+        "verify_lab.ipynb",
+        [
+            "%load_ext influence_widgets",
+            "%influence --demo digits",
+            "ex = _",
+            'print("LOO", ex.verify["state"])',
+        ],
+    )
+    open_and_run(page, jupyter, path, "lab", timeout=150)
+    explorer = page.locator(".iw-explorer")
+    explorer.locator('[data-test-index="3"]').click(timeout=60_000)
+    _wait_for_train_items(page, at_least=16)
+    explorer.locator(".iw-tab-verify").click()
+    n_input = explorer.locator(".iw-verify-n")
+    expect(n_input).to_be_visible()
+    n_input.fill("5")
+    n_input.dispatch_event("change")
+    expect(explorer.locator(".iw-verify-run")).to_be_enabled()
+    explorer.locator(".iw-verify-run").click()
+    expect(explorer.locator(".iw-verify-r")).to_contain_text("Pearson R = ", timeout=120_000)
+    expect(explorer.locator("img.iw-verify-plot")).to_be_visible()
+    summary = explorer.locator(".iw-verify-summary").inner_text()
+    assert "5 removals on test #3" in summary, summary
+    out = run_cell(page, 3)
+    assert "LOO done" in out, out
+    assert not _shown_errors(page)
+    assert not page_errors(console_messages)

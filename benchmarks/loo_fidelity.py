@@ -1,0 +1,359 @@
+"""Influence against leave-one-out retraining: the paper's Fig 2 and Fig 3, reproduced.
+
+Every experiment predicts the change of a test loss when one training point is removed
+(``predicted_removal_effect`` = -(1/n) I_up,loss) and measures it by retraining without that point
+(``iw.validate_loo``: warm-started from theta_hat on the same risk, against a baseline retrained on
+all points), then reports Pearson and Spearman R between the two over the removed points.
+
+1. ``digits_lr``: 10-class logistic regression on the built-in digits (1,300 training points,
+   650 parameters, l2 = 0.01), 5 test points (the first 5 of the test split), 50 removals each by
+   max |influence| (chosen by the direct solver's prediction; CG and LiSSA are scored on the same
+   removed points, so all three face the same retrains). Target: mean R >= 0.99 for each solver.
+2. ``fig2_paper_scale``: Fashion-MNIST logistic regression at the paper's scale (55,000 x 784,
+   10 classes, no bias: 7,840 parameters, l2 = 0.01), one test point (the first test image), the
+   ``--fig2-removals`` (default 500, as the paper) training points of largest |influence| by CG,
+   retrained warm-started with L-BFGS; CG and LiSSA predictions on the same points. LiSSA runs the
+   paper's stochastic recursion (mini-batches of 100, depth 5,000, one repeat, scale from the top
+   eigenvalue). Targets: R >= 0.99 (CG), >= 0.95 (LiSSA).
+3. ``cnn``: ``iw.models.small_cnn`` on digits (tanh, 1,954 parameters, l2 = 1e-3, damping 0.01 as
+   the paper's CNN), 100 removals by max |influence| on the first test point, retrained warm-started
+   with L-BFGS. Target R >= 0.9 (paper: 0.86).
+4. ``fig3_smooth_hinge``: a linear SVM on digits 1 vs 7 (269 training points, 65 parameters,
+   l2 = 0.1) trained to the plain hinge's minimum (``iw.train_hinge``: liblinear), influence through
+   the smooth hinge at t = 0.001 and t = 0.1 and the plain hinge (t = 0) at that solution, retrained
+   with the hinge each time; test loss = the same smooth hinge. Test points: the 4 test points of
+   smallest margin (the only ones whose loss is not ~0 at t = 0.001), 50 removals each; the headline
+   is the first (smallest margin), the mean over all 4 is reported beside it. l2 = 0.1 because at
+   0.01 and 0.001 most of the test losses are flat and R is lower for every t.
+
+Run from the repository root (prints a table; JSON with one object per experiment and solver):
+
+    .venv/bin/python benchmarks/loo_fidelity.py --json benchmarks/results/loo_fidelity.json
+    .venv/bin/python benchmarks/loo_fidelity.py --quick      # 1 and a shortened 3, < 3 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import pearsonr, spearmanr
+
+import influence_widgets as iw
+from influence_widgets.training import train_hinge
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def correlations(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
+    return float(pearsonr(predicted, actual).statistic), float(spearmanr(predicted, actual)[0])
+
+
+def row(name: str, solver: str, inf: iw.Influence, n_removed: int, pearson: float,
+        spearman: float, seconds: float, **extra: Any) -> dict[str, Any]:  # fmt: skip
+    return {
+        "name": name,
+        "solver": solver,
+        "n_train": inf.n,
+        "n_params": inf.p,
+        "n_removed": n_removed,
+        "pearson": pearson,
+        "spearman": spearman,
+        "seconds": seconds,
+        **extra,
+    }
+
+
+def scored_on_same_removals(
+    inf: iw.Influence, result: iw.LOOResult, x: torch.Tensor, y: torch.Tensor
+) -> tuple[np.ndarray, float]:
+    """This solver's predictions for the points ``result`` removed, and the seconds they took."""
+    start = time.perf_counter()
+    predicted = inf.predicted_removal_effect(x, y)[0].detach().numpy()[result.removed]
+    return predicted, time.perf_counter() - start
+
+
+# ----- 1. digits LR ---------------------------------------------------------------------------
+def digits_lr(n_test: int, n_remove: int) -> list[dict[str, Any]]:
+    data = iw.datasets.digits()
+    model = iw.models.logistic_regression(data)
+    iw.train(model, data, l2=0.01, progress=False)
+    train = (data.X_train, data.y_train)
+    solvers = {
+        "direct": iw.Influence(model, train, l2=0.01, solver="direct", progress=False),
+        "cg": iw.Influence(model, train, l2=0.01, solver="cg", progress=False),
+        "lissa": iw.Influence(model, train, l2=0.01, solver="lissa", progress=False),
+    }
+    per_solver: dict[str, list[tuple[float, float]]] = {s: [] for s in solvers}
+    seconds = dict.fromkeys(solvers, 0.0)
+    for t in range(n_test):
+        x, y = data.X_test[t : t + 1], data.y_test[t : t + 1]
+        result = iw.validate_loo(solvers["direct"], x, y, n_remove=n_remove, progress=False)
+        per_solver["direct"].append((result.pearson, result.spearman))
+        seconds["direct"] += result.seconds
+        for name in ("cg", "lissa"):
+            predicted, secs = scored_on_same_removals(solvers[name], result, x, y)
+            per_solver[name].append(correlations(predicted, result.actual))
+            seconds[name] += secs + result.seconds  # the retrains are shared; count them for each
+        print(f"  digits_lr test point {t}: R direct {result.pearson:.4f}", flush=True)
+    rows = []
+    for name, inf in solvers.items():
+        rs = np.array(per_solver[name])
+        rows.append(
+            row(
+                "digits_lr",
+                name,
+                inf,
+                n_remove,
+                float(rs[:, 0].mean()),
+                float(rs[:, 1].mean()),
+                seconds[name],
+                n_test_points=n_test,
+                pearson_per_test_point=rs[:, 0].tolist(),
+                target=">= 0.99 mean",
+                met=bool(rs[:, 0].mean() >= 0.99),
+                removals_chosen_by="direct",
+            )  # fmt: skip
+        )
+    return rows
+
+
+# ----- 2. Fig 2 at the paper's scale ----------------------------------------------------------
+def fig2_paper_scale(n_remove: int) -> list[dict[str, Any]]:
+    data = iw.datasets.fashion_mnist(n_train=55_000)
+    model = iw.models.logistic_regression(data, bias=False)
+    start = time.perf_counter()
+    report = iw.train(model, data, l2=0.01, progress=False)
+    train_seconds = time.perf_counter() - start
+    print(
+        f"  fig2: trained in {train_seconds:.0f} s, ||grad R|| {report.grad_norm:.2g}", flush=True
+    )
+    train = (data.X_train, data.y_train)
+    x, y = data.X_test[:1], data.y_test[:1]
+    cg = iw.Influence(model, train, l2=0.01, solver="cg", progress=False)
+    lissa = iw.Influence(
+        model, train, l2=0.01, progress=False,
+        solver=iw.LiSSA(depth=5000, repeats=1, batch_size=100, seed=0),
+    )  # fmt: skip
+    result = iw.validate_loo(cg, x, y, n_remove=n_remove, progress=True)
+    rows = [
+        row(
+            "fig2_paper_scale",
+            "cg",
+            cg,
+            result.n_removed,
+            result.pearson,
+            result.spearman,
+            result.seconds,
+            target=">= 0.99",
+            met=bool(result.pearson >= 0.99),
+            train_seconds=train_seconds,
+            drift=result.drift,
+            paper_removals=500,
+        )  # fmt: skip
+    ]
+    print(f"  fig2 cg: R {result.pearson:.4f} over {result.n_removed} removals", flush=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", iw.InfluenceWarning)  # unconverged, as in the paper
+        lissa.fit()
+        predicted, secs = scored_on_same_removals(lissa, result, x, y)
+    p, s = correlations(predicted, result.actual)
+    d = lissa.solver.diagnostics
+    rows.append(
+        row(
+            "fig2_paper_scale",
+            "lissa",
+            lissa,
+            result.n_removed,
+            p,
+            s,
+            secs + lissa.diagnostics.fit_seconds,
+            target=">= 0.95",
+            met=bool(p >= 0.95),
+            lissa_residual=d.residual,
+            lissa_scale=d.extra.get("scale"),
+            removals_chosen_by="cg",
+            paper_removals=500,
+        )  # fmt: skip
+    )
+    print(f"  fig2 lissa: R {p:.4f} (residual {d.residual:.2g})", flush=True)
+    return rows
+
+
+# ----- 3. the small CNN -----------------------------------------------------------------------
+def cnn(n_remove: int) -> list[dict[str, Any]]:
+    data = iw.datasets.digits()
+    model = iw.models.small_cnn(data)
+    start = time.perf_counter()
+    report = iw.train(model, data, l2=1e-3, progress=False)
+    train_seconds = time.perf_counter() - start
+    print(f"  cnn: trained in {train_seconds:.0f} s, ||grad R|| {report.grad_norm:.2g}", flush=True)
+    inf = iw.Influence(
+        model, (data.X_train, data.y_train), l2=1e-3, damping=0.01, solver="direct",
+        progress=False,
+    )  # fmt: skip
+    result = iw.validate_loo(inf, data.X_test[:1], data.y_test[:1], n_remove=n_remove)
+    print(f"  cnn: R {result.pearson:.4f} over {result.n_removed} removals", flush=True)
+    return [
+        row(
+            "cnn",
+            "direct",
+            inf,
+            result.n_removed,
+            result.pearson,
+            result.spearman,
+            result.seconds,
+            target=">= 0.9",
+            met=bool(result.pearson >= 0.9),
+            damping=0.01,
+            train_seconds=train_seconds,
+            drift=result.drift,
+        )  # fmt: skip
+    ]
+
+
+# ----- 4. Fig 3: smooth hinge -----------------------------------------------------------------
+def fig3_smooth_hinge(n_remove: int, n_test: int = 4, l2: float = 0.1) -> list[dict[str, Any]]:
+    data = iw.datasets.digits()
+
+    def one_vs_seven(X, y):
+        keep = (y == 1) | (y == 7)
+        return X[keep], (y[keep] == 7).long()
+
+    X, y = one_vs_seven(data.X_train, data.y_train)
+    Xt, yt = one_vs_seven(data.X_test, data.y_test)
+    model = iw.models.linear_svm((X.shape[1], 2))
+    train_hinge(model, (X, y), l2=l2)
+    with torch.no_grad():
+        margins = (2.0 * yt.double() - 1.0) * model(Xt.double())
+    tests = torch.argsort(margins)[:n_test].tolist()
+
+    def retrain(m, d):
+        train_hinge(m, d, l2=l2)
+
+    rows = []
+    targets = {0.001: 0.95, 0.1: 0.91, 0.0: None}
+    for t, target in targets.items():
+        inf = iw.Influence(model, (X, y), loss=iw.SmoothHinge(t), l2=l2, progress=False)
+        results = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", iw.InfluenceWarning)  # not stationary for t > 0
+            for i in tests:
+                results.append(
+                    iw.validate_loo(
+                        inf,
+                        Xt[i : i + 1],
+                        yt[i : i + 1],
+                        n_remove=n_remove,
+                        retrain=retrain,
+                        progress=False,
+                    )  # fmt: skip
+                )
+        head = results[0]
+        rs = [r.pearson for r in results]
+        rows.append(
+            row(
+                "fig3_smooth_hinge",
+                f"direct (t={t:g})",
+                inf,
+                n_remove,
+                head.pearson,
+                head.spearman,
+                sum(r.seconds for r in results),
+                temperature=t,
+                test_points=tests,
+                test_margins=[float(margins[i]) for i in tests],
+                pearson_per_test_point=rs,
+                pearson_mean=float(np.mean(rs)),
+                l2=l2,
+                target=None if target is None else f">= {target}",
+                met=None if target is None else bool(head.pearson >= target),
+            )  # fmt: skip
+        )
+        print(f"  fig3 t={t:g}: R {head.pearson:.4f} (mean over {n_test}: {np.mean(rs):.4f})")
+    return rows
+
+
+# ----- driver ---------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(f"\n{'experiment':<20}{'solver':<18}{'n':>7}{'p':>7}{'removed':>9}{'Pearson':>9}"
+          f"{'Spearman':>10}{'seconds':>9}  target")  # fmt: skip
+    for r in rows:
+        verdict = (
+            "" if r.get("target") is None else f"{r['target']} {'met' if r['met'] else 'MISSED'}"
+        )
+        print(
+            f"{r['name']:<20}{r['solver']:<18}{r['n_train']:>7}{r['n_params']:>7}"
+            f"{r['n_removed']:>9}{r['pearson']:>9.4f}{r['spearman']:>10.4f}{r['seconds']:>9.1f}"
+            f"  {verdict}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 (2 test points) and a short 3")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--experiments", default="digits_lr,fig2_paper_scale,cnn,fig3_smooth_hinge")
+    parser.add_argument("--fig2-removals", type=int, default=500, help="removals at paper scale")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(os.cpu_count() or 1)
+    wanted = args.experiments.split(",")
+    if args.quick:
+        wanted = ["digits_lr", "cnn"]
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    for name in wanted:
+        print(f"{name} ...", flush=True)
+        if name == "digits_lr":
+            rows += digits_lr(n_test=2 if args.quick else 5, n_remove=50)
+        elif name == "fig2_paper_scale":
+            rows += fig2_paper_scale(args.fig2_removals)
+        elif name == "cnn":
+            rows += cnn(n_remove=8 if args.quick else 100)
+        elif name == "fig3_smooth_hinge":
+            rows += fig3_smooth_hinge(n_remove=50)
+        else:
+            parser.error(f"--experiments: unknown experiment {name!r}")
+    print_table(rows)
+    total = time.perf_counter() - start
+    print(f"\ntotal {total:.0f} s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        command = "benchmarks/loo_fidelity.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        out = {"command": command, "machine": machine(), "total_seconds": total, "results": rows}
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
