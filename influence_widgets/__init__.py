@@ -12,7 +12,7 @@ from influence_widgets.core import (
     NotPositiveDefiniteError,
     SmoothHinge,
 )
-from influence_widgets.training import TrainingReport, train
+from influence_widgets.training import TrainingReport, train, train_hinge
 from influence_widgets.widgets import InfluenceExplorer
 
 __version__ = "0.1.0"
@@ -32,6 +32,7 @@ __all__ = [
     "datasets",
     "models",
     "train",
+    "train_hinge",
     "validate_loo",
 ]
 

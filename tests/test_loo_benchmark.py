@@ -1,0 +1,47 @@
+"""The leave-one-out benchmark's quick run, as make test runs it: it completes and writes JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIELDS = {"name", "solver", "n_train", "n_params", "n_removed", "pearson", "spearman", "seconds"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_loo_fidelity_quick_run_writes_its_table(tmp_path: Path):
+    out = tmp_path / "loo.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "loo_fidelity.py"),
+            "--quick",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=580,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Pearson" in proc.stdout
+    rows = json.loads(out.read_text())["results"]
+    assert {(r["name"], r["solver"]) for r in rows} == {
+        ("digits_lr", "direct"),
+        ("digits_lr", "cg"),
+        ("digits_lr", "lissa"),
+        ("cnn", "direct"),
+    }
+    for r in rows:
+        assert FIELDS <= set(r), r
+    # the convex case is a correctness check even when quick
+    assert all(r["pearson"] >= 0.99 for r in rows if r["name"] == "digits_lr"), rows
+    cnn = next(r for r in rows if r["name"] == "cnn")
+    assert cnn["n_params"] == 1954 and cnn["n_removed"] == 5
