@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 (2 test points) and a short 3")
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--experiments", default="digits_lr,fig2_paper_scale,cnn,fig3_smooth_hinge")
+    parser.add_argument("--experiments", default="digits_lr,fig3_smooth_hinge,cnn,fig2_paper_scale")
     parser.add_argument("--fig2-removals", type=int, default=500, help="removals at paper scale")
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -337,6 +337,21 @@ def main(argv: list[str] | None = None) -> int:
         wanted = ["digits_lr", "cnn"]
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    command = "benchmarks/loo_fidelity.py " + " ".join(sys.argv[1:] if argv is None else argv)
+
+    def save(complete: bool) -> None:
+        """Write the JSON after every experiment, so a long run keeps what it finished."""
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            out = {
+                "command": command,
+                "machine": machine(),
+                "total_seconds": time.perf_counter() - start,
+                "complete": complete,
+                "results": rows,
+            }
+            args.json.write_text(json.dumps(out, indent=2) + "\n")
+
     for name in wanted:
         print(f"{name} ...", flush=True)
         if name == "digits_lr":
@@ -352,14 +367,11 @@ def main(argv: list[str] | None = None) -> int:
             rows += fig3_smooth_hinge(n_remove=50)
         else:
             parser.error(f"--experiments: unknown experiment {name!r}")
+        save(complete=False)
     print_table(rows)
-    total = time.perf_counter() - start
-    print(f"\ntotal {total:.0f} s")
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    save(complete=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        command = "benchmarks/loo_fidelity.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        out = {"command": command, "machine": machine(), "total_seconds": total, "results": rows}
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 

@@ -1,7 +1,13 @@
 """influence-widgets: influence functions (Koh & Liang, ICML 2017) for PyTorch, inline in Jupyter."""
 
 from influence_widgets import datasets, models
-from influence_widgets.analysis import LOOResult, validate_loo
+from influence_widgets.analysis import (
+    AttackResult,
+    LOOResult,
+    craft_attack,
+    eight_bit_levels,
+    validate_loo,
+)
 from influence_widgets.core import (
     Arnoldi,
     ConjugateGradient,
@@ -19,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Arnoldi",
+    "AttackResult",
     "ConjugateGradient",
     "Direct",
     "Influence",
@@ -29,7 +36,9 @@ __all__ = [
     "NotPositiveDefiniteError",
     "SmoothHinge",
     "TrainingReport",
+    "craft_attack",
     "datasets",
+    "eight_bit_levels",
     "models",
     "train",
     "train_hinge",

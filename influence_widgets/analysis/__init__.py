@@ -1,5 +1,13 @@
-"""What the paper does with the core: leave-one-out validation (attacks and debugging to come)."""
+"""What the paper does with the core: leave-one-out validation and training-set attacks."""
 
+from influence_widgets.analysis.attack import AttackResult, craft_attack, eight_bit_levels
 from influence_widgets.analysis.loo import LOOResult, actual_removal_effects, validate_loo
 
-__all__ = ["LOOResult", "actual_removal_effects", "validate_loo"]
+__all__ = [
+    "AttackResult",
+    "LOOResult",
+    "actual_removal_effects",
+    "craft_attack",
+    "eight_bit_levels",
+    "validate_loo",
+]

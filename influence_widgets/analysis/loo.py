@@ -160,19 +160,6 @@ def _correlations(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, flo
     return float(pearsonr(predicted, actual).statistic), float(spearmanr(predicted, actual)[0])
 
 
-def model_at_theta_hat(influence: Influence) -> torch.nn.Module:
-    """A fresh copy of the model with theta_hat written in, trainable in ``params`` only."""
-    obj = influence.objective
-    model = copy.deepcopy(obj.module)
-    named = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in obj.unflatten(obj.theta).items():
-            named[name].copy_(value)
-    for name, p in named.items():
-        p.requires_grad_(name in obj.spec.names)
-    return model
-
-
 def validate_loo(
     influence: Influence,
     x_test,
@@ -239,7 +226,7 @@ def validate_loo(
     ts = influence.train
     train_data = (ts.X, ts.y) if ts.X is not None else ts._dataset
     effects, drift = actual_removal_effects(
-        model_at_theta_hat(influence),
+        obj.model_copy(),
         train_data,
         obj.cast_inputs(x),
         obj.cast_targets(y),

@@ -16,6 +16,7 @@ g_test = grad L(z_test, theta_hat) (without it), s_test = H^-1 g_test.
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections.abc import Sequence
@@ -157,6 +158,19 @@ class Influence:
         self.progress = progress
         self.damping = float(damping)
         self.solver = make_solver(solver, self.p, self.objective.dtype, hessian_budget_mb)
+        # How this object was configured, for rebuild() (a solver instance is copied unfitted).
+        self._config = {
+            "loss": loss,
+            "l2": l2,
+            "damping": damping,
+            "params": params,
+            "solver": copy.deepcopy(solver) if isinstance(solver, Solver) else solver,
+            "batch_size": batch_size,
+            "device": device,
+            "progress": progress,
+            "hessian_budget_mb": hessian_budget_mb,
+            "gradient_cache_mb": gradient_cache_mb,
+        }
         self.gradient_cache_mb = gradient_cache_mb
         self.op = HessianOperator(
             self.objective, self.train, self.batch_size, self.damping, cache_mb=gradient_cache_mb
@@ -164,6 +178,14 @@ class Influence:
         self._fitted = False
         self._grads: torch.Tensor | None = None
         self._diagnostics: Diagnostics | None = None
+
+    def rebuild(self, model: torch.nn.Module, train) -> Influence:
+        """A new, unfitted Influence with this one's settings for another model or training set
+        (after retraining, or with perturbed training inputs)."""
+        config = dict(self._config)
+        if isinstance(config["solver"], Solver):
+            config["solver"] = copy.deepcopy(config["solver"])
+        return Influence(model, train, **config)
 
     # ----- setup ----------------------------------------------------------------------------
     def _check_training_labels(self) -> None:

@@ -249,6 +249,18 @@ class Objective:
             for n, c, s in zip(self.spec.names, chunks, self.spec.shapes, strict=True)
         }
 
+    def model_copy(self, theta: torch.Tensor | None = None) -> torch.nn.Module:
+        """A fresh copy of the model with ``theta`` (default theta_hat) written in, trainable in
+        ``params`` only, for retraining."""
+        model = copy.deepcopy(self.module)
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in self.unflatten(self.theta if theta is None else theta).items():
+                named[name].copy_(value)
+        for name, p in named.items():
+            p.requires_grad_(name in self.spec.names)
+        return model
+
     # ----- inputs ---------------------------------------------------------------------------
     def cast_inputs(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device)

@@ -1,0 +1,163 @@
+"""craft_attack: I_pert,loss-driven training-set attacks on tiny problems."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+import influence_widgets as iw
+
+
+def _digest(tensors) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def binary():
+    """A 2-class float64 logistic regression on 60 points in [0, 1]^4, at a tight minimum."""
+    gen = torch.Generator().manual_seed(5)
+    X = torch.rand(60, 4, generator=gen, dtype=torch.float64)
+    y = X[:, 0] + 0.5 * X[:, 1] + 0.3 * torch.randn(60, generator=gen, dtype=torch.float64) > 0.75
+    y = y.long()
+    model = iw.models.logistic_regression((4, 2))
+    iw.train(model, (X, y), l2=0.05, tol=1e-12, progress=False)
+    with torch.no_grad():
+        margin = model(X)[:, 1] - model(X)[:, 0]
+    correct = torch.nonzero((margin > 0).long() == y).squeeze(1)
+    t = int(correct[torch.argmin(margin[correct].abs())])  # the correct point nearest the boundary
+    return model, X, y, X[t : t + 1].clone(), y[t : t + 1].clone()
+
+
+def _influence(binary):
+    model, X, y, _, _ = binary
+    return iw.Influence(model, (X, y), l2=0.05, progress=False)
+
+
+def test_a_small_step_along_i_pert_raises_the_test_loss_by_the_predicted_amount(binary):
+    model, X, y, x_test, y_test = binary
+    inf = _influence(binary)
+    j = 7
+    direction = inf.perturbation_influence(x_test, y_test, [j])[0, 0]  # (4,)
+    h = 1e-4
+    delta = h * direction / direction.norm()
+    predicted = float(direction @ delta) / len(X)  # (1/n) I_pert,loss . delta
+    assert predicted > 0  # moving along I_pert raises the test loss
+    Xp = X.clone()
+    Xp[j] += delta
+    m = copy.deepcopy(model)
+    iw.train(m, (Xp, y), l2=0.05, tol=1e-13, progress=False)
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy
+        actual = float(loss(m(x_test), y_test) - loss(model(x_test), y_test))
+    assert actual == pytest.approx(predicted, rel=1e-2)
+
+
+def test_attack_flips_within_eps_and_the_range_without_touching_user_data(binary):
+    model, X, y, x_test, y_test = binary
+    before = _digest([*model.parameters(), X, y, x_test, y_test])
+    inf = _influence(binary)
+    eps = 0.25
+    result = iw.craft_attack(
+        inf, x_test, y_test, n_poison=3, eps=eps, step_size=0.05, max_iter=40, progress=False
+    )
+    assert result.flipped and result.prediction_after != result.prediction_before
+    assert result.true_class_probability[-1] < 0.5 < result.true_class_probability[0]
+    assert len(result.true_class_probability) == result.iterations + 1
+    assert result.max_change <= eps + 1e-12
+    assert float(result.perturbed_inputs.min()) >= 0 and float(result.perturbed_inputs.max()) <= 1
+    # the training set the attack returns is a copy, changed only at the poisoned rows
+    Xp, yp = result.poisoned_dataset()
+    changed = torch.nonzero((Xp != X).any(1)).squeeze(1).tolist()
+    assert set(changed) <= set(result.poisoned.tolist()) and changed
+    assert torch.equal(yp, y) and Xp.data_ptr() != X.data_ptr()
+    # retraining on the poisoned set reproduces the flip the result reports
+    m = copy.deepcopy(model)
+    iw.train(m, (Xp, y), l2=0.05, progress=False)
+    with torch.no_grad():
+        assert int(m(x_test).argmax()) == result.prediction_after
+    assert _digest([*model.parameters(), X, y, x_test, y_test]) == before
+    assert "flipped=True" in repr(result)
+
+
+def test_grad_norm_selection_picks_the_largest_l1_input_gradients(binary):
+    _, X, _, x_test, y_test = binary
+    inf = _influence(binary)
+    result = iw.craft_attack(inf, x_test, y_test, n_poison=2, eps=0.0, max_iter=1, progress=False)
+    pert = inf.perturbation_influence(x_test, y_test)[0]
+    expected = torch.argsort(pert.abs().sum(1), descending=True)[:2]
+    np.testing.assert_array_equal(result.poisoned, expected.numpy())
+    assert result.max_change == 0 and not result.flipped  # eps = 0 cannot move anything
+
+
+def test_eight_bit_levels():
+    assert iw.eight_bit_levels(0.5) == pytest.approx(0.5 / 255)
+    assert iw.eight_bit_levels(2, data_range=2.0) == pytest.approx(4 / 255)
+    with pytest.raises(ValueError, match="levels"):
+        iw.eight_bit_levels(-1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"eps": -0.1}, "eps"),
+        ({"n_poison": 1000}, "n_poison"),
+        ({"n_poison": 0}, "n_poison"),
+        ({"step_size": -1.0}, "step_size"),
+        ({"retrain": False}, "retrain"),
+        ({"select": "largest"}, "select"),
+        ({"select": [1, 1]}, "select"),
+        ({"input_range": (1.0, 0.0)}, "input_range"),
+    ],
+)
+def test_bad_arguments_name_themselves(binary, kwargs, match):
+    _, _, _, x_test, y_test = binary
+    args = {"n_poison": 2, "max_iter": 1, "progress": False, **kwargs}
+    with pytest.raises((ValueError, TypeError), match=match):
+        iw.craft_attack(_influence(binary), x_test, y_test, **args)
+
+
+def test_tabular_data_needs_its_own_range_and_one_correct_test_point(binary):
+    model, X, y, x_test, y_test = binary
+    standardised = (X - X.mean(0)) / X.std(0)  # tabular: values outside [0, 1]
+    m = iw.models.logistic_regression((4, 2))
+    iw.train(m, (standardised, y), l2=0.05, progress=False)
+    inf = iw.Influence(m, (standardised, y), l2=0.05, progress=False)
+    with pytest.raises(ValueError, match="input_range=None"):
+        iw.craft_attack(inf, standardised[:1], y[:1], max_iter=1, progress=False)
+    with pytest.raises(ValueError, match="one test point"):
+        iw.craft_attack(_influence(binary), X[:2], y[:2], progress=False)
+    with torch.no_grad():
+        wrong = int(torch.nonzero(model(X).argmax(1) != y)[0])
+    with pytest.raises(ValueError, match="correctly classified"):
+        iw.craft_attack(_influence(binary), X[wrong : wrong + 1], y[wrong : wrong + 1])
+
+
+def test_frozen_features_with_a_trainable_top_layer(binary):
+    """The paper's setting: H over the top layer only, I_pert through the frozen layers to x."""
+    _, X, y, _, _ = binary
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2)
+    ).double()
+    iw.train(net, (X, y), l2=0.05, progress=False)
+    frozen = net[0].weight.detach().clone()
+    top = ["2.weight", "2.bias"]
+    inf = iw.Influence(net, (X, y), l2=0.05, params=top, progress=False)
+    with torch.no_grad():
+        margin = net(X)[:, 1] - net(X)[:, 0]
+    correct = torch.nonzero((margin > 0).long() == y).squeeze(1)
+    t = int(correct[torch.argmin(margin[correct].abs())])
+    result = iw.craft_attack(
+        inf, X[t : t + 1], y[t : t + 1], n_poison=3, eps=0.3, step_size=0.05, max_iter=30,
+        progress=False,
+    )  # fmt: skip
+    assert result.true_class_probability[-1] < result.true_class_probability[0]
+    assert result.max_change <= 0.3 + 1e-12 and result.max_change > 0
+    assert torch.equal(net[0].weight, frozen)  # the user's network is untouched
