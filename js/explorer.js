@@ -12,6 +12,12 @@ const VERIFY_HELP =
   "plots the actual change of the test loss against the predicted one. Points on the dashed " +
   "line y = x mean influence predicted retraining exactly.";
 
+const ATTACK_HELP =
+  "Moves the inputs of a few training points, each value by at most eps, in the direction that " +
+  "influence says raises this test point's loss (I_pert,loss, Koh & Liang Sec 5.2), retraining " +
+  "after every step, until the prediction flips or the iterations run out. The model you trained " +
+  "and your data stay unchanged: the attack works on copies.";
+
 function h(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -113,7 +119,7 @@ function render({ model, el }) {
   const side = h("div", "iw-side");
   const tabs = h("div", "iw-tabs");
   const tabButtons = {};
-  for (const [name, label] of [["influence", "Influence"], ["verify", "Verify"]]) {
+  for (const [name, label] of [["influence", "Influence"], ["verify", "Verify"], ["attack", "Attack"]]) {
     const b = h("button", `iw-tab iw-tab-${name}`, label);
     b.type = "button";
     b.dataset.tab = name;
@@ -126,7 +132,8 @@ function render({ model, el }) {
   }
   const panel = h("div", "iw-panel");
   const verifyPane = h("div", "iw-verify");
-  side.append(tabs, panel, verifyPane);
+  const attackPane = h("div", "iw-attack");
+  side.append(tabs, panel, verifyPane, attackPane);
   body.append(gallery, side);
   root.append(header, body);
   el.appendChild(root);
@@ -245,6 +252,118 @@ function render({ model, el }) {
     for (const [name, b] of Object.entries(tabButtons)) b.classList.toggle("iw-active", name === tab);
     panel.style.display = tab === "influence" ? "" : "none";
     verifyPane.style.display = tab === "verify" ? "" : "none";
+    attackPane.style.display = tab === "attack" ? "" : "none";
+  }
+
+  // The Attack tab: perturb a few training inputs to flip the selected prediction (Sec 5.2).
+  const attackUrls = [];
+  const image = model.get("kind") === "image";
+  const unit = image ? "8-bit levels" : "data units";
+  function slider(cls, label, trait, min, max, step) {
+    const wrap = h("label", `iw-attack-control ${cls}`);
+    const input = h("input");
+    input.type = "range";
+    input.min = String(min);
+    input.max = String(max);
+    input.step = String(step);
+    const value = h("span", "iw-attack-value");
+    wrap.append(h("span", "", `${label} `), input, value);
+    const show = () => {
+      input.value = String(model.get(trait));
+      value.textContent = String(model.get(trait));
+    };
+    input.addEventListener("input", () => {
+      value.textContent = input.value;
+    });
+    input.addEventListener("change", () => {
+      model.set(trait, Number(input.value));
+      model.save_changes();
+    });
+    return { wrap, show, input };
+  }
+  const sliders = [
+    slider("iw-attack-n", "training points", "attack_n_poison", 1, 10, 1),
+    slider("iw-attack-eps", `eps (${unit})`, "attack_eps", image ? 0.5 : 0.01, image ? 16 : 2, image ? 0.5 : 0.01),
+    slider("iw-attack-step", `step (${unit})`, "attack_step", image ? 0.05 : 0.001, image ? 4 : 0.5, image ? 0.05 : 0.001),
+    slider("iw-attack-iter", "iterations", "attack_max_iter", 1, 100, 1),
+  ];
+  const attackRun = h("button", "iw-attack-run", "Run attack");
+  attackRun.type = "button";
+  const attackCancel = h("button", "iw-attack-cancel", "Cancel");
+  attackCancel.type = "button";
+  const attackProgress = h("div", "iw-progress iw-attack-progress");
+  const attackBar = h("div", "iw-progress-bar");
+  attackProgress.appendChild(attackBar);
+  const attackStatus = h("div", "iw-attack-status");
+  const attackResult = h("div", "iw-attack-result");
+  const attackControls = h("div", "iw-attack-controls");
+  attackControls.append(...sliders.map((s) => s.wrap), attackRun, attackCancel);
+  attackPane.append(
+    h("p", "iw-help", ATTACK_HELP), attackControls, attackProgress, attackStatus, attackResult,
+  );
+  attackRun.addEventListener("click", () => model.send({ event: "attack_run" }));
+  attackCancel.addEventListener("click", () => model.send({ event: "attack_cancel" }));
+
+  function renderAttack() {
+    const a = model.get("attack") || {};
+    const running = a.state === "running";
+    attackPane.dataset.state = a.state || "idle";
+    for (const s of sliders) s.show();
+    attackRun.disabled = running || model.get("selected") === null;
+    attackCancel.style.display = running ? "" : "none";
+    attackProgress.style.display = running ? "block" : "none";
+    attackBar.style.width = `${Math.round(100 * (a.progress || 0))}%`;
+    const selected = model.get("selected");
+    attackStatus.textContent =
+      a.message || (selected === null ? "Select a test point first." : `Test point #${selected}: ready to attack.`);
+    revoke(attackUrls);
+    attackResult.replaceChildren();
+    if (a.state !== "done" && a.state !== "cancelled") return;
+    const verdict = h(
+      "div",
+      `iw-attack-verdict ${a.flipped ? "iw-flipped" : "iw-held"}`,
+      a.flipped
+        ? `Flipped: predicted ${a.prediction_before} before, ${a.prediction_after} after`
+        : `Not flipped: still predicted ${a.prediction_after}`,
+    );
+    attackResult.appendChild(verdict);
+    const table = h("table", "iw-attack-probs");
+    const head = h("tr");
+    for (const t of ["class", "before", "after"]) head.appendChild(h("th", "", t));
+    table.appendChild(head);
+    for (const [name, before, after] of a.probabilities || []) {
+      const tr = h("tr");
+      tr.append(h("td", "", name), h("td", "", `${(100 * before).toFixed(1)}%`), h("td", "", `${(100 * after).toFixed(1)}%`));
+      table.appendChild(tr);
+    }
+    attackResult.appendChild(table);
+    for (const item of a.items || []) {
+      const row = h("div", "iw-attack-item");
+      row.dataset.poisonIndex = String(item.index);
+      row.appendChild(h("div", "iw-caption", `training #${item.index} · ${item.label}`));
+      if (item.original) {
+        const images = h("div", "iw-attack-images");
+        const amp = item.amplification ? ` (x${Math.round(item.amplification)})` : "";
+        for (const [key, caption] of [["original", "original"], ["perturbed", "perturbed"], ["difference", `difference${amp}`]]) {
+          const fig = h("figure", "iw-attack-figure");
+          const url = URL.createObjectURL(new Blob([item[key]], { type: "image/png" }));
+          attackUrls.push(url);
+          const img = h("img", `iw-thumb iw-attack-${key}`);
+          img.src = url;
+          img.alt = caption;
+          fig.append(img, h("figcaption", "", caption));
+          images.appendChild(fig);
+        }
+        row.appendChild(images);
+      } else {
+        const list = h("div", "iw-diff");
+        for (const [name, before, after] of item.changes || []) {
+          list.appendChild(h("div", "", `${name}: ${fmt(before)} → ${fmt(after)}`));
+        }
+        row.appendChild(list);
+      }
+      attackResult.appendChild(row);
+    }
   }
 
   // The Verify tab: leave-one-out retraining for the selected test point, run by Python.
@@ -342,7 +461,12 @@ function render({ model, el }) {
     ["change:selected", () => {
       markSelected();
       renderVerify();
+      renderAttack();
     }],
+    [
+      "change:attack change:attack_n_poison change:attack_eps change:attack_step change:attack_max_iter",
+      () => renderAttack(),
+    ],
     ["change:tab", () => renderTab()],
     ["change:verify change:verify_plot change:verify_n_remove", () => renderVerify()],
     ["change:status change:message change:error change:progress", () => renderStatus()],
@@ -356,12 +480,14 @@ function render({ model, el }) {
   renderPanel();
   renderTab();
   renderVerify();
+  renderAttack();
 
   return () => {
     for (const [events, fn] of handlers) model.off(events, fn);
     revoke(galleryUrls);
     revoke(panelUrls);
     revoke(verifyUrls);
+    revoke(attackUrls);
     el.replaceChildren();
   };
 }

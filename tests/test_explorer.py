@@ -246,7 +246,7 @@ def test_verify_tab_runs_leave_one_out_for_the_selected_point(explorer, digits_i
     # the front end's button sends this message; the widget answers through its traits
     explorer._on_front_end_message(explorer, {"event": "verify_run"}, [])
     assert explorer.verify["state"] == "running" and explorer.verify["test_index"] == 2
-    explorer._verify_thread.join(120)
+    explorer._verify_job.join(120)
     v = explorer.verify
     assert v["state"] == "done" and v["n_removed"] == explorer.verify_n_remove
     assert v["pearson"] >= 0.99
@@ -267,9 +267,44 @@ def test_verify_can_be_cancelled_and_reports_what_finished(explorer):
     while explorer.verify.get("progress", 0) < 2 / 201 and time.time() < deadline:
         time.sleep(0.05)
     explorer._on_front_end_message(explorer, {"event": "verify_cancel"}, [])
-    explorer._verify_thread.join(120)
+    explorer._verify_job.join(120)
     v = explorer.verify
     assert v["state"] == "cancelled" and 0 < v["n_removed"] < 200
     assert explorer.loo_result.cancelled and "Cancelled" in v["message"]
     with pytest.raises(ValueError, match="n_remove"):
         explorer.run_verify(n_remove=0)
+
+
+def test_attack_tab_perturbs_training_images_and_reports_the_verdict(explorer, digits_influence):
+    data, inf = digits_influence
+    X_before = data.X_train.clone()
+    with pytest.raises(RuntimeError, match="Select a test point"):
+        explorer.run_attack(wait=True)
+    correct = [i for i in range(40) if explorer._pred[i] == explorer._true[i]]
+    explorer.selected = correct[0]
+    explorer.tab = "attack"
+    explorer.attack_n_poison, explorer.attack_eps, explorer.attack_max_iter = 2, 8.0, 2
+    explorer._on_front_end_message(explorer, {"event": "attack_run"}, [])
+    assert explorer.attack["state"] == "running"
+    explorer._attack_job.join(120)
+    a = explorer.attack
+    assert a["state"] == "done", a.get("message")
+    assert a["iterations"] <= 2 and isinstance(a["flipped"], bool)
+    assert a["max_change"] <= 8 / 255 + 1e-12
+    assert len(a["items"]) == 2
+    for item in a["items"]:
+        for key in ("original", "perturbed", "difference"):
+            assert bytes(item[key][:4]) == b"\x89PNG"
+    assert {row[0] for row in a["probabilities"]} >= {
+        explorer._label(int(explorer._true[correct[0]]))
+    }
+    result = explorer.attack_result
+    assert result.test_index == correct[0] and result.eps == pytest.approx(8 / 255)
+    assert torch.equal(data.X_train, X_before)  # the user's data set is untouched
+    wrong = [i for i in range(len(explorer._true)) if explorer._pred[i] != explorer._true[i]]
+    explorer.selected = wrong[0]
+    assert explorer.attack == {"state": "idle"}
+    with pytest.raises(RuntimeError, match="misclassified"):
+        explorer.run_attack(wait=True)
+    with pytest.raises(ValueError, match="eps"):
+        explorer.run_attack(eps=-1)

@@ -7,7 +7,6 @@ gallery page and the result panel. Thumbnails go as binary buffers, only for wha
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
@@ -19,12 +18,11 @@ import numpy as np
 import torch
 import traitlets
 
-from influence_widgets.analysis.loo import LOOResult, validate_loo
 from influence_widgets.core import Influence
-from influence_widgets.core.errors import check_positive_int
 from influence_widgets.core.progress import report_progress
 from influence_widgets.datasets import Dataset
 from influence_widgets.widgets.display import KINDS, DisplayData
+from influence_widgets.widgets.tabs import AttackTab, VerifyTab
 
 __all__ = ["InfluenceExplorer"]
 
@@ -43,7 +41,7 @@ def _as_numpy(t) -> np.ndarray:
     return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
 
 
-class InfluenceExplorer(anywidget.AnyWidget):
+class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
     """An inline explorer of influence for one model.
 
     Args:
@@ -80,11 +78,7 @@ class InfluenceExplorer(anywidget.AnyWidget):
     error = traitlets.Unicode("").tag(sync=True)
     compute_ms = traitlets.Float(0.0).tag(sync=True)
     progress = traitlets.Float(0.0).tag(sync=True)  # of the current precomputation step
-    tab = traitlets.Enum(("influence", "verify"), "influence").tag(sync=True)
-    verify_n_remove = traitlets.Int(20).tag(sync=True)
-    # state (idle, running, done, cancelled, error), test_index, progress, message, pearson, ...
-    verify = traitlets.Dict({"state": "idle"}).tag(sync=True)
-    verify_plot = traitlets.Bytes(b"").tag(sync=True)  # PNG of the LOO scatter
+    tab = traitlets.Enum(("influence", "verify", "attack"), "influence").tag(sync=True)
 
     def __init__(
         self,
@@ -131,9 +125,8 @@ class InfluenceExplorer(anywidget.AnyWidget):
         self._fitted = False  # precomputation done: clicks are served at once
         self._ready = threading.Event()  # set once any queued click is served too (or on error)
         self._rows: list[dict] = []
-        self._verify_thread: threading.Thread | None = None
-        self._verify_cancel = threading.Event()
-        self.loo_result: LOOResult | None = None  # the latest Verify run
+        self._init_verify()
+        self._init_attack()
         self._predict()
         self._refresh_gallery()
         self.observe(self._on_selected, names="selected")
@@ -273,8 +266,11 @@ class InfluenceExplorer(anywidget.AnyWidget):
 
     def _on_selected(self, change) -> None:
         index = change["new"]
-        if not self.verify_running:  # a finished check belongs to the previous test point
+        # finished runs belong to the previous test point
+        if not self.verify_running:
             self.verify, self.verify_plot = {"state": "idle"}, b""
+        if not self.attack_running:
+            self.attack = {"state": "idle"}
         if index is None:
             self.panel = {}
             return
@@ -381,118 +377,22 @@ class InfluenceExplorer(anywidget.AnyWidget):
             items.append(item)
         return items
 
-    # ----- the Verify tab: leave-one-out retraining for the selected test point -------------
-    @property
-    def verify_running(self) -> bool:
-        return self._verify_thread is not None and self._verify_thread.is_alive()
-
+    # ----- messages from the front end -----------------------------------------------------
     def _on_front_end_message(self, _widget, content, _buffers) -> None:
-        event = content.get("event") if isinstance(content, dict) else None
-        if event == "verify_run":
-            self.run_verify()
-        elif event == "verify_cancel":
-            self.cancel_verify()
-
-    def run_verify(self, n_remove: int | None = None, *, wait: bool = False) -> LOOResult | None:
-        """Check the selected test point against leave-one-out retraining, in the background.
-
-        Runs :func:`~influence_widgets.validate_loo` (the ``n_remove`` training points of largest
-        |influence|, default ``verify_n_remove``) and shows the scatter and R in the Verify tab.
-        With ``wait=True`` blocks and returns the :class:`LOOResult`; it is also kept as
-        ``explorer.loo_result``.
-        """
-        n_remove = check_positive_int(
-            self.verify_n_remove if n_remove is None else n_remove, "n_remove"
-        )
-        index = self.selected
-        problem = None
-        if index is None:
-            problem = "Select a test point first."
-        elif not self._fitted:
-            problem = "Wait until precomputation has finished."
-        elif self.verify_running:
-            problem = "A check is already running; cancel it first."
-        elif n_remove > self.influence.n:
-            problem = f"n_remove: at most {self.influence.n} (the training set size)"
-        if problem is not None:
-            self.verify = {**self.verify, "message": problem}
-            if wait:
-                raise RuntimeError(problem)
-            return None
-        self._verify_cancel = threading.Event()
-        self.verify = {
-            "state": "running",
-            "test_index": index,
-            "n_remove": n_remove,
-            "progress": 0.0,
-            "message": f"Retraining without each of {n_remove} training points...",
+        """Button presses of the slow tabs: {"event": "verify_run" | "attack_cancel" | ...}."""
+        actions = {
+            "verify_run": self.run_verify,
+            "verify_cancel": self.cancel_verify,
+            "attack_run": self.run_attack,
+            "attack_cancel": self.cancel_attack,
         }
-        self.verify_plot = b""
-        self._verify_thread = threading.Thread(
-            target=self._verify_worker, args=(index, n_remove, self._verify_cancel), daemon=True
-        )
-        self._verify_thread.start()
-        if wait:
-            self._verify_thread.join()
-            if self.verify.get("state") == "error":
-                raise RuntimeError(self.verify.get("message"))
-            return self.loo_result
-        return None
-
-    def cancel_verify(self) -> None:
-        """Stop the running check after its current retrain; what is done so far is shown."""
-        if self.verify_running:
-            self._verify_cancel.set()
-            self.verify = {**self.verify, "message": "Cancelling after the current retrain..."}
-
-    def _verify_worker(self, index: int, n_remove: int, cancel: threading.Event) -> None:
-        last = [0.0]
-
-        def show(step: str, fraction: float) -> None:
-            now = time.perf_counter()
-            if step == "leave-one-out" and (now - last[0] > 0.1 or fraction >= 1.0):
-                last[0] = now
-                done = round(fraction * (n_remove + 1)) - 1  # the first step is the baseline
-                message = (
-                    f"Retrained {done} of {n_remove}"
-                    if done >= 0
-                    else "Retraining the baseline on all points..."
-                )
-                self.verify = {**self.verify, "progress": fraction, "message": message}
-
-        try:
-            with report_progress(show):
-                result = validate_loo(
-                    self.influence,
-                    self.x_test[index : index + 1],
-                    self.y_test[index : index + 1],
-                    n_remove=n_remove,
-                    test_index=index,
-                    progress=False,
-                    cancel=cancel,
-                )
-            self.loo_result = result
-            self.verify_plot = _scatter_png(result) if result.n_removed else b""
-            what = "Cancelled: " if result.cancelled else ""
-            self.verify = {
-                "state": "cancelled" if result.cancelled else "done",
-                "test_index": index,
-                "n_remove": n_remove,
-                "n_removed": result.n_removed,
-                "progress": 1.0,
-                "pearson": _finite_or_none(result.pearson),
-                "spearman": _finite_or_none(result.spearman),
-                "drift": result.drift,
-                "seconds": result.seconds,
-                "message": f"{what}{result.n_removed} retrains in {result.seconds:.1f} s",
-            }
-        except Exception as err:  # shown in the tab and logged
-            log.exception("InfluenceExplorer leave-one-out check failed")
-            self.verify = {
-                "state": "error",
-                "test_index": index,
-                "message": f"Leave-one-out check failed: {type(err).__name__}: {err}",
-            }
+        event = content.get("event") if isinstance(content, dict) else None
+        if event in actions:
+            try:
+                actions[event]()
+            except Exception as err:  # a bad slider value, say: shown, never a traceback
+                self.error = f"{event}: {err}"
+                log.exception("InfluenceExplorer could not handle %s", event)
 
     # ----- results --------------------------------------------------------------------------
     def results(self, as_frame: bool = False):
@@ -533,20 +433,3 @@ class InfluenceExplorer(anywidget.AnyWidget):
         if self.status == "error":
             raise RuntimeError(self.error)
         return self
-
-
-def _finite_or_none(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
-
-
-def _scatter_png(result: LOOResult) -> bytes:
-    """The LOO scatter as PNG bytes, drawn without pyplot (safe off the main thread)."""
-    from matplotlib.figure import Figure
-
-    from influence_widgets.plots import loo_scatter
-
-    fig = Figure(figsize=(4.2, 4.0), dpi=90)
-    loo_scatter(result, ax=fig.add_subplot())
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()

@@ -250,3 +250,48 @@ def test_verify_tab_runs_leave_one_out_in(frontend, jupyter, page, console_messa
     assert "LOO done" in out, out
     assert not _shown_errors(page)
     assert not page_errors(console_messages)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("frontend", ["lab"])
+def test_attack_tab_shows_perturbed_images_and_a_verdict_in(
+    frontend, jupyter, page, console_messages
+):
+    """The Attack tab: sliders, Run, then original / perturbed / difference images per poisoned
+    training point and a flipped / not flipped verdict; the kernel holds the same result."""
+    from playwright.sync_api import expect
+
+    path = write_notebook(
+        jupyter,
+        "attack_lab.ipynb",
+        [
+            "%load_ext influence_widgets",
+            "%influence --demo digits",
+            "ex = _\nex.wait_ready()\n"
+            "target = next(i for i in range(40) if ex._pred[i] == ex._true[i])\n"
+            'print("TARGET", target)',
+            'print("ATTACK", ex.attack["state"], ex.attack_result and ex.attack_result.iterations)',
+        ],
+    )
+    open_and_run(page, jupyter, path, "lab", timeout=150)
+    target = int(cell_output(page, 2).split("TARGET")[1].split()[0])
+    explorer = page.locator(".iw-explorer")
+    explorer.locator(f'[data-test-index="{target}"]').click(timeout=60_000)
+    _wait_for_train_items(page, at_least=16)
+    explorer.locator(".iw-tab-attack").click()
+    for cls, value in ((".iw-attack-n input", "2"), (".iw-attack-eps input", "8"),
+                       (".iw-attack-iter input", "2")):  # fmt: skip
+        control = explorer.locator(cls)
+        control.fill(value)
+        control.dispatch_event("change")
+    expect(explorer.locator(".iw-attack-iter .iw-attack-value")).to_have_text("2")
+    explorer.locator(".iw-attack-run").click()
+    expect(explorer.locator(".iw-attack-verdict")).to_contain_text("lipped", timeout=120_000)
+    items = explorer.locator(".iw-attack-item")
+    expect(items).to_have_count(2)
+    expect(items.first.locator("img.iw-attack-difference")).to_be_visible()
+    out = run_cell(page, 3)
+    assert "ATTACK done" in out, out
+    assert int(out.split("ATTACK done")[1].split()[0]) <= 2
+    assert not _shown_errors(page)
+    assert not page_errors(console_messages)
