@@ -330,6 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--experiments", default="digits_lr,fig3_smooth_hinge,cnn,fig2_paper_scale")
     parser.add_argument("--fig2-removals", type=int, default=500, help="removals at paper scale")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the experiments already in --json and run only the others",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     wanted = args.experiments.split(",")
@@ -338,6 +343,15 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     command = "benchmarks/loo_fidelity.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    commands, earlier_seconds = [command], 0.0
+    if args.resume and args.json and args.json.exists():
+        previous = json.loads(args.json.read_text())
+        rows = [r for r in previous["results"] if r["name"] in wanted]
+        commands = [*previous.get("commands", [previous["command"]]), command]
+        earlier_seconds = previous["total_seconds"]
+        done = {r["name"] for r in rows}
+        wanted = [name for name in wanted if name not in done]
+        print(f"resuming: keeping {sorted(done)} from {args.json}")
 
     def save(complete: bool) -> None:
         """Write the JSON after every experiment, so a long run keeps what it finished."""
@@ -345,8 +359,9 @@ def main(argv: list[str] | None = None) -> int:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             out = {
                 "command": command,
+                "commands": commands,  # every invocation that contributed, with --resume
                 "machine": machine(),
-                "total_seconds": time.perf_counter() - start,
+                "total_seconds": earlier_seconds + time.perf_counter() - start,
                 "complete": complete,
                 "results": rows,
             }

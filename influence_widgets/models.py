@@ -9,7 +9,13 @@ from torch import nn
 
 from influence_widgets.datasets import Dataset
 
-__all__ = ["linear_svm", "logistic_regression", "small_cnn"]
+__all__ = [
+    "fmnist_attack_model",
+    "fmnist_extractor_layers",
+    "linear_svm",
+    "logistic_regression",
+    "small_cnn",
+]
 
 
 def _dims(data: Dataset | tuple[int, int]) -> tuple[int, int]:
@@ -78,3 +84,48 @@ def small_cnn(
     finally:
         torch.random.set_rng_state(gen_state)
     return model
+
+
+# The frozen feature extractor of the attack experiments (the paper's Inception features, scaled
+# down): trained on 8 Fashion-MNIST classes by scripts/train_fmnist_extractor.py, which writes
+# EXTRACTOR_FILE; the two held-out classes are the attacks' binary task.
+EXTRACTOR_FILE = "assets/fmnist_extractor.pt"
+EXTRACTOR_HELD_OUT = (5, 7)  # Sandal, Sneaker: never seen by the extractor
+EXTRACTOR_FEATURES = 32
+
+
+def fmnist_extractor_layers(dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    """The extractor's architecture: two strided tanh convolutions and a 32-unit tanh layer."""
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 28, 28)),
+        nn.Conv2d(1, 8, 5, stride=2, padding=2, dtype=dtype),
+        nn.Tanh(),
+        nn.Conv2d(8, 16, 5, stride=2, padding=2, dtype=dtype),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(16 * 7 * 7, EXTRACTOR_FEATURES, dtype=dtype),
+        nn.Tanh(),
+    )
+
+
+def fmnist_attack_model(n_classes: int = 2, dtype: torch.dtype = torch.float64) -> nn.Sequential:
+    """The shipped, frozen Fashion-MNIST extractor with a fresh zero logistic-regression head.
+
+    ``model[0]`` is the extractor (its parameters have ``requires_grad=False``) and ``model[1]``
+    the head: pass ``params=["1.weight", "1.bias"]`` to take influence over the head only, as the
+    paper does with Inception features. Regenerate the weights with
+    ``python scripts/train_fmnist_extractor.py``.
+    """
+    from importlib.resources import files
+
+    extractor = fmnist_extractor_layers(dtype)
+    path = files("influence_widgets").joinpath(EXTRACTOR_FILE)
+    with path.open("rb") as f:
+        state = torch.load(f, map_location="cpu", weights_only=True)
+    extractor.load_state_dict({k: v.to(dtype) for k, v in state.items()})
+    for p in extractor.parameters():
+        p.requires_grad_(False)
+    head = nn.Linear(EXTRACTOR_FEATURES, n_classes, dtype=dtype)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    return nn.Sequential(extractor, head)

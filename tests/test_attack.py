@@ -161,3 +161,14 @@ def test_frozen_features_with_a_trainable_top_layer(binary):
     assert result.true_class_probability[-1] < result.true_class_probability[0]
     assert result.max_change <= 0.3 + 1e-12 and result.max_change > 0
     assert torch.equal(net[0].weight, frozen)  # the user's network is untouched
+
+
+def test_shipped_extractor_loads_frozen_with_a_zero_head():
+    model = iw.models.fmnist_attack_model()
+    extractor, head = model[0], model[1]
+    assert not any(p.requires_grad for p in extractor.parameters())
+    assert head.weight.requires_grad and float(head.weight.detach().abs().sum()) == 0
+    x = torch.rand(3, 784, dtype=torch.float64)
+    features = extractor(x)
+    assert features.shape == (3, 32) and bool(torch.isfinite(features).all())
+    assert float(features.std()) > 0  # trained weights, not an empty file

@@ -156,6 +156,7 @@ def test_built_wheel_ships_the_front_end(tmp_path: Path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "influence_widgets/static/explorer.js" in names
     assert "influence_widgets/static/explorer.css" in names
+    assert "influence_widgets/assets/fmnist_extractor.pt" in names  # the attacks' extractor
 
 
 # ----- the magic ------------------------------------------------------------------------------
