@@ -172,3 +172,30 @@ def test_shipped_extractor_loads_frozen_with_a_zero_head():
     features = extractor(x)
     assert features.shape == (3, 32) and bool(torch.isfinite(features).all())
     assert float(features.std()) > 0  # trained weights, not an empty file
+
+
+def test_head_only_retraining_on_cached_features_equals_full_retraining(binary):
+    """The fast path (features of untouched points cached, L-BFGS on the head alone) reaches the
+    same models as iw.train over the whole network, step after step."""
+    _, X, y, _, _ = binary
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)
+    ).double()
+    top = ["2.weight", "2.bias"]
+    iw.train(net, (X, y), l2=0.05, params=top, progress=False)
+    inf = iw.Influence(net, (X, y), l2=0.05, params=top, progress=False)
+    with torch.no_grad():
+        margin = net(X)[:, 1] - net(X)[:, 0]
+    correct = torch.nonzero((margin > 0).long() == y).squeeze(1)
+    t = int(correct[torch.argmin(margin[correct].abs())])
+    kw = {"n_poison": 2, "eps": 0.2, "step_size": 0.05, "max_iter": 4, "progress": False}
+    fast = iw.craft_attack(inf, X[t : t + 1], y[t : t + 1], **kw)
+
+    def full(m, data):
+        iw.train(m, data, l2=0.05, params=top, progress=False)
+
+    slow = iw.craft_attack(inf, X[t : t + 1], y[t : t + 1], retrain=full, **kw)
+    assert fast.iterations == slow.iterations
+    np.testing.assert_allclose(fast.true_class_probability, slow.true_class_probability, atol=1e-7)
+    torch.testing.assert_close(fast.perturbed_inputs, slow.perturbed_inputs)

@@ -120,6 +120,31 @@ def _select(
     return idx
 
 
+class _HeadRetrainer:
+    """Warm-started retraining when theta is exactly the final Linear layer (a frozen extractor
+    with a trainable top layer, the paper's setting): the features of the untouched training
+    points cannot change, so they are computed once and only the poisoned rows are recomputed;
+    L-BFGS then fits the head on the features alone, the same risk as ``iw.train`` over the whole
+    model without running the extractor on every point at every step."""
+
+    def __init__(self, inf: Influence, X: torch.Tensor) -> None:
+        obj, head = inf.objective, inf.op.head
+        self.head = head
+        self.D = head.D
+        self.name = next(n for n, m in obj.module.named_modules() if m is head.lin)
+        parts = [head._forward(obj.cast_inputs(X[i : i + 1024]))[0] for i in range(0, len(X), 1024)]
+        self.features = torch.cat(parts)[:, : self.D]
+
+    def __call__(self, inf: Influence, X: torch.Tensor, y: torch.Tensor, rows: torch.Tensor):
+        """A model copy with its head retrained on the training set whose ``rows`` changed."""
+        obj = inf.objective
+        self.features[rows] = self.head._forward(obj.cast_inputs(X[rows]))[0][:, : self.D]
+        model = obj.model_copy()
+        lin = model.get_submodule(self.name) if self.name else model
+        train(lin, (self.features, y), l2=obj.l2, loss=obj.loss_fn, progress=False)
+        return model
+
+
 def craft_attack(
     influence: Influence,
     x_test,
@@ -215,6 +240,11 @@ def craft_attack(
     upper = originals + eps
     if input_range is not None:
         lower, upper = lower.clamp(min=lo), upper.clamp(max=hi)
+    fast = (
+        _HeadRetrainer(current, X)
+        if retrain is True and current.op.head is not None and current.op.head.covers_theta
+        else None
+    )
     history = [float(before[true_class])]
     probs = before
     steps = 0
@@ -226,10 +256,13 @@ def craft_attack(
             direction = current.perturbation_influence(x, y, poisoned)[0]  # (k, *x)
             moved = X[poisoned] + step_size * torch.sign(direction).to(X.dtype).cpu()
             X[poisoned] = torch.minimum(torch.maximum(moved, lower), upper)
-            model = current.objective.model_copy()
-            if callable(retrain):
+            if fast is not None:
+                model = fast(current, X, y_train, poisoned)
+            elif callable(retrain):
+                model = current.objective.model_copy()
                 retrain(model, (X.clone(), y_train))
             else:
+                model = current.objective.model_copy()
                 obj = current.objective
                 train(model, (X, y_train), l2=obj.l2, loss=obj.loss_fn,
                       params=list(obj.spec.names), progress=False)  # fmt: skip
