@@ -114,6 +114,68 @@ def test_mixed_head_and_body_hessian_equals_brute_force(mlp_problem):
     assert rel_err(inf.op.dense(progress=False), reference(mlp_problem).H) < 1e-10
 
 
+def _tiny_cnn() -> torch.nn.Sequential:
+    torch.manual_seed(3)
+    return torch.nn.Sequential(
+        torch.nn.Unflatten(1, (1, 5, 5)),
+        torch.nn.Conv2d(1, 2, 3, padding=1),
+        torch.nn.Tanh(),
+        torch.nn.Conv2d(2, 3, 3, stride=2, padding=1),
+        torch.nn.Tanh(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(27, 4),
+    ).double()
+
+
+class _Shared(torch.nn.Module):
+    """The same Linear used twice: its output is not affine in its parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.inner = torch.nn.Linear(25, 25).double()
+        self.head = torch.nn.Linear(25, 4).double()
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.inner(torch.tanh(self.inner(x)))))
+
+
+@pytest.mark.parametrize(
+    "model, params, layer",
+    [
+        (_tiny_cnn, None, "3"),
+        (_tiny_cnn, ["3.weight", "6.weight"], "3"),
+        (_tiny_cnn, ["1.weight", "1.bias", "3.weight", "6.weight", "6.bias"], "3"),
+        (_tiny_cnn, ["1.weight", "6.weight", "6.bias"], "1"),
+        (
+            lambda: torch.nn.Sequential(
+                torch.nn.Linear(25, 6),
+                torch.nn.Tanh(),
+                torch.nn.Linear(6, 5),
+                torch.nn.Sigmoid(),
+                torch.nn.Linear(5, 4),
+            ).double(),
+            None,
+            "2",
+        ),  # fmt: skip
+        (_Shared, None, None),
+    ],
+)
+def test_affine_layer_hessian_rows_equal_generic_hvps(model, params, layer):
+    """The exact blocks of the layer before the head (AffineLayer) against HVPs everywhere."""
+    from influence_widgets.core.affine_layer import AffineLayer
+
+    gen = torch.Generator().manual_seed(5)
+    X = torch.rand(17, 25, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 4, (17,), generator=gen)
+    inf = iw.Influence(model(), (X, y), l2=0.01, params=params, solver="cg", progress=False)
+    found = AffineLayer.detect(inf.objective, inf.train, inf.op.head)
+    modules = dict(inf.objective.module.named_modules())
+    assert (found.module is modules[layer]) if layer else found is None
+    generic = HessianOperator(inf.objective, inf.train, batch_size=5, structured=False)
+    assert rel_err(inf.op.dense(progress=False), generic.dense(progress=False)) < 1e-12
+
+
 def test_streamed_jvp_scoring_equals_cached_gradients(mlp_problem):
     cached = build(mlp_problem, "direct")
     streamed = build(mlp_problem, "direct", gradient_cache_mb=0, batch_size=7)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch.func import grad, hessian, jvp, vmap
 
+from influence_widgets.core.affine_layer import AffineLayer
 from influence_widgets.core.objective import Objective, TrainingSet
 from influence_widgets.core.progress import progress_bar
 
@@ -30,8 +31,9 @@ class HessianOperator:
         train: the training set the risk averages over.
         batch_size: training points per HVP batch.
         damping: added to the diagonal, as the paper's code does for non-convex models.
-        structured: use the exact linear-head structure (:class:`LinearHead`) when theta is the
-            final Linear layer; ``False`` forces generic HVPs (for testing one against the other).
+        structured: use the exact structure of a final Linear layer (:class:`LinearHead`) and of
+            an affine layer before it (:class:`AffineLayer`) where found; ``False`` forces generic
+            HVPs (for testing one against the other).
         cache_mb: memory for caching the linear head's per-sample terms across products.
     """
 
@@ -103,24 +105,30 @@ class HessianOperator:
     def dense(self, chunk: int | None = None, progress: bool = True) -> torch.Tensor:
         """The symmetric (p, p) matrix H + damping I.
 
-        A final ``nn.Linear`` whose weight (and bias) are all of theta gets the exact structured
-        formula of :class:`LinearHead`; any other model gets batched HVPs against chunks of basis
-        vectors.
+        A final ``nn.Linear`` whose weight (and bias) are in theta gets the exact structured formula
+        of :class:`LinearHead` for its block, and the largest Conv2d/Linear layer before it the
+        exact formula of :class:`AffineLayer` for its rows and columns; the remaining columns come
+        from batched HVPs against chunks of basis vectors, and their rows by symmetry.
         """
-        if self.head is None:
-            H = self._dense_from_hvps(torch.arange(self.p), chunk, progress)
+        head = self.head.positions if self.head is not None else None
+        if self.head is not None and self.head.covers_theta:
+            H = self.head.dense_sum(self.train, self.batch_size, self.cache_mb, progress)
+            H = H / self.train.n
         else:
-            head = self.head.positions
-            H_head = self.head.dense_sum(self.train, self.batch_size, self.cache_mb, progress)
-            if self.head.covers_theta:
-                H = H_head / self.train.n
-            else:
-                rest = torch.ones(self.p, dtype=torch.bool)
-                rest[head] = False
-                rest = rest.nonzero().squeeze(1)
-                H = self._dense_from_hvps(rest, chunk, progress)
+            layer = self.head and AffineLayer.detect(self.objective, self.train, self.head)
+            structured = [b for b in (head, layer.positions if layer else None) if b is not None]
+            rest = torch.ones(self.p, dtype=torch.bool, device=self.objective.device)
+            for block in structured:
+                rest[block] = False
+            rest = rest.nonzero().squeeze(1)
+            H = self._dense_from_hvps(rest, chunk, progress)
+            for block in structured:  # the HVP columns' mirror images
+                H[rest[:, None], block[None, :]] = H[block[:, None], rest[None, :]].T
+            if layer is not None:
+                layer.fill(H, self.train, min(self.batch_size, HVP_BATCH), progress)
+            if head is not None:
+                H_head = self.head.dense_sum(self.train, self.batch_size, self.cache_mb, progress)
                 H[head[:, None], head[None, :]] = H_head / self.train.n
-                H[rest[:, None], head[None, :]] = H[head[:, None], rest[None, :]].T
         H = 0.5 * (H + H.T)
         H.diagonal().add_(self.objective.l2 + self.damping)
         return H
@@ -192,6 +200,7 @@ class LinearHead:
     def __init__(self, obj: Objective, lin: torch.nn.Linear, prefix: str) -> None:
         self.obj = obj
         self.lin = lin
+        self.weight_name = f"{prefix}weight"
         self.C, self.D = lin.out_features, lin.in_features
         names = obj.spec.names
         self.with_bias = f"{prefix}bias" in names
