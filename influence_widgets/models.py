@@ -108,16 +108,23 @@ def fmnist_extractor_layers(dtype: torch.dtype = torch.float32) -> nn.Sequential
     )
 
 
-def fmnist_attack_model(n_classes: int = 2, dtype: torch.dtype = torch.float64) -> nn.Sequential:
+def fmnist_attack_model(
+    n_classes: int = 2, dtype: torch.dtype = torch.float64, features: str = "conv"
+) -> nn.Sequential:
     """The shipped, frozen Fashion-MNIST extractor with a fresh zero logistic-regression head.
 
     ``model[0]`` is the extractor (its parameters have ``requires_grad=False``) and ``model[1]``
     the head: pass ``params=["1.weight", "1.bias"]`` to take influence over the head only, as the
-    paper does with Inception features. Regenerate the weights with
+    paper does with Inception features. ``features="conv"`` (default) gives the head the 784 tanh
+    outputs of the second convolution (16 x 7 x 7): as in the paper (2,048 Inception features,
+    1,800 training images), about as many features as training points. ``features="dense"`` gives
+    it the extractor's last 32-unit layer. Regenerate the weights with
     ``python scripts/train_fmnist_extractor.py``.
     """
     from importlib.resources import files
 
+    if features not in ("conv", "dense"):
+        raise ValueError(f"features: expected 'conv' or 'dense', got {features!r}")
     extractor = fmnist_extractor_layers(dtype)
     path = files("influence_widgets").joinpath(EXTRACTOR_FILE)
     with path.open("rb") as f:
@@ -125,7 +132,11 @@ def fmnist_attack_model(n_classes: int = 2, dtype: torch.dtype = torch.float64) 
     extractor.load_state_dict({k: v.to(dtype) for k, v in state.items()})
     for p in extractor.parameters():
         p.requires_grad_(False)
-    head = nn.Linear(EXTRACTOR_FEATURES, n_classes, dtype=dtype)
+    width = EXTRACTOR_FEATURES
+    if features == "conv":  # up to the second convolution's tanh, flattened
+        extractor = nn.Sequential(*list(extractor)[:6])
+        width = extractor[3].out_channels * 7 * 7
+    head = nn.Linear(width, n_classes, dtype=dtype)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
     return nn.Sequential(extractor, head)

@@ -170,8 +170,14 @@ def test_shipped_extractor_loads_frozen_with_a_zero_head():
     assert head.weight.requires_grad and float(head.weight.detach().abs().sum()) == 0
     x = torch.rand(3, 784, dtype=torch.float64)
     features = extractor(x)
-    assert features.shape == (3, 32) and bool(torch.isfinite(features).all())
+    assert features.shape == (3, 784) and bool(torch.isfinite(features).all())
     assert float(features.std()) > 0  # trained weights, not an empty file
+    dense = iw.models.fmnist_attack_model(features="dense")
+    assert dense[0](x).shape == (3, 32) and dense[1].in_features == 32
+    # the conv features are the dense model's intermediate ones: the same trained weights
+    torch.testing.assert_close(dense[0][:6](x), features)
+    with pytest.raises(ValueError, match="features"):
+        iw.models.fmnist_attack_model(features="pixels")
 
 
 def test_head_only_retraining_on_cached_features_equals_full_retraining(binary):
@@ -199,3 +205,23 @@ def test_head_only_retraining_on_cached_features_equals_full_retraining(binary):
     assert fast.iterations == slow.iterations
     np.testing.assert_allclose(fast.true_class_probability, slow.true_class_probability, atol=1e-7)
     torch.testing.assert_close(fast.perturbed_inputs, slow.perturbed_inputs)
+
+
+def test_attack_stops_at_a_fixed_point_when_every_input_sits_on_its_eps_box(binary):
+    """eps too small to flip: once the inputs stop moving, further steps would change nothing."""
+    _, _, _, x_test, y_test = binary
+    inf = _influence(binary)
+    result = iw.craft_attack(
+        inf, x_test, y_test, n_poison=1, eps=1e-3, step_size=5e-4, max_iter=50, progress=False
+    )
+    assert not result.flipped and result.stopped == "fixed point"
+    assert result.iterations < 50
+    assert result.max_change == pytest.approx(1e-3)
+    flipped = iw.craft_attack(
+        inf, x_test, y_test, n_poison=3, eps=0.25, step_size=0.05, max_iter=40, progress=False
+    )
+    assert flipped.stopped == "flipped"
+    short = iw.craft_attack(
+        inf, x_test, y_test, n_poison=1, eps=0.25, step_size=1e-3, max_iter=2, progress=False
+    )
+    assert short.stopped == "max_iter" and short.iterations == 2

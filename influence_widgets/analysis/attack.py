@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from influence_widgets.core.errors import check_nonnegative, check_positive_int
-from influence_widgets.core.influence import Influence
-from influence_widgets.core.objective import as_tensor
+from influence_widgets.core.influence import Influence, perturbation_along
+from influence_widgets.core.objective import Objective, as_tensor
 from influence_widgets.core.progress import progress_bar
 from influence_widgets.training import train
 
@@ -65,6 +65,7 @@ class AttackResult:
     step_size: float
     seconds: float
     cancelled: bool = False
+    stopped: str = "max_iter"  # "flipped", "max_iter", "fixed point" or "cancelled"
     _train: tuple[torch.Tensor, torch.Tensor] = field(default=None, repr=False)
 
     def poisoned_dataset(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,7 +87,7 @@ class AttackResult:
             f"prediction {self.prediction_before} -> {self.prediction_after}, "
             f"p(true) {self.true_class_probability[0]:.3f} -> "
             f"{self.true_class_probability[-1]:.3f}, iterations={self.iterations}, "
-            f"eps={self.eps:.4g}, seconds={self.seconds:.1f}{state})"
+            f"eps={self.eps:.4g}, stopped={self.stopped!r}, seconds={self.seconds:.1f}{state})"
         )
 
 
@@ -101,48 +102,109 @@ def _probabilities(inf: Influence, x: torch.Tensor) -> torch.Tensor:
     return torch.softmax(out, dim=0).cpu()
 
 
-def _select(
-    inf: Influence, x: torch.Tensor, y: torch.Tensor, n_poison: int, select
-) -> torch.Tensor:
+class _WholeModel:
+    """The attack's state for any model: after each step, retrain (L-BFGS over ``params`` or the
+    user's function) and rebuild the Influence, whose s_test then refits."""
+
+    def __init__(self, inf: Influence, x, y, y_train: torch.Tensor, retrain) -> None:
+        self.inf, self.current = inf, inf
+        self.x, self.y, self.y_train, self.retrain_fn = x, y, y_train, retrain
+
+    def s_test(self) -> torch.Tensor:
+        return self.current.s_test(self.x, self.y)
+
+    def directions(self, X: torch.Tensor, idx: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        """I_pert,loss of the training inputs X[idx] for s_test S, (k, *x)."""
+        obj = self.current.objective
+        xs, ys = obj.cast_inputs(X[idx]), obj.cast_targets(self.y_train[idx])
+        return perturbation_along(obj, xs, ys, S)[0]
+
+    def retrain(self, X: torch.Tensor, rows: torch.Tensor) -> None:
+        obj = self.current.objective
+        model = obj.model_copy()
+        if callable(self.retrain_fn):
+            self.retrain_fn(model, (X.clone(), self.y_train))
+        else:
+            train(model, (X, self.y_train), l2=obj.l2, loss=obj.loss_fn,
+                  params=list(obj.spec.names), progress=False)  # fmt: skip
+        self.current = self.inf.rebuild(model, (X.clone(), self.y_train), progress=False)
+
+    def probabilities(self) -> torch.Tensor:
+        return _probabilities(self.current, self.x)
+
+
+class _LinearHeadOnly:
+    """The attack's state when theta is exactly the final Linear (a frozen extractor with a
+    trainable top layer, the paper's setting). The features of untouched training points cannot
+    change, so they are computed once and only the poisoned rows are recomputed; retraining and
+    s_test work on the head over the features alone (the same risk and Hessian as over the whole
+    model), and only I_pert,loss differentiates through the extractor to the pixels."""
+
+    def __init__(self, inf: Influence, X: torch.Tensor, x, y, y_train: torch.Tensor) -> None:
+        obj, head = inf.objective, inf.op.head
+        self.inf, self.obj, self.head, self.y, self.y_train = inf, obj, head, y, y_train
+        self.name = next(n for n, m in obj.module.named_modules() if m is head.lin)
+        parts = [self._features(X[i : i + 1024]) for i in range(0, len(X), 1024)]
+        self.features = torch.cat(parts)
+        self.test_features = self._features(x)
+        self.model = obj.model_copy()
+        self._rebuild()
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head._forward(self.obj.cast_inputs(x))[0][:, : self.head.D]
+
+    def _linear(self) -> torch.nn.Module:
+        return self.model.get_submodule(self.name) if self.name else self.model
+
+    def _rebuild(self) -> None:
+        self.head_inf = self.inf.rebuild(
+            self._linear(), (self.features.clone(), self.y_train), params=None, progress=False
+        )
+        self.objective = Objective(self.model, loss=self.obj.loss_fn, l2=self.obj.l2,
+                                   params=list(self.obj.spec.names), device=self.obj.device)  # fmt: skip
+
+    def s_test(self) -> torch.Tensor:
+        """s_test over the head, in the order of the whole model's theta, (1, p)."""
+        s = self.head_inf.s_test(self.test_features, self.y)[0]
+        dot = f"{self.name}." if self.name else ""
+        named = {dot + k: v for k, v in self.head_inf.objective.unflatten(s).items()}
+        return torch.cat([named[n].reshape(-1) for n in self.obj.spec.names])[None]
+
+    def directions(self, X: torch.Tensor, idx: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        obj = self.objective
+        xs, ys = obj.cast_inputs(X[idx]), obj.cast_targets(self.y_train[idx])
+        return perturbation_along(obj, xs, ys, S)[0]
+
+    def retrain(self, X: torch.Tensor, rows: torch.Tensor) -> None:
+        self.features[rows] = self._features(X[rows])
+        train(
+            self._linear(),
+            (self.features, self.y_train),
+            l2=self.obj.l2,
+            loss=self.obj.loss_fn,
+            progress=False,
+        )  # fmt: skip (warm start: the last head)
+        self._rebuild()
+
+    def probabilities(self) -> torch.Tensor:
+        return _probabilities(self.head_inf, self.test_features)
+
+
+def _select(state, X: torch.Tensor, n: int, n_poison: int, select) -> torch.Tensor:
     if isinstance(select, str):
         if select != "grad_norm":
             raise ValueError(f"select: expected 'grad_norm' or a list of indices, got {select!r}")
         # The paper's choice: the largest L1 norm of the input gradient of influence.
-        scores = torch.empty(inf.n, dtype=inf.objective.dtype)
-        for start in range(0, inf.n, 256):
-            idx = torch.arange(start, min(start + 256, inf.n))
-            pert = inf.perturbation_influence(x, y, idx)[0]
-            scores[idx] = pert.reshape(len(idx), -1).abs().sum(1).cpu()
+        S = state.s_test()
+        scores = torch.empty(n, dtype=S.dtype)
+        for start in range(0, n, 256):
+            idx = torch.arange(start, min(start + 256, n))
+            scores[idx] = state.directions(X, idx, S).reshape(len(idx), -1).abs().sum(1).cpu()
         return torch.argsort(scores, descending=True)[:n_poison]
-    idx = inf._index(select, "select")
+    idx = state.inf._index(select, "select")
     if len(idx) != n_poison or len(set(idx.tolist())) != n_poison:
         raise ValueError(f"select: expected {n_poison} distinct training indices, got {select!r}")
     return idx
-
-
-class _HeadRetrainer:
-    """Warm-started retraining when theta is exactly the final Linear layer (a frozen extractor
-    with a trainable top layer, the paper's setting): the features of the untouched training
-    points cannot change, so they are computed once and only the poisoned rows are recomputed;
-    L-BFGS then fits the head on the features alone, the same risk as ``iw.train`` over the whole
-    model without running the extractor on every point at every step."""
-
-    def __init__(self, inf: Influence, X: torch.Tensor) -> None:
-        obj, head = inf.objective, inf.op.head
-        self.head = head
-        self.D = head.D
-        self.name = next(n for n, m in obj.module.named_modules() if m is head.lin)
-        parts = [head._forward(obj.cast_inputs(X[i : i + 1024]))[0] for i in range(0, len(X), 1024)]
-        self.features = torch.cat(parts)[:, : self.D]
-
-    def __call__(self, inf: Influence, X: torch.Tensor, y: torch.Tensor, rows: torch.Tensor):
-        """A model copy with its head retrained on the training set whose ``rows`` changed."""
-        obj = inf.objective
-        self.features[rows] = self.head._forward(obj.cast_inputs(X[rows]))[0][:, : self.D]
-        model = obj.model_copy()
-        lin = model.get_submodule(self.name) if self.name else model
-        train(lin, (self.features, y), l2=obj.l2, loss=obj.loss_fn, progress=False)
-        return model
 
 
 def craft_attack(
@@ -174,7 +236,9 @@ def craft_attack(
             (:func:`eight_bit_levels` converts 8-bit levels).
         step_size: the move per step (default eps / 12.5: the paper's 0.02 levels for 0.5-level eps
             would take 25 steps to reach the boundary; this default takes 12.5).
-        max_iter: the most steps; the attack stops early once the prediction flips.
+        max_iter: the most steps; the attack stops early once the prediction flips, or at a fixed
+            point (every input on the boundary of its eps box along its direction: further steps
+            would change nothing). ``result.stopped`` says which.
         retrain: True: after each step retrain warm-started (full-batch L-BFGS on the same risk,
             over ``params``) and recompute s_test, as the paper; or ``retrain(model_copy, (X, y))``
             training the copy in place, for models that need another optimiser.
@@ -225,51 +289,50 @@ def craft_attack(
     true_class = int(y[0])
 
     start = time.perf_counter()
-    current = influence
-    before = _probabilities(current, x)
+    before = _probabilities(influence, x)
     pred_before = int(before.argmax())
     if pred_before != true_class:
         raise ValueError(
             f"x_test: the model already predicts class {pred_before}, not the true class "
             f"{true_class}; attack a correctly classified test point"
         )
-    poisoned = _select(current, x, y, n_poison, select)
+    head = influence.op.head
+    if retrain is True and head is not None and head.covers_theta:
+        state = _LinearHeadOnly(influence, X0, x, y, y_train)
+    else:
+        state = _WholeModel(influence, x, y, y_train, retrain)
+    poisoned = _select(state, X0, influence.n, n_poison, select)
     X = X0.clone()  # the working copy; the user's tensor is never written
     originals = X0[poisoned].clone()
     lower = originals - eps
     upper = originals + eps
     if input_range is not None:
         lower, upper = lower.clamp(min=lo), upper.clamp(max=hi)
-    fast = (
-        _HeadRetrainer(current, X)
-        if retrain is True and current.op.head is not None and current.op.head.covers_theta
-        else None
-    )
     history = [float(before[true_class])]
     probs = before
     steps = 0
+    reason = "max_iter"
     bar = progress_bar(total=max_iter, desc="attack", disable=not progress)
     try:
-        while steps < max_iter and int(probs.argmax()) == true_class:
-            if cancel is not None and cancel.is_set():
+        while steps < max_iter:
+            if int(probs.argmax()) != true_class:
+                reason = "flipped"
                 break
-            direction = current.perturbation_influence(x, y, poisoned)[0]  # (k, *x)
+            if cancel is not None and cancel.is_set():
+                reason = "cancelled"
+                break
+            direction = state.directions(X, poisoned, state.s_test())  # (k, *x)
             moved = X[poisoned] + step_size * torch.sign(direction).to(X.dtype).cpu()
-            X[poisoned] = torch.minimum(torch.maximum(moved, lower), upper)
-            if fast is not None:
-                model = fast(current, X, y_train, poisoned)
-            elif callable(retrain):
-                model = current.objective.model_copy()
-                retrain(model, (X.clone(), y_train))
-            else:
-                model = current.objective.model_copy()
-                obj = current.objective
-                train(model, (X, y_train), l2=obj.l2, loss=obj.loss_fn,
-                      params=list(obj.spec.names), progress=False)  # fmt: skip
-            current = influence.rebuild(model, (X.clone(), y_train))
-            current.progress = False
+            moved = torch.minimum(torch.maximum(moved, lower), upper)
+            if torch.equal(moved, X[poisoned]):
+                # Every input sits on the boundary of its box along the direction: retraining
+                # would give the same model and direction again, a fixed point. Stop.
+                reason = "fixed point"
+                break
+            X[poisoned] = moved
+            state.retrain(X, poisoned)
             steps += 1
-            probs = _probabilities(current, x)
+            probs = state.probabilities()
             history.append(float(probs[true_class]))
             bar.update()
     finally:
@@ -289,6 +352,7 @@ def craft_attack(
         eps=eps,
         step_size=step_size,
         seconds=time.perf_counter() - start,
-        cancelled=cancel is not None and cancel.is_set(),
+        cancelled=reason == "cancelled",
+        stopped=reason if int(probs.argmax()) == true_class else "flipped",
         _train=(X0, y_train),
     )

@@ -179,10 +179,10 @@ class Influence:
         self._grads: torch.Tensor | None = None
         self._diagnostics: Diagnostics | None = None
 
-    def rebuild(self, model: torch.nn.Module, train) -> Influence:
-        """A new, unfitted Influence with this one's settings for another model or training set
-        (after retraining, or with perturbed training inputs)."""
-        config = dict(self._config)
+    def rebuild(self, model: torch.nn.Module, train, **overrides) -> Influence:
+        """A new, unfitted Influence with this one's settings (but ``overrides``) for another model
+        or training set (after retraining, or with perturbed training inputs)."""
+        config = {**self._config, **overrides}
         if isinstance(config["solver"], Solver):
             config["solver"] = copy.deepcopy(config["solver"])
         return Influence(model, train, **config)
@@ -383,13 +383,7 @@ class Influence:
                 f"perturbation_influence: training inputs are {x.dtype}, not continuous; "
                 "I_pert,loss needs inputs that can be perturbed (floating point)"
             )
-
-        def directional(xi: torch.Tensor, yi: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-            # grad ell_i(theta)^T s as a function of the input x_i
-            return jvp(lambda th: obj.train_term(th, xi, yi), (obj.theta,), (s,))[1]
-
-        grad_x = vmap(vmap(grad(directional), in_dims=(0, 0, None)), in_dims=(None, None, 0))
-        return -grad_x(x, y, S)
+        return perturbation_along(obj, x, y, S)
 
     def self_influence(self) -> torch.Tensor:
         """I_up,loss(z_i, z_i) = -grad ell_i^T H^-1 grad ell_i for every training point, (n,).
@@ -429,3 +423,17 @@ class Influence:
             f"Influence(n_train={self.n}, n_params={self.p}, solver={self.solver.name!r}, "
             f"l2={self.objective.l2:g}, damping={self.damping:g}, fitted={self._fitted})"
         )
+
+
+def perturbation_along(
+    obj: Objective, x: torch.Tensor, y: torch.Tensor, S: torch.Tensor
+) -> torch.Tensor:
+    """-grad_x (grad ell(x_i, y_i)^T s) for each row s of S (T, p) and each cast training point
+    (x, y): I_pert,loss when s = s_test = H^-1 grad L(z_test), shape (T, k, *x_i.shape)."""
+
+    def directional(xi: torch.Tensor, yi: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        # grad ell_i(theta)^T s as a function of the input x_i
+        return jvp(lambda th: obj.train_term(th, xi, yi), (obj.theta,), (s,))[1]
+
+    grad_x = vmap(vmap(grad(directional), in_dims=(0, 0, None)), in_dims=(None, None, 0))
+    return -grad_x(x, y, S)
