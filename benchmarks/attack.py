@@ -124,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", type=int, default=10, help="targets per configuration")
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     inf, Xt, yt, info = setup()
     print(
