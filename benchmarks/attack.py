@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--n-poison", default="1,2,10", help="numbers of images to perturb")
+    parser.add_argument("--eps", default="0.5,2,8,32", help="eps values in 8-bit levels")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -162,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = run(inf, Xt, yt, 2, (10,), (32,), max_iter, save)
     else:
         max_iter = args.max_iter
-        eps = (0.5, 2, 8, 32)
-        rows = run(inf, Xt, yt, args.targets, (1, 2, 10), eps, max_iter, save)
+        eps = [float(v) for v in args.eps.split(",")]
+        n_poisons = [int(v) for v in args.n_poison.split(",")]
+        rows = run(inf, Xt, yt, args.targets, n_poisons, eps, max_iter, save)
     save(rows, complete=True)
     print(
         f"total {time.perf_counter() - start:.0f} s" + (f", wrote {args.json}" if args.json else "")

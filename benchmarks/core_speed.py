@@ -41,7 +41,8 @@ Run from the repository root:
     .venv/bin/python benchmarks/core_speed.py --cases cnn --json /tmp/core_speed_cnn.json
 
 Flags: ``--quick`` (digits_lr and naive only, 20 s query budget: about a minute),
-``--skip-paper-scale``, ``--cases digits_lr,naive,cnn,paper``, ``--threads N``, ``--json PATH``.
+``--skip-paper-scale``, ``--cases digits_lr,naive,cnn,paper``, ``--solvers direct,cg,lissa,arnoldi``
+(a subset of each case's solvers), ``--threads N``, ``--json PATH``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import dataclasses
 import datetime
 import gc
 import json
@@ -609,6 +611,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-paper-scale", action="store_true", help="leave out 'paper'")
     parser.add_argument("--cases", help=f"comma-separated subset of {','.join(CASES)}")
     parser.add_argument("--threads", type=int, help="torch threads (default: usable cores)")
+    parser.add_argument("--solvers", help=f"comma-separated subset of {','.join(ALL_SOLVERS)}")
     parser.add_argument("--json", type=Path, help="write the results to this JSON file")
     args = parser.parse_args(argv)
     if args.cases:
@@ -620,10 +623,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.case_list = ["digits_lr", "naive"] if args.quick else list(CASES)
     if args.skip_paper_scale:
         args.case_list = [c for c in args.case_list if c != "paper"]
+    args.solver_list = ALL_SOLVERS
+    if args.solvers:
+        args.solver_list = tuple(c.strip() for c in args.solvers.split(",") if c.strip())
+        unknown = sorted(set(args.solver_list) - set(ALL_SOLVERS))
+        if unknown:
+            parser.error(f"--solvers: unknown {unknown}; choose from {', '.join(ALL_SOLVERS)}")
     return args
 
 
-def run_cases(cases: list[str], budget: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run_cases(
+    cases: list[str], budget: float, solvers: tuple[str, ...] = ALL_SOLVERS
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     results: list[dict[str, Any]] = []
     training: dict[str, Any] = {}
     digits_lr = None
@@ -639,6 +650,9 @@ def run_cases(cases: list[str], budget: float) -> tuple[list[dict[str, Any]], di
             if case == "naive":
                 results += measure_naive(problem)
             else:
+                problem = dataclasses.replace(
+                    problem, solvers=tuple(x for x in problem.solvers if x in solvers)
+                )
                 results += measure_solvers(problem, budget)
             del problem
         except Exception as err:  # data missing, training failed: report it, run the next case
@@ -653,7 +667,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     machine = machine_info(torch.get_num_threads())
     warm_up()
-    results, training = run_cases(args.case_list, QUICK_BUDGET_S if args.quick else BUDGET_S)
+    budget = QUICK_BUDGET_S if args.quick else BUDGET_S
+    results, training = run_cases(args.case_list, budget, args.solver_list)
     machine["load_average_end"] = list(os.getloadavg())
     report = {
         "machine": machine,
