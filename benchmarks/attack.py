@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--n-poison", default="1,2,10", help="numbers of images to perturb")
     parser.add_argument("--eps", default="0.5,2,8,32", help="eps values in 8-bit levels")
+    parser.add_argument(
+        "--append", action="store_true", help="keep the rows already in --json and add these"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -137,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     command = "benchmarks/attack.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    earlier: dict[str, Any] = {"results": [], "commands": []}
+    if args.append and args.json and args.json.exists():
+        earlier = json.loads(args.json.read_text())
+        earlier.setdefault("commands", [earlier.get("command")])
 
     def save(rows: list[dict[str, Any]], complete: bool = False) -> None:
         if not args.json:
@@ -144,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         out = {
             "command": command,
+            "commands": [*earlier["commands"], command],
             "machine": {
                 "cores": os.cpu_count(),
                 "threads": torch.get_num_threads(),
@@ -155,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_iter": max_iter,
             "complete": complete,
             "total_seconds": time.perf_counter() - start,
-            "results": rows,
+            "results": [*earlier["results"], *rows],
         }
         args.json.write_text(json.dumps(out, indent=2) + "\n")
 
