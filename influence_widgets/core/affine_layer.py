@@ -173,11 +173,8 @@ class AffineLayer:
             loss = obj.loss(obj.theta, x_i.unsqueeze(0), y_i.unsqueeze(0))[0]
             return loss, features["phi"][0]
 
-        def gradient_and_features(u_i, x_i, y_i):
-            g, phi = grad(loss_of, has_aux=True)(u_i, x_i, y_i)
-            return g, phi
-
-        second = vmap(jacfwd(gradient_and_features))
+        # d/du of (dL/du, phi): K and J in one forward-mode pass
+        second = vmap(jacfwd(grad(loss_of, has_aux=True)))
         handles = [
             self.module.register_forward_hook(replace),
             head.lin.register_forward_pre_hook(capture),
