@@ -3,6 +3,7 @@
 from influence_widgets import datasets, models
 from influence_widgets.analysis import (
     AttackResult,
+    ChordNewtonRetrain,
     LOOResult,
     craft_attack,
     eight_bit_levels,
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Arnoldi",
     "AttackResult",
+    "ChordNewtonRetrain",
     "ConjugateGradient",
     "Direct",
     "Influence",

@@ -44,6 +44,11 @@ class TrainingReport:
         )
 
 
+def default_tolerance(dtype: torch.dtype) -> float:
+    """The ||grad R|| at which training stops by default: 1e-8 in float64, 1e-5 otherwise."""
+    return 1e-8 if dtype == torch.float64 else 1e-5
+
+
 def _training_pair(data) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(data, Dataset):
         return data.X_train, data.y_train
@@ -97,7 +102,7 @@ def train(
             raise ValueError("params: must name at least one parameter, each at most once")
     theta = [named[n] for n in names]
     dtype, device = theta[0].dtype, theta[0].device
-    tol = tol if tol is not None else (1e-8 if dtype == torch.float64 else 1e-5)
+    tol = tol if tol is not None else default_tolerance(dtype)
 
     X, y = _training_pair(data)
     for t, name in ((X, "data X"), (y, "data y")):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import influence_widgets as iw
+from influence_widgets.analysis import attack
 
 
 def _digest(tensors) -> str:
@@ -225,3 +226,109 @@ def test_attack_stops_at_a_fixed_point_when_every_input_sits_on_its_eps_box(bina
         inf, x_test, y_test, n_poison=1, eps=0.25, step_size=1e-3, max_iter=2, progress=False
     )
     assert short.stopped == "max_iter" and short.iterations == 2
+
+
+# ----- the head-only state's Newton-type steps (chord retraining, preconditioned CG) ----------
+TOP = ["2.weight", "2.bias"]
+
+
+@pytest.fixture(scope="module")
+def frozen_net(binary):
+    """A frozen tanh layer under a trainable logistic-regression head, the head at a minimum."""
+    _, X, y, _, _ = binary
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)
+    ).double()
+    iw.train(net, (X, y), l2=0.05, params=TOP, tol=1e-12, progress=False)
+    return net
+
+
+def _head_state(frozen_net, binary):
+    """The Newton state of an attack on X[0], and a copy of X with rows 3 and 7 moved."""
+    _, X, y, _, _ = binary
+    inf = iw.Influence(frozen_net, (X, y), l2=0.05, params=TOP, progress=False)
+    state = attack._LinearHeadNewton(inf, X, X[:1], y[:1], y)
+    state.s_test()  # as craft_attack does before each retrain: factorises H at theta_hat
+    rows = torch.tensor([3, 7])
+    Xp = X.clone()
+    Xp[rows] = (Xp[rows] + 0.1 * torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=X.dtype)).clamp(0, 1)
+    return state, Xp, rows
+
+
+def _risk_gradient_norm(net, X, y) -> float:
+    named = dict(net.named_parameters())
+    theta = [named[n] for n in TOP]
+    risk = torch.nn.functional.cross_entropy(net(X), y) + 0.025 * sum(p.pow(2).sum() for p in theta)
+    return float(torch.cat([g.reshape(-1) for g in torch.autograd.grad(risk, theta)]).norm())
+
+
+def _train_reports(monkeypatch) -> list:
+    """Record the TrainingReport of every train() call the attack makes."""
+    reports, original = [], attack.train
+
+    def recording(*args, **kwargs):
+        reports.append(original(*args, **kwargs))
+        return reports[-1]
+
+    monkeypatch.setattr(attack, "train", recording)
+    return reports
+
+
+def _expected_head(frozen_net, Xp, y) -> torch.nn.Module:
+    net = copy.deepcopy(frozen_net)
+    iw.train(net, (Xp, y), l2=0.05, params=TOP, tol=1e-12, progress=False)
+    return net[2]
+
+
+def test_chord_retraining_reaches_train_tolerance_without_l_bfgs(frozen_net, binary, monkeypatch):
+    _, _, y, _, _ = binary
+    state, Xp, rows = _head_state(frozen_net, binary)
+    reports = _train_reports(monkeypatch)
+    state.retrain(Xp, rows)
+    assert reports == [] and 1 < state._chord_iterations < attack.CHORD_MAX_ITER  # chord only
+    assert state._L is not None  # kept for the next step
+    assert _risk_gradient_norm(state.model, Xp, y) <= 1e-8
+    expected = _expected_head(frozen_net, Xp, y)
+    torch.testing.assert_close(state.model[2].weight, expected.weight, rtol=0, atol=1e-7)
+    torch.testing.assert_close(state.model[2].bias, expected.bias, rtol=0, atol=1e-7)
+
+
+def test_chord_retraining_falls_back_to_l_bfgs_when_it_cannot_converge(
+    frozen_net, binary, monkeypatch
+):
+    _, _, y, _, _ = binary
+    state, Xp, rows = _head_state(frozen_net, binary)
+    reports = _train_reports(monkeypatch)
+    monkeypatch.setattr(attack, "CHORD_MAX_ITER", 1)
+    state.retrain(Xp, rows)
+    assert reports[0].iterations > 0 and reports[0].converged  # L-BFGS finished the job
+    assert state._L is None  # and the next s_test refactorises
+    assert _risk_gradient_norm(state.model, Xp, y) <= 1e-8
+    expected = _expected_head(frozen_net, Xp, y)
+    torch.testing.assert_close(state.model[2].weight, expected.weight, rtol=0, atol=1e-7)
+    torch.testing.assert_close(state.model[2].bias, expected.bias, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("pcg_max_iter", [attack.PCG_MAX_ITER, 1])
+def test_newton_state_s_test_equals_a_fresh_direct_fit(
+    frozen_net, binary, monkeypatch, pcg_max_iter
+):
+    """s_test by CG preconditioned with the previous factor, or (CG failing) a fresh factor."""
+    _, X, y, _, _ = binary
+    state, Xp, rows = _head_state(frozen_net, binary)
+    monkeypatch.setattr(attack, "PCG_MAX_ITER", pcg_max_iter)
+    results, original = [], attack._pcg
+    monkeypatch.setattr(
+        attack, "_pcg", lambda *args: results.append(original(*args)) or results[-1]
+    )
+    for step in range(3):
+        Xp[rows] = (Xp[rows] + 0.02 * step).clamp(0, 1)
+        state.retrain(Xp, rows)
+        s = state.s_test()
+        fresh = iw.Influence(
+            state.model, (Xp, y), l2=0.05, params=TOP, solver="direct", progress=False
+        )
+        expected = fresh.s_test(X[:1], y[:1])
+        assert float((s - expected).norm() / expected.norm()) <= 1e-10
+    assert [x is not None for x, _ in results] == [pcg_max_iter > 1] * 3

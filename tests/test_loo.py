@@ -145,3 +145,41 @@ def test_one_test_point_at_a_time(tiny):
         iw.validate_loo(_influence(tiny), X[:2], y[:2], progress=False)
     with pytest.raises(TypeError, match="influence"):
         iw.validate_loo("model", X[:1], y[:1])
+
+
+# ----- ChordNewtonRetrain: exact LOO minima in a few steps --------------------------------------
+def test_chord_newton_retrain_matches_lbfgs_retraining(tiny):
+    model, X, y, x_test, y_test = tiny
+    inf = _influence(tiny, solver="direct")
+    chord = iw.ChordNewtonRetrain(inf, tol=1e-11)
+    fast = iw.validate_loo(inf, x_test, y_test, n_remove=10, retrain=chord, progress=False)
+    slow = iw.validate_loo(inf, x_test, y_test, n_remove=10, tol=1e-11, progress=False)
+    np.testing.assert_array_equal(fast.removed, slow.removed)
+    np.testing.assert_allclose(fast.actual, slow.actual, rtol=1e-6, atol=1e-10)
+    assert len(chord.reports) == 11  # the baseline and 10 removals
+    assert all(r.grad_norm <= 1e-11 and not r.fell_back for r in chord.reports)
+    assert max(r.chord_steps for r in chord.reports) <= 20  # 1 of 80 points: a large change
+
+
+def test_chord_newton_retrain_falls_back_to_lbfgs(tiny):
+    model, X, y, x_test, y_test = tiny
+    inf = _influence(tiny, solver="direct", damping=50.0)  # a poor preconditioner
+    chord = iw.ChordNewtonRetrain(inf, tol=1e-8, max_steps=2)
+    keep = torch.arange(1, len(X))
+    m = inf.objective.model_copy()
+    chord(m, (X[keep], y[keep]))
+    (report,) = chord.reports
+    assert report.fell_back and report.grad_norm <= 1e-8
+    reference = inf.objective.model_copy()
+    iw.train(reference, (X[keep], y[keep]), l2=0.05, tol=1e-11, progress=False)
+    for a, b in zip(m.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+
+def test_chord_newton_retrain_bad_arguments(tiny):
+    with pytest.raises(ValueError, match="solver='direct'"):
+        iw.ChordNewtonRetrain(_influence(tiny, solver="cg"))
+    with pytest.raises(TypeError, match="influence"):
+        iw.ChordNewtonRetrain("not an influence")
+    with pytest.raises(ValueError, match="tol"):
+        iw.ChordNewtonRetrain(_influence(tiny, solver="direct"), tol=0)

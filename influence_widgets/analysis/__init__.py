@@ -2,10 +2,13 @@
 
 from influence_widgets.analysis.attack import AttackResult, craft_attack, eight_bit_levels
 from influence_widgets.analysis.loo import LOOResult, actual_removal_effects, validate_loo
+from influence_widgets.analysis.retrain import ChordNewtonRetrain, RetrainReport
 
 __all__ = [
     "AttackResult",
+    "ChordNewtonRetrain",
     "LOOResult",
+    "RetrainReport",
     "actual_removal_effects",
     "craft_attack",
     "eight_bit_levels",

@@ -18,12 +18,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.func import grad
 
-from influence_widgets.core.errors import check_nonnegative, check_positive_int
+from influence_widgets.core.errors import (
+    check_nonnegative,
+    check_positive_int,
+    not_positive_definite,
+)
 from influence_widgets.core.influence import Influence, perturbation_along
 from influence_widgets.core.objective import Objective, as_tensor
 from influence_widgets.core.progress import progress_bar
-from influence_widgets.training import train
+from influence_widgets.core.solvers import Direct
+from influence_widgets.training import default_tolerance, train
 
 __all__ = ["AttackResult", "craft_attack", "eight_bit_levels"]
 
@@ -165,7 +171,10 @@ class _LinearHeadOnly:
 
     def s_test(self) -> torch.Tensor:
         """s_test over the head, in the order of the whole model's theta, (1, p)."""
-        s = self.head_inf.s_test(self.test_features, self.y)[0]
+        return self._model_order(self.head_inf.s_test(self.test_features, self.y)[0])
+
+    def _model_order(self, s: torch.Tensor) -> torch.Tensor:
+        """A vector over the head's parameters, (p,), reordered as the whole model's theta, (1, p)."""
         dot = f"{self.name}." if self.name else ""
         named = {dot + k: v for k, v in self.head_inf.objective.unflatten(s).items()}
         return torch.cat([named[n].reshape(-1) for n in self.obj.spec.names])[None]
@@ -188,6 +197,138 @@ class _LinearHeadOnly:
 
     def probabilities(self) -> torch.Tensor:
         return _probabilities(self.head_inf, self.test_features)
+
+
+# _LinearHeadNewton's steps. The chord iteration goes on while ||grad R|| falls, for at most
+# CHORD_MAX_ITER steps. PCG stops at an estimated relative error of PCG_RTOL (float64;
+# PCG_RTOL_FLOAT32 otherwise), or gives up after PCG_MAX_ITER iterations. H is refactorised once a
+# step needs REFACTOR_GROWTH times the iterations (chord + PCG) of the first step on the factor.
+CHORD_MAX_ITER = 30
+PCG_RTOL = 1e-12
+PCG_RTOL_FLOAT32 = 1e-6
+PCG_MAX_ITER = 100
+REFACTOR_GROWTH = 2
+
+
+def _cholesky_solve(L: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """(L L^T)^-1 B by two triangular solves (6x faster than ``torch.cholesky_solve`` for one
+    column at p = 1,570, measured on one core)."""
+    return torch.linalg.solve_triangular(
+        L.mT, torch.linalg.solve_triangular(L, B, upper=False), upper=True
+    )
+
+
+def _pcg(
+    matvec, b: torch.Tensor, L: torch.Tensor, rtol: float, max_iter: int
+) -> tuple[torch.Tensor | None, int]:
+    """(x, iterations): x = H^-1 b by conjugate gradients on ``matvec`` (H), preconditioned with
+    M = L L^T, the Cholesky factor of a nearby H; b (p, 1). Stops once ||M^-1 (b - H x)||, an
+    estimate of the error ||H^-1 b - x|| while M ~ H, is at most rtol ||x||; x is None when
+    max_iter iterations did not get there (e.g. H is not positive definite)."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    z = _cholesky_solve(L, r)
+    direction, rz = z, (r * z).sum()
+    iterations = 0
+    while not z.norm() <= rtol * x.norm():  # also goes on through NaN, to max_iter
+        if iterations == max_iter:
+            return None, iterations
+        iterations += 1
+        Hd = matvec(direction)
+        alpha = rz / (direction * Hd).sum()
+        x += alpha * direction
+        r -= alpha * Hd
+        z = _cholesky_solve(L, r)
+        rz, rz_old = (r * z).sum(), rz
+        direction = z + (rz / rz_old) * direction
+    return x, iterations
+
+
+class _LinearHeadNewton(_LinearHeadOnly):
+    """:class:`_LinearHeadOnly` for the direct solver, with Newton-type steps around L, the
+    Cholesky factor of a recent H + damping I of the head (the risk is convex in the head, and a
+    step moves only a few training points, so H changes little from step to step).
+
+    Retraining is the chord iteration theta <- theta - (L L^T)^-1 grad R(theta) from the last
+    theta, on the cached features. Its fixed points are exactly the stationary points of R (L only
+    sets the speed: a linear rate of about ||I - (L L^T)^-1 H||), so it stops where ``train``
+    would, at ||grad R|| <= train's default tolerance. Should it stall above that, the
+    warm-started L-BFGS of :class:`_LinearHeadOnly` finishes from the chord's last point, and H is
+    refactorised. s_test = H^-1 grad L(z_test) is solved by conjugate gradients on the head's
+    exact HVPs at the new theta, preconditioned with L. As L ages both need more iterations; H is
+    assembled and factorised afresh once a step needs REFACTOR_GROWTH times the iterations of the
+    first step on L, or when PCG fails.
+    """
+
+    def __init__(self, inf: Influence, X: torch.Tensor, x, y, y_train: torch.Tensor) -> None:
+        self._L: torch.Tensor | None = None
+        self._first_iterations: int | None = None  # chord + PCG, in the first step on L
+        self._chord_iterations = 0
+        self._s: torch.Tensor | None = None
+        super().__init__(inf, X, x, y, y_train)
+
+    def _factorise(self) -> None:
+        """L = the Cholesky factor of H + damping I at the current theta (exact head formula)."""
+        op = self.head_inf.op
+        H = op.dense(progress=False)
+        L, info = torch.linalg.cholesky_ex(H)
+        if int(info) != 0:
+            raise not_positive_definite(float(torch.linalg.eigvalsh(H)[0]), op.damping, "direct")
+        self._L, self._first_iterations = L, None
+
+    def s_test(self) -> torch.Tensor:
+        if self._s is None:
+            g = self.head_inf.test_gradients(self.test_features, self.y).T  # (p, 1)
+            s = None
+            if self._L is not None:
+                rtol = PCG_RTOL if g.dtype == torch.float64 else PCG_RTOL_FLOAT32
+                s, pcg_iterations = _pcg(self.head_inf.op.matvec, g, self._L, rtol, PCG_MAX_ITER)
+            if s is None:
+                self._factorise()
+                s = _cholesky_solve(self._L, g)
+            else:
+                iterations = self._chord_iterations + pcg_iterations
+                if self._first_iterations is None:
+                    self._first_iterations = iterations
+                elif iterations > REFACTOR_GROWTH * self._first_iterations:
+                    self._factorise()  # for the next step; s is exact already
+            self._s = self._model_order(s[:, 0])
+        return self._s
+
+    def retrain(self, X: torch.Tensor, rows: torch.Tensor) -> None:
+        self.features[rows] = self._features(X[rows])
+        obj = self.head_inf.objective  # the head at the last theta
+        y = obj.cast_targets(self.y_train)
+
+        def risk(theta: torch.Tensor) -> torch.Tensor:
+            return obj.loss(theta, self.features, y).mean() + 0.5 * obj.l2 * theta.dot(theta)
+
+        gradient = grad(risk)
+        tol = default_tolerance(obj.dtype)
+        theta, g = obj.theta, gradient(obj.theta)
+        self._chord_iterations = 0
+        while g.norm() > tol and self._chord_iterations < CHORD_MAX_ITER:
+            self._chord_iterations += 1  # L: factorised by s_test, which precedes every retrain
+            candidate = theta - _cholesky_solve(self._L, g[:, None])[:, 0]
+            g_next = gradient(candidate)
+            if not g_next.norm() < g.norm():
+                break
+            theta, g = candidate, g_next
+        named = dict(self._linear().named_parameters())
+        with torch.no_grad():
+            for name, value in obj.unflatten(theta).items():
+                named[name].copy_(value)
+        if not g.norm() <= tol:  # the chord stalled: L-BFGS finishes, and H is refactorised
+            train(
+                self._linear(),
+                (self.features, self.y_train),
+                l2=self.obj.l2,
+                loss=self.obj.loss_fn,
+                progress=False,
+            )
+            self._L = None
+        self._rebuild()
+        self._s = None
 
 
 def _select(state, X: torch.Tensor, n: int, n_poison: int, select) -> torch.Tensor:
@@ -298,7 +439,8 @@ def craft_attack(
         )
     head = influence.op.head
     if retrain is True and head is not None and head.covers_theta:
-        state = _LinearHeadOnly(influence, X0, x, y, y_train)
+        fast = isinstance(influence.solver, Direct)
+        state = (_LinearHeadNewton if fast else _LinearHeadOnly)(influence, X0, x, y, y_train)
     else:
         state = _WholeModel(influence, x, y, y_train, retrain)
     poisoned = _select(state, X0, influence.n, n_poison, select)
