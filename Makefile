@@ -12,7 +12,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
 
-.PHONY: lab test lint format bench clean
+.PHONY: lab test lint format bench bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,5 +40,22 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/core_speed.py --json benchmarks/results/core_speed.json
 
+# Against pyDVL and Captum, in a separate environment so that their requirements never touch .venv.
+# torch first, on its own, as for .venv: pip then keeps it, since both peers accept torch 2.13.
+PEERS := .venv-peers
+PEERS_STAMP := $(PEERS)/.stamp-install
+
+$(PEERS)/bin/python:
+	$(PYTHON) -m venv $(PEERS)
+
+$(PEERS_STAMP): pyproject.toml | $(PEERS)/bin/python
+	$(PEERS)/bin/python -c "import torch" 2>/dev/null || \
+		$(PEERS)/bin/pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PEERS)/bin/pip install --quiet -e . "pydvl[influence]==0.10.0" "captum==0.9.0"
+	touch $(PEERS_STAMP)
+
+bench-peers: $(PEERS_STAMP)
+	$(PEERS)/bin/python benchmarks/peers.py --json benchmarks/results/peers.json
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS) .pytest_cache .ruff_cache

@@ -1,0 +1,266 @@
+"""benchmarks/peers.py: its sign/scale normalisation against a float64 brute-force formula, its
+argument errors, and its quick run (our systems only, so it runs in .venv without pyDVL/Captum).
+
+Where pyDVL or Captum import (``.venv-peers``), their normalised outputs are checked too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.func import grad, hessian, vmap
+
+import influence_widgets as iw
+
+ROOT = Path(__file__).resolve().parents[1]
+FIELDS = {
+    "case",
+    "system",
+    "solver",
+    "seconds",
+    "pearson_vs_exact",
+    "rel_err_vs_exact",
+    "peak_mb",
+    "settings",
+    "normalisation",
+}
+
+
+def _load_peers():
+    spec = importlib.util.spec_from_file_location("peers_benchmark", ROOT / "benchmarks/peers.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+peers = _load_peers()
+
+L2, DAMPING = 0.05, 0.02
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A trained float64 3-class LR on 4-d blobs (15 parameters) and I_ref by brute force:
+    I_ref = -g_test^T (Hess R + damping I)^-1 grad L(z_i), with NO L2 term in grad L(z_i)."""
+    gen = torch.Generator().manual_seed(3)
+    centers = 2.0 * torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    y = torch.arange(30) % 3
+    X = centers[y] + torch.randn(30, 4, generator=gen, dtype=torch.float64)
+    yt = torch.tensor([0, 1, 2, 1])
+    Xt = centers[yt] + torch.randn(4, 4, generator=gen, dtype=torch.float64)
+    model = iw.models.logistic_regression((4, 3))
+    iw.train(model, (X, y), l2=L2, progress=False)
+    theta = torch.cat([model.weight.detach().reshape(-1), model.bias.detach()])
+
+    def loss(th, x, t):  # cross-entropy of one point, the model written out by hand
+        logits = x @ th[:12].reshape(3, 4).T + th[12:]
+        return torch.nn.functional.cross_entropy(logits[None], t[None])
+
+    def risk(th):
+        return vmap(loss, in_dims=(None, 0, 0))(th, X, y).mean() + 0.5 * L2 * th.dot(th)
+
+    H = hessian(risk)(theta) + DAMPING * torch.eye(15, dtype=torch.float64)
+    G = vmap(grad(loss), in_dims=(None, 0, 0))(theta, X, y)  # no L2 term
+    G_test = vmap(grad(loss), in_dims=(None, 0, 0))(theta, Xt, yt)
+    S = torch.linalg.solve(H, G_test.T)  # (p, T)
+    I_ref = -(G @ S).T
+    with_l2 = -((G + L2 * theta) @ S).T  # our I_up,loss: training gradients include l2 theta
+    return {
+        "model": model,
+        "X": X,
+        "y": y,
+        "Xt": Xt,
+        "yt": yt,
+        "I_ref": I_ref.numpy(),
+        "with_l2": with_l2.numpy(),
+        "n": len(X),
+        "p": 15,
+    }
+
+
+def _settings(system: str, solver: str, t) -> dict:
+    return peers.settings_for(
+        system, solver, l2=L2, damping=DAMPING, n=t["n"], p=t["p"], batch_size=10, rank=5
+    )
+
+
+def test_normalise_factors_are_the_documented_ones():
+    raw = np.arange(6.0).reshape(2, 3) - 2.5
+    np.testing.assert_array_equal(peers.normalise("pydvl", raw, n_train=7, l2=0.1), -raw)
+    np.testing.assert_array_equal(peers.normalise("captum", raw, n_train=7, l2=0.1), -7 * raw)
+    shift = np.array([1.0, -2.0])
+    np.testing.assert_allclose(
+        peers.normalise("ours", raw, n_train=7, l2=0.1, s_dot_theta=shift),
+        raw + 0.1 * shift[:, None],
+    )
+    with pytest.raises(ValueError, match="s_dot_theta"):
+        peers.normalise("ours", raw, n_train=7, l2=0.1)
+    with pytest.raises(ValueError, match="unknown system"):
+        peers.normalise("other", raw, n_train=7, l2=0.1)
+    assert peers.regularisation(0.01, 0.02, 100) == pytest.approx({"pydvl": 0.03, "captum": 3.0})
+
+
+def test_agreement_is_pearson_and_relative_frobenius_error():
+    ref = np.array([[1.0, 2.0], [3.0, -4.0]])
+    r, rel = peers.agreement(ref * 2, ref)
+    assert r == pytest.approx(1.0) and rel == pytest.approx(1.0)
+    r, rel = peers.agreement(ref + np.array([[0.0, 0.0], [0.0, 0.1]]), ref)
+    assert rel == pytest.approx(0.1 / np.linalg.norm(ref))
+    assert peers.agreement(np.array([[np.nan, 1.0], [2.0, 3.0]]), ref) == (None, None)
+
+
+@pytest.mark.parametrize("solver", ["direct", "cg"])
+def test_ours_normalised_equals_brute_force_reference(tiny, solver):
+    t = tiny
+    settings = _settings("ours", solver, t)
+    if solver == "cg":
+        settings["rtol"] = 1e-12  # this test is about the normalisation, not CG's accuracy
+    matrix, state = peers.run_ours(t["model"], t["X"], t["y"], t["Xt"], t["yt"], solver, settings)
+    # before normalising: our I_up,loss, whose training gradients include l2 * theta
+    np.testing.assert_allclose(matrix.numpy(), t["with_l2"], rtol=1e-7, atol=1e-9)
+    extra = peers.after_ours(state)
+    out = peers.normalise(
+        "ours", matrix.numpy(), n_train=t["n"], l2=L2, s_dot_theta=extra["s_dot_theta"]
+    )
+    np.testing.assert_allclose(out, t["I_ref"], rtol=1e-7, atol=1e-9)
+    # the L2 term matters here: without the correction the answer is measurably different
+    assert np.abs(t["with_l2"] - t["I_ref"]).max() > 1e-3
+
+
+def test_settings_carry_the_same_regularisation_to_every_system():
+    s = peers.settings_for(
+        "pydvl", "cg", l2=0.01, damping=0.02, n=50, p=9, batch_size=10, rank=None
+    )
+    assert s["regularization"] == pytest.approx(0.03)
+    s = peers.settings_for(
+        "captum", "naive_no_projection", l2=0.01, damping=0.02, n=50, p=9, batch_size=10, rank=None
+    )
+    assert s["hessian_reg"] == pytest.approx(1.5) and s["projection_dim"] == 9
+    s = peers.settings_for(
+        "captum", "arnoldi", l2=0.01, damping=0, n=50, p=9, batch_size=10, rank=4
+    )
+    assert s["projection_dim"] == 4
+    with pytest.raises(ValueError, match="no solver"):
+        peers.settings_for("pydvl", "naive", l2=0, damping=0, n=5, p=5, batch_size=5, rank=None)
+
+
+def test_equal_batches_divide_the_training_set():
+    assert peers._equal_batch(5000, 1000) == 1000
+    assert peers._equal_batch(55_000, 1100) == 1100
+    assert peers._equal_batch(1300, 1024) == 650
+    assert peers._equal_batch(97, 50) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--cases", "5"], "--cases: unknown"),
+        (["--cases", "one"], "--cases: expected numbers"),
+        (["--systems", "ours,shap"], "--systems: unknown"),
+        (["--quick", "--cases", "2"], "--quick runs case 1 only"),
+        (["--repeats", "0"], "--repeats: must be >= 1"),
+        (["--time-limit", "-1"], "--time-limit: must be > 0"),
+    ],
+)
+def test_argument_errors_name_the_argument(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        peers.parse_args(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_quick_and_case_defaults():
+    args = peers.parse_args(["--quick"])
+    assert args.case_list == [1] and args.repeats == 1
+    cases = peers.make_cases(quick=True)
+    assert cases[1].n_test == peers.QUICK_N_TEST and cases[2].repeats == 3
+    assert peers.make_cases(case4_n_train=600)[4].batch_size == 600
+    assert cases[4].rank == peers.DEFAULT_RANK
+
+
+def test_mlp_has_about_100k_parameters():
+    assert sum(p.numel() for p in peers.mlp(784, 10).parameters()) == 101_770
+
+
+# ----- the peers themselves, where installed (.venv-peers) --------------------------------------
+def test_pydvl_normalised_equals_brute_force_reference(tiny):
+    pytest.importorskip("pydvl.influence.torch")
+    t = tiny
+    matrix, _ = peers.run_pydvl(
+        t["model"], t["X"], t["y"], t["Xt"], t["yt"], "direct", _settings("pydvl", "direct", t)
+    )
+    out = peers.normalise("pydvl", matrix.numpy(), n_train=t["n"], l2=L2)
+    np.testing.assert_allclose(out, t["I_ref"], rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("solver", ["naive_no_projection", "arnoldi"])
+def test_captum_normalised_equals_brute_force_reference(tiny, tmp_path, solver):
+    pytest.importorskip("captum.influence")
+    t = tiny
+    checkpoint = tmp_path / "model.pt"
+    torch.save(t["model"].state_dict(), checkpoint)
+    settings = _settings("captum", solver, t)
+    if solver == "arnoldi":
+        settings["projection_dim"] = t["p"]
+    matrix, _ = peers.run_captum(
+        t["model"], t["X"], t["y"], t["Xt"], t["yt"], solver, settings, str(checkpoint)
+    )
+    out = peers.normalise("captum", matrix.numpy(), n_train=t["n"], l2=L2)
+    if solver == "naive_no_projection":
+        # exact but for Captum adding hessian_reg through a float32 identity (1e-7 relative)
+        np.testing.assert_allclose(out, t["I_ref"], rtol=1e-6, atol=1e-9)
+    else:
+        # Captum's Arnoldi is not exact even at projection_dim = p (its Krylov basis stops at
+        # arnoldi_tol and drops its last vector), but the sign and scale must be right: the
+        # least-squares factor onto I_ref is 1 up to the approximation (0.99 here).
+        factor = float((out * t["I_ref"]).sum() / (t["I_ref"] ** 2).sum())
+        assert 0.9 < factor < 1.1
+        assert peers.agreement(out, t["I_ref"])[0] > 0.9
+
+
+# ----- the quick run ----------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_quick_run_of_our_systems_writes_its_table(tmp_path: Path):
+    out = tmp_path / "peers.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "peers.py"),
+            "--quick",
+            "--systems",
+            "ours",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=280,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "pearson" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["complete"] and report["commands"] and report["machine"]["usable_cores"] >= 1
+    assert set(report["normalisation"]) == {"ours", "pydvl", "captum"}
+    assert "direct" in report["reference"]["1"]
+    case = report["cases"]["1"]
+    assert (case["n_train"], case["n_test"], case["n_params"]) == (1300, peers.QUICK_N_TEST, 650)
+    rows = {(r["case"], r["system"], r["solver"]): r for r in report["results"]}
+    assert set(rows) == {(1, "ours", "direct"), (1, "ours", "cg"), (1, "ours", "lissa")}
+    for r in rows.values():
+        assert FIELDS <= set(r), r
+        assert r["seconds"] > 0 and r["peak_mb"] > 0 and not r["has_nan"], r
+        assert r["pearson_vs_exact"] > 0.999, r
+    assert rows[(1, "ours", "direct")]["rel_err_vs_exact"] == 0.0  # it is the reference
+    assert rows[(1, "ours", "cg")]["rel_err_vs_exact"] <= 1e-4
+    assert rows[(1, "ours", "lissa")]["rel_err_vs_exact"] <= 1e-2
+    assert report["targets"] == []  # no pyDVL rows to compare with
