@@ -186,14 +186,18 @@ class _LinearHeadOnly:
 
     def retrain(self, X: torch.Tensor, rows: torch.Tensor) -> None:
         self.features[rows] = self._features(X[rows])
+        self._train_head()
+        self._rebuild()
+
+    def _train_head(self) -> None:
+        """Full-batch L-BFGS on the cached features, warm-started from the last head."""
         train(
             self._linear(),
             (self.features, self.y_train),
             l2=self.obj.l2,
             loss=self.obj.loss_fn,
             progress=False,
-        )  # fmt: skip (warm start: the last head)
-        self._rebuild()
+        )
 
     def probabilities(self) -> torch.Tensor:
         return _probabilities(self.head_inf, self.test_features)
@@ -319,13 +323,7 @@ class _LinearHeadNewton(_LinearHeadOnly):
             for name, value in obj.unflatten(theta).items():
                 named[name].copy_(value)
         if not g.norm() <= tol:  # the chord stalled: L-BFGS finishes, and H is refactorised
-            train(
-                self._linear(),
-                (self.features, self.y_train),
-                l2=self.obj.l2,
-                loss=self.obj.loss_fn,
-                progress=False,
-            )
+            self._train_head()
             self._L = None
         self._rebuild()
         self._s = None

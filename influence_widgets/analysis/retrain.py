@@ -122,9 +122,9 @@ class ChordNewtonRetrain:
                 break
             theta, g, risk, norm = candidate, g_new, risk_new, norm_new
             steps += 1
+        if risk > start_risk:  # uphill, towards a saddle: L-BFGS from the start instead
+            theta, norm = start_theta, float("inf")
         fell_back = norm > self.tol
-        if risk > start_risk:
-            theta = start_theta
         self._set_theta(model, theta)
         if fell_back:
             obj = self.influence.objective
