@@ -49,10 +49,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import datetime
-import gc
 import json
 import os
 import platform
@@ -69,6 +67,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from proc_memory import release_freed_memory, reset_peak_rss, status_kb
 from torch.func import functional_call, grad, hessian, vmap
 
 import influence_widgets as iw
@@ -118,33 +117,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _status_kb(field: str) -> int | None:
-    """A field of /proc/self/status in kB (VmRSS, VmHWM), or None where there is none."""
-    with contextlib.suppress(OSError):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(f"{field}:"):
-                    return int(line.split()[1])
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset this process's peak-RSS mark (VmHWM) to its current RSS; False where not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return _status_kb("VmHWM") is not None
-
-
-def _release_freed_memory() -> None:
-    """Collect garbage and return freed heap to the OS, so one phase does not inflate the next."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def machine_info(threads: int) -> dict[str, Any]:
     return {
         "cpu": cpu_model(),
@@ -164,16 +136,16 @@ class PeakRSS:
     """Peak resident set size (MB) of this process inside a ``with`` block."""
 
     def __enter__(self) -> PeakRSS:
-        _release_freed_memory()
+        release_freed_memory()
         self.per_phase = reset_peak_rss()
-        rss = _status_kb("VmRSS")
+        rss = status_kb("VmRSS")
         self.before_mb = None if rss is None else rss / 1024
         self.peak_mb: float | None = None
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.per_phase:
-            self.peak_mb = _status_kb("VmHWM") / 1024
+            self.peak_mb = status_kb("VmHWM") / 1024
         else:
             import resource
 

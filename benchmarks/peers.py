@@ -96,10 +96,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import datetime
-import gc
 import importlib.metadata
 import inspect
 import json
@@ -123,6 +121,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from proc_memory import release_freed_memory, reset_peak_rss, status_kb
 from torch import nn
 
 import influence_widgets as iw
@@ -546,28 +545,6 @@ def peer_versions() -> dict[str, str | None]:
 
 
 # ----- memory -----------------------------------------------------------------------------------
-def _status_kb(field: str) -> int | None:
-    with contextlib.suppress(OSError):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(f"{field}:"):
-                    return int(line.split()[1])
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return _status_kb("VmHWM") is not None
-
-
-def _release_freed_memory() -> None:
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _lifetime_peak_mb() -> float:
@@ -666,9 +643,9 @@ def child_main(spec_path: str) -> int:
         phases["warm_up"] = time.perf_counter() - t0
         logs = _LogCapture()
         logging.getLogger().addHandler(logs)
-        _release_freed_memory()
-        per_phase = _reset_peak_rss()
-        before = _status_kb("VmRSS")
+        release_freed_memory()
+        per_phase = reset_peak_rss()
+        before = status_kb("VmRSS")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             start = time.perf_counter()
@@ -676,7 +653,7 @@ def child_main(spec_path: str) -> int:
                 spec, model, X, y, Xt, yt, spec["settings"], str(case_dir / "model.pt")
             )
             seconds = time.perf_counter() - start
-        peak_kb = _status_kb("VmHWM") if per_phase else None
+        peak_kb = status_kb("VmHWM") if per_phase else None
         result.update(
             seconds=seconds,
             rss_before_mb=None if before is None else before / 1024,
