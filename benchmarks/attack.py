@@ -9,15 +9,20 @@ the paper (2,048 Inception features, 1,800 training images), about as many featu
 points. Influence is over the top layer only (``params``); I_pert,loss differentiates through the
 extractor to the pixels.
 
-For each correctly classified test image in a fixed random subset (``--targets``, seed 0), and for
-each number of perturbed training images (1, 2, 10) and eps (0.5, 2, 8 and, to show where flips
-begin, 32 8-bit levels), one call of ``iw.craft_attack`` (step eps / 12.5, at most 100 steps,
-retraining the top layer after every step, stopping once the prediction flips or at a fixed point).
-The table gives the fraction of targets flipped, the mean number of steps and the wall time. The
-paper flipped 57% / 77% / all but one of 591 targets with 1 / 2 / 10 images at eps = 0.5 levels on
-Inception features.
+For each correctly classified test image in a fixed random subset (``--targets``, default 200, the
+first of one permutation with seed 0), and for each number of perturbed training images (1, 2,
+10) and eps (0.5, 2, 8 8-bit levels), one call of ``iw.craft_attack`` (step eps / 12.5, at most 100
+steps, retraining the top layer after every step, stopping once the prediction flips or at a fixed
+point). The run goes target by target through all the cells and rewrites the JSON after each
+target, so ``--resume`` continues a run that was killed or split over sessions, and ``--shard
+K/N`` with ``--include`` spreads it over processes. The table gives the fraction of targets
+flipped, the mean number of steps and the attack time per cell. The paper flipped 57% / 77% / all
+but one of 591 targets with 1 / 2 / 10 images at eps = 0.5 levels on Inception features.
 
-    .venv/bin/python benchmarks/attack.py --targets 10 --json benchmarks/results/attack.json
+    .venv/bin/python benchmarks/attack.py --threads 1 --json benchmarks/results/attack.json --resume
+    .venv/bin/python benchmarks/attack.py --shard 0/2 --threads 1 --json /tmp/a0.json --resume &
+    .venv/bin/python benchmarks/attack.py --shard 1/2 --threads 1 --json /tmp/a1.json --resume
+    .venv/bin/python benchmarks/attack.py --include /tmp/a0.json /tmp/a1.json --json OUT --resume
     .venv/bin/python benchmarks/attack.py --quick      # 2 targets, 10 images at 32 levels
 """
 
@@ -30,6 +35,7 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -79,58 +85,119 @@ def setup() -> tuple[iw.Influence, torch.Tensor, torch.Tensor, dict[str, Any]]:
     return inf, Xt[correct], yt[correct], info
 
 
-def run(
-    inf: iw.Influence, Xt, yt, n_targets: int, n_poisons, eps_levels, max_iter: int, on_row
-) -> list[dict[str, Any]]:
-    """One row per (n_poison, eps); ``on_row(rows)`` after each, so a long run keeps its rows."""
+def target_order(n_correct: int, n_targets: int) -> list[int]:
+    """The fixed random subset of correctly classified test images (seed 0): the first
+    ``n_targets`` of one permutation, so a smaller run's targets are a larger run's first ones."""
     gen = torch.Generator().manual_seed(0)
-    targets = torch.randperm(len(Xt), generator=gen)[:n_targets].tolist()
+    return torch.randperm(n_correct, generator=gen)[:n_targets].tolist()
+
+
+def summarise(records: list[dict[str, Any]], cells: list[tuple[int, float]]) -> list[dict]:
+    """One row per (n_poison, eps) over its per-target records, in the order of ``cells``."""
     rows = []
-    for n_poison in n_poisons:
-        for levels in eps_levels:
-            start = time.perf_counter()
-            flips, steps, stops = [], [], []
-            for t in targets:
-                result = iw.craft_attack(
-                    inf, Xt[t : t + 1], yt[t : t + 1], n_poison=n_poison,
-                    eps=iw.eight_bit_levels(levels), max_iter=max_iter, progress=False,
-                )  # fmt: skip
-                flips.append(result.flipped)
-                steps.append(result.iterations)
-                stops.append(result.stopped)
-            row = {
+    for n_poison, levels in cells:
+        mine = [r for r in records if r["n_poison"] == n_poison and r["eps_levels"] == levels]
+        if not mine:
+            continue
+        stops = [r["stopped"] for r in mine]
+        rows.append(
+            {
                 "n_poison": n_poison,
                 "eps_levels": levels,
-                "n_targets": len(targets),
-                "flip_rate": float(np.mean(flips)),
-                "mean_iterations": float(np.mean(steps)),
-                "stopped": {r: stops.count(r) for r in sorted(set(stops))},
-                "seconds": time.perf_counter() - start,
+                "n_targets": len(mine),
+                "flip_rate": float(np.mean([r["flipped"] for r in mine])),
+                "mean_iterations": float(np.mean([r["iterations"] for r in mine])),
+                "stopped": {s: stops.count(s) for s in sorted(set(stops))},
+                "seconds": float(sum(r["seconds"] for r in mine)),
             }
-            rows.append(row)
-            on_row(rows)
+        )
+    return rows
+
+
+def run(
+    inf: iw.Influence, Xt, yt, targets: list[int], cells, max_iter: int, records, on_target
+) -> None:
+    """Attack each target under every (n_poison, eps) cell, target by target, so that a partial
+    run covers every cell alike; (cell, target) pairs already in ``records`` are skipped. Appends
+    to ``records`` and calls ``on_target()`` after each target, so a long run keeps its work."""
+    done = {(r["n_poison"], r["eps_levels"], r["target"]) for r in records}
+    for k, t in enumerate(targets):
+        todo = [(n, e) for n, e in cells if (n, e, t) not in done]
+        for n_poison, levels in todo:
+            result = iw.craft_attack(
+                inf, Xt[t : t + 1], yt[t : t + 1], n_poison=n_poison,
+                eps=iw.eight_bit_levels(levels), max_iter=max_iter, progress=False,
+            )  # fmt: skip
+            records.append(
+                {
+                    "n_poison": n_poison,
+                    "eps_levels": levels,
+                    "target": t,
+                    "flipped": bool(result.flipped),
+                    "iterations": result.iterations,
+                    "stopped": result.stopped,
+                    "p_true_before": float(result.true_class_probability[0]),
+                    "p_true_after": float(result.true_class_probability[-1]),
+                    "seconds": result.seconds,
+                }
+            )
+        if todo:
+            on_target()
+            flips = sum(r["flipped"] for r in records if r["target"] == t)
             print(
-                f"  n_poison {n_poison:>2}  eps {levels:>4} levels: flipped "
-                f"{row['flip_rate']:.0%} of {len(targets)} in {row['seconds']:.0f} s "
-                f"(mean {row['mean_iterations']:.1f} steps)",
+                f"  target {k + 1}/{len(targets)} (test image {t}): flipped in {flips} of "
+                f"{len(cells)} cells",
                 flush=True,
             )
-    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        print(
+            f"  n_poison {row['n_poison']:>2}  eps {row['eps_levels']:>4} levels: flipped "
+            f"{row['flip_rate']:.0%} of {row['n_targets']} in {row['seconds']:.0f} s "
+            f"(mean {row['mean_iterations']:.1f} steps)",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 targets, 1 eps: a smoke run")
-    parser.add_argument("--targets", type=int, default=10, help="targets per configuration")
+    parser.add_argument("--targets", type=int, default=200, help="targets per configuration")
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--n-poison", default="1,2,10", help="numbers of images to perturb")
-    parser.add_argument("--eps", default="0.5,2,8,32", help="eps values in 8-bit levels")
+    parser.add_argument("--eps", default="0.5,2,8", help="eps values in 8-bit levels")
     parser.add_argument(
-        "--append", action="store_true", help="keep the rows already in --json and add these"
+        "--resume",
+        action="store_true",
+        help="keep the per-target records already in --json and run only the missing ones "
+        "(a run split over sessions, or killed)",
+    )
+    parser.add_argument(
+        "--shard",
+        default="0/1",
+        help="K/N: run only the targets at positions K, K+N, K+2N, ... (for N processes)",
+    )
+    parser.add_argument(
+        "--include",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="also take the per-target records of these JSON files (e.g. the shards' outputs)",
     )
     args = parser.parse_args(argv)
+    try:
+        shard, n_shards = (int(v) for v in args.shard.split("/"))
+        assert 0 <= shard < n_shards
+    except (ValueError, AssertionError):
+        parser.error(f"--shard: expected K/N with 0 <= K < N, got {args.shard!r}")
+    if args.resume and not args.json:
+        parser.error("--resume needs --json PATH, the file to resume")
+    if args.targets < 1 or args.max_iter < 1:
+        parser.error("--targets and --max-iter must be >= 1")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     inf, Xt, yt, info = setup()
@@ -139,19 +206,40 @@ def main(argv: list[str] | None = None) -> int:
         f"accuracy {info['test_accuracy']:.3f}, {len(Xt)} correct test images",
         flush=True,
     )
+    if args.quick:
+        n_targets, max_iter, cells = 2, min(args.max_iter, 30), [(10, 32.0)]
+    else:
+        n_targets, max_iter = args.targets, args.max_iter
+        cells = [(int(n), float(e)) for n in args.n_poison.split(",") for e in args.eps.split(",")]
+    targets = target_order(len(Xt), n_targets)
     command = "benchmarks/attack.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    earlier: dict[str, Any] = {"results": [], "commands": []}
-    if args.append and args.json and args.json.exists():
+    earlier: dict[str, Any] = {}
+    if args.resume and args.json.exists():
         earlier = json.loads(args.json.read_text())
-        earlier.setdefault("commands", [earlier.get("command")])
+        if (
+            earlier.get("setup", {}).get("n_params") != info["n_params"]
+            or earlier.get("max_iter") != max_iter
+        ):
+            parser.error(f"--resume: {args.json} was run with another setup or --max-iter")
+    known: dict[tuple, dict[str, Any]] = {}
+    earlier_seconds = earlier.get("process_seconds", 0.0)
+    for other in args.include:
+        report = json.loads(other.read_text())
+        earlier_seconds += report["process_seconds"]
+        if report["setup"]["n_params"] != info["n_params"] or report["max_iter"] != max_iter:
+            parser.error(f"--include: {other} was run with another setup or --max-iter")
+        for r in report["per_target"]:
+            known[(r["n_poison"], r["eps_levels"], r["target"])] = r
+    for r in earlier.get("per_target", []):
+        known[(r["n_poison"], r["eps_levels"], r["target"])] = r
+    records = [r for r in known.values() if r["target"] in targets]
 
-    def save(rows: list[dict[str, Any]], complete: bool = False) -> None:
+    def save() -> None:
         if not args.json:
             return
-        args.json.parent.mkdir(parents=True, exist_ok=True)
+        counts = Counter((r["n_poison"], r["eps_levels"]) for r in records)
         out = {
-            "command": command,
-            "commands": [*earlier["commands"], command],
+            "commands": [*earlier.get("commands", []), command],
             "machine": {
                 "cores": os.cpu_count(),
                 "threads": torch.get_num_threads(),
@@ -161,21 +249,21 @@ def main(argv: list[str] | None = None) -> int:
             },
             "setup": info,
             "max_iter": max_iter,
-            "complete": complete,
-            "total_seconds": time.perf_counter() - start,
-            "results": [*earlier["results"], *rows],
+            "targets": targets,
+            "complete": all(counts[c] == len(targets) for c in cells),
+            # the wall time of every process that contributed, summed (shards ran side by side)
+            "process_seconds": earlier_seconds + time.perf_counter() - start,
+            "results": summarise(records, cells),
+            "per_target": records,
         }
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        partial = args.json.with_name(args.json.name + ".partial")
+        partial.write_text(json.dumps(out, indent=1) + "\n")
+        os.replace(partial, args.json)  # a run killed mid-write leaves the last whole file
 
-    if args.quick:
-        max_iter = min(args.max_iter, 30)
-        rows = run(inf, Xt, yt, 2, (10,), (32,), max_iter, save)
-    else:
-        max_iter = args.max_iter
-        eps = [float(v) for v in args.eps.split(",")]
-        n_poisons = [int(v) for v in args.n_poison.split(",")]
-        rows = run(inf, Xt, yt, args.targets, n_poisons, eps, max_iter, save)
-    save(rows, complete=True)
+    run(inf, Xt, yt, targets[shard::n_shards], cells, max_iter, records, save)
+    save()
+    print_table(summarise(records, cells))
     print(
         f"total {time.perf_counter() - start:.0f} s" + (f", wrote {args.json}" if args.json else "")
     )
