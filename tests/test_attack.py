@@ -310,6 +310,33 @@ def test_chord_retraining_falls_back_to_l_bfgs_when_it_cannot_converge(
     torch.testing.assert_close(state.model[2].bias, expected.bias, rtol=0, atol=1e-7)
 
 
+def test_slow_chord_refactorises_h_at_the_current_theta_instead_of_l_bfgs(
+    frozen_net, binary, monkeypatch
+):
+    """Every step counts as slow here, so the first one refactorises; Newton steps then converge
+    with no L-BFGS, to the same head as full retraining."""
+    _, _, y, _, _ = binary
+    state, Xp, rows = _head_state(frozen_net, binary)
+    reports = _train_reports(monkeypatch)
+    monkeypatch.setattr(attack, "CHORD_SLOW_RATE", 0.0)
+    thetas, original = [], attack._LinearHeadNewton._factorise
+
+    def factorise(self):
+        thetas.append(self.head_inf.objective.theta.clone())
+        original(self)
+
+    monkeypatch.setattr(attack._LinearHeadNewton, "_factorise", factorise)
+    start = state.head_inf.objective.theta.clone()
+    state.retrain(Xp, rows)
+    assert reports == [] and len(thetas) == 1  # one refactorisation, no L-BFGS
+    assert not torch.equal(thetas[0], start)  # at the theta of the first step, not the old one
+    assert state._L is not None and 0 < state._chord_iterations < attack.CHORD_MAX_ITER
+    assert _risk_gradient_norm(state.model, Xp, y) <= 1e-8
+    expected = _expected_head(frozen_net, Xp, y)
+    torch.testing.assert_close(state.model[2].weight, expected.weight, rtol=0, atol=1e-7)
+    torch.testing.assert_close(state.model[2].bias, expected.bias, rtol=0, atol=1e-7)
+
+
 @pytest.mark.parametrize("pcg_max_iter", [attack.PCG_MAX_ITER, 1])
 def test_newton_state_s_test_equals_a_fresh_direct_fit(
     frozen_net, binary, monkeypatch, pcg_max_iter

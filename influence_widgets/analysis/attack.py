@@ -204,10 +204,13 @@ class _LinearHeadOnly:
 
 
 # _LinearHeadNewton's steps. The chord iteration goes on while ||grad R|| falls, for at most
-# CHORD_MAX_ITER steps. PCG stops at an estimated relative error of PCG_RTOL (float64;
+# CHORD_MAX_ITER steps; once a step leaves more than CHORD_SLOW_RATE of ||grad R||, H is
+# refactorised at the current theta, at most once per retrain (that costs about 60 chord steps at
+# p = 1,570, and 30 chord steps at a rate of 0.7 gain less than 5 decades). PCG stops at an estimated relative error of PCG_RTOL (float64;
 # PCG_RTOL_FLOAT32 otherwise), or gives up after PCG_MAX_ITER iterations. H is refactorised once a
 # step needs REFACTOR_GROWTH times the iterations (chord + PCG) of the first step on the factor.
 CHORD_MAX_ITER = 30
+CHORD_SLOW_RATE = 0.5
 PCG_RTOL = 1e-12
 PCG_RTOL_FLOAT32 = 1e-6
 PCG_MAX_ITER = 100
@@ -256,7 +259,9 @@ class _LinearHeadNewton(_LinearHeadOnly):
     Retraining is the chord iteration theta <- theta - (L L^T)^-1 grad R(theta) from the last
     theta, on the cached features. Its fixed points are exactly the stationary points of R (L only
     sets the speed: a linear rate of about ||I - (L L^T)^-1 H||), so it stops where ``train``
-    would, at ||grad R|| <= train's default tolerance. Should it stall above that, the
+    would, at ||grad R|| <= train's default tolerance. When it contracts slowly (L has aged, or a
+    small l2 makes the head ill-conditioned), H is refactorised at the current theta and the
+    steps go on as Newton steps. Should it still stall above the tolerance, the
     warm-started L-BFGS of :class:`_LinearHeadOnly` finishes from the chord's last point, and H is
     refactorised. s_test = H^-1 grad L(z_test) is solved by conjugate gradients on the head's
     exact HVPs at the new theta, preconditioned with L. As L ages both need more iterations; H is
@@ -311,22 +316,35 @@ class _LinearHeadNewton(_LinearHeadOnly):
         tol = default_tolerance(obj.dtype)
         theta, g = obj.theta, gradient(obj.theta)
         self._chord_iterations = 0
+        refreshed = False
         while g.norm() > tol and self._chord_iterations < CHORD_MAX_ITER:
             self._chord_iterations += 1  # L: factorised by s_test, which precedes every retrain
             candidate = theta - _cholesky_solve(self._L, g[:, None])[:, 0]
             g_next = gradient(candidate)
-            if not g_next.norm() < g.norm():
+            rate = g_next.norm() / g.norm()
+            if rate < 1:
+                theta, g = candidate, g_next
+            if rate > CHORD_SLOW_RATE and not refreshed:
+                # L has aged too far from H: refactorise at the current theta (a Newton step).
+                self._set_head(theta)
+                self._rebuild()
+                self._factorise()
+                self._chord_iterations, refreshed = 0, True
+            elif not rate < 1:
                 break
-            theta, g = candidate, g_next
-        named = dict(self._linear().named_parameters())
-        with torch.no_grad():
-            for name, value in obj.unflatten(theta).items():
-                named[name].copy_(value)
+        self._set_head(theta)
         if not g.norm() <= tol:  # the chord stalled: L-BFGS finishes, and H is refactorised
             self._train_head()
             self._L = None
         self._rebuild()
         self._s = None
+
+    def _set_head(self, theta: torch.Tensor) -> None:
+        """Write theta (the head's flat parameters) into the working model's head."""
+        named = dict(self._linear().named_parameters())
+        with torch.no_grad():
+            for name, value in self.head_inf.objective.unflatten(theta).items():
+                named[name].copy_(value)
 
 
 def _select(state, X: torch.Tensor, n: int, n_poison: int, select) -> torch.Tensor:
