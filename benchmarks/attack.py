@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--targets and --max-iter must be >= 1")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     inf, Xt, yt, info = setup()
     print(
         f"{info['classes'][0]} vs {info['classes'][1]}: {info['n_train']} training images, test "
@@ -222,10 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         ):
             parser.error(f"--resume: {args.json} was run with another setup or --max-iter")
     known: dict[tuple, dict[str, Any]] = {}
-    earlier_seconds = earlier.get("process_seconds", 0.0)
+    runs = {(r["command"], r["started"]): r for r in earlier.get("runs", [])}
     for other in args.include:
         report = json.loads(other.read_text())
-        earlier_seconds += report["process_seconds"]
+        runs.update({(r["command"], r["started"]): r for r in report["runs"]})
         if report["setup"]["n_params"] != info["n_params"] or report["max_iter"] != max_iter:
             parser.error(f"--include: {other} was run with another setup or --max-iter")
         for r in report["per_target"]:
@@ -239,7 +240,15 @@ def main(argv: list[str] | None = None) -> int:
             return
         counts = Counter((r["n_poison"], r["eps_levels"]) for r in records)
         out = {
-            "commands": [*earlier.get("commands", []), command],
+            # every process that wrote these records, this one last (shards run side by side)
+            "runs": [
+                *runs.values(),
+                {
+                    "command": command,
+                    "started": started,
+                    "wall_seconds": time.perf_counter() - start,
+                },
+            ],
             "machine": {
                 "cores": os.cpu_count(),
                 "threads": torch.get_num_threads(),
@@ -251,8 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_iter": max_iter,
             "targets": targets,
             "complete": all(counts[c] == len(targets) for c in cells),
-            # the wall time of every process that contributed, summed (shards ran side by side)
-            "process_seconds": earlier_seconds + time.perf_counter() - start,
+            "attack_seconds": sum(r["seconds"] for r in records),
             "results": summarise(records, cells),
             "per_target": records,
         }
