@@ -913,6 +913,7 @@ def _speed(ours: dict, peer: dict, limit: float) -> tuple[float | None, str | No
     if peer["seconds"] is not None:
         return peer["seconds"] / ours["seconds"], peer.get("note")
     if peer.get("timed_out"):
+        limit = peer.get("time_limit_seconds", limit)
         return limit / ours["seconds"], f"pyDVL timed out at {limit:.0f} s: a lower bound"
     return None, f"pyDVL produced no result: {peer.get('note')}"
 
@@ -1059,7 +1060,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--append",
         action="store_true",
-        help="keep the results of the other cases already in --json (a run split over sessions)",
+        help="keep the rows already in --json of every (case, system, solver) this run does not "
+        "redo (a run split over sessions, or one peer rerun with another --time-limit)",
     )
     parser.add_argument("--keep-tmp", action="store_true", help="keep the child run directory")
     parser.add_argument("--child", metavar="SPEC", help=argparse.SUPPRESS)
@@ -1157,10 +1159,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.append and args.json and args.json.exists():
         earlier = json.loads(args.json.read_text())
-        others = {str(c) for c in (1, 2, 3, 4) if c not in args.case_list}
-        report["results"] = [r for r in earlier["results"] if str(r["case"]) in others]
+        report["results"] = earlier["results"]  # run_case replaces the rows it redoes
         for key in ("cases", "reference"):
-            report[key] = {k: v for k, v in earlier[key].items() if k in others}
+            report[key] = earlier[key]
         commands[:0] = earlier["commands"]
         report["earlier_machines"] = [*earlier.get("earlier_machines", []), earlier["machine"]]
 
@@ -1170,7 +1171,9 @@ def main(argv: list[str] | None = None) -> int:
         report["targets"] = targets(report["results"], args.time_limit)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+            partial = args.json.with_name(args.json.name + ".partial")
+            partial.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+            os.replace(partial, args.json)  # a run killed mid-write leaves the last whole file
 
     try:
         for number in args.case_list:
@@ -1205,8 +1208,12 @@ def run_case(case: Case, args, threads: int, workroot: Path, report: dict, save,
         }
         save(complete=False)
         return
+    earlier_record = report["cases"].get(str(case.number))
+    if earlier_record and "training" in earlier_record:  # rows kept from a run before this one
+        record["earlier_training"] = earlier_record["training"]
     report["cases"][str(case.number)] = record
     n, p = record["n_train"], record["n_params"]
+    measured = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
     def settings(system: str, solver: str) -> dict[str, Any]:
         return settings_for(
@@ -1278,9 +1285,17 @@ def run_case(case: Case, args, threads: int, workroot: Path, report: dict, save,
                 with contextlib.suppress(KeyError, OSError):
                     Path(result.pop(key)).unlink()
             results[(system, solver)].append(result)
-            report["results"] = [r for r in report["results"] if r["case"] != case.number] + [
-                build_row(case, record, s, v, rs) for (s, v), rs in results.items() if rs
-            ]
+            redone = [
+                {**build_row(case, record, s, v, rs), "time_limit_seconds": args.time_limit,
+                 "measured": measured}
+                for (s, v), rs in results.items() if rs
+            ]  # fmt: skip
+            keys = {(r["system"], r["solver"]) for r in redone}
+            report["results"] = [
+                r
+                for r in report["results"]
+                if r["case"] != case.number or (r["system"], r["solver"]) not in keys
+            ] + redone
             save(complete=False)
             bar.update()
             secs = result.get("seconds")

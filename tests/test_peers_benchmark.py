@@ -228,25 +228,22 @@ def test_captum_normalised_equals_brute_force_reference(tiny, tmp_path, solver):
 
 
 # ----- the quick run ----------------------------------------------------------------------------
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_quick_run_of_our_systems_writes_its_table(tmp_path: Path):
-    out = tmp_path / "peers.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "peers.py"),
-            "--quick",
-            "--systems",
-            "ours",
-            "--json",
-            str(out),
-        ],
+def _quick_ours(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(ROOT / "benchmarks" / "peers.py"), "--quick"]
+    return subprocess.run(
+        [*command, "--systems", "ours", "--json", str(out), *extra],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=280,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_quick_run_of_our_systems_writes_its_table_and_appends_by_row(tmp_path: Path):
+    out = tmp_path / "peers.json"
+    proc = _quick_ours(out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "pearson" in proc.stdout
     report = json.loads(out.read_text())
@@ -261,7 +258,31 @@ def test_quick_run_of_our_systems_writes_its_table(tmp_path: Path):
         assert FIELDS <= set(r), r
         assert r["seconds"] > 0 and r["peak_mb"] > 0 and not r["has_nan"], r
         assert r["pearson_vs_exact"] > 0.999, r
+        assert r["time_limit_seconds"] == peers.DEFAULT_TIME_LIMIT, r
     assert rows[(1, "ours", "direct")]["rel_err_vs_exact"] == 0.0  # it is the reference
     assert rows[(1, "ours", "cg")]["rel_err_vs_exact"] <= 1e-4
     assert rows[(1, "ours", "lissa")]["rel_err_vs_exact"] <= 1e-2
     assert report["targets"] == []  # no pyDVL rows to compare with
+
+    # --append redoes only this run's (case, system, solver) rows and keeps the others: here a
+    # pyDVL row that timed out at its own limit of 50 s, and a row of another case.
+    kept = [
+        {**rows[(1, "ours", "direct")], "system": "pydvl", "seconds": None, "timed_out": True,
+         "time_limit_seconds": 50.0, "rel_err_vs_exact": None},
+        {**rows[(1, "ours", "cg")], "case": 3},
+    ]  # fmt: skip
+    report["results"] += kept
+    out.write_text(json.dumps(report))
+    again = _quick_ours(out, "--append", "--time-limit", "200")
+    assert again.returncode == 0, again.stderr[-3000:]
+    merged = json.loads(out.read_text())
+    assert len(merged["commands"]) == 2
+    by_key = {(r["case"], r["system"], r["solver"]): r for r in merged["results"]}
+    assert len(merged["results"]) == 5
+    for r in kept:
+        assert by_key[(r["case"], r["system"], r["solver"])] == r
+    for key in rows:
+        assert by_key[key]["time_limit_seconds"] == 200  # redone by the second run
+    (exact,) = [t for t in merged["targets"] if t["name"].startswith("exact")]
+    ours_direct = by_key[(1, "ours", "direct")]["seconds"]
+    assert exact["measured"] == pytest.approx(50.0 / ours_direct)  # the row's own limit
