@@ -128,6 +128,7 @@ import influence_widgets as iw
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = ("ours", "pydvl", "captum")
+SOLVERS = ("direct", "cg", "lissa", "arnoldi", "naive", "naive_no_projection")
 DEFAULT_TIME_LIMIT = 900.0
 REFERENCE_TIME_LIMIT = 3600.0
 DEFAULT_RANK = 50
@@ -1034,6 +1035,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="case 1 only, one repeat")
     parser.add_argument("--cases", help="comma-separated subset of 1,2,3,4 (default all)")
     parser.add_argument("--systems", help=f"comma-separated subset of {','.join(SYSTEMS)}")
+    parser.add_argument(
+        "--solvers", help=f"comma-separated subset of {','.join(SOLVERS)} (default all)"
+    )
     parser.add_argument("--repeats", type=int, help="repeats of every case (default 3 / 1)")
     parser.add_argument(
         "--time-limit",
@@ -1086,6 +1090,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         bad = sorted(set(args.system_list) - set(SYSTEMS))
         if bad or not args.system_list:
             parser.error(f"--systems: unknown {bad}; choose from {', '.join(SYSTEMS)}")
+    args.solver_list = list(SOLVERS)
+    if args.solvers:
+        args.solver_list = [s.strip() for s in args.solvers.split(",") if s.strip()]
+        bad = sorted(set(args.solver_list) - set(SOLVERS))
+        if bad or not args.solver_list:
+            parser.error(f"--solvers: unknown {bad}; choose from {', '.join(SOLVERS)}")
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"--repeats: must be >= 1, got {args.repeats}")
     if args.time_limit <= 0:
@@ -1194,7 +1204,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_case(case: Case, args, threads: int, workroot: Path, report: dict, save, tqdm) -> None:
     repeats = args.repeats or case.repeats
     case = dataclasses.replace(case, repeats=repeats, n_test=args.n_test or case.n_test)
-    runs = [(s, v) for s, v in case.runs if s in args.system_list]
+    runs = [(s, v) for s, v in case.runs if s in args.system_list and v in args.solver_list]
     if not runs:
         return
     print(f"case {case.number} {case.name}: training ...", file=sys.stderr, flush=True)

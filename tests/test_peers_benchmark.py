@@ -166,6 +166,7 @@ def test_equal_batches_divide_the_training_set():
         (["--cases", "5"], "--cases: unknown"),
         (["--cases", "one"], "--cases: expected numbers"),
         (["--systems", "ours,shap"], "--systems: unknown"),
+        (["--solvers", "cg,newton"], "--solvers: unknown"),
         (["--quick", "--cases", "2"], "--quick runs case 1 only"),
         (["--repeats", "0"], "--repeats: must be >= 1"),
         (["--time-limit", "-1"], "--time-limit: must be > 0"),
