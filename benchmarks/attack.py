@@ -22,7 +22,7 @@ but one of 591 targets with 1 / 2 / 10 images at eps = 0.5 levels on Inception f
     .venv/bin/python benchmarks/attack.py --threads 1 --json benchmarks/results/attack.json --resume
     .venv/bin/python benchmarks/attack.py --shard 0/2 --threads 1 --json /tmp/a0.json --resume &
     .venv/bin/python benchmarks/attack.py --shard 1/2 --threads 1 --json /tmp/a1.json --resume
-    .venv/bin/python benchmarks/attack.py --include /tmp/a0.json /tmp/a1.json --json OUT --resume
+    .venv/bin/python benchmarks/attack.py --include /tmp/a0.json /tmp/a1.json --json OUT --merge-only
     .venv/bin/python benchmarks/attack.py --quick      # 2 targets, 10 images at 32 levels
 """
 
@@ -188,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="also take the per-target records of these JSON files (e.g. the shards' outputs)",
     )
+    parser.add_argument(
+        "--merge-only",
+        action="store_true",
+        help="attack nothing: write the records of --include and --resume, and their table",
+    )
     args = parser.parse_args(argv)
     try:
         shard, n_shards = (int(v) for v in args.shard.split("/"))
@@ -269,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         partial.write_text(json.dumps(out, indent=1) + "\n")
         os.replace(partial, args.json)  # a run killed mid-write leaves the last whole file
 
-    run(inf, Xt, yt, targets[shard::n_shards], cells, max_iter, records, save)
+    if not args.merge_only:
+        run(inf, Xt, yt, targets[shard::n_shards], cells, max_iter, records, save)
     save()
     print_table(summarise(records, cells))
     print(

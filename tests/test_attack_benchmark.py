@@ -97,10 +97,10 @@ def test_attack_quick_run_flips_writes_its_table_and_resumes(tmp_path: Path):
     assert len(report["per_target"]) == 2
     assert {r["target"] for r in report["per_target"]} == set(report["targets"])
 
-    # --resume with every pair done attacks nothing and keeps the records and the table
+    # --merge-only attacks nothing: it writes the records of --include and their table
     merged = tmp_path / "merged.json"
     again = subprocess.run(
-        [*command, str(merged), "--resume", "--include", str(out)],
+        [*command, str(merged), "--merge-only", "--include", str(out)],
         capture_output=True,
         text=True,
         cwd=ROOT,
