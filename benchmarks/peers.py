@@ -1084,18 +1084,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--cases: unknown case(s) {bad}; choose from 1,2,3,4")
     else:
         args.case_list = [1] if args.quick else [1, 2, 3, 4]
-    args.system_list = list(SYSTEMS)
-    if args.systems:
-        args.system_list = [s.strip() for s in args.systems.split(",") if s.strip()]
-        bad = sorted(set(args.system_list) - set(SYSTEMS))
-        if bad or not args.system_list:
-            parser.error(f"--systems: unknown {bad}; choose from {', '.join(SYSTEMS)}")
-    args.solver_list = list(SOLVERS)
-    if args.solvers:
-        args.solver_list = [s.strip() for s in args.solvers.split(",") if s.strip()]
-        bad = sorted(set(args.solver_list) - set(SOLVERS))
-        if bad or not args.solver_list:
-            parser.error(f"--solvers: unknown {bad}; choose from {', '.join(SOLVERS)}")
+
+    def subset(value: str | None, choices: tuple[str, ...], flag: str) -> list[str]:
+        if not value:
+            return list(choices)
+        chosen = [v.strip() for v in value.split(",") if v.strip()]
+        bad = sorted(set(chosen) - set(choices))
+        if bad or not chosen:
+            parser.error(f"{flag}: unknown {bad}; choose from {', '.join(choices)}")
+        return chosen
+
+    args.system_list = subset(args.systems, SYSTEMS, "--systems")
+    args.solver_list = subset(args.solvers, SOLVERS, "--solvers")
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"--repeats: must be >= 1, got {args.repeats}")
     if args.time_limit <= 0:
