@@ -206,8 +206,9 @@ class _LinearHeadOnly:
 # _LinearHeadNewton's steps. The chord iteration goes on while ||grad R|| falls, for at most
 # CHORD_MAX_ITER steps; once a step leaves more than CHORD_SLOW_RATE of ||grad R||, H is
 # refactorised at the current theta, at most once per retrain (that costs about 60 chord steps at
-# p = 1,570, and 30 chord steps at a rate of 0.7 gain less than 5 decades). PCG stops at an estimated relative error of PCG_RTOL (float64;
-# PCG_RTOL_FLOAT32 otherwise), or gives up after PCG_MAX_ITER iterations. H is refactorised once a
+# p = 1,570, and 30 chord steps at a rate of 0.7 gain less than 5 decades). PCG stops at an
+# estimated relative error of PCG_RTOL (float64; PCG_RTOL_FLOAT32 otherwise), or gives up after
+# PCG_MAX_ITER iterations. H is refactorised once a
 # step needs REFACTOR_GROWTH times the iterations (chord + PCG) of the first step on the factor.
 CHORD_MAX_ITER = 30
 CHORD_SLOW_RATE = 0.5
