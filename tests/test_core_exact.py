@@ -283,3 +283,43 @@ def test_linear_head_scoring_without_gradient_cache_matches_brute_force(bias):
     assert rel_err(inf.influence_on_loss(pb.Xt, pb.yt), ref.influence_on_loss) < 1e-10
     assert inf._grads is None and inf.op.head._cache is None  # streamed, batch by batch
     assert rel_err(inf.self_influence(), ref.self_influence) < 1e-10
+
+
+def _cg_solve(pb, B: torch.Tensor, **kw) -> tuple[torch.Tensor, iw.ConjugateGradient]:
+    inf = build(pb, iw.ConjugateGradient(**kw)).fit()
+    return inf.solver.solve(B), inf.solver
+
+
+def test_block_cg_solves_equal_zero_and_badly_scaled_columns(mlp_problem):
+    """Dependent columns (a repeat, a multiple, a zero) must not break the block's algebra."""
+    ref = reference(mlp_problem)
+    g = ref.Gt.T  # (p, 6)
+    B = torch.cat(
+        [g, g[:, :1], 1e-7 * g[:, 1:2], torch.zeros_like(g[:, :1]), g[:, 2:3] - g[:, 3:4]], 1
+    )
+    X, solver = _cg_solve(mlp_problem, B, block_size=5)
+    exact = ref.inv(B)
+    for j in range(B.shape[1]):
+        if j == 8:
+            assert torch.equal(X[:, j], torch.zeros_like(X[:, j]))
+        else:
+            assert rel_err(X[:, j], exact[:, j]) < 1e-7, j
+    assert solver.diagnostics.converged and solver.diagnostics.residual <= 1e-10
+
+
+def test_block_cg_shares_directions_and_takes_fewer_iterations_than_column_cg(mlp_problem):
+    ref = reference(mlp_problem)
+    B = ref.G[:12].T
+    X_block, block = _cg_solve(mlp_problem, B, block_size=12)
+    X_cols, cols = _cg_solve(mlp_problem, B, block_size=1)
+    assert rel_err(X_block, ref.inv(B)) < 1e-8 and rel_err(X_cols, ref.inv(B)) < 1e-8
+    assert block.diagnostics.iterations < cols.diagnostics.iterations / 2
+
+
+def test_block_cg_in_float32_reaches_its_tolerance():
+    pb = make_lr(dtype=torch.float32)
+    ref64 = reference(make_lr())
+    inf = build(pb, iw.ConjugateGradient(block_size=4))
+    S = inf.s_test(pb.Xt, pb.yt)
+    assert S.dtype == torch.float32
+    assert rel_err(S.double(), ref64.inv(ref64.Gt.T).T) < 1e-4

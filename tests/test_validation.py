@@ -368,12 +368,18 @@ def test_unknown_device_is_named(linear, data):
     [
         (lambda: iw.Arnoldi(rank=1.5), "rank"),
         (lambda: iw.ConjugateGradient(maxiter="a"), "maxiter"),
+        (lambda: iw.ConjugateGradient(block_size=2.0), "block_size"),
     ],
-    ids=["arnoldi-rank", "cg-maxiter"],
+    ids=["arnoldi-rank", "cg-maxiter", "cg-block-size"],
 )
 def test_solver_settings_of_wrong_type_are_named(make_solver, name):
     with pytest.raises(TypeError, match=name):
         make_solver()
+
+
+def test_cg_block_size_below_one_is_named():
+    with pytest.raises(ValueError, match="block_size: must be a positive integer"):
+        iw.ConjugateGradient(block_size=0)
 
 
 # --- training indices
