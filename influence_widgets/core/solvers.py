@@ -182,19 +182,21 @@ class ConjugateGradient(Solver):
             g.restart(R, target)
         it = 0
         bar = progress_bar(total=self.maxiter, desc="CG", disable=not progress)
-        while it < self.maxiter:
-            running = [g for g in groups if g.P is not None]
-            if not running:
-                break
-            Q = op.matvec(torch.cat([g.P for g in running], dim=1))
-            start = 0
-            for g in running:
-                width = g.P.shape[1]
-                g.step(X, R, Q[:, start : start + width], target, op)
-                start += width
-            it += 1
-            bar.update()
-        bar.close()
+        try:  # the bar closes even when a step finds H + damping I not positive definite
+            while it < self.maxiter:
+                running = [g for g in groups if g.P is not None]
+                if not running:
+                    break
+                Q = op.matvec(torch.cat([g.P for g in running], dim=1))
+                start = 0
+                for g in running:
+                    width = g.P.shape[1]
+                    g.step(X, R, Q[:, start : start + width], target, op)
+                    start += width
+                it += 1
+                bar.update()
+        finally:
+            bar.close()
         d = self.diagnostics
         d.iterations = it
         d.converged = all(g.P is None for g in groups)
