@@ -1069,6 +1069,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="keep the rows already in --json of every (case, system, solver) this run does not "
         "redo (a run split over sessions, or one peer rerun with another --time-limit)",
     )
+    parser.add_argument(
+        "--include",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="copy into --json the rows of another run's JSON that --cases, --systems and "
+        "--solvers select, with their cases' records (runs done in parallel, one per core); "
+        "may be repeated",
+    )
+    parser.add_argument(
+        "--merge-only", action="store_true", help="run nothing: only --append and --include"
+    )
     parser.add_argument("--keep-tmp", action="store_true", help="keep the child run directory")
     parser.add_argument("--child", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1110,6 +1123,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--n-test: must be >= 1, got {args.n_test}")
     if not 1 <= args.rank <= 1000:
         parser.error(f"--rank: must be between 1 and 1000, got {args.rank}")
+    for path in args.include:
+        if not path.is_file():
+            parser.error(f"--include: no such file {str(path)!r}")
+    if args.merge_only and not (args.include and args.json):
+        parser.error("--merge-only needs --include (the runs to merge) and --json (where to)")
     if args.quick and args.repeats is None:
         args.repeats = 1
     return args
@@ -1137,7 +1155,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pyDVL's import-time deprecation notices
-        _check_peers_importable(args.system_list)
+        if not args.merge_only:
+            _check_peers_importable(args.system_list)
     threads = args.threads or usable_cores()
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -1176,6 +1195,26 @@ def main(argv: list[str] | None = None) -> int:
             report[key] = earlier[key]
         commands[:0] = earlier["commands"]
         report["earlier_machines"] = [*earlier.get("earlier_machines", []), earlier["machine"]]
+        if args.merge_only:  # nothing is measured here: the file keeps its machine and versions
+            report["machine"], report["versions"] = earlier["machine"], earlier["versions"]
+            report["earlier_machines"].pop()
+
+    for number, path in enumerate(args.include):
+        other = json.loads(path.read_text())
+        if args.merge_only and number == 0 and not (args.append and args.json.exists()):
+            report["machine"], report["versions"] = other["machine"], other["versions"]
+        if other["versions"] != report["versions"]:
+            raise SystemExit(
+                f"--include {path}: measured with {other['versions']}, not "
+                f"{report['versions']} as --json; rerun it with the same packages"
+            )
+        taken = include_rows(report, other, args.case_list, args.system_list, args.solver_list)
+        if not taken:
+            raise SystemExit(
+                f"--include {path}: none of its rows is in the selected cases, "
+                "systems and solvers; check --cases, --systems and --solvers"
+            )
+        print(f"--include {path}: {taken} rows", file=sys.stderr)
 
     def save(complete: bool) -> None:
         report["complete"] = complete
@@ -1188,19 +1227,52 @@ def main(argv: list[str] | None = None) -> int:
             os.replace(partial, args.json)  # a run killed mid-write leaves the last whole file
 
     try:
-        for number in args.case_list:
+        for number in [] if args.merge_only else args.case_list:
             run_case(cases[number], args, threads, workroot, report, save, tqdm)
     finally:
         if not args.keep_tmp:
             shutil.rmtree(workroot, ignore_errors=True)
         else:
             print(f"child files kept in {workroot}", file=sys.stderr)
-    report["machine"]["load_average_end"] = list(os.getloadavg())
+    if not args.merge_only:
+        report["machine"]["load_average_end"] = list(os.getloadavg())
     save(complete=True)
     print_report(report)
     if args.json:
         print(f"wrote {args.json}")
     return 0
+
+
+def include_rows(
+    report: dict[str, Any],
+    other: dict[str, Any],
+    cases: list[int],
+    systems: list[str],
+    solvers: list[str],
+) -> int:
+    """Copy into ``report`` the rows of ``other`` (another run's JSON) whose case, system and
+    solver are selected, replacing rows of the same key; each case that gives rows brings its
+    record and reference along, and ``other``'s commands and machines are recorded. Returns the
+    number of rows taken."""
+    taken = [
+        r
+        for r in other["results"]
+        if r["case"] in cases and r["system"] in systems and r["solver"] in solvers
+    ]
+    keys = {(r["case"], r["system"], r["solver"]) for r in taken}
+    report["results"] = [
+        r for r in report["results"] if (r["case"], r["system"], r["solver"]) not in keys
+    ] + taken
+    for case in sorted({str(r["case"]) for r in taken}):
+        report["cases"][case] = other["cases"][case]
+        report["reference"][case] = other["reference"][case]
+    commands = report["commands"]
+    commands[-1:-1] = [c for c in other["commands"] if c not in commands]  # this one stays last
+    machines = report.setdefault("earlier_machines", [])
+    for machine in [*other.get("earlier_machines", []), other["machine"]]:
+        if machine not in machines and machine != report["machine"]:
+            machines.append(machine)
+    return len(taken)
 
 
 def run_case(case: Case, args, threads: int, workroot: Path, report: dict, save, tqdm) -> None:

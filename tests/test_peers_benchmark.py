@@ -170,6 +170,8 @@ def test_equal_batches_divide_the_training_set():
         (["--quick", "--cases", "2"], "--quick runs case 1 only"),
         (["--repeats", "0"], "--repeats: must be >= 1"),
         (["--time-limit", "-1"], "--time-limit: must be > 0"),
+        (["--include", "/nonexistent/peers.json"], "--include: no such file"),
+        (["--merge-only", "--json", "out.json"], "--merge-only needs --include"),
     ],
 )
 def test_argument_errors_name_the_argument(argv, message, capsys):
@@ -177,6 +179,81 @@ def test_argument_errors_name_the_argument(argv, message, capsys):
         peers.parse_args(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def _run(case: int, system: str, solver: str, seconds: float) -> dict:
+    return {"case": case, "system": system, "solver": solver, "seconds": seconds}
+
+
+def _report(rows: list[dict], command: str, date: str) -> dict:
+    cases = {str(r["case"]) for r in rows}
+    return {
+        "results": rows,
+        "cases": {c: {"trained": command} for c in cases},
+        "reference": {c: f"reference of {command}" for c in cases},
+        "commands": ["first", command],
+        "machine": {"date": date},
+        "earlier_machines": [{"date": "0"}],
+    }
+
+
+def test_include_takes_the_selected_rows_of_a_parallel_run():
+    # Two runs appended in parallel to copies of one file: each holds the old rows plus its own.
+    old = [_run(1, "ours", "cg", 9.0), _run(1, "pydvl", "cg", 90.0), _run(3, "ours", "cg", 60.0)]
+    base = _report([*old[:2], _run(3, "ours", "cg", 30.0)], "run A", "1")
+    base["commands"].append("merge")  # the merging command comes last
+    other = _report([*old, _run(2, "ours", "cg", 5.0), _run(2, "pydvl", "cg", 50.0)], "B", "2")
+    taken = peers.include_rows(base, other, [2], ["ours", "pydvl"], ["cg"])
+    assert taken == 2
+    by_key = {(r["case"], r["system"], r["solver"]): r["seconds"] for r in base["results"]}
+    # run B's case-2 rows come in; run A's newer case-3 row is not overwritten by B's old copy
+    assert by_key == {
+        (1, "ours", "cg"): 9.0,
+        (1, "pydvl", "cg"): 90.0,
+        (3, "ours", "cg"): 30.0,
+        (2, "ours", "cg"): 5.0,
+        (2, "pydvl", "cg"): 50.0,
+    }
+    assert base["cases"]["2"] == {"trained": "B"} and base["cases"]["3"] == {"trained": "run A"}
+    assert base["reference"]["2"] == "reference of B"
+    assert base["commands"] == ["first", "run A", "B", "merge"]
+    assert base["earlier_machines"] == [{"date": "0"}, {"date": "2"}]
+    # the selection narrows by system and solver too; a row of the same key is replaced
+    other["results"].append(_run(1, "ours", "lissa", 12.0))
+    assert peers.include_rows(base, other, [1], ["ours"], ["lissa"]) == 1
+    assert len(base["results"]) == 6
+    assert peers.include_rows(base, other, [4], ["ours"], ["cg"]) == 0
+
+
+def test_merge_only_recomputes_the_targets_from_the_merged_rows(tmp_path: Path, capsys):
+    committed = json.loads((ROOT / "benchmarks/results/peers.json").read_text())
+    base, other = tmp_path / "base.json", tmp_path / "other.json"
+    base.write_text(json.dumps(committed))
+    faster = json.loads(json.dumps(committed))
+    (row,) = [
+        r for r in faster["results"] if (r["case"], r["system"], r["solver"]) == (1, "ours", "cg")
+    ]
+    row["seconds"] = 0.5
+    other.write_text(json.dumps(faster))
+    argv = ["--merge-only", "--append", "--json", str(base), "--include", str(other)]
+    assert peers.main([*argv, "--cases", "1", "--systems", "ours", "--solvers", "cg"]) == 0
+    merged = json.loads(base.read_text())
+    assert len(merged["results"]) == len(committed["results"])
+    (cg,) = [t for t in merged["targets"] if t["case"] == 1 and t["name"].startswith("CG")]
+    (pydvl,) = [
+        r for r in merged["results"] if (r["case"], r["system"], r["solver"]) == (1, "pydvl", "cg")
+    ]
+    assert cg["measured"] == pytest.approx(pydvl["seconds"] / 0.5)
+    assert len(merged["commands"]) == len(committed["commands"]) + 1 and merged["complete"]
+    # nothing was measured by the merge: the machine and versions stay those of the runs
+    assert (merged["machine"], merged["versions"]) == (committed["machine"], committed["versions"])
+    assert merged["earlier_machines"] == committed["earlier_machines"]
+    with pytest.raises(SystemExit, match="none of its rows"):
+        peers.main([*argv, "--cases", "2"])
+    faster["versions"]["pydvl"] = "0.0"
+    other.write_text(json.dumps(faster))
+    with pytest.raises(SystemExit, match="rerun it with the same packages"):
+        peers.main([*argv, "--cases", "1"])
 
 
 def test_quick_and_case_defaults():
