@@ -88,8 +88,12 @@ Flags: ``--cases 1,2,3,4``, ``--systems ours,pydvl,captum``, ``--repeats N`` (de
 1-2, 1 for cases 3-4), ``--quick`` (case 1 on 20 test points, one repeat), ``--time-limit`` seconds
 per child (900), ``--threads`` (default: usable cores), ``--case4-n-train``, ``--rank``,
 ``--n-test`` (fewer test points, for smoke runs), ``--keep-tmp``, ``--json PATH`` (written after
-every run, ``complete: false`` until the end). Child processes run on the same machine one at a
-time; timings on a shared machine are only indicative.
+every run, ``complete: false`` until the end), ``--append`` (keep the rows of --json this run does
+not redo). Child processes run on the same machine one at a time; timings on a shared machine are
+only indicative. Two runs may go in parallel, one per core (``--threads 1``), each appending to its
+own copy of the JSON; ``--merge-only --append --include COPY --cases ... --systems ... --solvers
+...`` then copies the selected rows of a copy into --json (with their cases' records, commands and
+machines; both files must name the same package versions) and recomputes the targets.
 """
 
 from __future__ import annotations
@@ -914,7 +918,7 @@ def _speed(ours: dict, peer: dict, limit: float) -> tuple[float | None, str | No
     if ours["seconds"] is None:
         return None, f"ours did not finish: {ours.get('note')}"
     if peer["seconds"] is not None:
-        return peer["seconds"] / ours["seconds"], peer.get("note")
+        return peer["seconds"] / ours["seconds"], peer.get("note") and f"pyDVL: {peer['note']}"
     if peer.get("timed_out"):
         limit = peer.get("time_limit_seconds", limit)
         return limit / ours["seconds"], f"pyDVL timed out at {limit:.0f} s: a lower bound"
@@ -1030,6 +1034,86 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"\ntotal {report['total_seconds']:.0f} s")
 
 
+SOLVER_LABELS = {
+    ("ours", "direct"): "direct",
+    ("ours", "cg"): "cg ({iterations} block iterations)",
+    ("ours", "lissa"): "lissa ({iterations} steps)",
+    ("ours", "arnoldi"): "arnoldi (rank {rank})",
+    ("pydvl", "direct"): "Direct",
+    ("pydvl", "cg"): "Cg",
+    ("pydvl", "lissa"): "Lissa",
+    ("pydvl", "arnoldi"): "Arnoldi (rank {rank})",
+    ("captum", "naive"): "NaiveInfluenceFunction (its default projection)",
+    ("captum", "naive_no_projection"): "NaiveInfluenceFunction without projection",
+    ("captum", "arnoldi"): "ArnoldiInfluenceFunction (rank {rank})",
+}
+
+
+def _g(value: float) -> str:
+    """Three significant figures, thousands separated."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def markdown_tables(report: dict[str, Any]) -> str:
+    """The README's tables: one per case, then its targets, all read from the report."""
+    rows, out = report["results"], []
+    for number in sorted({r["case"] for r in rows}):
+        c = report["cases"][str(number)]
+        dates = sorted(
+            {r["measured"][:10] for r in rows if r["case"] == number and r.get("measured")}
+        )
+        out += [
+            f"Case {number} ({c['name']}: n = {c['n_train']:,}, {c['n_test']} test points, "
+            f"p = {c['n_params']:,}, l2 = {c['l2']:g}, damping = {c['damping']:g}, "
+            f"{c['repeats']} repeat(s); measured {', '.join(dates) or 'before rows were dated'}):",
+            "",
+            "| system | solver | median s | ours vs pyDVL | Pearson r | rel. error "
+            "| peak MB (+ over baseline) |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        order = {key: i for i, key in enumerate(SOLVER_LABELS)}
+        for r in sorted(
+            (r for r in rows if r["case"] == number),
+            key=lambda r: order[(r["system"], r["solver"])],
+        ):
+            d = r.get("diagnostics") or {}
+            label = SOLVER_LABELS[(r["system"], r["solver"])].format(
+                iterations=d.get("iterations"), rank=c.get("rank")
+            )
+            if r["seconds"] is not None:
+                secs = _g(r["seconds"])
+            elif r.get("timed_out"):
+                secs = (
+                    f"killed at {r.get('time_limit_seconds', report['time_limit_seconds']):.0f} s"
+                )
+            else:
+                secs = f"failed: {(r.get('note') or '')[:60]}"
+            ratio = ""
+            peer = _find(rows, number, "pydvl", r["solver"])
+            if r["system"] == "ours" and peer:
+                value, note = _speed(r, peer, report["time_limit_seconds"])
+                if value is not None:
+                    bound = ">= " if note and "lower bound" in note else ""
+                    ratio = f"{bound}{value:.1f}x"
+            diverged = "diverged" in (r.get("note") or "")
+            pearson = "diverged" if diverged else fmt(r["pearson_vs_exact"], ".6f").strip("-")
+            err = r["rel_err_vs_exact"]
+            err = "" if diverged else "0 (reference)" if err == 0 else fmt(err, ".1e").strip("-")
+            peak = ""
+            if r["peak_mb"] is not None:
+                peak = f"{r['peak_mb']:,.0f} (+{r.get('peak_increment_mb', 0):,.0f})"
+            system = {"ours": "ours", "pydvl": "pyDVL", "captum": "Captum"}[r["system"]]
+            out.append(f"| {system} | {label} | {secs} | {ratio} | {pearson} | {err} | {peak} |")
+        out.append("")
+        for t in (t for t in report["targets"] if t["case"] == number):
+            verdict = "met" if t["met"] else "MISSED"
+            value = "-" if t["measured"] is None else f"{t['measured']:.3g}"
+            note = f" ({t['note']})" if t.get("note") else ""
+            out.append(f"- {t['name']} (target {t['target']}): **{value}, {verdict}**{note}")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
 # ----- main -------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -1081,6 +1165,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--merge-only", action="store_true", help="run nothing: only --append and --include"
+    )
+    parser.add_argument(
+        "--markdown", type=Path, help="also write the README's tables (one per case) to this file"
     )
     parser.add_argument("--keep-tmp", action="store_true", help="keep the child run directory")
     parser.add_argument("--child", metavar="SPEC", help=argparse.SUPPRESS)
@@ -1240,6 +1327,9 @@ def main(argv: list[str] | None = None) -> int:
     print_report(report)
     if args.json:
         print(f"wrote {args.json}")
+    if args.markdown:
+        args.markdown.write_text(markdown_tables(report))
+        print(f"wrote {args.markdown}")
     return 0
 
 

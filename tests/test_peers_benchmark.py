@@ -236,8 +236,18 @@ def test_merge_only_recomputes_the_targets_from_the_merged_rows(tmp_path: Path, 
     row["seconds"] = 0.5
     other.write_text(json.dumps(faster))
     argv = ["--merge-only", "--append", "--json", str(base), "--include", str(other)]
-    assert peers.main([*argv, "--cases", "1", "--systems", "ours", "--solvers", "cg"]) == 0
+    tables = tmp_path / "tables.md"
+    selection = ["--cases", "1", "--systems", "ours", "--solvers", "cg"]
+    assert peers.main([*argv, *selection, "--markdown", str(tables)]) == 0
     merged = json.loads(base.read_text())
+    # the README's tables: a row per result, the merged one included, and every target's verdict
+    text = tables.read_text()
+    table_rows = [
+        line for line in text.splitlines() if line.startswith(("| ours", "| pyDVL", "| Captum"))
+    ]
+    assert len(table_rows) == len(merged["results"])
+    assert "| ours | cg (" in text and " | 0.5 | " in text and "None" not in text
+    assert text.count("**") == 2 * len(merged["targets"])
     assert len(merged["results"]) == len(committed["results"])
     (cg,) = [t for t in merged["targets"] if t["case"] == 1 and t["name"].startswith("CG")]
     (pydvl,) = [
