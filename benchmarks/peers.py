@@ -11,8 +11,8 @@ the matrix, the seconds and its peak resident memory during that work (VmHWM aft
 mark through /proc/self/clear_refs; the process's lifetime ru_maxrss where that is not allowed, and
 ``peak_scope`` says so), with the resident memory just before it (``rss_before_mb``; the table's
 ``+MB`` is the increment). Seconds are medians over repeats; a run past ``--time-limit`` is killed
-and, like a crash (out of memory) or an exception, becomes a row with ``seconds: null`` and a
-``note``, never a number. A result with NaN (``has_nan``), infinities (``has_inf``) or entries 1e6
+(and not repeated: its row says so) and, like a crash (out of memory) or an exception, becomes a
+row with ``seconds: null`` and a ``note``, never a number. A result with NaN (``has_nan``), infinities (``has_inf``) or entries 1e6
 times the reference's largest is noted as diverged.
 
 Cases (cross-entropy, the same H everywhere: the Hessian of R plus ``damping`` I):
@@ -1434,6 +1434,9 @@ def run_case(case: Case, args, threads: int, workroot: Path, report: dict, save,
     bar = tqdm(total=repeats * len(runs), desc=f"case {case.number}", file=sys.stderr)
     for repeat in range(repeats):
         for system, solver in runs:
+            if any(r.get("timed_out") for r in results[(system, solver)]):
+                bar.update()  # it would time out again: its row says killed at the limit
+                continue
             bar.set_postfix_str(f"{system} {solver}")
             job = Job(case, system, solver, repeat, settings(system, solver))
             result = run_child(job, case_dir, workroot, threads, args.time_limit)

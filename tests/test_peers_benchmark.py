@@ -266,6 +266,30 @@ def test_merge_only_recomputes_the_targets_from_the_merged_rows(tmp_path: Path, 
         peers.main([*argv, "--cases", "1"])
 
 
+def test_a_run_that_timed_out_is_not_repeated(tmp_path: Path, monkeypatch):
+    from tqdm.auto import tqdm
+
+    calls: list[tuple[str, str, int]] = []
+
+    def fake_child(job, case_dir, workdir, threads, limit):
+        calls.append((job.system, job.solver, job.repeat))
+        if job.system == "pydvl":
+            return {"error": f"timed out: killed after {limit:.0f} s", "timed_out": True}
+        return {"seconds": 1.0, "peak_mb": 10.0, "peak_scope": "influence work"}
+
+    record = {"n_train": 1300, "n_test": 100, "n_params": 650, "l2": 0.01, "training": {}}
+    monkeypatch.setattr(peers, "prepare_case", lambda case, workdir: dict(record))
+    monkeypatch.setattr(peers, "run_child", fake_child)
+    args = peers.parse_args(["--cases", "1", "--systems", "ours,pydvl", "--solvers", "direct"])
+    report = {"cases": {}, "reference": {}, "results": []}
+    case = peers.make_cases()[1]
+    peers.run_case(case, args, 1, tmp_path, report, lambda complete: None, tqdm)
+    assert calls.count(("pydvl", "direct", 0)) == 1 and ("pydvl", "direct", 1) not in calls
+    assert [c for c in calls if c[0] == "ours"] == [("ours", "direct", r) for r in range(3)]
+    (row,) = [r for r in report["results"] if r["system"] == "pydvl"]
+    assert row["timed_out"] and row["seconds"] is None and row["repeats"] == 1
+
+
 def test_quick_and_case_defaults():
     args = peers.parse_args(["--quick"])
     assert args.case_list == [1] and args.repeats == 1
