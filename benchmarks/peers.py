@@ -1031,7 +1031,9 @@ def print_report(report: dict[str, Any]) -> None:
         extra = f" ({t['note']})" if t.get("note") else ""
         ref = f"; issue reference: {t['issue_reference']}" if t.get("issue_reference") else ""
         print(f"  [{verdict:>6}] case {t['case']}: {t['name']}: {measured}{extra}{ref}")
-    print(f"\ntotal {report['total_seconds']:.0f} s")
+    print(
+        f"\ntotal {report['total_seconds']:.0f} s over {len(report['command_seconds'])} command(s)"
+    )
 
 
 SOLVER_LABELS = {
@@ -1266,6 +1268,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "versions": peer_versions(),
         "commands": commands,
+        "command_seconds": {},
         "quick": args.quick,
         "time_limit_seconds": args.time_limit,
         "normalisation": NORMALISATION,
@@ -1281,6 +1284,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("cases", "reference"):
             report[key] = earlier[key]
         commands[:0] = earlier["commands"]
+        report["command_seconds"] = command_seconds(earlier)
         report["earlier_machines"] = [*earlier.get("earlier_machines", []), earlier["machine"]]
         if args.merge_only:  # nothing is measured here: the file keeps its machine and versions
             report["machine"], report["versions"] = earlier["machine"], earlier["versions"]
@@ -1305,7 +1309,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def save(complete: bool) -> None:
         report["complete"] = complete
-        report["total_seconds"] = time.perf_counter() - start
+        report["command_seconds"][command] = time.perf_counter() - start
+        report["total_seconds"] = sum(report["command_seconds"].values())
         report["targets"] = targets(report["results"], args.time_limit)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -1333,6 +1338,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def command_seconds(report: dict[str, Any]) -> dict[str, float]:
+    """Wall seconds of every command that went into a report (files written before these were
+    recorded per command have only the last command's, as ``total_seconds``)."""
+    return dict(report.get("command_seconds") or {report["commands"][-1]: report["total_seconds"]})
+
+
 def include_rows(
     report: dict[str, Any],
     other: dict[str, Any],
@@ -1358,6 +1369,8 @@ def include_rows(
         report["reference"][case] = other["reference"][case]
     commands = report["commands"]
     commands[-1:-1] = [c for c in other["commands"] if c not in commands]  # this one stays last
+    for command, seconds in command_seconds(other).items():
+        report["command_seconds"].setdefault(command, seconds)
     machines = report.setdefault("earlier_machines", [])
     for machine in [*other.get("earlier_machines", []), other["machine"]]:
         if machine not in machines and machine != report["machine"]:

@@ -192,6 +192,7 @@ def _report(rows: list[dict], command: str, date: str) -> dict:
         "cases": {c: {"trained": command} for c in cases},
         "reference": {c: f"reference of {command}" for c in cases},
         "commands": ["first", command],
+        "command_seconds": {"first": 10.0, command: 20.0},
         "machine": {"date": date},
         "earlier_machines": [{"date": "0"}],
     }
@@ -217,6 +218,7 @@ def test_include_takes_the_selected_rows_of_a_parallel_run():
     assert base["cases"]["2"] == {"trained": "B"} and base["cases"]["3"] == {"trained": "run A"}
     assert base["reference"]["2"] == "reference of B"
     assert base["commands"] == ["first", "run A", "B", "merge"]
+    assert base["command_seconds"] == {"first": 10.0, "run A": 20.0, "B": 20.0}
     assert base["earlier_machines"] == [{"date": "0"}, {"date": "2"}]
     # the selection narrows by system and solver too; a row of the same key is replaced
     other["results"].append(_run(1, "ours", "lissa", 12.0))
@@ -255,11 +257,15 @@ def test_merge_only_recomputes_the_targets_from_the_merged_rows(tmp_path: Path, 
     ]
     assert cg["measured"] == pytest.approx(pydvl["seconds"] / 0.5)
     assert len(merged["commands"]) == len(committed["commands"]) + 1 and merged["complete"]
+    seconds = merged["command_seconds"]  # the runs' own seconds stay, the merge's are added
+    earlier = peers.command_seconds(committed)
+    assert len(seconds) == len(earlier) + 1 and earlier.items() <= seconds.items()
+    assert merged["total_seconds"] == pytest.approx(sum(seconds.values()))
     # nothing was measured by the merge: the machine and versions stay those of the runs
     assert (merged["machine"], merged["versions"]) == (committed["machine"], committed["versions"])
     assert merged["earlier_machines"] == committed["earlier_machines"]
     with pytest.raises(SystemExit, match="none of its rows"):
-        peers.main([*argv, "--cases", "2"])
+        peers.main([*argv, "--cases", "1,2", "--solvers", "arnoldi"])  # case 4 has the Arnoldis
     faster["versions"]["pydvl"] = "0.0"
     other.write_text(json.dumps(faster))
     with pytest.raises(SystemExit, match="rerun it with the same packages"):
