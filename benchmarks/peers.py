@@ -1039,7 +1039,7 @@ def print_report(report: dict[str, Any]) -> None:
 SOLVER_LABELS = {
     ("ours", "direct"): "direct",
     ("ours", "cg"): "cg ({iterations} block iterations)",
-    ("ours", "lissa"): "lissa ({iterations} steps)",
+    ("ours", "lissa"): "lissa ({iterations} steps, {batches})",
     ("ours", "arnoldi"): "arnoldi (rank {rank})",
     ("pydvl", "direct"): "Direct",
     ("pydvl", "cg"): "Cg",
@@ -1079,8 +1079,11 @@ def markdown_tables(report: dict[str, Any]) -> str:
             key=lambda r: order[(r["system"], r["solver"])],
         ):
             d = r.get("diagnostics") or {}
+            batch = (r.get("settings") or {}).get("batch_size")
             label = SOLVER_LABELS[(r["system"], r["solver"])].format(
-                iterations=d.get("iterations"), rank=c.get("rank")
+                iterations=d.get("iterations"),
+                rank=c.get("rank"),
+                batches="full batch" if batch is None else f"batches of {batch}",
             )
             if r["seconds"] is not None:
                 secs = _g(r["seconds"])
@@ -1166,7 +1169,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "may be repeated",
     )
     parser.add_argument(
-        "--merge-only", action="store_true", help="run nothing: only --append and --include"
+        "--merge-only",
+        action="store_true",
+        help="run nothing: merge --include into --json (implies --append), or with --markdown "
+        "alone write the tables of --json without changing it",
     )
     parser.add_argument(
         "--markdown", type=Path, help="also write the README's tables (one per case) to this file"
@@ -1215,8 +1221,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for path in args.include:
         if not path.is_file():
             parser.error(f"--include: no such file {str(path)!r}")
-    if args.merge_only and not (args.include and args.json):
-        parser.error("--merge-only needs --include (the runs to merge) and --json (where to)")
+    if args.merge_only and not (args.json and (args.include or args.markdown)):
+        parser.error(
+            "--merge-only needs --json and --include (the runs to merge into it) or --markdown "
+            "(where to write its tables)"
+        )
+    args.append = args.append or args.merge_only
+    if args.merge_only and not args.include and not args.json.is_file():
+        parser.error(f"--markdown: no results to write tables of: {str(args.json)!r} is missing")
     if args.quick and args.repeats is None:
         args.repeats = 1
     return args
@@ -1307,11 +1319,16 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"--include {path}: {taken} rows", file=sys.stderr)
 
+    tables_only = args.merge_only and not args.include  # --json is read, not written
+
     def save(complete: bool) -> None:
-        report["complete"] = complete
-        report["command_seconds"][command] = time.perf_counter() - start
-        report["total_seconds"] = sum(report["command_seconds"].values())
         report["targets"] = targets(report["results"], args.time_limit)
+        if not tables_only:
+            report["command_seconds"][command] = time.perf_counter() - start
+        report["total_seconds"] = sum(report["command_seconds"].values())
+        if tables_only:
+            return
+        report["complete"] = complete
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             partial = args.json.with_name(args.json.name + ".partial")
@@ -1330,7 +1347,7 @@ def main(argv: list[str] | None = None) -> int:
         report["machine"]["load_average_end"] = list(os.getloadavg())
     save(complete=True)
     print_report(report)
-    if args.json:
+    if args.json and not tables_only:
         print(f"wrote {args.json}")
     if args.markdown:
         args.markdown.write_text(markdown_tables(report))

@@ -171,7 +171,8 @@ def test_equal_batches_divide_the_training_set():
         (["--repeats", "0"], "--repeats: must be >= 1"),
         (["--time-limit", "-1"], "--time-limit: must be > 0"),
         (["--include", "/nonexistent/peers.json"], "--include: no such file"),
-        (["--merge-only", "--json", "out.json"], "--merge-only needs --include"),
+        (["--merge-only", "--json", "out.json"], "--merge-only needs --json and --include"),
+        (["--merge-only", "--json", "/no/p.json", "--markdown", "t.md"], "no results to write"),
     ],
 )
 def test_argument_errors_name_the_argument(argv, message, capsys):
@@ -270,6 +271,19 @@ def test_merge_only_recomputes_the_targets_from_the_merged_rows(tmp_path: Path, 
     other.write_text(json.dumps(faster))
     with pytest.raises(SystemExit, match="rerun it with the same packages"):
         peers.main([*argv, "--cases", "1"])
+
+
+def test_markdown_alone_writes_the_tables_and_leaves_the_json_as_it_was(tmp_path: Path):
+    results = tmp_path / "peers.json"
+    results.write_bytes((ROOT / "benchmarks/results/peers.json").read_bytes())
+    before = results.read_bytes()
+    tables = tmp_path / "tables.md"
+    assert peers.main(["--merge-only", "--json", str(results), "--markdown", str(tables)]) == 0
+    assert results.read_bytes() == before
+    committed = json.loads(before)
+    assert tables.read_text().count("\n| ") == len(committed["results"]) + 2 * len(
+        committed["cases"]
+    )  # every row, and each case's header and rule
 
 
 def test_a_run_that_timed_out_is_not_repeated(tmp_path: Path, monkeypatch):
