@@ -12,8 +12,8 @@ mark through /proc/self/clear_refs; the process's lifetime ru_maxrss where that 
 ``peak_scope`` says so), with the resident memory just before it (``rss_before_mb``; the table's
 ``+MB`` is the increment). Seconds are medians over repeats; a run past ``--time-limit`` is killed
 (and not repeated: its row says so) and, like a crash (out of memory) or an exception, becomes a
-row with ``seconds: null`` and a ``note``, never a number. A result with NaN (``has_nan``), infinities (``has_inf``) or entries 1e6
-times the reference's largest is noted as diverged.
+row with ``seconds: null`` and a ``note``, never a number. A result with NaN (``has_nan``),
+infinities (``has_inf``) or entries 1e6 times the reference's largest is noted as diverged.
 
 Cases (cross-entropy, the same H everywhere: the Hessian of R plus ``damping`` I):
 
@@ -91,9 +91,11 @@ per child (900), ``--threads`` (default: usable cores), ``--case4-n-train``, ``-
 every run, ``complete: false`` until the end), ``--append`` (keep the rows of --json this run does
 not redo). Child processes run on the same machine one at a time; timings on a shared machine are
 only indicative. Two runs may go in parallel, one per core (``--threads 1``), each appending to its
-own copy of the JSON; ``--merge-only --append --include COPY --cases ... --systems ... --solvers
-...`` then copies the selected rows of a copy into --json (with their cases' records, commands and
+own copy of the JSON; ``--merge-only --include COPY --cases ... --systems ... --solvers ...`` then
+copies the selected rows of a copy into --json (with their cases' records, commands, seconds and
 machines; both files must name the same package versions) and recomputes the targets.
+``--markdown PATH`` writes the README's tables; ``--merge-only --json FILE --markdown PATH`` writes
+those of an existing file and leaves it as it is.
 """
 
 from __future__ import annotations
@@ -1297,14 +1299,16 @@ def main(argv: list[str] | None = None) -> int:
             report[key] = earlier[key]
         commands[:0] = earlier["commands"]
         report["command_seconds"] = command_seconds(earlier)
-        report["earlier_machines"] = [*earlier.get("earlier_machines", []), earlier["machine"]]
+        report["earlier_machines"] = earlier.get("earlier_machines", [])
         if args.merge_only:  # nothing is measured here: the file keeps its machine and versions
             report["machine"], report["versions"] = earlier["machine"], earlier["versions"]
-            report["earlier_machines"].pop()
+        else:
+            report["earlier_machines"] = [*report["earlier_machines"], earlier["machine"]]
 
     for number, path in enumerate(args.include):
         other = json.loads(path.read_text())
-        if args.merge_only and number == 0 and not (args.append and args.json.exists()):
+        if args.merge_only and number == 0 and not args.json.exists():
+            # a new file takes the machine and versions of its first included run
             report["machine"], report["versions"] = other["machine"], other["versions"]
         if other["versions"] != report["versions"]:
             raise SystemExit(

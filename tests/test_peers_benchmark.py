@@ -286,6 +286,18 @@ def test_markdown_alone_writes_the_tables_and_leaves_the_json_as_it_was(tmp_path
     )  # every row, and each case's header and rule
 
 
+def test_merge_into_a_new_file_takes_the_first_runs_machine(tmp_path: Path):
+    source = ROOT / "benchmarks/results/peers.json"
+    committed = json.loads(source.read_text())
+    new = tmp_path / "new.json"
+    argv = ["--merge-only", "--json", str(new), "--include", str(source), "--cases", "2"]
+    assert peers.main(argv) == 0
+    merged = json.loads(new.read_text())
+    assert {r["case"] for r in merged["results"]} == {2}
+    assert (merged["machine"], merged["versions"]) == (committed["machine"], committed["versions"])
+    assert list(merged["cases"]) == ["2"] and merged["commands"][:-1] == committed["commands"]
+
+
 def test_a_run_that_timed_out_is_not_repeated(tmp_path: Path, monkeypatch):
     from tqdm.auto import tqdm
 
