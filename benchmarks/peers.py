@@ -1103,9 +1103,12 @@ def markdown_tables(report: dict[str, Any]) -> str:
                     bound = ">= " if note and "lower bound" in note else ""
                     ratio = f"{bound}{value:.1f}x"
             diverged = "diverged" in (r.get("note") or "")
-            pearson = "diverged" if diverged else fmt(r["pearson_vs_exact"], ".6f").strip("-")
-            err = r["rel_err_vs_exact"]
-            err = "" if diverged else "0 (reference)" if err == 0 else fmt(err, ".1e").strip("-")
+            r_value, err = r["pearson_vs_exact"], r["rel_err_vs_exact"]
+            pearson = "diverged" if diverged else "" if r_value is None else f"{r_value:.6f}"
+            if diverged or err is None:
+                err = ""
+            else:
+                err = "0 (reference)" if err == 0 else f"{err:.1e}"
             peak = ""
             if r["peak_mb"] is not None:
                 peak = f"{r['peak_mb']:,.0f} (+{r.get('peak_increment_mb', 0):,.0f})"

@@ -275,7 +275,10 @@ def test_merge_only_recomputes_the_targets_from_the_merged_rows(tmp_path: Path, 
 
 def test_markdown_alone_writes_the_tables_and_leaves_the_json_as_it_was(tmp_path: Path):
     results = tmp_path / "peers.json"
-    results.write_bytes((ROOT / "benchmarks/results/peers.json").read_bytes())
+    report = json.loads((ROOT / "benchmarks/results/peers.json").read_text())
+    report["results"][-1]["pearson_vs_exact"] = -0.5  # a sign flip must show as one
+    report["results"][-1].pop("note", None)
+    results.write_text(json.dumps(report))
     before = results.read_bytes()
     tables = tmp_path / "tables.md"
     assert peers.main(["--merge-only", "--json", str(results), "--markdown", str(tables)]) == 0
@@ -284,6 +287,7 @@ def test_markdown_alone_writes_the_tables_and_leaves_the_json_as_it_was(tmp_path
     assert tables.read_text().count("\n| ") == len(committed["results"]) + 2 * len(
         committed["cases"]
     )  # every row, and each case's header and rule
+    assert "| -0.500000 |" in tables.read_text()
 
 
 def test_merge_into_a_new_file_takes_the_first_runs_machine(tmp_path: Path):
