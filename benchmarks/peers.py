@@ -927,6 +927,18 @@ def _speed(ours: dict, peer: dict, limit: float) -> tuple[float | None, str | No
     return None, f"pyDVL produced no result: {peer.get('note')}"
 
 
+def versus_pydvl(row: dict, rows: list[dict], limit: float) -> str:
+    """An "ours" row's speed-up over pyDVL's same solver, as text ("" where there is none);
+    ">= " where pyDVL timed out, so that the ratio is a lower bound."""
+    peer = _find(rows, row["case"], "pydvl", row["solver"])
+    if row["system"] != "ours" or peer is None:
+        return ""
+    value, note = _speed(row, peer, limit)
+    if value is None:
+        return ""
+    return f"{'>= ' if note and 'lower bound' in note else ''}{value:.1f}x"
+
+
 def _target(case: int, name: str, target: str, measured, met: bool, note, **extra) -> dict:
     return {"case": case, "name": name, "target": target, "measured": measured, "met": bool(met),
             "note": note, **extra}  # fmt: skip
@@ -1015,14 +1027,10 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"\n{head}\n{'-' * len(head)}")
     rows = report["results"]
     for r in rows:
-        ratio = None
-        if r["system"] == "ours":
-            peer = _find(rows, r["case"], "pydvl", r["solver"])
-            if peer and peer["seconds"] and r["seconds"]:
-                ratio = peer["seconds"] / r["seconds"]
+        ratio = versus_pydvl(r, rows, report["time_limit_seconds"]) or "-"
         print(
             f"{r['case']:>4} {r['system']:<7} {r['solver']:<20} {fmt(r['seconds'], '9.3f')} "
-            f"{fmt(ratio, '7.1f') + ('x' if ratio else ' ')} {fmt(r['pearson_vs_exact'], '10.6f')} "
+            f"{ratio:>8} {fmt(r['pearson_vs_exact'], '10.6f')} "
             f"{fmt(r['rel_err_vs_exact'], '9.1e')} {fmt(r['peak_mb'], '8.0f')} "
             f"{fmt(r.get('peak_increment_mb'), '7.0f')}  {(r.get('note') or '')[:90]}"
         )
@@ -1061,6 +1069,7 @@ def _g(value: float) -> str:
 def markdown_tables(report: dict[str, Any]) -> str:
     """The README's tables: one per case, then its targets, all read from the report."""
     rows, out = report["results"], []
+    order = {key: i for i, key in enumerate(SOLVER_LABELS)}
     for number in sorted({r["case"] for r in rows}):
         c = report["cases"][str(number)]
         dates = sorted(
@@ -1075,7 +1084,6 @@ def markdown_tables(report: dict[str, Any]) -> str:
             "| peak MB (+ over baseline) |",
             "| --- | --- | --- | --- | --- | --- | --- |",
         ]
-        order = {key: i for i, key in enumerate(SOLVER_LABELS)}
         for r in sorted(
             (r for r in rows if r["case"] == number),
             key=lambda r: order[(r["system"], r["solver"])],
@@ -1095,13 +1103,7 @@ def markdown_tables(report: dict[str, Any]) -> str:
                 )
             else:
                 secs = f"failed: {(r.get('note') or '')[:60]}"
-            ratio = ""
-            peer = _find(rows, number, "pydvl", r["solver"])
-            if r["system"] == "ours" and peer:
-                value, note = _speed(r, peer, report["time_limit_seconds"])
-                if value is not None:
-                    bound = ">= " if note and "lower bound" in note else ""
-                    ratio = f"{bound}{value:.1f}x"
+            ratio = versus_pydvl(r, rows, report["time_limit_seconds"])
             diverged = "diverged" in (r.get("note") or "")
             r_value, err = r["pearson_vs_exact"], r["rel_err_vs_exact"]
             pearson = "diverged" if diverged else "" if r_value is None else f"{r_value:.6f}"
@@ -1296,7 +1298,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     if args.append and args.json and args.json.exists():
-        earlier = json.loads(args.json.read_text())
+        earlier = read_report(args.json, "--json")
         report["results"] = earlier["results"]  # run_case replaces the rows it redoes
         for key in ("cases", "reference"):
             report[key] = earlier[key]
@@ -1309,7 +1311,7 @@ def main(argv: list[str] | None = None) -> int:
             report["earlier_machines"] = [*report["earlier_machines"], earlier["machine"]]
 
     for number, path in enumerate(args.include):
-        other = json.loads(path.read_text())
+        other = read_report(path, "--include")
         if args.merge_only and number == 0 and not args.json.exists():
             # a new file takes the machine and versions of its first included run
             report["machine"], report["versions"] = other["machine"], other["versions"]
@@ -1360,6 +1362,23 @@ def main(argv: list[str] | None = None) -> int:
         args.markdown.write_text(markdown_tables(report))
         print(f"wrote {args.markdown}")
     return 0
+
+
+REPORT_KEYS = ("results", "cases", "reference", "commands", "machine", "versions")
+
+
+def read_report(path: Path, flag: str) -> dict[str, Any]:
+    """A JSON written by this script, or SystemExit naming the flag that gave it."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SystemExit(f"{flag} {path}: not a readable JSON file ({err})") from err
+    missing = [k for k in REPORT_KEYS if not isinstance(report, dict) or k not in report]
+    if missing:
+        raise SystemExit(
+            f"{flag} {path}: not a results file of benchmarks/peers.py (no {', '.join(missing)})"
+        )
+    return report
 
 
 def command_seconds(report: dict[str, Any]) -> dict[str, float]:

@@ -302,6 +302,21 @@ def test_merge_into_a_new_file_takes_the_first_runs_machine(tmp_path: Path):
     assert list(merged["cases"]) == ["2"] and merged["commands"][:-1] == committed["commands"]
 
 
+def test_a_file_that_is_not_a_results_file_is_named_in_the_error(tmp_path: Path):
+    broken, foreign = tmp_path / "broken.json", tmp_path / "foreign.json"
+    broken.write_text("{ not json")
+    foreign.write_text(json.dumps({"results": []}))
+    results = tmp_path / "peers.json"
+    results.write_bytes((ROOT / "benchmarks/results/peers.json").read_bytes())
+    with pytest.raises(SystemExit, match=r"--include .*broken.json: not a readable JSON"):
+        peers.main(["--merge-only", "--json", str(results), "--include", str(broken)])
+    with pytest.raises(SystemExit, match=r"not a results file .*no cases, reference"):
+        peers.main(["--merge-only", "--json", str(results), "--include", str(foreign)])
+    with pytest.raises(SystemExit, match=r"--json .*broken.json: not a readable JSON"):
+        peers.main(["--merge-only", "--json", str(broken), "--markdown", str(tmp_path / "t.md")])
+    assert results.read_bytes() == (ROOT / "benchmarks/results/peers.json").read_bytes()
+
+
 def test_a_run_that_timed_out_is_not_repeated(tmp_path: Path, monkeypatch):
     from tqdm.auto import tqdm
 
