@@ -1076,9 +1076,11 @@ def markdown_tables(report: dict[str, Any]) -> str:
             {r["measured"][:10] for r in rows if r["case"] == number and r.get("measured")}
         )
         out += [
-            f"Case {number} ({c['name']}: n = {c['n_train']:,}, {c['n_test']} test points, "
-            f"p = {c['n_params']:,}, l2 = {c['l2']:g}, damping = {c['damping']:g}, "
-            f"{c['repeats']} repeat(s); measured {', '.join(dates) or 'before rows were dated'}):",
+            f"Case {number}, {c['description']} (`{c['name']}`): n = {c['n_train']:,}, "
+            f"{c['n_test']} test points, p = {c['n_params']:,}, l2 = {c['l2']:g}, "
+            f"damping = {c['damping']:g}, {c['repeats']} repeat(s); measured "
+            f"{', '.join(dates) or 'before rows were dated'}; accuracy against "
+            f"{report['reference'][str(number)]}:",
             "",
             "| system | solver | median s | ours vs pyDVL | Pearson r | rel. error "
             "| peak MB (+ over baseline) |",
