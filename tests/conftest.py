@@ -6,8 +6,11 @@ builds the explicit Hessian of R with ``torch.func.hessian`` and solves with ``t
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -141,3 +144,51 @@ def mlp_top_problem() -> Problem:
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
+
+
+# ----- the user's state, before and after a public call --------------------------------------
+def _digest_tensor(t: torch.Tensor) -> tuple:
+    data = t.detach().cpu().contiguous()
+    raw = data.view(torch.uint8).numpy().tobytes() if data.numel() else b""
+    return ("tensor", str(t.dtype), tuple(t.shape), t.requires_grad, hashlib.sha256(raw).hexdigest())
+
+
+def state_digest(obj) -> object:
+    """A comparable digest of everything a user owns in ``obj``: tensor and array contents, dtypes,
+    shapes and ``requires_grad``; a module's state_dict, every submodule's train/eval flag and every
+    parameter's ``requires_grad``; the fields of an ``iw.datasets`` Dataset; containers recursively."""
+    if isinstance(obj, torch.Tensor):
+        return _digest_tensor(obj)
+    if isinstance(obj, np.ndarray):
+        return ("array", str(obj.dtype), obj.shape, hashlib.sha256(obj.tobytes()).hexdigest())
+    if isinstance(obj, nn.Module):
+        return (
+            "module",
+            tuple((k, _digest_tensor(v)) for k, v in obj.state_dict(keep_vars=True).items()),
+            tuple((name, m.training) for name, m in obj.named_modules()),
+            tuple((name, p.requires_grad, p.grad is None) for name, p in obj.named_parameters()),
+        )
+    if isinstance(obj, iw.datasets.Dataset):
+        return ("dataset", state_digest(vars(obj)))
+    if isinstance(obj, dict):
+        return ("dict", tuple((k, state_digest(v)) for k, v in obj.items()))
+    if isinstance(obj, list | tuple):
+        return (type(obj).__name__, tuple(state_digest(v) for v in obj))
+    return ("value", repr(obj))
+
+
+@pytest.fixture
+def untouched():
+    """``with untouched(model, X, y, ...):`` fails the test if the block changes any of them
+    (contents, dtype, shape, requires_grad, train/eval flags: see :func:`state_digest`)."""
+
+    @contextlib.contextmanager
+    def guard(*objects):
+        before = [state_digest(o) for o in objects]
+        yield
+        for i, (obj, digest) in enumerate(zip(objects, before, strict=True)):
+            assert state_digest(obj) == digest, (
+                f"argument {i} ({type(obj).__name__}) was modified by the call"
+            )
+
+    return guard

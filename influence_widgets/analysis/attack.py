@@ -157,7 +157,7 @@ class _LinearHeadOnly:
         self._rebuild()
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head._forward(self.obj.cast_inputs(x))[0][:, : self.head.D]
+        return self.head.features_and_output(self.obj.cast_inputs(x))[0][:, : self.head.D]
 
     def _linear(self) -> torch.nn.Module:
         return self.model.get_submodule(self.name) if self.name else self.model
@@ -359,7 +359,7 @@ def _select(state, X: torch.Tensor, n: int, n_poison: int, select) -> torch.Tens
             idx = torch.arange(start, min(start + 256, n))
             scores[idx] = state.directions(X, idx, S).reshape(len(idx), -1).abs().sum(1).cpu()
         return torch.argsort(scores, descending=True)[:n_poison]
-    idx = state.inf._index(select, "select")
+    idx = state.inf.training_indices(select, "select")
     if len(idx) != n_poison or len(set(idx.tolist())) != n_poison:
         raise ValueError(f"select: expected {n_poison} distinct training indices, got {select!r}")
     return idx

@@ -224,7 +224,7 @@ def validate_loo(
         removed = torch.randperm(influence.n, generator=gen)[:n_remove]
     obj = influence.objective
     ts = influence.train
-    train_data = (ts.X, ts.y) if ts.X is not None else ts._dataset
+    train_data = (ts.X, ts.y) if ts.X is not None else ts.dataset
     effects, drift = actual_removal_effects(
         obj.model_copy(),
         train_data,

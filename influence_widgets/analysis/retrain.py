@@ -60,7 +60,7 @@ class ChordNewtonRetrain:
     ) -> None:
         if not isinstance(influence, Influence):
             raise TypeError(f"influence: expected an iw.Influence, got {type(influence).__name__}")
-        influence._ensure_fit()
+        influence.ensure_fit()
         if not isinstance(influence.solver, Direct):
             raise ValueError(
                 f"influence: needs solver='direct' (its factor preconditions the steps), got "

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 
 __all__ = [
     "InfluenceWarning",
     "NotPositiveDefiniteError",
     "TrainingIndexError",
+    "check_cancel_event",
     "check_nonnegative",
     "check_positive_int",
     "suggest_damping",
@@ -60,3 +62,10 @@ def check_positive_int(value, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name}: must be a positive integer, got {value!r}")
     return int(value)
+
+
+def check_cancel_event(cancel) -> threading.Event | None:
+    """None or a ``threading.Event`` (set it to stop a slow run); else a TypeError naming it."""
+    if cancel is not None and not isinstance(cancel, threading.Event):
+        raise TypeError(f"cancel: expected a threading.Event, got {type(cancel).__name__}")
+    return cancel

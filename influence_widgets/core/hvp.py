@@ -241,12 +241,12 @@ class LinearHead:
             if f"{dot}weight" in names:
                 head = cls(obj, mod, dot)
                 x0, _ = train.take([0])
-                phi, out = head._forward(obj.cast_inputs(x0))
+                phi, out = head.features_and_output(obj.cast_inputs(x0))
                 if phi is not None:
                     return head
         return None
 
-    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def features_and_output(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(phi~, logits) for a batch; phi~ is None when the Linear's output is not the model's."""
         captured: dict[str, torch.Tensor] = {}
 
@@ -271,7 +271,7 @@ class LinearHead:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """For a cast batch: phi~ (B, D~), the per-sample logit Hessians A (B, C, C) and logit
         gradients r (B, C) = dL/do_i, so that grad_theta L(z_i) = r_i kron phi~_i."""
-        phi, out = self._forward(x)
+        phi, out = self.features_and_output(x)
         return phi, self._logit_hessians(out, y), self._logit_gradients(out, y)
 
     def terms(self, train: TrainingSet, batch_size: int, budget_mb: float):

@@ -42,7 +42,14 @@ from influence_widgets.core.solvers import (
     make_solver,
 )
 
-__all__ = ["Diagnostics", "Influence", "InfluenceWarning", "TopInfluence", "TrainingIndexError"]
+__all__ = [
+    "Diagnostics",
+    "Influence",
+    "InfluenceWarning",
+    "TopInfluence",
+    "TrainingIndexError",
+    "check_influence",
+]
 
 
 @dataclass
@@ -225,14 +232,14 @@ class Influence:
         self._fitted = True
         return self
 
-    def _ensure_fit(self) -> None:
+    def ensure_fit(self) -> None:
         if not self._fitted:
             self.fit()
 
     @property
     def diagnostics(self) -> Diagnostics:
         """Gradient norm, solver residual/iterations/convergence, known eigenvalues (fits first)."""
-        self._ensure_fit()
+        self.ensure_fit()
         return self._diagnostics
 
     # ----- gradients ------------------------------------------------------------------------
@@ -295,11 +302,11 @@ class Influence:
 
     def s_test(self, x_test, y_test) -> torch.Tensor:
         """s_test = H^-1 grad L(z_test) for each test point, (T, p): one solve for all columns."""
-        self._ensure_fit()
+        self.ensure_fit()
         G = self.test_gradients(x_test, y_test)
         return self.solver.solve(G.T, progress=self.progress and len(G) > 1).T
 
-    def _index(self, idx, name: str = "idx") -> torch.Tensor:
+    def training_indices(self, idx, name: str = "idx") -> torch.Tensor:
         if idx is None:
             return torch.arange(self.n)
         if isinstance(idx, str | bytes):
@@ -345,8 +352,8 @@ class Influence:
         Upweighting z_i by eps moves theta_hat by about eps * I_up,params; removing it is
         eps = -1/n.
         """
-        self._ensure_fit()
-        idx = self._index(idx)
+        self.ensure_fit()
+        idx = self.training_indices(idx)
         G = self._train_grads_at(idx)
         return -self.solver.solve(G.T).T
 
@@ -373,7 +380,7 @@ class Influence:
         I_pert,loss . delta (after retraining). Differentiates through the whole network to the
         inputs even when ``params`` selects a subset.
         """
-        idx = self._index(idx)
+        idx = self.training_indices(idx)
         S = self.s_test(x_test, y_test)
         obj = self.objective
         x, y = self.train.take(idx)
@@ -391,7 +398,7 @@ class Influence:
         Always <= 0 for a positive-definite H; the most negative are the points whose removal
         would change their own loss the most: the first to check for wrong labels.
         """
-        self._ensure_fit()
+        self.ensure_fit()
         out = torch.empty(self.n, dtype=self.objective.dtype, device=self.objective.device)
         direct = isinstance(self.solver, Direct)
         chunk = self.batch_size if direct else max(1, min(self.batch_size, 256))
@@ -423,6 +430,13 @@ class Influence:
             f"Influence(n_train={self.n}, n_params={self.p}, solver={self.solver.name!r}, "
             f"l2={self.objective.l2:g}, damping={self.damping:g}, fitted={self._fitted})"
         )
+
+
+def check_influence(value, name: str = "influence") -> Influence:
+    """``value`` if it is an :class:`Influence`, else a TypeError naming ``name``."""
+    if not isinstance(value, Influence):
+        raise TypeError(f"{name}: expected an iw.Influence, got {type(value).__name__}")
+    return value
 
 
 def perturbation_along(

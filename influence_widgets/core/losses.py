@@ -14,7 +14,14 @@ import torch.nn.functional as F
 
 from influence_widgets.core.errors import check_nonnegative
 
-__all__ = ["LossFn", "SmoothHinge", "cross_entropy", "mse", "resolve_loss"]
+__all__ = [
+    "LossFn",
+    "SmoothHinge",
+    "class_probabilities",
+    "cross_entropy",
+    "mse",
+    "resolve_loss",
+]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -83,3 +90,16 @@ def expects_class_indices(loss_fn: LossFn) -> bool:
 def expects_binary_labels(loss_fn: LossFn) -> bool:
     """Whether targets must be 0/1 labels for a single-output model."""
     return isinstance(loss_fn, SmoothHinge)
+
+
+def class_probabilities(output: torch.Tensor) -> torch.Tensor:
+    """Class probabilities (B, C) from a classifier's outputs (B, C) or (B,) / (B, 1).
+
+    One output per sample is a binary score s (logit of class 1): probabilities (1 - sigmoid(s),
+    sigmoid(s)). Several outputs are logits: softmax over the last dimension.
+    """
+    out = output.reshape(output.shape[0], -1)
+    if out.shape[1] == 1:
+        p1 = torch.sigmoid(out[:, 0])
+        return torch.stack([1 - p1, p1], dim=1)
+    return torch.softmax(out, dim=1)

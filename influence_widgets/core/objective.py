@@ -31,7 +31,14 @@ from influence_widgets.core.losses import (
     resolve_loss,
 )
 
-__all__ = ["Objective", "TrainingSet", "as_tensor", "probe_output", "validate_targets"]
+__all__ = [
+    "Objective",
+    "TrainingSet",
+    "as_tensor",
+    "one_test_point",
+    "probe_output",
+    "validate_targets",
+]
 
 
 def as_tensor(value, name: str) -> torch.Tensor:
@@ -44,6 +51,19 @@ def as_tensor(value, name: str) -> torch.Tensor:
         raise TypeError(
             f"{name}: expected a torch tensor or array, got {type(value).__name__}"
         ) from err
+
+
+def one_test_point(x_test, y_test, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x_test, y_test)`` as tensors holding exactly one test point with its batch dimension;
+    else a ValueError naming both and saying how to pass one (``what``: who needs one point)."""
+    x = as_tensor(x_test, "x_test")
+    y = as_tensor(y_test, "y_test")
+    if x.ndim == 0 or y.ndim == 0 or len(x) != 1 or len(y) != 1:
+        raise ValueError(
+            f"x_test, y_test: {what} takes one test point at a time, with its batch dimension; "
+            "pass X[i:i+1], y[i:i+1]"
+        )
+    return x, y
 
 
 def _check_finite(t: torch.Tensor, name: str) -> None:
@@ -114,11 +134,11 @@ class TrainingSet:
 
     def __init__(self, train, name: str = "train") -> None:
         if isinstance(train, torch.utils.data.Dataset) and not isinstance(train, tuple | list):
-            self._dataset = train
+            self.dataset = train
             self.X = self.y = None
             self.n = len(train)  # type: ignore[arg-type]
         elif isinstance(train, tuple | list) and len(train) == 2:
-            self._dataset = None
+            self.dataset = None
             self.X = as_tensor(train[0], f"{name}[0] (X)")
             self.y = as_tensor(train[1], f"{name}[1] (y)")
             if self.X.ndim == 0 or self.y.ndim == 0:
@@ -142,9 +162,9 @@ class TrainingSet:
     def take(self, idx: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The points at ``idx`` as a batch (X[idx], y[idx]), before any casting."""
         idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
-        if self._dataset is None:
+        if self.dataset is None:
             return self.X[idx], self.y[idx]
-        items = [self._dataset[int(i)] for i in idx]
+        items = [self.dataset[int(i)] for i in idx]
         xs = torch.stack([as_tensor(x, "train dataset item x") for x, _ in items])
         ys = torch.stack([as_tensor(y, "train dataset item y").reshape(()) for _, y in items])
         _check_finite(xs, "train dataset item x")
@@ -154,7 +174,7 @@ class TrainingSet:
         """(X, y, slice of indices) for consecutive batches covering all n points once."""
         for start in range(0, self.n, batch_size):
             stop = min(start + batch_size, self.n)
-            if self._dataset is None:
+            if self.dataset is None:
                 yield self.X[start:stop], self.y[start:stop], slice(start, stop)
             else:
                 x, y = self.take(range(start, stop))
@@ -253,13 +273,24 @@ class Objective:
         """A fresh copy of the model with ``theta`` (default theta_hat) written in, trainable in
         ``params`` only, for retraining."""
         model = copy.deepcopy(self.module)
-        named = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in self.unflatten(self.theta if theta is None else theta).items():
-                named[name].copy_(value)
-        for name, p in named.items():
+        self.write_theta(model, self.theta if theta is None else theta)
+        for name, p in model.named_parameters():
             p.requires_grad_(name in self.spec.names)
         return model
+
+    def read_theta(self, model: torch.nn.Module) -> torch.Tensor:
+        """The flat vector of ``model``'s parameters named in ``params``, in this dtype."""
+        named = dict(model.named_parameters())
+        return torch.cat([named[n].detach().reshape(-1) for n in self.spec.names]).to(self.dtype)
+
+    def write_theta(self, model: torch.nn.Module, theta: torch.Tensor) -> None:
+        """Copy the flat vector theta into ``model``'s parameters named in ``params``, in place,
+        each cast to that parameter's dtype. ``model`` has this objective's architecture (a copy of
+        the user's model, never the user's own)."""
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in self.unflatten(theta).items():
+                named[name].copy_(value.to(named[name].dtype))
 
     # ----- inputs ---------------------------------------------------------------------------
     def cast_inputs(self, x: torch.Tensor) -> torch.Tensor:
