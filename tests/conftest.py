@@ -150,7 +150,13 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def _digest_tensor(t: torch.Tensor) -> tuple:
     data = t.detach().cpu().contiguous()
     raw = data.view(torch.uint8).numpy().tobytes() if data.numel() else b""
-    return ("tensor", str(t.dtype), tuple(t.shape), t.requires_grad, hashlib.sha256(raw).hexdigest())
+    return (
+        "tensor",
+        str(t.dtype),
+        tuple(t.shape),
+        t.requires_grad,
+        hashlib.sha256(raw).hexdigest(),
+    )
 
 
 def state_digest(obj) -> object:
