@@ -110,6 +110,11 @@ def _probabilities(inf: Influence, x: torch.Tensor) -> torch.Tensor:
         return class_probabilities(obj.forward(obj.theta, obj.cast_inputs(x)))[0].cpu()
 
 
+def _directions(obj: Objective, x: torch.Tensor, y: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """I_pert,loss of the training points (x, y) for one s_test S (1, p), shape (k, *x)."""
+    return perturbation_along(obj, obj.cast_inputs(x), obj.cast_targets(y), S)[0]
+
+
 class AttackState(Protocol):
     """The model under attack as the step loop sees it, at the current theta (retrained after
     every step). One implementation per way of retraining: :class:`_WholeModel`,
@@ -141,10 +146,7 @@ class _WholeModel(AttackState):
         return self.current.s_test(self.x, self.y)
 
     def directions(self, X: torch.Tensor, idx: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
-        """I_pert,loss of the training inputs X[idx] for s_test S, (k, *x)."""
-        obj = self.current.objective
-        xs, ys = obj.cast_inputs(X[idx]), obj.cast_targets(self.y_train[idx])
-        return perturbation_along(obj, xs, ys, S)[0]
+        return _directions(self.current.objective, X[idx], self.y_train[idx], S)
 
     def retrain(self, X: torch.Tensor, rows: torch.Tensor) -> None:
         obj = self.current.objective
@@ -201,9 +203,7 @@ class _LinearHeadOnly(AttackState):
         return torch.cat([named[n].reshape(-1) for n in self.obj.spec.names])[None]
 
     def directions(self, X: torch.Tensor, idx: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
-        obj = self.objective
-        xs, ys = obj.cast_inputs(X[idx]), obj.cast_targets(self.y_train[idx])
-        return perturbation_along(obj, xs, ys, S)[0]
+        return _directions(self.objective, X[idx], self.y_train[idx], S)
 
     def retrain(self, X: torch.Tensor, rows: torch.Tensor) -> None:
         self.features[rows] = self._features(X[rows])
