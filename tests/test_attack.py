@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 
 import numpy as np
 import pytest
@@ -11,13 +10,6 @@ import torch
 
 import influence_widgets as iw
 from influence_widgets.analysis import attack
-
-
-def _digest(tensors) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +52,14 @@ def test_a_small_step_along_i_pert_raises_the_test_loss_by_the_predicted_amount(
     assert actual == pytest.approx(predicted, rel=1e-2)
 
 
-def test_attack_flips_within_eps_and_the_range_without_touching_user_data(binary):
+def test_attack_flips_within_eps_and_the_range_without_touching_user_data(binary, untouched):
     model, X, y, x_test, y_test = binary
-    before = _digest([*model.parameters(), X, y, x_test, y_test])
     inf = _influence(binary)
     eps = 0.25
-    result = iw.craft_attack(
-        inf, x_test, y_test, n_poison=3, eps=eps, step_size=0.05, max_iter=40, progress=False
-    )
+    with untouched(model, X, y, x_test, y_test, inf.train.X, inf.train.y):
+        result = iw.craft_attack(
+            inf, x_test, y_test, n_poison=3, eps=eps, step_size=0.05, max_iter=40, progress=False
+        )
     assert result.flipped and result.prediction_after != result.prediction_before
     assert result.true_class_probability[-1] < 0.5 < result.true_class_probability[0]
     assert len(result.true_class_probability) == result.iterations + 1
@@ -83,8 +75,29 @@ def test_attack_flips_within_eps_and_the_range_without_touching_user_data(binary
     iw.train(m, (Xp, y), l2=0.05, progress=False)
     with torch.no_grad():
         assert int(m(x_test).argmax()) == result.prediction_after
-    assert _digest([*model.parameters(), X, y, x_test, y_test]) == before
     assert "flipped=True" in repr(result)
+
+
+def test_a_retrain_function_gets_copies_it_may_write(binary, untouched):
+    """A user's retrain(model, (X, y)) that overwrites its data in place (here: zeroes it after
+    training) must not reach the user's X, y or the Influence's training set."""
+    model, X, y, x_test, y_test = binary
+    inf = _influence(binary)
+    seen = []
+
+    def overwriting(m, data):
+        Xd, yd = data
+        iw.train(m, (Xd.clone(), yd.clone()), l2=0.05, progress=False)
+        seen.append(yd.clone())
+        Xd.zero_()
+        yd.zero_()
+
+    with untouched(model, X, y, x_test, y_test, inf.train.X, inf.train.y):
+        result = iw.craft_attack(
+            inf, x_test, y_test, n_poison=1, eps=0.05, max_iter=2, retrain=overwriting,
+            progress=False,
+        )  # fmt: skip
+    assert result.iterations == 2 and all(torch.equal(t, y) for t in seen)
 
 
 def test_grad_norm_selection_picks_the_largest_l1_input_gradients(binary):
@@ -140,7 +153,7 @@ def test_tabular_data_needs_its_own_range_and_one_correct_test_point(binary):
         iw.craft_attack(_influence(binary), X[wrong : wrong + 1], y[wrong : wrong + 1])
 
 
-def test_frozen_features_with_a_trainable_top_layer(binary):
+def test_frozen_features_with_a_trainable_top_layer(binary, untouched):
     """The paper's setting: H over the top layer only, I_pert through the frozen layers to x."""
     _, X, y, _, _ = binary
     torch.manual_seed(0)
@@ -148,20 +161,19 @@ def test_frozen_features_with_a_trainable_top_layer(binary):
         torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2)
     ).double()
     iw.train(net, (X, y), l2=0.05, progress=False)
-    frozen = net[0].weight.detach().clone()
     top = ["2.weight", "2.bias"]
     inf = iw.Influence(net, (X, y), l2=0.05, params=top, progress=False)
     with torch.no_grad():
         margin = net(X)[:, 1] - net(X)[:, 0]
     correct = torch.nonzero((margin > 0).long() == y).squeeze(1)
     t = int(correct[torch.argmin(margin[correct].abs())])
-    result = iw.craft_attack(
-        inf, X[t : t + 1], y[t : t + 1], n_poison=3, eps=0.3, step_size=0.05, max_iter=30,
-        progress=False,
-    )  # fmt: skip
+    with untouched(net, X, y, inf.train.X, inf.train.y):  # the user's network included
+        result = iw.craft_attack(
+            inf, X[t : t + 1], y[t : t + 1], n_poison=3, eps=0.3, step_size=0.05, max_iter=30,
+            progress=False,
+        )  # fmt: skip
     assert result.true_class_probability[-1] < result.true_class_probability[0]
     assert result.max_change <= 0.3 + 1e-12 and result.max_change > 0
-    assert torch.equal(net[0].weight, frozen)  # the user's network is untouched
 
 
 def test_shipped_extractor_loads_frozen_with_a_zero_head():
@@ -181,7 +193,7 @@ def test_shipped_extractor_loads_frozen_with_a_zero_head():
         iw.models.fmnist_attack_model(features="pixels")
 
 
-def test_head_only_retraining_on_cached_features_equals_full_retraining(binary):
+def test_head_only_retraining_on_cached_features_equals_full_retraining(binary, untouched):
     """The fast path (features of untouched points cached, L-BFGS on the head alone) reaches the
     same models as iw.train over the whole network, step after step."""
     _, X, y, _, _ = binary
@@ -197,12 +209,13 @@ def test_head_only_retraining_on_cached_features_equals_full_retraining(binary):
     correct = torch.nonzero((margin > 0).long() == y).squeeze(1)
     t = int(correct[torch.argmin(margin[correct].abs())])
     kw = {"n_poison": 2, "eps": 0.2, "step_size": 0.05, "max_iter": 4, "progress": False}
-    fast = iw.craft_attack(inf, X[t : t + 1], y[t : t + 1], **kw)
 
     def full(m, data):
         iw.train(m, data, l2=0.05, params=top, progress=False)
 
-    slow = iw.craft_attack(inf, X[t : t + 1], y[t : t + 1], retrain=full, **kw)
+    with untouched(net, X, y, inf.train.X, inf.train.y):
+        fast = iw.craft_attack(inf, X[t : t + 1], y[t : t + 1], **kw)
+        slow = iw.craft_attack(inf, X[t : t + 1], y[t : t + 1], retrain=full, **kw)
     assert fast.iterations == slow.iterations
     np.testing.assert_allclose(fast.true_class_probability, slow.true_class_probability, atol=1e-7)
     torch.testing.assert_close(fast.perturbed_inputs, slow.perturbed_inputs)
@@ -275,10 +288,13 @@ def _train_reports(monkeypatch) -> list:
     return reports
 
 
-def _expected_head(frozen_net, Xp, y) -> torch.nn.Module:
+def _assert_head_retrained(state, frozen_net, Xp, y) -> None:
+    """The state's head is at train's tolerance and equals the head that iw.train reaches."""
+    assert _risk_gradient_norm(state.model, Xp, y) <= 1e-8
     net = copy.deepcopy(frozen_net)
     iw.train(net, (Xp, y), l2=0.05, params=TOP, tol=1e-12, progress=False)
-    return net[2]
+    torch.testing.assert_close(state.model[2].weight, net[2].weight, rtol=0, atol=1e-7)
+    torch.testing.assert_close(state.model[2].bias, net[2].bias, rtol=0, atol=1e-7)
 
 
 def test_chord_retraining_reaches_train_tolerance_without_l_bfgs(frozen_net, binary, monkeypatch):
@@ -288,10 +304,7 @@ def test_chord_retraining_reaches_train_tolerance_without_l_bfgs(frozen_net, bin
     state.retrain(Xp, rows)
     assert reports == [] and 1 < state._chord_iterations < attack.CHORD_MAX_ITER  # chord only
     assert state._L is not None  # kept for the next step
-    assert _risk_gradient_norm(state.model, Xp, y) <= 1e-8
-    expected = _expected_head(frozen_net, Xp, y)
-    torch.testing.assert_close(state.model[2].weight, expected.weight, rtol=0, atol=1e-7)
-    torch.testing.assert_close(state.model[2].bias, expected.bias, rtol=0, atol=1e-7)
+    _assert_head_retrained(state, frozen_net, Xp, y)
 
 
 def test_chord_retraining_falls_back_to_l_bfgs_when_it_cannot_converge(
@@ -304,10 +317,7 @@ def test_chord_retraining_falls_back_to_l_bfgs_when_it_cannot_converge(
     state.retrain(Xp, rows)
     assert reports[0].iterations > 0 and reports[0].converged  # L-BFGS finished the job
     assert state._L is None  # and the next s_test refactorises
-    assert _risk_gradient_norm(state.model, Xp, y) <= 1e-8
-    expected = _expected_head(frozen_net, Xp, y)
-    torch.testing.assert_close(state.model[2].weight, expected.weight, rtol=0, atol=1e-7)
-    torch.testing.assert_close(state.model[2].bias, expected.bias, rtol=0, atol=1e-7)
+    _assert_head_retrained(state, frozen_net, Xp, y)
 
 
 def test_slow_chord_refactorises_h_at_the_current_theta_instead_of_l_bfgs(
@@ -331,10 +341,7 @@ def test_slow_chord_refactorises_h_at_the_current_theta_instead_of_l_bfgs(
     assert reports == [] and len(thetas) == 1  # one refactorisation, no L-BFGS
     assert not torch.equal(thetas[0], start)  # at the theta of the first step, not the old one
     assert state._L is not None and 0 < state._chord_iterations < attack.CHORD_MAX_ITER
-    assert _risk_gradient_norm(state.model, Xp, y) <= 1e-8
-    expected = _expected_head(frozen_net, Xp, y)
-    torch.testing.assert_close(state.model[2].weight, expected.weight, rtol=0, atol=1e-7)
-    torch.testing.assert_close(state.model[2].bias, expected.bias, rtol=0, atol=1e-7)
+    _assert_head_retrained(state, frozen_net, Xp, y)
 
 
 @pytest.mark.parametrize("pcg_max_iter", [attack.PCG_MAX_ITER, 1])

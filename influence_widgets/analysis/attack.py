@@ -11,22 +11,27 @@ step works on copies, and ``AttackResult.poisoned_dataset()`` returns a new trai
 
 from __future__ import annotations
 
+import numbers
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
-from torch.func import grad
+from torch.func import grad_and_value
 
 from influence_widgets.core.errors import (
+    check_cancel_event,
     check_nonnegative,
     check_positive_int,
-    not_positive_definite,
 )
-from influence_widgets.core.influence import Influence, perturbation_along
-from influence_widgets.core.objective import Objective, as_tensor
+from influence_widgets.core.influence import Influence, check_influence, perturbation_along
+from influence_widgets.core.linalg import cholesky_or_raise, cholesky_solve
+from influence_widgets.core.losses import class_probabilities
+from influence_widgets.core.newton import chord_newton
+from influence_widgets.core.objective import Objective, one_test_point
 from influence_widgets.core.progress import progress_bar
 from influence_widgets.core.solvers import Direct
 from influence_widgets.training import default_tolerance, train
@@ -98,17 +103,38 @@ class AttackResult:
 
 
 def _probabilities(inf: Influence, x: torch.Tensor) -> torch.Tensor:
-    """Class probabilities of one test point: softmax, or sigmoid of a single score."""
+    """Class probabilities of one test point at inf's theta, (C,): softmax, or sigmoid of a
+    single score."""
     obj = inf.objective
     with torch.no_grad():
-        out = obj.forward(obj.theta, obj.cast_inputs(x)).reshape(-1)
-    if out.numel() == 1:
-        p1 = torch.sigmoid(out)[0]
-        return torch.stack([1 - p1, p1]).cpu()
-    return torch.softmax(out, dim=0).cpu()
+        return class_probabilities(obj.forward(obj.theta, obj.cast_inputs(x)))[0].cpu()
 
 
-class _WholeModel:
+def _directions(obj: Objective, x: torch.Tensor, y: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """I_pert,loss of the training points (x, y) for one s_test S (1, p), shape (k, *x)."""
+    return perturbation_along(obj, obj.cast_inputs(x), obj.cast_targets(y), S)[0]
+
+
+class AttackState(Protocol):
+    """The model under attack as the step loop sees it, at the current theta (retrained after
+    every step). One implementation per way of retraining: :class:`_WholeModel`,
+    :class:`_LinearHeadOnly` and :class:`_LinearHeadNewton`."""
+
+    def s_test(self) -> torch.Tensor:
+        """s_test = H^-1 grad L(z_test) in the order of the whole model's theta, (1, p)."""
+
+    def directions(self, X: torch.Tensor, idx: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        """I_pert,loss = -grad_x (grad ell_i^T s_test) of the training inputs X[idx] for s_test S,
+        shape (k, *x)."""
+
+    def retrain(self, X: torch.Tensor, rows: torch.Tensor) -> None:
+        """Retrain, warm-started, on the training inputs X whose ``rows`` have just moved."""
+
+    def probabilities(self) -> torch.Tensor:
+        """The test point's class probabilities, (C,), on the CPU."""
+
+
+class _WholeModel(AttackState):
     """The attack's state for any model: after each step, retrain (L-BFGS over ``params`` or the
     user's function) and rebuild the Influence, whose s_test then refits."""
 
@@ -120,16 +146,13 @@ class _WholeModel:
         return self.current.s_test(self.x, self.y)
 
     def directions(self, X: torch.Tensor, idx: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
-        """I_pert,loss of the training inputs X[idx] for s_test S, (k, *x)."""
-        obj = self.current.objective
-        xs, ys = obj.cast_inputs(X[idx]), obj.cast_targets(self.y_train[idx])
-        return perturbation_along(obj, xs, ys, S)[0]
+        return _directions(self.current.objective, X[idx], self.y_train[idx], S)
 
     def retrain(self, X: torch.Tensor, rows: torch.Tensor) -> None:
         obj = self.current.objective
         model = obj.model_copy()
-        if callable(self.retrain_fn):
-            self.retrain_fn(model, (X.clone(), self.y_train))
+        if callable(self.retrain_fn):  # on copies: the function may write its data
+            self.retrain_fn(model, (X.clone(), self.y_train.clone()))
         else:
             train(model, (X, self.y_train), l2=obj.l2, loss=obj.loss_fn,
                   params=list(obj.spec.names), progress=False)  # fmt: skip
@@ -139,7 +162,7 @@ class _WholeModel:
         return _probabilities(self.current, self.x)
 
 
-class _LinearHeadOnly:
+class _LinearHeadOnly(AttackState):
     """The attack's state when theta is exactly the final Linear (a frozen extractor with a
     trainable top layer, the paper's setting). The features of untouched training points cannot
     change, so they are computed once and only the poisoned rows are recomputed; retraining and
@@ -180,9 +203,7 @@ class _LinearHeadOnly:
         return torch.cat([named[n].reshape(-1) for n in self.obj.spec.names])[None]
 
     def directions(self, X: torch.Tensor, idx: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
-        obj = self.objective
-        xs, ys = obj.cast_inputs(X[idx]), obj.cast_targets(self.y_train[idx])
-        return perturbation_along(obj, xs, ys, S)[0]
+        return _directions(self.objective, X[idx], self.y_train[idx], S)
 
     def retrain(self, X: torch.Tensor, rows: torch.Tensor) -> None:
         self.features[rows] = self._features(X[rows])
@@ -203,27 +224,19 @@ class _LinearHeadOnly:
         return _probabilities(self.head_inf, self.test_features)
 
 
-# _LinearHeadNewton's steps. The chord iteration goes on while ||grad R|| falls, for at most
-# CHORD_MAX_ITER steps; once a step leaves more than CHORD_SLOW_RATE of ||grad R||, H is
-# refactorised at the current theta, at most once per retrain (that costs about 60 chord steps at
-# p = 1,570, and 30 chord steps at a rate of 0.7 gain less than 5 decades). PCG stops at an
-# estimated relative error of PCG_RTOL (float64; PCG_RTOL_FLOAT32 otherwise), or gives up after
-# PCG_MAX_ITER iterations. H is refactorised once a
-# step needs REFACTOR_GROWTH times the iterations (chord + PCG) of the first step on the factor.
+# _LinearHeadNewton's steps. The chord iteration (core.newton.chord_newton) goes on while
+# ||grad R|| falls, for at most CHORD_MAX_ITER steps; once a step leaves more than CHORD_SLOW_RATE
+# of ||grad R||, H is refactorised at the current theta, at most once per retrain (that costs
+# about 60 chord steps at p = 1,570, and 30 chord steps at a rate of 0.7 gain less than 5
+# decades). PCG stops at an estimated relative error of PCG_RTOL (float64; PCG_RTOL_FLOAT32
+# otherwise), or gives up after PCG_MAX_ITER iterations. H is refactorised once a step needs
+# REFACTOR_GROWTH times the iterations (chord + PCG) of the first step on the factor.
 CHORD_MAX_ITER = 30
 CHORD_SLOW_RATE = 0.5
 PCG_RTOL = 1e-12
 PCG_RTOL_FLOAT32 = 1e-6
 PCG_MAX_ITER = 100
 REFACTOR_GROWTH = 2
-
-
-def _cholesky_solve(L: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """(L L^T)^-1 B by two triangular solves (6x faster than ``torch.cholesky_solve`` for one
-    column at p = 1,570, measured on one core)."""
-    return torch.linalg.solve_triangular(
-        L.mT, torch.linalg.solve_triangular(L, B, upper=False), upper=True
-    )
 
 
 def _pcg(
@@ -235,7 +248,7 @@ def _pcg(
     max_iter iterations did not get there (e.g. H is not positive definite)."""
     x = torch.zeros_like(b)
     r = b.clone()
-    z = _cholesky_solve(L, r)
+    z = cholesky_solve(L, r)
     direction, rz = z, (r * z).sum()
     iterations = 0
     while not z.norm() <= rtol * x.norm():  # also goes on through NaN, to max_iter
@@ -246,7 +259,7 @@ def _pcg(
         alpha = rz / (direction * Hd).sum()
         x += alpha * direction
         r -= alpha * Hd
-        z = _cholesky_solve(L, r)
+        z = cholesky_solve(L, r)
         rz, rz_old = (r * z).sum(), rz
         direction = z + (rz / rz_old) * direction
     return x, iterations
@@ -258,7 +271,7 @@ class _LinearHeadNewton(_LinearHeadOnly):
     step moves only a few training points, so H changes little from step to step).
 
     Retraining is the chord iteration theta <- theta - (L L^T)^-1 grad R(theta) from the last
-    theta, on the cached features. Its fixed points are exactly the stationary points of R (L only
+    theta, on the cached features (:func:`~influence_widgets.core.newton.chord_newton`). Its fixed points are exactly the stationary points of R (L only
     sets the speed: a linear rate of about ||I - (L L^T)^-1 H||), so it stops where ``train``
     would, at ||grad R|| <= train's default tolerance. When it contracts slowly (L has aged, or a
     small l2 makes the head ill-conditioned), H is refactorised at the current theta and the
@@ -280,11 +293,8 @@ class _LinearHeadNewton(_LinearHeadOnly):
     def _factorise(self) -> None:
         """L = the Cholesky factor of H + damping I at the current theta (exact head formula)."""
         op = self.head_inf.op
-        H = op.dense(progress=False)
-        L, info = torch.linalg.cholesky_ex(H)
-        if int(info) != 0:
-            raise not_positive_definite(float(torch.linalg.eigvalsh(H)[0]), op.damping, "direct")
-        self._L, self._first_iterations = L, None
+        self._L = cholesky_or_raise(op.dense(progress=False), op.damping, "direct")
+        self._first_iterations = None
 
     def s_test(self) -> torch.Tensor:
         if self._s is None:
@@ -295,7 +305,7 @@ class _LinearHeadNewton(_LinearHeadOnly):
                 s, pcg_iterations = _pcg(self.head_inf.op.matvec, g, self._L, rtol, PCG_MAX_ITER)
             if s is None:
                 self._factorise()
-                s = _cholesky_solve(self._L, g)
+                s = cholesky_solve(self._L, g)
             else:
                 iterations = self._chord_iterations + pcg_iterations
                 if self._first_iterations is None:
@@ -313,56 +323,243 @@ class _LinearHeadNewton(_LinearHeadOnly):
         def risk(theta: torch.Tensor) -> torch.Tensor:
             return obj.loss(theta, self.features, y).mean() + 0.5 * obj.l2 * theta.dot(theta)
 
-        gradient = grad(risk)
         tol = default_tolerance(obj.dtype)
-        theta, g = obj.theta, gradient(obj.theta)
-        self._chord_iterations = 0
-        refreshed = False
-        while g.norm() > tol and self._chord_iterations < CHORD_MAX_ITER:
-            self._chord_iterations += 1  # L: factorised by s_test, which precedes every retrain
-            candidate = theta - _cholesky_solve(self._L, g[:, None])[:, 0]
-            g_next = gradient(candidate)
-            rate = g_next.norm() / g.norm()
-            if rate < 1:
-                theta, g = candidate, g_next
-            if rate > CHORD_SLOW_RATE and not refreshed:
-                # L has aged too far from H: refactorise at the current theta (a Newton step).
-                self._set_head(theta)
-                self._rebuild()
-                self._factorise()
-                self._chord_iterations, refreshed = 0, True
-            elif not rate < 1:
-                break
-        self._set_head(theta)
-        if not g.norm() <= tol:  # the chord stalled: L-BFGS finishes, and H is refactorised
+        chord = chord_newton(
+            grad_and_value(risk),
+            obj.theta,
+            lambda B: cholesky_solve(self._L, B),  # L: factorised by s_test, before every retrain
+            tol,
+            CHORD_MAX_ITER,
+            refactorise=self._refactorise,
+            slow_rate=CHORD_SLOW_RATE,
+        )
+        self._chord_iterations = chord.solves
+        self.head_inf.objective.write_theta(self._linear(), chord.theta)
+        if not chord.gradient_norm <= tol:  # the chord stalled: L-BFGS finishes, H refactorised
             self._train_head()
             self._L = None
         self._rebuild()
         self._s = None
 
-    def _set_head(self, theta: torch.Tensor) -> None:
-        """Write theta (the head's flat parameters) into the working model's head."""
-        named = dict(self._linear().named_parameters())
-        with torch.no_grad():
-            for name, value in self.head_inf.objective.unflatten(theta).items():
-                named[name].copy_(value)
+    def _refactorise(self, theta: torch.Tensor) -> None:
+        """L has aged too far from H: refactorise at theta (the next steps are Newton steps)."""
+        self.head_inf.objective.write_theta(self._linear(), theta)
+        self._rebuild()
+        self._factorise()
 
 
-def _select(state, X: torch.Tensor, n: int, n_poison: int, select) -> torch.Tensor:
+def _select(
+    influence: Influence, state: AttackState, X: torch.Tensor, n_poison: int, select
+) -> torch.Tensor:
+    """The ``n_poison`` training indices to perturb."""
     if isinstance(select, str):
         if select != "grad_norm":
             raise ValueError(f"select: expected 'grad_norm' or a list of indices, got {select!r}")
         # The paper's choice: the largest L1 norm of the input gradient of influence.
         S = state.s_test()
+        n = influence.n
         scores = torch.empty(n, dtype=S.dtype)
         for start in range(0, n, 256):
             idx = torch.arange(start, min(start + 256, n))
             scores[idx] = state.directions(X, idx, S).reshape(len(idx), -1).abs().sum(1).cpu()
         return torch.argsort(scores, descending=True)[:n_poison]
-    idx = state.inf.training_indices(select, "select")
+    idx = influence.training_indices(select, "select")
     if len(idx) != n_poison or len(set(idx.tolist())) != n_poison:
         raise ValueError(f"select: expected {n_poison} distinct training indices, got {select!r}")
     return idx
+
+
+# ----- craft_attack in four parts: the checks, the state, the steps, the result ----------------
+@dataclass(frozen=True)
+class _Plan:
+    """craft_attack's checked arguments, and the test point's prediction before the attack."""
+
+    influence: Influence
+    x: torch.Tensor  # (1, *x)
+    y: torch.Tensor  # (1,)
+    true_class: int
+    before: torch.Tensor  # (C,) class probabilities
+    n_poison: int
+    eps: float
+    step_size: float
+    max_iter: int
+    bounds: tuple[float, float] | None  # input_range
+
+
+def _input_bounds(input_range, X0: torch.Tensor) -> tuple[float, float] | None:
+    """``input_range`` as (low, high), checked against the training inputs; None: unbounded."""
+    if input_range is None:
+        return None
+    pair = list(input_range) if isinstance(input_range, tuple | list | np.ndarray) else None
+    if (
+        pair is None
+        or len(pair) != 2
+        or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in pair)
+    ):
+        raise TypeError(
+            f"input_range: expected a pair of numbers (low, high), e.g. (0, 1) for images, or "
+            f"None for unbounded data; got {input_range!r}"
+        )
+    lo, hi = float(pair[0]), float(pair[1])
+    if not lo < hi:
+        raise ValueError(f"input_range: expected (low, high) with low < high, got {input_range}")
+    if float(X0.min()) < lo or float(X0.max()) > hi:
+        raise ValueError(
+            f"input_range: the training inputs lie in [{float(X0.min()):.3g}, "
+            f"{float(X0.max()):.3g}], outside {input_range}; pass the data's range, or "
+            "input_range=None for unbounded (e.g. tabular) data"
+        )
+    return lo, hi
+
+
+def _true_class(y: torch.Tensor, before: torch.Tensor) -> int:
+    """The test point's label, a class of the model that the model predicts now."""
+    if y.numel() != 1 or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"y_test: expected one class label, got {y!r}")
+    label = float(y.reshape(()))
+    n_classes = len(before)
+    if not (label == int(label) and 0 <= label < n_classes):
+        raise ValueError(
+            f"y_test: expected a class label in [0, {n_classes - 1}] for a model with "
+            f"{n_classes} classes, got {y.reshape(()).item()!r}"
+        )
+    predicted = int(before.argmax())
+    if predicted != int(label):
+        raise ValueError(
+            f"x_test: the model already predicts class {predicted}, not the true class "
+            f"{int(label)}; attack a correctly classified test point"
+        )
+    return int(label)
+
+
+def _check_arguments(
+    influence, x_test, y_test, n_poison, eps, step_size, max_iter, retrain, input_range, cancel
+) -> _Plan:
+    """Every check of craft_attack's arguments, before any work; the errors name the argument."""
+    check_influence(influence)
+    n_poison = check_positive_int(n_poison, "n_poison")
+    if n_poison > influence.n:
+        raise ValueError(f"n_poison: {n_poison} is more than the {influence.n} training points")
+    eps = check_nonnegative(eps, "eps")
+    step_size = eps / 12.5 if step_size is None else check_nonnegative(step_size, "step_size")
+    max_iter = check_positive_int(max_iter, "max_iter")
+    if retrain is not True and not callable(retrain):
+        raise TypeError(
+            f"retrain: expected True or a callable retrain(model, (X, y)), got {retrain!r}; "
+            "the attack needs the retrained model after every step"
+        )
+    check_cancel_event(cancel)
+    X0 = influence.train.X
+    if X0 is None:
+        raise TypeError("influence: craft_attack needs a training set given as (X, y) tensors")
+    if not X0.is_floating_point():
+        raise TypeError(f"training inputs are {X0.dtype}: an attack needs continuous inputs")
+    bounds = _input_bounds(input_range, X0)
+    x, y = one_test_point(x_test, y_test, "craft_attack")
+    influence.objective.prepare(x, y, "x_test", "y_test")  # shapes, finiteness, the loss's labels
+    before = _probabilities(influence, x)
+    true_class = _true_class(y, before)
+    return _Plan(influence, x, y, true_class, before, n_poison, eps, step_size, max_iter, bounds)
+
+
+def _choose_state(plan: _Plan, retrain: bool | Retrain) -> AttackState:
+    """The fastest exact way to retrain: over the cached features of a frozen extractor when
+    theta is exactly the final Linear (with Newton-type steps when H is factorised), else the
+    whole model."""
+    inf = plan.influence
+    X0, y_train = inf.train.X, inf.train.y
+    head = inf.op.head
+    if retrain is True and head is not None and head.covers_theta:
+        fast = isinstance(inf.solver, Direct)
+        return (_LinearHeadNewton if fast else _LinearHeadOnly)(inf, X0, plan.x, plan.y, y_train)
+    return _WholeModel(inf, plan.x, plan.y, y_train, retrain)
+
+
+@dataclass
+class _Steps:
+    """Where the step loop stopped."""
+
+    X: torch.Tensor  # the working copy of the training inputs, perturbed at the poisoned rows
+    history: list[float]  # p(true class) before the attack and after each step
+    probabilities: torch.Tensor  # (C,) after the last step
+    iterations: int
+    stopped: str  # "flipped", "max_iter", "fixed point" or "cancelled"
+
+
+def _run_steps(
+    plan: _Plan,
+    state: AttackState,
+    poisoned: torch.Tensor,
+    originals: torch.Tensor,
+    progress: bool,
+    cancel: threading.Event | None,
+) -> _Steps:
+    """Move X[poisoned] by step_size * sign(I_pert,loss) inside their eps boxes (and the input
+    range), retraining after each step, until the prediction flips, a fixed point, max_iter
+    steps or ``cancel``."""
+    lower, upper = originals - plan.eps, originals + plan.eps
+    if plan.bounds is not None:
+        lower, upper = lower.clamp(min=plan.bounds[0]), upper.clamp(max=plan.bounds[1])
+    X = plan.influence.train.X.clone()  # the working copy; the user's tensor is never written
+    run = _Steps(X, [float(plan.before[plan.true_class])], plan.before, 0, "max_iter")
+    bar = progress_bar(total=plan.max_iter, desc="attack", disable=not progress)
+    try:
+        while run.iterations < plan.max_iter:
+            if int(run.probabilities.argmax()) != plan.true_class:
+                run.stopped = "flipped"
+                break
+            if cancel is not None and cancel.is_set():
+                run.stopped = "cancelled"
+                break
+            direction = state.directions(X, poisoned, state.s_test())  # (k, *x)
+            moved = X[poisoned] + plan.step_size * torch.sign(direction).to(X.dtype).cpu()
+            moved = torch.minimum(torch.maximum(moved, lower), upper)
+            if torch.equal(moved, X[poisoned]):
+                # Every input sits on the boundary of its box along the direction: retraining
+                # would give the same model and direction again, a fixed point. Stop.
+                run.stopped = "fixed point"
+                break
+            X[poisoned] = moved
+            state.retrain(X, poisoned)
+            run.iterations += 1
+            run.probabilities = state.probabilities()
+            run.history.append(float(run.probabilities[plan.true_class]))
+            bar.update()
+    finally:
+        bar.close()
+    return run
+
+
+def _result(
+    plan: _Plan,
+    run: _Steps,
+    poisoned: torch.Tensor,
+    originals: torch.Tensor,
+    test_index: int | None,
+    seconds: float,
+) -> AttackResult:
+    prediction_after = int(run.probabilities.argmax())
+    flipped = prediction_after != plan.true_class
+    ts = plan.influence.train
+    return AttackResult(
+        test_index=test_index,
+        poisoned=poisoned.cpu().numpy(),
+        original_inputs=originals,
+        perturbed_inputs=run.X[poisoned].clone(),
+        true_class_probability=run.history,
+        probabilities_before=plan.before.numpy(),
+        probabilities_after=run.probabilities.numpy(),
+        prediction_before=plan.true_class,
+        prediction_after=prediction_after,
+        flipped=flipped,
+        iterations=run.iterations,
+        eps=plan.eps,
+        step_size=plan.step_size,
+        seconds=seconds,
+        cancelled=run.stopped == "cancelled",
+        stopped="flipped" if flipped else run.stopped,
+        _train=(ts.X, ts.y),
+    )
 
 
 def craft_attack(
@@ -407,111 +604,13 @@ def craft_attack(
         progress: a progress bar over the steps.
         cancel: a ``threading.Event``; when set, stop after the current step.
     """
-    if not isinstance(influence, Influence):
-        raise TypeError(f"influence: expected an iw.Influence, got {type(influence).__name__}")
-    n_poison = check_positive_int(n_poison, "n_poison")
-    if n_poison > influence.n:
-        raise ValueError(f"n_poison: {n_poison} is more than the {influence.n} training points")
-    eps = check_nonnegative(eps, "eps")
-    step_size = eps / 12.5 if step_size is None else check_nonnegative(step_size, "step_size")
-    max_iter = check_positive_int(max_iter, "max_iter")
-    if retrain is not True and not callable(retrain):
-        raise TypeError(
-            f"retrain: expected True or a callable retrain(model, (X, y)), got {retrain!r}; "
-            "the attack needs the retrained model after every step"
-        )
-    if cancel is not None and not isinstance(cancel, threading.Event):
-        raise TypeError(f"cancel: expected a threading.Event, got {type(cancel).__name__}")
-    ts = influence.train
-    if ts.X is None:
-        raise TypeError("influence: craft_attack needs a training set given as (X, y) tensors")
-    X0, y_train = ts.X, ts.y
-    if not X0.is_floating_point():
-        raise TypeError(f"training inputs are {X0.dtype}: an attack needs continuous inputs")
-    if input_range is not None:
-        lo, hi = (float(v) for v in input_range)
-        if not lo < hi:
-            raise ValueError(
-                f"input_range: expected (low, high) with low < high, got {input_range}"
-            )
-        if float(X0.min()) < lo or float(X0.max()) > hi:
-            raise ValueError(
-                f"input_range: the training inputs lie in [{float(X0.min()):.3g}, "
-                f"{float(X0.max()):.3g}], outside {input_range}; pass the data's range, or "
-                "input_range=None for unbounded (e.g. tabular) data"
-            )
-    x = as_tensor(x_test, "x_test")
-    y = as_tensor(y_test, "y_test")
-    if x.ndim == 0 or y.ndim == 0 or len(x) != 1 or len(y) != 1:
-        raise ValueError("x_test, y_test: craft_attack targets one test point; pass X[i:i+1]")
-    true_class = int(y[0])
-
     start = time.perf_counter()
-    before = _probabilities(influence, x)
-    pred_before = int(before.argmax())
-    if pred_before != true_class:
-        raise ValueError(
-            f"x_test: the model already predicts class {pred_before}, not the true class "
-            f"{true_class}; attack a correctly classified test point"
-        )
-    head = influence.op.head
-    if retrain is True and head is not None and head.covers_theta:
-        fast = isinstance(influence.solver, Direct)
-        state = (_LinearHeadNewton if fast else _LinearHeadOnly)(influence, X0, x, y, y_train)
-    else:
-        state = _WholeModel(influence, x, y, y_train, retrain)
-    poisoned = _select(state, X0, influence.n, n_poison, select)
-    X = X0.clone()  # the working copy; the user's tensor is never written
-    originals = X0[poisoned].clone()
-    lower = originals - eps
-    upper = originals + eps
-    if input_range is not None:
-        lower, upper = lower.clamp(min=lo), upper.clamp(max=hi)
-    history = [float(before[true_class])]
-    probs = before
-    steps = 0
-    reason = "max_iter"
-    bar = progress_bar(total=max_iter, desc="attack", disable=not progress)
-    try:
-        while steps < max_iter:
-            if int(probs.argmax()) != true_class:
-                reason = "flipped"
-                break
-            if cancel is not None and cancel.is_set():
-                reason = "cancelled"
-                break
-            direction = state.directions(X, poisoned, state.s_test())  # (k, *x)
-            moved = X[poisoned] + step_size * torch.sign(direction).to(X.dtype).cpu()
-            moved = torch.minimum(torch.maximum(moved, lower), upper)
-            if torch.equal(moved, X[poisoned]):
-                # Every input sits on the boundary of its box along the direction: retraining
-                # would give the same model and direction again, a fixed point. Stop.
-                reason = "fixed point"
-                break
-            X[poisoned] = moved
-            state.retrain(X, poisoned)
-            steps += 1
-            probs = state.probabilities()
-            history.append(float(probs[true_class]))
-            bar.update()
-    finally:
-        bar.close()
-    return AttackResult(
-        test_index=test_index,
-        poisoned=poisoned.cpu().numpy(),
-        original_inputs=originals,
-        perturbed_inputs=X[poisoned].clone(),
-        true_class_probability=history,
-        probabilities_before=before.numpy(),
-        probabilities_after=probs.numpy(),
-        prediction_before=pred_before,
-        prediction_after=int(probs.argmax()),
-        flipped=int(probs.argmax()) != true_class,
-        iterations=steps,
-        eps=eps,
-        step_size=step_size,
-        seconds=time.perf_counter() - start,
-        cancelled=reason == "cancelled",
-        stopped=reason if int(probs.argmax()) == true_class else "flipped",
-        _train=(X0, y_train),
+    plan = _check_arguments(
+        influence, x_test, y_test, n_poison, eps, step_size, max_iter, retrain, input_range, cancel
     )
+    state = _choose_state(plan, retrain)
+    X0 = influence.train.X
+    poisoned = _select(influence, state, X0, n_poison, select)
+    originals = X0[poisoned].clone()
+    run = _run_steps(plan, state, poisoned, originals, progress, cancel)
+    return _result(plan, run, poisoned, originals, test_index, time.perf_counter() - start)

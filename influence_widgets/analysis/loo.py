@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
 
-from influence_widgets.core.errors import check_positive_int
-from influence_widgets.core.influence import Influence
+from influence_widgets.core.errors import check_cancel_event, check_positive_int
+from influence_widgets.core.influence import Influence, check_influence
 from influence_widgets.core.losses import LossFn, resolve_loss
-from influence_widgets.core.objective import TrainingSet, as_tensor
+from influence_widgets.core.objective import TrainingSet, one_test_point
 from influence_widgets.core.progress import progress_bar
 from influence_widgets.training import train
 
@@ -75,6 +75,7 @@ def actual_removal_effects(
     all n points.
     """
     loss_fn = resolve_loss(loss)
+    check_cancel_event(cancel)
     ts = TrainingSet(train_data, "train_data")
     X, y = ts.take(torch.arange(ts.n))
 
@@ -97,7 +98,7 @@ def actual_removal_effects(
 
     bar = progress_bar(total=len(indices) + 1, desc="leave-one-out", disable=not progress)
     original = _test_losses(model, loss_fn, x_test, y_test)
-    baseline = _test_losses(fit((X, y)), loss_fn, x_test, y_test)
+    baseline = _test_losses(fit((X.clone(), y.clone())), loss_fn, x_test, y_test)
     bar.update()
     keep = torch.ones(ts.n, dtype=torch.bool)
     rows = []
@@ -197,21 +198,14 @@ def validate_loo(
 
     Returns a :class:`LOOResult` with Pearson and Spearman R and ``plot()``.
     """
-    if not isinstance(influence, Influence):
-        raise TypeError(f"influence: expected an iw.Influence, got {type(influence).__name__}")
+    check_influence(influence)
     n_remove = check_positive_int(n_remove, "n_remove")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
     if retrain is not None and not callable(retrain):
         raise TypeError(f"retrain: expected a callable or None, got {type(retrain).__name__}")
-    if cancel is not None and not isinstance(cancel, threading.Event):
-        raise TypeError(f"cancel: expected a threading.Event, got {type(cancel).__name__}")
-    x = as_tensor(x_test, "x_test")
-    y = as_tensor(y_test, "y_test")
-    if x.ndim == 0 or y.ndim == 0 or len(x) != 1 or len(y) != 1:
-        raise ValueError(
-            "x_test, y_test: validate_loo checks one test point at a time; pass X[i:i+1], y[i:i+1]"
-        )
+    check_cancel_event(cancel)
+    x, y = one_test_point(x_test, y_test, "validate_loo")
     if n_remove > influence.n:
         raise ValueError(f"n_remove: {n_remove} is more than the {influence.n} training points")
 

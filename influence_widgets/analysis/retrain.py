@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch.func import grad
 
-from influence_widgets.core.influence import Influence
+from influence_widgets.core.errors import check_positive_int
+from influence_widgets.core.influence import Influence, check_influence
+from influence_widgets.core.newton import chord_newton
 from influence_widgets.core.solvers import Direct
 from influence_widgets.training import default_tolerance, train
 
@@ -58,9 +60,7 @@ class ChordNewtonRetrain:
         max_steps: int = 30,
         batch_size: int = 8192,
     ) -> None:
-        if not isinstance(influence, Influence):
-            raise TypeError(f"influence: expected an iw.Influence, got {type(influence).__name__}")
-        influence.ensure_fit()
+        check_influence(influence).ensure_fit()
         if not isinstance(influence.solver, Direct):
             raise ValueError(
                 f"influence: needs solver='direct' (its factor preconditions the steps), got "
@@ -72,20 +72,9 @@ class ChordNewtonRetrain:
         self.tol = default_tolerance(obj.dtype) if tol is None else float(tol)
         if not self.tol > 0:
             raise ValueError(f"tol: must be > 0, got {tol!r}")
-        self.max_steps = int(max_steps)
-        self.batch_size = int(batch_size)
+        self.max_steps = check_positive_int(max_steps, "max_steps")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
         self.reports: list[RetrainReport] = []
-
-    def _theta(self, model: torch.nn.Module) -> torch.Tensor:
-        named = dict(model.named_parameters())
-        obj = self.influence.objective
-        return torch.cat([named[n].detach().reshape(-1) for n in obj.spec.names]).to(obj.dtype)
-
-    def _set_theta(self, model: torch.nn.Module, theta: torch.Tensor) -> None:
-        named = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in self.influence.objective.unflatten(theta).items():
-                named[name].copy_(value.to(named[name].dtype))
 
     def _risk_gradient(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor):
         """grad R(theta) = (1/n) sum_i grad L(z_i, theta) + l2 theta, and R(theta)."""
@@ -108,29 +97,26 @@ class ChordNewtonRetrain:
 
     def __call__(self, model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> None:
         X, y = data
-        solver = self.influence.solver
-        theta = self._theta(model)
-        g, risk = self._risk_gradient(theta, X, y)
-        start_theta, start_risk = theta, risk
-        norm = float(g.norm())
-        steps = 0
-        while norm > self.tol and steps < self.max_steps:
-            candidate = theta - solver.solve(g[:, None])[:, 0]
-            g_new, risk_new = self._risk_gradient(candidate, X, y)
-            norm_new = float(g_new.norm())
-            if not norm_new < norm:  # not contracting: leave the rest to L-BFGS
-                break
-            theta, g, risk, norm = candidate, g_new, risk_new, norm_new
-            steps += 1
-        if risk > start_risk:  # uphill, towards a saddle: L-BFGS from the start instead
-            theta, norm = start_theta, float("inf")
+        obj = self.influence.objective
+        start = obj.read_theta(model)
+        chord = chord_newton(
+            lambda theta: self._risk_gradient(theta, X, y),
+            start,
+            self.influence.solver.solve,
+            self.tol,
+            self.max_steps,
+        )
+        theta, norm = chord.theta, chord.gradient_norm
+        if chord.value > chord.start_value:
+            theta, norm = start, float("inf")  # uphill, towards a saddle: L-BFGS from the start
         fell_back = norm > self.tol
-        self._set_theta(model, theta)
+        obj.write_theta(model, theta)
         if fell_back:
-            obj = self.influence.objective
             report = train(
                 model, (X, y), l2=obj.l2, loss=obj.loss_fn, params=list(obj.spec.names),
                 tol=self.tol, progress=False,
             )  # fmt: skip
             norm = report.grad_norm
-        self.reports.append(RetrainReport(chord_steps=steps, grad_norm=norm, fell_back=fell_back))
+        self.reports.append(
+            RetrainReport(chord_steps=chord.steps, grad_norm=norm, fell_back=fell_back)
+        )
