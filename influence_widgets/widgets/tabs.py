@@ -102,30 +102,48 @@ class _Tab(traitlets.HasTraits):
         return None
 
     def _launch(
-        self,
-        trait: str,
-        job: BackgroundJob,
-        problem: str | None,
-        started: JobState,
-        work: tuple,
-        wait: bool,
+        self, trait: str, problem: str | None, started: JobState, work: tuple, wait: bool
     ) -> bool:
         """Show ``problem`` in the tab's state ``trait``, or set it to ``started`` and run
-        ``work`` = (function, *args) in ``job``; ``wait=True`` blocks until the run ends. Returns
-        whether it ran; with ``wait``, a problem or a failed run is a RuntimeError."""
+        ``work`` = (job, function, *args) in the BackgroundJob ``job``; ``wait=True`` blocks until
+        the run ends. Returns whether it ran; with ``wait``, a problem or a failed run is a
+        RuntimeError."""
+        job, *call = work
         if problem is not None:
             setattr(self, trait, {**getattr(self, trait), "message": problem})
             if wait:
                 raise RuntimeError(problem)
             return False
         setattr(self, trait, started)
-        job.start(*work)
+        job.start(*call)
         if wait:
             job.join()
             state = getattr(self, trait)
             if state.get("state") == "error":
                 raise RuntimeError(state.get("message"))
         return True
+
+    def _analyse(
+        self,
+        analysis: Callable,
+        index: int,
+        cancel: threading.Event,
+        listen: tuple[str, Callable[[str, float], None]],
+        **options,
+    ):
+        """``analysis(influence, x_test[index], y_test[index], **options)`` for test point
+        ``index``, cancellable, its progress bar ``listen[0]`` reported to ``listen[1]``."""
+        step, show = listen
+        with report_progress(_throttled(show, step)):
+            return analysis(
+                self.influence,
+                self.x_test[index : index + 1],
+                self.y_test[index : index + 1],
+                test_index=index,
+                progress=False,
+                cancel=cancel,
+                **options,
+            )
 
     def _cancel(self, trait: str, job: BackgroundJob, message: str) -> None:
         if job.running:
@@ -168,8 +186,8 @@ class VerifyTab(_Tab):
         started: VerifyState = job_started(
             index, f"Retraining without each of {n_remove} training points...", n_remove=n_remove
         )
-        work = (self._verify_worker, index, n_remove)
-        ran = self._launch("verify", self._verify_job, problem, started, work, wait)
+        work = (self._verify_job, self._verify_worker, index, n_remove)
+        ran = self._launch("verify", problem, started, work, wait)
         return self.loo_result if ran and wait else None
 
     def cancel_verify(self) -> None:
@@ -187,16 +205,9 @@ class VerifyTab(_Tab):
             self.verify = {**self.verify, "progress": fraction, "message": message}
 
         try:
-            with report_progress(_throttled(show, "leave-one-out")):
-                result = validate_loo(
-                    self.influence,
-                    self.x_test[index : index + 1],
-                    self.y_test[index : index + 1],
-                    n_remove=n_remove,
-                    test_index=index,
-                    progress=False,
-                    cancel=cancel,
-                )
+            result = self._analyse(
+                validate_loo, index, cancel, ("leave-one-out", show), n_remove=n_remove
+            )
             self.loo_result = result
             self.verify_plot = _scatter_png(result) if result.n_removed else b""
             what = "Cancelled: " if result.cancelled else ""
@@ -280,8 +291,13 @@ class AttackTab(_Tab):
             index, f"Perturbing {n_poison} training point(s), retraining after each step..."
         )
         settings = (n_poison, self._attack_units(eps), self._attack_units(step), max_iter)
-        work = (self._attack_worker, index, settings)
-        ran = self._launch("attack", self._attack_job, problem, started, work, wait)
+        ran = self._launch(
+            "attack",
+            problem,
+            started,
+            (self._attack_job, self._attack_worker, index, settings),
+            wait,
+        )
         return self.attack_result if ran and wait else None
 
     def cancel_attack(self) -> None:
@@ -300,20 +316,17 @@ class AttackTab(_Tab):
             }
 
         try:
-            with report_progress(_throttled(show, "attack")):
-                result = craft_attack(
-                    self.influence,
-                    self.x_test[index : index + 1],
-                    self.y_test[index : index + 1],
-                    n_poison=n_poison,
-                    eps=eps,
-                    step_size=step,
-                    max_iter=max_iter,
-                    input_range=self._input_range,
-                    test_index=index,
-                    progress=False,
-                    cancel=cancel,
-                )
+            result = self._analyse(
+                craft_attack,
+                index,
+                cancel,
+                ("attack", show),
+                n_poison=n_poison,
+                eps=eps,
+                step_size=step,
+                max_iter=max_iter,
+                input_range=self._input_range,
+            )
             self.attack_result = result
             verdict = "FLIPPED" if result.flipped else "not flipped"
             what = "Cancelled: " if result.cancelled else ""
