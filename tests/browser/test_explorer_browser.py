@@ -6,6 +6,8 @@ widget and checks the kernel's side by running a later cell. Fixtures and helper
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from .conftest import (
@@ -14,6 +16,7 @@ from .conftest import (
     cell_output,
     open_and_run,
     run_cell,
+    save_screenshot,
     write_notebook,
 )
 
@@ -138,6 +141,7 @@ def test_demo_explorer_click_selects_in(frontend, jupyter, page, console_message
     item.click()
     shown = _wait_for_train_items(page, at_least=16)
     assert shown >= 16
+    save_screenshot(explorer, f"panel_{frontend}.png")
 
     out = run_cell(page, 3)
     assert "SELECTED 3" in out, out
@@ -294,4 +298,58 @@ def test_attack_tab_shows_perturbed_images_and_a_verdict_in(
     assert "ATTACK done" in out, out
     assert int(out.split("ATTACK done")[1].split()[0]) <= 2
     assert not _shown_errors(page)
+    assert not page_errors(console_messages)
+
+
+# An untrained tanh network: its Hessian is indefinite, so the explorer's precomputation (solver
+# "direct", no damping) raises NotPositiveDefiniteError in the background.
+FAILED_FIT_CELL = """\
+import torch
+
+import influence_widgets as iw
+
+gen = torch.Generator().manual_seed(0)
+X = torch.randn(40, 3, generator=gen, dtype=torch.float64)
+y = (X[:, 0] > 0).long()
+torch.manual_seed(0)
+model = torch.nn.Sequential(
+    torch.nn.Linear(3, 4, dtype=torch.float64), torch.nn.Tanh(),
+    torch.nn.Linear(4, 2, dtype=torch.float64),
+)
+inf = iw.Influence(model, (X, y), solver="direct", progress=False)
+ex = iw.InfluenceExplorer(inf, x_test=X[:12], y_test=y[:12], kind="tabular")
+ex"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("frontend", ["lab"])
+def test_failed_precomputation_shows_the_error_and_what_to_do_in(
+    frontend, jupyter, page, console_messages
+):
+    """After a failed fit a click is answered with the error and the advice, never "queued", and
+    the panel says that nothing can be shown instead of waiting forever."""
+    from playwright.sync_api import expect
+
+    path = write_notebook(
+        jupyter,
+        "failed_fit_lab.ipynb",
+        [FAILED_FIT_CELL, 'print("STATUS", ex.status, ex.selected)'],
+    )
+    open_and_run(page, jupyter, path, "lab", timeout=120)
+    explorer = page.locator(".iw-explorer")
+    page.locator('.iw-explorer[data-status="error"]').wait_for(timeout=60_000)
+    explorer.locator('[data-test-index="3"]').click()
+    status = explorer.locator(".iw-status")
+    expect(status).to_contain_text("test point 3 cannot be shown")
+    assert "queued" not in status.inner_text() and "%" not in status.inner_text()
+    error = explorer.locator(".iw-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("NotPositiveDefiniteError")
+    expect(error).to_contain_text("damping=")
+    expect(error).to_contain_text("open a new explorer")
+    expect(explorer.locator(".iw-panel .iw-hint")).to_contain_text("precomputation failed")
+    expect(explorer.locator(".iw-panel")).not_to_have_class(re.compile(r"\biw-busy\b"))
+    expect(explorer.locator(".iw-progress").first).to_be_hidden()
+    save_screenshot(explorer, "failed_fit_lab.png")
+    assert "STATUS error 3" in run_cell(page, 1)
     assert not page_errors(console_messages)
