@@ -74,8 +74,9 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
         kind: "image", "tabular" or "text" (from ``data`` when given).
         train_display, test_display: what to show of each point: images (n, H, W[, C]), rows
             (n, d) or strings; default the inputs themselves (reshaped for a Dataset's images).
-        class_names: one name per class (default "0", "1", ...).
-        feature_names: column names for tabular data.
+        class_names: a list of one name per class (default "0", "1", ...): as many as the model
+            has outputs (one output: two classes), or more if the labels go higher.
+        feature_names: a list of column names for tabular data (one per input value otherwise).
         k: how many helpful and how many harmful training points to show.
         page_size: test items per gallery page.
     """

@@ -92,6 +92,8 @@ def test_anywidget_renders_and_syncs_in(frontend, jupyter, page, console_message
 
 
 # ----- the influence explorer ----------------------------------------------------------------
+# The kernel's checks print one f-string: one write, so that the background fit's progress bar (on
+# stderr, shown in the running cell) cannot land between its words.
 def _wait_for_train_items(page, at_least: int, timeout: float = 90.0) -> int:
     """Until the explorer's panel shows ``at_least`` training items; returns how many it shows."""
     items = page.locator(".iw-explorer [data-train-index]")
@@ -128,7 +130,7 @@ def test_demo_explorer_click_selects_in(frontend, jupyter, page, console_message
             "%load_ext influence_widgets",
             "%influence --demo digits",
             "ex = _",
-            'print("SELECTED", ex.selected)',
+            'print(f"SELECTED {ex.selected}")',
         ],
     )
     open_and_run(page, jupyter, path, frontend, timeout=150)
@@ -197,7 +199,7 @@ def test_explorer_shows_markup_as_text_in(frontend, jupyter, page, console_messa
     from playwright.sync_api import expect
 
     path = write_notebook(
-        jupyter, f"xss_{frontend}.ipynb", [XSS_CELL, 'print("SELECTED", ex.selected)']
+        jupyter, f"xss_{frontend}.ipynb", [XSS_CELL, 'print(f"SELECTED {ex.selected}")']
     )
     open_and_run(page, jupyter, path, frontend, timeout=120)
     explorer = page.locator(".iw-explorer")
@@ -232,7 +234,7 @@ def test_verify_tab_runs_leave_one_out_in(frontend, jupyter, page, console_messa
             "%load_ext influence_widgets",
             "%influence --demo digits",
             "ex = _",
-            'print("LOO", ex.verify["state"])',
+            "print(f\"LOO {ex.verify['state']}\")",
         ],
     )
     open_and_run(page, jupyter, path, "lab", timeout=150)
@@ -273,8 +275,8 @@ def test_attack_tab_shows_perturbed_images_and_a_verdict_in(
             "%influence --demo digits",
             "ex = _\nex.wait_ready()\n"
             "target = next(i for i in range(40) if ex._pred[i] == ex._true[i])\n"
-            'print("TARGET", target)',
-            'print("ATTACK", ex.attack["state"], ex.attack_result and ex.attack_result.iterations)',
+            'print(f"TARGET {target}")',
+            "r = ex.attack_result\nprint(f\"ATTACK {ex.attack['state']} {r and r.iterations}\")",
         ],
     )
     open_and_run(page, jupyter, path, "lab", timeout=150)
@@ -333,7 +335,7 @@ def test_failed_precomputation_shows_the_error_and_what_to_do_in(
     path = write_notebook(
         jupyter,
         "failed_fit_lab.ipynb",
-        [FAILED_FIT_CELL, 'print("STATUS", ex.status, ex.selected)'],
+        [FAILED_FIT_CELL, 'print(f"STATUS {ex.status} {ex.selected}")'],
     )
     open_and_run(page, jupyter, path, "lab", timeout=120)
     explorer = page.locator(".iw-explorer")
