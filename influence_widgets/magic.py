@@ -4,15 +4,16 @@ Forms:
     %influence --demo digits            (also breast_cancer, fashion_mnist)
     %influence MODEL --train X y --test Xt yt [--l2 L] [--damping D] [--solver S] [-k K]
 
-Names are looked up in the user namespace (never evaluated as code). The magic returns the explorer,
-so it shows as the cell's output and ``ex = _`` keeps it.
+Names are looked up in the user namespace, never evaluated as code: the line is not expanded either
+(``{...}`` and ``$name`` stay as they are). The magic returns the explorer, so it shows as the cell's
+output and ``ex = _`` keeps it.
 """
 
 from __future__ import annotations
 
 import torch
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 __all__ = ["InfluenceMagics", "demo_explorer"]
@@ -36,13 +37,21 @@ def demo_explorer(name: str, k: int = 8, solver: str = "auto"):
     return iw.InfluenceExplorer(inf, data, k=k)
 
 
+def check_variable_name(name: str, what: str) -> None:
+    """A UsageError unless ``name`` is a plain variable name (the magic never evaluates code)."""
+    if not name.isidentifier():
+        raise UsageError(
+            f"{what} must be a variable name, got {name!r} (names are looked up in the "
+            "notebook, never evaluated: assign the value to a variable first)"
+        )
+
+
 @magics_class
 class InfluenceMagics(Magics):
     """Open an InfluenceExplorer from one line."""
 
     def _lookup(self, name: str, what: str):
-        if not name.isidentifier():
-            raise UsageError(f"{what}: {name!r} is not a variable name")
+        check_variable_name(name, what)
         if name not in self.shell.user_ns:
             raise UsageError(f"{what}: no variable named {name!r} in this notebook")
         return self.shell.user_ns[name]
@@ -57,11 +66,15 @@ class InfluenceMagics(Magics):
     @argument("--solver", default="auto", help="auto, direct, cg, lissa or arnoldi")
     @argument("--kind", default="tabular", help="image, tabular or text (for the display)")
     @argument("-k", type=int, default=8, help="helpful and harmful points to show")
+    @no_var_expand
     @line_magic
     def influence(self, line: str):
         """Open the influence explorer on a demo or on your own model and data."""
         import influence_widgets as iw
 
+        first = line.split(None, 1)[0] if line.strip() else "-"
+        if not first.startswith("-"):  # MODEL: before argparse, which would split "{a b}"
+            check_variable_name(first, "MODEL")
         try:
             args = parse_argstring(self.influence, line)
         except UsageError:

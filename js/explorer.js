@@ -34,12 +34,7 @@ function fmt(x) {
 function pointView(item, urls) {
   const box = h("div", "iw-point");
   if (item.png) {
-    const url = URL.createObjectURL(new Blob([item.png], { type: "image/png" }));
-    urls.push(url);
-    const img = h("img", "iw-thumb");
-    img.src = url;
-    img.alt = "";
-    box.appendChild(img);
+    box.appendChild(pngImage(item.png, "iw-thumb", "", urls));
   } else if (item.text !== undefined) {
     box.appendChild(h("div", "iw-text", item.text));
   } else if (item.row) {
@@ -89,14 +84,30 @@ function barChart(helpful, harmful) {
   return svg;
 }
 
-function render({ model, el }) {
-  // Object URLs of the thumbnails, freed whenever what holds them is redrawn.
-  const galleryUrls = [];
-  const panelUrls = [];
-  const revoke = (urls) => urls.splice(0).forEach((u) => URL.revokeObjectURL(u));
+const CLICK_HINT = "Click a test point to see which training points helped and hurt it.";
+const FAILED_HINT =
+  "No influence can be shown: the precomputation failed. The message above says why and what to do.";
 
-  const root = h("div", "iw-explorer");
-  const header = h("div", "iw-header");
+// Frees the object URLs of thumbnails whose images are being redrawn.
+function revoke(urls) {
+  urls.splice(0).forEach((u) => URL.revokeObjectURL(u));
+}
+
+function pngImage(bytes, className, alt, urls) {
+  const url = URL.createObjectURL(new Blob([bytes], { type: "image/png" }));
+  urls.push(url);
+  const img = h("img", className);
+  img.src = url;
+  img.alt = alt;
+  return img;
+}
+
+// Each pane below returns { el, listen: { "change:a change:b": update, ... }, dispose? }: render()
+// subscribes every update to its model events and calls it once to draw the first state.
+
+// ----- the header: precomputation status and errors, class filter and paging -----------------
+function headerPane(model, root) {
+  const el = h("div", "iw-header");
   const status = h("div", "iw-status");
   const progress = h("div", "iw-progress");
   const progressBar = h("div", "iw-progress-bar");
@@ -112,31 +123,16 @@ function render({ model, el }) {
   const next = h("button", "iw-next", "next \u203a");
   const pageInfo = h("span", "iw-page-info");
   controls.append(classSelect, wrongLabel, prev, pageInfo, next);
-  header.append(status, progress, error, controls);
+  el.append(status, progress, error, controls);
 
-  const body = h("div", "iw-body");
-  const gallery = h("div", "iw-gallery");
-  const side = h("div", "iw-side");
-  const tabs = h("div", "iw-tabs");
-  const tabButtons = {};
-  for (const [name, label] of [["influence", "Influence"], ["verify", "Verify"], ["attack", "Attack"]]) {
-    const b = h("button", `iw-tab iw-tab-${name}`, label);
-    b.type = "button";
-    b.dataset.tab = name;
-    b.addEventListener("click", () => {
-      model.set("tab", name);
-      model.save_changes();
-    });
-    tabButtons[name] = b;
-    tabs.appendChild(b);
-  }
-  const panel = h("div", "iw-panel");
-  const verifyPane = h("div", "iw-verify");
-  const attackPane = h("div", "iw-attack");
-  side.append(tabs, panel, verifyPane, attackPane);
-  body.append(gallery, side);
-  root.append(header, body);
-  el.appendChild(root);
+  const setAndSave = (changes) => {
+    for (const [trait, value] of Object.entries(changes)) model.set(trait, value);
+    model.save_changes();
+  };
+  classSelect.addEventListener("change", () => setAndSave({ class_filter: Number(classSelect.value), page: 0 }));
+  wrongBox.addEventListener("change", () => setAndSave({ misclassified_only: wrongBox.checked, page: 0 }));
+  prev.addEventListener("click", () => setAndSave({ page: Math.max(0, model.get("page") - 1) }));
+  next.addEventListener("click", () => setAndSave({ page: model.get("page") + 1 }));
 
   function renderStatus() {
     const s = model.get("status");
@@ -163,17 +159,44 @@ function render({ model, el }) {
     wrongBox.checked = model.get("misclassified_only");
   }
 
-  function renderGallery() {
-    gallery.replaceChildren();
-    revoke(galleryUrls);
+  function renderPaging() {
+    const pages = model.get("n_pages");
+    pageInfo.textContent = `page ${model.get("page") + 1} / ${pages} (${model.get("n_shown")} shown)`;
+    prev.disabled = model.get("page") <= 0;
+    next.disabled = model.get("page") >= pages - 1;
+  }
+
+  return {
+    el,
+    listen: {
+      "change:status change:message change:error change:progress": renderStatus,
+      "change:class_names change:class_filter change:misclassified_only": renderFilters,
+      "change:page change:n_pages change:n_shown": renderPaging,
+    },
+  };
+}
+
+// ----- the gallery of test points: a click selects one -----------------------------------------
+function galleryPane(model) {
+  const el = h("div", "iw-gallery");
+  const urls = [];
+
+  function markSelected() {
     const selected = model.get("selected");
+    for (const card of el.querySelectorAll(".iw-test-item")) {
+      card.classList.toggle("iw-selected", Number(card.dataset.testIndex) === selected);
+    }
+  }
+
+  function renderGallery() {
+    el.replaceChildren();
+    revoke(urls);
     for (const item of model.get("gallery")) {
       const card = h("button", "iw-test-item");
       card.type = "button";
       card.dataset.testIndex = String(item.index);
       if (item.wrong) card.classList.add("iw-wrong");
-      if (item.index === selected) card.classList.add("iw-selected");
-      card.appendChild(pointView(item, galleryUrls));
+      card.appendChild(pointView(item, urls));
       const caption = h("div", "iw-caption");
       caption.appendChild(h("span", "iw-true", `true ${item.label}`));
       caption.appendChild(h("span", "iw-pred", `pred ${item.pred} (${Math.round(item.confidence * 100)}%)`));
@@ -182,312 +205,342 @@ function render({ model, el }) {
       card.addEventListener("click", () => {
         model.set("selected", item.index);
         model.save_changes();
-        markSelected();
       });
-      gallery.appendChild(card);
+      el.appendChild(card);
     }
-    const pages = model.get("n_pages");
-    pageInfo.textContent = `page ${model.get("page") + 1} / ${pages} (${model.get("n_shown")} shown)`;
-    prev.disabled = model.get("page") <= 0;
-    next.disabled = model.get("page") >= pages - 1;
+    markSelected();
   }
 
-  function markSelected() {
-    const selected = model.get("selected");
-    for (const card of gallery.querySelectorAll(".iw-test-item")) {
-      card.classList.toggle("iw-selected", Number(card.dataset.testIndex) === selected);
-    }
-    if (selected !== null && model.get("panel").test_index !== selected) {
-      panel.classList.add("iw-busy");
-    }
+  return {
+    el,
+    listen: {
+      "change:gallery change:page change:n_pages change:n_shown": renderGallery,
+      "change:selected": markSelected,
+    },
+    dispose: () => revoke(urls),
+  };
+}
+
+// ----- the tab bar: shows one of the Influence, Verify and Attack panes ------------------------
+function tabsPane(model, panes) {
+  const el = h("div", "iw-tabs");
+  const buttons = {};
+  for (const [name, label] of [["influence", "Influence"], ["verify", "Verify"], ["attack", "Attack"]]) {
+    const b = h("button", `iw-tab iw-tab-${name}`, label);
+    b.type = "button";
+    b.dataset.tab = name;
+    b.addEventListener("click", () => {
+      model.set("tab", name);
+      model.save_changes();
+    });
+    buttons[name] = b;
+    el.appendChild(b);
   }
 
-  function trainList(title, items, cls) {
-    const section = h("div", `iw-section ${cls}`);
-    section.appendChild(h("h4", "", title));
-    const list = h("div", "iw-train-list");
-    for (const item of items) {
-      const card = h("div", "iw-train-item");
-      card.dataset.trainIndex = String(item.index);
-      card.appendChild(pointView(item, panelUrls));
-      card.appendChild(h("div", "iw-caption", `#${item.index} \u00b7 ${item.label}`));
-      card.appendChild(h("div", "iw-score", fmt(item.score)));
-      if (item.differences && item.differences.length) {
-        const diff = h("div", "iw-diff");
-        for (const [name, a, b] of item.differences) {
-          diff.appendChild(h("div", "", `${name}: ${fmt(a)} vs ${fmt(b)}`));
-        }
-        card.appendChild(diff);
+  function renderTab() {
+    const tab = model.get("tab");
+    for (const [name, b] of Object.entries(buttons)) b.classList.toggle("iw-active", name === tab);
+    for (const [name, pane] of Object.entries(panes)) pane.style.display = name === tab ? "" : "none";
+  }
+
+  return { el, listen: { "change:tab": renderTab } };
+}
+
+// ----- Influence: the selected test point, its most helpful and most harmful training points ---
+function trainList(title, items, cls, urls) {
+  const section = h("div", `iw-section ${cls}`);
+  section.appendChild(h("h4", "", title));
+  const list = h("div", "iw-train-list");
+  for (const item of items) {
+    const card = h("div", "iw-train-item");
+    card.dataset.trainIndex = String(item.index);
+    card.appendChild(pointView(item, urls));
+    card.appendChild(h("div", "iw-caption", `#${item.index} \u00b7 ${item.label}`));
+    card.appendChild(h("div", "iw-score", fmt(item.score)));
+    if (item.differences && item.differences.length) {
+      const diff = h("div", "iw-diff");
+      for (const [name, a, b] of item.differences) {
+        diff.appendChild(h("div", "", `${name}: ${fmt(a)} vs ${fmt(b)}`));
       }
-      list.appendChild(card);
+      card.appendChild(diff);
     }
-    section.appendChild(list);
-    return section;
+    list.appendChild(card);
   }
+  section.appendChild(list);
+  return section;
+}
+
+function influencePane(model) {
+  const el = h("div", "iw-panel");
+  const urls = [];
+  const hasPanel = () => {
+    const p = model.get("panel");
+    return Boolean(p) && p.test_index !== undefined;
+  };
+  const failed = () => model.get("status") === "error";
 
   function renderPanel() {
-    panel.classList.remove("iw-busy");
-    panel.replaceChildren();
-    revoke(panelUrls);
-    const p = model.get("panel");
-    if (!p || p.test_index === undefined) {
-      panel.appendChild(h("div", "iw-hint", "Click a test point to see which training points helped and hurt it."));
+    el.classList.remove("iw-busy");
+    el.replaceChildren();
+    revoke(urls);
+    if (!hasPanel()) {
+      el.appendChild(h("div", "iw-hint", failed() ? FAILED_HINT : CLICK_HINT));
       return;
     }
+    const p = model.get("panel");
     const head = h("div", "iw-panel-head");
-    head.appendChild(pointView(p.test, panelUrls));
+    head.appendChild(pointView(p.test, urls));
     const info = h("div", "iw-panel-info");
     info.appendChild(h("div", "iw-title", `Test #${p.test_index}`));
     info.appendChild(h("div", "", `true ${p.label}, predicted ${p.pred} (${Math.round(p.confidence * 100)}%)`));
     info.appendChild(barChart(p.helpful, p.harmful));
     head.appendChild(info);
-    panel.appendChild(head);
-    panel.appendChild(h("p", "iw-help", HELP));
-    panel.appendChild(trainList("Most helpful", p.helpful, "iw-helpful"));
-    panel.appendChild(trainList("Most harmful", p.harmful, "iw-harmful"));
+    el.appendChild(head);
+    el.appendChild(h("p", "iw-help", HELP));
+    el.appendChild(trainList("Most helpful", p.helpful, "iw-helpful", urls));
+    el.appendChild(trainList("Most harmful", p.harmful, "iw-harmful", urls));
   }
 
-  function renderTab() {
-    const tab = model.get("tab");
-    for (const [name, b] of Object.entries(tabButtons)) b.classList.toggle("iw-active", name === tab);
-    panel.style.display = tab === "influence" ? "" : "none";
-    verifyPane.style.display = tab === "verify" ? "" : "none";
-    attackPane.style.display = tab === "attack" ? "" : "none";
-  }
-
-  // The Attack tab: perturb a few training inputs to flip the selected prediction (Sec 5.2).
-  const attackUrls = [];
-  const image = model.get("kind") === "image";
-  const unit = image ? "8-bit levels" : "data units";
-  function slider(cls, label, trait, min, max, step) {
-    const wrap = h("label", `iw-attack-control ${cls}`);
-    const input = h("input");
-    input.type = "range";
-    input.min = String(min);
-    input.max = String(max);
-    input.step = String(step);
-    const value = h("span", "iw-attack-value");
-    wrap.append(h("span", "", `${label} `), input, value);
-    const show = () => {
-      input.value = String(model.get(trait));
-      value.textContent = String(model.get(trait));
-    };
-    input.addEventListener("input", () => {
-      value.textContent = input.value;
-    });
-    input.addEventListener("change", () => {
-      model.set(trait, Number(input.value));
-      model.save_changes();
-    });
-    return { wrap, show, input };
-  }
-  const sliders = [
-    slider("iw-attack-n", "training points", "attack_n_poison", 1, 10, 1),
-    slider("iw-attack-eps", `eps (${unit})`, "attack_eps", image ? 0.5 : 0.01, image ? 16 : 2, image ? 0.5 : 0.01),
-    slider("iw-attack-step", `step (${unit})`, "attack_step", image ? 0.05 : 0.001, image ? 4 : 0.5, image ? 0.05 : 0.001),
-    slider("iw-attack-iter", "iterations", "attack_max_iter", 1, 100, 1),
-  ];
-  const attackRun = h("button", "iw-attack-run", "Run attack");
-  attackRun.type = "button";
-  const attackCancel = h("button", "iw-attack-cancel", "Cancel");
-  attackCancel.type = "button";
-  const attackProgress = h("div", "iw-progress iw-attack-progress");
-  const attackBar = h("div", "iw-progress-bar");
-  attackProgress.appendChild(attackBar);
-  const attackStatus = h("div", "iw-attack-status");
-  const attackResult = h("div", "iw-attack-result");
-  const attackControls = h("div", "iw-attack-controls");
-  attackControls.append(...sliders.map((s) => s.wrap), attackRun, attackCancel);
-  attackPane.append(
-    h("p", "iw-help", ATTACK_HELP), attackControls, attackProgress, attackStatus, attackResult,
-  );
-  attackRun.addEventListener("click", () => model.send({ event: "attack_run" }));
-  attackCancel.addEventListener("click", () => model.send({ event: "attack_cancel" }));
-
-  function renderAttack() {
-    const a = model.get("attack") || {};
-    const running = a.state === "running";
-    attackPane.dataset.state = a.state || "idle";
-    for (const s of sliders) s.show();
-    attackRun.disabled = running || model.get("selected") === null;
-    attackCancel.style.display = running ? "" : "none";
-    attackProgress.style.display = running ? "block" : "none";
-    attackBar.style.width = `${Math.round(100 * (a.progress || 0))}%`;
+  // Busy while the selected point's panel is on its way; never after a failed precomputation.
+  function markBusy() {
+    if (!hasPanel()) {
+      renderPanel();
+    }
     const selected = model.get("selected");
-    attackStatus.textContent =
-      a.message || (selected === null ? "Select a test point first." : `Test point #${selected}: ready to attack.`);
-    revoke(attackUrls);
-    attackResult.replaceChildren();
-    if (a.state !== "done" && a.state !== "cancelled") return;
-    const verdict = h(
-      "div",
-      `iw-attack-verdict ${a.flipped ? "iw-flipped" : "iw-held"}`,
-      a.flipped
-        ? `Flipped: predicted ${a.prediction_before} before, ${a.prediction_after} after`
-        : `Not flipped: still predicted ${a.prediction_after}`,
-    );
-    attackResult.appendChild(verdict);
-    const table = h("table", "iw-attack-probs");
-    const head = h("tr");
-    for (const t of ["class", "before", "after"]) head.appendChild(h("th", "", t));
-    table.appendChild(head);
-    for (const [name, before, after] of a.probabilities || []) {
-      const tr = h("tr");
-      tr.append(h("td", "", name), h("td", "", `${(100 * before).toFixed(1)}%`), h("td", "", `${(100 * after).toFixed(1)}%`));
-      table.appendChild(tr);
-    }
-    attackResult.appendChild(table);
-    for (const item of a.items || []) {
-      const row = h("div", "iw-attack-item");
-      row.dataset.poisonIndex = String(item.index);
-      row.appendChild(h("div", "iw-caption", `training #${item.index} · ${item.label}`));
-      if (item.original) {
-        const images = h("div", "iw-attack-images");
-        const amp = item.amplification ? ` (x${Math.round(item.amplification)})` : "";
-        for (const [key, caption] of [["original", "original"], ["perturbed", "perturbed"], ["difference", `difference${amp}`]]) {
-          const fig = h("figure", "iw-attack-figure");
-          const url = URL.createObjectURL(new Blob([item[key]], { type: "image/png" }));
-          attackUrls.push(url);
-          const img = h("img", `iw-thumb iw-attack-${key}`);
-          img.src = url;
-          img.alt = caption;
-          fig.append(img, h("figcaption", "", caption));
-          images.appendChild(fig);
-        }
-        row.appendChild(images);
-      } else {
-        const list = h("div", "iw-diff");
-        for (const [name, before, after] of item.changes || []) {
-          list.appendChild(h("div", "", `${name}: ${fmt(before)} → ${fmt(after)}`));
-        }
-        row.appendChild(list);
-      }
-      attackResult.appendChild(row);
-    }
+    const waiting = selected !== null && model.get("panel").test_index !== selected;
+    el.classList.toggle("iw-busy", waiting && !failed());
   }
 
-  // The Verify tab: leave-one-out retraining for the selected test point, run by Python.
-  const verifyUrls = [];
+  return {
+    el,
+    listen: { "change:panel": renderPanel, "change:selected change:status": markBusy },
+    dispose: () => revoke(urls),
+  };
+}
+
+// ----- Verify and Attack: a slow job run by Python, with run, cancel and progress --------------
+// The pane `iw-${trait}` shows the job state in the trait `trait` ({state, progress, message}, see
+// widgets/protocol.py); its buttons send the events `run` and `cancel`. `controls` go before the
+// buttons; what the caller appends to `el` goes below the status line.
+function jobPane(model, { trait, run, cancel, runLabel, help, controls, readyText }) {
+  const el = h("div", `iw-${trait}`);
+  const runButton = h("button", `iw-${trait}-run`, runLabel);
+  runButton.type = "button";
+  const cancelButton = h("button", `iw-${trait}-cancel`, "Cancel");
+  cancelButton.type = "button";
+  const progress = h("div", `iw-progress iw-${trait}-progress`);
+  const bar = h("div", "iw-progress-bar");
+  progress.appendChild(bar);
+  const status = h("div", `iw-${trait}-status`);
+  const row = h("div", `iw-${trait}-controls`);
+  row.append(...controls, runButton, cancelButton);
+  el.append(h("p", "iw-help", help), row, progress, status);
+  runButton.addEventListener("click", () => model.send({ event: run }));
+  cancelButton.addEventListener("click", () => model.send({ event: cancel }));
+
+  // Draws the shared part; returns the job state for the caller's part.
+  function update() {
+    const job = model.get(trait) || {};
+    const running = job.state === "running";
+    const selected = model.get("selected");
+    el.dataset.state = job.state || "idle";
+    runButton.disabled = running || selected === null;
+    cancelButton.style.display = running ? "" : "none";
+    progress.style.display = running ? "block" : "none";
+    bar.style.width = `${Math.round(100 * (job.progress || 0))}%`;
+    status.textContent =
+      job.message || (selected === null ? "Select a test point first." : `Test point #${selected}: ${readyText}`);
+    return job;
+  }
+
+  return { el, update };
+}
+
+// Verify: leave-one-out retraining for the selected test point, its scatter and Pearson R.
+function verifyPane(model) {
+  const urls = [];
   const nInput = h("input", "iw-verify-n");
   nInput.type = "number";
   nInput.min = "3";
   nInput.step = "1";
-  const runButton = h("button", "iw-verify-run", "Run leave-one-out");
-  runButton.type = "button";
-  const cancelButton = h("button", "iw-verify-cancel", "Cancel");
-  cancelButton.type = "button";
-  const verifyStatus = h("div", "iw-verify-status");
-  const verifyProgress = h("div", "iw-progress iw-verify-progress");
-  const verifyBar = h("div", "iw-progress-bar");
-  verifyProgress.appendChild(verifyBar);
-  const verifySummary = h("div", "iw-verify-summary");
-  const verifyFigure = h("div", "iw-verify-figure");
   const nLabel = h("label", "iw-verify-label", "removals ");
   nLabel.appendChild(nInput);
-  const verifyControls = h("div", "iw-verify-controls");
-  verifyControls.append(nLabel, runButton, cancelButton);
-  verifyPane.append(
-    h("p", "iw-help", VERIFY_HELP), verifyControls, verifyProgress, verifyStatus, verifySummary,
-    verifyFigure,
-  );
   nInput.addEventListener("change", () => {
-    const n = Math.max(3, Math.round(Number(nInput.value)) || 3);
-    model.set("verify_n_remove", n);
+    model.set("verify_n_remove", Math.max(3, Math.round(Number(nInput.value)) || 3));
     model.save_changes();
   });
-  runButton.addEventListener("click", () => model.send({ event: "verify_run" }));
-  cancelButton.addEventListener("click", () => model.send({ event: "verify_cancel" }));
+  const job = jobPane(model, {
+    trait: "verify",
+    run: "verify_run",
+    cancel: "verify_cancel",
+    runLabel: "Run leave-one-out",
+    help: VERIFY_HELP,
+    controls: [nLabel],
+    readyText: "ready to check.",
+  });
+  const summary = h("div", "iw-verify-summary");
+  const figure = h("div", "iw-verify-figure");
+  job.el.append(summary, figure);
 
-  function renderVerify() {
-    const v = model.get("verify") || {};
-    const running = v.state === "running";
-    verifyPane.dataset.state = v.state || "idle";
+  function update() {
+    const v = job.update();
     nInput.value = String(model.get("verify_n_remove"));
-    runButton.disabled = running || model.get("selected") === null;
-    cancelButton.style.display = running ? "" : "none";
-    verifyProgress.style.display = running ? "block" : "none";
-    verifyBar.style.width = `${Math.round(100 * (v.progress || 0))}%`;
-    const selected = model.get("selected");
-    verifyStatus.textContent =
-      v.message || (selected === null ? "Select a test point first." : `Test point #${selected}: ready to check.`);
-    verifySummary.replaceChildren();
+    summary.replaceChildren();
     if (v.state === "done" || v.state === "cancelled") {
       const r = v.pearson === null || v.pearson === undefined ? "n/a" : v.pearson.toFixed(4);
       const rho = v.spearman === null || v.spearman === undefined ? "n/a" : v.spearman.toFixed(4);
-      verifySummary.appendChild(h("span", "iw-verify-r", `Pearson R = ${r}`));
-      verifySummary.appendChild(
-        h("span", "", ` · Spearman ${rho} · ${v.n_removed} removals on test #${v.test_index}`),
-      );
+      summary.appendChild(h("span", "iw-verify-r", `Pearson R = ${r}`));
+      summary.appendChild(h("span", "", ` · Spearman ${rho} · ${v.n_removed} removals on test #${v.test_index}`));
     }
-    revoke(verifyUrls);
-    verifyFigure.replaceChildren();
+    revoke(urls);
+    figure.replaceChildren();
     const png = model.get("verify_plot");
     if (png && png.byteLength) {
-      const url = URL.createObjectURL(new Blob([png], { type: "image/png" }));
-      verifyUrls.push(url);
-      const img = h("img", "iw-verify-plot");
-      img.src = url;
-      img.alt = "actual against predicted change of the test loss";
-      verifyFigure.appendChild(img);
+      figure.appendChild(
+        pngImage(png, "iw-verify-plot", "actual against predicted change of the test loss", urls),
+      );
     }
   }
 
-  classSelect.addEventListener("change", () => {
-    model.set("class_filter", Number(classSelect.value));
-    model.set("page", 0);
-    model.save_changes();
-  });
-  wrongBox.addEventListener("change", () => {
-    model.set("misclassified_only", wrongBox.checked);
-    model.set("page", 0);
-    model.save_changes();
-  });
-  prev.addEventListener("click", () => {
-    model.set("page", Math.max(0, model.get("page") - 1));
-    model.save_changes();
-  });
-  next.addEventListener("click", () => {
-    model.set("page", model.get("page") + 1);
-    model.save_changes();
-  });
-
-  const onGallery = () => {
-    revoke(galleryUrls);
-    renderGallery();
+  return {
+    el: job.el,
+    listen: { "change:verify change:verify_plot change:verify_n_remove change:selected": update },
+    dispose: () => revoke(urls),
   };
-  const handlers = [
-    ["change:gallery change:page change:n_pages change:n_shown", onGallery],
-    ["change:panel", () => renderPanel()],
-    ["change:selected", () => {
-      markSelected();
-      renderVerify();
-      renderAttack();
-    }],
-    [
-      "change:attack change:attack_n_poison change:attack_eps change:attack_step change:attack_max_iter",
-      () => renderAttack(),
-    ],
-    ["change:tab", () => renderTab()],
-    ["change:verify change:verify_plot change:verify_n_remove", () => renderVerify()],
-    ["change:status change:message change:error change:progress", () => renderStatus()],
-    ["change:class_names change:class_filter change:misclassified_only", () => renderFilters()],
+}
+
+// A range input bound to a number trait; the value shows beside it while dragging.
+function slider(model, cls, label, trait, [min, max, step]) {
+  const wrap = h("label", `iw-attack-control ${cls}`);
+  const input = h("input");
+  input.type = "range";
+  input.min = String(min);
+  input.max = String(max);
+  input.step = String(step);
+  const value = h("span", "iw-attack-value");
+  wrap.append(h("span", "", `${label} `), input, value);
+  input.addEventListener("input", () => {
+    value.textContent = input.value;
+  });
+  input.addEventListener("change", () => {
+    model.set(trait, Number(input.value));
+    model.save_changes();
+  });
+  const show = () => {
+    input.value = String(model.get(trait));
+    value.textContent = String(model.get(trait));
+  };
+  return { wrap, show };
+}
+
+// The outcome of a finished attack: verdict, class probabilities, each poisoned training point.
+function attackOutcome(a, urls) {
+  const verdict = h(
+    "div",
+    `iw-attack-verdict ${a.flipped ? "iw-flipped" : "iw-held"}`,
+    a.flipped
+      ? `Flipped: predicted ${a.prediction_before} before, ${a.prediction_after} after`
+      : `Not flipped: still predicted ${a.prediction_after}`,
+  );
+  const table = h("table", "iw-attack-probs");
+  const head = h("tr");
+  for (const t of ["class", "before", "after"]) head.appendChild(h("th", "", t));
+  table.appendChild(head);
+  for (const [name, before, after] of a.probabilities || []) {
+    const tr = h("tr");
+    tr.append(h("td", "", name), h("td", "", `${(100 * before).toFixed(1)}%`), h("td", "", `${(100 * after).toFixed(1)}%`));
+    table.appendChild(tr);
+  }
+  const rows = (a.items || []).map((item) => {
+    const row = h("div", "iw-attack-item");
+    row.dataset.poisonIndex = String(item.index);
+    row.appendChild(h("div", "iw-caption", `training #${item.index} · ${item.label}`));
+    if (item.original) {
+      const images = h("div", "iw-attack-images");
+      const amp = item.amplification ? ` (x${Math.round(item.amplification)})` : "";
+      for (const [key, caption] of [["original", "original"], ["perturbed", "perturbed"], ["difference", `difference${amp}`]]) {
+        const fig = h("figure", "iw-attack-figure");
+        fig.append(pngImage(item[key], `iw-thumb iw-attack-${key}`, caption, urls), h("figcaption", "", caption));
+        images.appendChild(fig);
+      }
+      row.appendChild(images);
+    } else {
+      const list = h("div", "iw-diff");
+      for (const [name, before, after] of item.changes || []) {
+        list.appendChild(h("div", "", `${name}: ${fmt(before)} → ${fmt(after)}`));
+      }
+      row.appendChild(list);
+    }
+    return row;
+  });
+  return [verdict, table, ...rows];
+}
+
+// Attack: perturb a few training inputs to flip the selected prediction (Sec 5.2).
+function attackPane(model) {
+  const urls = [];
+  const image = model.get("kind") === "image";
+  const unit = image ? "8-bit levels" : "data units";
+  const sliders = [
+    slider(model, "iw-attack-n", "training points", "attack_n_poison", [1, 10, 1]),
+    slider(model, "iw-attack-eps", `eps (${unit})`, "attack_eps", image ? [0.5, 16, 0.5] : [0.01, 2, 0.01]),
+    slider(model, "iw-attack-step", `step (${unit})`, "attack_step", image ? [0.05, 4, 0.05] : [0.001, 0.5, 0.001]),
+    slider(model, "iw-attack-iter", "iterations", "attack_max_iter", [1, 100, 1]),
   ];
-  for (const [events, fn] of handlers) model.on(events, fn);
+  const job = jobPane(model, {
+    trait: "attack",
+    run: "attack_run",
+    cancel: "attack_cancel",
+    runLabel: "Run attack",
+    help: ATTACK_HELP,
+    controls: sliders.map((s) => s.wrap),
+    readyText: "ready to attack.",
+  });
+  const result = h("div", "iw-attack-result");
+  job.el.append(result);
 
-  renderStatus();
-  renderFilters();
-  renderGallery();
-  renderPanel();
-  renderTab();
-  renderVerify();
-  renderAttack();
+  function update() {
+    const a = job.update();
+    for (const s of sliders) s.show();
+    revoke(urls);
+    result.replaceChildren();
+    if (a.state === "done" || a.state === "cancelled") result.append(...attackOutcome(a, urls));
+  }
 
+  return {
+    el: job.el,
+    listen: {
+      "change:attack change:attack_n_poison change:attack_eps change:attack_step change:attack_max_iter change:selected":
+        update,
+    },
+    dispose: () => revoke(urls),
+  };
+}
+
+function render({ model, el }) {
+  const root = h("div", "iw-explorer");
+  const header = headerPane(model, root);
+  const gallery = galleryPane(model);
+  const influence = influencePane(model);
+  const verify = verifyPane(model);
+  const attack = attackPane(model);
+  const tabs = tabsPane(model, { influence: influence.el, verify: verify.el, attack: attack.el });
+  const side = h("div", "iw-side");
+  side.append(tabs.el, influence.el, verify.el, attack.el);
+  const body = h("div", "iw-body");
+  body.append(gallery.el, side);
+  root.append(header.el, body);
+  el.appendChild(root);
+
+  const panes = [header, gallery, tabs, influence, verify, attack];
+  const handlers = panes.flatMap((pane) => Object.entries(pane.listen));
+  for (const [events, update] of handlers) {
+    model.on(events, update);
+    update();
+  }
   return () => {
-    for (const [events, fn] of handlers) model.off(events, fn);
-    revoke(galleryUrls);
-    revoke(panelUrls);
-    revoke(verifyUrls);
-    revoke(attackUrls);
+    for (const [events, update] of handlers) model.off(events, update);
+    for (const pane of panes) if (pane.dispose) pane.dispose();
     el.replaceChildren();
   };
 }

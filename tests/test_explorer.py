@@ -1,18 +1,21 @@
-"""The explorer's Python side and the %influence magic (no browser): traits, callbacks, errors."""
+"""The explorer's Python side (no browser): traits, callbacks, errors, the protocol with the front
+end. The %influence magic: test_magic.py; bad arguments: test_bad_input_widgets.py."""
 
 from __future__ import annotations
 
+import re
+import threading
 import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from IPython.core.error import UsageError
-from IPython.testing.globalipapp import start_ipython
 from ipywidgets.widgets.widget import _remove_buffers
 
 import influence_widgets as iw
+from influence_widgets.widgets import protocol
 from influence_widgets.widgets.explorer import static_dir
 
 
@@ -159,51 +162,6 @@ def test_built_wheel_ships_the_front_end(tmp_path: Path):
     assert "influence_widgets/assets/fmnist_extractor.pt" in names  # the attacks' extractor
 
 
-# ----- the magic ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def shell():
-    ip = start_ipython()
-    ip.run_line_magic("load_ext", "influence_widgets")
-    return ip
-
-
-def test_magic_demo_returns_an_explorer(shell):
-    ex = shell.run_line_magic("influence", "--demo digits -k 4")
-    assert isinstance(ex, iw.InfluenceExplorer) and ex.k == 4
-    ex.wait_ready()
-    ex.selected = 3
-    assert ex.panel["test_index"] == 3
-
-
-def test_magic_with_user_variables_and_its_errors(shell, digits_influence):
-    data, inf = digits_influence
-    model = iw.models.logistic_regression(data)
-    iw.train(model, data, l2=0.01, progress=False)
-    shell.user_ns.update(m=model, X=data.X_train, y=data.y_train, Xt=data.X_test, yt=data.y_test)
-    ex = shell.run_line_magic("influence", "m --train X y --test Xt yt --l2 0.01")
-    assert isinstance(ex, iw.InfluenceExplorer) and ex.kind == "tabular"
-    with pytest.raises(UsageError, match="train_display: image data must be"):
-        shell.run_line_magic("influence", "m --train X y --test Xt yt --kind image")
-    with pytest.raises(UsageError, match="no variable named 'nope'"):
-        shell.run_line_magic("influence", "nope --train X y --test Xt yt")
-    shell.user_ns["s"] = "a string"
-    with pytest.raises(UsageError, match="not a torch.nn.Module"):
-        shell.run_line_magic("influence", "s --train X y --test Xt yt")
-    with pytest.raises(UsageError, match="--demo NAME"):
-        shell.run_line_magic("influence", "")
-    with pytest.raises(UsageError):
-        shell.run_line_magic("influence", "--demo nope")
-    with pytest.raises(UsageError, match="solver"):
-        shell.run_line_magic("influence", "m --train X y --test Xt yt --solver nope")
-    with pytest.raises(UsageError, match="not a variable name"):
-        shell.run_line_magic("influence", "m --train X[0] y --test Xt yt")
-
-
-def test_magic_help_is_available(shell):
-    doc = shell.find_line_magic("influence").__doc__
-    assert "--demo" in doc and "--train" in doc
-
-
 def test_precomputation_reports_real_progress_in_the_widget(digits_influence):
     data, _ = digits_influence
     model = iw.models.logistic_regression(data)
@@ -245,7 +203,7 @@ def test_verify_tab_runs_leave_one_out_for_the_selected_point(explorer, digits_i
     explorer.tab = "verify"
     explorer.verify_n_remove = 6
     # the front end's button sends this message; the widget answers through its traits
-    explorer._on_front_end_message(explorer, {"event": "verify_run"}, [])
+    explorer._on_front_end_message(explorer, {"event": protocol.VERIFY_RUN}, [])
     assert explorer.verify["state"] == "running" and explorer.verify["test_index"] == 2
     explorer._verify_job.join(120)
     v = explorer.verify
@@ -257,7 +215,7 @@ def test_verify_tab_runs_leave_one_out_for_the_selected_point(explorer, digits_i
     scores = inf.predicted_removal_effect(data.X_test[2:3], data.y_test[2:3])[0]
     assert result.removed.tolist() == torch.argsort(scores.abs(), descending=True)[:6].tolist()
     explorer.selected = 4  # a new selection clears the old check
-    assert explorer.verify == {"state": "idle"} and explorer.verify_plot == b""
+    assert explorer.verify == protocol.IDLE and explorer.verify_plot == b""
 
 
 def test_verify_can_be_cancelled_and_reports_what_finished(explorer):
@@ -267,7 +225,7 @@ def test_verify_can_be_cancelled_and_reports_what_finished(explorer):
     deadline = time.time() + 60
     while explorer.verify.get("progress", 0) < 2 / 201 and time.time() < deadline:
         time.sleep(0.05)
-    explorer._on_front_end_message(explorer, {"event": "verify_cancel"}, [])
+    explorer._on_front_end_message(explorer, {"event": protocol.VERIFY_CANCEL}, [])
     explorer._verify_job.join(120)
     v = explorer.verify
     assert v["state"] == "cancelled" and 0 < v["n_removed"] < 200
@@ -276,18 +234,20 @@ def test_verify_can_be_cancelled_and_reports_what_finished(explorer):
         explorer.run_verify(n_remove=0)
 
 
-def test_attack_tab_perturbs_training_images_and_reports_the_verdict(explorer, digits_influence):
+def test_attack_tab_perturbs_training_images_and_reports_the_verdict(
+    explorer, digits_influence, untouched
+):
     data, inf = digits_influence
-    X_before = data.X_train.clone()
     with pytest.raises(RuntimeError, match="Select a test point"):
         explorer.run_attack(wait=True)
     correct = [i for i in range(40) if explorer._pred[i] == explorer._true[i]]
     explorer.selected = correct[0]
     explorer.tab = "attack"
     explorer.attack_n_poison, explorer.attack_eps, explorer.attack_max_iter = 2, 8.0, 2
-    explorer._on_front_end_message(explorer, {"event": "attack_run"}, [])
-    assert explorer.attack["state"] == "running"
-    explorer._attack_job.join(120)
+    with untouched(data, inf.train.X, inf.train.y):
+        explorer._on_front_end_message(explorer, {"event": protocol.ATTACK_RUN}, [])
+        assert explorer.attack["state"] == "running"
+        explorer._attack_job.join(120)
     a = explorer.attack
     assert a["state"] == "done", a.get("message")
     assert a["iterations"] <= 2 and isinstance(a["flipped"], bool)
@@ -301,11 +261,123 @@ def test_attack_tab_perturbs_training_images_and_reports_the_verdict(explorer, d
     }
     result = explorer.attack_result
     assert result.test_index == correct[0] and result.eps == pytest.approx(8 / 255)
-    assert torch.equal(data.X_train, X_before)  # the user's data set is untouched
     wrong = [i for i in range(len(explorer._true)) if explorer._pred[i] != explorer._true[i]]
     explorer.selected = wrong[0]
-    assert explorer.attack == {"state": "idle"}
+    assert explorer.attack == protocol.IDLE
     with pytest.raises(RuntimeError, match="misclassified"):
         explorer.run_attack(wait=True)
     with pytest.raises(ValueError, match="eps"):
         explorer.run_attack(eps=-1)
+
+
+# ----- the user's objects, numpy indices, the protocol ----------------------------------------
+def test_building_clicking_and_verifying_leave_the_users_objects_untouched(untouched):
+    data = iw.datasets.digits()
+    model = iw.models.logistic_regression(data)
+    iw.train(model, data, l2=0.01, progress=False)
+    inf = iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False)
+    with untouched(model, data.X_train, data.y_train, data, inf.train.X, inf.train.y):
+        ex = iw.InfluenceExplorer(inf, data, k=3).wait_ready()
+        ex.selected = 2
+        result = ex.run_verify(n_remove=3, wait=True)
+    assert ex.panel["test_index"] == 2 and result.n_removed == 3
+
+
+def test_numpy_integers_are_indices_and_k(explorer, digits_influence):
+    data, inf = digits_influence
+    explorer.selected = np.int64(3)
+    assert explorer.selected == 3 and type(explorer.selected) is int
+    assert explorer.panel["test_index"] == 3
+    small = iw.InfluenceExplorer(inf, data, k=np.int64(2), page_size=np.int32(10))
+    assert small.k == 2 and small.page_size == 10
+
+
+def test_panel_and_tab_states_have_the_declared_shapes(explorer):
+    explorer.selected = 2
+    assert set(explorer.panel) == protocol.Panel.__required_keys__
+    item_keys = protocol.TrainItem.__optional_keys__
+    assert all(set(item) <= item_keys for item in explorer.panel["helpful"])
+    explorer.run_verify(n_remove=3, wait=True)
+    verify_keys = protocol.VerifyState.__required_keys__ | protocol.VerifyState.__optional_keys__
+    assert set(explorer.verify) <= verify_keys and explorer.verify["state"] == "done"
+
+
+def test_the_front_end_sends_the_declared_event_names():
+    source = (static_dir() / "explorer.js").read_text()
+    sent = set(re.findall(r'send\(\{ event: "(\w+)" \}\)', source))
+    named = set(re.findall(r'"(\w+_(?:run|cancel))"', source))
+    assert sent | named == set(protocol.EVENTS), (sent, named)
+
+
+# ----- a precomputation that fails -------------------------------------------------------------
+def _saddle(n: int = 40):
+    """An untrained tanh network: its Hessian at the random start is indefinite, so ``fit()`` with
+    solver="direct" and no damping raises NotPositiveDefiniteError (smallest eigenvalue < 0)."""
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    y = (X[:, 0] > 0).long()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 4, dtype=torch.float64),
+        torch.nn.Tanh(),
+        torch.nn.Linear(4, 2, dtype=torch.float64),
+    )
+    return model, X, y
+
+
+def _assert_shows_failure(ex, index: int) -> None:
+    assert ex.status == "error"
+    assert "queued" not in ex.message and "%" not in ex.message, ex.message
+    assert f"test point {index} cannot be shown" in ex.message, ex.message
+    assert "NotPositiveDefiniteError" in ex.error and "damping=" in ex.error, ex.error
+    assert "open a new explorer" in ex.error, ex.error
+    assert ex.panel == {}
+
+
+@pytest.mark.filterwarnings("ignore::influence_widgets.InfluenceWarning")
+def test_a_click_after_a_failed_precomputation_shows_the_error_and_what_to_do(untouched):
+    model, X, y = _saddle()
+    inf = iw.Influence(model, (X, y), solver="direct", progress=False)
+    with untouched(model, X, y):
+        ex = iw.InfluenceExplorer(
+            inf, x_test=X[:6], y_test=y[:6], kind="tabular", fit_in_background=False
+        )
+    with pytest.raises(RuntimeError, match="NotPositiveDefiniteError"):
+        ex.wait_ready()
+    ex.selected = 3
+    _assert_shows_failure(ex, 3)
+    with pytest.raises(RuntimeError, match="Precomputation failed"):
+        ex.run_verify(wait=True)
+    assert "Precomputation failed" in ex.verify["message"]
+
+
+class _GatedPairs(torch.utils.data.Dataset):
+    """(x, y) pairs that are handed out only while ``gate`` is set: holds a fit at its start."""
+
+    def __init__(self, X: torch.Tensor, y: torch.Tensor) -> None:
+        self.X, self.y, self.gate = X, y, threading.Event()
+        self.gate.set()
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def __getitem__(self, i: int):
+        assert self.gate.wait(60), "the test never opened the gate"
+        return self.X[i], self.y[i]
+
+
+@pytest.mark.filterwarnings("ignore::influence_widgets.InfluenceWarning")
+def test_a_click_queued_before_the_precomputation_fails_gets_the_error():
+    model, X, y = _saddle()
+    train = _GatedPairs(X, y)
+    inf = iw.Influence(model, train, solver="direct", progress=False)
+    train.gate.clear()  # the background fit waits for the first training point
+    ex = iw.InfluenceExplorer(
+        inf, x_test=X[:6], y_test=y[:6], kind="tabular", train_display=X.numpy()
+    )
+    ex.selected = 2
+    assert "queued" in ex.message
+    train.gate.set()
+    with pytest.raises(RuntimeError, match="NotPositiveDefiniteError"):
+        ex.wait_ready(60)
+    _assert_shows_failure(ex, 2)

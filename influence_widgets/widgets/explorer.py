@@ -8,6 +8,7 @@ gallery page and the result panel. Thumbnails go as binary buffers, only for wha
 from __future__ import annotations
 
 import logging
+import numbers
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,10 +19,20 @@ import numpy as np
 import torch
 import traitlets
 
-from influence_widgets.core import Influence
+from influence_widgets.core.errors import NotPositiveDefiniteError, check_positive_int
+from influence_widgets.core.influence import Influence, check_influence
 from influence_widgets.core.progress import report_progress
 from influence_widgets.datasets import Dataset
-from influence_widgets.widgets.display import KINDS, DisplayData
+from influence_widgets.widgets.inputs import ExplorerInputs, as_numpy, class_probabilities_of
+from influence_widgets.widgets.protocol import (
+    ATTACK_CANCEL,
+    ATTACK_RUN,
+    IDLE,
+    VERIFY_CANCEL,
+    VERIFY_RUN,
+    Panel,
+    TrainItem,
+)
 from influence_widgets.widgets.tabs import AttackTab, VerifyTab
 
 __all__ = ["InfluenceExplorer"]
@@ -37,8 +48,19 @@ def static_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "js"
 
 
-def _as_numpy(t) -> np.ndarray:
-    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+def failure_message(err: Exception) -> str:
+    """What the widget shows when precomputation raised ``err``: the error and what to do."""
+    if isinstance(err, NotPositiveDefiniteError):
+        fix = (
+            "build a new Influence with the damping it suggests (inf.rebuild(model, train, "
+            "damping=...) or iw.Influence(..., damping=...)) and open a new explorer on it"
+        )
+    else:
+        fix = "fix the cause, build a new Influence and open a new explorer on it"
+    return (
+        f"Precomputation failed: {type(err).__name__}: {err} What to do: {fix}; this explorer "
+        "cannot show influence."
+    )
 
 
 class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
@@ -52,8 +74,9 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
         kind: "image", "tabular" or "text" (from ``data`` when given).
         train_display, test_display: what to show of each point: images (n, H, W[, C]), rows
             (n, d) or strings; default the inputs themselves (reshaped for a Dataset's images).
-        class_names: one name per class (default "0", "1", ...).
-        feature_names: column names for tabular data.
+        class_names: a list of one name per class (default "0", "1", ...): as many as the model
+            has outputs (one output: two classes), or more if the labels go higher.
+        feature_names: a list of column names for tabular data (one per input value otherwise).
         k: how many helpful and how many harmful training points to show.
         page_size: test items per gallery page.
     """
@@ -61,7 +84,7 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
     _esm = static_dir() / "explorer.js"
     _css = static_dir() / "explorer.css"
 
-    selected = traitlets.Int(None, allow_none=True).tag(sync=True)
+    selected = traitlets.Any(None, allow_none=True).tag(sync=True)  # checked: _valid_selected
     k = traitlets.Int(8).tag(sync=True)
     kind = traitlets.Unicode("image").tag(sync=True)
     class_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
@@ -72,7 +95,7 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
     class_filter = traitlets.Int(-1).tag(sync=True)
     misclassified_only = traitlets.Bool(False).tag(sync=True)
     gallery = traitlets.List().tag(sync=True)
-    panel = traitlets.Dict().tag(sync=True)
+    panel = traitlets.Dict().tag(sync=True)  # a protocol.Panel, {} before the first selection
     status = traitlets.Unicode("starting").tag(sync=True)
     message = traitlets.Unicode("").tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
@@ -96,38 +119,30 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
         page_size: int = 40,
         fit_in_background: bool = True,
     ) -> None:
-        if not isinstance(influence, Influence):
-            raise TypeError(f"influence: expected an iw.Influence, got {type(influence).__name__}")
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k: must be a positive integer, got {k!r}")
-        if not isinstance(page_size, int) or page_size < 1:
-            raise ValueError(f"page_size: must be a positive integer, got {page_size!r}")
-        x_test, y_test, display = self._resolve_data(
-            influence,
-            data,
-            x_test,
-            y_test,
-            kind,
-            train_display,
-            test_display,
-            class_names,
-            feature_names,
-        )
+        influence = check_influence(influence)
+        k, page_size = check_positive_int(k, "k"), check_positive_int(page_size, "page_size")
+        inputs = ExplorerInputs(
+            x_test, y_test, kind, train_display, test_display, class_names, feature_names
+        ).with_defaults_from(data)
+        self.x_test, self.y_test = inputs.test_points()
+        probabilities = class_probabilities_of(influence, self.x_test)
+        self._conf, self._pred = (t.numpy() for t in probabilities.max(dim=1))
+        self._true = as_numpy(self.y_test).astype(np.int64).reshape(-1)
+        display = inputs.display(influence, self._n_classes(influence, probabilities.shape[1]))
         super().__init__(
             k=k, kind=display.kind, class_names=display.class_names, page_size=page_size
         )
         self.influence = influence
         self.display_data = display
-        self.x_test, self.y_test = x_test, y_test
         self._callbacks: list[Callable[[int], None]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one panel computed at a time
+        self._fit_lock = threading.Lock()  # guards _fitted, _failure and _pending
         self._pending: int | None = None
         self._fitted = False  # precomputation done: clicks are served at once
+        self._failure: str | None = None  # precomputation failed: what happened and what to do
         self._ready = threading.Event()  # set once any queued click is served too (or on error)
-        self._rows: list[dict] = []
         self._init_verify()
         self._init_attack()
-        self._predict()
         self._refresh_gallery()
         self.observe(self._on_selected, names="selected")
         self.observe(
@@ -141,89 +156,30 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
             self._precompute()
 
     # ----- inputs ---------------------------------------------------------------------------
-    @staticmethod
-    def _resolve_data(
-        influence,
-        data,
-        x_test,
-        y_test,
-        kind,
-        train_display,
-        test_display,
-        class_names,
-        feature_names,
-    ):
-        if data is not None:
-            if not isinstance(data, Dataset):
-                raise TypeError(
-                    f"data: expected an iw.datasets Dataset (or pass x_test=, y_test=, kind=), "
-                    f"got {type(data).__name__}"
-                )
-            x_test = data.X_test if x_test is None else x_test
-            y_test = data.y_test if y_test is None else y_test
-            kind = kind or data.kind
-            class_names = class_names or data.class_names
-            feature_names = feature_names or data.feature_names
-            if kind == "image" and train_display is None:
-                train_display, test_display = data.images("train"), data.images("test")
-        if x_test is None or y_test is None:
-            raise ValueError("x_test, y_test: pass a Dataset as data, or both x_test and y_test")
-        if kind is None:
-            raise ValueError(f"kind: pass one of {KINDS} for plain arrays")
-        if len(x_test) != len(y_test):
-            raise ValueError(
-                f"x_test has {len(x_test)} rows but y_test has {len(y_test)}; they must match"
+    def _n_classes(self, influence: Influence, n_outputs: int) -> int:
+        """Classes the model tells apart (one output: two) or the labels use, whichever is more."""
+        labels = [self._true]
+        if influence.train.y is not None:
+            labels.append(as_numpy(influence.train.y).astype(np.int64).reshape(-1))
+        largest = max((int(y.max()) for y in labels if y.size), default=-1)
+        return max(n_outputs, largest + 1, 2)
+
+    @traitlets.validate("selected")
+    def _valid_selected(self, proposal) -> int | None:
+        """``selected``: None or an integer (numpy integers too, bools not) test index."""
+        value = proposal["value"]
+        if value is None:
+            return None
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+            raise traitlets.TraitError(
+                f"selected: expected a test index (an int) or None, got {value!r} "
+                f"({type(value).__name__})"
             )
-        if train_display is None:
-            if influence.train.X is None:
-                raise ValueError("train_display: needed when the training set is a Dataset")
-            train_display = _as_numpy(influence.train.X)
-        if test_display is None:
-            test_display = _as_numpy(x_test)
-        if len(train_display) != influence.n:
-            raise ValueError(
-                f"train_display: has {len(train_display)} items for {influence.n} training points"
-            )
-        if len(test_display) != len(x_test):
-            raise ValueError(
-                f"test_display: has {len(test_display)} items for {len(x_test)} test points"
-            )
-        n_classes = int(_as_numpy(y_test).max()) + 1
-        if class_names is None:
-            class_names = [str(c) for c in range(max(n_classes, 2))]
-        display = DisplayData(
-            kind=kind,
-            train=train_display,
-            test=test_display,
-            class_names=[str(c) for c in class_names],
-            feature_names=None if feature_names is None else [str(f) for f in feature_names],
-        )
-        return torch.as_tensor(_as_numpy(x_test)), torch.as_tensor(_as_numpy(y_test)), display
+        return int(value)
 
     def _label(self, c: int) -> str:
         names = self.display_data.class_names
         return names[c] if 0 <= c < len(names) else str(c)
-
-    def _predict(self) -> None:
-        """Predicted class and confidence for every test point, once."""
-        obj = self.influence.objective
-        preds, confs = [], []
-        with torch.no_grad():
-            for start in range(0, len(self.x_test), 2048):
-                out = obj.forward(obj.theta, obj.cast_inputs(self.x_test[start : start + 2048]))
-                if out.ndim == 1 or out.shape[-1] == 1:  # one score: binary, by its sign
-                    score = out.reshape(-1)
-                    p1 = torch.sigmoid(score)
-                    preds.append((score > 0).long())
-                    confs.append(torch.where(score > 0, p1, 1 - p1))
-                else:
-                    prob = torch.softmax(out, dim=-1)
-                    conf, pred = prob.max(dim=-1)
-                    preds.append(pred)
-                    confs.append(conf)
-        self._pred = torch.cat(preds).cpu().numpy()
-        self._conf = torch.cat(confs).cpu().numpy()
-        self._true = _as_numpy(self.y_test).astype(np.int64).reshape(-1)
 
     # ----- the gallery ----------------------------------------------------------------------
     def _filtered(self) -> np.ndarray:
@@ -266,32 +222,51 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
 
     def _on_selected(self, change) -> None:
         index = change["new"]
-        # finished runs belong to the previous test point
-        if not self.verify_running:
-            self.verify, self.verify_plot = {"state": "idle"}, b""
-        if not self.attack_running:
-            self.attack = {"state": "idle"}
+        self._forget_finished_runs()  # they belong to the previous test point
         if index is None:
             self.panel = {}
             return
-        if not isinstance(index, int) or not 0 <= index < len(self._true):
+        if not 0 <= index < len(self._true):
             self.error = f"selected: {index!r} is not a test index in [0, {len(self._true) - 1}]"
             log.error(self.error)
             return
-        if not self._fitted:
-            self._pending = index  # the latest click wins once precomputation is done
-            self.message = f"Test point {index} queued until precomputation finishes"
+        with self._fit_lock:
+            waiting = not self._fitted and self._failure is None
+            if waiting:
+                self._pending = index  # the latest click wins once precomputation is done
+                self.message = f"Test point {index} queued until precomputation finishes"
+        if waiting:
+            return
+        if self._failure is not None:
+            self._show_failure(index)
             return
         self._compute(index)
+
+    def _forget_finished_runs(self) -> None:
+        if not self.verify_running:
+            self.verify, self.verify_plot = dict(IDLE), b""
+        if not self.attack_running:
+            self.attack = dict(IDLE)
 
     def _recompute(self) -> None:
         if self.selected is not None and self._fitted:
             self._compute(self.selected)
 
+    # ----- precomputation -------------------------------------------------------------------
     def _precompute(self) -> None:
         self.status = "fitting"
         self.message = "Precomputing the Hessian and its factorisation..."
         start = time.perf_counter()
+        try:
+            with report_progress(self._fit_progress_listener()):
+                self._fit_with_retry()
+        except Exception as err:  # shown in the widget and logged; nothing else to do here
+            log.exception("InfluenceExplorer precomputation failed")
+            self._fit_failed(err)
+            return
+        self._fit_done(time.perf_counter() - start)
+
+    def _fit_progress_listener(self) -> Callable[[str, float], None]:
         last = [0.0]
 
         def show(step: str, fraction: float) -> None:
@@ -301,23 +276,32 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
                 self.progress = fraction
                 self.message = f"Precomputing: {step} {fraction:.0%}"
 
-        try:
-            with report_progress(show):
-                self._fit_with_retry()
-        except Exception as err:  # shown in the widget and logged; nothing else to do here
-            self.status = "error"
-            self.error = f"Precomputation failed: {type(err).__name__}: {err}"
-            log.exception("InfluenceExplorer precomputation failed")
-            self._ready.set()
-            return
-        self._fitted = True
+        return show
+
+    def _fit_done(self, seconds: float) -> None:
+        with self._fit_lock:
+            self._fitted = True
+            pending, self._pending = self._pending, None
         self.progress = 1.0
         self.status = "ready"
-        self.message = f"Ready (precomputed in {time.perf_counter() - start:.1f} s)"
-        pending, self._pending = self._pending, None
+        self.message = f"Ready (precomputed in {seconds:.1f} s)"
         if pending is not None and pending == self.selected:
             self._compute(pending)
         self._ready.set()
+
+    def _fit_failed(self, err: Exception) -> None:
+        """No influence can be shown: say why and what to do, also to a click queued earlier."""
+        with self._fit_lock:
+            self._failure = failure_message(err)
+            pending, self._pending = self._pending, None
+            self.status = "error"
+            self._show_failure(pending)
+        self._ready.set()
+
+    def _show_failure(self, index: int | None) -> None:
+        self.error = self._failure
+        shown = "" if index is None else f": test point {index} cannot be shown"
+        self.message = f"Precomputation failed{shown} (see below)"
 
     def _fit_with_retry(self, attempts: int = 3) -> None:
         """``influence.fit()``, retried when CPython 3.11 raises its spurious SystemError.
@@ -340,19 +324,7 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
         with self._lock:
             try:
                 start = time.perf_counter()
-                inf = self.influence
-                top = inf.top(
-                    self.x_test[index : index + 1], self.y_test[index : index + 1], self.k
-                )
-                panel = {
-                    "test_index": index,
-                    "label": self._label(int(self._true[index])),
-                    "pred": self._label(int(self._pred[index])),
-                    "confidence": float(self._conf[index]),
-                    "test": self.display_data.item("test", index),
-                    "helpful": self._train_items(top.helpful[0], top.helpful_scores[0], index),
-                    "harmful": self._train_items(top.harmful[0], top.harmful_scores[0], index),
-                }
+                panel = self._panel(index)
                 self.compute_ms = (time.perf_counter() - start) * 1000
                 self.error = ""
                 self.panel = panel
@@ -366,11 +338,27 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
             except Exception:  # a user's callback must not break the widget
                 log.exception("on_select callback raised")
 
-    def _train_items(self, idx: torch.Tensor, scores: torch.Tensor, test_index: int) -> list:
+    def _panel(self, index: int) -> Panel:
+        top = self.influence.top(
+            self.x_test[index : index + 1], self.y_test[index : index + 1], self.k
+        )
+        return {
+            "test_index": index,
+            "label": self._label(int(self._true[index])),
+            "pred": self._label(int(self._pred[index])),
+            "confidence": float(self._conf[index]),
+            "test": self.display_data.item("test", index),
+            "helpful": self._train_items(top.helpful[0], top.helpful_scores[0], index),
+            "harmful": self._train_items(top.harmful[0], top.harmful_scores[0], index),
+        }
+
+    def _train_items(
+        self, idx: torch.Tensor, scores: torch.Tensor, test_index: int
+    ) -> list[TrainItem]:
         y_train = self.influence.train.take(idx)[1]
         items = []
         for j, s, label in zip(idx.tolist(), scores.tolist(), y_train.tolist(), strict=True):
-            item = {"index": j, "label": self._label(int(label)), "score": float(s)}
+            item: TrainItem = {"index": j, "label": self._label(int(label)), "score": float(s)}
             item.update(self.display_data.item("train", j))
             if self.display_data.kind == "tabular":
                 item["differences"] = self.display_data.differences(j, test_index)
@@ -379,12 +367,12 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
 
     # ----- messages from the front end -----------------------------------------------------
     def _on_front_end_message(self, _widget, content, _buffers) -> None:
-        """Button presses of the slow tabs: {"event": "verify_run" | "attack_cancel" | ...}."""
+        """Button presses of the slow tabs: {"event": NAME}, NAME one of ``protocol.EVENTS``."""
         actions = {
-            "verify_run": self.run_verify,
-            "verify_cancel": self.cancel_verify,
-            "attack_run": self.run_attack,
-            "attack_cancel": self.cancel_attack,
+            VERIFY_RUN: self.run_verify,
+            VERIFY_CANCEL: self.cancel_verify,
+            ATTACK_RUN: self.run_attack,
+            ATTACK_CANCEL: self.cancel_attack,
         }
         event = content.get("event") if isinstance(content, dict) else None
         if event in actions:

@@ -18,9 +18,18 @@ import traitlets
 
 from influence_widgets.analysis.attack import AttackResult, craft_attack, eight_bit_levels
 from influence_widgets.analysis.loo import LOOResult, validate_loo
-from influence_widgets.core.errors import check_positive_int
+from influence_widgets.core.errors import check_nonnegative, check_positive_int
 from influence_widgets.core.progress import report_progress
 from influence_widgets.widgets.display import png_bytes
+from influence_widgets.widgets.protocol import (
+    IDLE,
+    AttackItem,
+    AttackState,
+    JobState,
+    VerifyState,
+    job_failed,
+    job_started,
+)
 
 __all__ = ["AttackTab", "BackgroundJob", "VerifyTab"]
 
@@ -79,24 +88,74 @@ def _scatter_png(result: LOOResult) -> bytes:
 
 
 class _Tab(traitlets.HasTraits):
-    """Checks shared by the tabs before starting a job for the selected test point."""
+    """What the tabs share: checks before a run, starting, waiting for and cancelling it."""
 
     def _cannot_start(self, job: BackgroundJob) -> str | None:
         if self.selected is None:
             return "Select a test point first."
+        if self._failure is not None:
+            return "Precomputation failed (see the error above): open a new explorer."
         if not self._fitted:
             return "Wait until precomputation has finished."
         if job.running:
             return "A run is already going; cancel it first."
         return None
 
+    def _launch(
+        self, trait: str, problem: str | None, started: JobState, work: tuple, wait: bool
+    ) -> bool:
+        """Show ``problem`` in the tab's state ``trait``, or set it to ``started`` and run
+        ``work`` = (job, function, *args) in the BackgroundJob ``job``; ``wait=True`` blocks until
+        the run ends. Returns whether it ran; with ``wait``, a problem or a failed run is a
+        RuntimeError."""
+        job, *call = work
+        if problem is not None:
+            setattr(self, trait, {**getattr(self, trait), "message": problem})
+            if wait:
+                raise RuntimeError(problem)
+            return False
+        setattr(self, trait, started)
+        job.start(*call)
+        if wait:
+            job.join()
+            state = getattr(self, trait)
+            if state.get("state") == "error":
+                raise RuntimeError(state.get("message"))
+        return True
+
+    def _analyse(
+        self,
+        analysis: Callable,
+        index: int,
+        cancel: threading.Event,
+        listen: tuple[str, Callable[[str, float], None]],
+        **options,
+    ):
+        """``analysis(influence, x_test[index], y_test[index], **options)`` for test point
+        ``index``, cancellable, its progress bar ``listen[0]`` reported to ``listen[1]``."""
+        step, show = listen
+        with report_progress(_throttled(show, step)):
+            return analysis(
+                self.influence,
+                self.x_test[index : index + 1],
+                self.y_test[index : index + 1],
+                test_index=index,
+                progress=False,
+                cancel=cancel,
+                **options,
+            )
+
+    def _cancel(self, trait: str, job: BackgroundJob, message: str) -> None:
+        if job.running:
+            job.cancel.set()
+            setattr(self, trait, {**getattr(self, trait), "message": message})
+
 
 class VerifyTab(_Tab):
     """Leave-one-out retraining for the selected test point: the scatter and R (paper's Fig 2)."""
 
     verify_n_remove = traitlets.Int(20).tag(sync=True)
-    # state (idle, running, done, cancelled, error), test_index, progress, message, pearson, ...
-    verify = traitlets.Dict({"state": "idle"}).tag(sync=True)
+    verify = traitlets.Dict(IDLE).tag(sync=True)  # a protocol.VerifyState
     verify_plot = traitlets.Bytes(b"").tag(sync=True)  # PNG of the LOO scatter
 
     def _init_verify(self) -> None:
@@ -121,33 +180,19 @@ class VerifyTab(_Tab):
         problem = self._cannot_start(self._verify_job)
         if problem is None and n_remove > self.influence.n:
             problem = f"n_remove: at most {self.influence.n} (the training set size)"
-        if problem is not None:
-            self.verify = {**self.verify, "message": problem}
-            if wait:
-                raise RuntimeError(problem)
-            return None
+        if problem is None:
+            self.verify_plot = b""
         index = self.selected
-        self.verify = {
-            "state": "running",
-            "test_index": index,
-            "n_remove": n_remove,
-            "progress": 0.0,
-            "message": f"Retraining without each of {n_remove} training points...",
-        }
-        self.verify_plot = b""
-        self._verify_job.start(self._verify_worker, index, n_remove)
-        if wait:
-            self._verify_job.join()
-            if self.verify.get("state") == "error":
-                raise RuntimeError(self.verify.get("message"))
-            return self.loo_result
-        return None
+        started: VerifyState = job_started(
+            index, f"Retraining without each of {n_remove} training points...", n_remove=n_remove
+        )
+        work = (self._verify_job, self._verify_worker, index, n_remove)
+        ran = self._launch("verify", problem, started, work, wait)
+        return self.loo_result if ran and wait else None
 
     def cancel_verify(self) -> None:
         """Stop the running check after its current retrain; what is done so far is shown."""
-        if self.verify_running:
-            self._verify_job.cancel.set()
-            self.verify = {**self.verify, "message": "Cancelling after the current retrain..."}
+        self._cancel("verify", self._verify_job, "Cancelling after the current retrain...")
 
     def _verify_worker(self, index: int, n_remove: int, cancel: threading.Event) -> None:
         def show(_step: str, fraction: float) -> None:
@@ -160,20 +205,13 @@ class VerifyTab(_Tab):
             self.verify = {**self.verify, "progress": fraction, "message": message}
 
         try:
-            with report_progress(_throttled(show, "leave-one-out")):
-                result = validate_loo(
-                    self.influence,
-                    self.x_test[index : index + 1],
-                    self.y_test[index : index + 1],
-                    n_remove=n_remove,
-                    test_index=index,
-                    progress=False,
-                    cancel=cancel,
-                )
+            result = self._analyse(
+                validate_loo, index, cancel, ("leave-one-out", show), n_remove=n_remove
+            )
             self.loo_result = result
             self.verify_plot = _scatter_png(result) if result.n_removed else b""
             what = "Cancelled: " if result.cancelled else ""
-            self.verify = {
+            self.verify: VerifyState = {
                 "state": "cancelled" if result.cancelled else "done",
                 "test_index": index,
                 "n_remove": n_remove,
@@ -187,11 +225,7 @@ class VerifyTab(_Tab):
             }
         except Exception as err:  # shown in the tab and logged
             log.exception("InfluenceExplorer leave-one-out check failed")
-            self.verify = {
-                "state": "error",
-                "test_index": index,
-                "message": f"Leave-one-out check failed: {type(err).__name__}: {err}",
-            }
+            self.verify = job_failed(index, "Leave-one-out check", err)
 
 
 class AttackTab(_Tab):
@@ -202,9 +236,7 @@ class AttackTab(_Tab):
     attack_eps = traitlets.Float(2.0).tag(sync=True)
     attack_step = traitlets.Float(0.25).tag(sync=True)
     attack_max_iter = traitlets.Int(30).tag(sync=True)
-    # state, test_index, progress, message, flipped, predictions, probabilities, items (per
-    # poisoned point: PNGs of original, perturbed and amplified difference, or changed features)
-    attack = traitlets.Dict({"state": "idle"}).tag(sync=True)
+    attack = traitlets.Dict(IDLE).tag(sync=True)  # a protocol.AttackState
 
     def _init_attack(self) -> None:
         self._attack_job = BackgroundJob()
@@ -247,42 +279,30 @@ class AttackTab(_Tab):
         max_iter = check_positive_int(
             self.attack_max_iter if max_iter is None else max_iter, "max_iter"
         )
-        eps = self.attack_eps if eps is None else eps
-        step = self.attack_step if step is None else step
-        for name, value in (("eps", eps), ("step", step)):
-            if not isinstance(value, int | float) or not value >= 0:
-                raise ValueError(f"{name}: must be a number >= 0, got {value!r}")
+        eps = check_nonnegative(self.attack_eps if eps is None else eps, "eps")
+        step = check_nonnegative(self.attack_step if step is None else step, "step")
         problem = self._cannot_start(self._attack_job)
         if problem is None and n_poison > self.influence.n:
             problem = f"n_poison: at most {self.influence.n} (the training set size)"
         if problem is None and self._pred[self.selected] != self._true[self.selected]:
             problem = "This test point is already misclassified: pick a correct one to attack."
-        if problem is not None:
-            self.attack = {**self.attack, "message": problem}
-            if wait:
-                raise RuntimeError(problem)
-            return None
         index = self.selected
-        self.attack = {
-            "state": "running",
-            "test_index": index,
-            "progress": 0.0,
-            "message": f"Perturbing {n_poison} training point(s), retraining after each step...",
-        }
+        started: AttackState = job_started(
+            index, f"Perturbing {n_poison} training point(s), retraining after each step..."
+        )
         settings = (n_poison, self._attack_units(eps), self._attack_units(step), max_iter)
-        self._attack_job.start(self._attack_worker, index, settings)
-        if wait:
-            self._attack_job.join()
-            if self.attack.get("state") == "error":
-                raise RuntimeError(self.attack.get("message"))
-            return self.attack_result
-        return None
+        ran = self._launch(
+            "attack",
+            problem,
+            started,
+            (self._attack_job, self._attack_worker, index, settings),
+            wait,
+        )
+        return self.attack_result if ran and wait else None
 
     def cancel_attack(self) -> None:
         """Stop the running attack after its current step."""
-        if self.attack_running:
-            self._attack_job.cancel.set()
-            self.attack = {**self.attack, "message": "Cancelling after the current step..."}
+        self._cancel("attack", self._attack_job, "Cancelling after the current step...")
 
     def _attack_worker(self, index: int, settings: tuple, cancel: threading.Event) -> None:
         n_poison, eps, step, max_iter = settings
@@ -296,24 +316,21 @@ class AttackTab(_Tab):
             }
 
         try:
-            with report_progress(_throttled(show, "attack")):
-                result = craft_attack(
-                    self.influence,
-                    self.x_test[index : index + 1],
-                    self.y_test[index : index + 1],
-                    n_poison=n_poison,
-                    eps=eps,
-                    step_size=step,
-                    max_iter=max_iter,
-                    input_range=self._input_range,
-                    test_index=index,
-                    progress=False,
-                    cancel=cancel,
-                )
+            result = self._analyse(
+                craft_attack,
+                index,
+                cancel,
+                ("attack", show),
+                n_poison=n_poison,
+                eps=eps,
+                step_size=step,
+                max_iter=max_iter,
+                input_range=self._input_range,
+            )
             self.attack_result = result
             verdict = "FLIPPED" if result.flipped else "not flipped"
             what = "Cancelled: " if result.cancelled else ""
-            self.attack = {
+            self.attack: AttackState = {
                 "state": "cancelled" if result.cancelled else "done",
                 "test_index": index,
                 "progress": 1.0,
@@ -330,11 +347,7 @@ class AttackTab(_Tab):
             }
         except Exception as err:  # shown in the tab and logged
             log.exception("InfluenceExplorer attack failed")
-            self.attack = {
-                "state": "error",
-                "test_index": index,
-                "message": f"Attack failed: {type(err).__name__}: {err}",
-            }
+            self.attack = job_failed(index, "Attack", err)
 
     def _probability_rows(self, result: AttackResult) -> list:
         """[class name, before, after] for the classes that matter: top 5 by either."""
@@ -342,13 +355,13 @@ class AttackTab(_Tab):
         order = np.argsort(-np.maximum(before, after))[:5]
         return [[self._label(int(c)), float(before[c]), float(after[c])] for c in order]
 
-    def _attack_items(self, result: AttackResult) -> list:
+    def _attack_items(self, result: AttackResult) -> list[AttackItem]:
         items = []
         labels = self.influence.train.take(result.poisoned)[1].tolist()
         for row, (j, label) in enumerate(zip(result.poisoned.tolist(), labels, strict=True)):
             old = result.original_inputs[row].detach().cpu().numpy().astype(np.float64)
             new = result.perturbed_inputs[row].detach().cpu().numpy().astype(np.float64)
-            item = {"index": j, "label": self._label(int(label))}
+            item: AttackItem = {"index": j, "label": self._label(int(label))}
             shape = np.asarray(self.display_data.train[j]).shape
             if self.display_data.kind == "image" and old.size == int(np.prod(shape)):
                 diff = (new - old).reshape(shape)

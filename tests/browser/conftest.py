@@ -8,7 +8,8 @@ nbformat into the server's root folder, opens it through the UI and runs it from
 Needs ``chromium`` on PATH and the ``playwright`` Python package (``playwright install`` is not
 used: the system Chromium is launched directly). Without them the layer is skipped, or fails when
 ``IW_REQUIRE_BROWSER=1`` (CI). On a failure ``test-artifacts/`` gets the page's screenshot, console
-log and HTML; the servers' logs are always written there.
+log and HTML; the servers' logs are always written there. ``IW_SCREENSHOTS=DIR`` saves PNGs of the
+explorer in the states the tests reach (see ``save_screenshot``).
 """
 
 from __future__ import annotations
@@ -381,6 +382,14 @@ def page(browser, request: pytest.FixtureRequest, console_messages: list[str]):
         with contextlib.suppress(Exception):
             stem.with_suffix(".html").write_text(pg.content())
     context.close()
+
+
+def save_screenshot(locator, name: str) -> None:
+    """With ``IW_SCREENSHOTS=DIR`` set, a PNG of ``locator`` as DIR/name (to look at the widget)."""
+    folder = os.environ.get("IW_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        locator.screenshot(path=str(Path(folder) / name))
 
 
 # ----- notebooks -----------------------------------------------------------------------------

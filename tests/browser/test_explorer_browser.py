@@ -6,6 +6,8 @@ widget and checks the kernel's side by running a later cell. Fixtures and helper
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from .conftest import (
@@ -14,6 +16,7 @@ from .conftest import (
     cell_output,
     open_and_run,
     run_cell,
+    save_screenshot,
     write_notebook,
 )
 
@@ -89,6 +92,8 @@ def test_anywidget_renders_and_syncs_in(frontend, jupyter, page, console_message
 
 
 # ----- the influence explorer ----------------------------------------------------------------
+# The kernel's checks print one f-string: one write, so that the background fit's progress bar (on
+# stderr, shown in the running cell) cannot land between its words.
 def _wait_for_train_items(page, at_least: int, timeout: float = 90.0) -> int:
     """Until the explorer's panel shows ``at_least`` training items; returns how many it shows."""
     items = page.locator(".iw-explorer [data-train-index]")
@@ -125,7 +130,7 @@ def test_demo_explorer_click_selects_in(frontend, jupyter, page, console_message
             "%load_ext influence_widgets",
             "%influence --demo digits",
             "ex = _",
-            'print("SELECTED", ex.selected)',
+            'print(f"SELECTED {ex.selected}")',
         ],
     )
     open_and_run(page, jupyter, path, frontend, timeout=150)
@@ -138,6 +143,7 @@ def test_demo_explorer_click_selects_in(frontend, jupyter, page, console_message
     item.click()
     shown = _wait_for_train_items(page, at_least=16)
     assert shown >= 16
+    save_screenshot(explorer, f"panel_{frontend}.png")
 
     out = run_cell(page, 3)
     assert "SELECTED 3" in out, out
@@ -193,7 +199,7 @@ def test_explorer_shows_markup_as_text_in(frontend, jupyter, page, console_messa
     from playwright.sync_api import expect
 
     path = write_notebook(
-        jupyter, f"xss_{frontend}.ipynb", [XSS_CELL, 'print("SELECTED", ex.selected)']
+        jupyter, f"xss_{frontend}.ipynb", [XSS_CELL, 'print(f"SELECTED {ex.selected}")']
     )
     open_and_run(page, jupyter, path, frontend, timeout=120)
     explorer = page.locator(".iw-explorer")
@@ -228,7 +234,7 @@ def test_verify_tab_runs_leave_one_out_in(frontend, jupyter, page, console_messa
             "%load_ext influence_widgets",
             "%influence --demo digits",
             "ex = _",
-            'print("LOO", ex.verify["state"])',
+            "print(f\"LOO {ex.verify['state']}\")",
         ],
     )
     open_and_run(page, jupyter, path, "lab", timeout=150)
@@ -269,8 +275,8 @@ def test_attack_tab_shows_perturbed_images_and_a_verdict_in(
             "%influence --demo digits",
             "ex = _\nex.wait_ready()\n"
             "target = next(i for i in range(40) if ex._pred[i] == ex._true[i])\n"
-            'print("TARGET", target)',
-            'print("ATTACK", ex.attack["state"], ex.attack_result and ex.attack_result.iterations)',
+            'print(f"TARGET {target}")',
+            "r = ex.attack_result\nprint(f\"ATTACK {ex.attack['state']} {r and r.iterations}\")",
         ],
     )
     open_and_run(page, jupyter, path, "lab", timeout=150)
@@ -294,4 +300,58 @@ def test_attack_tab_shows_perturbed_images_and_a_verdict_in(
     assert "ATTACK done" in out, out
     assert int(out.split("ATTACK done")[1].split()[0]) <= 2
     assert not _shown_errors(page)
+    assert not page_errors(console_messages)
+
+
+# An untrained tanh network: its Hessian is indefinite, so the explorer's precomputation (solver
+# "direct", no damping) raises NotPositiveDefiniteError in the background.
+FAILED_FIT_CELL = """\
+import torch
+
+import influence_widgets as iw
+
+gen = torch.Generator().manual_seed(0)
+X = torch.randn(40, 3, generator=gen, dtype=torch.float64)
+y = (X[:, 0] > 0).long()
+torch.manual_seed(0)
+model = torch.nn.Sequential(
+    torch.nn.Linear(3, 4, dtype=torch.float64), torch.nn.Tanh(),
+    torch.nn.Linear(4, 2, dtype=torch.float64),
+)
+inf = iw.Influence(model, (X, y), solver="direct", progress=False)
+ex = iw.InfluenceExplorer(inf, x_test=X[:12], y_test=y[:12], kind="tabular")
+ex"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("frontend", ["lab"])
+def test_failed_precomputation_shows_the_error_and_what_to_do_in(
+    frontend, jupyter, page, console_messages
+):
+    """After a failed fit a click is answered with the error and the advice, never "queued", and
+    the panel says that nothing can be shown instead of waiting forever."""
+    from playwright.sync_api import expect
+
+    path = write_notebook(
+        jupyter,
+        "failed_fit_lab.ipynb",
+        [FAILED_FIT_CELL, 'print(f"STATUS {ex.status} {ex.selected}")'],
+    )
+    open_and_run(page, jupyter, path, "lab", timeout=120)
+    explorer = page.locator(".iw-explorer")
+    page.locator('.iw-explorer[data-status="error"]').wait_for(timeout=60_000)
+    explorer.locator('[data-test-index="3"]').click()
+    status = explorer.locator(".iw-status")
+    expect(status).to_contain_text("test point 3 cannot be shown")
+    assert "queued" not in status.inner_text() and "%" not in status.inner_text()
+    error = explorer.locator(".iw-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("NotPositiveDefiniteError")
+    expect(error).to_contain_text("damping=")
+    expect(error).to_contain_text("open a new explorer")
+    expect(explorer.locator(".iw-panel .iw-hint")).to_contain_text("precomputation failed")
+    expect(explorer.locator(".iw-panel")).not_to_have_class(re.compile(r"\biw-busy\b"))
+    expect(explorer.locator(".iw-progress").first).to_be_hidden()
+    save_screenshot(explorer, "failed_fit_lab.png")
+    assert "STATUS error 3" in run_cell(page, 1)
     assert not page_errors(console_messages)

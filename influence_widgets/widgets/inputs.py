@@ -1,0 +1,136 @@
+"""The explorer's inputs, checked: the test points, how points are shown, class and feature names."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from influence_widgets.core import Influence
+from influence_widgets.core.losses import class_probabilities
+from influence_widgets.datasets import Dataset
+from influence_widgets.widgets.display import KINDS, DisplayData
+
+__all__ = ["ExplorerInputs", "as_numpy", "check_names", "class_probabilities_of"]
+
+
+def as_numpy(t) -> np.ndarray:
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
+def check_names(value, name: str, count: int, one: str, many: str) -> list[str]:
+    """``value`` as a list of ``count`` strings, one per ``one`` (``many`` in messages); a bare
+    string (which would be split into characters) is a TypeError, a wrong length a ValueError."""
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
+        raise TypeError(
+            f"{name}: expected a list of {count} names, one per {one}, got a "
+            f"{type(value).__name__} ({value!r:.40})"
+        )
+    names = [str(v) for v in value]
+    if len(names) != count:
+        raise ValueError(
+            f"{name}: got {len(names)} names for {count} {many}; pass one name per {one}"
+        )
+    return names
+
+
+def class_probabilities_of(
+    influence: Influence, x: torch.Tensor, batch: int = 2048
+) -> torch.Tensor:
+    """p(class | x) at theta_hat for every row of ``x``, shape (T, C): sigmoid of a single output
+    (C = 2), else softmax of the outputs (see ``core.losses.class_probabilities``)."""
+    obj = influence.objective
+    with torch.no_grad():
+        parts = [
+            class_probabilities(obj.forward(obj.theta, obj.cast_inputs(x[start : start + batch])))
+            for start in range(0, len(x), batch)
+        ]
+    return torch.cat(parts).cpu()
+
+
+@dataclass(frozen=True)
+class ExplorerInputs:
+    """What the user passed to :class:`~influence_widgets.InfluenceExplorer` about the data."""
+
+    x_test: object = None
+    y_test: object = None
+    kind: str | None = None
+    train_display: Sequence | None = None
+    test_display: Sequence | None = None
+    class_names: Sequence[str] | None = None
+    feature_names: Sequence[str] | None = None
+
+    def with_defaults_from(self, data: Dataset | None) -> ExplorerInputs:
+        """The unset fields filled from an ``iw.datasets`` Dataset: its test split, kind, names
+        and (for images) its 2-D images as the display."""
+        if data is None:
+            return self
+        if not isinstance(data, Dataset):
+            raise TypeError(
+                f"data: expected an iw.datasets Dataset (or pass x_test=, y_test=, kind=), "
+                f"got {type(data).__name__}"
+            )
+        kind = self.kind or data.kind
+        images = kind == "image" and self.train_display is None
+        return replace(
+            self,
+            x_test=data.X_test if self.x_test is None else self.x_test,
+            y_test=data.y_test if self.y_test is None else self.y_test,
+            kind=kind,
+            class_names=data.class_names if self.class_names is None else self.class_names,
+            feature_names=data.feature_names if self.feature_names is None else self.feature_names,
+            train_display=data.images("train") if images else self.train_display,
+            test_display=data.images("test") if images else self.test_display,
+        )
+
+    def test_points(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_test, y_test) as tensors of the same length."""
+        if self.x_test is None or self.y_test is None:
+            raise ValueError("x_test, y_test: pass a Dataset as data, or both x_test and y_test")
+        if len(self.x_test) != len(self.y_test):
+            raise ValueError(
+                f"x_test has {len(self.x_test)} rows but y_test has {len(self.y_test)}; "
+                "they must match"
+            )
+        return torch.as_tensor(as_numpy(self.x_test)), torch.as_tensor(as_numpy(self.y_test))
+
+    def display(self, influence: Influence, n_classes: int) -> DisplayData:
+        """How the training and test points are shown, with ``n_classes`` class names."""
+        if self.kind is None:
+            raise ValueError(f"kind: pass one of {KINDS} for plain arrays")
+        n_test = len(self.x_test)
+        train_display, test_display = self.train_display, self.test_display
+        if train_display is None:
+            if influence.train.X is None:
+                raise ValueError("train_display: needed when the training set is a Dataset")
+            train_display = as_numpy(influence.train.X)
+        if test_display is None:
+            test_display = as_numpy(self.x_test)
+        for name, shown, n in (
+            ("train_display", train_display, influence.n),
+            ("test_display", test_display, n_test),
+        ):
+            if len(shown) != n:
+                raise ValueError(f"{name}: has {len(shown)} items for {n} points; pass one each")
+        class_names = (
+            [str(c) for c in range(n_classes)]
+            if self.class_names is None
+            else check_names(self.class_names, "class_names", n_classes, "class", "classes")
+        )
+        return DisplayData(
+            kind=self.kind,
+            train=train_display,
+            test=test_display,
+            class_names=class_names,
+            feature_names=self._feature_names(train_display),
+        )
+
+    def _feature_names(self, train_display: Sequence) -> list[str] | None:
+        """One name per column of a tabular row (else per input value of the model)."""
+        if self.feature_names is None:
+            return None
+        row = train_display[0] if self.kind == "tabular" else as_numpy(self.x_test[0])
+        count = int(np.asarray(row).size)
+        return check_names(self.feature_names, "feature_names", count, "feature", "features")

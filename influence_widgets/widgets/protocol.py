@@ -1,0 +1,126 @@
+"""What the explorer's Python side and its front end (``js/explorer.js``) exchange, in one place.
+
+The synced traits ``panel``, ``verify`` and ``attack`` hold the dicts declared here, and the front
+end's buttons send ``{"event": NAME}`` messages with the event names below. ``tabs.py``,
+``explorer.py`` and the tests build and read these shapes through this module; the front end uses the
+same keys and the same event strings (a test checks that each event name appears in the script).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+__all__ = [
+    "ATTACK_CANCEL",
+    "ATTACK_RUN",
+    "EVENTS",
+    "IDLE",
+    "VERIFY_CANCEL",
+    "VERIFY_RUN",
+    "AttackItem",
+    "AttackState",
+    "JobState",
+    "JobStateName",
+    "Panel",
+    "TrainItem",
+    "VerifyState",
+    "job_failed",
+    "job_started",
+]
+
+# ----- events: {"event": NAME} messages the front end sends -----------------------------------
+VERIFY_RUN = "verify_run"
+VERIFY_CANCEL = "verify_cancel"
+ATTACK_RUN = "attack_run"
+ATTACK_CANCEL = "attack_cancel"
+EVENTS = (VERIFY_RUN, VERIFY_CANCEL, ATTACK_RUN, ATTACK_CANCEL)
+
+JobStateName = Literal["idle", "running", "done", "cancelled", "error"]
+
+
+# ----- the Influence pane: the ``panel`` trait ({} before the first selection) -----------------
+class TrainItem(TypedDict, total=False):
+    """One helpful or harmful training point, with one display field (``png``, ``text``, ``row``)."""
+
+    index: int
+    label: str
+    score: float  # predicted_removal_effect: change of the test loss on removal (> 0 helped)
+    png: bytes
+    text: str
+    row: list  # [[feature name, value], ...]
+    differences: list  # tabular only: [[feature name, train value, test value], ...]
+
+
+class Panel(TypedDict):
+    """The selected test point and its k most helpful and k most harmful training points."""
+
+    test_index: int
+    label: str  # true class name
+    pred: str  # predicted class name
+    confidence: float  # probability of the predicted class
+    test: dict  # the display field of the test point, as in TrainItem
+    helpful: list[TrainItem]
+    harmful: list[TrainItem]
+
+
+# ----- the slow tabs: the ``verify`` and ``attack`` traits -------------------------------------
+class JobState(TypedDict, total=False):
+    """A background run of one tab; ``state`` is always there, the rest once a run started."""
+
+    state: JobStateName
+    test_index: int
+    progress: float  # 0..1
+    message: str  # what the tab's status line shows
+
+
+class VerifyState(JobState, total=False):
+    """Leave-one-out retraining (``validate_loo``) for the selected test point."""
+
+    n_remove: int
+    n_removed: int
+    pearson: float | None  # None when undefined (fewer than two removals)
+    spearman: float | None
+    drift: float
+    seconds: float
+
+
+class AttackItem(TypedDict, total=False):
+    """One poisoned training point: PNGs for images, else the features that changed most."""
+
+    index: int
+    label: str
+    original: bytes
+    perturbed: bytes
+    difference: bytes
+    amplification: float  # how much the difference image is magnified
+    changes: list  # [[feature name, before, after], ...]
+
+
+class AttackState(JobState, total=False):
+    """A training-set attack (``craft_attack``) on the selected test point."""
+
+    flipped: bool
+    prediction_before: str
+    prediction_after: str
+    probabilities: list  # [[class name, before, after], ...], top 5
+    iterations: int
+    max_change: float
+    seconds: float
+    items: list[AttackItem]
+
+
+IDLE: JobState = {"state": "idle"}
+
+
+def job_started(index: int, message: str, **extra) -> JobState:
+    """The state of a run that has just started for test point ``index``."""
+    return {"state": "running", "test_index": index, "progress": 0.0, "message": message, **extra}
+
+
+def job_failed(index: int, what: str, err: Exception) -> JobState:
+    """The state of a run that raised ``err``: "<what> failed: <type>: <message>"."""
+    return {
+        "state": "error",
+        "test_index": index,
+        "message": f"{what} failed: {type(err).__name__}: {err}",
+    }

@@ -1,0 +1,90 @@
+"""The %influence magic in a real IPython shell: demos, user variables, errors, and no code run."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+import influence_widgets as iw
+
+
+@pytest.fixture(scope="module")
+def shell():
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "influence_widgets")
+    return ip
+
+
+@pytest.fixture(scope="module")
+def digits_variables(shell):
+    """A trained digits model and its data, as variables of the shell."""
+    data = iw.datasets.digits()
+    model = iw.models.logistic_regression(data)
+    iw.train(model, data, l2=0.01, progress=False)
+    shell.user_ns.update(m=model, X=data.X_train, y=data.y_train, Xt=data.X_test, yt=data.y_test)
+    return data, model
+
+
+def test_magic_demo_returns_an_explorer(shell):
+    ex = shell.run_line_magic("influence", "--demo digits -k 4")
+    assert isinstance(ex, iw.InfluenceExplorer) and ex.k == 4
+    ex.wait_ready()
+    ex.selected = 3
+    assert ex.panel["test_index"] == 3
+
+
+def test_magic_with_user_variables_and_its_errors(shell, digits_variables):
+    ex = shell.run_line_magic("influence", "m --train X y --test Xt yt --l2 0.01")
+    assert isinstance(ex, iw.InfluenceExplorer) and ex.kind == "tabular"
+    with pytest.raises(UsageError, match="train_display: image data must be"):
+        shell.run_line_magic("influence", "m --train X y --test Xt yt --kind image")
+    with pytest.raises(UsageError, match="no variable named 'nope'"):
+        shell.run_line_magic("influence", "nope --train X y --test Xt yt")
+    shell.user_ns["s"] = "a string"
+    with pytest.raises(UsageError, match="not a torch.nn.Module"):
+        shell.run_line_magic("influence", "s --train X y --test Xt yt")
+    with pytest.raises(UsageError, match="--demo NAME"):
+        shell.run_line_magic("influence", "")
+    with pytest.raises(UsageError):
+        shell.run_line_magic("influence", "--demo nope")
+    with pytest.raises(UsageError, match="solver"):
+        shell.run_line_magic("influence", "m --train X y --test Xt yt --solver nope")
+    with pytest.raises(UsageError, match="--train must be a variable name"):
+        shell.run_line_magic("influence", "m --train X[0] y --test Xt yt")
+
+
+def test_magic_help_is_available(shell):
+    doc = shell.find_line_magic("influence").__doc__
+    assert "--demo" in doc and "--train" in doc
+
+
+# ----- nothing in the line is evaluated -------------------------------------------------------
+@pytest.mark.parametrize(
+    "model",
+    [
+        "{__import__('os').system('touch SENTINEL')}",  # a space inside: argparse would split it
+        "{__import__('pathlib').Path('SENTINEL').touch()}",
+        "{seen.append(1)}",
+        "$mname",  # "m", a model: expanded, the line would open an explorer on it
+    ],
+    ids=["os.system", "pathlib", "append", "dollar"],
+)
+def test_magic_never_evaluates_the_line(shell, digits_variables, tmp_path, model):
+    """IPython expands {expr} and $name in a line magic unless it is marked @no_var_expand: the
+    expression would run before the magic sees the line. Run through ``run_cell`` as typed."""
+    sentinel = tmp_path / "sentinel"
+    shell.user_ns["seen"] = seen = []
+    shell.user_ns["mname"] = "m"
+    line = model.replace("SENTINEL", str(sentinel))
+    result = shell.run_cell(f"%influence {line} --train X y --test Xt yt", store_history=False)
+    assert not sentinel.exists(), "the magic ran code from its line"
+    assert seen == [], "the magic evaluated an expression in its line"
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "MODEL must be a variable name" in str(result.error_in_exec)
+
+
+@pytest.mark.parametrize("model", ["1abc", "a.b", "{x}", "m[0]", "m()"])
+def test_magic_model_that_is_not_a_name_is_named(shell, digits_variables, model):
+    with pytest.raises(UsageError, match="MODEL must be a variable name"):
+        shell.run_line_magic("influence", f"{model} --train X y --test Xt yt")
