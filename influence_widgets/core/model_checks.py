@@ -49,20 +49,21 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0].split(". ")[0] if text else type(err).__name__
 
 
-def _check_cuda(dev: torch.device) -> None:
+def _check_cuda(dev: torch.device, shown: str) -> None:
+    """A CUDA device this process can use; ``shown``: the device as the user wrote it."""
     if not torch.cuda.is_available():
         if not torch.backends.cuda.is_built():
             raise ValueError(
-                f"device: {str(dev)!r}, but this torch build has no CUDA; pass device='cpu' or "
+                f"device: {shown!r}, but this torch build has no CUDA; pass device='cpu' or "
                 "install a CUDA build of torch"
             )
         raise ValueError(
-            f"device: {str(dev)!r}, but no CUDA GPU is visible (check CUDA_VISIBLE_DEVICES and "
+            f"device: {shown!r}, but no CUDA GPU is visible (check CUDA_VISIBLE_DEVICES and "
             "the driver); pass device='cpu'"
         )
-    if dev.index is not None and dev.index >= torch.cuda.device_count():
+    if dev.index is not None and not 0 <= dev.index < torch.cuda.device_count():
         raise ValueError(
-            f"device: {str(dev)!r}, but only {torch.cuda.device_count()} CUDA GPU(s) are "
+            f"device: {shown!r}, but only {torch.cuda.device_count()} CUDA GPU(s) are "
             "visible; pass device='cuda' (GPU 0) or an index below that"
         )
 
@@ -84,7 +85,7 @@ def resolve_device(device: str | torch.device | None, model_device: torch.device
     if dev.type == "meta":
         raise ValueError("device: device='meta' holds no data; use 'cpu' or 'cuda'")
     if dev.type == "cuda":
-        _check_cuda(dev)
+        _check_cuda(dev, str(device))
     try:
         torch.empty(0, device=dev)
     except Exception as err:  # each backend fails in its own way (Assertion, NotImplemented...)
