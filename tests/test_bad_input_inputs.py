@@ -3,19 +3,21 @@
 Each bad-input case raises a TypeError/ValueError whose message starts with the argument's name
 (``loss``, ``device``, ``model``, ``train``/``data``, ``x_test``) and says the fix:
 
-- loss_mean_reduced: a ``loss`` that returns one number (a mean), for ``Influence`` and ``iw.train``,
-  and for a training set of one point (a mean of one row has shape (), not (1,));
-- loss_per_output: a ``loss`` that returns (B, C) instead of (B,), for both;
+- loss_mean_reduced: a ``loss`` that returns one number (a mean), for ``Influence`` and for
+  ``iw.train`` (the ``_train`` twin), and loss_mean_reduced_one_point, for a training set of one
+  point (a mean of one row has shape () where one loss per sample has (1,));
+- loss_per_output (and _train): a ``loss`` that returns (B, C) instead of (B,);
 - loss_not_a_tensor: a ``loss`` that returns a float;
-- device_cuda_without_cuda: ``device="cuda"`` / ``"cuda:999"`` on a torch build without CUDA;
+- device_cuda_without_cuda: ``device="cuda"`` on a torch build without CUDA (skipped with CUDA);
+- device_cuda_index: ``device="cuda:999"`` (no CUDA, or not that many GPUs);
 - device_meta: ``device="meta"``; model_on_meta: a model whose parameters are on the meta device;
-- device_mps_unavailable: a device type this build cannot use;
-- x_1d: X of shape (n,) for a ``Linear(1, C)`` model (once blamed on the labels), as training
-  inputs of both and as ``x_test``;
-- dataset_dict_items / dataset_tensor_items / dataset_1_tuple_items: a torch ``Dataset`` whose
-  items are not ``(x, y)`` or ``(x, y, ...)``, for both;
-- model_returns_tuple / model_returns_dict: a ``forward`` that returns a tuple or a dict, for
-  both, with the wrapper to write; raised when the object is built, not inside vmap.
+- device_mps_unavailable: a device type this build cannot use (skipped where MPS works);
+- x_1d (and _train), x_1d_test: X of shape (n,) for a ``Linear(1, C)`` model, once blamed on the
+  labels, as training inputs and as ``x_test``;
+- dataset_dict_items (and _train), dataset_tensor_items, dataset_1_tuple_items: a torch
+  ``Dataset`` whose items are not ``(x, y)`` or ``(x, y, ...)``;
+- model_returns_tuple (and _train), model_returns_dict: a ``forward`` that returns a tuple or a
+  dict, with the wrapper to write; raised when the object is built, not inside vmap.
 
 Accepted, and tested to give the same numbers (with the user's objects untouched): a ``Dataset``
 of ``(x, y, index)`` items, a ``Dataset`` of vector targets for ``mse``, an ``iw.datasets``
@@ -37,14 +39,6 @@ from torch import nn
 import influence_widgets as iw
 
 N, D, C, L2 = 12, 3, 3, 0.1
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def blobs(n: int = N, d: int = D) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,149 +94,132 @@ def per_output_loss(output, target):
     return (output - F.one_hot(target, C).to(output.dtype)).pow(2)
 
 
-def with_data(call):
-    """A case's callable: ``call(X, y)`` on fresh data."""
-    return lambda: call(*blobs())
-
-
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this torch build has CUDA")
 no_mps = pytest.mark.skipif(torch.backends.mps.is_available(), reason="MPS is available here")
 MEAN = r"^loss: must return one loss per sample, shape \(B,\).*got shape \(\).*reduction='none'"
 PER_OUTPUT = r"^loss: must return one loss per sample, shape \(B,\).*got shape \(2, 3\)"
 ONE_FEATURE = r"has shape \(12,\), one number per sample.*shape \(n, d\): reshape with X\[:, None\]"
 ITEMS = r"each item of the Dataset must be \(x, y\) or \(x, y, \.\.\.\)"
+DICT = r", got a dict.*wrap it.*\(item\['x'\], item\['y'\]\)"
 WRAP = (
     r"(?s)^model: forward must return a tensor.*got a {kind}.*class Logits.*return self.model\(x\)"
 )
 
+
+def case(case_id: str, call, error: type[Exception], match: str, marks=()):
+    """One bad-input case: ``call(X, y)`` on fresh data raises ``error`` with a message matching
+    ``match``, which names the argument."""
+    return pytest.param(call, error, match, id=case_id, marks=marks)
+
+
+def for_both(case_id: str, call, error: type[Exception], match: str) -> list:
+    """The case for ``Influence`` and for ``iw.train``: ``call(build, X, y)`` with ``build`` each
+    of them; ``{name}`` in ``match`` is the training set's name there (train, data)."""
+    return [
+        case(case_id, lambda X, y: call(influence, X, y), error, match.format(name="train")),
+        case(f"{case_id}_train", lambda X, y: call(train, X, y), error, match.format(name="data")),
+    ]
+
+
+def dict_items(X: torch.Tensor, y: torch.Tensor) -> Items:
+    return Items(X, y, lambda x, t, i: {"x": x, "y": t})
+
+
 CASES = [
-    pytest.param(
-        with_data(lambda X, y: influence(linear(), (X, y), loss=mean_loss)),
-        ValueError,
-        MEAN,
-        id="loss_mean_reduced",
+    *for_both(
+        "loss_mean_reduced", lambda b, X, y: b(linear(), (X, y), loss=mean_loss), ValueError, MEAN
     ),
-    pytest.param(
-        with_data(lambda X, y: train(linear(), (X, y), loss=mean_loss)),
+    *for_both(
+        "loss_per_output",
+        lambda b, X, y: b(linear(), (X, y), loss=per_output_loss),
         ValueError,
-        MEAN,
-        id="loss_mean_reduced_train",
+        PER_OUTPUT,
     ),
-    pytest.param(
-        with_data(lambda X, y: influence(linear(), (X[:1], y[:1]), loss=mean_loss)),
+    *for_both(
+        "x_1d",
+        lambda b, X, y: b(linear(1), (X[:, 0], y)),
+        ValueError,
+        r"^{name}\[0\] \(X\): " + ONE_FEATURE,
+    ),
+    *for_both(
+        "dataset_dict_items",
+        lambda b, X, y: b(linear(), dict_items(X, y)),
+        TypeError,
+        r"^{name}: " + ITEMS + DICT,
+    ),
+    *for_both(
+        "model_returns_tuple",
+        lambda b, X, y: b(Returns(lambda out: (out, out.sum())), (X, y)),
+        TypeError,
+        WRAP.format(kind="tuple") + r"\[0\]",
+    ),
+    case(
+        "loss_mean_reduced_one_point",
+        lambda X, y: influence(linear(), (X[:1], y[:1]), loss=mean_loss),
         ValueError,
         r"^loss: .*shape \(B,\) = \(1,\).*got shape \(\)",
-        id="loss_mean_reduced_one_point",
     ),
-    pytest.param(
-        with_data(lambda X, y: influence(linear(), (X, y), loss=per_output_loss)),
-        ValueError,
-        PER_OUTPUT,
-        id="loss_per_output",
-    ),
-    pytest.param(
-        with_data(lambda X, y: train(linear(), (X, y), loss=per_output_loss)),
-        ValueError,
-        PER_OUTPUT,
-        id="loss_per_output_train",
-    ),
-    pytest.param(
-        with_data(lambda X, y: influence(linear(), (X, y), loss=lambda out, t: 1.0)),
+    case(
+        "loss_not_a_tensor",
+        lambda X, y: influence(linear(), (X, y), loss=lambda out, t: 1.0),
         TypeError,
         r"^loss: must return a tensor of per-sample losses",
-        id="loss_not_a_tensor",
     ),
-    pytest.param(
-        with_data(lambda X, y: influence(linear(), (X, y), device="cuda")),
+    case(
+        "device_cuda_without_cuda",
+        lambda X, y: influence(linear(), (X, y), device="cuda"),
         ValueError,
         r"^device: 'cuda', but .*no CUDA.*device='cpu'",
-        id="device_cuda_without_cuda",
         marks=no_cuda,
     ),
-    pytest.param(
-        with_data(lambda X, y: influence(linear(), (X, y), device="cuda:999")),
+    case(
+        "device_cuda_index",
+        lambda X, y: influence(linear(), (X, y), device="cuda:999"),
         ValueError,
-        r"^device: 'cuda:999', but .*(no CUDA|only \d+ CUDA GPU).*",
-        id="device_cuda_index",
+        r"^device: 'cuda:999', but .*(no CUDA|only \d+ CUDA GPU)",
     ),
-    pytest.param(
-        with_data(lambda X, y: influence(linear(), (X, y), device="meta")),
+    case(
+        "device_meta",
+        lambda X, y: influence(linear(), (X, y), device="meta"),
         ValueError,
         r"^device: device='meta' holds no data; use 'cpu' or 'cuda'",
-        id="device_meta",
     ),
-    pytest.param(
-        with_data(lambda X, y: influence(nn.Linear(D, C, device="meta"), (X, y))),
+    case(
+        "model_on_meta",
+        lambda X, y: influence(nn.Linear(D, C, device="meta"), (X, y)),
         ValueError,
         r"^model: its parameters are on the 'meta' device.*load_state_dict",
-        id="model_on_meta",
     ),
-    pytest.param(
-        with_data(lambda X, y: influence(linear(), (X, y), device="mps")),
+    case(
+        "device_mps_unavailable",
+        lambda X, y: influence(linear(), (X, y), device="mps"),
         ValueError,
         r"^device: this torch build cannot use 'mps'.*device='cpu'",
-        id="device_mps_unavailable",
         marks=no_mps,
     ),
-    pytest.param(
-        with_data(lambda X, y: influence(linear(1), (X[:, 0], y))),
-        ValueError,
-        r"^train\[0\] \(X\): " + ONE_FEATURE,
-        id="x_1d",
-    ),
-    pytest.param(
-        with_data(lambda X, y: train(linear(1), (X[:, 0], y))),
-        ValueError,
-        r"^data\[0\] \(X\): " + ONE_FEATURE,
-        id="x_1d_train",
-    ),
-    pytest.param(
-        with_data(lambda X, y: influence(linear(1), (X[:, :1], y)).test_gradients(X[:, 0], y)),
+    case(
+        "x_1d_test",
+        lambda X, y: influence(linear(1), (X[:, :1], y)).test_gradients(X[:, 0], y),
         ValueError,
         r"^x_test: " + ONE_FEATURE,
-        id="x_1d_test",
     ),
-    pytest.param(
-        with_data(lambda X, y: influence(linear(), Items(X, y, lambda x, t, i: {"x": x, "y": t}))),
-        TypeError,
-        r"^train: " + ITEMS + r", got a dict.*wrap it.*\(item\['x'\], item\['y'\]\)",
-        id="dataset_dict_items",
-    ),
-    pytest.param(
-        with_data(lambda X, y: train(linear(), Items(X, y, lambda x, t, i: {"x": x, "y": t}))),
-        TypeError,
-        r"^data: " + ITEMS + r", got a dict",
-        id="dataset_dict_items_train",
-    ),
-    pytest.param(
-        with_data(lambda X, y: influence(linear(), Items(X, y, lambda x, t, i: x))),
+    case(
+        "dataset_tensor_items",
+        lambda X, y: influence(linear(), Items(X, y, lambda x, t, i: x)),
         TypeError,
         r"^train: " + ITEMS + r", got a Tensor",
-        id="dataset_tensor_items",
     ),
-    pytest.param(
-        with_data(lambda X, y: influence(linear(), Items(X, y, lambda x, t, i: (x,)))),
+    case(
+        "dataset_1_tuple_items",
+        lambda X, y: influence(linear(), Items(X, y, lambda x, t, i: (x,))),
         TypeError,
         r"^train: " + ITEMS + r", got a tuple of length 1",
-        id="dataset_1_tuple_items",
     ),
-    pytest.param(
-        with_data(lambda X, y: influence(Returns(lambda out: (out, out.sum())), (X, y))),
-        TypeError,
-        WRAP.format(kind="tuple") + r"\[0\]",
-        id="model_returns_tuple",
-    ),
-    pytest.param(
-        with_data(lambda X, y: train(Returns(lambda out: (out, out.sum())), (X, y))),
-        TypeError,
-        WRAP.format(kind="tuple") + r"\[0\]",
-        id="model_returns_tuple_train",
-    ),
-    pytest.param(
-        with_data(lambda X, y: influence(Returns(lambda out: {"logits": out}), (X, y))),
+    case(
+        "model_returns_dict",
+        lambda X, y: influence(Returns(lambda out: {"logits": out}), (X, y)),
         TypeError,
         WRAP.format(kind="dict") + r"\['logits'\]",
-        id="model_returns_dict",
     ),
 ]
 
@@ -250,7 +227,7 @@ CASES = [
 @pytest.mark.parametrize(("call", "error", "match"), CASES)
 def test_bad_input_names_the_argument(call, error, match):
     with pytest.raises(error, match=match):
-        call()
+        call(*blobs())
 
 
 # --- the same message from Influence and iw.train
