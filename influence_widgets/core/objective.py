@@ -198,7 +198,12 @@ def validate_targets(loss_fn: LossFn, y: torch.Tensor, output: torch.Tensor, nam
 
 
 def validate_batch(
-    forward, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, names: tuple[str, str], dtype
+    forward,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    names: tuple[str, str],
+    dtype: torch.dtype,
 ) -> None:
     """A batch fits the model and the loss: the model takes the (cast) inputs ``x`` and returns a
     tensor with one row per sample, the raw targets ``y`` fit the loss, and the loss returns one
@@ -213,22 +218,32 @@ def validate_batch(
 def _item_pair(item: object, name: str) -> tuple[object, object]:
     """(x, y) from a Dataset item ``(x, y)`` or ``(x, y, *rest)``; else a TypeError naming
     ``name`` that says which items are expected."""
-    if isinstance(item, tuple | list) and len(item) >= 2:
+    is_sequence = isinstance(item, tuple | list)
+    if is_sequence and len(item) >= 2:
         return item[0], item[1]
     expected = f"{name}: each item of the Dataset must be (x, y) or (x, y, ...)"
     if isinstance(item, dict):
         keys = list(item)
-        x_key, y_key = (keys + ["x", "y"])[:2] if len(keys) >= 2 else ("x", "y")
+        x_key, y_key = keys[:2] if len(keys) >= 2 else ("x", "y")
         raise TypeError(
             f"{expected}, got a dict with keys {keys[:6]}; wrap it in a Dataset whose "
             f"__getitem__(i) returns (item[{x_key!r}], item[{y_key!r}]) for item = data[i]"
         )
-    what = (
-        f"a {type(item).__name__} of length {len(item)}"
-        if isinstance(item, tuple | list)
-        else (f"a {type(item).__name__}")
+    length = f" of length {len(item)}" if is_sequence else ""
+    raise TypeError(f"{expected}, got a {type(item).__name__}{length}")
+
+
+def _split(train, name: str) -> tuple[object, object, str, str]:
+    """(X, y, x_name, y_name) from a pair or from an object's training split (``X_train``,
+    ``y_train``); else a TypeError naming ``name`` that lists what is accepted."""
+    if isinstance(train, tuple | list) and len(train) == 2:
+        return train[0], train[1], f"{name}[0] (X)", f"{name}[1] (y)"
+    if hasattr(train, "X_train") and hasattr(train, "y_train"):
+        return train.X_train, train.y_train, f"{name}.X_train", f"{name}.y_train"
+    raise TypeError(
+        f"{name}: expected a pair (X, y) of tensors/arrays, a torch Dataset of (x, y) items "
+        f"or a data set with X_train and y_train, got {type(train).__name__}"
     )
-    raise TypeError(f"{expected}, got {what}")
 
 
 class TrainingSet:
@@ -253,7 +268,7 @@ class TrainingSet:
             self.n = len(train)  # type: ignore[arg-type]
         else:
             self.dataset = None
-            X, y = self._split(train)
+            X, y, self.x_name, self.y_name = _split(train, name)
             self.X = as_tensor(X, self.x_name)
             self.y = as_tensor(y, self.y_name)
             if self.X.ndim == 0 or self.y.ndim == 0:
@@ -268,20 +283,6 @@ class TrainingSet:
             self.n = len(self.X)
         if self.n == 0:
             raise ValueError(f"{name}: the training set is empty")
-
-    def _split(self, train) -> tuple[object, object]:
-        """(X, y) from a pair or from an object's training split; sets ``x_name``/``y_name``."""
-        name = self.name
-        if isinstance(train, tuple | list) and len(train) == 2:
-            self.x_name, self.y_name = f"{name}[0] (X)", f"{name}[1] (y)"
-            return train[0], train[1]
-        if hasattr(train, "X_train") and hasattr(train, "y_train"):
-            self.x_name, self.y_name = f"{name}.X_train", f"{name}.y_train"
-            return train.X_train, train.y_train
-        raise TypeError(
-            f"{name}: expected a pair (X, y) of tensors/arrays, a torch Dataset of (x, y) items "
-            f"or a data set with X_train and y_train, got {type(train).__name__}"
-        )
 
     def take(self, idx: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The points at ``idx`` as a batch (X[idx], y[idx]), before any casting."""
