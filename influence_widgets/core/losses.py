@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from influence_widgets.core.errors import check_nonnegative
+from influence_widgets.core.model_checks import first_line
 
 __all__ = [
     "LossFn",
@@ -105,10 +106,9 @@ def check_per_sample_losses(loss_fn: LossFn, output: torch.Tensor, target: torch
         with torch.no_grad():
             value = loss_fn(output, target)
     except (RuntimeError, ValueError, IndexError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
             f"loss: fails on the model's output of shape {tuple(output.shape)} with targets of "
-            f"shape {tuple(target.shape)}: {first}"
+            f"shape {tuple(target.shape)}: {first_line(err)}"
         ) from err
     if not isinstance(value, torch.Tensor):
         raise TypeError(

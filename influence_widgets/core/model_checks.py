@@ -14,7 +14,13 @@ from torch import nn
 
 from influence_widgets.core.errors import InfluenceWarning
 
-__all__ = ["mode_dependent_modules", "resolve_device", "select_parameters", "warn_train_mode"]
+__all__ = [
+    "first_line",
+    "mode_dependent_modules",
+    "resolve_device",
+    "select_parameters",
+    "warn_train_mode",
+]
 
 
 def select_parameters(model: nn.Module, params: Sequence[str] | str | None) -> list[str]:
@@ -44,7 +50,8 @@ def select_parameters(model: nn.Module, params: Sequence[str] | str | None) -> l
     return selected
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first sentence of an error from torch or from user code, to quote in our message."""
     text = str(err).strip()
     return text.splitlines()[0].split(". ")[0] if text else type(err).__name__
 
@@ -90,7 +97,7 @@ def resolve_device(device: str | torch.device | None, model_device: torch.device
         torch.empty(0, device=dev)
     except Exception as err:  # each backend fails in its own way (Assertion, NotImplemented...)
         raise ValueError(
-            f"device: this torch build cannot use {str(dev)!r} ({_first_line(err)}); pass "
+            f"device: this torch build cannot use {str(dev)!r} ({first_line(err)}); pass "
             "device='cpu' or 'cuda'"
         ) from err
     return dev

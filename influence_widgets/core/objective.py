@@ -32,7 +32,12 @@ from influence_widgets.core.losses import (
     mse,
     resolve_loss,
 )
-from influence_widgets.core.model_checks import resolve_device, select_parameters, warn_train_mode
+from influence_widgets.core.model_checks import (
+    first_line,
+    resolve_device,
+    select_parameters,
+    warn_train_mode,
+)
 
 __all__ = [
     "Objective",
@@ -136,12 +141,11 @@ def probe_output(forward, x: torch.Tensor, name: str) -> torch.Tensor:
         with torch.no_grad():
             output = forward(rows)
     except (RuntimeError, ValueError, IndexError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if x.ndim == 1:
-            raise _one_feature_per_row(x, name, f"the model failed: {first}") from err
+            raise _one_feature_per_row(x, name, f"the model failed: {first_line(err)}") from err
         raise ValueError(
             f"{name}: the model cannot take these inputs (one row has shape "
-            f"{tuple(x.shape[1:])}): {first}"
+            f"{tuple(x.shape[1:])}): {first_line(err)}"
         ) from err
     if not isinstance(output, torch.Tensor):
         raise _not_a_tensor(output)
