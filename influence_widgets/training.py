@@ -6,22 +6,23 @@ strong-Wolfe line search (the paper's code trains its convex models the same way
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from influence_widgets.core.errors import check_nonnegative, check_positive_int
-from influence_widgets.core.losses import (
-    LossFn,
-    expects_binary_labels,
-    expects_class_indices,
-    resolve_loss,
+from influence_widgets.core.losses import LossFn, resolve_loss
+from influence_widgets.core.model_checks import select_parameters, warn_train_mode
+from influence_widgets.core.objective import (
+    TrainingSet,
+    cast_inputs,
+    cast_targets,
+    validate_batch,
 )
-from influence_widgets.core.objective import TrainingSet, probe_output, validate_targets
 from influence_widgets.core.progress import progress_bar
-from influence_widgets.datasets import Dataset
 
 __all__ = ["TrainingReport", "train", "train_hinge"]
 
@@ -49,11 +50,29 @@ def default_tolerance(dtype: torch.dtype) -> float:
     return 1e-8 if dtype == torch.float64 else 1e-5
 
 
-def _training_pair(data) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(data, Dataset):
-        return data.X_train, data.y_train
+def _training_pair(data) -> tuple[torch.Tensor, torch.Tensor, TrainingSet]:
+    """All training points (X, y) of ``data`` (any form ``Influence`` takes), uncast."""
     ts = TrainingSet(data, "data")
-    return ts.take(torch.arange(ts.n))
+    return (*ts.tensors(), ts)
+
+
+@contextlib.contextmanager
+def _fitting(model: torch.nn.Module, names: Sequence[str]) -> Iterator[None]:
+    """Every module in eval mode and only ``names`` trainable while fitting; afterwards each
+    module's train/eval flag and each parameter's ``requires_grad`` and ``.grad`` as before."""
+    modes = [(m, m.training) for m in model.modules()]
+    saved = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in names)
+    model.eval()
+    try:
+        yield
+    finally:
+        for p, flag, grad in saved:
+            p.requires_grad_(flag)
+            p.grad = grad
+        for m, flag in modes:
+            m.training = flag
 
 
 def train(
@@ -70,8 +89,11 @@ def train(
     """Fit ``model`` in place by full-batch L-BFGS on the mean loss plus (l2/2)||theta||^2.
 
     Args:
-        model: the model to train (modified in place, like ``fit``); evaluated in eval mode.
-        data: an ``iw.datasets`` Dataset (its training split) or a pair ``(X, y)``.
+        model: the model to train (modified in place, like ``fit``); fitted in eval mode, as
+            ``Influence`` evaluates it (an :class:`InfluenceWarning` names BatchNorm or Dropout
+            modules left in train mode); each module's mode is restored afterwards.
+        data: a pair ``(X, y)``, a torch Dataset of ``(x, y)`` items, or an ``iw.datasets``
+            Dataset (its training split): any training set ``Influence`` takes.
         l2: L2 coefficient over the trained parameters; use the same value for ``Influence``.
         loss: as for ``Influence``.
         params: names of the parameters to train (default all trainable); others stay frozen.
@@ -88,39 +110,32 @@ def train(
     if tol is not None and not check_nonnegative(tol, "tol") > 0:
         raise ValueError(f"tol: must be > 0, got {tol!r}")
     loss_fn = resolve_loss(loss)
+    names = select_parameters(model, params)
     named = dict(model.named_parameters())
-    if params is None:
-        names = [n for n, p in named.items() if p.requires_grad]
-        if not names:
-            raise ValueError("model: has no trainable parameters; pass params=[...] to name some")
-    else:
-        names = [params] if isinstance(params, str) else list(params)
-        unknown = [n for n in names if not isinstance(n, str) or n not in named]
-        if unknown:
-            raise ValueError(f"params: no parameter named {unknown[0]!r}; available: {list(named)}")
-        if not names or len(set(names)) != len(names):
-            raise ValueError("params: must name at least one parameter, each at most once")
     theta = [named[n] for n in names]
     dtype, device = theta[0].dtype, theta[0].device
     tol = tol if tol is not None else default_tolerance(dtype)
+    X, y, ts = _training_pair(data)
+    X = cast_inputs(X, dtype, device)
+    warn_train_mode(model, "iw.train fits it", stacklevel=2)
+    with _fitting(model, names):
+        validate_batch(model, loss_fn, X, y, (ts.x_name, ts.y_name), dtype)
+        y = cast_targets(loss_fn, y, dtype, device)
+        return _minimise(model, loss_fn, X, y, theta, l2, tol, max_iter, progress)
 
-    X, y = _training_pair(data)
-    for t, name in ((X, "data X"), (y, "data y")):
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name}: contains NaN or infinite values")
-    X = X.to(device=device, dtype=dtype) if X.is_floating_point() else X.to(device)
-    validate_targets(loss_fn, y, probe_output(model, X, "data X"), "data y")
-    y = y.to(device)
-    if expects_class_indices(loss_fn) or expects_binary_labels(loss_fn):
-        y = y.long()
-    elif y.is_floating_point():
-        y = y.to(dtype)
 
-    was_training = model.training
-    frozen = {n: p.requires_grad for n, p in named.items()}
-    for n, p in named.items():
-        p.requires_grad_(n in names)
-    model.eval()
+def _minimise(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    theta: list[torch.nn.Parameter],
+    l2: float,
+    tol: float,
+    max_iter: int,
+    progress: bool,
+) -> TrainingReport:
+    """Full-batch L-BFGS on R(theta) until ||grad R|| <= tol, the precision floor or max_iter."""
 
     def risk() -> torch.Tensor:
         value = loss_fn(model(X), y).mean()
@@ -179,10 +194,6 @@ def train(
             final_risk = float(risk())
     finally:
         bar.close()
-        for n, p in named.items():
-            p.requires_grad_(frozen[n])
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
     return TrainingReport(
         risk=final_risk,
         grad_norm=gn,
@@ -230,7 +241,7 @@ def train_hinge(
             "(iw.models.linear_svm)"
         )
     lin = linears[0]
-    X, y = _training_pair(data)
+    X, y, _ = _training_pair(data)
     labels = torch.unique(y)
     if not set(labels.tolist()) <= {0, 1}:
         raise ValueError(f"data y: expected labels 0 and 1, got {labels.tolist()[:5]}")

@@ -13,10 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from influence_widgets.core.errors import check_nonnegative
+from influence_widgets.core.model_checks import first_line
 
 __all__ = [
     "LossFn",
     "SmoothHinge",
+    "check_per_sample_losses",
     "class_probabilities",
     "cross_entropy",
     "mse",
@@ -80,6 +82,44 @@ def resolve_loss(loss: str | LossFn) -> LossFn:
     if callable(loss):
         return loss
     raise TypeError(f"loss: expected a name or a callable, got {type(loss).__name__}")
+
+
+def _shape_fix(shape: tuple[int, ...], batch: int) -> str:
+    if not shape:
+        return (
+            "a reduced loss (mean or sum) gives one number: pass reduction='none', e.g. "
+            "F.cross_entropy(output, target, reduction='none')"
+        )
+    if shape[0] == batch:
+        return (
+            "one value per output: reduce all but the batch dimension, e.g. "
+            "F.mse_loss(output, target, reduction='none').mean(dim=1)"
+        )
+    return "pass reduction='none' and reduce all but the batch dimension"
+
+
+def check_per_sample_losses(loss_fn: LossFn, output: torch.Tensor, target: torch.Tensor) -> None:
+    """``loss_fn(output, target)`` returns one loss per sample, shape (B,), for a batch of B >= 1
+    outputs; else a TypeError/ValueError naming ``loss`` and the fix."""
+    batch = output.shape[0]
+    try:
+        with torch.no_grad():
+            value = loss_fn(output, target)
+    except (RuntimeError, ValueError, IndexError, TypeError) as err:
+        raise ValueError(
+            f"loss: fails on the model's output of shape {tuple(output.shape)} with targets of "
+            f"shape {tuple(target.shape)}: {first_line(err)}"
+        ) from err
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"loss: must return a tensor of per-sample losses, shape (B,), got "
+            f"{type(value).__name__}"
+        )
+    if tuple(value.shape) != (batch,):
+        raise ValueError(
+            f"loss: must return one loss per sample, shape (B,) = ({batch},) here, got shape "
+            f"{tuple(value.shape)}; {_shape_fix(tuple(value.shape), batch)}"
+        )
 
 
 def expects_class_indices(loss_fn: LossFn) -> bool:

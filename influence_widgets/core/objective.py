@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -25,19 +26,27 @@ from torch.func import functional_call
 from influence_widgets.core.errors import check_nonnegative
 from influence_widgets.core.losses import (
     LossFn,
+    check_per_sample_losses,
     expects_binary_labels,
     expects_class_indices,
     mse,
     resolve_loss,
+)
+from influence_widgets.core.model_checks import (
+    first_line,
+    resolve_device,
+    select_parameters,
+    warn_train_mode,
 )
 
 __all__ = [
     "Objective",
     "TrainingSet",
     "as_tensor",
+    "cast_inputs",
+    "cast_targets",
     "one_test_point",
-    "probe_output",
-    "validate_targets",
+    "validate_batch",
 ]
 
 
@@ -72,17 +81,83 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name}: contains {bad} NaN or infinite value(s); clean or impute them")
 
 
+def cast_inputs(x: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Inputs on ``device``; floating-point inputs in the model's ``dtype``, others (token ids) as
+    they are."""
+    x = x.to(device)
+    return x.to(dtype) if x.is_floating_point() else x
+
+
+def cast_targets(
+    loss_fn: LossFn, y: torch.Tensor, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """Targets on ``device``: int64 for a loss that takes class indices or 0/1 labels, else
+    floating-point targets in the model's ``dtype``."""
+    y = y.to(device)
+    if expects_class_indices(loss_fn) or expects_binary_labels(loss_fn):
+        return y.long()
+    return y.to(dtype) if y.is_floating_point() else y
+
+
+def _one_feature_per_row(x: torch.Tensor, name: str, problem: str) -> ValueError:
+    """The error for 1-D inputs that a model of feature vectors cannot take (``problem``: what
+    went wrong); 1-D inputs are fine for a model that takes one id per sample (an embedding)."""
+    return ValueError(
+        f"{name}: has shape {tuple(x.shape)}, one number per sample, but the model expects one "
+        "row of features per sample, shape (n, d): reshape with X[:, None] for one feature "
+        f"({problem})"
+    )
+
+
+def _not_a_tensor(output: object) -> TypeError:
+    """The error for a model whose forward returns a tuple, dict, ... with the wrapper to write."""
+    kind = type(output).__name__
+    if isinstance(output, dict):
+        key = next((k for k, v in output.items() if isinstance(v, torch.Tensor)), "logits")
+        pick = f"[{key!r}]"
+    elif isinstance(output, tuple | list):
+        pick = "[0]"
+    else:
+        return TypeError(f"model: forward must return a tensor of outputs (B, C), got a {kind}")
+    return TypeError(
+        f"model: forward must return a tensor of outputs (B, C), got a {kind}; wrap the model "
+        "so that it returns the logits tensor, and pass the wrapper:\n\n"
+        "    class Logits(torch.nn.Module):\n"
+        "        def __init__(self, model):\n"
+        "            super().__init__()\n"
+        "            self.model = model\n\n"
+        "        def forward(self, x):\n"
+        f"            return self.model(x){pick}\n\n"
+        "(parameter names, as in params=, then start with 'model.')"
+    )
+
+
 def probe_output(forward, x: torch.Tensor, name: str) -> torch.Tensor:
-    """The model's output on the first row of ``x``; a ValueError naming ``name`` if it cannot run."""
+    """The model's output on the first two rows of ``x`` (one if there is one): a tensor with one
+    row per input row. Else a ValueError naming ``name`` (inputs the model cannot take) or a
+    TypeError naming ``model`` (an output that is not a tensor)."""
+    rows = x[:2]
     try:
         with torch.no_grad():
-            return forward(x[:1])
+            output = forward(rows)
     except (RuntimeError, ValueError, IndexError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if x.ndim == 1:
+            raise _one_feature_per_row(x, name, f"the model failed: {first_line(err)}") from err
         raise ValueError(
             f"{name}: the model cannot take these inputs (one row has shape "
-            f"{tuple(x.shape[1:])}): {first}"
+            f"{tuple(x.shape[1:])}): {first_line(err)}"
         ) from err
+    if not isinstance(output, torch.Tensor):
+        raise _not_a_tensor(output)
+    if output.ndim == 0 or output.shape[0] != len(rows):
+        problem = f"the model returns output of shape {tuple(output.shape)} for {len(rows)} row(s)"
+        if x.ndim == 1:
+            raise _one_feature_per_row(x, name, problem)
+        raise ValueError(
+            f"{name}: {problem} of shape {tuple(x.shape[1:])}; it must return one row per "
+            "sample, batch dimension first: check the input shape the model expects"
+        )
+    return output
 
 
 def validate_targets(loss_fn: LossFn, y: torch.Tensor, output: torch.Tensor, name: str) -> None:
@@ -126,21 +201,80 @@ def validate_targets(loss_fn: LossFn, y: torch.Tensor, output: torch.Tensor, nam
             )
 
 
-class TrainingSet:
-    """The training points z_1..z_n, from ``(X, y)`` tensors/arrays or a ``torch.utils.data.Dataset``.
+def validate_batch(
+    forward,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    names: tuple[str, str],
+    dtype: torch.dtype,
+) -> None:
+    """A batch fits the model and the loss: the model takes the (cast) inputs ``x`` and returns a
+    tensor with one row per sample, the raw targets ``y`` fit the loss, and the loss returns one
+    value per sample, shape (B,). ``names``: how to name x and y in errors."""
+    x_name, y_name = names
+    output = probe_output(forward, x, x_name)
+    validate_targets(loss_fn, y, output, y_name)
+    targets = cast_targets(loss_fn, y[: len(output)], dtype, output.device)
+    check_per_sample_losses(loss_fn, output, targets)
 
-    Batches come out cast to the model's dtype and device; the user's tensors are never written.
+
+def _item_pair(item: object, name: str) -> tuple[object, object]:
+    """(x, y) from a Dataset item ``(x, y)`` or ``(x, y, *rest)``; else a TypeError naming
+    ``name`` that says which items are expected."""
+    is_sequence = isinstance(item, tuple | list)
+    if is_sequence and len(item) >= 2:
+        return item[0], item[1]
+    expected = f"{name}: each item of the Dataset must be (x, y) or (x, y, ...)"
+    if isinstance(item, dict):
+        keys = list(item)
+        x_key, y_key = keys[:2] if len(keys) >= 2 else ("x", "y")
+        raise TypeError(
+            f"{expected}, got a dict with keys {keys[:6]}; wrap it in a Dataset whose "
+            f"__getitem__(i) returns (item[{x_key!r}], item[{y_key!r}]) for item = data[i]"
+        )
+    length = f" of length {len(item)}" if is_sequence else ""
+    raise TypeError(f"{expected}, got a {type(item).__name__}{length}")
+
+
+def _split(train, name: str) -> tuple[object, object, str, str]:
+    """(X, y, x_name, y_name) from a pair or from an object's training split (``X_train``,
+    ``y_train``); else a TypeError naming ``name`` that lists what is accepted."""
+    if isinstance(train, tuple | list) and len(train) == 2:
+        return train[0], train[1], f"{name}[0] (X)", f"{name}[1] (y)"
+    if hasattr(train, "X_train") and hasattr(train, "y_train"):
+        return train.X_train, train.y_train, f"{name}.X_train", f"{name}.y_train"
+    raise TypeError(
+        f"{name}: expected a pair (X, y) of tensors/arrays, a torch Dataset of (x, y) items "
+        f"or a data set with X_train and y_train, got {type(train).__name__}"
+    )
+
+
+class TrainingSet:
+    """The training points z_1..z_n, given as one of:
+
+    - a pair ``(X, y)`` of tensors/arrays with one row per point;
+    - a ``torch.utils.data.Dataset`` whose items are ``(x, y)`` or ``(x, y, *rest)`` (the rest,
+      such as an index or a weight, is ignored);
+    - any other object with ``X_train`` and ``y_train`` attributes, such as an
+      ``iw.datasets`` Dataset: its training split, exactly as ``(data.X_train, data.y_train)``.
+
+    Batches come out as stored (``cast_inputs``/``cast_targets`` cast them); the user's tensors
+    are never written. ``x_name`` and ``y_name`` name the inputs and labels in errors.
     """
 
     def __init__(self, train, name: str = "train") -> None:
+        self.name = name
         if isinstance(train, torch.utils.data.Dataset) and not isinstance(train, tuple | list):
             self.dataset = train
             self.X = self.y = None
+            self.x_name, self.y_name = f"{name} item x", f"{name} item y"
             self.n = len(train)  # type: ignore[arg-type]
-        elif isinstance(train, tuple | list) and len(train) == 2:
+        else:
             self.dataset = None
-            self.X = as_tensor(train[0], f"{name}[0] (X)")
-            self.y = as_tensor(train[1], f"{name}[1] (y)")
+            X, y, self.x_name, self.y_name = _split(train, name)
+            self.X = as_tensor(X, self.x_name)
+            self.y = as_tensor(y, self.y_name)
             if self.X.ndim == 0 or self.y.ndim == 0:
                 raise ValueError(f"{name}: X and y must have a leading sample dimension")
             if len(self.X) != len(self.y):
@@ -148,14 +282,9 @@ class TrainingSet:
                     f"{name}: X has {len(self.X)} rows but y has {len(self.y)}; "
                     "they must have the same length"
                 )
-            _check_finite(self.X, f"{name}[0] (X)")
-            _check_finite(self.y, f"{name}[1] (y)")
+            _check_finite(self.X, self.x_name)
+            _check_finite(self.y, self.y_name)
             self.n = len(self.X)
-        else:
-            raise TypeError(
-                f"{name}: expected a pair (X, y) of tensors/arrays or a torch Dataset, "
-                f"got {type(train).__name__}"
-            )
         if self.n == 0:
             raise ValueError(f"{name}: the training set is empty")
 
@@ -164,11 +293,17 @@ class TrainingSet:
         idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
         if self.dataset is None:
             return self.X[idx], self.y[idx]
-        items = [self.dataset[int(i)] for i in idx]
-        xs = torch.stack([as_tensor(x, "train dataset item x") for x, _ in items])
-        ys = torch.stack([as_tensor(y, "train dataset item y").reshape(()) for _, y in items])
-        _check_finite(xs, "train dataset item x")
+        pairs = [_item_pair(self.dataset[int(i)], self.name) for i in idx]
+        xs = torch.stack([as_tensor(x, self.x_name) for x, _ in pairs])
+        ys = torch.stack([_label(as_tensor(y, self.y_name)) for _, y in pairs])
+        _check_finite(xs, self.x_name)
         return xs, ys
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All n points (X, y), before any casting; the user's own tensors when given as such."""
+        if self.dataset is None:
+            return self.X, self.y
+        return self.take(torch.arange(self.n))
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, slice]]:
         """(X, y, slice of indices) for consecutive batches covering all n points once."""
@@ -179,6 +314,11 @@ class TrainingSet:
             else:
                 x, y = self.take(range(start, stop))
                 yield x, y, slice(start, stop)
+
+
+def _label(y: torch.Tensor) -> torch.Tensor:
+    """One item's label: a scalar (a class index), or as it is when it has several values (mse)."""
+    return y.reshape(()) if y.numel() == 1 else y
 
 
 @dataclass(frozen=True)
@@ -199,6 +339,9 @@ class Objective:
         params: names (as in ``model.named_parameters()``) of the parameters theta; default all
             with ``requires_grad``.
         device: where to compute; default the model's device.
+
+    The model is evaluated in eval mode, as at inference. A model left in train mode with modules
+    that eval mode changes (BatchNorm, Dropout) gets one :class:`InfluenceWarning` naming them.
     """
 
     def __init__(
@@ -213,38 +356,14 @@ class Objective:
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         self.l2 = check_nonnegative(l2, "l2")
         self.loss_fn = resolve_loss(loss)
-        named = dict(model.named_parameters())
-        if params is None:
-            selected = [n for n, p in named.items() if p.requires_grad]
-            if not selected:
-                raise ValueError(
-                    "model: has no trainable parameters (all requires_grad=False); pass params=[...] "
-                    "to name the parameters to take influence over"
-                )
-        else:
-            if isinstance(params, str):
-                params = [params]
-            if not isinstance(params, Sequence) or not all(isinstance(n, str) for n in params):
-                raise TypeError(f"params: expected a list of parameter names (str), got {params!r}")
-            selected = list(params)
-            unknown = [n for n in selected if n not in named]
-            if unknown:
-                raise ValueError(
-                    f"params: no parameter named {unknown[0]!r} in the model; "
-                    f"available: {list(named)}"
-                )
-            if not selected or len(set(selected)) != len(selected):
-                raise ValueError("params: must name at least one parameter, each at most once")
-        first = named[selected[0]]
-        try:
-            self.device = torch.device(device) if device is not None else first.device
-        except (RuntimeError, TypeError) as err:
-            raise ValueError(
-                f"device: not a torch device: {device!r} (try 'cpu' or 'cuda')"
-            ) from err
+        selected = select_parameters(model, params)
+        first = dict(model.named_parameters())[selected[0]]
+        self.device = resolve_device(device, first.device)
         self.dtype = first.dtype
         if not self.dtype.is_floating_point:
             raise TypeError(f"model: parameters must be floating point, got {self.dtype}")
+        # stacklevel 3: the caller of Influence(...), which builds this object
+        warn_train_mode(model, "Influence is computed", stacklevel=3)
 
         self.module = copy.deepcopy(model).to(self.device).eval()
         for p in self.module.parameters():
@@ -294,14 +413,12 @@ class Objective:
 
     # ----- inputs ---------------------------------------------------------------------------
     def cast_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device)
-        return x.to(self.dtype) if x.is_floating_point() else x
+        """Inputs on this device, floating-point ones in the model's dtype."""
+        return cast_inputs(x, self.dtype, self.device)
 
     def cast_targets(self, y: torch.Tensor) -> torch.Tensor:
-        y = y.to(self.device)
-        if expects_class_indices(self.loss_fn) or expects_binary_labels(self.loss_fn):
-            return y.long()
-        return y.to(self.dtype) if y.is_floating_point() else y
+        """Targets as the loss takes them, on this device (see :func:`cast_targets`)."""
+        return cast_targets(self.loss_fn, y, self.dtype, self.device)
 
     def prepare(
         self, x: torch.Tensor, y: torch.Tensor, x_name: str, y_name: str
@@ -310,8 +427,8 @@ class Objective:
         _check_finite(x, x_name)
         _check_finite(y, y_name)
         xc = self.cast_inputs(x)
-        output = probe_output(lambda rows: self.forward(self.theta, rows), xc, x_name)
-        validate_targets(self.loss_fn, y, output, y_name)
+        forward = partial(self.forward, self.theta)
+        validate_batch(forward, self.loss_fn, xc, y, (x_name, y_name), self.dtype)
         return xc, self.cast_targets(y)
 
     # ----- the functions --------------------------------------------------------------------
