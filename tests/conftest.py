@@ -149,7 +149,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 # ----- the user's state, before and after a public call --------------------------------------
 def _digest_tensor(t: torch.Tensor) -> tuple:
     data = t.detach().cpu().contiguous()
-    raw = data.view(torch.uint8).numpy().tobytes() if data.numel() else b""
+    raw = data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b""
     return (
         "tensor",
         str(t.dtype),
