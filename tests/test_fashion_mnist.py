@@ -10,6 +10,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -327,6 +328,26 @@ def test_nothing_found_without_download(tmp_path: Path) -> None:
     assert not cache.exists()
 
 
+def test_error_says_what_each_searched_directory_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each searched directory's line says why it was passed over; the fix names every way in."""
+    write_files(tmp_path / "env")
+    (tmp_path / "env" / f"{STEMS['test_labels']}.gz").unlink()
+    monkeypatch.setenv(fm.DATA_ENV, str(tmp_path / "env"))
+    (tmp_path / "cache").mkdir()
+    with pytest.raises(FileNotFoundError) as info:
+        fashion_mnist(download=False, cache_dir=tmp_path / "cache")
+    lines = {line.split("  (")[0].strip("- "): line for line in str(info.value).splitlines()}
+    assert lines[str(tmp_path / "env")].endswith(f"lacks {STEMS['test_labels']}[.gz]")
+    assert lines[str(tmp_path / "env" / "fashion-mnist")].endswith("no such directory")
+    assert lines[str(fm.SYSTEM_DIR)].endswith("no such directory")
+    assert lines[str(tmp_path / "cache")].endswith("holds none of the four files")
+    for stem in STEMS.values():
+        assert f"{stem}[.gz]" in str(info.value)
+    assert fm.MIRROR_ENV in str(info.value)
+
+
 # --------------------------------------------------------------------------- download
 
 
@@ -343,9 +364,16 @@ class CountingHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class Mirror(NamedTuple):
+    url: str  # its base URL, with a trailing slash
+    root: Path  # the directory it serves
+    requests: list[str]  # the paths asked for, in order
+    cache: Path  # an empty cache directory for the download
+
+
 @pytest.fixture
-def mirror(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
-    """A local HTTP mirror of the synthetic ``.gz`` files: (base URL, its directory, requests)."""
+def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mirror]:
+    """A local HTTP mirror of the synthetic ``.gz`` files, which the loader is pointed at."""
     root = tmp_path / "mirror"
     write_files(root, gz=True)
     requests: list[str] = []
@@ -355,82 +383,63 @@ def mirror(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
     )
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    monkeypatch.setenv(fm.MIRROR_ENV, url)
+    monkeypatch.setattr(fm, "FILES", files_table(root))
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", root, requests
+        yield Mirror(url, root, requests, tmp_path / "cache")
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
 
 
-def use_mirror(monkeypatch: pytest.MonkeyPatch, url: str, root: Path) -> None:
-    monkeypatch.setenv(fm.MIRROR_ENV, url)
-    monkeypatch.setattr(fm, "FILES", files_table(root))
-
-
-def test_download_verifies_caches_and_loads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror
-) -> None:
-    url, root, requests = mirror
-    use_mirror(monkeypatch, url, root)
-    cache = tmp_path / "cache"
+def test_download_verifies_caches_and_loads(mirror: Mirror) -> None:
     arrays = synthetic_arrays()
-
-    ds = fashion_mnist(cache_dir=cache, progress=True)
-    assert sorted(requests) == sorted(f"/{name}" for name in fm.FILES)
-    assert gz_files(cache) == sorted(fm.FILES)  # no temporary files left over
+    ds = fashion_mnist(cache_dir=mirror.cache, progress=True)
+    assert sorted(mirror.requests) == sorted(f"/{name}" for name in fm.FILES)
+    assert gz_files(mirror.cache) == sorted(fm.FILES)  # no temporary files left over
     for name in fm.FILES:
-        assert (cache / name).read_bytes() == (root / name).read_bytes()
+        assert (mirror.cache / name).read_bytes() == (mirror.root / name).read_bytes()
     np.testing.assert_array_equal(pixels(ds.X_train), arrays["train_images"])
     np.testing.assert_array_equal(ds.y_test.numpy(), arrays["test_labels"])
 
-    again = fashion_mnist(cache_dir=cache, progress=False)
-    assert len(requests) == 4  # served from the cache
+    again = fashion_mnist(cache_dir=mirror.cache, progress=False)
+    assert len(mirror.requests) == 4  # served from the cache
     np.testing.assert_array_equal(again.X_test.numpy(), ds.X_test.numpy())
 
 
-def test_download_only_fetches_missing_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror
-) -> None:
-    url, root, requests = mirror
-    use_mirror(monkeypatch, url, root)
-    cache = tmp_path / "cache"
-    cache.mkdir()
+def test_download_only_fetches_missing_files(mirror: Mirror) -> None:
+    mirror.cache.mkdir()
     for stem in (STEMS["train_images"], STEMS["test_images"]):
-        (cache / f"{stem}.gz").write_bytes((root / f"{stem}.gz").read_bytes())
+        (mirror.cache / f"{stem}.gz").write_bytes((mirror.root / f"{stem}.gz").read_bytes())
 
-    fashion_mnist(cache_dir=cache, progress=False)
-    assert sorted(requests) == sorted(
+    fashion_mnist(cache_dir=mirror.cache, progress=False)
+    assert sorted(mirror.requests) == sorted(
         [f"/{STEMS['train_labels']}.gz", f"/{STEMS['test_labels']}.gz"]
     )
 
 
-def test_mirror_url_without_trailing_slash(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror
-) -> None:
-    url, root, requests = mirror
-    use_mirror(monkeypatch, url.rstrip("/"), root)
-    fashion_mnist(cache_dir=tmp_path / "cache", progress=False)
-    assert len(requests) == 4
+def test_mirror_url_without_trailing_slash(monkeypatch: pytest.MonkeyPatch, mirror: Mirror) -> None:
+    monkeypatch.setenv(fm.MIRROR_ENV, mirror.url.rstrip("/"))
+    fashion_mnist(cache_dir=mirror.cache, progress=False)
+    assert len(mirror.requests) == 4
 
 
 @pytest.mark.parametrize("wrong", ["md5", "size"])
 def test_checksum_mismatch_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror, wrong: str
+    monkeypatch: pytest.MonkeyPatch, mirror: Mirror, wrong: str
 ) -> None:
-    url, root, _ = mirror
-    use_mirror(monkeypatch, url, root)
     name = f"{STEMS['train_labels']}.gz"
     size, md5 = fm.FILES[name]
     bad = (size, "0" * 32) if wrong == "md5" else (size + 1, md5)
     monkeypatch.setitem(fm.FILES, name, bad)
-    cache = tmp_path / "cache"
 
     with pytest.raises(ValueError, match=name) as info:
-        fashion_mnist(cache_dir=cache, progress=False)
+        fashion_mnist(cache_dir=mirror.cache, progress=False)
     assert md5 in str(info.value) and bad[1] in str(info.value)
-    assert name not in gz_files(cache)
-    assert not [f for f in gz_files(cache) if f.endswith(".part")]
+    assert name not in gz_files(mirror.cache)
+    assert not [f for f in gz_files(mirror.cache) if f.endswith(".part")]
 
 
 def closed_port_url() -> str:
@@ -464,16 +473,11 @@ def test_unreachable_mirror_gives_clear_error(
     assert gz_files(cache) == []
 
 
-def test_missing_file_on_mirror_gives_clear_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror
-) -> None:
-    url, root, _ = mirror
-    use_mirror(monkeypatch, url, root)
-    (root / f"{STEMS['test_images']}.gz").unlink()
-    cache = tmp_path / "cache"
+def test_missing_file_on_mirror_gives_clear_error(mirror: Mirror) -> None:
+    (mirror.root / f"{STEMS['test_images']}.gz").unlink()
     with pytest.raises(RuntimeError, match="404"):
-        fashion_mnist(cache_dir=cache, progress=False)
-    assert not [f for f in gz_files(cache) if f.endswith(".part")]
+        fashion_mnist(cache_dir=mirror.cache, progress=False)
+    assert not [f for f in gz_files(mirror.cache) if f.endswith(".part")]
 
 
 # --------------------------------------------------------------------------- the real data
