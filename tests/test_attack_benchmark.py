@@ -77,6 +77,7 @@ def test_run_skips_the_pairs_already_recorded(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.fashion_mnist
 @pytest.mark.timeout(600)
 def test_attack_quick_run_flips_writes_its_table_and_resumes(tmp_path: Path):
     out = tmp_path / "attack.json"

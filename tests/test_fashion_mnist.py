@@ -6,7 +6,10 @@ import functools
 import gzip
 import hashlib
 import http.server
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +20,9 @@ import pytest
 
 import influence_widgets._fashion_mnist as fm
 from influence_widgets._fashion_mnist import fashion_mnist
+from tests.conftest import REQUIRE_FASHION_MNIST, fashion_mnist_unavailable, require_fashion_mnist
 
+ROOT = Path(__file__).resolve().parents[1]
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 N_TRAIN, N_TEST = 12, 6
 STEMS = {
@@ -480,14 +485,107 @@ def test_missing_file_on_mirror_gives_clear_error(mirror: Mirror) -> None:
     assert not [f for f in gz_files(mirror.cache) if f.endswith(".part")]
 
 
+# --------------------------------------------------------------------------- tests that need the data
+# The ``isolated`` fixture leaves the loader without any data and without network, as offline.
+
+
+def test_helper_skips_with_how_to_get_the_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(REQUIRE_FASHION_MNIST, raising=False)
+    reason = fashion_mnist_unavailable()
+    assert reason is not None
+    with pytest.raises(pytest.skip.Exception) as info:
+        require_fashion_mnist(reason)
+    for expected in ("apt-get install dataset-fashion-mnist", fm.DATA_ENV, "path=", "127.0.0.1:9"):
+        assert expected in str(info.value), expected
+    assert f"set {REQUIRE_FASHION_MNIST}=1 to fail" in str(info.value)
+
+
+def test_helper_fails_when_ci_requires_the_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(REQUIRE_FASHION_MNIST, "1")
+    with pytest.raises(pytest.fail.Exception) as info:
+        require_fashion_mnist(fashion_mnist_unavailable())
+    assert "apt-get install dataset-fashion-mnist" in str(info.value)
+    assert f"{REQUIRE_FASHION_MNIST}=1 is set" in str(info.value)
+
+
+def test_helper_lets_the_test_run_when_the_data_is_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_files(tmp_path / "env")
+    monkeypatch.setenv(fm.DATA_ENV, str(tmp_path / "env"))
+    monkeypatch.setenv(REQUIRE_FASHION_MNIST, "1")
+    assert fashion_mnist_unavailable() is None
+    require_fashion_mnist(None)  # neither skips nor fails
+
+
+# Imported by every Python process of the offline run (pytest, the notebook's kernel, the
+# benchmark's subprocess): the loader is given a Debian directory that does not exist.
+OFFLINE_SITECUSTOMIZE = """
+import importlib.abc, importlib.util, pathlib, sys
+
+class HideSystemDir(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "influence_widgets._fashion_mnist":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            module.SYSTEM_DIR = pathlib.Path("/nonexistent-iw-system-dir")
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, HideSystemDir())
+"""
+# The tests that load Fashion-MNIST (a notebook, a benchmark's subprocess), without their own skip.
+NEEDS_DATA = [
+    "tests/test_attack_benchmark.py::test_attack_quick_run_flips_writes_its_table_and_resumes",
+    "tests/test_notebooks.py::test_notebook_runs_headless[03_training_set_attacks.ipynb]",
+]
+
+
+def run_offline(tmp_path: Path, require: bool) -> subprocess.CompletedProcess:
+    """pytest on NEEDS_DATA with no data anywhere and the mirror on a closed local port."""
+    (tmp_path / "sitecustomize.py").write_text(OFFLINE_SITECUSTOMIZE)
+    env = {k: v for k, v in os.environ.items() if k not in (fm.DATA_ENV, REQUIRE_FASHION_MNIST)}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT), env.get("PYTHONPATH", "")]),
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+        **{fm.MIRROR_ENV: "http://127.0.0.1:9/"},
+        **({REQUIRE_FASHION_MNIST: "1"} if require else {}),
+    )
+    command = [sys.executable, "-m", "pytest", "-rsE", "-p", "no:cacheprovider", *NEEDS_DATA]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1300)
+def test_offline_the_tests_that_need_the_data_skip_or_fail_under_ci(tmp_path: Path) -> None:
+    """As ``make test`` on a machine without network or data, and as CI when the data is missing."""
+    skipped = run_offline(tmp_path, require=False)
+    assert skipped.returncode == 0, skipped.stdout[-3000:]
+    assert f"{len(NEEDS_DATA)} skipped" in skipped.stdout, skipped.stdout[-3000:]
+    assert "apt-get install dataset-fashion-mnist" in skipped.stdout
+    assert "URLError" not in skipped.stdout
+
+    failed = run_offline(tmp_path, require=True)
+    assert failed.returncode == 1, failed.stdout[-3000:]
+    assert f"{len(NEEDS_DATA)} errors" in failed.stdout, failed.stdout[-3000:]
+    assert f"{REQUIRE_FASHION_MNIST}=1 is set" in failed.stdout
+
+
 # --------------------------------------------------------------------------- the real data
 
 
-@pytest.mark.skipif(
-    not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").exists(),
-    reason="Debian package dataset-fashion-mnist is not installed",
-)
 def test_real_data_from_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The files of the Debian package (which CI installs) parse into the real data set."""
+    try:
+        fm.locate(path=DEBIAN_DIR)
+    except FileNotFoundError as err:
+        require_fashion_mnist(f"{err}: sudo apt-get install dataset-fashion-mnist")
     monkeypatch.setattr(fm, "SYSTEM_DIR", DEBIAN_DIR)
     ds = fashion_mnist(1000, 200, download=False)
     assert tuple(ds.X_train.shape) == (1000, 784) and tuple(ds.X_test.shape) == (200, 784)

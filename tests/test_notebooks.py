@@ -11,12 +11,19 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
+def _notebook_param(path: Path):
+    """One notebook as a test parameter; one that loads Fashion-MNIST is marked as needing it."""
+    needs_data = "fashion_mnist(" in path.read_text()
+    marks = [pytest.mark.fashion_mnist] if needs_data else []
+    return pytest.param(path, marks=marks, id=path.name)
+
+
 def test_there_are_notebooks():
     assert NOTEBOOKS, "notebooks/ holds no notebook"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", [_notebook_param(p) for p in NOTEBOOKS])
 def test_notebook_runs_headless(path: Path, tmp_path: Path):
     nb = nbformat.read(path, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
