@@ -103,6 +103,7 @@ class Overtime(Exception):
 
 # ----- machine and measurement helpers ----------------------------------------------------------
 def machine_facts() -> dict[str, Any]:
+    """The report's ``machine``: its facts and whether peak RSS is measured per phase here."""
     return {
         **machine_info(
             "cpu", "cores", "usable_cores", "threads", "torch", "python", "platform", "date",

@@ -189,8 +189,13 @@ def make_cases(
         ("captum", "naive_no_projection"),
     )
     # cases 1 and 2: every exact solver of every system on digits, three repeats
-    digits = {"dataset": "digits", "n_train": 1300, "reference": "direct", "runs": exact_runs,
-              "repeats": 3}  # fmt: skip
+    digits = {
+        "dataset": "digits",
+        "n_train": 1300,
+        "reference": "direct",
+        "runs": exact_runs,
+        "repeats": 3,
+    }
     return {
         1: Case(
             number=1,
