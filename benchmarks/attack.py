@@ -29,10 +29,8 @@ but one of 591 targets with 1 / 2 / 10 images at eps = 0.5 levels on Inception f
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 import time
 from collections import Counter
@@ -41,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from machine import machine_info, utc_now
 
 import influence_widgets as iw
 from influence_widgets.models import EXTRACTOR_HELD_OUT
@@ -205,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--targets and --max-iter must be >= 1")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    started = utc_now()
     inf, Xt, yt, info = setup()
     print(
         f"{info['classes'][0]} vs {info['classes'][1]}: {info['n_train']} training images, test "
@@ -254,13 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                     "wall_seconds": time.perf_counter() - start,
                 },
             ],
-            "machine": {
-                "cores": os.cpu_count(),
-                "threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            },
+            "machine": machine_info("cores", "threads", "torch", "python", "date"),
             "setup": info,
             "max_iter": max_iter,
             "targets": targets,

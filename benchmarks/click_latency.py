@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -154,7 +155,7 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "date": time.strftime("%Y-%m-%d"),
-            "machine": {"platform": platform.platform(), "processor": platform.processor()},
+            "machine": machine_info("platform", "processor"),
             "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
             "results": results,
         }

@@ -50,10 +50,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import shlex
 import signal
 import statistics
@@ -67,7 +65,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from proc_memory import release_freed_memory, reset_peak_rss, status_kb
+from machine import machine_info, usable_cores
+from proc_memory import lifetime_peak_mb, release_freed_memory, reset_peak_rss, status_kb
 from torch.func import functional_call, grad, hessian, vmap
 
 import influence_widgets as iw
@@ -103,33 +102,15 @@ class Overtime(Exception):
 
 
 # ----- machine and measurement helpers ----------------------------------------------------------
-def usable_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def machine_info(threads: int) -> dict[str, Any]:
+def machine_facts() -> dict[str, Any]:
+    """The report's ``machine``: its facts and whether peak RSS is measured per phase here."""
     return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "usable_cores": usable_cores(),
-        "threads": threads,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "load_average_start": list(os.getloadavg()),
+        **machine_info(
+            "cpu", "cores", "usable_cores", "threads", "torch", "python", "platform", "date",
+            "load_average_start",
+        ),
         "peak_rss_scope": "phase" if reset_peak_rss() else "process lifetime (ru_maxrss)",
-    }
+    }  # fmt: skip
 
 
 class PeakRSS:
@@ -147,10 +128,7 @@ class PeakRSS:
         if self.per_phase:
             self.peak_mb = status_kb("VmHWM") / 1024
         else:
-            import resource
-
-            scale = 2**20 if sys.platform == "darwin" else 1024  # bytes on macOS, kB on Linux
-            self.peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+            self.peak_mb = lifetime_peak_mb()
 
     def report(self) -> dict[str, Any]:
         return {
@@ -637,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or usable_cores()
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    machine = machine_info(torch.get_num_threads())
+    machine = machine_facts()
     warm_up()
     budget = QUICK_BUDGET_S if args.quick else BUDGET_S
     results, training = run_cases(args.case_list, budget, args.solver_list)

@@ -43,10 +43,8 @@ everything runs, not a fidelity number.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 import time
 import warnings
@@ -55,6 +53,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from machine import machine_info
 from scipy.stats import pearsonr, spearmanr
 
 import influence_widgets as iw
@@ -80,6 +79,14 @@ def row(name: str, solver: str, inf: iw.Influence, n_removed: int, pearson: floa
         "seconds": seconds,
         **extra,
     }
+
+
+def loo_row(name: str, solver: str, inf: iw.Influence, result: iw.LOOResult, target: float,
+            **extra: Any) -> dict[str, Any]:  # fmt: skip
+    """The row of one ``validate_loo`` run: its correlations, its target R and whether it met it."""
+    met = bool(result.pearson >= target)
+    return row(name, solver, inf, result.n_removed, result.pearson, result.spearman,
+               result.seconds, target=f">= {target}", met=met, **extra)  # fmt: skip
 
 
 def scored_on_same_removals(
@@ -166,16 +173,12 @@ def fig2_paper_scale(n_remove: int) -> list[dict[str, Any]]:
         "direct_fit_seconds": direct.diagnostics.fit_seconds,
     }
     rows = [
-        row(
+        loo_row(
             "fig2_paper_scale",
             "cg",
             cg,
-            result.n_removed,
-            result.pearson,
-            result.spearman,
-            result.seconds,
-            target=">= 0.99",
-            met=bool(result.pearson >= 0.99),
+            result,
+            target=0.99,
             train_seconds=train_seconds,
             drift=result.drift,
             paper_removals=500,
@@ -227,16 +230,12 @@ def cnn(n_remove: int, train_iter: int, retrain_iter: int, damping: float) -> li
     )
     print(f"  cnn: R {result.pearson:.4f} over {result.n_removed} removals", flush=True)
     return [
-        row(
+        loo_row(
             "cnn",
             "direct",
             inf,
-            result.n_removed,
-            result.pearson,
-            result.spearman,
-            result.seconds,
-            target=">= 0.9",
-            met=bool(result.pearson >= 0.9),
+            result,
+            target=0.9,
             damping=damping,
             min_eigenvalue=inf.diagnostics.min_eigenvalue,
             retrain_max_iter=retrain_iter,
@@ -309,25 +308,6 @@ def fig3_smooth_hinge(n_remove: int, n_test: int = 4, l2: float = 0.1) -> list[d
 
 
 # ----- driver ---------------------------------------------------------------------------------
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
 def print_table(rows: list[dict[str, Any]]) -> None:
     print(f"\n{'experiment':<20}{'solver':<18}{'n':>7}{'p':>7}{'removed':>9}{'Pearson':>9}"
           f"{'Spearman':>10}{'seconds':>9}  target")  # fmt: skip
@@ -385,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             out = {
                 "command": command,
                 "commands": commands,  # every invocation that contributed, with --resume
-                "machine": machine(),
+                "machine": machine_info("cpu", "cores", "threads", "torch", "python", "date"),
                 "total_seconds": earlier_seconds + time.perf_counter() - start,
                 "complete": complete,
                 "results": rows,

@@ -103,14 +103,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import importlib.metadata
 import inspect
 import json
 import logging
 import math
 import os
-import platform
 import shlex
 import shutil
 import signal
@@ -127,7 +125,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from proc_memory import release_freed_memory, reset_peak_rss, status_kb
+from machine import machine_info, usable_cores, utc_now
+from proc_memory import lifetime_peak_mb, release_freed_memory, reset_peak_rss, status_kb
 from torch import nn
 
 import influence_widgets as iw
@@ -189,7 +188,14 @@ def make_cases(
         ("captum", "naive"),
         ("captum", "naive_no_projection"),
     )
-    digits = {"dataset": "digits", "n_train": 1300, "reference": "direct"}
+    # cases 1 and 2: every exact solver of every system on digits, three repeats
+    digits = {
+        "dataset": "digits",
+        "n_train": 1300,
+        "reference": "direct",
+        "runs": exact_runs,
+        "repeats": 3,
+    }
     return {
         1: Case(
             number=1,
@@ -200,8 +206,6 @@ def make_cases(
             l2=0.01,
             damping=0.0,
             batch_size=1300,
-            runs=exact_runs,
-            repeats=3,
             **digits,
         ),
         2: Case(
@@ -213,8 +217,6 @@ def make_cases(
             l2=1e-3,
             damping=0.01,
             batch_size=100,
-            runs=exact_runs,
-            repeats=3,
             **digits,
         ),
         3: Case(
@@ -553,16 +555,6 @@ def peer_versions() -> dict[str, str | None]:
     return out
 
 
-# ----- memory -----------------------------------------------------------------------------------
-
-
-def _lifetime_peak_mb() -> float:
-    import resource
-
-    scale = 2**20 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
-
-
 # ----- the child --------------------------------------------------------------------------------
 def _tiny_problem() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A tiny trained float64 LR (40 features, 4 classes, 164 parameters) for the warm-up."""
@@ -666,7 +658,7 @@ def child_main(spec_path: str) -> int:
         result.update(
             seconds=seconds,
             rss_before_mb=None if before is None else before / 1024,
-            peak_mb=peak_kb / 1024 if peak_kb is not None else _lifetime_peak_mb(),
+            peak_mb=peak_kb / 1024 if peak_kb is not None else lifetime_peak_mb(),
             peak_scope="influence work" if peak_kb is not None else "process lifetime",
             warnings=sorted({str(w.message)[:300] for w in caught} | set(logs.messages)),
         )
@@ -698,20 +690,6 @@ def _json_default(value: Any) -> Any:
 
 
 # ----- the parent -------------------------------------------------------------------------------
-def usable_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def load_data(case: Case) -> iw.datasets.Dataset:
     if case.dataset == "digits":
         return iw.datasets.digits(n_train=case.n_train)
@@ -1277,16 +1255,16 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "peers",
         "complete": False,
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "usable_cores": usable_cores(),
-            "threads": threads,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "load_average_start": list(os.getloadavg()),
-        },
+        "machine": machine_info(
+            "cpu",
+            "cores",
+            "usable_cores",
+            "threads",
+            "python",
+            "platform",
+            "date",
+            "load_average_start",
+        ),  # fmt: skip
         "versions": peer_versions(),
         "commands": commands,
         "command_seconds": {},
@@ -1445,7 +1423,7 @@ def run_case(case: Case, args, threads: int, workroot: Path, report: dict, save,
         record["earlier_training"] = earlier_record["training"]
     report["cases"][str(case.number)] = record
     n, p = record["n_train"], record["n_params"]
-    measured = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    measured = utc_now()
 
     def settings(system: str, solver: str) -> dict[str, Any]:
         return settings_for(

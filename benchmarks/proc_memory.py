@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import sys
 
 
 def status_kb(field: str) -> int | None:
@@ -29,6 +30,14 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return status_kb("VmHWM") is not None
+
+
+def lifetime_peak_mb() -> float:
+    """This process's peak resident memory over its whole life (ru_maxrss), in MB."""
+    import resource
+
+    scale = 2**20 if sys.platform == "darwin" else 1024  # bytes on macOS, kB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def release_freed_memory() -> None:

@@ -26,7 +26,7 @@ import numpy as np
 if TYPE_CHECKING:
     from influence_widgets.datasets import Dataset
 
-__all__ = ["CLASS_NAMES", "FILES", "MIRROR_URL", "SYSTEM_DIR", "fashion_mnist"]
+__all__ = ["CLASS_NAMES", "FILES", "MIRROR_URL", "SYSTEM_DIR", "fashion_mnist", "locate"]
 
 #: Base URL of the public mirror used by the Zalando Fashion-MNIST project.
 MIRROR_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -74,6 +74,7 @@ _SPLITS = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _STEMS = tuple(stem for pair in _SPLITS.values() for stem in pair)
+_FOUR_FILES = ", ".join(f"{stem}[.gz]" for stem in _STEMS)
 
 _IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 _LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
@@ -210,24 +211,30 @@ def _first_complete(dirs: list[tuple[Path | None, str]]) -> Path | None:
     return None
 
 
+def _status(directory: Path) -> str:
+    """Say why ``directory`` was not used: it does not exist, or which files it lacks."""
+    if not directory.is_dir():
+        return "no such directory"
+    missing = _missing_files(directory)
+    if len(missing) == len(_STEMS):
+        return "holds none of the four files"
+    return "lacks " + ", ".join(f"{stem}[.gz]" for stem in missing)
+
+
 def _describe(dirs: list[tuple[Path | None, str]]) -> str:
-    """Format the searched directories as an indented list for error messages."""
-    lines = [f"  - {note}" if d is None else f"  - {d}  ({note})" for d, note in dirs]
+    """Format the searched directories, each with where it comes from and what it lacks."""
+    lines = [f"  - {note}" if d is None else f"  - {d}  ({note}): {_status(d)}" for d, note in dirs]
     return "\n".join(lines)
 
 
 def _explicit_dir(path: str | os.PathLike[str]) -> Path:
     """Return ``path`` as a directory holding all four files, or raise FileNotFoundError."""
     directory = Path(path).expanduser()
-    if not directory.is_dir():
-        raise FileNotFoundError(f"fashion_mnist(path={str(path)!r}): no such directory")
-    missing = _missing_files(directory)
-    if missing:
-        raise FileNotFoundError(
-            f"fashion_mnist(path={str(path)!r}): the directory lacks "
-            + ", ".join(f"{stem}[.gz]" for stem in missing)
-        )
-    return directory
+    if directory.is_dir() and not _missing_files(directory):
+        return directory
+    raise FileNotFoundError(
+        f"fashion_mnist(path={str(path)!r}): {_status(directory)}; it must hold {_FOUR_FILES}"
+    )
 
 
 # --------------------------------------------------------------------------- downloading
@@ -299,24 +306,36 @@ def _reason(err: BaseException) -> str:
 def _unavailable_message(dirs: list[tuple[Path | None, str]], reason: str) -> str:
     """Explain that the files were not found, why they could not be fetched, and how to fix it."""
     return (
-        "Fashion-MNIST files not found. Searched:\n"
+        f"Fashion-MNIST files not found: no directory holds all four of {_FOUR_FILES}. "
+        "Searched, in this order:\n"
         f"{_describe(dirs)}\n"
         f"{reason}\n"
         "To fix this, do one of:\n"
         "  - install the Debian package: sudo apt-get install dataset-fashion-mnist\n"
-        "  - put the four files (train-images-idx3-ubyte.gz, ...) in a directory and set "
-        f"{DATA_ENV} to it\n"
-        "  - pass the directory holding them as fashion_mnist(path=...)"
+        f"  - put the four files in a directory and set the environment variable {DATA_ENV} "
+        "to it\n"
+        "  - pass the directory holding them as fashion_mnist(path=...)\n"
+        f"  - go online once (they are downloaded into the user cache), or set {MIRROR_ENV} "
+        "to a mirror that serves them"
     )
 
 
-def _locate(
-    path: str | os.PathLike[str] | None,
-    cache_dir: str | os.PathLike[str] | None,
-    download: bool,
-    progress: bool,
+def locate(
+    *,
+    path: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    progress: bool = True,
 ) -> Path:
-    """Return the directory holding the four files, downloading them into the cache if allowed."""
+    """Return the directory holding the four files, downloading them into the cache if allowed.
+
+    The search and the arguments are those of :func:`fashion_mnist`, which reads the files from
+    here; this only finds (or fetches) them, so that a caller can tell whether the data can be had.
+
+    Raises:
+        FileNotFoundError: ``path`` lacks the files, or nothing was found and ``download`` is false.
+        RuntimeError: nothing was found and the download failed.
+    """
     if path is not None:
         return _explicit_dir(path)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
@@ -464,7 +483,7 @@ def fashion_mnist(
 
     sizes = {"train": _check_size(n_train, "n_train"), "test": _check_size(n_test, "n_test")}
     chosen = _check_classes(classes) if classes is not None else None
-    directory = _locate(path, cache_dir, download, progress)
+    directory = locate(path=path, cache_dir=cache_dir, download=download, progress=progress)
     seeds = np.random.SeedSequence(seed).spawn(2)
 
     arrays = {}

@@ -7,6 +7,7 @@ int64 class indices. ``images`` keeps the 2-D view of image data for display.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +17,13 @@ __all__ = ["Dataset", "breast_cancer", "digits", "fashion_mnist"]
 
 @dataclass(frozen=True)
 class Dataset:
-    """A train/test split with what a display needs.
+    """A data set's fixed train/test split, with what a display needs.
+
+    Not a ``torch.utils.data.Dataset``: it holds a whole training split and a whole test split as
+    tensors and is not indexed item by item. Where a training set is asked for,
+    ``iw.Influence(model, data)`` and ``iw.train(model, data)`` take its training split
+    ``(data.X_train, data.y_train)``; the test split holds the points to explain
+    (``data.X_test[i : i + 1], data.y_test[i : i + 1]``).
 
     Attributes:
         name: short name of the data set.
@@ -62,9 +69,27 @@ class Dataset:
         )
 
 
-def _split(n: int, n_train: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _split(n: int, n_train: int, seed: int, caller: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a fixed random split of ``n`` rows: ``n_train`` training rows, the rest test."""
+    if not 0 < n_train < n:
+        raise ValueError(f"{caller}(): n_train must be between 1 and {n - 1}, got {n_train}")
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[:n_train]), np.sort(order[n_train:])
+
+
+def _from_split(
+    name: str, X: np.ndarray, y: np.ndarray, split: tuple[np.ndarray, np.ndarray], **display: Any
+) -> Dataset:
+    """The :class:`Dataset` of inputs ``X`` and labels ``y`` split by ``split`` = (train, test)."""
+    tr, te = split
+    return Dataset(
+        name=name,
+        X_train=torch.from_numpy(X[tr]),
+        y_train=torch.from_numpy(y[tr]),
+        X_test=torch.from_numpy(X[te]),
+        y_test=torch.from_numpy(y[te]),
+        **display,
+    )
 
 
 def digits(n_train: int = 1300, seed: int = 0) -> Dataset:
@@ -76,18 +101,14 @@ def digits(n_train: int = 1300, seed: int = 0) -> Dataset:
     from sklearn.datasets import load_digits
 
     raw = load_digits()
-    n = len(raw.target)
-    if not 0 < n_train < n:
-        raise ValueError(f"digits(): n_train must be between 1 and {n - 1}, got {n_train}")
+    split = _split(len(raw.target), n_train, seed, "digits")
     X = (raw.data / 16.0).astype(np.float32)
     y = raw.target.astype(np.int64)
-    tr, te = _split(n, n_train, seed)
-    return Dataset(
-        name="digits",
-        X_train=torch.from_numpy(X[tr]),
-        y_train=torch.from_numpy(y[tr]),
-        X_test=torch.from_numpy(X[te]),
-        y_test=torch.from_numpy(y[te]),
+    return _from_split(
+        "digits",
+        X,
+        y,
+        split,
         class_names=[str(c) for c in range(10)],
         kind="image",
         image_shape=(8, 8),
@@ -102,20 +123,17 @@ def breast_cancer(n_train: int = 400, seed: int = 0) -> Dataset:
     from sklearn.datasets import load_breast_cancer
 
     raw = load_breast_cancer()
-    n = len(raw.target)
-    if not 0 < n_train < n:
-        raise ValueError(f"breast_cancer(): n_train must be between 1 and {n - 1}, got {n_train}")
-    tr, te = _split(n, n_train, seed)
-    mean = raw.data[tr].mean(axis=0)
-    std = raw.data[tr].std(axis=0) + 1e-12
+    split = _split(len(raw.target), n_train, seed, "breast_cancer")
+    train_rows = raw.data[split[0]]
+    mean = train_rows.mean(axis=0)
+    std = train_rows.std(axis=0) + 1e-12
     X = ((raw.data - mean) / std).astype(np.float32)
     y = raw.target.astype(np.int64)
-    return Dataset(
-        name="breast_cancer",
-        X_train=torch.from_numpy(X[tr]),
-        y_train=torch.from_numpy(y[tr]),
-        X_test=torch.from_numpy(X[te]),
-        y_test=torch.from_numpy(y[te]),
+    return _from_split(
+        "breast_cancer",
+        X,
+        y,
+        split,
         class_names=[str(c) for c in raw.target_names],
         kind="tabular",
         feature_names=[str(f) for f in raw.feature_names],

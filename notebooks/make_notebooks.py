@@ -1,17 +1,22 @@
 """Write the tutorial notebooks from the cell sources below (stored without outputs).
 
-Run ``python notebooks/make_notebooks.py && ruff format notebooks`` after editing cells here, so
-that the notebooks stay reviewable as plain Python in one place.
+Run ``python notebooks/make_notebooks.py`` after editing cells here, so that the notebooks stay
+reviewable as plain Python in one place: it writes the three notebooks and formats their code with
+``ruff format`` and the repository's settings. ``tests/test_notebooks.py`` checks that the
+notebooks in the repository are what this writes.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).parent
+PYPROJECT = HERE.parent / "pyproject.toml"
 
 QUICKSTART = [
     new_markdown_cell(
@@ -351,17 +356,32 @@ ATTACKS = [
 ]
 
 
-def write(name: str, cells: list) -> None:
+NOTEBOOKS = {
+    "01_quickstart.ipynb": QUICKSTART,
+    "02_leave_one_out.ipynb": LEAVE_ONE_OUT,
+    "03_training_set_attacks.ipynb": ATTACKS,
+}
+
+
+def write(path: Path, cells: list) -> None:
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
         "language": "python",
     }
-    nbformat.write(nb, HERE / name)
+    nbformat.write(nb, path)
+
+
+def write_all(directory: Path = HERE) -> list[Path]:
+    """Write every notebook of :data:`NOTEBOOKS` into ``directory``, code formatted by ruff."""
+    paths = [directory / name for name in NOTEBOOKS]
+    for path, cells in zip(paths, NOTEBOOKS.values(), strict=True):
+        write(path, cells)
+    ruff = [sys.executable, "-m", "ruff", "format", "--quiet", "--config", str(PYPROJECT)]
+    subprocess.run([*ruff, *map(str, paths)], check=True)
+    return paths
 
 
 if __name__ == "__main__":
-    write("01_quickstart.ipynb", QUICKSTART)
-    write("02_leave_one_out.ipynb", LEAVE_ONE_OUT)
-    write("03_training_set_attacks.ipynb", ATTACKS)
+    write_all()

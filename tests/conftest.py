@@ -198,3 +198,59 @@ def untouched():
             )
 
     return guard
+
+
+# ----- Fashion-MNIST: skipped without the data, failed when CI requires it --------------------
+REQUIRE_FASHION_MNIST = "IW_REQUIRE_FASHION_MNIST"
+
+
+def fashion_mnist_unavailable() -> str | None:
+    """None when ``iw.datasets.fashion_mnist()`` can load its files (found on disk, or downloaded
+    into the user cache now); else the loader's message: where it looked and how to get them."""
+    from influence_widgets._fashion_mnist import locate
+
+    try:
+        locate(progress=False)
+    except (FileNotFoundError, RuntimeError) as err:
+        return str(err)
+    return None
+
+
+def require_fashion_mnist(unavailable: str | None) -> None:
+    """Skip the test when ``unavailable`` says why the data cannot be had; fail it instead when
+    ``IW_REQUIRE_FASHION_MNIST=1`` (CI, which installs the data)."""
+    import os
+
+    if unavailable is None:
+        return
+    if os.environ.get(REQUIRE_FASHION_MNIST) == "1":
+        pytest.fail(
+            f"needs Fashion-MNIST ({REQUIRE_FASHION_MNIST}=1 is set, so this is a failure): "
+            f"{unavailable}",
+            pytrace=False,
+        )
+    pytest.skip(
+        f"needs Fashion-MNIST (set {REQUIRE_FASHION_MNIST}=1 to fail instead of skipping): "
+        f"{unavailable}"
+    )
+
+
+_FASHION_MNIST_UNAVAILABLE = pytest.StashKey[str | None]()  # asked once per session
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "fashion_mnist: needs the Fashion-MNIST files (skipped without them, with how to get them; "
+        f"failed instead when {REQUIRE_FASHION_MNIST}=1)",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``fashion_mnist`` skip (or fail) before their fixtures without the data."""
+    if item.get_closest_marker("fashion_mnist") is None:
+        return
+    stash = item.config.stash
+    if _FASHION_MNIST_UNAVAILABLE not in stash:
+        stash[_FASHION_MNIST_UNAVAILABLE] = fashion_mnist_unavailable()
+    require_fashion_mnist(stash[_FASHION_MNIST_UNAVAILABLE])

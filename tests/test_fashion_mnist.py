@@ -6,17 +6,23 @@ import functools
 import gzip
 import hashlib
 import http.server
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 
 import influence_widgets._fashion_mnist as fm
 from influence_widgets._fashion_mnist import fashion_mnist
+from tests.conftest import REQUIRE_FASHION_MNIST, fashion_mnist_unavailable, require_fashion_mnist
 
+ROOT = Path(__file__).resolve().parents[1]
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 N_TRAIN, N_TEST = 12, 6
 STEMS = {
@@ -327,6 +333,26 @@ def test_nothing_found_without_download(tmp_path: Path) -> None:
     assert not cache.exists()
 
 
+def test_error_says_what_each_searched_directory_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each searched directory's line says why it was passed over; the fix names every way in."""
+    write_files(tmp_path / "env")
+    (tmp_path / "env" / f"{STEMS['test_labels']}.gz").unlink()
+    monkeypatch.setenv(fm.DATA_ENV, str(tmp_path / "env"))
+    (tmp_path / "cache").mkdir()
+    with pytest.raises(FileNotFoundError) as info:
+        fashion_mnist(download=False, cache_dir=tmp_path / "cache")
+    lines = {line.split("  (")[0].strip("- "): line for line in str(info.value).splitlines()}
+    assert lines[str(tmp_path / "env")].endswith(f"lacks {STEMS['test_labels']}[.gz]")
+    assert lines[str(tmp_path / "env" / "fashion-mnist")].endswith("no such directory")
+    assert lines[str(fm.SYSTEM_DIR)].endswith("no such directory")
+    assert lines[str(tmp_path / "cache")].endswith("holds none of the four files")
+    for stem in STEMS.values():
+        assert f"{stem}[.gz]" in str(info.value)
+    assert fm.MIRROR_ENV in str(info.value)
+
+
 # --------------------------------------------------------------------------- download
 
 
@@ -343,9 +369,16 @@ class CountingHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class Mirror(NamedTuple):
+    url: str  # its base URL, with a trailing slash
+    root: Path  # the directory it serves
+    requests: list[str]  # the paths asked for, in order
+    cache: Path  # an empty cache directory for the download
+
+
 @pytest.fixture
-def mirror(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
-    """A local HTTP mirror of the synthetic ``.gz`` files: (base URL, its directory, requests)."""
+def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mirror]:
+    """A local HTTP mirror of the synthetic ``.gz`` files, which the loader is pointed at."""
     root = tmp_path / "mirror"
     write_files(root, gz=True)
     requests: list[str] = []
@@ -355,82 +388,63 @@ def mirror(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
     )
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    monkeypatch.setenv(fm.MIRROR_ENV, url)
+    monkeypatch.setattr(fm, "FILES", files_table(root))
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", root, requests
+        yield Mirror(url, root, requests, tmp_path / "cache")
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
 
 
-def use_mirror(monkeypatch: pytest.MonkeyPatch, url: str, root: Path) -> None:
-    monkeypatch.setenv(fm.MIRROR_ENV, url)
-    monkeypatch.setattr(fm, "FILES", files_table(root))
-
-
-def test_download_verifies_caches_and_loads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror
-) -> None:
-    url, root, requests = mirror
-    use_mirror(monkeypatch, url, root)
-    cache = tmp_path / "cache"
+def test_download_verifies_caches_and_loads(mirror: Mirror) -> None:
     arrays = synthetic_arrays()
-
-    ds = fashion_mnist(cache_dir=cache, progress=True)
-    assert sorted(requests) == sorted(f"/{name}" for name in fm.FILES)
-    assert gz_files(cache) == sorted(fm.FILES)  # no temporary files left over
+    ds = fashion_mnist(cache_dir=mirror.cache, progress=True)
+    assert sorted(mirror.requests) == sorted(f"/{name}" for name in fm.FILES)
+    assert gz_files(mirror.cache) == sorted(fm.FILES)  # no temporary files left over
     for name in fm.FILES:
-        assert (cache / name).read_bytes() == (root / name).read_bytes()
+        assert (mirror.cache / name).read_bytes() == (mirror.root / name).read_bytes()
     np.testing.assert_array_equal(pixels(ds.X_train), arrays["train_images"])
     np.testing.assert_array_equal(ds.y_test.numpy(), arrays["test_labels"])
 
-    again = fashion_mnist(cache_dir=cache, progress=False)
-    assert len(requests) == 4  # served from the cache
+    again = fashion_mnist(cache_dir=mirror.cache, progress=False)
+    assert len(mirror.requests) == 4  # served from the cache
     np.testing.assert_array_equal(again.X_test.numpy(), ds.X_test.numpy())
 
 
-def test_download_only_fetches_missing_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror
-) -> None:
-    url, root, requests = mirror
-    use_mirror(monkeypatch, url, root)
-    cache = tmp_path / "cache"
-    cache.mkdir()
+def test_download_only_fetches_missing_files(mirror: Mirror) -> None:
+    mirror.cache.mkdir()
     for stem in (STEMS["train_images"], STEMS["test_images"]):
-        (cache / f"{stem}.gz").write_bytes((root / f"{stem}.gz").read_bytes())
+        (mirror.cache / f"{stem}.gz").write_bytes((mirror.root / f"{stem}.gz").read_bytes())
 
-    fashion_mnist(cache_dir=cache, progress=False)
-    assert sorted(requests) == sorted(
+    fashion_mnist(cache_dir=mirror.cache, progress=False)
+    assert sorted(mirror.requests) == sorted(
         [f"/{STEMS['train_labels']}.gz", f"/{STEMS['test_labels']}.gz"]
     )
 
 
-def test_mirror_url_without_trailing_slash(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror
-) -> None:
-    url, root, requests = mirror
-    use_mirror(monkeypatch, url.rstrip("/"), root)
-    fashion_mnist(cache_dir=tmp_path / "cache", progress=False)
-    assert len(requests) == 4
+def test_mirror_url_without_trailing_slash(monkeypatch: pytest.MonkeyPatch, mirror: Mirror) -> None:
+    monkeypatch.setenv(fm.MIRROR_ENV, mirror.url.rstrip("/"))
+    fashion_mnist(cache_dir=mirror.cache, progress=False)
+    assert len(mirror.requests) == 4
 
 
 @pytest.mark.parametrize("wrong", ["md5", "size"])
 def test_checksum_mismatch_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror, wrong: str
+    monkeypatch: pytest.MonkeyPatch, mirror: Mirror, wrong: str
 ) -> None:
-    url, root, _ = mirror
-    use_mirror(monkeypatch, url, root)
     name = f"{STEMS['train_labels']}.gz"
     size, md5 = fm.FILES[name]
     bad = (size, "0" * 32) if wrong == "md5" else (size + 1, md5)
     monkeypatch.setitem(fm.FILES, name, bad)
-    cache = tmp_path / "cache"
 
     with pytest.raises(ValueError, match=name) as info:
-        fashion_mnist(cache_dir=cache, progress=False)
+        fashion_mnist(cache_dir=mirror.cache, progress=False)
     assert md5 in str(info.value) and bad[1] in str(info.value)
-    assert name not in gz_files(cache)
-    assert not [f for f in gz_files(cache) if f.endswith(".part")]
+    assert name not in gz_files(mirror.cache)
+    assert not [f for f in gz_files(mirror.cache) if f.endswith(".part")]
 
 
 def closed_port_url() -> str:
@@ -464,26 +478,114 @@ def test_unreachable_mirror_gives_clear_error(
     assert gz_files(cache) == []
 
 
-def test_missing_file_on_mirror_gives_clear_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror
-) -> None:
-    url, root, _ = mirror
-    use_mirror(monkeypatch, url, root)
-    (root / f"{STEMS['test_images']}.gz").unlink()
-    cache = tmp_path / "cache"
+def test_missing_file_on_mirror_gives_clear_error(mirror: Mirror) -> None:
+    (mirror.root / f"{STEMS['test_images']}.gz").unlink()
     with pytest.raises(RuntimeError, match="404"):
-        fashion_mnist(cache_dir=cache, progress=False)
-    assert not [f for f in gz_files(cache) if f.endswith(".part")]
+        fashion_mnist(cache_dir=mirror.cache, progress=False)
+    assert not [f for f in gz_files(mirror.cache) if f.endswith(".part")]
+
+
+# --------------------------------------------------------------------------- tests that need the data
+# The ``isolated`` fixture leaves the loader without any data and without network, as offline.
+
+
+def test_helper_skips_with_how_to_get_the_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(REQUIRE_FASHION_MNIST, raising=False)
+    reason = fashion_mnist_unavailable()
+    assert reason is not None
+    with pytest.raises(pytest.skip.Exception) as info:
+        require_fashion_mnist(reason)
+    for expected in ("apt-get install dataset-fashion-mnist", fm.DATA_ENV, "path=", "127.0.0.1:9"):
+        assert expected in str(info.value), expected
+    assert f"set {REQUIRE_FASHION_MNIST}=1 to fail" in str(info.value)
+
+
+def test_helper_fails_when_ci_requires_the_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(REQUIRE_FASHION_MNIST, "1")
+    with pytest.raises(pytest.fail.Exception) as info:
+        require_fashion_mnist(fashion_mnist_unavailable())
+    assert "apt-get install dataset-fashion-mnist" in str(info.value)
+    assert f"{REQUIRE_FASHION_MNIST}=1 is set" in str(info.value)
+
+
+def test_helper_lets_the_test_run_when_the_data_is_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_files(tmp_path / "env")
+    monkeypatch.setenv(fm.DATA_ENV, str(tmp_path / "env"))
+    monkeypatch.setenv(REQUIRE_FASHION_MNIST, "1")
+    assert fashion_mnist_unavailable() is None
+    require_fashion_mnist(None)  # neither skips nor fails
+
+
+# Imported by every Python process of the offline run (pytest, the notebook's kernel, the
+# benchmark's subprocess): the loader is given a Debian directory that does not exist.
+OFFLINE_SITECUSTOMIZE = """
+import importlib.abc, importlib.util, pathlib, sys
+
+class HideSystemDir(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "influence_widgets._fashion_mnist":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            module.SYSTEM_DIR = pathlib.Path("/nonexistent-iw-system-dir")
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, HideSystemDir())
+"""
+# The tests that load Fashion-MNIST (a notebook, a benchmark's subprocess), without their own skip.
+NEEDS_DATA = [
+    "tests/test_attack_benchmark.py::test_attack_quick_run_flips_writes_its_table_and_resumes",
+    "tests/test_notebooks.py::test_notebook_runs_headless[03_training_set_attacks.ipynb]",
+]
+
+
+def run_offline(tmp_path: Path, require: bool) -> subprocess.CompletedProcess:
+    """pytest on NEEDS_DATA with no data anywhere and the mirror on a closed local port."""
+    (tmp_path / "sitecustomize.py").write_text(OFFLINE_SITECUSTOMIZE)
+    env = {k: v for k, v in os.environ.items() if k not in (fm.DATA_ENV, REQUIRE_FASHION_MNIST)}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT), env.get("PYTHONPATH", "")]),
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+        **{fm.MIRROR_ENV: "http://127.0.0.1:9/"},
+        **({REQUIRE_FASHION_MNIST: "1"} if require else {}),
+    )
+    command = [sys.executable, "-m", "pytest", "-rsE", "-p", "no:cacheprovider", *NEEDS_DATA]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1300)
+def test_offline_the_tests_that_need_the_data_skip_or_fail_under_ci(tmp_path: Path) -> None:
+    """As ``make test`` on a machine without network or data, and as CI when the data is missing."""
+    skipped = run_offline(tmp_path, require=False)
+    assert skipped.returncode == 0, skipped.stdout[-3000:]
+    assert f"{len(NEEDS_DATA)} skipped" in skipped.stdout, skipped.stdout[-3000:]
+    assert "apt-get install dataset-fashion-mnist" in skipped.stdout
+    assert "URLError" not in skipped.stdout
+
+    failed = run_offline(tmp_path, require=True)
+    assert failed.returncode == 1, failed.stdout[-3000:]
+    assert f"{len(NEEDS_DATA)} errors" in failed.stdout, failed.stdout[-3000:]
+    assert f"{REQUIRE_FASHION_MNIST}=1 is set" in failed.stdout
 
 
 # --------------------------------------------------------------------------- the real data
 
 
-@pytest.mark.skipif(
-    not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").exists(),
-    reason="Debian package dataset-fashion-mnist is not installed",
-)
 def test_real_data_from_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The files of the Debian package (which CI installs) parse into the real data set."""
+    try:
+        fm.locate(path=DEBIAN_DIR)
+    except FileNotFoundError as err:
+        require_fashion_mnist(f"{err}: sudo apt-get install dataset-fashion-mnist")
     monkeypatch.setattr(fm, "SYSTEM_DIR", DEBIAN_DIR)
     ds = fashion_mnist(1000, 200, download=False)
     assert tuple(ds.X_train.shape) == (1000, 784) and tuple(ds.X_test.shape) == (200, 784)

@@ -34,7 +34,7 @@ FIELDS = {
 
 
 def _load_peers():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # its sibling module proc_memory, as when run
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # its siblings machine, proc_memory, as when run
     spec = importlib.util.spec_from_file_location("peers_benchmark", ROOT / "benchmarks/peers.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
