@@ -98,17 +98,22 @@ def _shape_fix(shape: tuple[int, ...], batch: int) -> str:
     return "pass reduction='none' and reduce all but the batch dimension"
 
 
-def check_per_sample_losses(loss_fn: LossFn, output: torch.Tensor, target: torch.Tensor) -> None:
+def check_per_sample_losses(
+    loss_fn: LossFn, output: torch.Tensor, target: torch.Tensor, target_name: str = "y"
+) -> None:
     """``loss_fn(output, target)`` returns one loss per sample, shape (B,), for a batch of B >= 1
-    outputs; else a TypeError/ValueError naming ``loss`` and the fix."""
+    outputs; else a TypeError/ValueError naming ``loss`` and the fix. A loss that raises on these
+    targets names ``target_name`` first (the targets are the likelier cause), then ``loss``."""
     batch = output.shape[0]
     try:
         with torch.no_grad():
             value = loss_fn(output, target)
     except (RuntimeError, ValueError, IndexError, TypeError) as err:
         raise ValueError(
-            f"loss: fails on the model's output of shape {tuple(output.shape)} with targets of "
-            f"shape {tuple(target.shape)}: {first_line(err)}"
+            f"{target_name}: the loss fails on the model's output of shape "
+            f"{tuple(output.shape)} with these targets of shape {tuple(target.shape)}: "
+            f"{first_line(err)}. Check the targets' values and shape, or the loss callable "
+            "(loss=: (output, target) -> per-sample losses of shape (B,))"
         ) from err
     if not isinstance(value, torch.Tensor):
         raise TypeError(

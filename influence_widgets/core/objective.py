@@ -216,7 +216,7 @@ def validate_batch(
     output = probe_output(forward, x, x_name)
     validate_targets(loss_fn, y, output, y_name)
     targets = cast_targets(loss_fn, y[: len(output)], dtype, output.device)
-    check_per_sample_losses(loss_fn, output, targets)
+    check_per_sample_losses(loss_fn, output, targets, y_name)
 
 
 def _item_pair(item: object, name: str) -> tuple[object, object]:
