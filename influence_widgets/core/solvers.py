@@ -1,8 +1,16 @@
 """Inverse-HVP solvers: x = (H + damping I)^-1 b for several right-hand sides b at once.
 
+H is the Hessian of the regularised risk R at theta_hat (l2 included), as in
+:mod:`influence_widgets.core.hvp`; every solver returns the same quantity, with the same sign and
+scale, X = (H + damping I)^-1 B, and differs only in how exactly and how fast it gets there.
+
 All solvers share one interface: ``fit(op)`` does the one-off work (factorisation, eigenvalue
 estimates), ``solve(B)`` maps (p, m) right-hand sides to (p, m) solutions, and ``diagnostics``
 reports residual, iterations, convergence and the eigenvalues that are known.
+
+A solver instance made by the user holds settings only: :class:`~influence_widgets.Influence`
+fits :meth:`Solver.unfitted`, a fresh copy, so one instance may configure any number of
+``Influence`` objects.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from influence_widgets.core.errors import (
     not_positive_definite,
 )
 from influence_widgets.core.hvp import HessianOperator
+from influence_widgets.core.linalg import cholesky_or_raise
 from influence_widgets.core.progress import progress_bar
 
 __all__ = [
@@ -52,13 +61,31 @@ class SolverDiagnostics:
 
 
 class Solver(ABC):
-    """Shared interface of the inverse-HVP solvers."""
+    """Shared interface of the inverse-HVP solvers: X = (H + damping I)^-1 B.
+
+    Settings come from ``__init__`` and are listed by :meth:`settings`; ``fit`` stores the
+    operator and what it computed from it on the instance. :class:`~influence_widgets.Influence`
+    never fits the instance it is given, only :meth:`unfitted` copies of it.
+    """
 
     name = "solver"
 
     def __init__(self) -> None:
         self.op: HessianOperator | None = None
         self.diagnostics = SolverDiagnostics(solver=self.name)
+
+    def settings(self) -> dict[str, object]:
+        """The keyword arguments of ``__init__`` that reproduce this solver (a subclass whose
+        ``__init__`` takes arguments overrides this)."""
+        return {}
+
+    def unfitted(self) -> Solver:
+        """A new solver with these settings and no fitted state."""
+        return type(self)(**self.settings())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({args})"
 
     def fit(self, op: HessianOperator, progress: bool = True) -> Solver:
         start = time.perf_counter()
@@ -86,20 +113,21 @@ EXACT_EIGENVALUES_UP_TO = 1000
 
 
 class Direct(Solver):
-    """Assemble H from batched HVPs (or the exact linear-head formula) and factorise it once.
+    """X = (H + damping I)^-1 B exactly: assemble H + damping I from batched HVPs (or the exact
+    linear-head formula) and factorise it once.
 
     Cholesky when H + damping I is positive definite; otherwise an eigendecomposition finds the
     negative eigenvalues and a :class:`NotPositiveDefiniteError` says which damping fixes it.
+    A float16 or bfloat16 model's H is factorised in float32 (torch has no half-precision
+    Cholesky) and the solutions are cast back to the model's dtype.
     """
 
     name = "direct"
 
     def _fit(self, op: HessianOperator, progress: bool) -> None:
         H = op.dense(progress=progress)
-        L, info = torch.linalg.cholesky_ex(H)
-        if int(info) != 0:
-            min_eig = float(torch.linalg.eigvalsh(H)[0])
-            raise not_positive_definite(min_eig, op.damping, self.name)
+        H = H.to(factor_dtype(H.dtype))
+        L = cholesky_or_raise(H, op.damping, self.name)
         d = self.diagnostics
         if op.p <= EXACT_EIGENVALUES_UP_TO:
             eig = torch.linalg.eigvalsh(H)
@@ -126,7 +154,13 @@ class Direct(Solver):
         return 1.0 / mu
 
     def solve(self, B: torch.Tensor, progress: bool = False) -> torch.Tensor:
-        return self.H_inv @ B
+        return (self.H_inv @ B.to(self.H_inv.dtype)).to(B.dtype)
+
+
+def factor_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype to factorise a Hessian of ``dtype`` in: float32 for float16/bfloat16 (torch's
+    linear algebra has no half-precision kernels), else ``dtype`` itself."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 class ConjugateGradient(Solver):
@@ -168,6 +202,9 @@ class ConjugateGradient(Solver):
         self.maxiter = check_positive_int(maxiter, "maxiter")
         self.block_size = check_positive_int(block_size, "block_size")
 
+    def settings(self) -> dict[str, object]:
+        return {"rtol": self.rtol, "maxiter": self.maxiter, "block_size": self.block_size}
+
     def solve(self, B: torch.Tensor, progress: bool = False) -> torch.Tensor:
         op = self.op
         rtol = self.rtol or (1e-10 if B.dtype == torch.float64 else 1e-5)
@@ -201,6 +238,14 @@ class ConjugateGradient(Solver):
         d.iterations = it
         d.converged = all(g.P is None for g in groups)
         d.residual = float((R.norm(dim=0) / B.norm(dim=0).clamp_min(1e-300)).max())
+        if not d.converged:
+            warnings.warn(
+                f"CG stopped at relative residual {d.residual:.3g} (target rtol={rtol:g}) after "
+                f"maxiter={self.maxiter} iterations; raise maxiter=, loosen rtol=, raise damping= "
+                f"(a better-conditioned H + damping I), or use solver='direct'.",
+                InfluenceWarning,
+                stacklevel=3,
+            )
         return X
 
 
@@ -301,6 +346,16 @@ class LiSSA(Solver):
         if rtol is not None and not 0 < check_nonnegative(rtol, "rtol") < 1:
             raise ValueError(f"rtol: must be in (0, 1), got {rtol}")
         self.scale, self.rtol, self.seed = scale, rtol, seed
+
+    def settings(self) -> dict[str, object]:
+        return {
+            "depth": self.depth,
+            "repeats": self.repeats,
+            "batch_size": self.batch_size,
+            "scale": self.scale,
+            "rtol": self.rtol,
+            "seed": self.seed,
+        }
 
     def _stochastic(self, n: int) -> bool:
         return self.batch_size is not None and self.batch_size < n
@@ -454,6 +509,9 @@ class Arnoldi(Solver):
         self.oversample = 0 if oversample == 0 else check_positive_int(oversample, "oversample")
         self.seed = seed
 
+    def settings(self) -> dict[str, object]:
+        return {"rank": self.rank, "oversample": self.oversample, "seed": self.seed}
+
     def _fit(self, op: HessianOperator, progress: bool) -> None:
         k = min(op.p, self.rank + self.oversample)
         evals, vecs = lanczos(op, k, self.seed, progress)
@@ -479,9 +537,10 @@ _SOLVERS = {"direct": Direct, "cg": ConjugateGradient, "lissa": LiSSA, "arnoldi"
 
 
 def make_solver(solver: str | Solver, p: int, dtype: torch.dtype, budget_mb: float) -> Solver:
-    """A solver from a name or instance; "auto" is direct while the Hessian fits ``budget_mb``."""
+    """A new, unfitted solver from a name or a configured instance (whose settings are copied, so
+    the instance itself is never fitted); "auto" is direct while the Hessian fits ``budget_mb``."""
     if isinstance(solver, Solver):
-        return solver
+        return solver.unfitted()
     if not isinstance(solver, str):
         raise TypeError(f"solver: expected a name or a Solver, got {type(solver).__name__}")
     if solver == "auto":
