@@ -159,7 +159,9 @@ class Influence:
             default all trainable. ``perturbation_influence`` still differentiates to the inputs
             through the whole network.
         solver: "auto" (direct while H fits ``hessian_budget_mb``, else "cg"), "direct", "cg",
-            "lissa", "arnoldi", or a configured solver instance.
+            "lissa", "arnoldi", or a configured solver instance: its settings are copied and the
+            copy is fitted (``self.solver``), so one instance may configure several Influence
+            objects.
         batch_size: training points per batch in every pass; default min(n, 1024).
         device: where to compute; default the model's device.
         progress: show progress bars for the slow steps.
