@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import re
+import warnings
+
+import numpy as np
 import pytest
 import torch
 
 import influence_widgets as iw
+from influence_widgets.core.errors import not_positive_definite
 from influence_widgets.core.hvp import HessianOperator
+from influence_widgets.core.solvers import smallest_eigenvalue
 from tests.conftest import make_lr, reference, rel_err
 
 SOLVERS = {
@@ -318,8 +326,171 @@ def test_block_cg_shares_directions_and_takes_fewer_iterations_than_column_cg(ml
 
 def test_block_cg_in_float32_reaches_its_tolerance():
     pb = make_lr(dtype=torch.float32)
-    ref64 = reference(make_lr())
+    # the float64 reference at the same (float32-trained) parameters, not at a separately
+    # trained float64 model: that comparison depended on the global RNG state
+    pb64 = dataclasses.replace(
+        pb, X=pb.X.double(), y=pb.y, Xt=pb.Xt.double(), theta=pb.theta.double()
+    )
+    ref64 = reference(pb64)
     inf = build(pb, iw.ConjugateGradient(block_size=4))
     S = inf.s_test(pb.Xt, pb.yt)
     assert S.dtype == torch.float32
     assert rel_err(S.double(), ref64.inv(ref64.Gt.T).T) < 1e-4
+
+
+def test_cg_that_stops_at_maxiter_warns_with_its_residual_and_the_fix(mlp_problem, untouched):
+    pb = mlp_problem
+    inf = build(pb, iw.ConjugateGradient(maxiter=1))
+    with untouched(pb.model, pb.X, pb.y, pb.Xt, pb.yt):
+        inf.fit()
+        with pytest.warns(iw.InfluenceWarning, match=r"relative residual \d.*maxiter=") as rec:
+            inf.influence_on_loss(pb.Xt, pb.yt)
+    message = str(rec[0].message)
+    assert f"{inf.diagnostics.residual:.3g}" in message
+    for fix in ("rtol=", "damping=", "solver="):
+        assert fix in message
+    assert inf.diagnostics.converged is False
+
+
+def test_converged_cg_does_not_warn(mlp_problem):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", iw.InfluenceWarning)
+        build(mlp_problem, "cg").influence_on_loss(mlp_problem.Xt, mlp_problem.yt)
+
+
+# ----- NotPositiveDefiniteError that agrees with itself (issue 14, item 7) ---------------------
+_SIGNS = torch.tensor([1.0, 1.0, -1e-3])  # the third output's loss is (slightly) concave
+
+
+def _concave_output_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return 0.5 * ((out - target) ** 2 * _SIGNS.to(out.dtype)).sum(1)
+
+
+def _indefinite_float32(seed: int = 0) -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor, float]:
+    """A float32 linear model (p = 300) at a stationary point of a loss whose Hessian is
+    blockdiag(G, G, -1e-3 G), G = X^T X / n, with the damping that leaves lambda_min(H + dI) at
+    -0.1 * 1e-3 lambda_max(G): one negative eigenvalue just below a cluster of 99 small positive
+    ones, which a 40-step Lanczos from a random start does not find (the old error then reported a
+    positive eigenvalue and suggested a damping below the one given)."""
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(300, 100, generator=gen) * torch.logspace(-1, 1, 100)
+    Y = torch.randn(300, 3, generator=gen)
+    G = X.double().T @ X.double() / 300
+    model = torch.nn.Linear(100, 3, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.linalg.solve(G, X.double().T @ Y.double() / 300).T.float())
+    damping = 0.9e-3 * float(torch.linalg.eigvalsh(G)[-1])
+    return model, X, Y, damping
+
+
+def _suggested(err: Exception) -> float:
+    """The damping the message suggests: the number after 'Pass damping=' or 'e.g. damping='."""
+    return float(re.search(r"(?:Pass|e\.g\.) damping=([0-9.eE+-]+[0-9])", str(err)).group(1))
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [iw.ConjugateGradient(), iw.ConjugateGradient(block_size=1), iw.Arnoldi(rank=400)],
+    ids=["block_cg", "cg", "arnoldi"],
+)
+def test_float32_indefinite_hessian_error_suggests_a_damping_that_works(solver):
+    model, X, Y, damping = _indefinite_float32()
+    lam_min = -0.1e-3 * damping / 0.9e-3  # of H + damping I, exactly
+    with pytest.raises(iw.NotPositiveDefiniteError) as info:
+        iw.Influence(
+            model, (X, Y), loss=_concave_output_loss, damping=damping, solver=solver, progress=False
+        ).influence_on_loss(X[:5], Y[:5])
+    estimate = float(
+        re.search(r"smallest eigenvalue (?:about|at most) (\S+),", str(info.value)).group(1)
+    )
+    assert estimate <= 0.99 * lam_min  # an upper bound, and a tight one
+    assert _suggested(info.value) > damping - lam_min
+    refit = iw.Influence(
+        model,
+        (X, Y),
+        loss=_concave_output_loss,
+        damping=_suggested(info.value),
+        solver=solver,
+        progress=False,
+    )
+    assert torch.isfinite(refit.influence_on_loss(X[:5], Y[:5])).all()
+    assert refit.diagnostics.converged
+
+
+@pytest.mark.filterwarnings("ignore:CG stopped:influence_widgets.core.errors.InfluenceWarning")
+@pytest.mark.filterwarnings(
+    "ignore:The model is not at a minimum:influence_widgets.core.errors.InfluenceWarning"
+)
+@pytest.mark.parametrize("block_size", [32, 1])
+def test_float32_positive_definite_but_ill_conditioned_hessian_does_not_raise(block_size):
+    """H = X~^T X~ / n + 1e-6 I with a 20-dimensional near-null space and lambda_max ~ 1e4: in
+    float32 the curvature of those directions is round-off, which must not read as indefinite."""
+    gen = torch.Generator().manual_seed(0)
+    Z = torch.randn(200, 15, generator=gen) * torch.logspace(-2, 2, 15)
+    X = torch.cat([Z, Z, Z[:, :5] - Z[:, 5:10]], 1)
+    Y = X @ torch.randn(35, 2, generator=gen) + 0.1 * torch.randn(200, 2, generator=gen)
+    model = torch.nn.Linear(35, 2)
+    with torch.no_grad():
+        A = torch.cat([X, torch.ones(200, 1)], 1).double()
+        solution = torch.linalg.pinv(A) @ Y.double()
+        model.weight.copy_(solution[:-1].T.float())
+        model.bias.copy_(solution[-1].float())
+    inf = iw.Influence(
+        model,
+        (X, Y),
+        loss="mse",
+        damping=1e-6,
+        solver=iw.ConjugateGradient(block_size=block_size, maxiter=300),
+        progress=False,
+    )
+    assert torch.isfinite(inf.influence_on_loss(X[:4], Y[:4])).all()
+
+
+@pytest.mark.parametrize("damping", [0.0, 1e-2, 5.0])
+@pytest.mark.parametrize("estimate", [-3.0, -1e-9, 0.0, 1e-9, 0.00999, 7.0])
+def test_not_positive_definite_never_suggests_less_than_the_damping_given(damping, estimate):
+    err = not_positive_definite(estimate, damping, "cg")
+    assert _suggested(err) > damping
+    if estimate > 0:  # a positive estimate is not negative curvature: round-off is the cause
+        assert "round-off" in str(err) and "float64" in str(err)
+        assert "not positive definite at" not in str(err)
+    else:
+        assert _suggested(err) >= damping - estimate
+
+
+def test_smallest_eigenvalue_started_from_a_direction_is_at_most_its_rayleigh_quotient(
+    mlp_problem,
+):
+    inf = build(mlp_problem, "cg")
+    evals, evecs = torch.linalg.eigh(reference(mlp_problem).H)
+    start = evecs[:, 0] + 0.1 * evecs[:, -1]
+    rayleigh = float(start @ inf.op.matvec(start) / start.dot(start))
+    estimate = smallest_eigenvalue(inf.op, k=3, start=start)
+    assert float(evals[0]) - 1e-10 <= estimate <= rayleigh + 1e-12
+
+
+@pytest.mark.filterwarnings(
+    "ignore:The model is not at a minimum:influence_widgets.core.errors.InfluenceWarning"
+)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_model_with_the_direct_solver_factorises_in_float32(dtype):
+    pb = make_lr()
+    ref = reference(pb)
+    inf = iw.Influence(
+        copy.deepcopy(pb.model).to(dtype),
+        (pb.X.to(dtype), pb.y),
+        l2=pb.l2,
+        solver="direct",
+        progress=False,
+    )
+    result = inf.influence_on_loss(pb.Xt.to(dtype), pb.yt)
+    assert result.dtype == dtype
+    assert rel_err(result.double(), ref.influence_on_loss) < 0.05
+
+
+def test_top_accepts_numpy_integers(lr_problem):
+    pb = lr_problem
+    inf = build(pb, "direct")
+    assert torch.equal(
+        inf.top(pb.Xt, pb.yt, k=np.int64(3)).helpful, inf.top(pb.Xt, pb.yt, k=3).helpful
+    )

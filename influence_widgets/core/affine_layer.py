@@ -33,7 +33,26 @@ if TYPE_CHECKING:
     from influence_widgets.core.hvp import LinearHead
 from influence_widgets.core.progress import progress_bar
 
-__all__ = ["AffineLayer"]
+__all__ = ["AffineLayer", "layer_input_output"]
+
+
+def layer_input_output(
+    obj: Objective, module: torch.nn.Module, x: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    """(first input of ``module``, its output, the model's output) in one forward pass at
+    theta_hat without gradients; the first two are None when the pass does not call ``module``."""
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(_mod, inputs, output):
+        captured["input"], captured["output"] = inputs[0], output
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            out = obj.forward(obj.theta, x)
+    finally:
+        handle.remove()
+    return captured.get("input"), captured.get("output"), out
 
 
 class AffineLayer:
@@ -140,18 +159,8 @@ class AffineLayer:
         return P
 
     def _inputs_and_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        captured: dict[str, torch.Tensor] = {}
-
-        def hook(_mod, inputs, output):
-            captured["a"], captured["u"] = inputs[0], output
-
-        handle = self.module.register_forward_hook(hook)
-        try:
-            with torch.no_grad():
-                self.obj.forward(self.obj.theta, x)
-        finally:
-            handle.remove()
-        return captured["a"], captured["u"]
+        a, u, _ = layer_input_output(self.obj, self.module, x)
+        return a, u
 
     def _tail_derivatives(
         self, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor

@@ -30,19 +30,44 @@ class TrainingIndexError(IndexError, ValueError):
 
 
 def suggest_damping(min_eigenvalue: float, damping: float) -> float:
-    """A damping value that makes H + damping I comfortably positive definite, rounded up."""
-    need = damping - min_eigenvalue
-    target = max(need * 1.5, need + 1e-6, 1e-6)
+    """A damping value above ``damping`` that makes H + damping I comfortably positive definite,
+    rounded up to two significant digits.
+
+    ``min_eigenvalue`` is (an upper bound on) lambda_min of H + damping I. When it is <= 0 the
+    suggestion adds 1.5 times what is missing, (damping - min_eigenvalue) * 1.5; when it is > 0
+    the failed check came from round-off, not from the curvature, and the suggestion is 10 times
+    the damping. Never <= ``damping``, never below 1e-6.
+    """
+    if min_eigenvalue > 0:
+        target = max(10 * damping, 1e-6)
+    else:
+        need = damping - min_eigenvalue
+        target = max(need * 1.5, need + 1e-6, 1e-6)
     exp = math.floor(math.log10(target))
     return math.ceil(target / 10**exp * 10) / 10 * 10**exp
 
 
 def not_positive_definite(min_eig: float, damping: float, solver: str) -> NotPositiveDefiniteError:
+    """The error for a failed positive-definiteness check of H + damping I, given (an upper bound
+    on) its smallest eigenvalue ``min_eig``.
+
+    min_eig <= 0 is evidence of negative curvature, and the message suggests a larger damping;
+    min_eig > 0 means the check failed from round-off (float32 or lower precision on an
+    ill-conditioned H), and the message says so and suggests float64 or a larger damping.
+    """
+    fix = suggest_damping(min_eig, damping)
+    if min_eig > 0:
+        return NotPositiveDefiniteError(
+            f"damping: the positive-definiteness check of H + damping*I (damping={damping:g}, "
+            f"solver={solver!r}) failed from floating-point round-off, not from negative "
+            f"curvature: its smallest eigenvalue is estimated at {min_eig:.3g} > 0. Compute in "
+            f"float64 (model.double() with float64 inputs), or pass a larger damping, e.g. "
+            f"damping={fix:.2g}."
+        )
     return NotPositiveDefiniteError(
         f"damping: the Hessian H + damping*I (damping={damping:g}) is not positive definite at "
-        f"the trained parameters (smallest eigenvalue about {min_eig:.3g}, solver={solver!r}). "
-        f"Pass damping={suggest_damping(min_eig, damping):.2g} or more, or train the model to a "
-        f"minimum."
+        f"the trained parameters (smallest eigenvalue at most {min_eig:.3g}, solver={solver!r}). "
+        f"Pass damping={fix:.2g} or more, or train the model to a minimum."
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch.func import grad, hessian, jvp, vmap
 
-from influence_widgets.core.affine_layer import AffineLayer
+from influence_widgets.core.affine_layer import AffineLayer, layer_input_output
 from influence_widgets.core.objective import Objective, TrainingSet
 from influence_widgets.core.progress import progress_bar
 
@@ -248,19 +248,8 @@ class LinearHead:
 
     def features_and_output(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(phi~, logits) for a batch; phi~ is None when the Linear's output is not the model's."""
-        captured: dict[str, torch.Tensor] = {}
-
-        def hook(_mod, inputs, output):
-            captured["phi"], captured["out"] = inputs[0], output
-
-        handle = self.lin.register_forward_hook(hook)
-        try:
-            with torch.no_grad():
-                out = self.obj.forward(self.obj.theta, x)
-        finally:
-            handle.remove()
-        phi = captured.get("phi")
-        if captured.get("out") is not out or out.ndim != 2 or phi is None or phi.ndim != 2:
+        phi, lin_out, out = layer_input_output(self.obj, self.lin, x)
+        if lin_out is not out or out.ndim != 2 or phi is None or phi.ndim != 2:
             return None, out
         if self.with_bias:
             phi = torch.cat([phi, torch.ones_like(phi[:, :1])], dim=1)

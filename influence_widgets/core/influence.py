@@ -16,7 +16,7 @@ g_test = grad L(z_test, theta_hat) (without it), s_test = H^-1 g_test.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import time
 import warnings
 from collections.abc import Sequence
@@ -45,11 +45,17 @@ from influence_widgets.core.solvers import (
 __all__ = [
     "Diagnostics",
     "Influence",
+    "InfluenceConfig",
     "InfluenceWarning",
     "TopInfluence",
     "TrainingIndexError",
     "check_influence",
 ]
+
+
+def _from_solver(name: str) -> property:
+    """A read-only property of :class:`Diagnostics` that reads the solver's diagnostics."""
+    return property(lambda self: getattr(self.solver, name), doc=f"The solver's {name}.")
 
 
 @dataclass
@@ -62,21 +68,10 @@ class Diagnostics:
     n_params: int
     fit_seconds: float
 
-    @property
-    def converged(self) -> bool | None:
-        return self.solver.converged
-
-    @property
-    def residual(self) -> float | None:
-        return self.solver.residual
-
-    @property
-    def iterations(self) -> int | None:
-        return self.solver.iterations
-
-    @property
-    def min_eigenvalue(self) -> float | None:
-        return self.solver.min_eigenvalue
+    converged = _from_solver("converged")
+    residual = _from_solver("residual")
+    iterations = _from_solver("iterations")
+    min_eigenvalue = _from_solver("min_eigenvalue")
 
     def __repr__(self) -> str:
         s = self.solver
@@ -97,6 +92,42 @@ class Diagnostics:
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.extra.items()
         ]
         return f"Diagnostics({', '.join(parts)})"
+
+
+@dataclass(frozen=True)
+class InfluenceConfig:
+    """How an :class:`Influence` was configured: its keyword arguments, checked, in one place.
+
+    ``Influence.rebuild(model, train, **overrides)`` makes a new Influence from
+    ``dataclasses.replace(config, **overrides)``; a new option of ``Influence`` is a new field here.
+    A solver instance is held as an unfitted copy (:meth:`Solver.unfitted`).
+    """
+
+    loss: str | LossFn
+    l2: float
+    damping: float
+    params: Sequence[str] | None
+    solver: str | Solver
+    batch_size: int | None
+    device: str | torch.device | None
+    progress: bool
+    hessian_budget_mb: float
+    gradient_cache_mb: float
+
+    def __post_init__(self) -> None:
+        checked = {
+            "damping": check_nonnegative(self.damping, "damping"),
+            "hessian_budget_mb": check_nonnegative(self.hessian_budget_mb, "hessian_budget_mb"),
+            "gradient_cache_mb": check_nonnegative(self.gradient_cache_mb, "gradient_cache_mb"),
+        }
+        if self.batch_size is not None:
+            checked["batch_size"] = check_positive_int(self.batch_size, "batch_size")
+        for name, value in checked.items():  # frozen: store the checked values once, here
+            object.__setattr__(self, name, value)
+
+    def options(self) -> dict[str, object]:
+        """The keyword arguments of ``Influence(model, train, **options)``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True)
@@ -128,7 +159,9 @@ class Influence:
             default all trainable. ``perturbation_influence`` still differentiates to the inputs
             through the whole network.
         solver: "auto" (direct while H fits ``hessian_budget_mb``, else "cg"), "direct", "cg",
-            "lissa", "arnoldi", or a configured solver instance.
+            "lissa", "arnoldi", or a configured solver instance: its settings are copied and the
+            copy is fitted (``self.solver``), so one instance may configure several Influence
+            objects.
         batch_size: training points per batch in every pass; default min(n, 1024).
         device: where to compute; default the model's device.
         progress: show progress bars for the slow steps.
@@ -153,46 +186,52 @@ class Influence:
         hessian_budget_mb: float = 2048,
         gradient_cache_mb: float = 512,
     ) -> None:
-        damping = check_nonnegative(damping, "damping")
-        if batch_size is not None:
-            batch_size = check_positive_int(batch_size, "batch_size")
+        self.config = InfluenceConfig(
+            loss=loss,
+            l2=l2,
+            damping=damping,
+            params=params,
+            solver=solver.unfitted() if isinstance(solver, Solver) else solver,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            hessian_budget_mb=hessian_budget_mb,
+            gradient_cache_mb=gradient_cache_mb,
+        )
+        cfg = self.config
         self.objective = Objective(model, loss=loss, l2=l2, params=params, device=device)
         self.train = TrainingSet(train, "train")
         self._check_training_labels()
         self.n = self.train.n
         self.p = self.objective.n_params
-        self.batch_size = batch_size or min(self.n, 1024)
+        self.batch_size = cfg.batch_size or min(self.n, 1024)
         self.progress = progress
-        self.damping = float(damping)
-        self.solver = make_solver(solver, self.p, self.objective.dtype, hessian_budget_mb)
-        # How this object was configured, for rebuild() (a solver instance is copied unfitted).
-        self._config = {
-            "loss": loss,
-            "l2": l2,
-            "damping": damping,
-            "params": params,
-            "solver": copy.deepcopy(solver) if isinstance(solver, Solver) else solver,
-            "batch_size": batch_size,
-            "device": device,
-            "progress": progress,
-            "hessian_budget_mb": hessian_budget_mb,
-            "gradient_cache_mb": gradient_cache_mb,
-        }
-        self.gradient_cache_mb = gradient_cache_mb
+        self.damping = cfg.damping
+        # The solver this object fits: a fresh one, never the instance passed in.
+        self.solver = make_solver(cfg.solver, self.p, self.objective.dtype, cfg.hessian_budget_mb)
+        self.gradient_cache_mb = cfg.gradient_cache_mb
         self.op = HessianOperator(
-            self.objective, self.train, self.batch_size, self.damping, cache_mb=gradient_cache_mb
+            self.objective,
+            self.train,
+            self.batch_size,
+            self.damping,
+            cache_mb=cfg.gradient_cache_mb,
         )
         self._fitted = False
         self._grads: torch.Tensor | None = None
         self._diagnostics: Diagnostics | None = None
 
     def rebuild(self, model: torch.nn.Module, train, **overrides) -> Influence:
-        """A new, unfitted Influence with this one's settings (but ``overrides``) for another model
-        or training set (after retraining, or with perturbed training inputs)."""
-        config = {**self._config, **overrides}
-        if isinstance(config["solver"], Solver):
-            config["solver"] = copy.deepcopy(config["solver"])
-        return Influence(model, train, **config)
+        """A new, unfitted Influence with this one's settings (but ``overrides``, any of
+        :class:`InfluenceConfig`'s fields) for another model or training set (after retraining, or
+        with perturbed training inputs)."""
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(InfluenceConfig)})
+        if unknown:
+            raise TypeError(
+                f"{unknown[0]}: not an option of Influence; rebuild() accepts "
+                f"{', '.join(f.name for f in dataclasses.fields(InfluenceConfig))}"
+            )
+        return Influence(model, train, **dataclasses.replace(self.config, **overrides).options())
 
     # ----- setup ----------------------------------------------------------------------------
     def _check_training_labels(self) -> None:
@@ -417,9 +456,7 @@ class Influence:
         Ranked by :meth:`predicted_removal_effect`: helpful first by largest score, harmful by
         smallest (most negative).
         """
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k: must be a positive integer, got {k!r}")
-        k = min(k, self.n)
+        k = min(check_positive_int(k, "k"), self.n)
         scores = self.predicted_removal_effect(x_test, y_test)
         hs, hi = torch.topk(scores, k, dim=1, largest=True)
         ls, li = torch.topk(scores, k, dim=1, largest=False)

@@ -1,8 +1,16 @@
 """Inverse-HVP solvers: x = (H + damping I)^-1 b for several right-hand sides b at once.
 
+H is the Hessian of the regularised risk R at theta_hat (l2 included), as in
+:mod:`influence_widgets.core.hvp`; every solver returns the same quantity, with the same sign and
+scale, X = (H + damping I)^-1 B, and differs only in how exactly and how fast it gets there.
+
 All solvers share one interface: ``fit(op)`` does the one-off work (factorisation, eigenvalue
 estimates), ``solve(B)`` maps (p, m) right-hand sides to (p, m) solutions, and ``diagnostics``
 reports residual, iterations, convergence and the eigenvalues that are known.
+
+A solver instance made by the user holds settings only: :class:`~influence_widgets.Influence`
+fits :meth:`Solver.unfitted`, a fresh copy, so one instance may configure any number of
+``Influence`` objects.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from influence_widgets.core.errors import (
     not_positive_definite,
 )
 from influence_widgets.core.hvp import HessianOperator
+from influence_widgets.core.linalg import cholesky_or_raise
 from influence_widgets.core.progress import progress_bar
 
 __all__ = [
@@ -52,13 +61,31 @@ class SolverDiagnostics:
 
 
 class Solver(ABC):
-    """Shared interface of the inverse-HVP solvers."""
+    """Shared interface of the inverse-HVP solvers: X = (H + damping I)^-1 B.
+
+    Settings come from ``__init__`` and are listed by :meth:`settings`; ``fit`` stores the
+    operator and what it computed from it on the instance. :class:`~influence_widgets.Influence`
+    never fits the instance it is given, only :meth:`unfitted` copies of it.
+    """
 
     name = "solver"
 
     def __init__(self) -> None:
         self.op: HessianOperator | None = None
         self.diagnostics = SolverDiagnostics(solver=self.name)
+
+    def settings(self) -> dict[str, object]:
+        """The keyword arguments of ``__init__`` that reproduce this solver (a subclass whose
+        ``__init__`` takes arguments overrides this)."""
+        return {}
+
+    def unfitted(self) -> Solver:
+        """A new solver with these settings and no fitted state."""
+        return type(self)(**self.settings())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({args})"
 
     def fit(self, op: HessianOperator, progress: bool = True) -> Solver:
         start = time.perf_counter()
@@ -86,20 +113,21 @@ EXACT_EIGENVALUES_UP_TO = 1000
 
 
 class Direct(Solver):
-    """Assemble H from batched HVPs (or the exact linear-head formula) and factorise it once.
+    """X = (H + damping I)^-1 B exactly: assemble H + damping I from batched HVPs (or the exact
+    linear-head formula) and factorise it once.
 
     Cholesky when H + damping I is positive definite; otherwise an eigendecomposition finds the
     negative eigenvalues and a :class:`NotPositiveDefiniteError` says which damping fixes it.
+    A float16 or bfloat16 model's H is factorised in float32 (torch has no half-precision
+    Cholesky) and the solutions are cast back to the model's dtype.
     """
 
     name = "direct"
 
     def _fit(self, op: HessianOperator, progress: bool) -> None:
         H = op.dense(progress=progress)
-        L, info = torch.linalg.cholesky_ex(H)
-        if int(info) != 0:
-            min_eig = float(torch.linalg.eigvalsh(H)[0])
-            raise not_positive_definite(min_eig, op.damping, self.name)
+        H = H.to(factor_dtype(H.dtype))
+        L = cholesky_or_raise(H, op.damping, self.name)
         d = self.diagnostics
         if op.p <= EXACT_EIGENVALUES_UP_TO:
             eig = torch.linalg.eigvalsh(H)
@@ -126,7 +154,13 @@ class Direct(Solver):
         return 1.0 / mu
 
     def solve(self, B: torch.Tensor, progress: bool = False) -> torch.Tensor:
-        return self.H_inv @ B
+        return (self.H_inv @ B.to(self.H_inv.dtype)).to(B.dtype)
+
+
+def factor_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype to factorise a Hessian of ``dtype`` in: float32 for float16/bfloat16 (torch's
+    linear algebra has no half-precision kernels), else ``dtype`` itself."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 class ConjugateGradient(Solver):
@@ -149,11 +183,20 @@ class ConjugateGradient(Solver):
     gradient or a column has converged: the "breakdown-free" variant, so equal or zero columns
     are fine. ``block_size=1`` is classic CG, one independent run per column.
 
+    The step diagonalises the block's curvature P^T (H + damping I) P = U diag(lam) U^T instead
+    of factorising it, from float64 copies of P and HP. Directions with lam <= 0 are dropped as
+    numerically dependent (a block left with none restarts from its residuals), and only
+    lam < -``ROUNDOFF`` machine epsilons (of the model's dtype) times the largest curvature met so
+    far is taken as evidence that H + damping I is not positive definite: a
+    :class:`NotPositiveDefiniteError` whose eigenvalue estimate is at most that direction's
+    Rayleigh quotient (< 0), so its suggested damping is always above the one given. float32
+    round-off alone therefore never raises.
+
     Starts at X = 0 and stops a column once ||r|| <= rtol * ||b||; a group stops when all its
-    columns have, and the solve after ``maxiter`` iterations. Each iteration costs one HVP pass
-    over the training set for the search directions of all unfinished groups together; the
-    (width x width) algebra runs in float64. Written by hand: no well-kept library has a block CG
-    on a torch linear operator.
+    columns have, and the solve after ``maxiter`` iterations with an :class:`InfluenceWarning`
+    naming the residual reached. Each iteration costs one HVP pass over the training set for the
+    search directions of all unfinished groups together. Written by hand: no well-kept library has
+    a block CG on a torch linear operator.
     """
 
     name = "cg"
@@ -167,6 +210,9 @@ class ConjugateGradient(Solver):
         self.rtol = rtol
         self.maxiter = check_positive_int(maxiter, "maxiter")
         self.block_size = check_positive_int(block_size, "block_size")
+
+    def settings(self) -> dict[str, object]:
+        return {"rtol": self.rtol, "maxiter": self.maxiter, "block_size": self.block_size}
 
     def solve(self, B: torch.Tensor, progress: bool = False) -> torch.Tensor:
         op = self.op
@@ -199,23 +245,39 @@ class ConjugateGradient(Solver):
             bar.close()
         d = self.diagnostics
         d.iterations = it
-        d.converged = all(g.P is None for g in groups)
+        d.converged = bool((R.norm(dim=0) <= target).all())
         d.residual = float((R.norm(dim=0) / B.norm(dim=0).clamp_min(1e-300)).max())
+        if not d.converged:
+            warnings.warn(
+                f"CG stopped at relative residual {d.residual:.3g} (target rtol={rtol:g}) after "
+                f"maxiter={self.maxiter} iterations; raise maxiter=, loosen rtol=, raise damping= "
+                f"(a better-conditioned H + damping I), or use solver='direct'.",
+                InfluenceWarning,
+                stacklevel=3,
+            )
         return X
+
+
+# Negative curvature p^T (H + damping I) p / p^T p within ROUNDOFF machine epsilons (of the
+# model's dtype) of the largest curvature met is round-off, not evidence: float32 HVPs summed over
+# thousands of points carry errors of tens of epsilons of ||H||.
+ROUNDOFF = 100
 
 
 class _BlockCGGroup:
     """One group of columns in :class:`ConjugateGradient`: its search directions P (or None once
-    every column has converged) and the (width x width) algebra of a step."""
+    every column has converged, or no direction is left) and the (width x width) algebra of a
+    step, in float64."""
 
     def __init__(self, cols: torch.Tensor) -> None:
         self.cols = cols
         self.P: torch.Tensor | None = None
+        self.curvature_scale = 0.0  # the largest curvature met: a lower bound on ||H + damping I||
 
     def restart(self, R: torch.Tensor, target: torch.Tensor) -> None:
         """Steepest-descent directions from the unconverged residuals (None if all converged)."""
         active = self._active(R, target)
-        self.P = _orthonormal(R[:, active]) if len(active) else None
+        self.P = _orthonormal(R[:, active], R.dtype) if len(active) else None
 
     def _active(self, R: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.cols[R[:, self.cols].norm(dim=0) > target[self.cols]]
@@ -228,44 +290,64 @@ class _BlockCGGroup:
         target: torch.Tensor,
         op: HessianOperator,
     ) -> None:
-        P, cols = self.P, self.cols
-        PQ = (P.T @ Q).double()
-        L, info = torch.linalg.cholesky_ex(0.5 * (PQ + PQ.T))
-        if int(info) != 0:
-            # P^T (H + damping I) P is not positive definite: some direction in the block has
-            # curvature <= 0, which only bounds lambda_min from above; ask Lanczos for it.
-            raise not_positive_definite(smallest_eigenvalue(op), op.damping, "cg")
-        alpha = torch.cholesky_solve((P.T @ R[:, cols]).double(), L).to(P.dtype)
-        X[:, cols] += P @ alpha
-        R[:, cols] -= Q @ alpha
+        """X += P alpha, R -= Q alpha and the next directions, from Q = (H + damping I) P."""
+        dtype, cols = R.dtype, self.cols
+        P, Q = self.P.double(), Q.double()
+        PQ = P.T @ Q
+        lam, U = torch.linalg.eigh(0.5 * (PQ + PQ.T))
+        self.curvature_scale = max(self.curvature_scale, float(lam[-1]))
+        if float(lam[0]) < -ROUNDOFF * torch.finfo(dtype).eps * self.curvature_scale:
+            witness = P @ U[:, 0]
+            raise _negative_curvature(op, witness, float(lam[0] / witness.dot(witness)))
+        keep = lam > 0  # the rest have zero curvature within round-off: numerically dependent
+        if not bool(keep.any()):
+            self.restart(R, target)
+            return
+        P, Q, lam = P @ U[:, keep], Q @ U[:, keep], lam[keep]  # now P^T Q = diag(lam)
+        alpha = (P.T @ R[:, cols].double()) / lam[:, None]
+        X[:, cols] += (P @ alpha).to(dtype)
+        R[:, cols] -= (Q @ alpha).to(dtype)
         active = self._active(R, target)
         if not len(active):
             self.P = None
             return
-        beta = -torch.cholesky_solve((Q.T @ R[:, active]).double(), L).to(P.dtype)
-        P_next = _orthonormal(R[:, active] + P @ beta)
+        beta = -(Q.T @ R[:, active].double()) / lam[:, None]
+        P_next = _orthonormal(R[:, active].double() + P @ beta, dtype)
         if P_next.shape[1] == 0:  # every new direction vanished: restart from the residuals
             self.restart(R, target)
         else:
             self.P = P_next
 
 
-def _orthonormal(M: torch.Tensor) -> torch.Tensor:
-    """An orthonormal basis of the numerically independent part of span(M), (p, k) -> (p, <= k).
+def _negative_curvature(
+    op: HessianOperator, witness: torch.Tensor, rayleigh: float
+) -> NotPositiveDefiniteError:
+    """The error for a direction ``witness`` whose Rayleigh quotient p^T (H + damping I) p / p^T p
+    is ``rayleigh`` < 0 beyond round-off: lambda_min is at most that, and Lanczos started from it
+    (whose smallest Ritz value is at most the same quotient) tightens the bound."""
+    low = min(rayleigh, smallest_eigenvalue(op, start=witness))
+    return not_positive_definite(low, op.damping, "cg")
+
+
+def _orthonormal(M: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An orthonormal basis, in ``dtype``, of the numerically independent part of span(M),
+    (p, k) -> (p, <= k).
 
     Columns are scaled to unit norm first (a small residual is as good a direction as a large
-    one), then the eigendecomposition of the Gram matrix M^T M gives the basis M U diag(lambda)
-    ^-1/2 over the eigenvalues above a relative threshold (1e-10 in float64, 1e-4 in float32):
-    a dependent or zero column is dropped instead of dividing by zero.
+    one), then the eigendecomposition of the Gram matrix M^T M, formed in float64, gives the basis
+    M U diag(lambda)^-1/2 over the eigenvalues above a relative threshold (1e-10 for float64
+    data, 1e-4 for lower precisions, whose vectors carry that much noise): a dependent or zero
+    column is dropped instead of dividing by zero.
     """
+    M = M.double()
     norms = M.norm(dim=0)
     M = M[:, norms > 0] / norms[norms > 0]
     if M.shape[1] == 0:
-        return M
-    lam, U = torch.linalg.eigh((M.T @ M).double())
-    floor = (1e-10 if M.dtype == torch.float64 else 1e-4) * float(lam[-1])
+        return M.to(dtype)
+    lam, U = torch.linalg.eigh(M.T @ M)
+    floor = (1e-10 if dtype == torch.float64 else 1e-4) * float(lam[-1])
     keep = lam > floor
-    return M @ (U[:, keep] / lam[keep].sqrt()).to(M.dtype)
+    return (M @ (U[:, keep] / lam[keep].sqrt())).to(dtype)
 
 
 class LiSSA(Solver):
@@ -301,6 +383,16 @@ class LiSSA(Solver):
         if rtol is not None and not 0 < check_nonnegative(rtol, "rtol") < 1:
             raise ValueError(f"rtol: must be in (0, 1), got {rtol}")
         self.scale, self.rtol, self.seed = scale, rtol, seed
+
+    def settings(self) -> dict[str, object]:
+        return {
+            "depth": self.depth,
+            "repeats": self.repeats,
+            "batch_size": self.batch_size,
+            "scale": self.scale,
+            "rtol": self.rtol,
+            "seed": self.seed,
+        }
 
     def _stochastic(self, n: int) -> bool:
         return self.batch_size is not None and self.batch_size < n
@@ -385,39 +477,45 @@ def _power_iteration(matvec, op: HessianOperator, iters: int = 30) -> float:
 
 
 def lanczos(
-    op: HessianOperator, k: int, seed: int = 0, progress: bool = False
+    op: HessianOperator,
+    k: int,
+    seed: int = 0,
+    progress: bool = False,
+    start: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ritz pairs of H + damping I from a k-step Lanczos process on full-batch HVPs.
 
-    Full reorthogonalisation (twice, against all previous vectors) keeps the basis orthonormal in
+    Starts from ``start`` (p,) when given, else from a random direction. Full
+    reorthogonalisation (twice, against all previous vectors) keeps the basis orthonormal in
     floating point; on breakdown (an invariant subspace) it restarts from a fresh random direction
-    orthogonal to the basis, so with k = p the Ritz values are all p eigenvalues. Returns the
-    eigenvalues in ascending order (k,) and the Ritz vectors (p, k).
+    orthogonal to the basis, so with k = p the Ritz values are all p eigenvalues. The tridiagonal
+    matrix is diagonalised in float64. Returns the eigenvalues in ascending order (k,) and the
+    Ritz vectors (p, k).
     """
     p = op.p
     dtype, device = op.objective.dtype, op.objective.device
     gen = torch.Generator().manual_seed(seed)
     Q = torch.zeros(p, k, dtype=dtype, device=device)
-    alpha = torch.zeros(k, dtype=dtype)
-    beta = torch.zeros(k, dtype=dtype)
+    alpha = torch.zeros(k, dtype=torch.float64)
+    beta = torch.zeros(k, dtype=torch.float64)
 
     def orthogonalised(w: torch.Tensor, j: int) -> torch.Tensor:
         for _ in range(2):
             w = w - Q[:, : j + 1] @ (Q[:, : j + 1].T @ w)
         return w
 
-    q = torch.randn(p, generator=gen, dtype=dtype).to(device)
-    q /= q.norm()
+    q = torch.randn(p, generator=gen, dtype=dtype).to(device) if start is None else start.to(dtype)
+    q = q / q.norm()
     bar = progress_bar(total=k, desc="Lanczos", disable=not progress)
     for j in range(k):
         bar.update()
         Q[:, j] = q
         w = op.matvec(q)
-        alpha[j] = w.dot(q)
+        alpha[j] = float(w.dot(q))
         w = orthogonalised(w, j)
         if j + 1 == k:
             break
-        b = w.norm()
+        b = float(w.norm())
         if b <= 1e-10 * abs(float(alpha[j])) + 1e-300:
             w = orthogonalised(torch.randn(p, generator=gen, dtype=dtype).to(device), j)
             q = w / w.norm()
@@ -426,14 +524,23 @@ def lanczos(
             q = w / b
     bar.close()
     T = torch.diag(alpha) + torch.diag(beta[: k - 1], 1) + torch.diag(beta[: k - 1], -1)
-    evals, evecs = torch.linalg.eigh(T.to(device))
-    return evals, Q @ evecs
+    evals, evecs = torch.linalg.eigh(T)
+    return evals.to(dtype=dtype, device=device), Q @ evecs.to(dtype=dtype, device=device)
 
 
-def smallest_eigenvalue(op: HessianOperator, k: int = 40, seed: int = 0) -> float:
-    """lambda_min of H + damping I: exact when k >= p, else the smallest Ritz value (an upper bound
-    that extreme-eigenvalue convergence of Lanczos makes tight after a few dozen steps)."""
-    return float(lanczos(op, min(op.p, k), seed)[0][0])
+def smallest_eigenvalue(
+    op: HessianOperator, k: int = 80, seed: int = 0, start: torch.Tensor | None = None
+) -> float:
+    """An upper bound on lambda_min of H + damping I: the smallest Ritz value of k Lanczos steps
+    (exact when k >= p).
+
+    Every Ritz value is a Rayleigh quotient, so the bound is never below lambda_min, and it is at
+    most the Rayleigh quotient of ``start`` when Lanczos starts there. It is only as tight as the
+    Krylov space is large: a Hessian's smallest eigenvalues are clustered near 0 relative to its
+    largest, where Lanczos converges slowly, so with k < p the true lambda_min may be lower
+    (start from a known low-curvature direction to make it tight where it matters).
+    """
+    return float(lanczos(op, min(op.p, k), seed, start=start)[0][0])
 
 
 class Arnoldi(Solver):
@@ -453,6 +560,9 @@ class Arnoldi(Solver):
         self.rank = check_positive_int(rank, "rank")
         self.oversample = 0 if oversample == 0 else check_positive_int(oversample, "oversample")
         self.seed = seed
+
+    def settings(self) -> dict[str, object]:
+        return {"rank": self.rank, "oversample": self.oversample, "seed": self.seed}
 
     def _fit(self, op: HessianOperator, progress: bool) -> None:
         k = min(op.p, self.rank + self.oversample)
@@ -479,9 +589,10 @@ _SOLVERS = {"direct": Direct, "cg": ConjugateGradient, "lissa": LiSSA, "arnoldi"
 
 
 def make_solver(solver: str | Solver, p: int, dtype: torch.dtype, budget_mb: float) -> Solver:
-    """A solver from a name or instance; "auto" is direct while the Hessian fits ``budget_mb``."""
+    """A new, unfitted solver from a name or a configured instance (whose settings are copied, so
+    the instance itself is never fitted); "auto" is direct while the Hessian fits ``budget_mb``."""
     if isinstance(solver, Solver):
-        return solver
+        return solver.unfitted()
     if not isinstance(solver, str):
         raise TypeError(f"solver: expected a name or a Solver, got {type(solver).__name__}")
     if solver == "auto":
