@@ -9,7 +9,12 @@ from influence_widgets.core.errors import (
     TrainingIndexError,
 )
 from influence_widgets.core.hvp import HessianOperator
-from influence_widgets.core.influence import Diagnostics, Influence, TopInfluence
+from influence_widgets.core.influence import (
+    Diagnostics,
+    Influence,
+    InfluenceConfig,
+    TopInfluence,
+)
 from influence_widgets.core.losses import SmoothHinge, cross_entropy, mse
 from influence_widgets.core.objective import Objective, TrainingSet
 from influence_widgets.core.solvers import (
@@ -28,6 +33,7 @@ __all__ = [
     "Direct",
     "HessianOperator",
     "Influence",
+    "InfluenceConfig",
     "InfluenceWarning",
     "LiSSA",
     "NotPositiveDefiniteError",

@@ -150,7 +150,9 @@ class Influence:
 
     Args:
         model: the trained model, at (or near) a minimum theta_hat of the risk; never modified.
-        train: the training set, ``(X, y)`` tensors/arrays or a ``torch.utils.data.Dataset``.
+        train: the training set: ``(X, y)`` tensors/arrays, a ``torch.utils.data.Dataset`` whose
+            items are ``(x, y)`` or ``(x, y, ...)``, or an ``iw.datasets`` data set (its training
+            split).
         loss: "cross_entropy", "mse", "smooth_hinge" (or ``SmoothHinge(t)``), or a callable
             ``(output, target) -> per-sample losses``.
         l2: the L2 coefficient the model was trained with: R includes (l2/2)||theta||^2.
@@ -236,7 +238,7 @@ class Influence:
     # ----- setup ----------------------------------------------------------------------------
     def _check_training_labels(self) -> None:
         for x, y, _ in self.train.batches(min(self.train.n, 4096)):
-            self.objective.prepare(x, y, "train[0] (X)", "train[1] (y)")
+            self.objective.prepare(x, y, self.train.x_name, self.train.y_name)
             if self.train.X is None:
                 break  # a Dataset: check its first batch here, not a whole pass
 
