@@ -1,5 +1,5 @@
 """The explorer's Python side (no browser): traits, callbacks, errors, the protocol with the front
-end. The %influence magic: test_magic.py; bad arguments: test_bad_input_widgets.py."""
+end. The %influence magic: test_magic.py; bad arguments: test_bad_input.py."""
 
 from __future__ import annotations
 
