@@ -173,9 +173,9 @@ def _minimise(
         with torch.no_grad():
             last_risk = float(risk())
         while gn > tol and iterations < max_iter:
-            before = opt.state[opt._params[0]].get("n_iter", 0)
+            before = opt.state[theta[0]].get("n_iter", 0)
             opt.step(closure)
-            done = opt.state[opt._params[0]].get("n_iter", 0) - before
+            done = opt.state[theta[0]].get("n_iter", 0) - before
             iterations += done
             bar.update(done)
             gn = grad_norm()

@@ -82,7 +82,9 @@ class HessianOperator:
         out = torch.zeros_like(V2)
         obj = self.objective
         if batch_idx is not None:
-            cached = self.head._cache if self.head is not None and self.head.covers_theta else None
+            cached = (
+                self.head.cached_terms if self.head is not None and self.head.covers_theta else None
+            )
             if cached is not None:
                 out += self.head.hvp_sum(cached[0][batch_idx], cached[1][batch_idx], V2)
             else:
@@ -262,6 +264,11 @@ class LinearHead:
         gradients r (B, C) = dL/do_i, so that grad_theta L(z_i) = r_i kron phi~_i."""
         phi, out = self.features_and_output(x)
         return phi, self._logit_hessians(out, y), self._logit_gradients(out, y)
+
+    @property
+    def cached_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(phi~, A, r) over the whole training set once :meth:`terms` has cached them, else None."""
+        return self._cache
 
     def terms(self, train: TrainingSet, batch_size: int, budget_mb: float):
         """Yield (phi~, A, r) over the training set in order, cached whole when it fits
