@@ -417,6 +417,30 @@ def test_float32_indefinite_hessian_error_suggests_a_damping_that_works(solver):
     assert refit.diagnostics.converged
 
 
+@pytest.mark.parametrize("block_size", [32, 1])
+def test_float32_cg_near_the_roundoff_floor_raises_instead_of_returning_garbage(block_size):
+    """lambda_min(H + dI) = -1e-5 lambda_max: within the round-off allowance of one block step, so
+    CG cannot see the negative curvature step by step, and it once kept steps along curvatures
+    of pure noise and ended at relative residuals of 1e4 to 1e9 with only a warning. Now it
+    drops such directions, and a run that ends worse than X = 0, or whose iterates have negative
+    curvature, raises with a bound that is right and a damping that is enough."""
+    model, X, Y, damping = _indefinite_float32()
+    lam_max = damping / 0.9e-3
+    damping = (1e-3 - 1e-5) * lam_max
+    with pytest.raises(iw.NotPositiveDefiniteError) as info:
+        iw.Influence(
+            model,
+            (X, Y),
+            loss=_concave_output_loss,
+            damping=damping,
+            solver=iw.ConjugateGradient(block_size=block_size),
+            progress=False,
+        ).influence_on_loss(X[:5], Y[:5])
+    estimate = float(re.search(r"smallest eigenvalue at most (\S+),", str(info.value)).group(1))
+    assert estimate <= 0.9 * -1e-5 * lam_max
+    assert _suggested(info.value) > damping + 1e-5 * lam_max
+
+
 @pytest.mark.filterwarnings("ignore:CG stopped:influence_widgets.core.errors.InfluenceWarning")
 @pytest.mark.filterwarnings(
     "ignore:The model is not at a minimum:influence_widgets.core.errors.InfluenceWarning"

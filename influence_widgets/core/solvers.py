@@ -189,8 +189,13 @@ class ConjugateGradient(Solver):
     lam < -``ROUNDOFF`` machine epsilons (of the model's dtype) times the largest curvature met so
     far is taken as evidence that H + damping I is not positive definite: a
     :class:`NotPositiveDefiniteError` whose eigenvalue estimate is at most that direction's
-    Rayleigh quotient (< 0), so its suggested damping is always above the one given. float32
-    round-off alone therefore never raises.
+    Rayleigh quotient (< 0), so its suggested damping is always above the one given. Directions
+    whose curvature lies within that round-off band of zero, either sign, are dropped as
+    dependent: stepping along one divides by noise. Negative curvature inside the band cannot be
+    seen one block at a time, but it shows in the result: residuals that blow up (over
+    ``DIVERGED`` times ||b||), or a run that ends at ``maxiter`` worse than X = 0 or with an
+    iterate of negative curvature, raise the same error (with the round-off message where every
+    estimate is positive) instead of returning the numbers.
 
     Starts at X = 0 and stops a column once ||r|| <= rtol * ||b||; a group stops when all its
     columns have, and the solve after ``maxiter`` iterations with an :class:`InfluenceWarning`
@@ -241,6 +246,7 @@ class ConjugateGradient(Solver):
                     start += width
                 it += 1
                 bar.update()
+                _check_not_diverging(op, X, R, B)
         finally:
             bar.close()
         d = self.diagnostics
@@ -248,6 +254,10 @@ class ConjugateGradient(Solver):
         d.converged = bool((R.norm(dim=0) <= target).all())
         d.residual = float((R.norm(dim=0) / B.norm(dim=0).clamp_min(1e-300)).max())
         if not d.converged:
+            scale = max(g.curvature_scale for g in groups)
+            _check_positive_curvature(
+                op, X, d.residual, ROUNDOFF * torch.finfo(B.dtype).eps * scale
+            )
             warnings.warn(
                 f"CG stopped at relative residual {d.residual:.3g} (target rtol={rtol:g}) after "
                 f"maxiter={self.maxiter} iterations; raise maxiter=, loosen rtol=, raise damping= "
@@ -296,10 +306,13 @@ class _BlockCGGroup:
         PQ = P.T @ Q
         lam, U = torch.linalg.eigh(0.5 * (PQ + PQ.T))
         self.curvature_scale = max(self.curvature_scale, float(lam[-1]))
-        if float(lam[0]) < -ROUNDOFF * torch.finfo(dtype).eps * self.curvature_scale:
+        roundoff = ROUNDOFF * torch.finfo(dtype).eps * self.curvature_scale
+        if float(lam[0]) < -roundoff:
             witness = P @ U[:, 0]
             raise _negative_curvature(op, witness, float(lam[0] / witness.dot(witness)))
-        keep = lam > 0  # the rest have zero curvature within round-off: numerically dependent
+        # Curvature within round-off of zero: numerically dependent directions, dropped (a step
+        # along one would divide by noise, and float32 CG then diverges instead of converging).
+        keep = lam > roundoff
         if not bool(keep.any()):
             self.restart(R, target)
             return
@@ -317,6 +330,57 @@ class _BlockCGGroup:
             self.restart(R, target)
         else:
             self.P = P_next
+
+
+# CG on H + damping I positive definite keeps ||r|| within a factor sqrt(cond) of ||b||; a
+# residual DIVERGED times ||b|| (or not finite) means H + damping I is not positive definite after
+# all, or round-off has taken over.
+DIVERGED = 1e6
+
+
+def _check_not_diverging(
+    op: HessianOperator, X: torch.Tensor, R: torch.Tensor, B: torch.Tensor
+) -> None:
+    """Raise :class:`NotPositiveDefiniteError` once the residuals R of X blow up: the column of X
+    that grew most lies close to the directions of lowest curvature, so its Rayleigh quotient, and
+    Lanczos started there, bound lambda_min from above; a positive bound says round-off."""
+    growth = R.norm(dim=0) / B.norm(dim=0).clamp_min(1e-300)
+    if bool(torch.isfinite(R).all()) and not bool((growth > DIVERGED).any()):
+        return
+    witness = _largest_column(X)
+    if witness is not None:
+        raise _negative_curvature(op, witness, _rayleigh(op, witness, X.dtype))
+    raise not_positive_definite(smallest_eigenvalue(op), op.damping, "cg")
+
+
+def _largest_column(X: torch.Tensor) -> torch.Tensor | None:
+    """The finite column of X with the largest norm, in float64 (None if there is none)."""
+    norms = torch.where(torch.isfinite(X).all(dim=0), X.norm(dim=0), torch.zeros(()))
+    return X[:, int(norms.argmax())].double() if float(norms.max()) > 0 else None
+
+
+def _rayleigh(op: HessianOperator, v: torch.Tensor, dtype: torch.dtype) -> float:
+    """v^T (H + damping I) v / v^T v (one HVP in ``dtype``, the sums in float64)."""
+    return float(v.dot(op.matvec(v.to(dtype)).double()) / v.dot(v))
+
+
+def _check_positive_curvature(
+    op: HessianOperator, X: torch.Tensor, residual: float, roundoff: float
+) -> None:
+    """After CG failed to converge: the columns of X grow along the directions of lowest
+    curvature. A Rayleigh quotient x^T (H + damping I) x / x^T x below -``roundoff`` for any of
+    them (one HVP pass for all) proves H + damping I indefinite, and a relative ``residual`` above
+    1 (X is worse than X = 0, which CG on a positive-definite system never ends at) shows that the
+    system is indefinite or lost to round-off: both raise :class:`NotPositiveDefiniteError`, its
+    eigenvalue bound tightened by Lanczos started from the lowest column."""
+    finite = torch.isfinite(X).all(dim=0) & (X.norm(dim=0) > 0)
+    if not bool(finite.any()):
+        return
+    V = X[:, finite]
+    quotients = (V.double() * op.matvec(V).double()).sum(0) / V.double().pow(2).sum(0)
+    lowest = int(quotients.argmin())
+    if float(quotients[lowest]) < -roundoff or residual > 1:
+        raise _negative_curvature(op, V[:, lowest].double(), float(quotients[lowest]))
 
 
 def _negative_curvature(
