@@ -46,12 +46,13 @@ def layer_input_output(
     def hook(_mod, inputs, output):
         captured["input"], captured["output"] = inputs[0], output
 
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            out = obj.forward(obj.theta, x)
-    finally:
-        handle.remove()
+    with obj.lock:  # the hook must see this thread's pass only
+        handle = module.register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                out = obj.forward(obj.theta, x)
+        finally:
+            handle.remove()
     return captured.get("input"), captured.get("output"), out
 
 
@@ -117,12 +118,13 @@ class AffineLayer:
         def hook(_mod, inputs):
             seen.append(inputs[0])
 
-        handle = self.module.register_forward_pre_hook(hook)
-        try:
-            with torch.enable_grad():
-                torch.func.functional_call(obj.module, {**obj.frozen, **leaves}, (x,))
-        finally:
-            handle.remove()
+        with obj.lock:  # the hook must see this thread's pass only
+            handle = self.module.register_forward_pre_hook(hook)
+            try:
+                with torch.enable_grad():
+                    torch.func.functional_call(obj.module, {**obj.frozen, **leaves}, (x,))
+            finally:
+                handle.remove()
         expected_ndim = 4 if isinstance(self.module, torch.nn.Conv2d) else 2
         if len(seen) != 1 or seen[0].ndim != expected_ndim:
             return None
@@ -184,15 +186,16 @@ class AffineLayer:
 
         # d/du of (dL/du, phi): K and J in one forward-mode pass
         second = vmap(jacfwd(grad(loss_of, has_aux=True)))
-        handles = [
-            self.module.register_forward_hook(replace),
-            head.lin.register_forward_pre_hook(capture),
-        ]
-        try:
-            K, J = second(u.reshape(len(u), -1), x, y)
-        finally:
-            for handle in handles:
-                handle.remove()
+        with obj.lock:  # the hooks must see this thread's passes only
+            handles = [
+                self.module.register_forward_hook(replace),
+                head.lin.register_forward_pre_hook(capture),
+            ]
+            try:
+                K, J = second(u.reshape(len(u), -1), x, y)
+            finally:
+                for handle in handles:
+                    handle.remove()
         return K, J
 
     def fill(self, H: torch.Tensor, train: TrainingSet, batch_size: int, progress: bool) -> None:

@@ -15,6 +15,7 @@ The user's model is never touched: it is deep-copied once, in eval mode, and eva
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -366,6 +367,10 @@ class Objective:
         warn_train_mode(model, "Influence is computed", stacklevel=3)
 
         self.module = copy.deepcopy(model).to(self.device).eval()
+        # functional_call swaps tensors into self.module for the length of a forward pass, and
+        # hooks are registered on its submodules around some passes: threads that use one
+        # objective (the explorer's clicks beside its Verify and Attack runs) take turns here.
+        self.lock = threading.RLock()
         for p in self.module.parameters():
             p.requires_grad_(False)
         state = {k: v.detach() for k, v in self.module.named_parameters()}
@@ -391,7 +396,8 @@ class Objective:
     def model_copy(self, theta: torch.Tensor | None = None) -> torch.nn.Module:
         """A fresh copy of the model with ``theta`` (default theta_hat) written in, trainable in
         ``params`` only, for retraining."""
-        model = copy.deepcopy(self.module)
+        with self.lock:  # never in the middle of another thread's forward pass
+            model = copy.deepcopy(self.module)
         self.write_theta(model, self.theta if theta is None else theta)
         for name, p in model.named_parameters():
             p.requires_grad_(name in self.spec.names)
@@ -433,8 +439,10 @@ class Objective:
 
     # ----- the functions --------------------------------------------------------------------
     def forward(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The model's output at parameters theta (other parameters frozen)."""
-        return functional_call(self.module, {**self.frozen, **self.unflatten(theta)}, (x,))
+        """The model's output at parameters theta (other parameters frozen); one thread at a time
+        (``lock``)."""
+        with self.lock:
+            return functional_call(self.module, {**self.frozen, **self.unflatten(theta)}, (x,))
 
     def loss(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample test losses L(z, theta), shape (B,), without the L2 term."""
