@@ -257,9 +257,8 @@ def resolve(requirements: Requirements, python: str) -> tuple[list[str], list[st
     """Part (a): the problems with the requirements for Python ``python``, and notes."""
     public = [p for p in requirements.pins if "+" not in p.version]
     problems = resolve_pins(public, python)
-    notes = [f"{len(public)} pins and their dependencies resolve for Python {python} on {PYPI}"]
-    if problems:
-        notes = []
+    resolved = f"{len(public)} pins and their dependencies resolve for Python {python} on {PYPI}"
+    notes = [] if problems else [resolved]
     for pin in (p for p in requirements.pins if "+" in p.version):
         more, note = check_local_pin(pin, python, requirements.extra_indexes)
         problems += more
