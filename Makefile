@@ -57,5 +57,12 @@ $(PEERS_STAMP): pyproject.toml | $(PEERS)/bin/python
 bench-peers: $(PEERS_STAMP)
 	$(PEERS)/bin/python benchmarks/peers.py --json benchmarks/results/peers.json
 
+# Binder: binder/runtime.txt's Python resolves every pin (PyPI), then, where python3 is that
+# version, a fresh venv from binder/ runs postBuild and every notebook under Binder's memory,
+# recording each notebook's peak in benchmarks/results/binder.json. Slow (minutes); CI runs it.
+.PHONY: binder-check
+binder-check:
+	$(PYTHON) scripts/binder_check.py --json benchmarks/results/binder.json
+
 clean:
 	rm -rf $(VENV) $(PEERS) .pytest_cache .ruff_cache
