@@ -1,10 +1,11 @@
 // InfluenceExplorer front end (anywidget ES module). Plain DOM, no framework.
 // Everything that comes from data is inserted with textContent, never as HTML.
 
+// What a score is; what helpful and harmful mean for the selected point is the panel's
+// `explanation` (it differs for a misclassified point: see widgets/explorer.py, explanation()).
 const HELP =
-  "Score = predicted change of this test point's loss if the training point were removed " +
-  "(Koh & Liang 2017). Helpful points (> 0) support the prediction: removing one would raise " +
-  "the loss. Harmful points (< 0) work against it: removing one would lower the loss.";
+  "Score = predicted change of this test point's loss (for its true label) if the training " +
+  "point were removed (Koh & Liang 2017).";
 
 const VERIFY_HELP =
   "Retrains the model without each of the training points of largest |influence| on this test " +
@@ -296,6 +297,7 @@ function influencePane(model) {
     info.appendChild(barChart(p.helpful, p.harmful));
     head.appendChild(info);
     el.appendChild(head);
+    el.appendChild(h("p", `iw-explanation ${p.correct ? "iw-correct" : "iw-misclassified"}`, p.explanation));
     el.appendChild(h("p", "iw-help", HELP));
     el.appendChild(trainList("Most helpful", p.helpful, "iw-helpful", urls));
     el.appendChild(trainList("Most harmful", p.harmful, "iw-harmful", urls));

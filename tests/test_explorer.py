@@ -381,3 +381,33 @@ def test_a_click_queued_before_the_precomputation_fails_gets_the_error():
     with pytest.raises(RuntimeError, match="NotPositiveDefiniteError"):
         ex.wait_ready(60)
     _assert_shows_failure(ex, 2)
+
+
+# ----- what the panel tells a student (issue 15, section 3) -----------------------------------
+def test_the_explanation_is_true_for_correct_and_misclassified_points(explorer, digits_influence):
+    """Scores are for the loss of the true label: for a misclassified point the helpful points
+    support the true label and work against the prediction, and the text says so."""
+    data, inf = digits_influence
+    right = next(i for i in range(len(explorer._true)) if explorer._pred[i] == explorer._true[i])
+    explorer.selected = right
+    panel = explorer.panel
+    assert panel["correct"] is True
+    assert "Correctly classified as" in panel["explanation"]
+    assert "support this prediction" in panel["explanation"]
+
+    wrong = next(i for i in range(len(explorer._true)) if explorer._pred[i] != explorer._true[i])
+    explorer.selected = wrong
+    panel = explorer.panel
+    label, pred = panel["label"], panel["pred"]
+    assert panel["correct"] is False and label != pred
+    text = panel["explanation"]
+    assert "support this prediction" not in text
+    assert f"support the true label {label}" in text
+    assert f"against the prediction {pred}" in text
+    assert f"push toward the wrong prediction {pred}" in text
+    # What the text claims: on the loss of the predicted class, the helpful points mostly count
+    # as harmful (they work against the prediction).
+    helpful = torch.tensor([it["index"] for it in panel["helpful"]])
+    as_predicted = torch.tensor([int(explorer._pred[wrong])])
+    on_prediction = inf.predicted_removal_effect(data.X_test[wrong : wrong + 1], as_predicted)
+    assert (on_prediction[0, helpful] < 0).float().mean() > 0.5

@@ -63,6 +63,25 @@ def failure_message(err: Exception) -> str:
     )
 
 
+def explanation(label: str, pred: str, correct: bool) -> str:
+    """What the helpful and harmful points mean for one test point, true label ``label``,
+    predicted ``pred``. Scores are for the test loss of the true label, L(z_test, theta_hat):
+    for a misclassified point, helpful points support the true label, not the prediction."""
+    if correct:
+        return (
+            f"Correctly classified as {label}. Helpful points (score > 0) support this "
+            f"prediction: removing one would raise the loss of the label {label}. Harmful points "
+            f"(score < 0) work against it: removing one would lower that loss."
+        )
+    return (
+        f"Misclassified: the true label is {label}, the model predicts {pred}. Scores are for the "
+        f"loss of the true label {label}, so helpful points (score > 0) support the true label "
+        f"{label}: they push the model toward it, against the prediction {pred}; removing one "
+        f"would raise that loss. Harmful points (score < 0) push toward the wrong prediction "
+        f"{pred}: removing one would lower the loss of {label}."
+    )
+
+
 class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
     """An inline explorer of influence for one model.
 
@@ -342,11 +361,15 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
         top = self.influence.top(
             self.x_test[index : index + 1], self.y_test[index : index + 1], self.k
         )
+        label, pred = self._label(int(self._true[index])), self._label(int(self._pred[index]))
+        correct = bool(self._true[index] == self._pred[index])
         return {
             "test_index": index,
-            "label": self._label(int(self._true[index])),
-            "pred": self._label(int(self._pred[index])),
+            "label": label,
+            "pred": pred,
             "confidence": float(self._conf[index]),
+            "correct": correct,
+            "explanation": explanation(label, pred, correct),
             "test": self.display_data.item("test", index),
             "helpful": self._train_items(top.helpful[0], top.helpful_scores[0], index),
             "harmful": self._train_items(top.harmful[0], top.harmful_scores[0], index),
