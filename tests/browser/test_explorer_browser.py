@@ -355,3 +355,41 @@ def test_failed_precomputation_shows_the_error_and_what_to_do_in(
     save_screenshot(explorer, "failed_fit_lab.png")
     assert "STATUS error 3" in run_cell(page, 1)
     assert not page_errors(console_messages)
+
+
+@pytest.mark.timeout(210)
+@pytest.mark.parametrize("frontend", ["lab"])
+def test_misclassified_point_is_explained_for_its_true_label_in(
+    frontend, jupyter, page, console_messages
+):
+    """For a misclassified test point the panel says that helpful points support the true label,
+    against the prediction, never that they support the prediction."""
+    from playwright.sync_api import expect
+
+    path = write_notebook(
+        jupyter,
+        "misclassified_lab.ipynb",
+        [
+            "%load_ext influence_widgets",
+            "%influence --demo digits",
+            "ex = _\nex.wait_ready()\n"
+            "wrong = next(i for i in range(40) if ex._pred[i] != ex._true[i])\n"
+            'print(f"WRONG {wrong} TRUE {ex._label(int(ex._true[wrong]))} '
+            'PRED {ex._label(int(ex._pred[wrong]))}")',
+        ],
+    )
+    open_and_run(page, jupyter, path, "lab", timeout=150)
+    wrong, label, pred = re.search(
+        r"WRONG (\d+) TRUE (\S+) PRED (\S+)", cell_output(page, 2)
+    ).groups()
+    explorer = page.locator(".iw-explorer")
+    explorer.locator(f'[data-test-index="{wrong}"]').click(timeout=60_000)
+    _wait_for_train_items(page, at_least=16)
+    text = explorer.locator(".iw-panel .iw-explanation")
+    expect(text).to_contain_text(f"the true label is {label}, the model predicts {pred}")
+    expect(text).to_contain_text(f"support the true label {label}")
+    expect(text).to_contain_text(f"push toward the wrong prediction {pred}")
+    assert "support this prediction" not in explorer.locator(".iw-panel").inner_text()
+    save_screenshot(explorer, "misclassified_panel_lab.png")
+    assert not _shown_errors(page)
+    assert not page_errors(console_messages)
