@@ -114,6 +114,7 @@ function headerPane(model, root) {
   const progressBar = h("div", "iw-progress-bar");
   progress.appendChild(progressBar);
   const error = h("div", "iw-error");
+  const notice = h("div", "iw-notice");
   const controls = h("div", "iw-controls");
   const classSelect = h("select", "iw-class-filter");
   const wrongLabel = h("label", "iw-wrong-filter");
@@ -124,7 +125,7 @@ function headerPane(model, root) {
   const next = h("button", "iw-next", "next \u203a");
   const pageInfo = h("span", "iw-page-info");
   controls.append(classSelect, wrongLabel, prev, pageInfo, next);
-  el.append(status, progress, error, controls);
+  el.append(status, progress, error, notice, controls);
 
   const setAndSave = (changes) => {
     for (const [trait, value] of Object.entries(changes)) model.set(trait, value);
@@ -144,6 +145,9 @@ function headerPane(model, root) {
     const err = model.get("error");
     error.textContent = err;
     error.style.display = err ? "block" : "none";
+    const warning = model.get("notice");
+    notice.textContent = warning;
+    notice.style.display = warning ? "block" : "none";
   }
 
   function renderFilters() {
@@ -170,7 +174,7 @@ function headerPane(model, root) {
   return {
     el,
     listen: {
-      "change:status change:message change:error change:progress": renderStatus,
+      "change:status change:message change:error change:notice change:progress": renderStatus,
       "change:class_names change:class_filter change:misclassified_only": renderFilters,
       "change:page change:n_pages change:n_shown": renderPaging,
     },

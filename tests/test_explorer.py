@@ -411,3 +411,34 @@ def test_the_explanation_is_true_for_correct_and_misclassified_points(explorer, 
     as_predicted = torch.tensor([int(explorer._pred[wrong])])
     on_prediction = inf.predicted_removal_effect(data.X_test[wrong : wrong + 1], as_predicted)
     assert (on_prediction[0, helpful] < 0).float().mean() > 0.5
+
+
+def test_a_model_far_from_a_minimum_is_shown_with_a_warning_and_what_to_do(
+    explorer, digits_influence
+):
+    """Scores of a model that is not at a minimum of R are shown with a notice in the widget, not
+    only a stderr warning; at a minimum there is none."""
+    assert explorer.notice == "" and explorer.message.startswith("Ready")
+    data, _ = digits_influence
+    torch.manual_seed(0)
+    model = iw.models.logistic_regression(data)  # untrained: ||grad R|| is large
+    inf = iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False)
+    with pytest.warns(iw.InfluenceWarning):  # stderr alone, before
+        ex = iw.InfluenceExplorer(inf, data, k=3, fit_in_background=False).wait_ready()
+    assert inf.diagnostics.grad_norm > 0.1
+    assert ex.status == "ready" and "see the warning below" in ex.message
+    assert f"||grad R(theta)|| = {inf.diagnostics.grad_norm:.2g}" in ex.notice
+    assert "not at a minimum" in ex.notice
+    assert "train to a minimum with iw.train" in ex.notice and "same l2" in ex.notice
+    assert "--l2" in ex.notice
+
+
+def test_a_wrong_l2_is_named_with_the_l2_the_model_was_trained_with(digits_influence):
+    data, _ = digits_influence
+    model = iw.models.logistic_regression(data)
+    iw.train(model, data, l2=0.01, progress=False)
+    wrong = iw.Influence(model, (data.X_train, data.y_train), l2=0.001, progress=False)
+    with pytest.warns(iw.InfluenceWarning):
+        ex = iw.InfluenceExplorer(wrong, data, k=3, fit_in_background=False).wait_ready()
+    assert "the model looks trained with l2 = 0.01" in ex.notice
+    assert "l2=0.01" in ex.notice and "--l2 0.01" in ex.notice

@@ -24,6 +24,7 @@ from influence_widgets.core.influence import Influence, check_influence
 from influence_widgets.core.progress import report_progress
 from influence_widgets.datasets import Dataset
 from influence_widgets.widgets.inputs import ExplorerInputs, as_numpy, class_probabilities_of
+from influence_widgets.widgets.minimum import MINIMUM_TOL, at_minimum, not_at_minimum_notice
 from influence_widgets.widgets.protocol import (
     ATTACK_CANCEL,
     ATTACK_RUN,
@@ -118,6 +119,7 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
     status = traitlets.Unicode("starting").tag(sync=True)
     message = traitlets.Unicode("").tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
+    notice = traitlets.Unicode("").tag(sync=True)  # a warning about the scores, with what to do
     compute_ms = traitlets.Float(0.0).tag(sync=True)
     progress = traitlets.Float(0.0).tag(sync=True)  # of the current precomputation step
     tab = traitlets.Enum(("influence", "verify", "attack"), "influence").tag(sync=True)
@@ -301,17 +303,29 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
         with self._fit_lock:
             self._fitted = True
             pending, self._pending = self._pending, None
+        self.notice = self._minimum_notice()
         self.progress = 1.0
         self.status = "ready"
-        self.message = f"Ready (precomputed in {seconds:.1f} s)"
+        warned = ", but see the warning below" if self.notice else ""
+        self.message = f"Ready (precomputed in {seconds:.1f} s){warned}"
         if pending is not None and pending == self.selected:
             self._compute(pending)
         self._ready.set()
 
+    def _minimum_notice(self) -> str:
+        """The warning shown when theta_hat is not a minimum of R (else ""), with what to do."""
+        if self.influence.diagnostics.grad_norm <= MINIMUM_TOL:
+            return ""
+        return not_at_minimum_notice(at_minimum(self.influence))
+
+    def _failure_text(self, err: Exception) -> str:
+        """What the widget shows after precomputation raised ``err``."""
+        return failure_message(err)
+
     def _fit_failed(self, err: Exception) -> None:
         """No influence can be shown: say why and what to do, also to a click queued earlier."""
         with self._fit_lock:
-            self._failure = failure_message(err)
+            self._failure = self._failure_text(err)
             pending, self._pending = self._pending, None
             self.status = "error"
             self._show_failure(pending)
