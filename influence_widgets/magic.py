@@ -11,10 +11,15 @@ output and ``ex = _`` keeps it.
 
 from __future__ import annotations
 
+import re
+
 import torch
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from influence_widgets.widgets.explorer import InfluenceExplorer, failure_message
+from influence_widgets.widgets.minimum import at_minimum
 
 __all__ = ["InfluenceMagics", "demo_explorer"]
 
@@ -34,7 +39,39 @@ def demo_explorer(name: str, k: int = 8, solver: str = "auto"):
     model = iw.models.logistic_regression(data)
     iw.train(model, data, l2=0.01)
     inf = iw.Influence(model, (data.X_train, data.y_train), l2=0.01, solver=solver)
-    return iw.InfluenceExplorer(inf, data, k=k)
+    return MagicExplorer(inf, data, k=k)
+
+
+class MagicExplorer(InfluenceExplorer):
+    """The explorer %influence opens: its advice is spelled as the magic's options."""
+
+    def _failure_text(self, err: Exception) -> str:
+        return in_magic_terms(failure_message(err))
+
+
+def in_magic_terms(text: str) -> str:
+    """``text`` with the Python API's ``damping=D`` spelled as the magic's ``--damping D``."""
+    text = re.sub(
+        r"build a new Influence with the damping it suggests \(.*?\) and open a new explorer "
+        r"on it",
+        "run %influence again with the --damping it suggests",
+        text,
+    )
+    return re.sub(r"\bdamping=([0-9][0-9.eE+-]*)", r"--damping \1", text)
+
+
+def check_l2(influence, given: float) -> None:
+    """A UsageError naming ``--l2`` when theta_hat is not a minimum of R with the given l2 but is
+    one with another l2 (the l2 the model was trained with: a forgotten or wrong ``--l2``)."""
+    found = at_minimum(influence)
+    if found.likely_l2 is None:
+        return
+    likely = f"{found.likely_l2:.2g}"
+    raise UsageError(
+        f"--l2: the model looks trained with l2 = {likely} (the gradient of the training risk "
+        f"vanishes there, but ||grad R|| = {found.grad_norm:.2g} with --l2 {given:g}); pass "
+        f"--l2 {likely}"
+    )
 
 
 def check_variable_name(name: str, what: str) -> None:
@@ -100,6 +137,7 @@ class InfluenceMagics(Magics):
         Xt, yt = (self._lookup(n, "--test") for n in args.test)
         try:
             inf = iw.Influence(model, (X, y), l2=args.l2, damping=args.damping, solver=args.solver)
-            return iw.InfluenceExplorer(inf, x_test=Xt, y_test=yt, kind=args.kind, k=args.k)
+            check_l2(inf, args.l2)
+            return MagicExplorer(inf, x_test=Xt, y_test=yt, kind=args.kind, k=args.k)
         except (TypeError, ValueError) as err:
-            raise UsageError(f"%influence: {err}") from err
+            raise UsageError(f"%influence: {in_magic_terms(str(err))}") from err
