@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import torch
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
@@ -74,6 +75,14 @@ def check_l2(influence, given: float) -> None:
     )
 
 
+def plain(value):
+    """A pandas DataFrame or Series as a writable numpy array (torch warns about the read-only
+    arrays pandas hands out); anything else as it is."""
+    if isinstance(value, torch.Tensor | np.ndarray) or not hasattr(value, "to_numpy"):
+        return value
+    return np.array(value.to_numpy(), copy=True)
+
+
 def check_variable_name(name: str, what: str) -> None:
     """A UsageError unless ``name`` is a plain variable name (the magic never evaluates code)."""
     if not name.isidentifier():
@@ -98,15 +107,46 @@ class InfluenceMagics(Magics):
     @argument("--demo", choices=DEMOS, help="train the default model on a built-in data set")
     @argument("--train", nargs=2, metavar=("X", "y"), help="names of the training inputs, labels")
     @argument("--test", nargs=2, metavar=("Xt", "yt"), help="names of the test inputs, labels")
-    @argument("--l2", type=float, default=0.0, help="the L2 coefficient the model was trained with")
-    @argument("--damping", type=float, default=0.0, help="added to the Hessian's diagonal")
-    @argument("--solver", default="auto", help="auto, direct, cg, lissa or arnoldi")
-    @argument("--kind", default="tabular", help="image, tabular or text (for the display)")
-    @argument("-k", type=int, default=8, help="helpful and harmful points to show")
+    @argument(
+        "--l2",
+        type=float,
+        default=0.0,
+        help="the L2 coefficient the model was trained with, the same as iw.train's l2 "
+        "(default: %(default)g)",
+    )
+    @argument(
+        "--damping",
+        type=float,
+        default=0.0,
+        help="added to the Hessian's diagonal, for a model whose Hessian is not positive "
+        "definite (default: %(default)g)",
+    )
+    @argument("--solver", default="auto", help="auto, direct, cg, lissa or arnoldi (default: auto)")
+    @argument(
+        "--kind",
+        default="tabular",
+        help="image, tabular or text: how points are shown (default: tabular)",
+    )
+    @argument("-k", type=int, default=8, help="helpful and harmful points to show (default: 8)")
     @no_var_expand
     @line_magic
     def influence(self, line: str):
-        """Open the influence explorer on a demo or on your own model and data."""
+        """Open the influence explorer on a demo or on your own model and data.
+
+        Examples::
+
+            %load_ext influence_widgets
+            %influence --demo digits
+            %influence model --train X_train y_train --test X_test y_test --l2 0.01
+            %influence model --train X y --test Xt yt --l2 0.01 --kind image -k 5
+            ex = _    # the explorer, to use from Python (ex.selected, ex.results())
+
+        MODEL, X, y, Xt, yt are names of variables in the notebook (tensors, arrays or pandas
+        objects), never expressions. Train the model to a minimum with the same l2 first, e.g.
+        ``iw.train(model, (X, y), l2=0.01)`` and then ``--l2 0.01``: influence assumes the
+        trained parameters minimise the training risk with that l2. Defaults: --l2 0 (no L2
+        term), --damping 0, --solver auto, --kind tabular, -k 8.
+        """
         import influence_widgets as iw
 
         first = line.split(None, 1)[0] if line.strip() else "-"
@@ -133,8 +173,8 @@ class InfluenceMagics(Magics):
             raise UsageError(
                 f"MODEL: {args.model!r} is a {type(model).__name__}, not a torch.nn.Module"
             )
-        X, y = (self._lookup(n, "--train") for n in args.train)
-        Xt, yt = (self._lookup(n, "--test") for n in args.test)
+        X, y = (plain(self._lookup(n, "--train")) for n in args.train)
+        Xt, yt = (plain(self._lookup(n, "--test")) for n in args.test)
         try:
             inf = iw.Influence(model, (X, y), l2=args.l2, damping=args.damping, solver=args.solver)
             check_l2(inf, args.l2)

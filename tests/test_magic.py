@@ -62,6 +62,17 @@ def test_magic_help_is_available(shell):
     assert "--demo" in doc and "--train" in doc
 
 
+def test_magic_help_has_examples_defaults_and_the_same_l2_rule(shell):
+    """``%influence?`` shows examples, the defaults and how to train first, not argparse only."""
+    doc = shell.find_line_magic("influence").__doc__
+    assert "Examples::" in doc and "%influence --demo digits" in doc
+    assert "%influence model --train X_train y_train --test X_test y_test --l2 0.01" in doc
+    assert "--l2 0 (no L2" in doc and "--kind tabular" in doc
+    assert "to a minimum with the same l2" in doc
+    assert re.search(r"--l2 L2 .*\(default: 0\)", " ".join(doc.split()))
+    assert re.search(r"--kind KIND .*\(default: tabular\)", " ".join(doc.split()))
+
+
 # ----- nothing in the line is evaluated -------------------------------------------------------
 @pytest.mark.parametrize(
     "model",
