@@ -393,3 +393,43 @@ def test_misclassified_point_is_explained_for_its_true_label_in(
     save_screenshot(explorer, "misclassified_panel_lab.png")
     assert not _shown_errors(page)
     assert not page_errors(console_messages)
+
+
+# An untrained logistic regression: convex, so the fit succeeds, but ||grad R|| is large.
+NOT_AT_MINIMUM_CELL = """\
+import torch
+
+import influence_widgets as iw
+
+data = iw.datasets.digits()
+torch.manual_seed(0)
+model = iw.models.logistic_regression(data)
+inf = iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False)
+ex = iw.InfluenceExplorer(inf, data)
+ex"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("frontend", ["lab"])
+def test_a_model_not_at_a_minimum_shows_a_notice_in(frontend, jupyter, page, console_messages):
+    """A model far from a minimum: scores are shown, with a notice saying why they may be wrong
+    and what to do, not only a warning on stderr."""
+    from playwright.sync_api import expect
+
+    path = write_notebook(
+        jupyter, "not_at_minimum_lab.ipynb", [NOT_AT_MINIMUM_CELL, 'print(f"STATUS {ex.status}")']
+    )
+    open_and_run(page, jupyter, path, "lab", timeout=120)
+    explorer = page.locator(".iw-explorer")
+    page.locator('.iw-explorer[data-status="ready"]').wait_for(timeout=60_000)
+    notice = explorer.locator(".iw-notice")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("not at a minimum of the training risk")
+    expect(notice).to_contain_text("train to a minimum with iw.train")
+    expect(explorer.locator(".iw-status")).to_contain_text("see the warning below")
+    explorer.locator('[data-test-index="3"]').click()
+    _wait_for_train_items(page, at_least=16)
+    save_screenshot(explorer, "not_at_minimum_lab.png")
+    assert "STATUS ready" in run_cell(page, 1)
+    assert not _shown_errors(page)
+    assert not page_errors(console_messages)
