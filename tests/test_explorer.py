@@ -442,3 +442,25 @@ def test_a_wrong_l2_is_named_with_the_l2_the_model_was_trained_with(digits_influ
         ex = iw.InfluenceExplorer(wrong, data, k=3, fit_in_background=False).wait_ready()
     assert "the model looks trained with l2 = 0.01" in ex.notice
     assert "l2=0.01" in ex.notice and "--l2 0.01" in ex.notice
+
+
+def test_explorers_precomputing_at_the_same_time_all_succeed():
+    """torch.func's forward-mode AD cannot run in two threads at once: three explorers fitting
+    together (a notebook's "Run All") failed with "forward AD level" RuntimeErrors, most times."""
+    torch.set_num_threads(1)
+    explorers = []
+    for seed in range(6):
+        gen = torch.Generator().manual_seed(seed)
+        X = torch.randn(200, 10, generator=gen, dtype=torch.float64)
+        y = (X[:, 0] > 0).long()
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(10, 16, dtype=torch.float64),
+            torch.nn.Tanh(),
+            torch.nn.Linear(16, 2, dtype=torch.float64),
+        )
+        inf = iw.Influence(net, (X, y), damping=10.0, solver="direct", progress=False)
+        explorers.append(iw.InfluenceExplorer(inf, x_test=X[:5], y_test=y[:5], kind="tabular"))
+    for ex in explorers:
+        ex.wait_ready()  # a RuntimeError with the failure otherwise
+        assert ex.status == "ready", ex.error

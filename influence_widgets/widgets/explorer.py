@@ -34,7 +34,7 @@ from influence_widgets.widgets.protocol import (
     Panel,
     TrainItem,
 )
-from influence_widgets.widgets.tabs import AttackTab, VerifyTab
+from influence_widgets.widgets.tabs import BACKGROUND_WORK, AttackTab, VerifyTab
 
 __all__ = ["InfluenceExplorer"]
 
@@ -275,6 +275,17 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
 
     # ----- precomputation -------------------------------------------------------------------
     def _precompute(self) -> None:
+        """Fit, once no other explorer is working in the background (see tabs.BACKGROUND_WORK)."""
+        if not BACKGROUND_WORK.acquire(blocking=False):
+            self.status = "fitting"
+            self.message = "Waiting for another explorer's background work to finish..."
+            BACKGROUND_WORK.acquire()
+        try:
+            self._precompute_alone()
+        finally:
+            BACKGROUND_WORK.release()
+
+    def _precompute_alone(self) -> None:
         self.status = "fitting"
         self.message = "Precomputing the Hessian and its factorisation..."
         start = time.perf_counter()
