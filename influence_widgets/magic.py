@@ -11,10 +11,16 @@ output and ``ex = _`` keeps it.
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import torch
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from influence_widgets.widgets.explorer import InfluenceExplorer, failure_message
+from influence_widgets.widgets.minimum import at_minimum
 
 __all__ = ["InfluenceMagics", "demo_explorer"]
 
@@ -34,7 +40,47 @@ def demo_explorer(name: str, k: int = 8, solver: str = "auto"):
     model = iw.models.logistic_regression(data)
     iw.train(model, data, l2=0.01)
     inf = iw.Influence(model, (data.X_train, data.y_train), l2=0.01, solver=solver)
-    return iw.InfluenceExplorer(inf, data, k=k)
+    return MagicExplorer(inf, data, k=k)
+
+
+class MagicExplorer(InfluenceExplorer):
+    """The explorer %influence opens: its advice is spelled as the magic's options."""
+
+    def _failure_text(self, err: Exception) -> str:
+        return in_magic_terms(failure_message(err))
+
+
+def in_magic_terms(text: str) -> str:
+    """``text`` with the Python API's ``damping=D`` spelled as the magic's ``--damping D``."""
+    text = re.sub(
+        r"build a new Influence with the damping it suggests \(.*?\) and open a new explorer "
+        r"on it",
+        "run %influence again with the --damping it suggests",
+        text,
+    )
+    return re.sub(r"\bdamping=([0-9][0-9.eE+-]*)", r"--damping \1", text)
+
+
+def check_l2(influence, given: float) -> None:
+    """A UsageError naming ``--l2`` when theta_hat is not a minimum of R with the given l2 but is
+    one with another l2 (the l2 the model was trained with: a forgotten or wrong ``--l2``)."""
+    found = at_minimum(influence)
+    if found.likely_l2 is None:
+        return
+    likely = f"{found.likely_l2:.2g}"
+    raise UsageError(
+        f"--l2: the model looks trained with l2 = {likely} (the gradient of the training risk "
+        f"vanishes there, but ||grad R|| = {found.grad_norm:.2g} with --l2 {given:g}); pass "
+        f"--l2 {likely}"
+    )
+
+
+def plain(value):
+    """A pandas DataFrame or Series as a writable numpy array (torch warns about the read-only
+    arrays pandas hands out); anything else as it is."""
+    if isinstance(value, torch.Tensor | np.ndarray) or not hasattr(value, "to_numpy"):
+        return value
+    return np.array(value.to_numpy(), copy=True)
 
 
 def check_variable_name(name: str, what: str) -> None:
@@ -61,15 +107,46 @@ class InfluenceMagics(Magics):
     @argument("--demo", choices=DEMOS, help="train the default model on a built-in data set")
     @argument("--train", nargs=2, metavar=("X", "y"), help="names of the training inputs, labels")
     @argument("--test", nargs=2, metavar=("Xt", "yt"), help="names of the test inputs, labels")
-    @argument("--l2", type=float, default=0.0, help="the L2 coefficient the model was trained with")
-    @argument("--damping", type=float, default=0.0, help="added to the Hessian's diagonal")
-    @argument("--solver", default="auto", help="auto, direct, cg, lissa or arnoldi")
-    @argument("--kind", default="tabular", help="image, tabular or text (for the display)")
-    @argument("-k", type=int, default=8, help="helpful and harmful points to show")
+    @argument(
+        "--l2",
+        type=float,
+        default=0.0,
+        help="the L2 coefficient the model was trained with, the same as iw.train's l2 "
+        "(default: %(default)g)",
+    )
+    @argument(
+        "--damping",
+        type=float,
+        default=0.0,
+        help="added to the Hessian's diagonal, for a model whose Hessian is not positive "
+        "definite (default: %(default)g)",
+    )
+    @argument("--solver", default="auto", help="auto, direct, cg, lissa or arnoldi (default: auto)")
+    @argument(
+        "--kind",
+        default="tabular",
+        help="image, tabular or text: how points are shown (default: tabular)",
+    )
+    @argument("-k", type=int, default=8, help="helpful and harmful points to show (default: 8)")
     @no_var_expand
     @line_magic
     def influence(self, line: str):
-        """Open the influence explorer on a demo or on your own model and data."""
+        """Open the influence explorer on a demo or on your own model and data.
+
+        Examples::
+
+            %load_ext influence_widgets
+            %influence --demo digits
+            %influence model --train X_train y_train --test X_test y_test --l2 0.01
+            %influence model --train X y --test Xt yt --l2 0.01 --kind image -k 5
+            ex = _    # the explorer, to use from Python (ex.selected, ex.results())
+
+        MODEL, X, y, Xt, yt are names of variables in the notebook (tensors, arrays or pandas
+        objects), never expressions. Train the model to a minimum with the same l2 first, e.g.
+        ``iw.train(model, (X, y), l2=0.01)`` and then ``--l2 0.01``: influence assumes the
+        trained parameters minimise the training risk with that l2. Defaults: --l2 0 (no L2
+        term), --damping 0, --solver auto, --kind tabular, -k 8.
+        """
         import influence_widgets as iw
 
         first = line.split(None, 1)[0] if line.strip() else "-"
@@ -96,10 +173,11 @@ class InfluenceMagics(Magics):
             raise UsageError(
                 f"MODEL: {args.model!r} is a {type(model).__name__}, not a torch.nn.Module"
             )
-        X, y = (self._lookup(n, "--train") for n in args.train)
-        Xt, yt = (self._lookup(n, "--test") for n in args.test)
+        X, y = (plain(self._lookup(n, "--train")) for n in args.train)
+        Xt, yt = (plain(self._lookup(n, "--test")) for n in args.test)
         try:
             inf = iw.Influence(model, (X, y), l2=args.l2, damping=args.damping, solver=args.solver)
-            return iw.InfluenceExplorer(inf, x_test=Xt, y_test=yt, kind=args.kind, k=args.k)
+            check_l2(inf, args.l2)
+            return MagicExplorer(inf, x_test=Xt, y_test=yt, kind=args.kind, k=args.k)
         except (TypeError, ValueError) as err:
-            raise UsageError(f"%influence: {err}") from err
+            raise UsageError(f"%influence: {in_magic_terms(str(err))}") from err

@@ -192,6 +192,8 @@ def _minimise(
                 break
         with torch.no_grad():
             final_risk = float(risk())
+        if gn <= tol:
+            bar.complete()  # converged: a full bar, not a red one stopped at 64/1000
     finally:
         bar.close()
     return TrainingReport(

@@ -1,10 +1,11 @@
 // InfluenceExplorer front end (anywidget ES module). Plain DOM, no framework.
 // Everything that comes from data is inserted with textContent, never as HTML.
 
+// What a score is; what helpful and harmful mean for the selected point is the panel's
+// `explanation` (it differs for a misclassified point: see widgets/explorer.py, explanation()).
 const HELP =
-  "Score = predicted change of this test point's loss if the training point were removed " +
-  "(Koh & Liang 2017). Helpful points (> 0) support the prediction: removing one would raise " +
-  "the loss. Harmful points (< 0) work against it: removing one would lower the loss.";
+  "Score = predicted change of this test point's loss (for its true label) if the training " +
+  "point were removed (Koh & Liang 2017).";
 
 const VERIFY_HELP =
   "Retrains the model without each of the training points of largest |influence| on this test " +
@@ -113,6 +114,7 @@ function headerPane(model, root) {
   const progressBar = h("div", "iw-progress-bar");
   progress.appendChild(progressBar);
   const error = h("div", "iw-error");
+  const notice = h("div", "iw-notice");
   const controls = h("div", "iw-controls");
   const classSelect = h("select", "iw-class-filter");
   const wrongLabel = h("label", "iw-wrong-filter");
@@ -123,7 +125,7 @@ function headerPane(model, root) {
   const next = h("button", "iw-next", "next \u203a");
   const pageInfo = h("span", "iw-page-info");
   controls.append(classSelect, wrongLabel, prev, pageInfo, next);
-  el.append(status, progress, error, controls);
+  el.append(status, progress, error, notice, controls);
 
   const setAndSave = (changes) => {
     for (const [trait, value] of Object.entries(changes)) model.set(trait, value);
@@ -143,6 +145,9 @@ function headerPane(model, root) {
     const err = model.get("error");
     error.textContent = err;
     error.style.display = err ? "block" : "none";
+    const warning = model.get("notice");
+    notice.textContent = warning;
+    notice.style.display = warning ? "block" : "none";
   }
 
   function renderFilters() {
@@ -169,7 +174,7 @@ function headerPane(model, root) {
   return {
     el,
     listen: {
-      "change:status change:message change:error change:progress": renderStatus,
+      "change:status change:message change:error change:notice change:progress": renderStatus,
       "change:class_names change:class_filter change:misclassified_only": renderFilters,
       "change:page change:n_pages change:n_shown": renderPaging,
     },
@@ -296,6 +301,7 @@ function influencePane(model) {
     info.appendChild(barChart(p.helpful, p.harmful));
     head.appendChild(info);
     el.appendChild(head);
+    el.appendChild(h("p", `iw-explanation ${p.correct ? "iw-correct" : "iw-misclassified"}`, p.explanation));
     el.appendChild(h("p", "iw-help", HELP));
     el.appendChild(trainList("Most helpful", p.helpful, "iw-helpful", urls));
     el.appendChild(trainList("Most harmful", p.harmful, "iw-harmful", urls));

@@ -381,3 +381,86 @@ def test_a_click_queued_before_the_precomputation_fails_gets_the_error():
     with pytest.raises(RuntimeError, match="NotPositiveDefiniteError"):
         ex.wait_ready(60)
     _assert_shows_failure(ex, 2)
+
+
+# ----- what the panel tells a student (issue 15, section 3) -----------------------------------
+def test_the_explanation_is_true_for_correct_and_misclassified_points(explorer, digits_influence):
+    """Scores are for the loss of the true label: for a misclassified point the helpful points
+    support the true label and work against the prediction, and the text says so."""
+    data, inf = digits_influence
+    right = next(i for i in range(len(explorer._true)) if explorer._pred[i] == explorer._true[i])
+    explorer.selected = right
+    panel = explorer.panel
+    assert panel["correct"] is True
+    assert "Correctly classified as" in panel["explanation"]
+    assert "support this prediction" in panel["explanation"]
+
+    wrong = next(i for i in range(len(explorer._true)) if explorer._pred[i] != explorer._true[i])
+    explorer.selected = wrong
+    panel = explorer.panel
+    label, pred = panel["label"], panel["pred"]
+    assert panel["correct"] is False and label != pred
+    text = panel["explanation"]
+    assert "support this prediction" not in text
+    assert f"support the true label {label}" in text
+    assert f"against the prediction {pred}" in text
+    assert f"push toward the wrong prediction {pred}" in text
+    # What the text claims: on the loss of the predicted class, the helpful points mostly count
+    # as harmful (they work against the prediction).
+    helpful = torch.tensor([it["index"] for it in panel["helpful"]])
+    as_predicted = torch.tensor([int(explorer._pred[wrong])])
+    on_prediction = inf.predicted_removal_effect(data.X_test[wrong : wrong + 1], as_predicted)
+    assert (on_prediction[0, helpful] < 0).float().mean() > 0.5
+
+
+def test_a_model_far_from_a_minimum_is_shown_with_a_warning_and_what_to_do(
+    explorer, digits_influence
+):
+    """Scores of a model that is not at a minimum of R are shown with a notice in the widget, not
+    only a stderr warning; at a minimum there is none."""
+    assert explorer.notice == "" and explorer.message.startswith("Ready")
+    data, _ = digits_influence
+    torch.manual_seed(0)
+    model = iw.models.logistic_regression(data)  # untrained: ||grad R|| is large
+    inf = iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False)
+    with pytest.warns(iw.InfluenceWarning):  # stderr alone, before
+        ex = iw.InfluenceExplorer(inf, data, k=3, fit_in_background=False).wait_ready()
+    assert inf.diagnostics.grad_norm > 0.1
+    assert ex.status == "ready" and "see the warning below" in ex.message
+    assert f"||grad R(theta)|| = {inf.diagnostics.grad_norm:.2g}" in ex.notice
+    assert "not at a minimum" in ex.notice
+    assert "train to a minimum with iw.train" in ex.notice and "same l2" in ex.notice
+    assert "--l2" in ex.notice
+
+
+def test_a_wrong_l2_is_named_with_the_l2_the_model_was_trained_with(digits_influence):
+    data, _ = digits_influence
+    model = iw.models.logistic_regression(data)
+    iw.train(model, data, l2=0.01, progress=False)
+    wrong = iw.Influence(model, (data.X_train, data.y_train), l2=0.001, progress=False)
+    with pytest.warns(iw.InfluenceWarning):
+        ex = iw.InfluenceExplorer(wrong, data, k=3, fit_in_background=False).wait_ready()
+    assert "the model looks trained with l2 = 0.01" in ex.notice
+    assert "l2=0.01" in ex.notice and "--l2 0.01" in ex.notice
+
+
+def test_explorers_precomputing_at_the_same_time_all_succeed():
+    """torch.func's forward-mode AD cannot run in two threads at once: three explorers fitting
+    together (a notebook's "Run All") failed with "forward AD level" RuntimeErrors, most times."""
+    torch.set_num_threads(1)
+    explorers = []
+    for seed in range(6):
+        gen = torch.Generator().manual_seed(seed)
+        X = torch.randn(200, 10, generator=gen, dtype=torch.float64)
+        y = (X[:, 0] > 0).long()
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(10, 16, dtype=torch.float64),
+            torch.nn.Tanh(),
+            torch.nn.Linear(16, 2, dtype=torch.float64),
+        )
+        inf = iw.Influence(net, (X, y), damping=10.0, solver="direct", progress=False)
+        explorers.append(iw.InfluenceExplorer(inf, x_test=X[:5], y_test=y[:5], kind="tabular"))
+    for ex in explorers:
+        ex.wait_ready()  # a RuntimeError with the failure otherwise
+        assert ex.status == "ready", ex.error

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+import torch
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -38,7 +41,7 @@ def test_magic_with_user_variables_and_its_errors(shell, digits_variables):
     ex = shell.run_line_magic("influence", "m --train X y --test Xt yt --l2 0.01")
     assert isinstance(ex, iw.InfluenceExplorer) and ex.kind == "tabular"
     with pytest.raises(UsageError, match="train_display: image data must be"):
-        shell.run_line_magic("influence", "m --train X y --test Xt yt --kind image")
+        shell.run_line_magic("influence", "m --train X y --test Xt yt --l2 0.01 --kind image")
     with pytest.raises(UsageError, match="no variable named 'nope'"):
         shell.run_line_magic("influence", "nope --train X y --test Xt yt")
     shell.user_ns["s"] = "a string"
@@ -57,6 +60,17 @@ def test_magic_with_user_variables_and_its_errors(shell, digits_variables):
 def test_magic_help_is_available(shell):
     doc = shell.find_line_magic("influence").__doc__
     assert "--demo" in doc and "--train" in doc
+
+
+def test_magic_help_has_examples_defaults_and_the_same_l2_rule(shell):
+    """``%influence?`` shows examples, the defaults and how to train first, not argparse only."""
+    doc = shell.find_line_magic("influence").__doc__
+    assert "Examples::" in doc and "%influence --demo digits" in doc
+    assert "%influence model --train X_train y_train --test X_test y_test --l2 0.01" in doc
+    assert "--l2 0 (no L2" in doc and "--kind tabular" in doc
+    assert "to a minimum with the same l2" in doc
+    assert re.search(r"--l2 L2 .*\(default: 0\)", " ".join(doc.split()))
+    assert re.search(r"--kind KIND .*\(default: tabular\)", " ".join(doc.split()))
 
 
 # ----- nothing in the line is evaluated -------------------------------------------------------
@@ -88,3 +102,35 @@ def test_magic_never_evaluates_the_line(shell, digits_variables, tmp_path, model
 def test_magic_model_that_is_not_a_name_is_named(shell, digits_variables, model):
     with pytest.raises(UsageError, match="MODEL must be a variable name"):
         shell.run_line_magic("influence", f"{model} --train X y --test Xt yt")
+
+
+# ----- advice in the magic's own terms --------------------------------------------------------
+def test_a_forgotten_l2_is_named_with_the_l2_to_pass(shell, digits_variables):
+    """The model was trained with l2 = 0.01; opened without --l2 the magic says to pass
+    --l2 0.01 (before, a NotPositiveDefiniteError advised a tiny damping in API spelling)."""
+    with pytest.raises(UsageError) as caught:
+        shell.run_line_magic("influence", "m --train X y --test Xt yt")
+    text = str(caught.value)
+    assert text.startswith("--l2: the model looks trained with l2 = 0.01")
+    assert "pass --l2 0.01" in text and "damping" not in text
+    with pytest.raises(UsageError, match=r"pass --l2 0\.01"):
+        shell.run_line_magic("influence", "m --train X y --test Xt yt --l2 0.001")
+
+
+# An untrained tanh network: H is indefinite, so the background fit (no damping) fails.
+def test_a_failed_fit_advises_the_magics_damping_option(shell):
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 3, generator=gen, dtype=torch.float64)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(3, 4, dtype=torch.float64),
+        torch.nn.Tanh(),
+        torch.nn.Linear(4, 2, dtype=torch.float64),
+    )
+    shell.user_ns.update(net=net, Xn=X, yn=(X[:, 0] > 0).long())
+    ex = shell.run_line_magic("influence", "net --train Xn yn --test Xn yn --solver direct")
+    with pytest.raises(RuntimeError, match="NotPositiveDefiniteError"):
+        ex.wait_ready()
+    assert re.search(r"--damping \d", ex.error), ex.error
+    assert "run %influence again with the --damping it suggests" in ex.error
+    assert "damping=" not in ex.error and "inf.rebuild" not in ex.error

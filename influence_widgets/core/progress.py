@@ -34,9 +34,19 @@ class _ReportingBar(tqdm):
             listener(self._step, min(1.0, self._done / self._total))
         return super().update(n)
 
+    def complete(self) -> None:
+        """Mark a loop that stopped early because it converged as finished: the total becomes
+        the steps done, so the bar closes as complete (a notebook bar stays red, "6% 64/1000",
+        when it closes short of its total)."""
+        if not self.disable and self.total and self.n < self.total:
+            self.total = self.n
+            self._total = self._done
+            self.refresh()
 
-def progress_bar(*, total: int, desc: str, disable: bool) -> tqdm:
-    """A progress bar for ``total`` steps, printed unless ``disable``; reported to any listener."""
+
+def progress_bar(*, total: int, desc: str, disable: bool) -> _ReportingBar:
+    """A progress bar for ``total`` steps, printed unless ``disable``; reported to any listener.
+    A loop that can end early by converging calls its ``complete()`` before ``close()``."""
     return _ReportingBar(total=total, desc=desc, disable=disable, leave=False)
 
 

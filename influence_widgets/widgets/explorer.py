@@ -24,6 +24,7 @@ from influence_widgets.core.influence import Influence, check_influence
 from influence_widgets.core.progress import report_progress
 from influence_widgets.datasets import Dataset
 from influence_widgets.widgets.inputs import ExplorerInputs, as_numpy, class_probabilities_of
+from influence_widgets.widgets.minimum import MINIMUM_TOL, at_minimum, not_at_minimum_notice
 from influence_widgets.widgets.protocol import (
     ATTACK_CANCEL,
     ATTACK_RUN,
@@ -33,7 +34,7 @@ from influence_widgets.widgets.protocol import (
     Panel,
     TrainItem,
 )
-from influence_widgets.widgets.tabs import AttackTab, VerifyTab
+from influence_widgets.widgets.tabs import BACKGROUND_WORK, AttackTab, VerifyTab
 
 __all__ = ["InfluenceExplorer"]
 
@@ -60,6 +61,25 @@ def failure_message(err: Exception) -> str:
     return (
         f"Precomputation failed: {type(err).__name__}: {err} What to do: {fix}; this explorer "
         "cannot show influence."
+    )
+
+
+def explanation(label: str, pred: str, correct: bool) -> str:
+    """What the helpful and harmful points mean for one test point, true label ``label``,
+    predicted ``pred``. Scores are for the test loss of the true label, L(z_test, theta_hat):
+    for a misclassified point, helpful points support the true label, not the prediction."""
+    if correct:
+        return (
+            f"Correctly classified as {label}. Helpful points (score > 0) support this "
+            f"prediction: removing one would raise the loss of the label {label}. Harmful points "
+            f"(score < 0) work against it: removing one would lower that loss."
+        )
+    return (
+        f"Misclassified: the true label is {label}, the model predicts {pred}. Scores are for the "
+        f"loss of the true label {label}, so helpful points (score > 0) support the true label "
+        f"{label}: they push the model toward it, against the prediction {pred}; removing one "
+        f"would raise that loss. Harmful points (score < 0) push toward the wrong prediction "
+        f"{pred}: removing one would lower the loss of {label}."
     )
 
 
@@ -99,6 +119,7 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
     status = traitlets.Unicode("starting").tag(sync=True)
     message = traitlets.Unicode("").tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
+    notice = traitlets.Unicode("").tag(sync=True)  # a warning about the scores, with what to do
     compute_ms = traitlets.Float(0.0).tag(sync=True)
     progress = traitlets.Float(0.0).tag(sync=True)  # of the current precomputation step
     tab = traitlets.Enum(("influence", "verify", "attack"), "influence").tag(sync=True)
@@ -254,6 +275,17 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
 
     # ----- precomputation -------------------------------------------------------------------
     def _precompute(self) -> None:
+        """Fit, once no other explorer is working in the background (see tabs.BACKGROUND_WORK)."""
+        if not BACKGROUND_WORK.acquire(blocking=False):
+            self.status = "fitting"
+            self.message = "Waiting for another explorer's background work to finish..."
+            BACKGROUND_WORK.acquire()
+        try:
+            self._precompute_alone()
+        finally:
+            BACKGROUND_WORK.release()
+
+    def _precompute_alone(self) -> None:
         self.status = "fitting"
         self.message = "Precomputing the Hessian and its factorisation..."
         start = time.perf_counter()
@@ -282,17 +314,29 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
         with self._fit_lock:
             self._fitted = True
             pending, self._pending = self._pending, None
+        self.notice = self._minimum_notice()
         self.progress = 1.0
         self.status = "ready"
-        self.message = f"Ready (precomputed in {seconds:.1f} s)"
+        warned = ", but see the warning below" if self.notice else ""
+        self.message = f"Ready (precomputed in {seconds:.1f} s){warned}"
         if pending is not None and pending == self.selected:
             self._compute(pending)
         self._ready.set()
 
+    def _minimum_notice(self) -> str:
+        """The warning shown when theta_hat is not a minimum of R (else ""), with what to do."""
+        if self.influence.diagnostics.grad_norm <= MINIMUM_TOL:
+            return ""
+        return not_at_minimum_notice(at_minimum(self.influence))
+
+    def _failure_text(self, err: Exception) -> str:
+        """What the widget shows after precomputation raised ``err``."""
+        return failure_message(err)
+
     def _fit_failed(self, err: Exception) -> None:
         """No influence can be shown: say why and what to do, also to a click queued earlier."""
         with self._fit_lock:
-            self._failure = failure_message(err)
+            self._failure = self._failure_text(err)
             pending, self._pending = self._pending, None
             self.status = "error"
             self._show_failure(pending)
@@ -342,11 +386,15 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
         top = self.influence.top(
             self.x_test[index : index + 1], self.y_test[index : index + 1], self.k
         )
+        label, pred = self._label(int(self._true[index])), self._label(int(self._pred[index]))
+        correct = bool(self._true[index] == self._pred[index])
         return {
             "test_index": index,
-            "label": self._label(int(self._true[index])),
-            "pred": self._label(int(self._pred[index])),
+            "label": label,
+            "pred": pred,
             "confidence": float(self._conf[index]),
+            "correct": correct,
+            "explanation": explanation(label, pred, correct),
             "test": self.display_data.item("test", index),
             "helpful": self._train_items(top.helpful[0], top.helpful_scores[0], index),
             "harmful": self._train_items(top.harmful[0], top.harmful_scores[0], index),

@@ -17,7 +17,12 @@ __all__ = ["ExplorerInputs", "as_numpy", "check_names", "class_probabilities_of"
 
 
 def as_numpy(t) -> np.ndarray:
-    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+    """``t`` as a numpy array that torch may share: a read-only array (what pandas gives) is
+    copied, so torch does not warn "The given NumPy array is not writable"."""
+    if isinstance(t, torch.Tensor):
+        return t.detach().cpu().numpy()
+    array = np.asarray(t)
+    return array if array.flags.writeable else array.copy()
 
 
 def check_names(value, name: str, count: int, one: str, many: str) -> list[str]:

@@ -58,6 +58,8 @@ class Panel(TypedDict):
     label: str  # true class name
     pred: str  # predicted class name
     confidence: float  # probability of the predicted class
+    correct: bool  # label == pred
+    explanation: str  # what helpful and harmful mean for this point (explorer.explanation)
     test: dict  # the display field of the test point, as in TrainItem
     helpful: list[TrainItem]
     harmful: list[TrainItem]

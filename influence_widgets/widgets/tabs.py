@@ -31,9 +31,15 @@ from influence_widgets.widgets.protocol import (
     job_started,
 )
 
-__all__ = ["AttackTab", "BackgroundJob", "VerifyTab"]
+__all__ = ["BACKGROUND_WORK", "AttackTab", "BackgroundJob", "VerifyTab"]
 
 log = logging.getLogger("influence_widgets")
+
+# torch.func's forward-mode AD (the Hessian-vector products) keeps its levels in state that two
+# threads cannot use at once: two explorers precomputing together failed with "Trying to access a
+# forward AD level with an invalid index". Every explorer's background work takes this lock
+# (reentrant: an on_select callback may open another explorer from inside it).
+BACKGROUND_WORK = threading.RLock()
 
 
 class BackgroundJob:
@@ -134,7 +140,7 @@ class _Tab(traitlets.HasTraits):
         """``analysis(influence, x_test[index], y_test[index], **options)`` for test point
         ``index``, cancellable, its progress bar ``listen[0]`` reported to ``listen[1]``."""
         step, show = listen
-        with report_progress(_throttled(show, step)):
+        with BACKGROUND_WORK, report_progress(_throttled(show, step)):
             return analysis(
                 self.influence,
                 self.x_test[index : index + 1],

@@ -355,3 +355,81 @@ def test_failed_precomputation_shows_the_error_and_what_to_do_in(
     save_screenshot(explorer, "failed_fit_lab.png")
     assert "STATUS error 3" in run_cell(page, 1)
     assert not page_errors(console_messages)
+
+
+@pytest.mark.timeout(210)
+@pytest.mark.parametrize("frontend", ["lab"])
+def test_misclassified_point_is_explained_for_its_true_label_in(
+    frontend, jupyter, page, console_messages
+):
+    """For a misclassified test point the panel says that helpful points support the true label,
+    against the prediction, never that they support the prediction."""
+    from playwright.sync_api import expect
+
+    path = write_notebook(
+        jupyter,
+        "misclassified_lab.ipynb",
+        [
+            "%load_ext influence_widgets",
+            "%influence --demo digits",
+            "ex = _\nex.wait_ready()\n"
+            "wrong = next(i for i in range(40) if ex._pred[i] != ex._true[i])\n"
+            'print(f"WRONG {wrong} TRUE {ex._label(int(ex._true[wrong]))} '
+            'PRED {ex._label(int(ex._pred[wrong]))}")',
+        ],
+    )
+    open_and_run(page, jupyter, path, "lab", timeout=150)
+    wrong, label, pred = re.search(
+        r"WRONG (\d+) TRUE (\S+) PRED (\S+)", cell_output(page, 2)
+    ).groups()
+    explorer = page.locator(".iw-explorer")
+    explorer.locator(f'[data-test-index="{wrong}"]').click(timeout=60_000)
+    _wait_for_train_items(page, at_least=16)
+    text = explorer.locator(".iw-panel .iw-explanation")
+    expect(text).to_contain_text(f"the true label is {label}, the model predicts {pred}")
+    expect(text).to_contain_text(f"support the true label {label}")
+    expect(text).to_contain_text(f"push toward the wrong prediction {pred}")
+    assert "support this prediction" not in explorer.locator(".iw-panel").inner_text()
+    save_screenshot(explorer, "misclassified_panel_lab.png")
+    assert not _shown_errors(page)
+    assert not page_errors(console_messages)
+
+
+# An untrained logistic regression: convex, so the fit succeeds, but ||grad R|| is large.
+NOT_AT_MINIMUM_CELL = """\
+import torch
+
+import influence_widgets as iw
+
+data = iw.datasets.digits()
+torch.manual_seed(0)
+model = iw.models.logistic_regression(data)
+inf = iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False)
+ex = iw.InfluenceExplorer(inf, data)
+ex"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("frontend", ["lab"])
+def test_a_model_not_at_a_minimum_shows_a_notice_in(frontend, jupyter, page, console_messages):
+    """A model far from a minimum: scores are shown, with a notice saying why they may be wrong
+    and what to do, not only a warning on stderr."""
+    from playwright.sync_api import expect
+
+    path = write_notebook(
+        jupyter, "not_at_minimum_lab.ipynb", [NOT_AT_MINIMUM_CELL, 'print(f"STATUS {ex.status}")']
+    )
+    open_and_run(page, jupyter, path, "lab", timeout=120)
+    explorer = page.locator(".iw-explorer")
+    page.locator('.iw-explorer[data-status="ready"]').wait_for(timeout=60_000)
+    notice = explorer.locator(".iw-notice")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("not at a minimum of the training risk")
+    expect(notice).to_contain_text("train to a minimum with iw.train")
+    expect(explorer.locator(".iw-status")).to_contain_text("see the warning below")
+    explorer.locator('[data-test-index="3"]').click()
+    _wait_for_train_items(page, at_least=16)
+    save_screenshot(explorer, "not_at_minimum_lab.png")
+    assert "STATUS ready" in run_cell(page, 1)
+    assert not _shown_errors(page)
+    assert not page_errors(console_messages)

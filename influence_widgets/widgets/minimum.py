@@ -1,0 +1,86 @@
+"""Is theta_hat a minimum of the training risk R, and if not, with which l2 would it be?
+
+Influence assumes grad R(theta_hat) = 0, where R(theta) = L(theta) + (l2 / 2) ||theta||^2 and
+L is the mean training loss. grad R = grad L + l2 theta is linear in l2, so the l2 that makes it
+smallest is a 1-D least-squares fit: l2* = -<grad L, theta> / ||theta||^2. When the given l2 leaves
+a large gradient but l2* > 0 makes it vanish, the model was almost surely trained with l2 = l2*
+and the l2 given to influence is wrong (a forgotten ``--l2``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.func import grad
+
+from influence_widgets.core import Influence
+
+__all__ = ["MINIMUM_TOL", "Stationarity", "at_minimum", "not_at_minimum_notice"]
+
+MINIMUM_TOL = 1e-3  # ||grad R|| above this is not a minimum (the bound Influence.fit warns at)
+
+
+@dataclass(frozen=True)
+class Stationarity:
+    """||grad R(theta_hat)|| with the given ``l2``, and an ``likely_l2`` at which it vanishes."""
+
+    grad_norm: float
+    l2: float
+    likely_l2: float | None  # None when the gradient vanishes at l2 or at no l2 >= 0
+
+    @property
+    def at_minimum(self) -> bool:
+        return self.grad_norm <= MINIMUM_TOL
+
+
+def _mean_loss_gradient(influence: Influence) -> torch.Tensor:
+    """grad L(theta_hat) = (1/n) sum_i grad ell(z_i, theta_hat), without the L2 term."""
+    obj = influence.objective
+    total = torch.zeros_like(obj.theta)
+    for x, y, _ in influence.train.batches(influence.batch_size):
+        x, y = obj.cast_inputs(x), obj.cast_targets(y)
+        total += grad(lambda th, x=x, y=y: obj.loss(th, x, y).sum())(obj.theta)
+    return total / influence.n
+
+
+def at_minimum(influence: Influence) -> Stationarity:
+    """How far theta_hat is from a minimum of R with the influence's l2, and the l2 (if any)
+    with which it is a minimum: l2* = -<grad L, theta> / ||theta||^2 when l2* > 0 and
+    ||grad L + l2* theta|| is both below MINIMUM_TOL and a tenth of ||grad R|| or less."""
+    obj = influence.objective
+    theta = obj.theta.detach()
+    g = _mean_loss_gradient(influence).detach()
+    norm = float((g + obj.l2 * theta).norm())
+    likely = None
+    theta_sq = float(theta.dot(theta))
+    if norm > MINIMUM_TOL and theta_sq > 0:
+        best = -float(g.dot(theta)) / theta_sq
+        rest = float((g + best * theta).norm())
+        if best > 0 and rest <= MINIMUM_TOL and rest <= 0.1 * norm:
+            likely = best
+    return Stationarity(grad_norm=norm, l2=obj.l2, likely_l2=likely)
+
+
+def not_at_minimum_notice(found: Stationarity) -> str:
+    """What the explorer shows when theta_hat is not a minimum of R: why the scores may be wrong
+    and what to do. Empty at a minimum."""
+    if found.at_minimum:
+        return ""
+    head = (
+        f"The model is not at a minimum of the training risk: ||grad R(theta)|| = "
+        f"{found.grad_norm:.2g} with l2 = {found.l2:g} (about 0 at a minimum). Influence assumes "
+        "a minimum, so the scores below may be wrong."
+    )
+    if found.likely_l2 is not None:
+        return (
+            f"{head} The gradient vanishes at l2 = {found.likely_l2:.2g}: the model looks trained "
+            f"with l2 = {found.likely_l2:.2g}. What to do: build the Influence with "
+            f"l2={found.likely_l2:.2g} (with %influence: --l2 {found.likely_l2:.2g}) and open a "
+            "new explorer."
+        )
+    return (
+        f"{head} What to do: train to a minimum with iw.train(model, data, l2=...) using the "
+        "same l2 you give Influence (%influence: --l2), check that this l2 is the one used in "
+        "training, then open a new explorer."
+    )
