@@ -92,13 +92,13 @@ def pick_candidates(
     return Candidates(inf, data, test_index, k, dict(zip(LETTERS, chosen, strict=True)))
 
 
-def _groups(helpful, harmful, letters: list[str]) -> dict[str, str]:
-    h = as_letters(helpful, "helpful", letters)
-    b = as_letters(harmful, "harmful", letters)
+def _groups(helpful, harmful, letters: list[str], names: tuple[str, str]) -> dict[str, str]:
+    h = as_letters(helpful, names[0], letters)
+    b = as_letters(harmful, names[1], letters)
     both = sorted(h & b)
     if both:
         raise AnswerError(
-            f"{', '.join(both)} is in both `helpful` and `harmful`: a point cannot be both."
+            f"{', '.join(both)} is in both `{names[0]}` and `{names[1]}`: a point cannot be both."
         )
     return {c: "helpful" if c in h else "harmful" if c in b else "neither" for c in letters}
 
@@ -112,7 +112,7 @@ def check_prediction(helpful, harmful, candidates: Candidates) -> CheckResult:
 
     def check() -> CheckResult:
         letters = list(candidates.indices)
-        guess = _groups(helpful, harmful, letters)
+        guess = _groups(helpful, harmful, letters, ("helpful", "harmful"))
         truth = candidates.truth()
         right = sum(guess[c] == truth[c] for c in letters)
         lines = [f"{right} of 6 candidates placed right (top-{candidates.k})."]
@@ -151,7 +151,7 @@ def check_lookup(in_helpful, in_harmful, candidates: Candidates) -> CheckResult:
 
     def check() -> CheckResult:
         letters = list(candidates.indices)
-        guess = _groups(in_helpful, in_harmful, letters)
+        guess = _groups(in_helpful, in_harmful, letters, ("in_helpful", "in_harmful"))
         truth = candidates.truth()
         wrong = [c for c in letters if guess[c] != truth[c]]
         if wrong:
