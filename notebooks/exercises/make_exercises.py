@@ -202,7 +202,9 @@ DEPENDS = [
         "Click the test digit (it is selected below): the panel shows the same ranking with "
         "images. Try a misclassified digit (tinted) and predict again before you look."
     ),
-    code("explorer = iw.InfluenceExplorer(inf, data, k=10)\nexplorer.selected = t\nexplorer"),
+    code(
+        "explorer = iw.InfluenceExplorer(inf, data, k=10).wait_ready()\nexplorer.selected = t\nexplorer"
+    ),
 ]
 
 
@@ -366,6 +368,9 @@ def _version(cells: list, solution: bool) -> list:
 
 
 def write(path: Path, cells: list) -> None:
+    """Write ``cells`` as a notebook, with ids by position so that rewriting changes nothing."""
+    for k, cell in enumerate(cells):
+        cell["id"] = f"cell-{k}"
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {
         "name": "python3",
