@@ -307,8 +307,9 @@ WHEN_FAILS = [
         "    print(err)"
     ),
     md(
-        "H is not positive definite: undamped influence does not exist for this model. Add "
-        "the smallest damping that makes H + damping I invertible (0.001 is enough here), run "
+        "H is not positive definite: undamped influence does not exist for this model. The "
+        "usual remedy is damping, H + damping I (the paper's code uses 0.01 for its CNN); the "
+        "message above says how much is needed at least. Use `damping=0.001`, run "
         "`iw.validate_loo` with `n_remove=10` and `max_iter=200` (quick), and report its "
         "Pearson R."
     ),
