@@ -1,0 +1,168 @@
+"""Exercise 2: predict which training digits a test digit depends on, then compare with ``top``.
+
+:func:`pick_candidates` shows six training images, some among the k most helpful for the test
+point, some among the k most harmful and some neither (Influence.top's ranking of
+``predicted_removal_effect``); the student predicts which is which (:func:`check_prediction`),
+then reads the truth off ``inf.top`` (:func:`check_lookup`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from influence_widgets.core.influence import Influence, check_influence
+from influence_widgets.datasets import Dataset
+from influence_widgets.exercises.feedback import (
+    AnswerError,
+    CheckResult,
+    as_letters,
+    check_answer,
+    not_yet,
+    passed,
+)
+
+__all__ = ["Candidates", "check_lookup", "check_prediction", "pick_candidates"]
+
+LETTERS = "ABCDEF"
+PASS_MARK = 4  # of 6 candidates placed right
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Six candidate training points for one test point, by letter, and how they are judged."""
+
+    inf: Influence
+    data: Dataset
+    test_index: int
+    k: int
+    indices: dict[str, int]  # letter -> training index
+
+    def _test_point(self) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.test_index
+        return self.data.X_test[t : t + 1], self.data.y_test[t : t + 1]
+
+    def truth(self) -> dict[str, str]:
+        """Each letter's group: "helpful", "harmful" or "neither" (among inf.top's k)."""
+        top = self.inf.top(*self._test_point(), k=self.k)
+        helpful, harmful = set(top.helpful[0].tolist()), set(top.harmful[0].tolist())
+        return {
+            c: "helpful" if j in helpful else "harmful" if j in harmful else "neither"
+            for c, j in self.indices.items()
+        }
+
+    def plot(self):
+        """The test digit and the six candidates with their labels, as a matplotlib figure."""
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 7, figsize=(10, 1.9))
+        x, y = self._test_point()
+        pred = int(self.inf.objective.model_copy()(x.double()).argmax())
+        axes[0].imshow(self.data.images("test")[self.test_index], cmap="gray_r")
+        axes[0].set_title(f"TEST\nlabel {int(y)}, predicted {pred}", fontsize=8)
+        train_images = self.data.images("train")
+        for ax, (c, j) in zip(axes[1:], self.indices.items(), strict=True):
+            ax.imshow(train_images[j], cmap="gray_r")
+            ax.set_title(f"{c}: train #{j}\nlabel {int(self.data.y_train[j])}", fontsize=8)
+        for ax in axes:
+            ax.axis("off")
+        fig.tight_layout()
+        return fig
+
+
+def pick_candidates(
+    inf: Influence, data: Dataset, test_index: int, k: int = 10, seed: int = 0
+) -> Candidates:
+    """Two of the k most helpful, two of the k most harmful and two other training points
+    (one with the test point's label), shuffled and lettered A-F."""
+    inf = check_influence(inf, "inf")
+    x, y = data.X_test[test_index : test_index + 1], data.y_test[test_index : test_index + 1]
+    scores = inf.predicted_removal_effect(x, y)[0]
+    order = torch.argsort(scores, descending=True).tolist()
+    rng = np.random.default_rng(seed)
+    helpful = rng.choice(order[:k], 2, replace=False).tolist()
+    harmful = rng.choice(order[-k:], 2, replace=False).tolist()
+    middle = order[3 * k : -3 * k]
+    same = [j for j in middle if int(data.y_train[j]) == int(y)]
+    other = [j for j in middle if int(data.y_train[j]) != int(y)]
+    neither = [int(rng.choice(same)), int(rng.choice(other))]
+    chosen = [int(j) for j in rng.permutation(helpful + harmful + neither)]
+    return Candidates(inf, data, test_index, k, dict(zip(LETTERS, chosen, strict=True)))
+
+
+def _groups(helpful, harmful, letters: list[str], names: tuple[str, str]) -> dict[str, str]:
+    h = as_letters(helpful, names[0], letters)
+    b = as_letters(harmful, names[1], letters)
+    both = sorted(h & b)
+    if both:
+        raise AnswerError(
+            f"{', '.join(both)} is in both `{names[0]}` and `{names[1]}`: a point cannot be both."
+        )
+    return {c: "helpful" if c in h else "harmful" if c in b else "neither" for c in letters}
+
+
+def check_prediction(helpful, harmful, candidates: Candidates) -> CheckResult:
+    """Compare the predicted groups (sets of letters; the rest are "neither") with inf.top.
+
+    Reports how many candidates are placed right per group, not which: the next step finds out.
+    Passes with at least 4 of 6 right.
+    """
+
+    def check() -> CheckResult:
+        letters = list(candidates.indices)
+        guess = _groups(helpful, harmful, letters, ("helpful", "harmful"))
+        truth = candidates.truth()
+        right = sum(guess[c] == truth[c] for c in letters)
+        lines = [f"{right} of 6 candidates placed right (top-{candidates.k})."]
+        for group in ("helpful", "harmful", "neither"):
+            said = [c for c in letters if guess[c] == group]
+            hits = sum(truth[c] == group for c in said)
+            lines.append(f"  {group}: {hits} of the {len(said)} you put here belong there.")
+        hint = (
+            "Hint: helpful points support the test point's TRUE label (mostly the same label and "
+            "a similar shape); harmful ones look like the test digit but carry another label, or "
+            "share its label with an unusual shape; most points barely matter."
+        )
+        if right >= PASS_MARK:
+            return passed("\n".join([*lines, "Good intuition. Now check each one with inf.top."]))
+        return not_yet("\n".join([*lines, hint]))
+
+    return check_answer(check)
+
+
+def _explain(c: str, group: str, candidates: Candidates) -> str:
+    j = candidates.indices[c]
+    label = int(candidates.data.y_train[j])
+    test_label = int(candidates.data.y_test[candidates.test_index])
+    relation = "the test digit's label" if label == test_label else f"label {label}"
+    why = {
+        "helpful": "removing it would raise the test loss",
+        "harmful": "removing it would lower the test loss",
+        "neither": "its removal would barely change the test loss",
+    }[group]
+    return f"  {c} (#{j}, {relation}): {group}, {why}."
+
+
+def check_lookup(in_helpful, in_harmful, candidates: Candidates) -> CheckResult:
+    """Check the letters read off ``inf.top(x_test, y_test, k)``; explains each candidate once
+    they are right."""
+
+    def check() -> CheckResult:
+        letters = list(candidates.indices)
+        guess = _groups(in_helpful, in_harmful, letters, ("in_helpful", "in_harmful"))
+        truth = candidates.truth()
+        wrong = [c for c in letters if guess[c] != truth[c]]
+        if wrong:
+            return not_yet(
+                f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not where inf.top puts "
+                f"{'it' if len(wrong) == 1 else 'them'}. Hint: candidates.indices maps letters to "
+                f"training indices; look for them in top.helpful[0] and top.harmful[0] with "
+                f"k={candidates.k}."
+            )
+        lines = [f"right: these are inf.top's groups (k={candidates.k})."]
+        lines += [_explain(c, truth[c], candidates) for c in letters]
+        return passed("\n".join(lines))
+
+    return check_answer(check)

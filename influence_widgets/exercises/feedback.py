@@ -1,0 +1,118 @@
+"""What every checker returns, and the checks of a student's answer that every exercise shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["CheckResult", "Mistake", "as_letters", "as_number", "as_tensor", "first_match"]
+
+PASSED = "[passed]"
+NOT_YET = "[not yet]"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One checker's verdict: ``passed`` and the ``feedback`` a student reads (what is wrong and
+    a hint, never the answer). Printed, it starts with ``[passed]`` or ``[not yet]``."""
+
+    passed: bool
+    feedback: str
+
+    def __repr__(self) -> str:
+        return f"{PASSED if self.passed else NOT_YET} {self.feedback}"
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+
+def passed(feedback: str) -> CheckResult:
+    return CheckResult(True, feedback)
+
+
+def not_yet(feedback: str) -> CheckResult:
+    return CheckResult(False, feedback)
+
+
+class AnswerError(Exception):
+    """An answer that cannot be checked (not filled in, wrong type or shape): its message is the
+    feedback. Checkers turn it into a failed :class:`CheckResult`; it never reaches the student."""
+
+
+def as_tensor(answer, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """``answer`` as a float64 tensor of ``shape`` (any tensor or array with that many values)."""
+    if answer is ...:
+        raise AnswerError(
+            f"`{name}` is not filled in yet: replace the `...` with your computation."
+        )
+    try:
+        t = torch.as_tensor(answer).detach().to(torch.float64).cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise AnswerError(
+            f"`{name}` should be a tensor of shape {shape}, got a {type(answer).__name__}."
+        ) from None
+    if t.numel() != torch.Size(shape).numel():
+        raise AnswerError(
+            f"`{name}` has shape {tuple(t.shape)} but should have shape {shape}: check which "
+            "parameters or points you differentiate over."
+        )
+    t = t.reshape(shape)
+    if not torch.isfinite(t).all():
+        raise AnswerError(f"`{name}` contains NaN or infinite values.")
+    return t
+
+
+def as_number(answer, name: str) -> float:
+    """``answer`` as one finite float (a Python number or a one-element tensor/array)."""
+    return float(as_tensor(answer, name, ()))
+
+
+def as_letters(answer, name: str, allowed: list[str]) -> set[str]:
+    """``answer`` (a string of letters, or a collection of one-letter strings) as a set of
+    upper-case letters from ``allowed``."""
+    if answer is ...:
+        raise AnswerError(
+            f"`{name}` is not filled in yet: replace the `...` with letters, e.g. {{'A', 'C'}} "
+            "(or an empty set)."
+        )
+    items = list(answer) if isinstance(answer, str | list | tuple | set | frozenset) else None
+    if items is None or not all(isinstance(c, str) for c in items):
+        raise AnswerError(f"`{name}` should be a set of letters like {{'A', 'C'}}.")
+    letters = {c.strip().upper() for c in items if c.strip() and c.strip() != ","}
+    unknown = sorted(letters - set(allowed))
+    if unknown:
+        raise AnswerError(
+            f"`{name}` names {', '.join(unknown)}, which is not a candidate; choose from "
+            f"{', '.join(allowed)}."
+        )
+    return letters
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A typical wrong answer: what it would be, and what to tell the student who gave it."""
+
+    value: torch.Tensor | float
+    feedback: str
+
+
+def close(a: torch.Tensor | float, b: torch.Tensor | float, rtol: float = 1e-5) -> bool:
+    """``a`` equals ``b`` up to ``rtol`` of b's largest entry (round-off of float64 solves)."""
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    scale = float(b.abs().max()) if b.numel() else 0.0
+    return bool((a - b).abs().max() <= rtol * scale + 1e-12)
+
+
+def first_match(value, mistakes: list[Mistake]) -> Mistake | None:
+    """The first typical mistake that ``value`` reproduces, or None."""
+    return next((m for m in mistakes if close(value, m.value)), None)
+
+
+def check_answer(check: Callable[[], CheckResult]) -> CheckResult:
+    """Run ``check``; an unusable answer becomes a failed result with the reason as feedback."""
+    try:
+        return check()
+    except AnswerError as err:
+        return not_yet(str(err))

@@ -1,0 +1,427 @@
+"""The classroom exercises (notebooks/exercises/) and their checkers (influence_widgets.exercises).
+
+Every checker accepts the right answer and rejects the typical wrong ones with feedback that names
+the mistake and never shows the answer; every teacher's solution passes every check; every blank
+student notebook runs to the end with each check "not yet" and feedback; each notebook runs
+headless within 3 minutes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import time
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from nbclient import NotebookClient
+from torch.func import grad, hessian
+
+import influence_widgets as iw
+from influence_widgets.analysis.loo import LOOResult
+from influence_widgets.exercises import by_hand, depends, when_fails, wrong_labels
+
+EXERCISE_DIR = Path(__file__).parent.parent / "notebooks" / "exercises"
+STUDENT = sorted(EXERCISE_DIR.glob("*.ipynb"))
+SOLUTIONS = sorted((EXERCISE_DIR / "solutions").glob("*.ipynb"))
+TIME_LIMIT_S = 180
+
+
+# ----- exercise 1: by hand -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny():
+    """The notebook's problem: 3 against 8 on 4x4 digits, p = 32, and the right answers."""
+    data = iw.datasets.digits()
+
+    def pick(X, y):
+        keep = (y == 3) | (y == 8)
+        return X[keep].reshape(-1, 4, 2, 4, 2).mean((2, 4)).reshape(-1, 16).double(), (
+            y[keep] == 8
+        ).long()
+
+    X, y = pick(data.X_train, data.y_train)
+    Xt, yt = pick(data.X_test, data.y_test)
+    l2 = 0.01
+    model = iw.models.logistic_regression((16, 2), bias=False)
+    iw.train(model, (X, y), l2=l2, progress=False)
+    inf = iw.Influence(model, (X, y), l2=l2, progress=False)
+    theta = model.weight.detach().reshape(-1)
+
+    def losses(th, A, b):
+        return F.cross_entropy(A @ th.reshape(2, 16).T, b, reduction="none")
+
+    x_test, y_test, i = Xt[:1], yt[:1], 0
+    g_test = grad(lambda th: losses(th, x_test, y_test).sum())(theta)
+    g_i = grad(lambda th: losses(th, X[:1], y[:1]).sum() + 0.5 * l2 * th @ th)(theta)
+    H = hessian(lambda th: losses(th, X, y).mean() + 0.5 * l2 * th @ th)(theta)
+    I_up = float(-g_test @ torch.linalg.solve(H, g_i))
+    return dict(
+        inf=inf, x=x_test, y=y_test, i=i, n=len(y), l2=l2, theta=theta,
+        g_test=g_test, g_i=g_i, H=H, I_up=I_up, removal=-I_up / len(y),
+    )  # fmt: skip
+
+
+def _no_answer_shown(result, value: float) -> None:
+    assert not result.passed
+    assert result.feedback.strip()
+    assert f"{value:.4g}" not in result.feedback, "the feedback shows the answer"
+
+
+def test_by_hand_accepts_the_right_answers(tiny):
+    t = tiny
+    args = (t["inf"], t["x"], t["y"], t["i"])
+    assert by_hand.check_gradients(t["g_test"], t["g_i"], *args).passed
+    assert by_hand.check_hessian(t["H"], t["inf"]).passed
+    assert by_hand.check_influence_value(t["I_up"], *args).passed
+    assert by_hand.check_removal_effect(t["removal"], *args).passed
+    assert by_hand.check_removal_effect(torch.tensor([t["removal"]]), *args).passed
+
+
+@pytest.mark.parametrize(
+    "name, wrong, says",
+    [
+        ("sign", lambda t: -t["I_up"], "wrong sign"),
+        ("divided by n", lambda t: -t["I_up"] / t["n"], "removal effect"),
+        ("times n", lambda t: t["I_up"] * t["n"], "multiplied by n"),
+        ("H not inverted", lambda t: float(-t["g_test"] @ t["H"] @ t["g_i"]), "H^-1"),
+        (
+            "g_i without L2",
+            lambda t: float(
+                -t["g_test"] @ torch.linalg.solve(t["H"], t["g_i"] - t["l2"] * t["theta"])
+            ),
+            "without its L2",
+        ),
+        ("unrelated", lambda t: 3.7 * t["I_up"], "3.7 times"),
+    ],
+)
+def test_by_hand_influence_names_the_mistake(tiny, name, wrong, says):
+    t = tiny
+    result = by_hand.check_influence_value(wrong(t), t["inf"], t["x"], t["y"], t["i"])
+    assert says in result.feedback, result.feedback
+    _no_answer_shown(result, t["I_up"])
+
+
+@pytest.mark.parametrize(
+    "name, wrong, says",
+    [
+        ("sign", lambda t: -t["removal"], "wrong sign"),
+        ("missing 1/n", lambda t: -t["I_up"], "misses the 1/n"),
+        ("I_up,loss itself", lambda t: t["I_up"], "both the sign and the 1/n"),
+        ("1/n twice", lambda t: t["removal"] / t["n"], "twice"),
+    ],
+)
+def test_by_hand_removal_effect_names_the_mistake(tiny, name, wrong, says):
+    t = tiny
+    result = by_hand.check_removal_effect(wrong(t), t["inf"], t["x"], t["y"], t["i"])
+    assert says in result.feedback, result.feedback
+    _no_answer_shown(result, t["removal"])
+
+
+@pytest.mark.parametrize(
+    "name, answers, says",
+    [
+        ("g_test with L2", lambda t: (t["g_test"] + t["l2"] * t["theta"], t["g_i"]), "L2 term"),
+        ("g_i without L2", lambda t: (t["g_test"], t["g_i"] - t["l2"] * t["theta"]), "misses"),
+        ("swapped", lambda t: (t["g_i"], t["g_test"]), "training point"),
+        ("negated", lambda t: (-t["g_test"], t["g_i"]), "wrong sign"),
+        ("wrong shape", lambda t: (t["g_test"][:5], t["g_i"]), "shape"),
+        ("blank", lambda t: (..., ...), "not filled in"),
+    ],
+)
+def test_by_hand_gradients_name_the_mistake(tiny, name, answers, says):
+    t = tiny
+    result = by_hand.check_gradients(*answers(t), t["inf"], t["x"], t["y"], t["i"])
+    assert not result.passed
+    assert says in result.feedback, result.feedback
+
+
+@pytest.mark.parametrize(
+    "name, wrong, says",
+    [
+        ("no L2", lambda t: t["H"] - t["l2"] * torch.eye(32, dtype=torch.float64), "L2 term"),
+        (
+            "sum",
+            lambda t: (
+                t["n"] * (t["H"] - t["l2"] * torch.eye(32, dtype=torch.float64))
+                + t["l2"] * torch.eye(32, dtype=torch.float64)
+            ),
+            "sums the losses",
+        ),  # fmt: skip
+        ("negated", lambda t: -t["H"], "wrong sign"),
+        ("string", lambda t: "H", "shape"),
+        ("blank", lambda t: ..., "not filled in"),
+    ],
+)
+def test_by_hand_hessian_names_the_mistake(tiny, name, wrong, says):
+    result = by_hand.check_hessian(wrong(tiny), tiny["inf"])
+    assert not result.passed
+    assert says in result.feedback, result.feedback
+
+
+# ----- exercise 2: predict helpful and harmful points ----------------------------------------
+@pytest.fixture(scope="module")
+def candidates():
+    data = iw.datasets.digits(n_train=400)
+    model = iw.models.logistic_regression(data)
+    iw.train(model, data, l2=0.01, progress=False)
+    inf = iw.Influence(model, data, l2=0.01, progress=False)
+    return depends.pick_candidates(inf, data, 0, k=10)
+
+
+def _letters(truth: dict[str, str], group: str) -> set[str]:
+    return {c for c, g in truth.items() if g == group}
+
+
+def test_candidates_are_two_of_each_kind(candidates):
+    truth = candidates.truth()
+    assert sorted(truth) == list("ABCDEF")
+    assert [len(_letters(truth, g)) for g in ("helpful", "harmful", "neither")] == [2, 2, 2]
+
+
+def test_depends_prediction_passes_four_of_six_and_reports_counts_only(candidates):
+    truth = candidates.truth()
+    helpful, harmful = _letters(truth, "helpful"), _letters(truth, "harmful")
+    assert depends.check_prediction(helpful, harmful, candidates).passed
+    one_off = {*helpful, next(iter(_letters(truth, "neither")))}
+    assert depends.check_prediction(one_off, harmful, candidates).passed  # 5 of 6
+    swapped = depends.check_prediction(harmful, helpful, candidates)
+    assert not swapped.passed
+    assert "2 of 6" in swapped.feedback and "Hint" in swapped.feedback
+    assert not any(f"#{j}" in swapped.feedback for j in candidates.indices.values())
+
+
+@pytest.mark.parametrize(
+    "helpful, harmful, says",
+    [
+        (..., ..., "not filled in"),
+        ({"A"}, {"A"}, "in both"),
+        ({"Z"}, set(), "not a candidate"),
+        (3, set(), "set of letters"),
+    ],
+)
+def test_depends_rejects_unusable_predictions(candidates, helpful, harmful, says):
+    result = depends.check_prediction(helpful, harmful, candidates)
+    assert not result.passed
+    assert says in result.feedback, result.feedback
+
+
+def test_depends_lookup_names_the_misplaced_letters(candidates):
+    truth = candidates.truth()
+    helpful, harmful = _letters(truth, "helpful"), _letters(truth, "harmful")
+    right = depends.check_lookup(helpful, harmful, candidates)
+    assert right.passed and "removing it would raise" in right.feedback
+    moved = sorted(helpful)[0]
+    wrong = depends.check_lookup(helpful - {moved}, harmful | {moved}, candidates)
+    assert not wrong.passed
+    assert wrong.feedback.startswith(f"{moved} is not where inf.top puts it")
+
+
+# ----- exercise 3: wrong labels on a budget --------------------------------------------------
+@pytest.fixture(scope="module")
+def planted():
+    planted = wrong_labels.plant_wrong_labels(
+        iw.datasets.digits(n_train=400), n_wrong=20, budget=20
+    )
+    model = iw.models.logistic_regression(planted.data)
+    iw.train(model, planted.data, l2=0.01, progress=False)
+    inf = iw.Influence(model, planted.data, l2=0.01, progress=False)
+    return planted, model, inf.self_influence()
+
+
+def test_planting_changes_exactly_the_flipped_labels():
+    clean = iw.datasets.digits(n_train=400)
+    planted = wrong_labels.plant_wrong_labels(clean, n_wrong=20, budget=20)
+    changed = torch.where(planted.data.y_train != clean.y_train)[0]
+    assert torch.equal(changed, planted.flipped)
+    assert "flipped" not in repr(planted)
+
+
+def test_wrong_labels_self_influence_ranking_passes(planted):
+    p, model, self_inf = planted
+    result = wrong_labels.check_search(torch.argsort(self_inf)[: p.budget], p, model)
+    assert result.passed, result.feedback
+    assert "at random catches" in result.feedback and "highest training losses" in result.feedback
+
+
+@pytest.mark.parametrize(
+    "name, chosen, says",
+    [
+        ("wrong way round", lambda s, b: torch.argsort(s, descending=True)[:b], "wrong way"),
+        ("over budget", lambda s, b: torch.argsort(s)[: b + 1], "budget is"),
+        ("scores", lambda s, b: s, "scores, not indices"),
+        ("duplicates", lambda s, b: [0, 0], "twice"),
+        ("out of range", lambda s, b: [10_000], "outside"),
+        ("blank", lambda s, b: ..., "not filled in"),
+        (
+            "random",
+            lambda s, b: torch.randperm(len(s), generator=torch.Generator().manual_seed(7))[:b],
+            "You need",
+        ),  # fmt: skip
+    ],
+)
+def test_wrong_labels_rejects_typical_mistakes(planted, name, chosen, says):
+    p, model, self_inf = planted
+    result = wrong_labels.check_search(chosen(self_inf, p.budget), p, model)
+    assert not result.passed
+    assert says in result.feedback, result.feedback
+
+
+# ----- exercise 4: when influence fails ------------------------------------------------------
+@pytest.fixture(scope="module")
+def loo_run():
+    data = iw.datasets.digits(n_train=200)
+    model = iw.models.logistic_regression(data)
+    iw.train(model, data, l2=0.01, progress=False)
+    inf = iw.Influence(model, data, l2=0.01, progress=False)
+    x, y = data.X_test[:1], data.y_test[:1]
+    loo = iw.validate_loo(inf, x, y, n_remove=5, progress=False)
+    return inf, x, y, loo, data
+
+
+def test_when_fails_prediction_takes_a_bool():
+    assert when_fails.check_prediction(False).passed
+    assert when_fails.check_prediction(np.bool_(True)).passed
+    for bad, says in [(..., "not filled in"), ("yes", "True or False")]:
+        result = when_fails.check_prediction(bad)
+        assert not result.passed and says in result.feedback
+
+
+def test_when_fails_loo_checks_the_reported_number(loo_run):
+    inf, x, y, loo, data = loo_run
+    assert when_fails.check_loo(loo, loo.pearson, inf, x, y).passed
+    assert when_fails.check_loo(loo, round(loo.pearson, 2), inf, x, y).passed
+    cases = [
+        (loo, loo.spearman, x, y, "Spearman"),
+        (loo, loo.pearson**2 - 0.1, x, y, "not this run's Pearson R"),
+        (loo, loo.pearson, data.X_test[1:2], data.y_test[1:2], "was not run on"),
+        (..., 0.5, x, y, "not filled in"),
+        ("loo", 0.5, x, y, "what iw.validate_loo returns"),
+    ]
+    if abs(loo.spearman - loo.pearson) <= 5e-3:
+        cases = cases[1:]
+    for run, reported, xt, yt, says in cases:
+        result = when_fails.check_loo(run, reported, inf, xt, yt)
+        assert not result.passed
+        assert says in result.feedback, result.feedback
+    many = dataclasses.replace(loo, removed=np.arange(30))
+    assert "quick" in when_fails.check_loo(many, loo.pearson, inf, x, y).feedback
+
+
+def _loo_with(pearson: float) -> LOOResult:
+    return LOOResult(
+        test_index=None, removed=np.arange(10), predicted=np.zeros(10), actual=np.zeros(10),
+        pearson=pearson, spearman=pearson, drift=0.0, strategy="maxinf", solver="direct",
+        seconds=1.0,
+    )  # fmt: skip
+
+
+def test_when_fails_conclusion_is_consistent_with_the_measurement():
+    failed, matched = _loo_with(0.1), _loo_with(0.99)
+    right = when_fails.check_conclusion(False, "B", failed, True)
+    assert right.passed and "prediction was wrong" in right.feedback
+    assert when_fails.check_conclusion(False, "b", failed, False).passed
+    assert when_fails.check_conclusion(True, ..., matched, True).passed
+    for matched_, reason, run, says in [
+        (True, "B", failed, "does not agree"),
+        (False, "B", matched, "does not agree"),
+        (False, "A", failed, "warm-starts"),
+        (False, "D", failed, "fewer parameters"),
+        (False, "Q", failed, "one of"),
+        (False, ..., failed, "not filled in"),
+        (..., "B", failed, "not filled in"),
+    ]:
+        result = when_fails.check_conclusion(matched_, reason, run, False)
+        assert not result.passed
+        assert says in result.feedback, result.feedback
+
+
+# ----- the notebooks -------------------------------------------------------------------------
+def _generator():
+    spec = importlib.util.spec_from_file_location(
+        "make_exercises", EXERCISE_DIR / "make_exercises.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _content(path: Path) -> list:
+    nb = nbformat.read(path, as_version=4)
+    return [dict(nb.metadata)] + [(c.cell_type, dict(c.metadata), c.source) for c in nb.cells]
+
+
+def test_there_are_four_exercises_with_solutions():
+    assert len(STUDENT) >= 4
+    assert [p.name for p in SOLUTIONS] == [p.name for p in STUDENT]
+
+
+def test_exercises_are_what_the_generator_writes(tmp_path: Path):
+    written = _generator().write_all(tmp_path)
+    for path in written:
+        stored = EXERCISE_DIR / path.relative_to(tmp_path)
+        assert stored.exists(), f"{stored} is missing: run notebooks/exercises/make_exercises.py"
+        assert _content(stored) == _content(path), (
+            f"{stored.relative_to(EXERCISE_DIR.parent)} is not what make_exercises.py writes: "
+            "edit the cells there and run `python notebooks/exercises/make_exercises.py`"
+        )
+    assert len(written) == len(STUDENT) + len(SOLUTIONS)
+
+
+def test_student_notebooks_hold_blanks_and_no_outputs():
+    for path in [*STUDENT, *SOLUTIONS]:
+        nb = nbformat.read(path, as_version=4)
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), path.name
+        tags = [c.metadata.get("tags", []) for c in nb.cells]
+        assert any("check" in t for t in tags) and any("answer" in t for t in tags), path.name
+    for path in STUDENT:
+        nb = nbformat.read(path, as_version=4)
+        answers = [c.source for c in nb.cells if "answer" in c.metadata.get("tags", [])]
+        assert all("= ...  # TODO" in source for source in answers), path.name
+
+
+def _run(path: Path, tmp_path: Path, monkeypatch) -> tuple[list[str], float]:
+    """Execute the notebook headless; the text each check cell printed, and the seconds taken."""
+    # The 2 cores of the test machine are shared: one thread per kernel avoids oversubscription.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb, timeout=TIME_LIMIT_S, kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )  # fmt: skip
+    start = time.perf_counter()
+    client.execute()
+    seconds = time.perf_counter() - start
+    checks = []
+    for cell in nb.cells:
+        if "check" in cell.metadata.get("tags", []):
+            text = "".join(
+                o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in cell.outputs
+            )
+            checks.append(text)
+    print(f"{path.relative_to(EXERCISE_DIR)}: {seconds:.1f} s")
+    return checks, seconds
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: f"solutions/{p.name}")
+def test_solution_passes_every_check(path: Path, tmp_path: Path, monkeypatch):
+    checks, seconds = _run(path, tmp_path, monkeypatch)
+    assert checks
+    for text in checks:
+        assert text.startswith("[passed]"), f"{path.name}: {text}"
+    assert seconds < TIME_LIMIT_S
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", STUDENT, ids=lambda p: p.name)
+def test_blank_exercise_is_rejected_with_feedback(path: Path, tmp_path: Path, monkeypatch):
+    checks, seconds = _run(path, tmp_path, monkeypatch)
+    assert checks
+    for text in checks:
+        assert text.startswith("[not yet]"), f"{path.name}: {text}"
+        assert len(text.removeprefix("[not yet]").strip()) > 20, f"{path.name}: no feedback"
+    assert seconds < TIME_LIMIT_S
