@@ -284,13 +284,18 @@ class Influence:
         return self._diagnostics
 
     # ----- gradients ------------------------------------------------------------------------
-    def _risk_gradient_norm(self) -> float:
+    def mean_loss_gradient(self) -> torch.Tensor:
+        """grad L(theta_hat) = (1/n) sum_i grad L(z_i, theta_hat), without the L2 term, (p,);
+        grad R(theta_hat) = grad L(theta_hat) + l2 theta_hat."""
         obj = self.objective
         total = torch.zeros_like(obj.theta)
         for x, y, _ in self._batches("gradient at theta_hat"):
             total += grad(lambda th, x=x, y=y: obj.loss(th, x, y).sum())(obj.theta)
-        total = total / self.n + obj.l2 * obj.theta
-        return float(total.norm())
+        return total / self.n
+
+    def _risk_gradient_norm(self) -> float:
+        obj = self.objective
+        return float((self.mean_loss_gradient() + obj.l2 * obj.theta).norm())
 
     def _batches(self, desc: str):
         obj = self.objective

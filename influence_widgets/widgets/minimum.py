@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch.func import grad
-
 from influence_widgets.core import Influence
 
 __all__ = ["MINIMUM_TOL", "Stationarity", "at_minimum", "not_at_minimum_notice"]
@@ -34,23 +31,13 @@ class Stationarity:
         return self.grad_norm <= MINIMUM_TOL
 
 
-def _mean_loss_gradient(influence: Influence) -> torch.Tensor:
-    """grad L(theta_hat) = (1/n) sum_i grad ell(z_i, theta_hat), without the L2 term."""
-    obj = influence.objective
-    total = torch.zeros_like(obj.theta)
-    for x, y, _ in influence.train.batches(influence.batch_size):
-        x, y = obj.cast_inputs(x), obj.cast_targets(y)
-        total += grad(lambda th, x=x, y=y: obj.loss(th, x, y).sum())(obj.theta)
-    return total / influence.n
-
-
 def at_minimum(influence: Influence) -> Stationarity:
     """How far theta_hat is from a minimum of R with the influence's l2, and the l2 (if any)
     with which it is a minimum: l2* = -<grad L, theta> / ||theta||^2 when l2* > 0 and
     ||grad L + l2* theta|| is both below MINIMUM_TOL and a tenth of ||grad R|| or less."""
     obj = influence.objective
     theta = obj.theta.detach()
-    g = _mean_loss_gradient(influence).detach()
+    g = influence.mean_loss_gradient().detach()
     norm = float((g + obj.l2 * theta).norm())
     likely = None
     theta_sq = float(theta.dot(theta))
