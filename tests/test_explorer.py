@@ -404,7 +404,7 @@ def test_the_explanation_is_true_for_correct_and_misclassified_points(explorer, 
     assert "support this prediction" not in text
     assert f"support the true label {label}" in text
     assert f"against the prediction {pred}" in text
-    assert f"push toward the wrong prediction {pred}" in text
+    assert f"work against the true label {label}, as the prediction {pred} does" in text
     # What the text claims: on the loss of the predicted class, the helpful points mostly count
     # as harmful (they work against the prediction).
     helpful = torch.tensor([it["index"] for it in panel["helpful"]])

@@ -78,8 +78,8 @@ def explanation(label: str, pred: str, correct: bool) -> str:
         f"Misclassified: the true label is {label}, the model predicts {pred}. Scores are for the "
         f"loss of the true label {label}, so helpful points (score > 0) support the true label "
         f"{label}: they push the model toward it, against the prediction {pred}; removing one "
-        f"would raise that loss. Harmful points (score < 0) push toward the wrong prediction "
-        f"{pred}: removing one would lower the loss of {label}."
+        f"would raise that loss. Harmful points (score < 0) work against the true label "
+        f"{label}, as the prediction {pred} does: removing one would lower the loss of {label}."
     )
 
 

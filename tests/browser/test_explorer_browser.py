@@ -388,7 +388,9 @@ def test_misclassified_point_is_explained_for_its_true_label_in(
     text = explorer.locator(".iw-panel .iw-explanation")
     expect(text).to_contain_text(f"the true label is {label}, the model predicts {pred}")
     expect(text).to_contain_text(f"support the true label {label}")
-    expect(text).to_contain_text(f"push toward the wrong prediction {pred}")
+    expect(text).to_contain_text(
+        f"work against the true label {label}, as the prediction {pred} does"
+    )
     assert "support this prediction" not in explorer.locator(".iw-panel").inner_text()
     save_screenshot(explorer, "misclassified_panel_lab.png")
     assert not _shown_errors(page)
