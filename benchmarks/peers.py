@@ -94,8 +94,8 @@ only indicative. Two runs may go in parallel, one per core (``--threads 1``), ea
 own copy of the JSON; ``--merge-only --include COPY --cases ... --systems ... --solvers ...`` then
 copies the selected rows of a copy into --json (with their cases' records, commands, seconds and
 machines; both files must name the same package versions) and recomputes the targets.
-``--markdown PATH`` writes the README's tables; ``--merge-only --json FILE --markdown PATH`` writes
-those of an existing file and leaves it as it is.
+``--markdown PATH`` writes the tables of benchmarks/README.md; ``--merge-only --json FILE
+--markdown PATH`` writes those of an existing file and leaves it as it is.
 """
 
 from __future__ import annotations
