@@ -61,6 +61,20 @@ def in_magic_terms(text: str) -> str:
     return re.sub(r"\bdamping=([0-9][0-9.eE+-]*)", r"--damping \1", text)
 
 
+# The explorer's argument names, as the magic's options spell them.
+OPTIONS = {"class_names": "--class-names", "feature_names": "--feature-names"}
+
+
+def in_option_terms(text: str, options: dict[str, str]) -> str:
+    """An explorer error as the magic's: a message that starts with an argument the magic sets
+    from an option starts with that option (``class_names: ...`` -> ``--class-names: ...``);
+    any other is prefixed with ``%influence:``."""
+    for name, option in options.items():
+        if text.startswith(f"{name}:"):
+            return option + text[len(name) :]
+    return f"%influence: {text}"
+
+
 def check_l2(influence, given: float) -> None:
     """A UsageError naming ``--l2`` when theta_hat is not a minimum of R with the given l2 but is
     one with another l2 (the l2 the model was trained with: a forgotten or wrong ``--l2``)."""
@@ -128,6 +142,18 @@ class InfluenceMagics(Magics):
         help="image, tabular or text: how points are shown (default: tabular)",
     )
     @argument("-k", type=int, default=8, help="helpful and harmful points to show (default: 8)")
+    @argument(
+        "--class-names",
+        nargs="+",
+        metavar="NAME",
+        help="one name per class, in label order (default: 0, 1, ...)",
+    )
+    @argument(
+        "--feature-names",
+        nargs="+",
+        metavar="NAME",
+        help="one name per input column (default: x0, x1, ...)",
+    )
     @no_var_expand
     @line_magic
     def influence(self, line: str):
@@ -139,6 +165,8 @@ class InfluenceMagics(Magics):
             %influence --demo digits
             %influence model --train X_train y_train --test X_test y_test --l2 0.01
             %influence model --train X y --test Xt yt --l2 0.01 --kind image -k 5
+            %influence model --train X y --test Xt yt --l2 0.01 --class-names cat dog
+            %influence model --train X y --test Xt yt --feature-names age height weight
             ex = _    # the explorer, to use from Python (ex.selected, ex.results())
 
         MODEL, X, y, Xt, yt are names of variables in the notebook (tensors, arrays or pandas
@@ -178,6 +206,14 @@ class InfluenceMagics(Magics):
         try:
             inf = iw.Influence(model, (X, y), l2=args.l2, damping=args.damping, solver=args.solver)
             check_l2(inf, args.l2)
-            return MagicExplorer(inf, x_test=Xt, y_test=yt, kind=args.kind, k=args.k)
+            return MagicExplorer(
+                inf,
+                x_test=Xt,
+                y_test=yt,
+                kind=args.kind,
+                k=args.k,
+                class_names=args.class_names,
+                feature_names=args.feature_names,
+            )
         except (TypeError, ValueError) as err:
-            raise UsageError(f"%influence: {in_magic_terms(str(err))}") from err
+            raise UsageError(in_option_terms(in_magic_terms(str(err)), OPTIONS)) from err

@@ -134,3 +134,28 @@ def test_a_failed_fit_advises_the_magics_damping_option(shell):
     assert re.search(r"--damping \d", ex.error), ex.error
     assert "run %influence again with the --damping it suggests" in ex.error
     assert "damping=" not in ex.error and "inf.rebuild" not in ex.error
+
+
+# ----- names and how points are shown ---------------------------------------------------------
+def test_class_and_feature_names_options(shell, digits_variables):
+    names = " ".join(f"d{c}" for c in range(10))
+    features = " ".join(f"px{j}" for j in range(64))
+    ex = shell.run_line_magic(
+        "influence",
+        f"m --train X y --test Xt yt --l2 0.01 --class-names {names} --feature-names {features}",
+    )
+    assert ex.class_names == [f"d{c}" for c in range(10)]
+    assert ex.display_data.feature_names[:2] == ["px0", "px1"]
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("--class-names a b c", r"^--class-names: got 3 names for 10 classes; pass one name"),
+        ("--feature-names a b", r"^--feature-names: got 2 names for 64 features; pass one name"),
+    ],
+    ids=["class-names", "feature-names"],
+)
+def test_a_wrong_number_of_names_names_the_option(shell, digits_variables, option, message):
+    with pytest.raises(UsageError, match=message):
+        shell.run_line_magic("influence", f"m --train X y --test Xt yt --l2 0.01 {option}")
