@@ -61,10 +61,6 @@ def in_magic_terms(text: str) -> str:
     return re.sub(r"\bdamping=([0-9][0-9.eE+-]*)", r"--damping \1", text)
 
 
-# The explorer's argument names, as the magic's options spell them.
-OPTIONS = {"class_names": "--class-names", "feature_names": "--feature-names"}
-
-
 def in_option_terms(text: str, options: dict[str, str]) -> str:
     """An explorer error as the magic's: a message that starts with an argument the magic sets
     from an option starts with that option (``class_names: ...`` -> ``--class-names: ...``);
@@ -95,6 +91,65 @@ def plain(value):
     if isinstance(value, torch.Tensor | np.ndarray) or not hasattr(value, "to_numpy"):
         return value
     return np.array(value.to_numpy(), copy=True)
+
+
+def columns_of(X) -> list[str] | None:
+    """The column names of a pandas DataFrame as strings; None for anything else."""
+    columns = getattr(X, "columns", None)
+    return None if columns is None else [str(c) for c in columns]
+
+
+def categories_of(y) -> tuple[np.ndarray, list[str]] | None:
+    """(codes, categories) of a pandas Categorical or categorical Series with named (not
+    integer) categories: the codes are the labels 0..C-1 and the categories their names. None
+    for anything else, integer categories included: their values are the labels, as
+    ``iw.train`` reads them."""
+    cat = y if hasattr(y, "codes") and hasattr(y, "categories") else getattr(y, "cat", None)
+    if cat is None or np.asarray(cat.categories).dtype.kind in "iu":
+        return None
+    return np.array(cat.codes, dtype=np.int64), [str(c) for c in cat.categories]
+
+
+def labels_and_class_names(y, yt) -> tuple[object, object, list[str] | None]:
+    """The labels (y, yt) for the model and the class names they carry: for pandas categoricals
+    their codes and categories (both must be categoricals with the same categories, or the
+    codes would mean different classes); anything else as it is, with no names."""
+    train, test = categories_of(y), categories_of(yt)
+    if train is None and test is None:
+        return plain(y), plain(yt), None
+    if train is None or test is None or train[1] != test[1]:
+        raise UsageError(
+            "--test: y and yt must both be pandas categoricals with the same categories (their "
+            "codes are the labels), or neither; convert with yt.astype(y.dtype)"
+        )
+    for option, (codes, _) in (("--train", train), ("--test", test)):
+        if (codes < 0).any():
+            raise UsageError(f"{option}: the labels have missing values; drop or fill them")
+    return train[0], test[0], train[1]
+
+
+def check_same_columns(X, Xt) -> None:
+    """A UsageError when X and Xt are DataFrames with different columns (the model would read
+    Xt's values as other features)."""
+    if columns_of(X) is not None and columns_of(Xt) not in (None, columns_of(X)):
+        raise UsageError("--test: the columns of Xt differ from those of X; select X's columns")
+
+
+def names_and_sources(
+    args, columns: list[str] | None, categories: list[str] | None
+) -> tuple[dict, dict[str, str]]:
+    """The explorer's ``class_names`` and ``feature_names``: the options when given, else the
+    categories of y and the columns of X (None when there are none); and where each came from,
+    for the errors (see :func:`in_option_terms`)."""
+    names = {
+        "class_names": args.class_names or categories,
+        "feature_names": args.feature_names or columns,
+    }
+    sources = {
+        "class_names": "--class-names" if args.class_names else "--train: the categories of y",
+        "feature_names": "--feature-names" if args.feature_names else "--train: the columns of X",
+    }
+    return names, sources
 
 
 def check_variable_name(name: str, what: str) -> None:
@@ -174,6 +229,10 @@ class InfluenceMagics(Magics):
         ``iw.train(model, (X, y), l2=0.01)`` and then ``--l2 0.01``: influence assumes the
         trained parameters minimise the training risk with that l2. Defaults: --l2 0 (no L2
         term), --damping 0, --solver auto, --kind tabular, -k 8.
+
+        Names: a pandas DataFrame X names the features by its columns, and a pandas categorical
+        y with named categories names the classes (its codes are the labels; y and yt must
+        share the categories). --feature-names and --class-names take precedence.
         """
         import influence_widgets as iw
 
@@ -201,8 +260,12 @@ class InfluenceMagics(Magics):
             raise UsageError(
                 f"MODEL: {args.model!r} is a {type(model).__name__}, not a torch.nn.Module"
             )
-        X, y = (plain(self._lookup(n, "--train")) for n in args.train)
-        Xt, yt = (plain(self._lookup(n, "--test")) for n in args.test)
+        X, y = (self._lookup(n, "--train") for n in args.train)
+        Xt, yt = (self._lookup(n, "--test") for n in args.test)
+        check_same_columns(X, Xt)
+        y, yt, category_names = labels_and_class_names(y, yt)
+        names, sources = names_and_sources(args, columns_of(X), category_names)
+        X, Xt = plain(X), plain(Xt)
         try:
             inf = iw.Influence(model, (X, y), l2=args.l2, damping=args.damping, solver=args.solver)
             check_l2(inf, args.l2)
@@ -212,8 +275,7 @@ class InfluenceMagics(Magics):
                 y_test=yt,
                 kind=args.kind,
                 k=args.k,
-                class_names=args.class_names,
-                feature_names=args.feature_names,
+                **names,
             )
         except (TypeError, ValueError) as err:
-            raise UsageError(in_option_terms(in_magic_terms(str(err)), OPTIONS)) from err
+            raise UsageError(in_option_terms(in_magic_terms(str(err)), sources)) from err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import pytest
 import torch
@@ -159,3 +160,76 @@ def test_class_and_feature_names_options(shell, digits_variables):
 def test_a_wrong_number_of_names_names_the_option(shell, digits_variables, option, message):
     with pytest.raises(UsageError, match=message):
         shell.run_line_magic("influence", f"m --train X y --test Xt yt --l2 0.01 {option}")
+
+
+@pytest.fixture(scope="module")
+def frame_variables(shell):
+    """breast_cancer as pandas objects: X a DataFrame with named columns (read-only arrays, as
+    pandas hands out), y a categorical with named categories whose codes the model learnt."""
+    pd = pytest.importorskip("pandas")
+    data = iw.datasets.breast_cancer()
+    model = iw.models.logistic_regression(data)
+    iw.train(model, data, l2=0.01, progress=False)
+    names = data.class_names
+
+    def frame(X):
+        return pd.DataFrame(X.numpy(), columns=data.feature_names)
+
+    def labels(y):
+        return pd.Series(pd.Categorical.from_codes(y.numpy(), categories=names))
+
+    shell.user_ns.update(
+        fm=model,
+        FX=frame(data.X_train),
+        Fy=labels(data.y_train),
+        FXt=frame(data.X_test),
+        Fyt=labels(data.y_test),
+    )
+    return data
+
+
+def test_a_dataframe_names_the_features_and_a_categorical_the_classes(shell, frame_variables):
+    """Before, the columns showed as x0 ... x29 and a categorical of names could not be read."""
+    data = frame_variables
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ex = shell.run_line_magic("influence", "fm --train FX Fy --test FXt Fyt --l2 0.01")
+    assert not [w for w in caught if "not writable" in str(w.message)]
+    assert ex.display_data.feature_names == data.feature_names
+    assert ex.class_names == data.class_names
+    assert torch.equal(ex.y_test, data.y_test)
+    ex = shell.run_line_magic(
+        "influence",
+        "fm --train FX Fy --test FXt Fyt --l2 0.01 --class-names bad good --feature-names "
+        + " ".join(f"f{j}" for j in range(30)),
+    )
+    assert ex.class_names == ["bad", "good"] and ex.display_data.feature_names[0] == "f0"
+
+
+def test_integer_categories_are_the_labels_themselves(shell, frame_variables):
+    shell.user_ns.update(Iy=shell.user_ns["Fy"].cat.codes.astype("category"))
+    shell.user_ns.update(Iyt=shell.user_ns["Fyt"].cat.codes.astype("category"))
+    ex = shell.run_line_magic("influence", "fm --train FX Iy --test FXt Iyt --l2 0.01")
+    assert ex.class_names == ["0", "1"] and torch.equal(ex.y_test, frame_variables.y_test)
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("fm --train FX Fy --test FXt Fyt_other", r"^--test: y and yt must both be pandas"),
+        ("fm --train FX Fy --test FXt Fyt_codes", r"^--test: y and yt must both be pandas"),
+        ("fm --train FX Fy_nan --test FXt Fyt", r"^--train: the labels have missing values"),
+        ("fm --train FX Fy --test FXt_shuffled Fyt", r"^--test: the columns of Xt differ"),
+    ],
+    ids=["other-categories", "codes-and-categorical", "missing-label", "other-columns"],
+)
+def test_pandas_labels_and_columns_that_do_not_match(shell, frame_variables, line, message):
+    Fy, Fyt, FXt = (shell.user_ns[n] for n in ("Fy", "Fyt", "FXt"))
+    shell.user_ns.update(
+        Fyt_other=Fyt.cat.rename_categories(["a", "b"]),
+        Fyt_codes=Fyt.cat.codes,
+        Fy_nan=Fy.where(Fy.index != 0),  # one missing label, the same categories
+        FXt_shuffled=FXt[FXt.columns[::-1]],
+    )
+    with pytest.raises(UsageError, match=message):
+        shell.run_line_magic("influence", f"{line} --l2 0.01")
