@@ -3,6 +3,7 @@
 Forms:
     %influence --demo digits            (also breast_cancer, fashion_mnist)
     %influence MODEL --train X y --test Xt yt [--l2 L] [--damping D] [--solver S] [-k K]
+               [--kind KIND] [--image-shape H W [C]] [--class-names ...] [--feature-names ...]
 
 Names are looked up in the user namespace, never evaluated as code: the line is not expanded either
 (``{...}`` and ``$name`` stay as they are). The magic returns the explorer, so it shows as the cell's
@@ -20,6 +21,7 @@ from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from influence_widgets.widgets.explorer import InfluenceExplorer, failure_message
+from influence_widgets.widgets.inputs import as_numpy
 from influence_widgets.widgets.minimum import at_minimum
 
 __all__ = ["InfluenceMagics", "demo_explorer"]
@@ -152,6 +154,68 @@ def names_and_sources(
     return names, sources
 
 
+def display_options(args, X, Xt) -> dict:
+    """The explorer's ``kind`` and, with ``--image-shape``, its ``train_display`` and
+    ``test_display``: the input rows reshaped to images."""
+    kind = args.kind or ("image" if args.image_shape else "tabular")
+    if args.image_shape is None:
+        if kind == "image":
+            check_not_flat(X)
+        return {"kind": kind}
+    if kind != "image":
+        raise UsageError(f"--image-shape: shows the inputs as images; drop --kind {kind}")
+    shape = check_image_shape(args.image_shape)
+    return {
+        "kind": "image",
+        "train_display": as_images(X, shape, "X"),
+        "test_display": as_images(Xt, shape, "Xt"),
+    }
+
+
+def check_image_shape(shape: list[int]) -> tuple[int, ...]:
+    """``--image-shape`` as (H, W) or (H, W, C) with C in 1, 3, 4 (grey, RGB, RGBA)."""
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise UsageError(f"--image-shape: pass H W or H W C, positive integers, got {shape}")
+    if len(shape) == 3 and shape[2] not in (1, 3, 4):
+        raise UsageError(f"--image-shape: C must be 1, 3 or 4 (grey, RGB, RGBA), got {shape[2]}")
+    return tuple(shape)
+
+
+def as_images(X, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """The rows of ``X`` (n, H*W*C) as images (n, H, W[, C]); C = 1 shows as (n, H, W)."""
+    rows = as_numpy(X)
+    size = int(np.prod(shape))
+    if rows.ndim != 2 or rows.shape[1] != size:
+        raise UsageError(
+            f"--image-shape: {' x '.join(map(str, shape))} = {size} values per image, but {name} "
+            f"has shape {rows.shape}; pass H W [C] whose product is the number of columns"
+        )
+    images = rows.reshape(len(rows), *shape)
+    return images[..., 0] if images.ndim == 4 and images.shape[3] == 1 else images
+
+
+def check_not_flat(X) -> None:
+    """A UsageError for ``--kind image`` on flat rows (n, d): they need ``--image-shape``."""
+    shape = tuple(np.shape(X))
+    if len(shape) != 2:
+        return
+    raise UsageError(
+        f"--kind image: the inputs are flat rows of {shape[1]} values (X has shape {shape}); "
+        f"pass --image-shape H W (or H W C) to show each row as an H x W image"
+        f"{square_shape_hint(shape[1])}"
+    )
+
+
+def square_shape_hint(d: int) -> str:
+    """``", here --image-shape S S"`` (or ``S S 3``) when ``d`` values make a square grey (or
+    RGB) image; else ``""``."""
+    for channels in ("", " 3"):
+        side = round((d / (3 if channels else 1)) ** 0.5)
+        if side * side * (3 if channels else 1) == d:
+            return f", here --image-shape {side} {side}{channels}"
+    return ""
+
+
 def check_variable_name(name: str, what: str) -> None:
     """A UsageError unless ``name`` is a plain variable name (the magic never evaluates code)."""
     if not name.isidentifier():
@@ -193,8 +257,8 @@ class InfluenceMagics(Magics):
     @argument("--solver", default="auto", help="auto, direct, cg, lissa or arnoldi (default: auto)")
     @argument(
         "--kind",
-        default="tabular",
-        help="image, tabular or text: how points are shown (default: tabular)",
+        help="image, tabular or text: how points are shown (default: tabular), image with "
+        "--image-shape",
     )
     @argument("-k", type=int, default=8, help="helpful and harmful points to show (default: 8)")
     @argument(
@@ -209,6 +273,13 @@ class InfluenceMagics(Magics):
         metavar="NAME",
         help="one name per input column (default: x0, x1, ...)",
     )
+    @argument(
+        "--image-shape",
+        nargs="+",
+        type=int,
+        metavar="N",
+        help="H W or H W C: show each input row of H*W*C values as an H x W image",
+    )
     @no_var_expand
     @line_magic
     def influence(self, line: str):
@@ -219,7 +290,7 @@ class InfluenceMagics(Magics):
             %load_ext influence_widgets
             %influence --demo digits
             %influence model --train X_train y_train --test X_test y_test --l2 0.01
-            %influence model --train X y --test Xt yt --l2 0.01 --kind image -k 5
+            %influence model --train X y --test Xt yt --l2 0.01 --image-shape 8 8 -k 5
             %influence model --train X y --test Xt yt --l2 0.01 --class-names cat dog
             %influence model --train X y --test Xt yt --feature-names age height weight
             ex = _    # the explorer, to use from Python (ex.selected, ex.results())
@@ -233,6 +304,10 @@ class InfluenceMagics(Magics):
         Names: a pandas DataFrame X names the features by its columns, and a pandas categorical
         y with named categories names the classes (its codes are the labels; y and yt must
         share the categories). --feature-names and --class-names take precedence.
+
+        Images: inputs of shape (n, H, W) or (n, H, W, C) show with --kind image; flattened rows
+        (n, H*W*C) with --image-shape H W [C] (e.g. 8 8 for digits' 64 columns, 28 28 3 for
+        colour), which implies --kind image.
         """
         import influence_widgets as iw
 
@@ -266,6 +341,7 @@ class InfluenceMagics(Magics):
         y, yt, category_names = labels_and_class_names(y, yt)
         names, sources = names_and_sources(args, columns_of(X), category_names)
         X, Xt = plain(X), plain(Xt)
+        shown = display_options(args, X, Xt)
         try:
             inf = iw.Influence(model, (X, y), l2=args.l2, damping=args.damping, solver=args.solver)
             check_l2(inf, args.l2)
@@ -273,8 +349,8 @@ class InfluenceMagics(Magics):
                 inf,
                 x_test=Xt,
                 y_test=yt,
-                kind=args.kind,
                 k=args.k,
+                **shown,
                 **names,
             )
         except (TypeError, ValueError) as err:

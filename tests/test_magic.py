@@ -41,7 +41,7 @@ def test_magic_demo_returns_an_explorer(shell):
 def test_magic_with_user_variables_and_its_errors(shell, digits_variables):
     ex = shell.run_line_magic("influence", "m --train X y --test Xt yt --l2 0.01")
     assert isinstance(ex, iw.InfluenceExplorer) and ex.kind == "tabular"
-    with pytest.raises(UsageError, match="train_display: image data must be"):
+    with pytest.raises(UsageError, match="--kind image: the inputs are flat rows"):
         shell.run_line_magic("influence", "m --train X y --test Xt yt --l2 0.01 --kind image")
     with pytest.raises(UsageError, match="no variable named 'nope'"):
         shell.run_line_magic("influence", "nope --train X y --test Xt yt")
@@ -70,6 +70,8 @@ def test_magic_help_has_examples_defaults_and_the_same_l2_rule(shell):
     assert "%influence model --train X_train y_train --test X_test y_test --l2 0.01" in doc
     assert "--l2 0 (no L2" in doc and "--kind tabular" in doc
     assert "to a minimum with the same l2" in doc
+    assert "--image-shape 8 8" in doc and "--class-names cat dog" in doc
+    assert "--feature-names age" in doc and "DataFrame" in doc
     assert re.search(r"--l2 L2 .*\(default: 0\)", " ".join(doc.split()))
     assert re.search(r"--kind KIND .*\(default: tabular\)", " ".join(doc.split()))
 
@@ -233,3 +235,49 @@ def test_pandas_labels_and_columns_that_do_not_match(shell, frame_variables, lin
     )
     with pytest.raises(UsageError, match=message):
         shell.run_line_magic("influence", f"{line} --l2 0.01")
+
+
+def test_image_shape_shows_flat_rows_as_images(shell, digits_variables):
+    data, _ = digits_variables
+    ex = shell.run_line_magic("influence", "m --train X y --test Xt yt --l2 0.01 --image-shape 8 8")
+    assert ex.kind == "image" and ex.display_data.train[0].shape == (8, 8)
+    assert ex.display_data.test.shape == (len(data.X_test), 8, 8)
+    assert ex.display_data.item("test", 0)["png"].startswith(b"\x89PNG")
+    ex = shell.run_line_magic(
+        "influence", "m --train X y --test Xt yt --l2 0.01 --image-shape 8 8 1"
+    )
+    assert ex.display_data.train[0].shape == (8, 8)
+
+
+def test_kind_image_on_flat_rows_says_to_pass_image_shape(shell, digits_variables):
+    """Before, the explorer's "train_display: image data must be (n, H, W) ..., got items of
+    shape (64,)" did not say how to fix it."""
+    with pytest.raises(UsageError) as caught:
+        shell.run_line_magic("influence", "m --train X y --test Xt yt --l2 0.01 --kind image")
+    text = str(caught.value)
+    assert text.startswith("--kind image: the inputs are flat rows of 64 values")
+    assert "pass --image-shape H W" in text and text.endswith("here --image-shape 8 8")
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("--image-shape 8 9", r"^--image-shape: 8 x 9 = 72 values per image, but X has shape \("),
+        ("--image-shape 8", r"^--image-shape: pass H W or H W C"),
+        ("--image-shape 8 0", r"^--image-shape: pass H W or H W C"),
+        ("--image-shape 4 8 2", r"^--image-shape: C must be 1, 3 or 4"),
+        ("--image-shape 8 8 --kind tabular", r"^--image-shape: .*drop --kind tabular"),
+    ],
+    ids=["product", "one-number", "zero", "two-channels", "kind-tabular"],
+)
+def test_a_bad_image_shape_is_named(shell, digits_variables, option, message):
+    with pytest.raises(UsageError, match=message):
+        shell.run_line_magic("influence", f"m --train X y --test Xt yt --l2 0.01 {option}")
+
+
+def test_square_shape_hint():
+    from influence_widgets.magic import square_shape_hint
+
+    assert square_shape_hint(64) == ", here --image-shape 8 8"
+    assert square_shape_hint(3 * 32 * 32) == ", here --image-shape 32 32 3"
+    assert square_shape_hint(30) == ""
