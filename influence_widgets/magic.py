@@ -3,6 +3,7 @@
 Forms:
     %influence --demo digits            (also breast_cancer, fashion_mnist)
     %influence MODEL --train X y --test Xt yt [--l2 L] [--damping D] [--solver S] [-k K]
+               [--kind KIND] [--image-shape H W [C]] [--class-names ...] [--feature-names ...]
 
 Names are looked up in the user namespace, never evaluated as code: the line is not expanded either
 (``{...}`` and ``$name`` stay as they are). The magic returns the explorer, so it shows as the cell's
@@ -20,6 +21,7 @@ from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from influence_widgets.widgets.explorer import InfluenceExplorer, failure_message
+from influence_widgets.widgets.inputs import as_numpy
 from influence_widgets.widgets.minimum import at_minimum
 
 __all__ = ["InfluenceMagics", "demo_explorer"]
@@ -61,6 +63,16 @@ def in_magic_terms(text: str) -> str:
     return re.sub(r"\bdamping=([0-9][0-9.eE+-]*)", r"--damping \1", text)
 
 
+def in_option_terms(text: str, options: dict[str, str]) -> str:
+    """An explorer error as the magic's: a message that starts with an argument the magic sets
+    from an option starts with that option (``class_names: ...`` -> ``--class-names: ...``);
+    any other is prefixed with ``%influence:``."""
+    for name, option in options.items():
+        if text.startswith(f"{name}:"):
+            return option + text[len(name) :]
+    return f"%influence: {text}"
+
+
 def check_l2(influence, given: float) -> None:
     """A UsageError naming ``--l2`` when theta_hat is not a minimum of R with the given l2 but is
     one with another l2 (the l2 the model was trained with: a forgotten or wrong ``--l2``)."""
@@ -81,6 +93,127 @@ def plain(value):
     if isinstance(value, torch.Tensor | np.ndarray) or not hasattr(value, "to_numpy"):
         return value
     return np.array(value.to_numpy(), copy=True)
+
+
+def columns_of(X) -> list[str] | None:
+    """The column names of a pandas DataFrame as strings; None for anything else."""
+    columns = getattr(X, "columns", None)
+    return None if columns is None else [str(c) for c in columns]
+
+
+def categories_of(y) -> tuple[np.ndarray, list[str]] | None:
+    """(codes, categories) of a pandas Categorical or categorical Series with named (not
+    integer) categories: the codes are the labels 0..C-1 and the categories their names. None
+    for anything else, integer categories included: their values are the labels, as
+    ``iw.train`` reads them."""
+    cat = y if hasattr(y, "codes") and hasattr(y, "categories") else getattr(y, "cat", None)
+    if cat is None or np.asarray(cat.categories).dtype.kind in "iu":
+        return None
+    return np.array(cat.codes, dtype=np.int64), [str(c) for c in cat.categories]
+
+
+def labels_and_class_names(y, yt) -> tuple[object, object, list[str] | None]:
+    """The labels (y, yt) for the model and the class names they carry: for pandas categoricals
+    their codes and categories (both must be categoricals with the same categories, or the
+    codes would mean different classes); anything else as it is, with no names."""
+    train, test = categories_of(y), categories_of(yt)
+    if train is None and test is None:
+        return plain(y), plain(yt), None
+    if train is None or test is None or train[1] != test[1]:
+        raise UsageError(
+            "--test: y and yt must both be pandas categoricals with the same categories (their "
+            "codes are the labels), or neither; convert with yt.astype(y.dtype)"
+        )
+    for option, (codes, _) in (("--train", train), ("--test", test)):
+        if (codes < 0).any():
+            raise UsageError(f"{option}: the labels have missing values; drop or fill them")
+    return train[0], test[0], train[1]
+
+
+def check_same_columns(X, Xt) -> None:
+    """A UsageError when X and Xt are DataFrames with different columns (the model would read
+    Xt's values as other features)."""
+    if columns_of(X) is not None and columns_of(Xt) not in (None, columns_of(X)):
+        raise UsageError("--test: the columns of Xt differ from those of X; select X's columns")
+
+
+def names_and_sources(
+    args, columns: list[str] | None, categories: list[str] | None
+) -> tuple[dict, dict[str, str]]:
+    """The explorer's ``class_names`` and ``feature_names``: the options when given, else the
+    categories of y and the columns of X (None when there are none); and where each came from,
+    for the errors (see :func:`in_option_terms`)."""
+    names = {
+        "class_names": args.class_names or categories,
+        "feature_names": args.feature_names or columns,
+    }
+    sources = {
+        "class_names": "--class-names" if args.class_names else "--train: the categories of y",
+        "feature_names": "--feature-names" if args.feature_names else "--train: the columns of X",
+    }
+    return names, sources
+
+
+def display_options(args, X, Xt) -> dict:
+    """The explorer's ``kind`` and, with ``--image-shape``, its ``train_display`` and
+    ``test_display``: the input rows reshaped to images."""
+    kind = args.kind or ("image" if args.image_shape else "tabular")
+    if args.image_shape is None:
+        if kind == "image":
+            check_not_flat(X)
+        return {"kind": kind}
+    if kind != "image":
+        raise UsageError(f"--image-shape: shows the inputs as images; drop --kind {kind}")
+    shape = check_image_shape(args.image_shape)
+    return {
+        "kind": "image",
+        "train_display": as_images(X, shape, "X"),
+        "test_display": as_images(Xt, shape, "Xt"),
+    }
+
+
+def check_image_shape(shape: list[int]) -> tuple[int, ...]:
+    """``--image-shape`` as (H, W) or (H, W, C) with C in 1, 3, 4 (grey, RGB, RGBA)."""
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise UsageError(f"--image-shape: pass H W or H W C, positive integers, got {shape}")
+    if len(shape) == 3 and shape[2] not in (1, 3, 4):
+        raise UsageError(f"--image-shape: C must be 1, 3 or 4 (grey, RGB, RGBA), got {shape[2]}")
+    return tuple(shape)
+
+
+def as_images(X, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """The rows of ``X`` (n, H*W*C) as images (n, H, W[, C]); C = 1 shows as (n, H, W)."""
+    rows = as_numpy(X)
+    size = int(np.prod(shape))
+    if rows.ndim != 2 or rows.shape[1] != size:
+        raise UsageError(
+            f"--image-shape: {' x '.join(map(str, shape))} = {size} values per image, but {name} "
+            f"has shape {rows.shape}; pass H W [C] whose product is the number of columns"
+        )
+    images = rows.reshape(len(rows), *shape)
+    return images[..., 0] if images.ndim == 4 and images.shape[3] == 1 else images
+
+
+def check_not_flat(X) -> None:
+    """A UsageError for ``--kind image`` on flat rows (n, d): they need ``--image-shape``."""
+    shape = tuple(np.shape(X))
+    if len(shape) != 2:
+        return
+    raise UsageError(
+        f"--kind image: the inputs are flat rows of {shape[1]} values (X has shape {shape}); "
+        f"pass --image-shape H W (or H W C) to show each row as an H x W image"
+        f"{square_shape_hint(shape[1])}"
+    )
+
+
+def square_shape_hint(d: int) -> str:
+    """``", here --image-shape S S"`` (or ``S S 3``) when ``d`` values make a square grey (or
+    RGB) image; else ``""``."""
+    for channels in ("", " 3"):
+        side = round((d / (3 if channels else 1)) ** 0.5)
+        if side * side * (3 if channels else 1) == d:
+            return f", here --image-shape {side} {side}{channels}"
+    return ""
 
 
 def check_variable_name(name: str, what: str) -> None:
@@ -124,10 +257,29 @@ class InfluenceMagics(Magics):
     @argument("--solver", default="auto", help="auto, direct, cg, lissa or arnoldi (default: auto)")
     @argument(
         "--kind",
-        default="tabular",
-        help="image, tabular or text: how points are shown (default: tabular)",
+        help="image, tabular or text: how points are shown (default: tabular), image with "
+        "--image-shape",
     )
     @argument("-k", type=int, default=8, help="helpful and harmful points to show (default: 8)")
+    @argument(
+        "--class-names",
+        nargs="+",
+        metavar="NAME",
+        help="one name per class, in label order (default: 0, 1, ...)",
+    )
+    @argument(
+        "--feature-names",
+        nargs="+",
+        metavar="NAME",
+        help="one name per input column (default: x0, x1, ...)",
+    )
+    @argument(
+        "--image-shape",
+        nargs="+",
+        type=int,
+        metavar="N",
+        help="H W or H W C: show each input row of H*W*C values as an H x W image",
+    )
     @no_var_expand
     @line_magic
     def influence(self, line: str):
@@ -138,7 +290,9 @@ class InfluenceMagics(Magics):
             %load_ext influence_widgets
             %influence --demo digits
             %influence model --train X_train y_train --test X_test y_test --l2 0.01
-            %influence model --train X y --test Xt yt --l2 0.01 --kind image -k 5
+            %influence model --train X y --test Xt yt --l2 0.01 --image-shape 8 8 -k 5
+            %influence model --train X y --test Xt yt --l2 0.01 --class-names cat dog
+            %influence model --train X y --test Xt yt --feature-names age height weight
             ex = _    # the explorer, to use from Python (ex.selected, ex.results())
 
         MODEL, X, y, Xt, yt are names of variables in the notebook (tensors, arrays or pandas
@@ -146,6 +300,14 @@ class InfluenceMagics(Magics):
         ``iw.train(model, (X, y), l2=0.01)`` and then ``--l2 0.01``: influence assumes the
         trained parameters minimise the training risk with that l2. Defaults: --l2 0 (no L2
         term), --damping 0, --solver auto, --kind tabular, -k 8.
+
+        Names: a pandas DataFrame X names the features by its columns, and a pandas categorical
+        y with named categories names the classes (its codes are the labels; y and yt must
+        share the categories). --feature-names and --class-names take precedence.
+
+        Images: inputs of shape (n, H, W) or (n, H, W, C) show with --kind image; flattened rows
+        (n, H*W*C) with --image-shape H W [C] (e.g. 8 8 for digits' 64 columns, 28 28 3 for
+        colour), which implies --kind image.
         """
         import influence_widgets as iw
 
@@ -173,11 +335,23 @@ class InfluenceMagics(Magics):
             raise UsageError(
                 f"MODEL: {args.model!r} is a {type(model).__name__}, not a torch.nn.Module"
             )
-        X, y = (plain(self._lookup(n, "--train")) for n in args.train)
-        Xt, yt = (plain(self._lookup(n, "--test")) for n in args.test)
+        X, y = (self._lookup(n, "--train") for n in args.train)
+        Xt, yt = (self._lookup(n, "--test") for n in args.test)
+        check_same_columns(X, Xt)
+        y, yt, category_names = labels_and_class_names(y, yt)
+        names, sources = names_and_sources(args, columns_of(X), category_names)
+        X, Xt = plain(X), plain(Xt)
+        shown = display_options(args, X, Xt)
         try:
             inf = iw.Influence(model, (X, y), l2=args.l2, damping=args.damping, solver=args.solver)
             check_l2(inf, args.l2)
-            return MagicExplorer(inf, x_test=Xt, y_test=yt, kind=args.kind, k=args.k)
+            return MagicExplorer(
+                inf,
+                x_test=Xt,
+                y_test=yt,
+                k=args.k,
+                **shown,
+                **names,
+            )
         except (TypeError, ValueError) as err:
-            raise UsageError(f"%influence: {in_magic_terms(str(err))}") from err
+            raise UsageError(in_option_terms(in_magic_terms(str(err)), sources)) from err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import pytest
 import torch
@@ -40,7 +41,7 @@ def test_magic_demo_returns_an_explorer(shell):
 def test_magic_with_user_variables_and_its_errors(shell, digits_variables):
     ex = shell.run_line_magic("influence", "m --train X y --test Xt yt --l2 0.01")
     assert isinstance(ex, iw.InfluenceExplorer) and ex.kind == "tabular"
-    with pytest.raises(UsageError, match="train_display: image data must be"):
+    with pytest.raises(UsageError, match="--kind image: the inputs are flat rows"):
         shell.run_line_magic("influence", "m --train X y --test Xt yt --l2 0.01 --kind image")
     with pytest.raises(UsageError, match="no variable named 'nope'"):
         shell.run_line_magic("influence", "nope --train X y --test Xt yt")
@@ -69,6 +70,8 @@ def test_magic_help_has_examples_defaults_and_the_same_l2_rule(shell):
     assert "%influence model --train X_train y_train --test X_test y_test --l2 0.01" in doc
     assert "--l2 0 (no L2" in doc and "--kind tabular" in doc
     assert "to a minimum with the same l2" in doc
+    assert "--image-shape 8 8" in doc and "--class-names cat dog" in doc
+    assert "--feature-names age" in doc and "DataFrame" in doc
     assert re.search(r"--l2 L2 .*\(default: 0\)", " ".join(doc.split()))
     assert re.search(r"--kind KIND .*\(default: tabular\)", " ".join(doc.split()))
 
@@ -134,3 +137,147 @@ def test_a_failed_fit_advises_the_magics_damping_option(shell):
     assert re.search(r"--damping \d", ex.error), ex.error
     assert "run %influence again with the --damping it suggests" in ex.error
     assert "damping=" not in ex.error and "inf.rebuild" not in ex.error
+
+
+# ----- names and how points are shown ---------------------------------------------------------
+def test_class_and_feature_names_options(shell, digits_variables):
+    names = " ".join(f"d{c}" for c in range(10))
+    features = " ".join(f"px{j}" for j in range(64))
+    ex = shell.run_line_magic(
+        "influence",
+        f"m --train X y --test Xt yt --l2 0.01 --class-names {names} --feature-names {features}",
+    )
+    assert ex.class_names == [f"d{c}" for c in range(10)]
+    assert ex.display_data.feature_names[:2] == ["px0", "px1"]
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("--class-names a b c", r"^--class-names: got 3 names for 10 classes; pass one name"),
+        ("--feature-names a b", r"^--feature-names: got 2 names for 64 features; pass one name"),
+    ],
+    ids=["class-names", "feature-names"],
+)
+def test_a_wrong_number_of_names_names_the_option(shell, digits_variables, option, message):
+    with pytest.raises(UsageError, match=message):
+        shell.run_line_magic("influence", f"m --train X y --test Xt yt --l2 0.01 {option}")
+
+
+@pytest.fixture(scope="module")
+def frame_variables(shell):
+    """breast_cancer as pandas objects: X a DataFrame with named columns (read-only arrays, as
+    pandas hands out), y a categorical with named categories whose codes the model learnt."""
+    pd = pytest.importorskip("pandas")
+    data = iw.datasets.breast_cancer()
+    model = iw.models.logistic_regression(data)
+    iw.train(model, data, l2=0.01, progress=False)
+    names = data.class_names
+
+    def frame(X):
+        return pd.DataFrame(X.numpy(), columns=data.feature_names)
+
+    def labels(y):
+        return pd.Series(pd.Categorical.from_codes(y.numpy(), categories=names))
+
+    shell.user_ns.update(
+        fm=model,
+        FX=frame(data.X_train),
+        Fy=labels(data.y_train),
+        FXt=frame(data.X_test),
+        Fyt=labels(data.y_test),
+    )
+    return data
+
+
+def test_a_dataframe_names_the_features_and_a_categorical_the_classes(shell, frame_variables):
+    """Before, the columns showed as x0 ... x29 and a categorical of names could not be read."""
+    data = frame_variables
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ex = shell.run_line_magic("influence", "fm --train FX Fy --test FXt Fyt --l2 0.01")
+    assert not [w for w in caught if "not writable" in str(w.message)]
+    assert ex.display_data.feature_names == data.feature_names
+    assert ex.class_names == data.class_names
+    assert torch.equal(ex.y_test, data.y_test)
+    ex = shell.run_line_magic(
+        "influence",
+        "fm --train FX Fy --test FXt Fyt --l2 0.01 --class-names bad good --feature-names "
+        + " ".join(f"f{j}" for j in range(30)),
+    )
+    assert ex.class_names == ["bad", "good"] and ex.display_data.feature_names[0] == "f0"
+
+
+def test_integer_categories_are_the_labels_themselves(shell, frame_variables):
+    shell.user_ns.update(Iy=shell.user_ns["Fy"].cat.codes.astype("category"))
+    shell.user_ns.update(Iyt=shell.user_ns["Fyt"].cat.codes.astype("category"))
+    ex = shell.run_line_magic("influence", "fm --train FX Iy --test FXt Iyt --l2 0.01")
+    assert ex.class_names == ["0", "1"] and torch.equal(ex.y_test, frame_variables.y_test)
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("fm --train FX Fy --test FXt Fyt_other", r"^--test: y and yt must both be pandas"),
+        ("fm --train FX Fy --test FXt Fyt_codes", r"^--test: y and yt must both be pandas"),
+        ("fm --train FX Fy_nan --test FXt Fyt", r"^--train: the labels have missing values"),
+        ("fm --train FX Fy --test FXt_shuffled Fyt", r"^--test: the columns of Xt differ"),
+    ],
+    ids=["other-categories", "codes-and-categorical", "missing-label", "other-columns"],
+)
+def test_pandas_labels_and_columns_that_do_not_match(shell, frame_variables, line, message):
+    Fy, Fyt, FXt = (shell.user_ns[n] for n in ("Fy", "Fyt", "FXt"))
+    shell.user_ns.update(
+        Fyt_other=Fyt.cat.rename_categories(["a", "b"]),
+        Fyt_codes=Fyt.cat.codes,
+        Fy_nan=Fy.where(Fy.index != 0),  # one missing label, the same categories
+        FXt_shuffled=FXt[FXt.columns[::-1]],
+    )
+    with pytest.raises(UsageError, match=message):
+        shell.run_line_magic("influence", f"{line} --l2 0.01")
+
+
+def test_image_shape_shows_flat_rows_as_images(shell, digits_variables):
+    data, _ = digits_variables
+    ex = shell.run_line_magic("influence", "m --train X y --test Xt yt --l2 0.01 --image-shape 8 8")
+    assert ex.kind == "image" and ex.display_data.train[0].shape == (8, 8)
+    assert ex.display_data.test.shape == (len(data.X_test), 8, 8)
+    assert ex.display_data.item("test", 0)["png"].startswith(b"\x89PNG")
+    ex = shell.run_line_magic(
+        "influence", "m --train X y --test Xt yt --l2 0.01 --image-shape 8 8 1"
+    )
+    assert ex.display_data.train[0].shape == (8, 8)
+
+
+def test_kind_image_on_flat_rows_says_to_pass_image_shape(shell, digits_variables):
+    """Before, the explorer's "train_display: image data must be (n, H, W) ..., got items of
+    shape (64,)" did not say how to fix it."""
+    with pytest.raises(UsageError) as caught:
+        shell.run_line_magic("influence", "m --train X y --test Xt yt --l2 0.01 --kind image")
+    text = str(caught.value)
+    assert text.startswith("--kind image: the inputs are flat rows of 64 values")
+    assert "pass --image-shape H W" in text and text.endswith("here --image-shape 8 8")
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("--image-shape 8 9", r"^--image-shape: 8 x 9 = 72 values per image, but X has shape \("),
+        ("--image-shape 8", r"^--image-shape: pass H W or H W C"),
+        ("--image-shape 8 0", r"^--image-shape: pass H W or H W C"),
+        ("--image-shape 4 8 2", r"^--image-shape: C must be 1, 3 or 4"),
+        ("--image-shape 8 8 --kind tabular", r"^--image-shape: .*drop --kind tabular"),
+    ],
+    ids=["product", "one-number", "zero", "two-channels", "kind-tabular"],
+)
+def test_a_bad_image_shape_is_named(shell, digits_variables, option, message):
+    with pytest.raises(UsageError, match=message):
+        shell.run_line_magic("influence", f"m --train X y --test Xt yt --l2 0.01 {option}")
+
+
+def test_square_shape_hint():
+    from influence_widgets.magic import square_shape_hint
+
+    assert square_shape_hint(64) == ", here --image-shape 8 8"
+    assert square_shape_hint(3 * 32 * 32) == ", here --image-shape 32 32 3"
+    assert square_shape_hint(30) == ""
