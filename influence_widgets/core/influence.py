@@ -221,6 +221,7 @@ class Influence:
         )
         self._fitted = False
         self._grads: torch.Tensor | None = None
+        self._loss_gradient: torch.Tensor | None = None  # grad L(theta_hat), computed once
         self._diagnostics: Diagnostics | None = None
 
     def rebuild(self, model: torch.nn.Module, train, **overrides) -> Influence:
@@ -286,12 +287,15 @@ class Influence:
     # ----- gradients ------------------------------------------------------------------------
     def mean_loss_gradient(self) -> torch.Tensor:
         """grad L(theta_hat) = (1/n) sum_i grad L(z_i, theta_hat), without the L2 term, (p,);
-        grad R(theta_hat) = grad L(theta_hat) + l2 theta_hat."""
-        obj = self.objective
-        total = torch.zeros_like(obj.theta)
-        for x, y, _ in self._batches("gradient at theta_hat"):
-            total += grad(lambda th, x=x, y=y: obj.loss(th, x, y).sum())(obj.theta)
-        return total / self.n
+        grad R(theta_hat) = grad L(theta_hat) + l2 theta_hat. One pass over the training set, the
+        first time (``fit``, the explorer and the magic all ask for it)."""
+        if self._loss_gradient is None:
+            obj = self.objective
+            total = torch.zeros_like(obj.theta)
+            for x, y, _ in self._batches("gradient at theta_hat"):
+                total += grad(lambda th, x=x, y=y: obj.loss(th, x, y).sum())(obj.theta)
+            self._loss_gradient = total / self.n
+        return self._loss_gradient.clone()
 
     def _risk_gradient_norm(self) -> float:
         obj = self.objective
