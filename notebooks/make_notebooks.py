@@ -364,6 +364,10 @@ NOTEBOOKS = {
 
 
 def write(path: Path, cells: list) -> None:
+    """Write ``cells`` as a notebook with a Python 3 kernel, cell ids by position (so that
+    rewriting an unchanged notebook changes nothing). Also used by exercises/make_exercises.py."""
+    for k, cell in enumerate(cells):
+        cell["id"] = f"cell-{k}"
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {
         "name": "python3",
@@ -373,13 +377,18 @@ def write(path: Path, cells: list) -> None:
     nbformat.write(nb, path)
 
 
+def format_with_ruff(paths: list[Path]) -> None:
+    """Format the notebooks' code cells with ruff, under the repository's pyproject.toml."""
+    ruff = [sys.executable, "-m", "ruff", "format", "--quiet", "--config", str(PYPROJECT)]
+    subprocess.run([*ruff, *map(str, paths)], check=True)
+
+
 def write_all(directory: Path = HERE) -> list[Path]:
     """Write every notebook of :data:`NOTEBOOKS` into ``directory``, code formatted by ruff."""
     paths = [directory / name for name in NOTEBOOKS]
     for path, cells in zip(paths, NOTEBOOKS.values(), strict=True):
         write(path, cells)
-    ruff = [sys.executable, "-m", "ruff", "format", "--quiet", "--config", str(PYPROJECT)]
-    subprocess.run([*ruff, *map(str, paths)], check=True)
+    format_with_ruff(paths)
     return paths
 
 

@@ -10,15 +10,14 @@ notebooks here are what this writes.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
 HERE = Path(__file__).parent
-PYPROJECT = HERE.parent.parent / "pyproject.toml"
+sys.path.insert(0, str(HERE.parent))  # one notebook writer for both generators
+from make_notebooks import format_with_ruff, write  # noqa: E402
 
 
 def md(text: str):
@@ -368,19 +367,6 @@ def _version(cells: list, solution: bool) -> list:
     return out
 
 
-def write(path: Path, cells: list) -> None:
-    """Write ``cells`` as a notebook, with ids by position so that rewriting changes nothing."""
-    for k, cell in enumerate(cells):
-        cell["id"] = f"cell-{k}"
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(nb, path)
-
-
 def write_all(directory: Path = HERE) -> list[Path]:
     """Write each exercise into ``directory`` (student) and ``directory/solutions`` (teacher),
     code formatted by ruff; returns the paths, students' first."""
@@ -391,8 +377,7 @@ def write_all(directory: Path = HERE) -> list[Path]:
         for name, cells in EXERCISES.items():
             write(folder / name, _version(cells, solution))
             paths.append(folder / name)
-    ruff = [sys.executable, "-m", "ruff", "format", "--quiet", "--config", str(PYPROJECT)]
-    subprocess.run([*ruff, *map(str, paths)], check=True)
+    format_with_ruff(paths)
     return paths
 
 
