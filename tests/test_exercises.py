@@ -9,7 +9,6 @@ headless within 3 minutes.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from torch.func import grad, hessian
 import influence_widgets as iw
 from influence_widgets.analysis.loo import LOOResult
 from influence_widgets.exercises import by_hand, depends, when_fails, wrong_labels
+from tests.scripts import load_script
 
 EXERCISE_DIR = Path(__file__).parent.parent / "notebooks" / "exercises"
 STUDENT = sorted(EXERCISE_DIR.glob("*.ipynb"))
@@ -341,12 +341,7 @@ def test_when_fails_conclusion_is_consistent_with_the_measurement():
 
 # ----- the notebooks -------------------------------------------------------------------------
 def _generator():
-    spec = importlib.util.spec_from_file_location(
-        "make_exercises", EXERCISE_DIR / "make_exercises.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXERCISE_DIR / "make_exercises.py")
 
 
 def _content(path: Path) -> list:

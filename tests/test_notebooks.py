@@ -3,12 +3,13 @@ is what notebooks/make_notebooks.py writes."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from tests.scripts import load_script
 
 NOTEBOOK_DIR = Path(__file__).parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
@@ -26,12 +27,7 @@ def test_there_are_notebooks():
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location(
-        "make_notebooks", NOTEBOOK_DIR / "make_notebooks.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(NOTEBOOK_DIR / "make_notebooks.py")
 
 
 def _content(nb: nbformat.NotebookNode) -> tuple:
