@@ -18,6 +18,18 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 HERE = Path(__file__).parent
 PYPROJECT = HERE.parent / "pyproject.toml"
 
+# Notebook 02's non-convex model (also exercise 4's): two tanh layers of 8 on 300 digits, no l2.
+UNDAMPED_MLP = (
+    "small = iw.datasets.digits(n_train=300)\n"
+    "torch.manual_seed(0)\n"
+    "mlp = torch.nn.Sequential(\n"
+    "    torch.nn.Linear(64, 8), torch.nn.Tanh(),\n"
+    "    torch.nn.Linear(8, 8), torch.nn.Tanh(),\n"
+    "    torch.nn.Linear(8, 10),\n"
+    ").double()  # fmt: skip\n"
+    "print(iw.train(mlp, small, l2=0.0, max_iter=300, progress=False))\n"
+)
+
 QUICKSTART = [
     new_markdown_cell(
         "# Quickstart: click a test prediction\n\n"
@@ -222,15 +234,8 @@ LEAVE_ONE_OUT = [
         "Hessian has eigenvalues at or below zero, so it cannot be inverted as it is."
     ),
     new_code_cell(
-        "small = iw.datasets.digits(n_train=300)\n"
-        "torch.manual_seed(0)\n"
-        "mlp = torch.nn.Sequential(\n"
-        "    torch.nn.Linear(64, 8), torch.nn.Tanh(),\n"
-        "    torch.nn.Linear(8, 8), torch.nn.Tanh(),\n"
-        "    torch.nn.Linear(8, 10),\n"
-        ").double()  # fmt: skip\n"
-        "print(iw.train(mlp, small, l2=0.0, max_iter=300, progress=False))\n"
-        "deep = iw.Influence(mlp, (small.X_train, small.y_train), l2=0.0, progress=False)\n"
+        UNDAMPED_MLP
+        + "deep = iw.Influence(mlp, (small.X_train, small.y_train), l2=0.0, progress=False)\n"
         "try:\n"
         "    with warnings.catch_warnings():\n"
         "        warnings.simplefilter('ignore', iw.InfluenceWarning)\n"

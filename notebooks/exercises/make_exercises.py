@@ -17,7 +17,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))  # one notebook writer for both generators
-from make_notebooks import format_with_ruff, write  # noqa: E402
+from make_notebooks import UNDAMPED_MLP, format_with_ruff, write  # noqa: E402
 
 
 def md(text: str):
@@ -272,15 +272,8 @@ WHEN_FAILS = [
         "import influence_widgets as iw\n"
         "from influence_widgets.exercises import when_fails\n\n"
         "warnings.simplefilter('ignore', iw.InfluenceWarning)  # we know it is not a tight minimum\n"
-        "small = iw.datasets.digits(n_train=300)\n"
-        "torch.manual_seed(0)\n"
-        "mlp = torch.nn.Sequential(\n"
-        "    torch.nn.Linear(64, 8), torch.nn.Tanh(),\n"
-        "    torch.nn.Linear(8, 8), torch.nn.Tanh(),\n"
-        "    torch.nn.Linear(8, 10),\n"
-        ").double()  # fmt: skip\n"
-        "print(iw.train(mlp, small, l2=0.0, max_iter=300, progress=False))\n"
-        "with torch.no_grad():  # explain the test point with the largest loss\n"
+        + UNDAMPED_MLP
+        + "with torch.no_grad():  # explain the test point with the largest loss\n"
         "    test_losses = torch.nn.functional.cross_entropy(\n"
         "        mlp(small.X_test.double()), small.y_test, reduction='none'\n"
         "    )\n"
