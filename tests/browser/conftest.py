@@ -125,6 +125,19 @@ class JupyterServer:
             body = response.read()
         return json.loads(body) if body else None
 
+    def set_theme(self, theme: str) -> None:
+        """JupyterLab's theme for pages opened from now on ("JupyterLab Light" or "JupyterLab
+        Dark"); Notebook 7 reads the same setting."""
+        body = json.dumps({"raw": json.dumps({"theme": theme})}).encode()
+        request = urllib.request.Request(
+            self.url + "/lab/api/settings/@jupyterlab/apputils-extension:themes",
+            data=body,
+            method="PUT",
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+        )
+        with _NO_PROXY.open(request, timeout=10.0):
+            pass
+
     def document_url(self, path: str, workspace: str) -> str:
         quoted = urllib.parse.quote(path)
         if self.frontend == "lab":
@@ -555,3 +568,14 @@ def append_and_run_cell(page, source: str, timeout: float = 60.0) -> str:
     cells.nth(n).locator(".jp-InputArea-editor").click()
     page.keyboard.insert_text(source)  # no key events, so no auto-closed brackets
     return run_cell(page, n, timeout)
+
+
+@contextlib.contextmanager
+def theme(server: JupyterServer, name: str):
+    """Pages opened inside use JupyterLab's theme ``name`` ("JupyterLab Dark", ...); the light
+    theme is back afterwards (the servers are shared by the whole session)."""
+    server.set_theme(name)
+    try:
+        yield
+    finally:
+        server.set_theme("JupyterLab Light")
