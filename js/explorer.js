@@ -176,7 +176,7 @@ function svgNode(tag, attrs, text) {
 // (fmtScores). Drawn in a viewBox and scaled to the pane's width, so it fits any width.
 function barChart(helpful, harmful, scale) {
   const items = [...helpful, ...harmful.slice().reverse()];
-  const W = 360;
+  const W = 340;
   const [left, right, top, rowH] = [48, 14, 16, 12];
   const bottom = top + items.length * rowH + 4;
   const values = ticks(Math.min(0, ...items.map((it) => it.score)), Math.max(0, ...items.map((it) => it.score)));
@@ -193,7 +193,7 @@ function barChart(helpful, harmful, scale) {
       x: Math.min(x0, x1), y: y + 1, width: Math.max(Math.abs(x1 - x0), 1), height: rowH - 2,
       class: it.score >= 0 ? "iw-bar-helpful" : "iw-bar-harmful",
     });
-    bar.dataset.trainIndex = String(it.index);
+    bar.dataset.barIndex = String(it.index);
     bar.appendChild(svgNode("title", {}, `train #${it.index}, label ${it.label}: ${scale.format(it.score)}${scale.unit}`));
     svg.appendChild(bar);
     svg.appendChild(svgNode("text", { x: left - 4, y: y + rowH - 3, "text-anchor": "end", class: "iw-bar-label" }, `#${it.index}`));
@@ -401,7 +401,7 @@ function trainCard(item, scale, urls) {
 function trainList(title, items, cls, scale, urls) {
   const section = h("div", `iw-section ${cls}`);
   const heading = h("h4", "", title);
-  heading.appendChild(h("span", "iw-unit", `scores${scale.unit}`));
+  if (scale.unit) heading.appendChild(h("span", "iw-unit", `scores${scale.unit}`));
   section.appendChild(heading);
   const list = h("div", "iw-train-list");
   for (const item of items) list.appendChild(trainCard(item, scale, urls));
