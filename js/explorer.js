@@ -177,7 +177,7 @@ function svgNode(tag, attrs, text) {
 function barChart(helpful, harmful, scale) {
   const items = [...helpful, ...harmful.slice().reverse()];
   const W = 340;
-  const [left, right, top, rowH] = [48, 14, 16, 12];
+  const [left, right, top, rowH] = [48, 22, 16, 12]; // room for the end ticks' labels
   const bottom = top + items.length * rowH + 4;
   const values = ticks(Math.min(0, ...items.map((it) => it.score)), Math.max(0, ...items.map((it) => it.score)));
   const [lo, hi] = [values[0], values[values.length - 1]];

@@ -24,6 +24,15 @@ VALUE_CELLS = """root => [...root.querySelectorAll('.iw-train-item .iw-compare >
   .map(td => ({ text: td.textContent, cut: td.scrollWidth > td.clientWidth,
                 name: td.parentElement.querySelector('th').title }))"""
 
+# Feature tables that stick out of their card, and cards that stick out of the pane.
+OVERFLOWING = """panel => {
+  const out = (inner, outer) => inner.getBoundingClientRect().right > outer.getBoundingClientRect().right + 0.5;
+  const cards = [...panel.querySelectorAll('.iw-train-item')];
+  return cards.filter(c => out(c, panel)).map(c => 'card ' + c.dataset.trainIndex).concat(
+    cards.filter(c => [...c.querySelectorAll('table')].some(t => out(t, c)))
+      .map(c => 'table of ' + c.dataset.trainIndex));
+}"""
+
 # The gallery's cards as boxes, and the scroll box's box.
 GALLERY = """g => ({ box: g.getBoundingClientRect().toJSON(),
   cards: [...g.querySelectorAll('.iw-test-item')].map(c => c.getBoundingClientRect().toJSON()) })"""
@@ -94,6 +103,7 @@ def test_tabular_cards_show_whole_values_and_the_gallery_whole_rows_in(
     for cell in cells:
         assert not cell["cut"], f"value {cell['text']!r} of {cell['name']!r} is cut off"
         float(cell["text"])  # a number as written, e.g. "0.8868", "-1.2", "2.35e-4"
+    assert not explorer.locator(".iw-panel").evaluate(OVERFLOWING)
     names = {cell["name"] for cell in cells}
     assert names and all(name and not name.startswith("x") for name in names), names
     more = first.locator("details.iw-more")
