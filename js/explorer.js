@@ -26,62 +26,186 @@ function h(tag, className, text) {
   return node;
 }
 
+// Values of data: at most 4 significant digits, trailing zeros dropped ("886", "0.07871",
+// "1.5"); e-notation below 1e-3 and from 1e5 on ("2.35e-4").
 function fmt(x) {
   const a = Math.abs(x);
-  return a !== 0 && (a < 1e-3 || a >= 1e4) ? x.toExponential(2) : x.toFixed(4);
+  if (a === 0) return "0";
+  return a < 1e-3 || a >= 1e5 ? x.toExponential(2) : String(Number(x.toPrecision(4)));
 }
 
-// A view of one data point: a thumbnail from PNG bytes, a snippet of text, or a few table cells.
-function pointView(item, urls) {
+const SUPERSCRIPT = { "-": "\u207b", 0: "\u2070", 1: "\u00b9", 2: "\u00b2", 3: "\u00b3", 4: "\u2074",
+  5: "\u2075", 6: "\u2076", 7: "\u2077", 8: "\u2078", 9: "\u2079" };
+
+// One notation for scores shown together: a power of ten stated once (" (×10⁻³)", when the
+// largest |score| is below 0.01 or from 1000 on) and the same decimals for every score, three
+// significant digits for the largest. Returns { unit, format(score), tick(value) }.
+function fmtScores(scores) {
+  const max = Math.max(0, ...scores.map(Math.abs));
+  const e = max > 0 ? Math.floor(Math.log10(max)) : 0;
+  const power = e < -2 || e > 2 ? e : 0;
+  const scale = 10 ** power;
+  const decimals = Math.max(0, 2 - (e - power));
+  const sign = (v) => (v > 0 ? "+" : "");
+  return {
+    unit: power ? ` (\u00d710${String(power).replace(/./g, (c) => SUPERSCRIPT[c])})` : "",
+    format: (s) => sign(s) + (s / scale).toFixed(decimals),
+    tick: (v) => sign(v) + String(Number((v / scale).toPrecision(6))),
+  };
+}
+
+// A difference in SDs, signed, one decimal: "+2.1".
+function fmtSd(d) {
+  return (d > 0 ? "+" : "") + d.toFixed(1);
+}
+
+// Feature names are shown whole where they fit, else cut with "…" and whole in the tooltip.
+function featureName(tag, name) {
+  const cell = h(tag, "iw-fname", name);
+  cell.title = name;
+  return cell;
+}
+
+// A table of feature rows [name, ...cells]: a header row `head` of [text, tooltip] pairs.
+function featureTable(head, rows) {
+  const table = h("table", "iw-features");
+  const top = h("tr");
+  for (const [text, tip] of head) {
+    const th = h("th", "", text);
+    th.title = tip;
+    top.appendChild(th);
+  }
+  table.appendChild(h("thead")).appendChild(top);
+  const body = table.appendChild(h("tbody"));
+  for (const [name, ...cells] of rows) {
+    const tr = body.appendChild(h("tr"));
+    tr.appendChild(featureName("th", name)).scope = "row";
+    for (const cell of cells) tr.appendChild(h("td", "iw-num", cell));
+  }
+  return table;
+}
+
+const SHOWN_FEATURES = 5;
+
+// The first SHOWN_FEATURES rows and, when there are more, all of them in a <details>.
+function featureTables(head, rows, order) {
+  const nodes = [featureTable(head, rows.slice(0, SHOWN_FEATURES))];
+  if (rows.length > SHOWN_FEATURES) {
+    const more = h("details", "iw-more");
+    more.appendChild(h("summary", "", `all ${rows.length} features, ${order}`));
+    more.appendChild(featureTable(head, rows));
+    nodes.push(more);
+  }
+  return nodes;
+}
+
+const SD_TIP = "standard deviations of the feature over the training set";
+
+// A tabular point alone (the selected test point): its features farthest from the training
+// mean first. `row` is [[name, value, z], ...], z in training-set SDs (display.py, item()).
+function rowView(row) {
+  const head = [["feature", ""], ["value", ""], ["vs mean", `(value - training mean) in ${SD_TIP}`]];
+  const rows = row.map(([name, value, z]) => [name, fmt(value), fmtSd(z)]);
+  const box = h("div", "iw-row");
+  box.appendChild(h("div", "iw-note", "Features farthest from the training mean first"));
+  box.append(...featureTables(head, rows, "farthest from the mean first"));
+  return box;
+}
+
+// A tabular point in the gallery: its two features farthest from the training mean.
+function rowSummary(row) {
+  const box = h("div", "iw-row-summary");
+  box.title = "the two features farthest from the training mean";
+  for (const [name, value] of row.slice(0, 2)) {
+    const line = box.appendChild(h("div", "iw-row-line"));
+    line.append(featureName("span", name), h("span", "iw-num", fmt(value)));
+  }
+  return box;
+}
+
+// A view of one data point: a thumbnail from PNG bytes, a snippet of text, or its features
+// (`compact`: the gallery's two-line summary).
+function pointView(item, urls, compact = false) {
   const box = h("div", "iw-point");
   if (item.png) {
     box.appendChild(pngImage(item.png, "iw-thumb", "", urls));
   } else if (item.text !== undefined) {
     box.appendChild(h("div", "iw-text", item.text));
   } else if (item.row) {
-    const table = h("table", "iw-row");
-    for (const [name, value] of item.row) {
-      const tr = h("tr");
-      tr.appendChild(h("th", "", name));
-      tr.appendChild(h("td", "", fmt(value)));
-      table.appendChild(tr);
-    }
-    box.appendChild(table);
+    box.appendChild(compact ? rowSummary(item.row) : rowView(item.row));
   }
   return box;
 }
 
-function barChart(helpful, harmful) {
-  const ns = "http://www.w3.org/2000/svg";
+// A training point beside the test point: the features where they differ most first.
+// `differences` is [[name, train value, test value, d], ...], d in training-set SDs.
+function comparisonView(differences) {
+  const head = [
+    ["feature", ""],
+    ["train", "this training point"],
+    ["test", "the selected test point"],
+    ["\u0394 SD", `(train - test) in ${SD_TIP}`],
+  ];
+  const rows = differences.map(([name, a, b, d]) => [name, fmt(a), fmt(b), fmtSd(d)]);
+  const box = h("div", "iw-compare");
+  box.append(...featureTables(head, rows, "most different first"));
+  return box;
+}
+
+// Nice tick values (1, 2 or 5 times a power of ten apart) covering [lo, hi], about 4 of them.
+function ticks(lo, hi) {
+  const raw = (hi - lo) / 4 || 1;
+  const p = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * p).find((s) => s >= raw);
+  const values = [];
+  for (let t = Math.floor(lo / step); t <= Math.ceil(hi / step); t++) values.push(t * step);
+  return values;
+}
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function svgNode(tag, attrs, text) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// One bar per training point, helpful (score > 0) to the right of zero, harmful to the left,
+// each labelled with its training index; an x axis with ticks in the scores' notation `scale`
+// (fmtScores). Drawn in a viewBox and scaled to the pane's width, so it fits any width.
+function barChart(helpful, harmful, scale) {
   const items = [...helpful, ...harmful.slice().reverse()];
-  const width = 260;
-  const rowH = 10;
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("class", "iw-bars");
-  svg.setAttribute("width", String(width));
-  svg.setAttribute("height", String(items.length * rowH + 4));
-  const max = Math.max(1e-300, ...items.map((it) => Math.abs(it.score)));
-  const mid = width / 2;
+  const W = 340;
+  const [left, right, top, rowH] = [48, 22, 16, 12]; // room for the end ticks' labels
+  const bottom = top + items.length * rowH + 4;
+  const values = ticks(Math.min(0, ...items.map((it) => it.score)), Math.max(0, ...items.map((it) => it.score)));
+  const [lo, hi] = [values[0], values[values.length - 1]];
+  const x = (v) => left + ((v - lo) / (hi - lo || 1)) * (W - left - right);
+  const svg = svgNode("svg", { class: "iw-bars", viewBox: `0 0 ${W} ${bottom + 30}`, role: "img" });
+  svg.appendChild(svgNode("title", {}, "Score of each training point shown below"));
+  svg.appendChild(svgNode("text", { x: left, y: 10, class: "iw-bar-side iw-harmful-label" }, "\u2190 harmful"));
+  svg.appendChild(svgNode("text", { x: W - right, y: 10, "text-anchor": "end", class: "iw-bar-side iw-helpful-label" }, "helpful \u2192"));
   items.forEach((it, i) => {
-    const w = (Math.abs(it.score) / max) * (mid - 4);
-    const rect = document.createElementNS(ns, "rect");
-    rect.setAttribute("x", String(it.score >= 0 ? mid : mid - w));
-    rect.setAttribute("y", String(i * rowH + 2));
-    rect.setAttribute("width", String(Math.max(w, 1)));
-    rect.setAttribute("height", String(rowH - 2));
-    rect.setAttribute("class", it.score >= 0 ? "iw-bar-helpful" : "iw-bar-harmful");
-    const title = document.createElementNS(ns, "title");
-    title.textContent = `#${it.index}: ${fmt(it.score)}`;
-    rect.appendChild(title);
-    svg.appendChild(rect);
+    const y = top + i * rowH;
+    const [x0, x1] = [x(0), x(it.score)];
+    const bar = svgNode("rect", {
+      x: Math.min(x0, x1), y: y + 1, width: Math.max(Math.abs(x1 - x0), 1), height: rowH - 2,
+      class: it.score >= 0 ? "iw-bar-helpful" : "iw-bar-harmful",
+    });
+    bar.dataset.barIndex = String(it.index);
+    bar.appendChild(svgNode("title", {}, `train #${it.index}, label ${it.label}: ${scale.format(it.score)}${scale.unit}`));
+    svg.appendChild(bar);
+    svg.appendChild(svgNode("text", { x: left - 4, y: y + rowH - 3, "text-anchor": "end", class: "iw-bar-label" }, `#${it.index}`));
   });
-  const axis = document.createElementNS(ns, "line");
-  axis.setAttribute("x1", String(mid));
-  axis.setAttribute("x2", String(mid));
-  axis.setAttribute("y1", "0");
-  axis.setAttribute("y2", String(items.length * rowH + 4));
-  axis.setAttribute("class", "iw-axis");
-  svg.appendChild(axis);
+  for (const v of values) {
+    svg.appendChild(svgNode("line", { x1: x(v), x2: x(v), y1: bottom, y2: bottom + 3, class: "iw-axis" }));
+    svg.appendChild(svgNode("text", { x: x(v), y: bottom + 12, "text-anchor": "middle", class: "iw-tick" }, scale.tick(v)));
+  }
+  svg.appendChild(svgNode("line", { x1: x(0), x2: x(0), y1: top - 2, y2: bottom, class: "iw-axis iw-zero" }));
+  svg.appendChild(svgNode("line", { x1: left, x2: W - right, y1: bottom, y2: bottom, class: "iw-axis" }));
+  svg.appendChild(svgNode("text", { x: (left + W - right) / 2, y: bottom + 26, "text-anchor": "middle", class: "iw-axis-title" },
+    `change of test loss if removed${scale.unit}`));
   return svg;
 }
 
@@ -182,6 +306,26 @@ function headerPane(model, root) {
 }
 
 // ----- the gallery of test points: a click selects one -----------------------------------------
+// Every card has the same size (explorer.css), so a page's column count depends only on the width.
+function galleryCard(model, item, urls) {
+  const card = h("button", "iw-test-item");
+  card.type = "button";
+  card.dataset.testIndex = String(item.index);
+  if (item.wrong) card.classList.add("iw-wrong");
+  const caption = h("div", "iw-caption");
+  caption.appendChild(h("span", "iw-true", `true ${item.label}`));
+  caption.appendChild(h("span", "iw-pred", `pred ${item.pred} (${Math.round(item.confidence * 100)}%)`));
+  const view = pointView(item, urls, true);
+  if (item.row) card.append(caption, view);
+  else card.append(view, caption);
+  card.title = `test #${item.index}: true ${item.label}, predicted ${item.pred} (${Math.round(item.confidence * 100)}%)`;
+  card.addEventListener("click", () => {
+    model.set("selected", item.index);
+    model.save_changes();
+  });
+  return card;
+}
+
 function galleryPane(model) {
   const el = h("div", "iw-gallery");
   const urls = [];
@@ -196,23 +340,8 @@ function galleryPane(model) {
   function renderGallery() {
     el.replaceChildren();
     revoke(urls);
-    for (const item of model.get("gallery")) {
-      const card = h("button", "iw-test-item");
-      card.type = "button";
-      card.dataset.testIndex = String(item.index);
-      if (item.wrong) card.classList.add("iw-wrong");
-      card.appendChild(pointView(item, urls));
-      const caption = h("div", "iw-caption");
-      caption.appendChild(h("span", "iw-true", `true ${item.label}`));
-      caption.appendChild(h("span", "iw-pred", `pred ${item.pred} (${Math.round(item.confidence * 100)}%)`));
-      card.appendChild(caption);
-      card.title = `test #${item.index}`;
-      card.addEventListener("click", () => {
-        model.set("selected", item.index);
-        model.save_changes();
-      });
-      el.appendChild(card);
-    }
+    for (const item of model.get("gallery")) el.appendChild(galleryCard(model, item, urls));
+    el.scrollTop = 0;
     markSelected();
   }
 
@@ -252,28 +381,37 @@ function tabsPane(model, panes) {
 }
 
 // ----- Influence: the selected test point, its most helpful and most harmful training points ---
-function trainList(title, items, cls, urls) {
-  const section = h("div", `iw-section ${cls}`);
-  section.appendChild(h("h4", "", title));
-  const list = h("div", "iw-train-list");
-  for (const item of items) {
-    const card = h("div", "iw-train-item");
-    card.dataset.trainIndex = String(item.index);
-    card.appendChild(pointView(item, urls));
-    card.appendChild(h("div", "iw-caption", `#${item.index} \u00b7 ${item.label}`));
-    card.appendChild(h("div", "iw-score", fmt(item.score)));
-    if (item.differences && item.differences.length) {
-      const diff = h("div", "iw-diff");
-      for (const [name, a, b] of item.differences) {
-        diff.appendChild(h("div", "", `${name}: ${fmt(a)} vs ${fmt(b)}`));
-      }
-      card.appendChild(diff);
-    }
-    list.appendChild(card);
+function trainCard(item, scale, urls) {
+  const card = h("div", "iw-train-item");
+  card.dataset.trainIndex = String(item.index);
+  const caption = h("div", "iw-caption");
+  caption.append(h("span", "iw-train-index", `train #${item.index}`), h("span", "iw-train-label", `label ${item.label}`));
+  const score = h("div", "iw-score", scale.format(item.score));
+  score.title = `predicted change of the test loss if this point were removed: ${scale.format(item.score)}${scale.unit}`;
+  if (item.differences) {
+    const head = h("div", "iw-train-head");
+    head.append(caption, score);
+    card.append(head, comparisonView(item.differences));
+  } else {
+    card.append(pointView(item, urls), caption, score);
   }
+  return card;
+}
+
+function trainList(title, items, cls, scale, urls) {
+  const section = h("div", `iw-section ${cls}`);
+  const heading = h("h4", "", title);
+  if (scale.unit) heading.appendChild(h("span", "iw-unit", `scores${scale.unit}`));
+  section.appendChild(heading);
+  const list = h("div", "iw-train-list");
+  for (const item of items) list.appendChild(trainCard(item, scale, urls));
   section.appendChild(list);
   return section;
 }
+
+const TABULAR_NOTE =
+  "Each card shows the features where the training point differs most from the test point, in " +
+  "standard deviations (SD) of the feature over the training set; all features on demand.";
 
 function influencePane(model) {
   const el = h("div", "iw-panel");
@@ -293,18 +431,20 @@ function influencePane(model) {
       return;
     }
     const p = model.get("panel");
+    const scale = fmtScores([...p.helpful, ...p.harmful].map((it) => it.score));
     const head = h("div", "iw-panel-head");
-    head.appendChild(pointView(p.test, urls));
     const info = h("div", "iw-panel-info");
     info.appendChild(h("div", "iw-title", `Test #${p.test_index}`));
-    info.appendChild(h("div", "", `true ${p.label}, predicted ${p.pred} (${Math.round(p.confidence * 100)}%)`));
-    info.appendChild(barChart(p.helpful, p.harmful));
-    head.appendChild(info);
+    info.appendChild(h("div", "", `true label ${p.label}`));
+    info.appendChild(h("div", "", `predicted ${p.pred} (${Math.round(p.confidence * 100)}%)`));
+    head.append(pointView(p.test, urls), info);
     el.appendChild(head);
     el.appendChild(h("p", `iw-explanation ${p.correct ? "iw-correct" : "iw-misclassified"}`, p.explanation));
     el.appendChild(h("p", "iw-help", HELP));
-    el.appendChild(trainList("Most helpful", p.helpful, "iw-helpful", urls));
-    el.appendChild(trainList("Most harmful", p.harmful, "iw-harmful", urls));
+    el.appendChild(barChart(p.helpful, p.harmful, scale));
+    if (p.test.row) el.appendChild(h("p", "iw-help", TABULAR_NOTE));
+    el.appendChild(trainList("Most helpful", p.helpful, "iw-helpful", scale, urls));
+    el.appendChild(trainList("Most harmful", p.harmful, "iw-harmful", scale, urls));
   }
 
   // Busy while the selected point's panel is on its way; never after a failed precomputation.
@@ -525,6 +665,7 @@ function attackPane(model) {
 
 function render({ model, el }) {
   const root = h("div", "iw-explorer");
+  root.dataset.kind = model.get("kind"); // the gallery's card size and the panel's layout
   const header = headerPane(model, root);
   const gallery = galleryPane(model);
   const influence = influencePane(model);

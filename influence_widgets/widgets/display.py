@@ -84,7 +84,11 @@ class DisplayData:
         self._png_cache: dict[tuple[str, int], bytes] = {}
 
     def item(self, split: str, index: int) -> dict:
-        """The display fields of one point: {"png": bytes} | {"text": str} | {"row": [...]}."""
+        """The display fields of one point: {"png": bytes} | {"text": str} | {"row": [...]}.
+
+        A tabular ``row`` holds every feature, most unusual first: ``[name, value, z]`` with
+        z = (value - mean) / SD, the mean and SD over the training set (see ``feature_sd``).
+        """
         source = self.train if split == "train" else self.test
         if self.kind == "image":
             key = (split, index)
@@ -95,14 +99,43 @@ class DisplayData:
             text = source[index]
             cut = text if len(text) <= self.snippet_chars else text[: self.snippet_chars] + "..."
             return {"text": cut}
-        row = np.asarray(source[index], dtype=np.float64).reshape(-1)
-        return {"row": [[n, float(v)] for n, v in zip(self.feature_names, row, strict=True)][:6]}
+        row = self._row(source, index)
+        z = (row - self._feature_mean) / self.feature_sd
+        return {"row": self._by_size(z, self.feature_names, row, z)}
 
-    def differences(self, train_index: int, test_index: int, top: int = 3) -> list:
-        """For tabular data: the features where a training point differs most from the test point."""
+    def differences(self, train_index: int, test_index: int) -> list:
+        """For tabular data: every feature of a training point beside the test point's, the
+        features where they differ most first: ``[name, train value, test value, d]`` with
+        d = (train value - test value) / SD, the difference in training-set SDs."""
         if self.kind != "tabular":
             return []
-        a = np.asarray(self.train[train_index], dtype=np.float64).reshape(-1)
-        b = np.asarray(self.test[test_index], dtype=np.float64).reshape(-1)
-        order = np.argsort(-np.abs(a - b))[:top]
-        return [[self.feature_names[j], float(a[j]), float(b[j])] for j in order]
+        a, b = self._row(self.train, train_index), self._row(self.test, test_index)
+        d = (a - b) / self.feature_sd
+        return self._by_size(d, self.feature_names, a, b, d)
+
+    @functools.cached_property
+    def _train_rows(self) -> np.ndarray:
+        return np.asarray(self.train, dtype=np.float64).reshape(len(self.train), -1)
+
+    @functools.cached_property
+    def _feature_mean(self) -> np.ndarray:
+        return self._train_rows.mean(axis=0)
+
+    @functools.cached_property
+    def feature_sd(self) -> np.ndarray:
+        """Each feature's standard deviation over the training set, the unit in which the
+        explorer measures differences (1 for a feature that is constant there)."""
+        sd = self._train_rows.std(axis=0)
+        return np.where(sd > 0, sd, 1.0)
+
+    @staticmethod
+    def _row(source: Sequence, index: int) -> np.ndarray:
+        return np.asarray(source[index], dtype=np.float64).reshape(-1)
+
+    @staticmethod
+    def _by_size(key: np.ndarray, *columns) -> list:
+        """Rows of ``columns`` (names, then float arrays), largest ``|key|`` first (a stable
+        sort: ties keep the data's order)."""
+        order = np.argsort(-np.abs(key), kind="stable")
+        names, values = columns[0], columns[1:]
+        return [[names[j], *(float(v[j]) for v in values)] for j in order]

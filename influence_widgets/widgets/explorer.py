@@ -407,9 +407,10 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
         items = []
         for j, s, label in zip(idx.tolist(), scores.tolist(), y_train.tolist(), strict=True):
             item: TrainItem = {"index": j, "label": self._label(int(label)), "score": float(s)}
-            item.update(self.display_data.item("train", j))
-            if self.display_data.kind == "tabular":
+            if self.display_data.kind == "tabular":  # the card is a table beside the test point
                 item["differences"] = self.display_data.differences(j, test_index)
+            else:
+                item.update(self.display_data.item("train", j))
             items.append(item)
         return items
 

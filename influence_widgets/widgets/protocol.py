@@ -40,15 +40,17 @@ JobStateName = Literal["idle", "running", "done", "cancelled", "error"]
 
 # ----- the Influence pane: the ``panel`` trait ({} before the first selection) -----------------
 class TrainItem(TypedDict, total=False):
-    """One helpful or harmful training point, with one display field (``png``, ``text``, ``row``)."""
+    """One helpful or harmful training point: ``png`` or ``text`` (see DisplayData.item), or for
+    tabular data ``differences`` (the card's table beside the test point)."""
 
     index: int
     label: str
     score: float  # predicted_removal_effect: change of the test loss on removal (> 0 helped)
     png: bytes
     text: str
-    row: list  # [[feature name, value], ...]
-    differences: list  # tabular only: [[feature name, train value, test value], ...]
+    # Tabular: every feature, most different first, [[name, train value, test value, d], ...]
+    # with d = (train value - test value) / the feature's SD over the training set.
+    differences: list
 
 
 class Panel(TypedDict):
@@ -60,7 +62,9 @@ class Panel(TypedDict):
     confidence: float  # probability of the predicted class
     correct: bool  # label == pred
     explanation: str  # what helpful and harmful mean for this point (explorer.explanation)
-    test: dict  # the display field of the test point, as in TrainItem
+    # The test point's display field: {"png": ...}, {"text": ...} or, tabular, {"row": [[name,
+    # value, z], ...]}, every feature, most unusual first, z = (value - training mean) / SD.
+    test: dict
     helpful: list[TrainItem]
     harmful: list[TrainItem]
 
