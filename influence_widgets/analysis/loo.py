@@ -217,7 +217,9 @@ def validate_loo(
     Args:
         influence: a fitted (or fittable) :class:`~influence_widgets.Influence`; its model copy,
             loss, L2 and ``params`` define the retraining. The user's model is never touched.
-        x_test, y_test: ONE test point, with a leading batch dimension (``X[i:i+1]``).
+        x_test, y_test: ONE test point, with a leading batch dimension (``X[i:i+1]``);
+            ``y_test=None`` checks the loss of the predicted class, L(z_test, theta_hat) with
+            z_test = (x_test, argmax_c p(c | x_test, theta_hat)).
         n_remove: how many training points to remove, one at a time.
         strategy: "maxinf" or "random".
         retrain: ``retrain(model_copy, (X, y))`` training the copy in place; default full-batch
@@ -237,6 +239,8 @@ def validate_loo(
     if retrain is not None and not callable(retrain):
         raise TypeError(f"retrain: expected a callable or None, got {type(retrain).__name__}")
     check_cancel_event(cancel)
+    if y_test is None:
+        y_test = influence.predicted_labels(x_test)
     x, y = one_test_point(x_test, y_test, "validate_loo")
     if n_remove > influence.n:
         raise ValueError(f"n_remove: {n_remove} is more than the {influence.n} training points")
