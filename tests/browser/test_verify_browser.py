@@ -63,3 +63,91 @@ def test_reload_shows_no_widget_errors_and_the_explorer_again_in(
     text = _page_text(page)
     assert not [e for e in WIDGET_ERRORS if e in text], text[-2000:]
     assert page.locator(".iw-explorer").count() == 1
+
+
+# Each retrain first sleeps 1.5 s without calling the model (where Cancel cannot stop it), so
+# that the "cancelling" state stays on screen long enough to be seen.
+SLOW_RETRAINS = """\
+import time
+from influence_widgets.analysis import loo
+
+def slow_train(model, data, _train=loo.train, **options):
+    time.sleep(1.5)
+    return _train(model, data, **options)
+
+loo.train = slow_train"""
+
+
+def _open_verify_tab(page, jupyter, path: str, test_index: int = 3):
+    """Run the digits demo in ``path``, select ``test_index`` and open the Verify tab."""
+    open_and_run(page, jupyter, path, "lab", timeout=150)
+    explorer = page.locator(".iw-explorer")
+    explorer.locator(f'[data-test-index="{test_index}"]').click(timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelectorAll('.iw-explorer [data-train-index]').length >= 16",
+        timeout=90_000,
+    )
+    explorer.locator(".iw-tab-verify").click()
+    return explorer
+
+
+def _set_removals(explorer, n: int) -> None:
+    box = explorer.locator(".iw-verify-n")
+    box.fill(str(n))
+    box.dispatch_event("change")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("frontend", ["lab"])
+@pytest.mark.parametrize("theme_name", ["JupyterLab Light", "JupyterLab Dark"])
+def test_verify_cancels_at_once_and_shows_r_as_the_plot_does_in(
+    frontend, theme_name, jupyter, page, console_messages
+):
+    """Cancel shows "Cancelling" at once with both buttons disabled, and the run ends within
+    seconds; a full run's summary writes R with 4 decimals (as the plot's title). Screenshots:
+    cancelling, the scatter, and the scatter in a ~465 px split view."""
+    import re
+
+    from playwright.sync_api import expect
+
+    from .conftest import theme
+
+    slug = "dark" if "Dark" in theme_name else "light"
+    path = write_notebook(
+        jupyter,
+        f"verify_{slug}.ipynb",
+        ["%load_ext influence_widgets", "%influence --demo digits", "ex = _", SLOW_RETRAINS],
+    )
+    with theme(jupyter, theme_name):
+        explorer = _open_verify_tab(page, jupyter, path)
+    _set_removals(explorer, 300)
+    explorer.locator(".iw-verify-run").click()
+    status = explorer.locator(".iw-verify-status")
+    expect(status).to_contain_text("Retrained", timeout=60_000)
+    explorer.locator(".iw-verify-cancel").click()
+    expect(explorer.locator(".iw-verify")).to_have_attribute("data-state", "cancelling")
+    expect(status).to_contain_text("Cancelling")
+    expect(explorer.locator(".iw-verify-run")).to_be_disabled()
+    expect(explorer.locator(".iw-verify-cancel")).to_be_disabled()
+    expect(explorer.locator(".iw-verify-progress")).to_be_visible()
+    save_screenshot(explorer.locator(".iw-verify"), f"verify_cancelling_{slug}.png")
+    expect(explorer.locator(".iw-verify")).to_have_attribute(
+        "data-state", "cancelled", timeout=4_000
+    )
+    expect(status).to_contain_text("Cancelled")
+
+    _set_removals(explorer, 6)
+    explorer.locator(".iw-verify-run").click()
+    expect(explorer.locator(".iw-verify")).to_have_attribute("data-state", "done", timeout=120_000)
+    summary = explorer.locator(".iw-verify-summary").inner_text()
+    assert re.search(r"Pearson R = -?\d\.\d{4} · Spearman = -?\d\.\d{4} · 6 removals", summary)
+    expect(explorer.locator("img.iw-verify-plot")).to_be_visible()
+    save_screenshot(explorer.locator(".iw-verify"), f"verify_done_{slug}.png")
+    page.set_viewport_size({"width": 755, "height": 1000})  # beside the file browser: ~465 px
+    page.wait_for_timeout(500)
+    plot = explorer.locator(".iw-verify-plot")
+    plot.scroll_into_view_if_needed()
+    save_screenshot(page.locator(PANEL).first, f"verify_narrow_{slug}.png")
+    box, panel = plot.bounding_box(), page.locator(PANEL).first.bounding_box()
+    assert box["x"] + box["width"] <= panel["x"] + panel["width"], (box, panel)
+    assert not [m for m in console_messages if m.startswith("[pageerror]") and "schema" not in m]
