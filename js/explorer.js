@@ -351,18 +351,28 @@ function jobPane(model, { trait, run, cancel, runLabel, help, controls, readyTex
     const cancelling = job.state === "cancelling";
     const running = job.state === "running" || cancelling;
     const selected = model.get("selected");
+    const blocked = notRunnable(model.get("status"));
     el.dataset.state = job.state || "idle";
-    runButton.disabled = running || selected === null;
+    runButton.disabled = running || selected === null || blocked !== null;
     cancelButton.disabled = cancelling;
     cancelButton.style.display = running ? "" : "none";
     progress.style.display = running ? "block" : "none";
     bar.style.width = `${Math.round(100 * (job.progress || 0))}%`;
     status.textContent =
-      job.message || (selected === null ? "Select a test point first." : `Test point #${selected}: ${readyText}`);
+      job.message ||
+      blocked ||
+      (selected === null ? "Select a test point first." : `Test point #${selected}: ${readyText}`);
     return job;
   }
 
   return { el, update };
+}
+
+// Why a slow job cannot run yet in precomputation state `status` (the `status` trait), or null.
+function notRunnable(status) {
+  if (status === "error") return "Precomputation failed (see the error above): nothing can be run; open a new explorer.";
+  if (status !== "ready") return "Available once precomputation has finished.";
+  return null;
 }
 
 // Verify: leave-one-out retraining for the selected test point, its scatter and Pearson R.
@@ -414,7 +424,7 @@ function verifyPane(model) {
 
   return {
     el: job.el,
-    listen: { "change:verify change:verify_plot change:verify_n_remove change:selected": update },
+    listen: { "change:verify change:verify_plot change:verify_n_remove change:selected change:status": update },
     dispose: () => revoke(urls),
   };
 }

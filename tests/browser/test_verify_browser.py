@@ -151,3 +151,43 @@ def test_verify_cancels_at_once_and_shows_r_as_the_plot_does_in(
     box, panel = plot.bounding_box(), page.locator(PANEL).first.bounding_box()
     assert box["x"] + box["width"] <= panel["x"] + panel["width"], (box, panel)
     assert not [m for m in console_messages if m.startswith("[pageerror]") and "schema" not in m]
+
+
+# An untrained tanh network: its Hessian is indefinite, so precomputation (solver "direct", no
+# damping) fails in the background.
+FAILED_FIT_CELL = """\
+import torch
+
+import influence_widgets as iw
+
+gen = torch.Generator().manual_seed(0)
+X = torch.randn(40, 3, generator=gen, dtype=torch.float64)
+y = (X[:, 0] > 0).long()
+torch.manual_seed(0)
+model = torch.nn.Sequential(
+    torch.nn.Linear(3, 4, dtype=torch.float64), torch.nn.Tanh(),
+    torch.nn.Linear(4, 2, dtype=torch.float64),
+)
+inf = iw.Influence(model, (X, y), solver="direct", progress=False)
+ex = iw.InfluenceExplorer(inf, x_test=X[:12], y_test=y[:12], kind="tabular")
+ex"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("frontend", ["lab"])
+def test_verify_after_a_failed_precomputation_says_so_in(frontend, jupyter, page):
+    """After a failed fit the Verify tab never says "ready to check": Run is disabled and the
+    status says that precomputation failed."""
+    from playwright.sync_api import expect
+
+    path = write_notebook(jupyter, "verify_failed_lab.ipynb", [FAILED_FIT_CELL])
+    open_and_run(page, jupyter, path, frontend, timeout=120)
+    explorer = page.locator(".iw-explorer")
+    page.locator('.iw-explorer[data-status="error"]').wait_for(timeout=60_000)
+    explorer.locator('[data-test-index="3"]').click()
+    explorer.locator(".iw-tab-verify").click()
+    status = explorer.locator(".iw-verify-status")
+    expect(status).to_contain_text("Precomputation failed")
+    assert "ready" not in status.inner_text()
+    expect(explorer.locator(".iw-verify-run")).to_be_disabled()
+    save_screenshot(explorer, "verify_failed_lab.png")
