@@ -191,3 +191,55 @@ def test_verify_after_a_failed_precomputation_says_so_in(frontend, jupyter, page
     assert "ready" not in status.inner_text()
     expect(explorer.locator(".iw-verify-run")).to_be_disabled()
     save_screenshot(explorer, "verify_failed_lab.png")
+
+
+# The digits model, its explorer given test inputs but no labels.
+UNLABELED_CELL = """\
+import influence_widgets as iw
+
+data = iw.datasets.digits()
+model = iw.models.logistic_regression(data)
+iw.train(model, data, l2=0.01, progress=False)
+inf = iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False)
+ex = iw.InfluenceExplorer(
+    inf, x_test=data.X_test[:40], kind="image", train_display=data.images("train"),
+    test_display=data.images("test")[:40], class_names=data.class_names, k=4,
+)
+ex"""
+
+UNLABELED_CHECK = """\
+top = inf.top(data.X_test[3:4], k=4)
+same = [it["index"] for it in ex.panel["helpful"]] == top.helpful[0].tolist()
+print(f"SAME {same} LABELLED {ex._labelled} LOO {ex.verify['state']}")"""
+
+
+@pytest.mark.timeout(210)
+@pytest.mark.parametrize("frontend", ["lab"])
+def test_test_points_without_labels_are_explained_and_verified_in(
+    frontend, jupyter, page, console_messages
+):
+    """An explorer given x_test only: a click shows the points that support the predicted class
+    (the kernel's panel equals Influence.top without labels), no point is marked misclassified,
+    and Verify runs leave-one-out for the predicted class."""
+    from playwright.sync_api import expect
+
+    from .conftest import run_cell
+
+    path = write_notebook(jupyter, "unlabeled_lab.ipynb", [UNLABELED_CELL, UNLABELED_CHECK])
+    open_and_run(page, jupyter, path, frontend, timeout=150)
+    explorer = page.locator(".iw-explorer")
+    explorer.locator('[data-test-index="3"]').click(timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelectorAll('.iw-explorer [data-train-index]').length >= 8",
+        timeout=90_000,
+    )
+    assert explorer.locator(".iw-wrong").count() == 0
+    save_screenshot(explorer, "unlabeled_panel_lab.png")
+    explorer.locator(".iw-tab-verify").click()
+    _set_removals(explorer, 4)
+    explorer.locator(".iw-verify-run").click()
+    expect(explorer.locator(".iw-verify")).to_have_attribute("data-state", "done", timeout=120_000)
+    expect(explorer.locator("img.iw-verify-plot")).to_be_visible()
+    out = run_cell(page, 1)
+    assert "SAME True LABELLED False LOO done" in out, out
+    assert not [m for m in console_messages if m.startswith("[pageerror]") and "schema" not in m]
