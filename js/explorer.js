@@ -405,7 +405,7 @@ function verifyPane(model) {
     const v = job.update();
     nInput.value = String(model.get("verify_n_remove"));
     summary.replaceChildren();
-    if (v.state === "done" || v.state === "cancelled") {
+    if ((v.state === "done" || v.state === "cancelled") && v.n_removed > 0) {
       // R as Python formats it for the plot's title too (plots.correlation_text): same digits
       summary.appendChild(h("span", "iw-verify-r", `Pearson R = ${v.pearson_text}`));
       summary.appendChild(

@@ -62,6 +62,7 @@ def test_cancel_shows_cancelling_at_once_and_stops_a_retrain_within_2_s(explorer
     assert time.perf_counter() - begin < 2.0
     v = explorer.verify
     assert v["state"] == "cancelled" and v["n_removed"] == 0 and explorer.verify_plot == b""
+    assert v["message"].startswith("Cancelled: 0 of 5 retrains done in ")
     assert explorer.loo_result.cancelled
 
 

@@ -98,6 +98,15 @@ def _scatter_png(result: LOOResult) -> bytes:
     return buf.getvalue()
 
 
+def _verify_message(result: LOOResult, n_remove: int) -> str:
+    """The Verify tab's status line after a run: how many retrains were done, and when."""
+    if result.cancelled:
+        return (
+            f"Cancelled: {result.n_removed} of {n_remove} retrains done in {result.seconds:.1f} s"
+        )
+    return f"{result.n_removed} retrains in {result.seconds:.1f} s"
+
+
 class _Tab(traitlets.HasTraits):
     """What the tabs share: checks before a run, starting, waiting for and cancelling it."""
 
@@ -241,7 +250,6 @@ class VerifyTab(_Tab):
             )
             self.loo_result = result
             self.verify_plot = _scatter_png(result) if result.n_removed else b""
-            what = "Cancelled: " if result.cancelled else ""
             done: VerifyState = {
                 "state": "cancelled" if result.cancelled else "done",
                 "test_index": index,
@@ -254,7 +262,7 @@ class VerifyTab(_Tab):
                 "spearman_text": correlation_text(result.spearman),
                 "drift": result.drift,
                 "seconds": result.seconds,
-                "message": f"{what}{result.n_removed} retrains in {result.seconds:.1f} s",
+                "message": _verify_message(result, n_remove),
             }
             self._finish("verify", done)
         except Exception as err:  # shown in the tab and logged
