@@ -484,22 +484,35 @@ function jobPane(model, { trait, run, cancel, runLabel, help, controls, readyTex
   runButton.addEventListener("click", () => model.send({ event: run }));
   cancelButton.addEventListener("click", () => model.send({ event: cancel }));
 
-  // Draws the shared part; returns the job state for the caller's part.
+  // Draws the shared part; returns the job state for the caller's part. While "cancelling" (Cancel
+  // pressed, the run not yet stopped) both buttons are disabled and the bar stays where it was.
   function update() {
     const job = model.get(trait) || {};
-    const running = job.state === "running";
+    const cancelling = job.state === "cancelling";
+    const running = job.state === "running" || cancelling;
     const selected = model.get("selected");
+    const blocked = notRunnable(model.get("status"));
     el.dataset.state = job.state || "idle";
-    runButton.disabled = running || selected === null;
+    runButton.disabled = running || selected === null || blocked !== null;
+    cancelButton.disabled = cancelling;
     cancelButton.style.display = running ? "" : "none";
     progress.style.display = running ? "block" : "none";
     bar.style.width = `${Math.round(100 * (job.progress || 0))}%`;
     status.textContent =
-      job.message || (selected === null ? "Select a test point first." : `Test point #${selected}: ${readyText}`);
+      job.message ||
+      blocked ||
+      (selected === null ? "Select a test point first." : `Test point #${selected}: ${readyText}`);
     return job;
   }
 
   return { el, update };
+}
+
+// Why a slow job cannot run yet in precomputation state `status` (the `status` trait), or null.
+function notRunnable(status) {
+  if (status === "error") return "Precomputation failed (see the error above): nothing can be run; open a new explorer.";
+  if (status !== "ready") return "Available once precomputation has finished.";
+  return null;
 }
 
 // Verify: leave-one-out retraining for the selected test point, its scatter and Pearson R.
@@ -532,11 +545,12 @@ function verifyPane(model) {
     const v = job.update();
     nInput.value = String(model.get("verify_n_remove"));
     summary.replaceChildren();
-    if (v.state === "done" || v.state === "cancelled") {
-      const r = v.pearson === null || v.pearson === undefined ? "n/a" : v.pearson.toFixed(4);
-      const rho = v.spearman === null || v.spearman === undefined ? "n/a" : v.spearman.toFixed(4);
-      summary.appendChild(h("span", "iw-verify-r", `Pearson R = ${r}`));
-      summary.appendChild(h("span", "", ` · Spearman ${rho} · ${v.n_removed} removals on test #${v.test_index}`));
+    if ((v.state === "done" || v.state === "cancelled") && v.n_removed > 0) {
+      // R as Python formats it for the plot's title too (plots.correlation_text): same digits
+      summary.appendChild(h("span", "iw-verify-r", `Pearson R = ${v.pearson_text}`));
+      summary.appendChild(
+        h("span", "", ` · Spearman = ${v.spearman_text} · ${v.n_removed} removals on test #${v.test_index}`),
+      );
     }
     revoke(urls);
     figure.replaceChildren();
@@ -550,7 +564,7 @@ function verifyPane(model) {
 
   return {
     el: job.el,
-    listen: { "change:verify change:verify_plot change:verify_n_remove change:selected": update },
+    listen: { "change:verify change:verify_plot change:verify_n_remove change:selected change:status": update },
     dispose: () => revoke(urls),
   };
 }

@@ -8,7 +8,7 @@ import torch
 
 import influence_widgets as iw
 from influence_widgets import training
-from influence_widgets.core import progress
+from influence_widgets.core import progress, solvers
 
 
 @pytest.fixture
@@ -22,6 +22,7 @@ def bars(monkeypatch):
         return bar
 
     monkeypatch.setattr(training, "progress_bar", keep)
+    monkeypatch.setattr(solvers, "progress_bar", keep)
     return made
 
 
@@ -42,3 +43,42 @@ def test_a_run_that_stops_short_keeps_its_bar_short(bars):
     assert not report.converged
     (bar,) = bars
     assert bar.total == 3
+
+
+@pytest.fixture(scope="module")
+def tiny_lr():
+    """A float64 3-class logistic regression at a minimum: 60 points, 5 features."""
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(60, 5, generator=gen, dtype=torch.float64)
+    y = torch.arange(60) % 3
+    model = iw.models.logistic_regression((5, 3))
+    iw.train(model, (X, y), l2=0.1, progress=False)
+    return model, X, y
+
+
+@pytest.mark.parametrize(
+    ("solver", "desc", "most"),
+    [
+        (solvers.ConjugateGradient(maxiter=1000), "CG", 1000),
+        (solvers.LiSSA(depth=100_000), "LiSSA", 100_000),
+    ],
+    ids=["cg", "lissa"],
+)
+def test_a_solver_that_converges_early_closes_its_bar_full(bars, tiny_lr, solver, desc, most):
+    model, X, y = tiny_lr
+    inf = iw.Influence(model, (X, y), l2=0.1, solver=solver, progress=True)
+    inf.influence_on_loss(X[:3], y[:3])
+    assert inf.solver.diagnostics.converged is not False
+    (bar,) = [b for b in bars if b._step == desc]
+    assert 0 < bar.n == bar.total < most
+
+
+def test_a_solver_that_runs_out_of_iterations_keeps_its_bar_short(bars, tiny_lr):
+    model, X, y = tiny_lr
+    inf = iw.Influence(model, (X, y), l2=0.1, solver=solvers.ConjugateGradient(maxiter=2))
+    inf.progress = True
+    with pytest.warns(iw.InfluenceWarning, match="maxiter=2"):
+        inf.influence_on_loss(X[:3], y[:3])
+    assert not inf.solver.diagnostics.converged
+    (bar,) = [b for b in bars if b._step == "CG"]
+    assert bar.n == bar.total == 2

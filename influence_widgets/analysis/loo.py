@@ -14,7 +14,8 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,31 @@ __all__ = ["LOOResult", "actual_removal_effects", "validate_loo"]
 
 Retrain = Callable[[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]], object]
 STRATEGIES = ("maxinf", "random")
+
+
+class _Cancelled(Exception):
+    """Raised inside a retrain when the cancel event is set: the retrain is abandoned."""
+
+
+@contextmanager
+def _stops_on(cancel: threading.Event | None, model: torch.nn.Module) -> Iterator[None]:
+    """Inside the block, every forward call of ``model`` (a retrain's copy) first checks
+    ``cancel`` and raises :class:`_Cancelled` once it is set: a retrain in progress stops at
+    its next function evaluation, not after up to ``max_iter`` L-BFGS steps."""
+    if cancel is None:
+        yield
+        return
+
+    def check(_module, _args) -> None:
+        if cancel.is_set():
+            raise _Cancelled
+
+    check(model, ())
+    handle = model.register_forward_pre_hook(check)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _test_losses(model, loss_fn: LossFn, x_test: torch.Tensor, y_test: torch.Tensor):
@@ -67,12 +93,14 @@ def actual_removal_effects(
         l2, loss, params, tol, max_iter: the risk and the L-BFGS settings, as for ``iw.train``.
         retrain: ``retrain(model_copy, (X_minus_i, y_minus_i))`` that trains the copy in place, for
             models that need SGD/Adam; default full-batch L-BFGS warm-started from theta_hat.
-        cancel: when set (from another thread), stop after the current retrain.
+        cancel: when set (from another thread), stop at once: the retrain in progress is
+            abandoned at the copy's next forward call (a custom ``retrain`` too, as long as it
+            calls the model it is given), the retrains already done are kept.
 
     Returns ``(effects, drift)``: effects (m, T) = L(z_test, theta_-i) - L(z_test, theta_base) for
     the first m indices (m < len(indices) only when cancelled), and drift (T,) =
     L(z_test, theta_base) - L(z_test, theta_hat), where theta_base is the baseline retrained on
-    all n points.
+    all n points (NaN when cancelled before the baseline was done).
     """
     loss_fn = resolve_loss(loss)
     check_cancel_event(cancel)
@@ -81,35 +109,39 @@ def actual_removal_effects(
 
     def fit(data) -> torch.nn.Module:
         m = copy.deepcopy(model)
-        if retrain is not None:
-            retrain(m, data)
-        else:
-            train(
-                m,
-                data,
-                l2=l2,
-                loss=loss_fn,
-                params=params,
-                tol=tol,
-                max_iter=max_iter,
-                progress=False,
-            )
+        with _stops_on(cancel, m):
+            if retrain is not None:
+                retrain(m, data)
+            else:
+                train(
+                    m,
+                    data,
+                    l2=l2,
+                    loss=loss_fn,
+                    params=params,
+                    tol=tol,
+                    max_iter=max_iter,
+                    progress=False,
+                )
         return m
 
     bar = progress_bar(total=len(indices) + 1, desc="leave-one-out", disable=not progress)
     original = _test_losses(model, loss_fn, x_test, y_test)
-    baseline = _test_losses(fit((X.clone(), y.clone())), loss_fn, x_test, y_test)
-    bar.update()
-    keep = torch.ones(ts.n, dtype=torch.bool)
     rows = []
-    for i in indices:
-        if cancel is not None and cancel.is_set():
-            break
-        keep[i] = False
-        rows.append(_test_losses(fit((X[keep], y[keep])), loss_fn, x_test, y_test) - baseline)
-        keep[i] = True
+    try:
+        baseline = _test_losses(fit((X.clone(), y.clone())), loss_fn, x_test, y_test)
         bar.update()
-    bar.close()
+        keep = torch.ones(ts.n, dtype=torch.bool)
+        for i in indices:
+            keep[i] = False
+            rows.append(_test_losses(fit((X[keep], y[keep])), loss_fn, x_test, y_test) - baseline)
+            keep[i] = True
+            bar.update()
+    except _Cancelled:
+        if not rows:  # cancelled before any removal: no baseline either
+            baseline = torch.full_like(original, float("nan"))
+    finally:
+        bar.close()
     effects = torch.stack(rows) if rows else baseline.new_zeros(0, len(baseline))
     return effects, baseline - original
 
@@ -185,7 +217,9 @@ def validate_loo(
     Args:
         influence: a fitted (or fittable) :class:`~influence_widgets.Influence`; its model copy,
             loss, L2 and ``params`` define the retraining. The user's model is never touched.
-        x_test, y_test: ONE test point, with a leading batch dimension (``X[i:i+1]``).
+        x_test, y_test: ONE test point, with a leading batch dimension (``X[i:i+1]``);
+            ``y_test=None`` checks the loss of the predicted class, L(z_test, theta_hat) with
+            z_test = (x_test, argmax_c p(c | x_test, theta_hat)).
         n_remove: how many training points to remove, one at a time.
         strategy: "maxinf" or "random".
         retrain: ``retrain(model_copy, (X, y))`` training the copy in place; default full-batch
@@ -193,8 +227,8 @@ def validate_loo(
         seed: for ``strategy="random"``.
         test_index: recorded in the result (the explorer passes the gallery index).
         progress: a progress bar over the retrains (also reported to the explorer).
-        cancel: a ``threading.Event``; when set, stop after the current retrain and return what
-            is done (``cancelled=True``).
+        cancel: a ``threading.Event``; when set, abandon the retrain in progress (at the model
+            copy's next forward call) and return the retrains done (``cancelled=True``).
 
     Returns a :class:`LOOResult` with Pearson and Spearman R and ``plot()``.
     """
@@ -205,6 +239,8 @@ def validate_loo(
     if retrain is not None and not callable(retrain):
         raise TypeError(f"retrain: expected a callable or None, got {type(retrain).__name__}")
     check_cancel_event(cancel)
+    if y_test is None:
+        y_test = influence.predicted_labels(x_test)
     x, y = one_test_point(x_test, y_test, "validate_loo")
     if n_remove > influence.n:
         raise ValueError(f"n_remove: {n_remove} is more than the {influence.n} training points")

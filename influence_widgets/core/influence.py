@@ -32,7 +32,12 @@ from influence_widgets.core.errors import (
     check_positive_int,
 )
 from influence_widgets.core.hvp import HessianOperator
-from influence_widgets.core.losses import LossFn
+from influence_widgets.core.losses import (
+    LossFn,
+    class_probabilities,
+    expects_binary_labels,
+    expects_class_indices,
+)
 from influence_widgets.core.objective import Objective, TrainingSet, as_tensor
 from influence_widgets.core.progress import progress_bar
 from influence_widgets.core.solvers import (
@@ -330,9 +335,14 @@ class Influence:
         return self._per_sample_train_grads(obj.cast_inputs(x), obj.cast_targets(y))
 
     def _test_batch(self, x_test, y_test) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cast test batch (x, y); ``y_test=None``: y = the predicted classes."""
         obj = self.objective
         x = as_tensor(x_test, "x_test")
-        y = as_tensor(y_test, "y_test")
+        if y_test is None:
+            self._check_classifier()
+            y = torch.zeros(len(x) if x.ndim else 0, dtype=torch.long)  # for checking x only
+        else:
+            y = as_tensor(y_test, "y_test")
         if x.ndim == 0 or y.ndim == 0:
             raise ValueError(
                 "x_test, y_test: expected a batch with a leading dimension; "
@@ -342,15 +352,39 @@ class Influence:
             raise ValueError(f"x_test has {len(x)} rows but y_test has {len(y)}; they must match")
         if len(x) == 0:
             raise ValueError("x_test: is empty")
-        return obj.prepare(x, y, "x_test", "y_test")
+        x, y = obj.prepare(x, y, "x_test", "y_test")
+        return x, (self._predicted_classes(x) if y_test is None else y)
 
-    def test_gradients(self, x_test, y_test) -> torch.Tensor:
-        """grad L(z_test, theta_hat) without the L2 term, (T, p)."""
+    def predicted_labels(self, x_test) -> torch.Tensor:
+        """y_hat = argmax_c p(c | x_test, theta_hat) for each test point, (T,) int64 on the CPU:
+        the classes for which ``y_test=None`` explains the points (needs a classification loss).
+        """
+        return self._test_batch(x_test, None)[1].long().cpu()
+
+    def _check_classifier(self) -> None:
+        """``y_test=None`` needs a loss of class labels; else a ValueError naming ``y_test``."""
+        loss_fn = self.objective.loss_fn
+        if not (expects_class_indices(loss_fn) or expects_binary_labels(loss_fn)):
+            raise ValueError(
+                "y_test: None (explain the predicted class) needs a classification loss "
+                "('cross_entropy' or 'smooth_hinge'); with this loss pass the test targets"
+            )
+
+    def _predicted_classes(self, x: torch.Tensor) -> torch.Tensor:
+        """y_hat = argmax_c p(c | x, theta_hat) for cast inputs ``x``, as cast targets (T,)."""
+        obj = self.objective
+        with torch.no_grad():
+            labels = class_probabilities(obj.forward(obj.theta, x)).argmax(dim=1)
+        return obj.cast_targets(labels)
+
+    def test_gradients(self, x_test, y_test=None) -> torch.Tensor:
+        """grad L(z_test, theta_hat) without the L2 term, (T, p). ``y_test=None``: for the
+        predicted classes, z_test = (x_test, y_hat), y_hat = argmax_c p(c | x_test, theta_hat)."""
         x, y = self._test_batch(x_test, y_test)
         obj = self.objective
         return vmap(grad(obj.test_loss), in_dims=(None, 0, 0))(obj.theta, x, y)
 
-    def s_test(self, x_test, y_test) -> torch.Tensor:
+    def s_test(self, x_test, y_test=None) -> torch.Tensor:
         """s_test = H^-1 grad L(z_test) for each test point, (T, p): one solve for all columns."""
         self.ensure_fit()
         G = self.test_gradients(x_test, y_test)
@@ -407,15 +441,19 @@ class Influence:
         G = self._train_grads_at(idx)
         return -self.solver.solve(G.T).T
 
-    def influence_on_loss(self, x_test, y_test) -> torch.Tensor:
+    def influence_on_loss(self, x_test, y_test=None) -> torch.Tensor:
         """I_up,loss(z_i, z_test) = -grad L(z_test)^T H^-1 grad ell_i, shape (T, n).
 
-        Negative values: upweighting z_i lowers the test loss (z_i is helpful).
+        Negative values: upweighting z_i lowers the test loss (z_i is helpful). Without labels
+        (``y_test=None``) each test point is explained for its predicted class: z_test =
+        (x_test, y_hat) with y_hat = argmax_c p(c | x_test, theta_hat), so the loss is
+        L(z_test, theta_hat) = -log p(y_hat | x_test) and helpful points support the prediction.
+        This needs a classification loss; the same holds for every method taking ``y_test``.
         """
         S = self.s_test(x_test, y_test)
         return -self._score_against(S.T)
 
-    def predicted_removal_effect(self, x_test, y_test) -> torch.Tensor:
+    def predicted_removal_effect(self, x_test, y_test=None) -> torch.Tensor:
         """-(1/n) I_up,loss: the predicted change of each test loss when z_i is removed, (T, n).
 
         Positive: removing z_i raises the test loss, so z_i was helpful. This is the paper code's
@@ -423,7 +461,7 @@ class Influence:
         """
         return -self.influence_on_loss(x_test, y_test) / self.n
 
-    def perturbation_influence(self, x_test, y_test, idx=None) -> torch.Tensor:
+    def perturbation_influence(self, x_test, y_test=None, idx=None) -> torch.Tensor:
         """I_pert,loss(z_i, z_test) = -grad L(z_test)^T H^-1 grad_x grad ell_i, (T, k, *x_i.shape).
 
         Moving training input x_i by a small delta changes the test loss by about
@@ -461,11 +499,12 @@ class Influence:
         bar.close()
         return out
 
-    def top(self, x_test, y_test, k: int = 10) -> TopInfluence:
+    def top(self, x_test, y_test=None, k: int = 10) -> TopInfluence:
         """The k most helpful and k most harmful training points for each test point.
 
         Ranked by :meth:`predicted_removal_effect`: helpful first by largest score, harmful by
-        smallest (most negative).
+        smallest (most negative). ``y_test=None`` ranks them for the predicted classes y_hat
+        (see :meth:`influence_on_loss`): helpful points support the prediction.
         """
         k = min(check_positive_int(k, "k"), self.n)
         scores = self.predicted_removal_effect(x_test, y_test)

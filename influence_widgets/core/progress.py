@@ -19,13 +19,40 @@ __all__ = ["progress_bar", "report_progress"]
 _local = threading.local()
 
 
+# In a notebook, tqdm.auto's bars are ipywidgets (tqdm.notebook); elsewhere text on stderr.
+_WIDGET_BARS = any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
+
+
 class _ReportingBar(tqdm):
-    """A tqdm bar that also tells this thread's listener, if any, how far it is."""
+    """A tqdm bar that also tells this thread's listener, if any, how far it is.
+
+    In a notebook the bar is a widget shown under a display id: when a finished bar closes
+    (``leave=False``) its view is replaced by empty output, so the saved notebook holds no view
+    of a closed widget (after a page reload such a view reads "Error displaying widget: model
+    not found").
+    """
 
     def __init__(self, *, total: int, desc: str, **kwargs) -> None:
         # Own copies: a disabled tqdm keeps neither its description nor its count.
         self._step, self._total, self._done = desc, total, 0
+        self._shown = None  # the notebook display of the bar's widget
+        widget = _WIDGET_BARS and not kwargs.get("disable")
+        if widget:
+            kwargs["display"] = False  # shown below, with a display id
         super().__init__(total=total, desc=desc, **kwargs)
+        if widget:
+            from IPython.display import display
+
+            self._shown = display(self.container, display_id=True)
+            self.displayed = True
+
+    def close(self) -> None:
+        super().close()
+        if self._shown is not None and self.container.comm is None:  # tqdm closed the widget
+            self._shown.update({"text/plain": ""}, raw=True)
+            for part in self.container.children:
+                part.close()
+            self._shown = None
 
     def update(self, n: float = 1) -> bool | None:
         self._done += n

@@ -236,7 +236,8 @@ class ConjugateGradient(Solver):
         try:  # the bar closes even when a step finds H + damping I not positive definite
             while it < self.maxiter:
                 running = [g for g in groups if g.P is not None]
-                if not running:
+                if not running:  # every column converged: a full bar, not a red partial one
+                    bar.complete()
                     break
                 Q = op.matvec(torch.cat([g.P for g in running], dim=1))
                 start = 0
@@ -513,6 +514,7 @@ class LiSSA(Solver):
                 if not stochastic and change <= rtol * norm:
                     break
             total += h / scale
+        bar.complete()  # a repeat that stopped early converged: the bar closes full
         bar.close()
         X = total / self.repeats
         d = self.diagnostics

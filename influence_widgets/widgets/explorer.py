@@ -64,10 +64,19 @@ def failure_message(err: Exception) -> str:
     )
 
 
-def explanation(label: str, pred: str, correct: bool) -> str:
+def explanation(label: str | None, pred: str, correct: bool) -> str:
     """What the helpful and harmful points mean for one test point, true label ``label``,
     predicted ``pred``. Scores are for the test loss of the true label, L(z_test, theta_hat):
-    for a misclassified point, helpful points support the true label, not the prediction."""
+    for a misclassified point, helpful points support the true label, not the prediction.
+    ``label=None`` (no label given): the scores are for the predicted class, z_test = (x, pred).
+    """
+    if label is None:
+        return (
+            f"No label given: explained for the predicted class {pred}. Scores are for the "
+            f"loss of {pred}, so helpful points (score > 0) support predicting {pred}: removing "
+            f"one would raise that loss. Harmful points (score < 0) work against predicting "
+            f"{pred}: removing one would lower it."
+        )
     if correct:
         return (
             f"Correctly classified as {label}. Helpful points (score > 0) support this "
@@ -90,7 +99,9 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
         influence: an :class:`~influence_widgets.Influence` (fitted here, in the background,
             if it is not yet).
         data: an ``iw.datasets`` Dataset; or None and the keyword arguments below.
-        x_test, y_test: the test points the gallery shows (from ``data`` when given).
+        x_test, y_test: the test points the gallery shows (from ``data`` when given);
+            ``y_test=None`` (and no labels in ``data``): each point is explained for its
+            predicted class y_hat = argmax_c p(c | x, theta_hat), the only label there is.
         kind: "image", "tabular" or "text" (from ``data`` when given).
         train_display, test_display: what to show of each point: images (n, H, W[, C]), rows
             (n, d) or strings; default the inputs themselves (reshaped for a Dataset's images).
@@ -145,9 +156,13 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
         inputs = ExplorerInputs(
             x_test, y_test, kind, train_display, test_display, class_names, feature_names
         ).with_defaults_from(data)
-        self.x_test, self.y_test = inputs.test_points()
+        self.x_test, y_test = inputs.test_points()
         probabilities = class_probabilities_of(influence, self.x_test)
         self._conf, self._pred = (t.numpy() for t in probabilities.max(dim=1))
+        # Without labels every point is explained for its predicted class: y_test = y_hat (the
+        # scores, Verify), and no point counts as misclassified. The Attack tab needs a label.
+        self._labelled = y_test is not None
+        self.y_test = y_test if self._labelled else torch.from_numpy(self._pred.astype(np.int64))
         self._true = as_numpy(self.y_test).astype(np.int64).reshape(-1)
         display = inputs.display(influence, self._n_classes(influence, probabilities.shape[1]))
         super().__init__(
@@ -197,6 +212,15 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
                 f"({type(value).__name__})"
             )
         return int(value)
+
+    def _explain(self, index: int) -> str:
+        """The panel's explanation of test point ``index``: for its true label, or for its
+        predicted class when the explorer was given no labels."""
+        pred = self._label(int(self._pred[index]))
+        if not self._labelled:
+            return explanation(None, pred, True)
+        label = self._label(int(self._true[index]))
+        return explanation(label, pred, bool(self._true[index] == self._pred[index]))
 
     def _label(self, c: int) -> str:
         names = self.display_data.class_names

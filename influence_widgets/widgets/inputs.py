@@ -90,10 +90,13 @@ class ExplorerInputs:
             test_display=data.images("test") if images else self.test_display,
         )
 
-    def test_points(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x_test, y_test) as tensors of the same length."""
-        if self.x_test is None or self.y_test is None:
-            raise ValueError("x_test, y_test: pass a Dataset as data, or both x_test and y_test")
+    def test_points(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x_test, y_test) as tensors of the same length; y_test None when not given (the points
+        are then explained for their predicted classes)."""
+        if self.x_test is None:
+            raise ValueError("x_test: pass a Dataset as data, or x_test (and y_test if known)")
+        if self.y_test is None:
+            return torch.as_tensor(as_numpy(self.x_test)), None
         if len(self.x_test) != len(self.y_test):
             raise ValueError(
                 f"x_test has {len(self.x_test)} rows but y_test has {len(self.y_test)}; "

@@ -35,7 +35,8 @@ ATTACK_RUN = "attack_run"
 ATTACK_CANCEL = "attack_cancel"
 EVENTS = (VERIFY_RUN, VERIFY_CANCEL, ATTACK_RUN, ATTACK_CANCEL)
 
-JobStateName = Literal["idle", "running", "done", "cancelled", "error"]
+# "cancelling": Cancel was pressed, the run stops at its next check; then "cancelled"
+JobStateName = Literal["idle", "running", "cancelling", "done", "cancelled", "error"]
 
 
 # ----- the Influence pane: the ``panel`` trait ({} before the first selection) -----------------
@@ -86,6 +87,8 @@ class VerifyState(JobState, total=False):
     n_removed: int
     pearson: float | None  # None when undefined (fewer than two removals)
     spearman: float | None
+    pearson_text: str  # R as the plot's title writes it (plots.correlation_text): "0.9999", "n/a"
+    spearman_text: str
     drift: float
     seconds: float
 

@@ -20,6 +20,7 @@ from influence_widgets.analysis.attack import AttackResult, craft_attack, eight_
 from influence_widgets.analysis.loo import LOOResult, validate_loo
 from influence_widgets.core.errors import check_nonnegative, check_positive_int
 from influence_widgets.core.progress import report_progress
+from influence_widgets.plots import correlation_text
 from influence_widgets.widgets.display import png_bytes
 from influence_widgets.widgets.protocol import (
     IDLE,
@@ -40,6 +41,10 @@ log = logging.getLogger("influence_widgets")
 # forward AD level with an invalid index". Every explorer's background work takes this lock
 # (reentrant: an on_select callback may open another explorer from inside it).
 BACKGROUND_WORK = threading.RLock()
+
+# Orders a tab's progress updates (worker thread) and its switch to "cancelling" (kernel thread),
+# so that a late progress update never overwrites "Cancelling...".
+_JOB_STATE = threading.Lock()
 
 
 class BackgroundJob:
@@ -84,13 +89,22 @@ def _scatter_png(result: LOOResult) -> bytes:
     """The LOO scatter as PNG bytes, drawn without pyplot (safe off the main thread)."""
     from matplotlib.figure import Figure
 
-    from influence_widgets.plots import loo_scatter
+    from influence_widgets.plots import LOO_FIGSIZE, loo_scatter
 
-    fig = Figure(figsize=(4.2, 4.0), dpi=90)
+    fig = Figure(figsize=LOO_FIGSIZE, dpi=90)
     loo_scatter(result, ax=fig.add_subplot())
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def _verify_message(result: LOOResult, n_remove: int) -> str:
+    """The Verify tab's status line after a run: how many retrains were done, and when."""
+    if result.cancelled:
+        return (
+            f"Cancelled: {result.n_removed} of {n_remove} retrains done in {result.seconds:.1f} s"
+        )
+    return f"{result.n_removed} retrains in {result.seconds:.1f} s"
 
 
 class _Tab(traitlets.HasTraits):
@@ -140,7 +154,13 @@ class _Tab(traitlets.HasTraits):
         """``analysis(influence, x_test[index], y_test[index], **options)`` for test point
         ``index``, cancellable, its progress bar ``listen[0]`` reported to ``listen[1]``."""
         step, show = listen
-        with BACKGROUND_WORK, report_progress(_throttled(show, step)):
+
+        def unless_cancelled(name: str, fraction: float) -> None:
+            with _JOB_STATE:  # once cancelled, the bar and "Cancelling..." stay as they are
+                if not cancel.is_set():
+                    show(name, fraction)
+
+        with BACKGROUND_WORK, report_progress(_throttled(unless_cancelled, step)):
             return analysis(
                 self.influence,
                 self.x_test[index : index + 1],
@@ -151,10 +171,22 @@ class _Tab(traitlets.HasTraits):
                 **options,
             )
 
+    def _finish(self, trait: str, state: JobState) -> None:
+        """Set a run's final ``state`` (done, cancelled, error) in the tab's trait ``trait``; under
+        the lock that ``_cancel`` takes, so a Cancel pressed as the run ends cannot leave
+        "cancelling" behind."""
+        with _JOB_STATE:
+            setattr(self, trait, state)
+
     def _cancel(self, trait: str, job: BackgroundJob, message: str) -> None:
-        if job.running:
-            job.cancel.set()
-            setattr(self, trait, {**getattr(self, trait), "message": message})
+        """Ask the running job to stop and show state "cancelling" with ``message`` at once (the
+        job's own final state replaces it when it has stopped)."""
+        with _JOB_STATE:
+            if job.running and getattr(self, trait).get("state") == "running":
+                job.cancel.set()
+                setattr(
+                    self, trait, {**getattr(self, trait), "state": "cancelling", "message": message}
+                )
 
 
 class VerifyTab(_Tab):
@@ -188,6 +220,7 @@ class VerifyTab(_Tab):
             problem = f"n_remove: at most {self.influence.n} (the training set size)"
         if problem is None:
             self.verify_plot = b""
+            self.verify_n_remove = n_remove  # the box shows the number this run uses
         index = self.selected
         started: VerifyState = job_started(
             index, f"Retraining without each of {n_remove} training points...", n_remove=n_remove
@@ -197,8 +230,9 @@ class VerifyTab(_Tab):
         return self.loo_result if ran and wait else None
 
     def cancel_verify(self) -> None:
-        """Stop the running check after its current retrain; what is done so far is shown."""
-        self._cancel("verify", self._verify_job, "Cancelling after the current retrain...")
+        """Stop the running check: the retrain in progress is abandoned within about a second
+        (at its next function evaluation); the retrains done so far are shown."""
+        self._cancel("verify", self._verify_job, "Cancelling the retrain in progress...")
 
     def _verify_worker(self, index: int, n_remove: int, cancel: threading.Event) -> None:
         def show(_step: str, fraction: float) -> None:
@@ -216,8 +250,7 @@ class VerifyTab(_Tab):
             )
             self.loo_result = result
             self.verify_plot = _scatter_png(result) if result.n_removed else b""
-            what = "Cancelled: " if result.cancelled else ""
-            self.verify: VerifyState = {
+            done: VerifyState = {
                 "state": "cancelled" if result.cancelled else "done",
                 "test_index": index,
                 "n_remove": n_remove,
@@ -225,13 +258,16 @@ class VerifyTab(_Tab):
                 "progress": 1.0,
                 "pearson": _finite_or_none(result.pearson),
                 "spearman": _finite_or_none(result.spearman),
+                "pearson_text": correlation_text(result.pearson),
+                "spearman_text": correlation_text(result.spearman),
                 "drift": result.drift,
                 "seconds": result.seconds,
-                "message": f"{what}{result.n_removed} retrains in {result.seconds:.1f} s",
+                "message": _verify_message(result, n_remove),
             }
+            self._finish("verify", done)
         except Exception as err:  # shown in the tab and logged
             log.exception("InfluenceExplorer leave-one-out check failed")
-            self.verify = job_failed(index, "Leave-one-out check", err)
+            self._finish("verify", job_failed(index, "Leave-one-out check", err))
 
 
 class AttackTab(_Tab):

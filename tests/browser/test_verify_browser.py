@@ -1,0 +1,245 @@
+"""The browser layer for the Verify tab, reloads and unlabeled test points (issue 15, sec 3):
+cancelling, the scatter in the dark theme and a narrow view, no "model not found" after a reload.
+Fixtures and helpers: conftest.py; the explorer's other browser tests: test_explorer_browser.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import (
+    IDLE,
+    PANEL,
+    cell_output,
+    open_and_run,
+    save_screenshot,
+    wait_for_kernel_idle,
+    write_notebook,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+WIDGET_ERRORS = ("model not found", "Error displaying widget")
+
+# The quickstart: the demo explorer, then a model trained and scored with the progress bars on.
+QUICKSTART = [
+    "%load_ext influence_widgets",
+    "%influence --demo digits",
+    "import influence_widgets as iw\n"
+    "data = iw.datasets.digits()\n"
+    "model = iw.models.logistic_regression(data)\n"
+    "report = iw.train(model, data, l2=0.01)\n"
+    "inf = iw.Influence(model, (data.X_train, data.y_train), l2=0.01, solver='cg')\n"
+    "top = inf.top(data.X_test[:4], data.y_test[:4], k=3)\n"
+    'print(f"TRAINED {report.converged}")',
+]
+
+
+def _page_text(page) -> str:
+    return page.locator(PANEL).first.inner_text()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("frontend", ["lab"])
+def test_reload_shows_no_widget_errors_and_the_explorer_again_in(
+    frontend, jupyter, page, console_messages
+):
+    """Run the quickstart with progress bars, save, reload the page with the kernel alive: no
+    "Error displaying widget: model not found" (a closed bar's view left in the saved output),
+    and the explorer renders again."""
+    path = write_notebook(jupyter, "reload_lab.ipynb", QUICKSTART)
+    open_and_run(page, jupyter, path, frontend, timeout=180)
+    assert "TRAINED True" in cell_output(page, 2)
+    page.locator(".iw-explorer").wait_for(timeout=60_000)
+    page.locator(f"{PANEL} .jp-Notebook").click()
+    page.keyboard.press("Control+s")
+    page.wait_for_timeout(1500)
+    page.reload(wait_until="domcontentloaded")
+    page.locator(PANEL).first.wait_for(state="visible", timeout=60_000)
+    wait_for_kernel_idle(page, jupyter, path)
+    page.locator(IDLE).first.wait_for(timeout=60_000)
+    page.locator(".iw-explorer").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(3000)  # widget views of the outputs render by now
+    save_screenshot(page.locator(PANEL).first, "reload_lab.png")
+    text = _page_text(page)
+    assert not [e for e in WIDGET_ERRORS if e in text], text[-2000:]
+    assert page.locator(".iw-explorer").count() == 1
+
+
+# Each retrain first sleeps 1.5 s without calling the model (where Cancel cannot stop it), so
+# that the "cancelling" state stays on screen long enough to be seen.
+SLOW_RETRAINS = """\
+import time
+from influence_widgets.analysis import loo
+
+def slow_train(model, data, _train=loo.train, **options):
+    time.sleep(1.5)
+    return _train(model, data, **options)
+
+loo.train = slow_train"""
+
+
+def _open_verify_tab(page, jupyter, path: str, test_index: int = 3):
+    """Run the digits demo in ``path``, select ``test_index`` and open the Verify tab."""
+    open_and_run(page, jupyter, path, "lab", timeout=150)
+    explorer = page.locator(".iw-explorer")
+    explorer.locator(f'[data-test-index="{test_index}"]').click(timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelectorAll('.iw-explorer [data-train-index]').length >= 16",
+        timeout=90_000,
+    )
+    explorer.locator(".iw-tab-verify").click()
+    return explorer
+
+
+def _set_removals(explorer, n: int) -> None:
+    box = explorer.locator(".iw-verify-n")
+    box.fill(str(n))
+    box.dispatch_event("change")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("frontend", ["lab"])
+@pytest.mark.parametrize("theme_name", ["JupyterLab Light", "JupyterLab Dark"])
+def test_verify_cancels_at_once_and_shows_r_as_the_plot_does_in(
+    frontend, theme_name, jupyter, page, console_messages
+):
+    """Cancel shows "Cancelling" at once with both buttons disabled, and the run ends within
+    seconds; a full run's summary writes R with 4 decimals (as the plot's title). Screenshots:
+    cancelling, the scatter, and the scatter in a ~465 px split view."""
+    import re
+
+    from playwright.sync_api import expect
+
+    from .conftest import theme
+
+    slug = "dark" if "Dark" in theme_name else "light"
+    path = write_notebook(
+        jupyter,
+        f"verify_{slug}.ipynb",
+        ["%load_ext influence_widgets", "%influence --demo digits", "ex = _", SLOW_RETRAINS],
+    )
+    with theme(jupyter, theme_name):
+        explorer = _open_verify_tab(page, jupyter, path)
+    _set_removals(explorer, 300)
+    explorer.locator(".iw-verify-run").click()
+    status = explorer.locator(".iw-verify-status")
+    expect(status).to_contain_text("Retrained", timeout=60_000)
+    explorer.locator(".iw-verify-cancel").click()
+    expect(explorer.locator(".iw-verify")).to_have_attribute("data-state", "cancelling")
+    expect(status).to_contain_text("Cancelling")
+    expect(explorer.locator(".iw-verify-run")).to_be_disabled()
+    expect(explorer.locator(".iw-verify-cancel")).to_be_disabled()
+    expect(explorer.locator(".iw-verify-progress")).to_be_visible()
+    save_screenshot(explorer.locator(".iw-verify"), f"verify_cancelling_{slug}.png")
+    expect(explorer.locator(".iw-verify")).to_have_attribute(
+        "data-state", "cancelled", timeout=4_000
+    )
+    expect(status).to_contain_text("Cancelled")
+
+    _set_removals(explorer, 6)
+    explorer.locator(".iw-verify-run").click()
+    expect(explorer.locator(".iw-verify")).to_have_attribute("data-state", "done", timeout=120_000)
+    summary = explorer.locator(".iw-verify-summary").inner_text()
+    assert re.search(r"Pearson R = -?\d\.\d{4} · Spearman = -?\d\.\d{4} · 6 removals", summary)
+    expect(explorer.locator("img.iw-verify-plot")).to_be_visible()
+    save_screenshot(explorer.locator(".iw-verify"), f"verify_done_{slug}.png")
+    page.set_viewport_size({"width": 755, "height": 1000})  # beside the file browser: ~465 px
+    page.wait_for_timeout(500)
+    plot = explorer.locator(".iw-verify-plot")
+    plot.scroll_into_view_if_needed()
+    save_screenshot(page.locator(PANEL).first, f"verify_narrow_{slug}.png")
+    box, panel = plot.bounding_box(), page.locator(PANEL).first.bounding_box()
+    assert box["x"] + box["width"] <= panel["x"] + panel["width"], (box, panel)
+    assert not [m for m in console_messages if m.startswith("[pageerror]") and "schema" not in m]
+
+
+# An untrained tanh network: its Hessian is indefinite, so precomputation (solver "direct", no
+# damping) fails in the background.
+FAILED_FIT_CELL = """\
+import torch
+
+import influence_widgets as iw
+
+gen = torch.Generator().manual_seed(0)
+X = torch.randn(40, 3, generator=gen, dtype=torch.float64)
+y = (X[:, 0] > 0).long()
+torch.manual_seed(0)
+model = torch.nn.Sequential(
+    torch.nn.Linear(3, 4, dtype=torch.float64), torch.nn.Tanh(),
+    torch.nn.Linear(4, 2, dtype=torch.float64),
+)
+inf = iw.Influence(model, (X, y), solver="direct", progress=False)
+ex = iw.InfluenceExplorer(inf, x_test=X[:12], y_test=y[:12], kind="tabular")
+ex"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("frontend", ["lab"])
+def test_verify_after_a_failed_precomputation_says_so_in(frontend, jupyter, page):
+    """After a failed fit the Verify tab never says "ready to check": Run is disabled and the
+    status says that precomputation failed."""
+    from playwright.sync_api import expect
+
+    path = write_notebook(jupyter, "verify_failed_lab.ipynb", [FAILED_FIT_CELL])
+    open_and_run(page, jupyter, path, frontend, timeout=120)
+    explorer = page.locator(".iw-explorer")
+    page.locator('.iw-explorer[data-status="error"]').wait_for(timeout=60_000)
+    explorer.locator('[data-test-index="3"]').click()
+    explorer.locator(".iw-tab-verify").click()
+    status = explorer.locator(".iw-verify-status")
+    expect(status).to_contain_text("Precomputation failed")
+    assert "ready" not in status.inner_text()
+    expect(explorer.locator(".iw-verify-run")).to_be_disabled()
+    save_screenshot(explorer, "verify_failed_lab.png")
+
+
+# The digits model, its explorer given test inputs but no labels.
+UNLABELED_CELL = """\
+import influence_widgets as iw
+
+data = iw.datasets.digits()
+model = iw.models.logistic_regression(data)
+iw.train(model, data, l2=0.01, progress=False)
+inf = iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False)
+ex = iw.InfluenceExplorer(
+    inf, x_test=data.X_test[:40], kind="image", train_display=data.images("train"),
+    test_display=data.images("test")[:40], class_names=data.class_names, k=4,
+)
+ex"""
+
+UNLABELED_CHECK = """\
+top = inf.top(data.X_test[3:4], k=4)
+same = [it["index"] for it in ex.panel["helpful"]] == top.helpful[0].tolist()
+print(f"SAME {same} LABELLED {ex._labelled} LOO {ex.verify['state']}")"""
+
+
+@pytest.mark.timeout(210)
+@pytest.mark.parametrize("frontend", ["lab"])
+def test_test_points_without_labels_are_explained_and_verified_in(
+    frontend, jupyter, page, console_messages
+):
+    """An explorer given x_test only: a click shows the points that support the predicted class
+    (the kernel's panel equals Influence.top without labels), no point is marked misclassified,
+    and Verify runs leave-one-out for the predicted class."""
+    from playwright.sync_api import expect
+
+    from .conftest import run_cell
+
+    path = write_notebook(jupyter, "unlabeled_lab.ipynb", [UNLABELED_CELL, UNLABELED_CHECK])
+    open_and_run(page, jupyter, path, frontend, timeout=150)
+    explorer = page.locator(".iw-explorer")
+    explorer.locator('[data-test-index="3"]').click(timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelectorAll('.iw-explorer [data-train-index]').length >= 8",
+        timeout=90_000,
+    )
+    assert explorer.locator(".iw-wrong").count() == 0
+    save_screenshot(explorer, "unlabeled_panel_lab.png")
+    explorer.locator(".iw-tab-verify").click()
+    _set_removals(explorer, 4)
+    explorer.locator(".iw-verify-run").click()
+    expect(explorer.locator(".iw-verify")).to_have_attribute("data-state", "done", timeout=120_000)
+    expect(explorer.locator("img.iw-verify-plot")).to_be_visible()
+    out = run_cell(page, 1)
+    assert "SAME True LABELLED False LOO done" in out, out
+    assert not [m for m in console_messages if m.startswith("[pageerror]") and "schema" not in m]
