@@ -276,7 +276,9 @@ function headerPane(model, root) {
 
   function renderFilters() {
     classSelect.replaceChildren();
-    const all = h("option", "", "all classes");
+    const labelled = model.get("labelled");
+    // Without labels the classes are the predicted ones, and nothing can be misclassified.
+    const all = h("option", "", labelled ? "all classes" : "all predicted classes");
     all.value = "-1";
     classSelect.appendChild(all);
     model.get("class_names").forEach((name, c) => {
@@ -286,6 +288,7 @@ function headerPane(model, root) {
     });
     classSelect.value = String(model.get("class_filter"));
     wrongBox.checked = model.get("misclassified_only");
+    wrongLabel.style.display = labelled ? "" : "none";
   }
 
   function renderPaging() {
@@ -299,7 +302,7 @@ function headerPane(model, root) {
     el,
     listen: {
       "change:status change:message change:error change:notice change:progress": renderStatus,
-      "change:class_names change:class_filter change:misclassified_only": renderFilters,
+      "change:class_names change:class_filter change:misclassified_only change:labelled": renderFilters,
       "change:page change:n_pages change:n_shown": renderPaging,
     },
   };
@@ -313,12 +316,13 @@ function galleryCard(model, item, urls) {
   card.dataset.testIndex = String(item.index);
   if (item.wrong) card.classList.add("iw-wrong");
   const caption = h("div", "iw-caption");
-  caption.appendChild(h("span", "iw-true", `true ${item.label}`));
+  const labelled = model.get("labelled");
+  caption.appendChild(h("span", "iw-true", labelled ? `true ${item.label}` : "no label"));
   caption.appendChild(h("span", "iw-pred", `pred ${item.pred} (${Math.round(item.confidence * 100)}%)`));
   const view = pointView(item, urls, true);
   if (item.row) card.append(caption, view);
   else card.append(view, caption);
-  card.title = `test #${item.index}: true ${item.label}, predicted ${item.pred} (${Math.round(item.confidence * 100)}%)`;
+  card.title = `test #${item.index}: ${labelled ? `true ${item.label}` : "no label"}, predicted ${item.pred} (${Math.round(item.confidence * 100)}%)`;
   card.addEventListener("click", () => {
     model.set("selected", item.index);
     model.save_changes();
@@ -435,12 +439,13 @@ function influencePane(model) {
     const head = h("div", "iw-panel-head");
     const info = h("div", "iw-panel-info");
     info.appendChild(h("div", "iw-title", `Test #${p.test_index}`));
-    info.appendChild(h("div", "", `true label ${p.label}`));
+    const labelled = model.get("labelled");
+    info.appendChild(h("div", "", labelled ? `true label ${p.label}` : "no label given"));
     info.appendChild(h("div", "", `predicted ${p.pred} (${Math.round(p.confidence * 100)}%)`));
     head.append(pointView(p.test, urls), info);
     el.appendChild(head);
     el.appendChild(h("p", `iw-explanation ${p.correct ? "iw-correct" : "iw-misclassified"}`, p.explanation));
-    el.appendChild(h("p", "iw-help", HELP));
+    el.appendChild(h("p", "iw-help", labelled ? HELP : HELP.replace("its true label", "its predicted class")));
     el.appendChild(barChart(p.helpful, p.harmful, scale));
     if (p.test.row) el.appendChild(h("p", "iw-help", TABULAR_NOTE));
     el.appendChild(trainList("Most helpful", p.helpful, "iw-helpful", scale, urls));

@@ -78,7 +78,7 @@ def unlabeled_explorer(cancer):
 def test_explorer_without_labels_explains_the_predicted_class(cancer, unlabeled_explorer):
     data, model, inf = cancer
     ex = unlabeled_explorer
-    assert not ex._labelled
+    assert not ex.labelled
     i = int((_predicted(model, data.X_test) != data.y_test).nonzero()[0])  # a misclassified one
     y_hat = int(_predicted(model, data.X_test[i : i + 1])[0])
     name = data.class_names[y_hat]
@@ -96,7 +96,7 @@ def test_explorer_with_labels_keeps_explaining_the_true_label(cancer):
     data, model, inf = cancer
     ex = iw.InfluenceExplorer(inf, data, k=4).wait_ready()
     wrong = (_predicted(model, data.X_test) != data.y_test).nonzero()
-    assert ex._labelled
+    assert ex.labelled
     assert ex._explain(int(wrong[0])).startswith("Misclassified")
 
 

@@ -69,7 +69,8 @@ class HessianOperator:
         def one(v: torch.Tensor) -> torch.Tensor:
             return jvp(grad(batch_loss), (theta,), (v,))[1]
 
-        return vmap(one)(V.T).T
+        with obj.lock:  # forward-mode AD: one thread at a time (objective.FUNCTORCH_LOCK)
+            return vmap(one)(V.T).T
 
     def matvec(self, V: torch.Tensor, batch_idx: torch.Tensor | None = None) -> torch.Tensor:
         """(H + damping I) V for V of shape (p,) or (p, m).
@@ -263,7 +264,8 @@ class LinearHead:
         """For a cast batch: phi~ (B, D~), the per-sample logit Hessians A (B, C, C) and logit
         gradients r (B, C) = dL/do_i, so that grad_theta L(z_i) = r_i kron phi~_i."""
         phi, out = self.features_and_output(x)
-        return phi, self._logit_hessians(out, y), self._logit_gradients(out, y)
+        with self.obj.lock:  # hessian is forward-over-reverse (objective.FUNCTORCH_LOCK)
+            return phi, self._logit_hessians(out, y), self._logit_gradients(out, y)
 
     @property
     def cached_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:

@@ -17,6 +17,7 @@ g_test = grad L(z_test, theta_hat) (without it), s_test = H^-1 g_test.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -225,6 +226,7 @@ class Influence:
             cache_mb=cfg.gradient_cache_mb,
         )
         self._fitted = False
+        self._fit_lock = threading.RLock()
         self._grads: torch.Tensor | None = None
         self._loss_gradient: torch.Tensor | None = None  # grad L(theta_hat), computed once
         self._diagnostics: Diagnostics | None = None
@@ -255,33 +257,39 @@ class Influence:
         :class:`~influence_widgets.core.solvers.NotPositiveDefiniteError` (a ``ValueError``) with a
         suggested ``damping`` when H is not positive definite. Returns ``self``.
         """
-        start = time.perf_counter()
-        grad_norm = self._risk_gradient_norm()
-        if grad_norm > 1e-3:
-            warnings.warn(
-                f"The model is not at a minimum of the training risk: ||grad R(theta)|| = "
-                f"{grad_norm:.3g}. Influence assumes theta_hat minimises R; train to a tighter "
-                f"tolerance (iw.train) or check that l2={self.objective.l2:g} matches training.",
-                InfluenceWarning,
-                stacklevel=2,
+        with self._fit_lock:  # one fit, however many threads ask (see ensure_fit)
+            start = time.perf_counter()
+            grad_norm = self._risk_gradient_norm()
+            if grad_norm > 1e-3:
+                warnings.warn(
+                    f"The model is not at a minimum of the training risk: ||grad R(theta)|| = "
+                    f"{grad_norm:.3g}. Influence assumes theta_hat minimises R; train to a tighter "
+                    f"tolerance (iw.train) or check that l2={self.objective.l2:g} matches training.",
+                    InfluenceWarning,
+                    stacklevel=2,
+                )
+            self.solver.fit(self.op, progress=self.progress)
+            itemsize = self.objective.theta.element_size()
+            if self.n * self.p * itemsize <= self.gradient_cache_mb * 2**20:
+                self._grads = self._training_gradients()
+            self._diagnostics = Diagnostics(
+                grad_norm=grad_norm,
+                solver=self.solver.diagnostics,
+                n_train=self.n,
+                n_params=self.p,
+                fit_seconds=time.perf_counter() - start,
             )
-        self.solver.fit(self.op, progress=self.progress)
-        itemsize = self.objective.theta.element_size()
-        if self.n * self.p * itemsize <= self.gradient_cache_mb * 2**20:
-            self._grads = self._training_gradients()
-        self._diagnostics = Diagnostics(
-            grad_norm=grad_norm,
-            solver=self.solver.diagnostics,
-            n_train=self.n,
-            n_params=self.p,
-            fit_seconds=time.perf_counter() - start,
-        )
-        self._fitted = True
+            self._fitted = True
         return self
 
     def ensure_fit(self) -> None:
+        """Fit unless fitted: a thread that asks while another fits (the explorer precomputing in
+        the background, the notebook calling ``top()``) waits for that fit instead of starting
+        a second one."""
         if not self._fitted:
-            self.fit()
+            with self._fit_lock:
+                if not self._fitted:
+                    self.fit()
 
     @property
     def diagnostics(self) -> Diagnostics:
@@ -426,7 +434,8 @@ class Influence:
             def dot_along(s: torch.Tensor, x=x, y=y) -> torch.Tensor:
                 return jvp(lambda th: obj.train_terms(th, x, y), (obj.theta,), (s,))[1]
 
-            out[:, sl] = vmap(dot_along)(S.T)
+            with obj.lock:  # forward-mode AD: one thread at a time (objective.FUNCTORCH_LOCK)
+                out[:, sl] = vmap(dot_along)(S.T)
         return out
 
     # ----- the paper's quantities -----------------------------------------------------------
@@ -537,4 +546,5 @@ def perturbation_along(
         return jvp(lambda th: obj.train_term(th, xi, yi), (obj.theta,), (s,))[1]
 
     grad_x = vmap(vmap(grad(directional), in_dims=(0, 0, None)), in_dims=(None, None, 0))
-    return -grad_x(x, y, S)
+    with obj.lock:  # forward-mode AD: one thread at a time (objective.FUNCTORCH_LOCK)
+        return -grad_x(x, y, S)

@@ -50,6 +50,13 @@ __all__ = [
     "validate_batch",
 ]
 
+# One lock for every objective, held around each forward pass and each forward-mode product
+# (jvp, jacfwd): torch.func's forward-mode AD keeps its levels in process-wide state, and two
+# threads in it at once fail with "Trying to access a forward AD level with an invalid index"
+# (an explorer precomputing in the background while the notebook calls inf.top()). Held per pass
+# or per batch, never for a whole fit, so the other thread waits milliseconds, not the fit.
+FUNCTORCH_LOCK = threading.RLock()
+
 
 def as_tensor(value, name: str) -> torch.Tensor:
     """A tensor view of ``value`` (tensor or array-like) without copying or mutating it."""
@@ -368,9 +375,8 @@ class Objective:
 
         self.module = copy.deepcopy(model).to(self.device).eval()
         # functional_call swaps tensors into self.module for the length of a forward pass, and
-        # hooks are registered on its submodules around some passes: threads that use one
-        # objective (the explorer's clicks beside its Verify and Attack runs) take turns here.
-        self.lock = threading.RLock()
+        # hooks are registered on its submodules around some passes: threads take turns here.
+        self.lock = FUNCTORCH_LOCK
         for p in self.module.parameters():
             p.requires_grad_(False)
         state = {k: v.detach() for k, v in self.module.named_parameters()}

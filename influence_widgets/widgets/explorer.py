@@ -125,6 +125,8 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
     n_shown = traitlets.Int(0).tag(sync=True)
     class_filter = traitlets.Int(-1).tag(sync=True)
     misclassified_only = traitlets.Bool(False).tag(sync=True)
+    # False when no test labels were given: every point is explained for its predicted class
+    labelled = traitlets.Bool(True).tag(sync=True)
     gallery = traitlets.List().tag(sync=True)
     panel = traitlets.Dict().tag(sync=True)  # a protocol.Panel, {} before the first selection
     status = traitlets.Unicode("starting").tag(sync=True)
@@ -161,12 +163,16 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
         self._conf, self._pred = (t.numpy() for t in probabilities.max(dim=1))
         # Without labels every point is explained for its predicted class: y_test = y_hat (the
         # scores, Verify), and no point counts as misclassified. The Attack tab needs a label.
-        self._labelled = y_test is not None
-        self.y_test = y_test if self._labelled else torch.from_numpy(self._pred.astype(np.int64))
+        labelled = y_test is not None
+        self.y_test = y_test if labelled else torch.from_numpy(self._pred.astype(np.int64))
         self._true = as_numpy(self.y_test).astype(np.int64).reshape(-1)
         display = inputs.display(influence, self._n_classes(influence, probabilities.shape[1]))
         super().__init__(
-            k=k, kind=display.kind, class_names=display.class_names, page_size=page_size
+            k=k,
+            kind=display.kind,
+            class_names=display.class_names,
+            page_size=page_size,
+            labelled=labelled,
         )
         self.influence = influence
         self.display_data = display
@@ -217,7 +223,7 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
         """The panel's explanation of test point ``index``: for its true label, or for its
         predicted class when the explorer was given no labels."""
         pred = self._label(int(self._pred[index]))
-        if not self._labelled:
+        if not self.labelled:
             return explanation(None, pred, True)
         label = self._label(int(self._true[index]))
         return explanation(label, pred, bool(self._true[index] == self._pred[index]))
@@ -418,7 +424,7 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
             "pred": pred,
             "confidence": float(self._conf[index]),
             "correct": correct,
-            "explanation": explanation(label, pred, correct),
+            "explanation": self._explain(index),
             "test": self.display_data.item("test", index),
             "helpful": self._train_items(top.helpful[0], top.helpful_scores[0], index),
             "harmful": self._train_items(top.harmful[0], top.harmful_scores[0], index),

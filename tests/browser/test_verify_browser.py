@@ -210,7 +210,7 @@ ex"""
 UNLABELED_CHECK = """\
 top = inf.top(data.X_test[3:4], k=4)
 same = [it["index"] for it in ex.panel["helpful"]] == top.helpful[0].tolist()
-print(f"SAME {same} LABELLED {ex._labelled} LOO {ex.verify['state']}")"""
+print(f"SAME {same} LABELLED {ex.labelled} LOO {ex.verify['state']}")"""
 
 
 @pytest.mark.timeout(210)
@@ -234,6 +234,12 @@ def test_test_points_without_labels_are_explained_and_verified_in(
         timeout=90_000,
     )
     assert explorer.locator(".iw-wrong").count() == 0
+    assert "No label given: explained for the predicted class" in (
+        explorer.locator(".iw-explanation").inner_text()
+    )
+    assert "true" not in explorer.locator(".iw-panel-info").inner_text()
+    assert "no label" in explorer.locator('[data-test-index="3"]').inner_text()
+    assert not explorer.locator(".iw-wrong-filter").is_visible()
     save_screenshot(explorer, "unlabeled_panel_lab.png")
     explorer.locator(".iw-tab-verify").click()
     _set_removals(explorer, 4)
