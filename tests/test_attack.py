@@ -303,7 +303,7 @@ def test_chord_retraining_reaches_train_tolerance_without_l_bfgs(frozen_net, bin
     reports = _train_reports(monkeypatch)
     state.retrain(Xp, rows)
     assert reports == [] and 1 < state._chord_iterations < attack.CHORD_MAX_ITER  # chord only
-    assert state._L is not None  # kept for the next step
+    assert state._solve is not None  # kept for the next step
     _assert_head_retrained(state, frozen_net, Xp, y)
 
 
@@ -316,7 +316,7 @@ def test_chord_retraining_falls_back_to_l_bfgs_when_it_cannot_converge(
     monkeypatch.setattr(attack, "CHORD_MAX_ITER", 1)
     state.retrain(Xp, rows)
     assert reports[0].iterations > 0 and reports[0].converged  # L-BFGS finished the job
-    assert state._L is None  # and the next s_test refactorises
+    assert state._solve is None  # and the next s_test refactorises
     _assert_head_retrained(state, frozen_net, Xp, y)
 
 
@@ -340,7 +340,7 @@ def test_slow_chord_refactorises_h_at_the_current_theta_instead_of_l_bfgs(
     state.retrain(Xp, rows)
     assert reports == [] and len(thetas) == 1  # one refactorisation, no L-BFGS
     assert not torch.equal(thetas[0], start)  # at the theta of the first step, not the old one
-    assert state._L is not None and 0 < state._chord_iterations < attack.CHORD_MAX_ITER
+    assert state._solve is not None and 0 < state._chord_iterations < attack.CHORD_MAX_ITER
     _assert_head_retrained(state, frozen_net, Xp, y)
 
 
