@@ -394,10 +394,19 @@ class _LinearHeadNewton(_LinearHeadOnly):
         self._factorise()
 
 
+SELECT_STEP = "choosing training points"  # the progress bar of the grad_norm selection
+
+
 def _select(
-    influence: Influence, state: AttackState, X: torch.Tensor, n_poison: int, select
+    influence: Influence,
+    state: AttackState,
+    X: torch.Tensor,
+    n_poison: int,
+    select,
+    progress: bool = False,
 ) -> torch.Tensor:
-    """The ``n_poison`` training indices to perturb."""
+    """The ``n_poison`` training indices to perturb (a progress bar over the training set for
+    "grad_norm")."""
     if isinstance(select, str):
         if select != "grad_norm":
             raise ValueError(f"select: expected 'grad_norm' or a list of indices, got {select!r}")
@@ -405,9 +414,12 @@ def _select(
         S = state.s_test()
         n = influence.n
         scores = torch.empty(n, dtype=S.dtype)
+        bar = progress_bar(total=n, desc=SELECT_STEP, disable=not progress)
         for start in range(0, n, 256):
             idx = torch.arange(start, min(start + 256, n))
             scores[idx] = state.directions(X, idx, S).reshape(len(idx), -1).abs().sum(1).cpu()
+            bar.update(len(idx))
+        bar.close()
         return torch.argsort(scores, descending=True)[:n_poison]
     idx = influence.training_indices(select, "select")
     if len(idx) != n_poison or len(set(idx.tolist())) != n_poison:
@@ -656,7 +668,7 @@ def craft_attack(
     )
     state = _choose_state(plan, retrain)
     X0 = influence.train.X
-    poisoned = _select(influence, state, X0, n_poison, select)
+    poisoned = _select(influence, state, X0, n_poison, select, progress)
     originals = X0[poisoned].clone()
     run = _run_steps(plan, state, poisoned, originals, progress, cancel)
     return _result(plan, run, poisoned, originals, test_index, time.perf_counter() - start)
