@@ -87,8 +87,9 @@ def test_the_tab_says_why_the_attack_stopped(explorer):
     a = explorer.attack
     assert result.stopped == "max_iter" and a["stopped"] == "max_iter"
     assert a["stop_reason"] == result.stop_reason
-    assert a["message"].startswith("Stopped after 2 steps (the most allowed, max_iter)")
-    assert "raise the iterations or eps" in a["message"]
+    assert a["stop_reason"].startswith("Stopped after 2 steps (the most allowed, max_iter)")
+    assert "raise the iterations or eps" in a["stop_reason"]
+    assert a["message"].startswith("Finished in ")
 
 
 def test_image_sliders_are_8_bit_levels_with_generous_maxima(explorer):
@@ -137,4 +138,4 @@ def test_the_attack_demo_opens_quickly_and_its_defaults_flip_a_correct_point():
     explorer.selected = _correct(explorer)[0]
     result = explorer.run_attack(wait=True)
     assert result.flipped, result
-    assert explorer.attack["message"].startswith("Flipped after")
+    assert explorer.attack["stop_reason"].startswith("Flipped after")

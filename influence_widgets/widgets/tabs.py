@@ -437,7 +437,8 @@ class AttackTab(_Tab):
                     **options,
                 )
             self.attack_result = result
-            message = f"{result.stop_reason} ({result.seconds:.1f} s)"
+            what = "Cancelled" if result.cancelled else "Finished"
+            message = f"{what} in {result.seconds:.1f} s (test point #{index})."
             self.attack = self._attack_state(index, result, message)
         except Exception as err:  # shown in the tab and logged
             log.exception("InfluenceExplorer attack failed")
