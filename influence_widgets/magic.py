@@ -34,7 +34,7 @@ DEMOS = ("digits", "breast_cancer", "fashion_mnist", "fashion_attack")
 # benchmarks/README.md). Iterations: 100 everywhere.
 DEMO_ATTACK = {
     "digits": {"attack_n_poison": 40, "attack_eps": 255.0},
-    "breast_cancer": {"attack_n_poison": 10, "attack_eps": 1.0},
+    "breast_cancer": {"attack_n_poison": 20, "attack_eps": 2.0},
     "fashion_mnist": {"attack_n_poison": 10, "attack_eps": 32.0},
     "fashion_attack": {"attack_n_poison": 10, "attack_eps": 32.0},
 }
