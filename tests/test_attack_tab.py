@@ -139,3 +139,14 @@ def test_the_attack_demo_opens_quickly_and_its_defaults_flip_a_correct_point():
     result = explorer.run_attack(wait=True)
     assert result.flipped, result
     assert explorer.attack["stop_reason"].startswith("Flipped after")
+
+
+def test_the_tab_reports_progress_while_it_chooses_the_points_to_perturb(explorer):
+    """Before the first step the attack scores every training point (the paper's choice by the
+    input gradient's L1 norm): the status says so instead of an empty progress bar."""
+    explorer.selected = _correct(explorer)[0]
+    messages = []
+    explorer.observe(lambda change: messages.append(change["new"].get("message")), "attack")
+    explorer.run_attack(n_poison=2, eps=8.0, max_iter=2, wait=True)
+    assert any(m and m.startswith("Choosing the training points to perturb") for m in messages)
+    assert any(m and m.startswith("Step ") for m in messages)
