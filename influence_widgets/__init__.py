@@ -4,9 +4,11 @@ from influence_widgets import datasets, models
 from influence_widgets.analysis import (
     AttackResult,
     ChordNewtonRetrain,
+    EpsSearch,
     LOOResult,
     craft_attack,
     eight_bit_levels,
+    smallest_flipping_eps,
     validate_loo,
 )
 from influence_widgets.core import (
@@ -30,6 +32,7 @@ __all__ = [
     "ChordNewtonRetrain",
     "ConjugateGradient",
     "Direct",
+    "EpsSearch",
     "Influence",
     "InfluenceExplorer",
     "InfluenceWarning",
@@ -42,6 +45,7 @@ __all__ = [
     "datasets",
     "eight_bit_levels",
     "models",
+    "smallest_flipping_eps",
     "train",
     "train_hinge",
     "validate_loo",

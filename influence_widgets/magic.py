@@ -1,7 +1,7 @@
 """The %influence line magic: ``%load_ext influence_widgets`` registers it.
 
 Forms:
-    %influence --demo digits            (also breast_cancer, fashion_mnist)
+    %influence --demo digits            (also breast_cancer, fashion_mnist, fashion_attack)
     %influence MODEL --train X y --test Xt yt [--l2 L] [--damping D] [--solver S] [-k K]
                [--kind KIND] [--image-shape H W [C]] [--class-names ...] [--feature-names ...]
 
@@ -26,23 +26,63 @@ from influence_widgets.widgets.minimum import at_minimum
 
 __all__ = ["InfluenceMagics", "demo_explorer"]
 
-DEMOS = ("digits", "breast_cancer", "fashion_mnist")
+DEMOS = ("digits", "breast_cancer", "fashion_mnist", "fashion_attack")
+
+# The Attack tab's defaults per demo (sliders' units: 8-bit levels for images, data units for
+# breast_cancer's standardised features), measured with the tab's run_attack on random correctly
+# classified test points: digits 10 of 10 flipped, breast_cancer 8 of 10, fashion_attack 9 of 12,
+# fashion_mnist 3 of 3 (10 points at 32 levels flipped 0 of 2 there: 10 of 10,000 images barely
+# move a 10-class model), each flip within 15 steps (the numbers are in the Attack section of
+# benchmarks/README.md). At most 40 steps, so that a point that does not flip stops in seconds
+# (the paper's 100 is the sliders' default elsewhere).
+DEMO_ATTACK = {
+    "digits": {"attack_n_poison": 40, "attack_eps": 255.0, "attack_max_iter": 40},
+    "breast_cancer": {"attack_n_poison": 20, "attack_eps": 2.0, "attack_max_iter": 40},
+    "fashion_mnist": {"attack_n_poison": 100, "attack_eps": 255.0, "attack_max_iter": 40},
+    "fashion_attack": {"attack_n_poison": 10, "attack_eps": 32.0, "attack_max_iter": 40},
+}
+# The head of fashion_attack's frozen extractor (iw.models.fmnist_attack_model) and its L2, as in
+# benchmarks/attack.py
+FASHION_ATTACK_HEAD = ["1.weight", "1.bias"]
+DEMO_L2 = 0.01
 
 
 def demo_explorer(name: str, k: int = 8, solver: str = "auto"):
-    """Train the default model on a built-in data set and open the explorer on it."""
+    """Train the default model on a built-in data set and open the explorer on it.
+
+    ``fashion_attack`` is the paper's attack setting (Sec 5.2) scaled down: Sandal vs Sneaker
+    (``iw.datasets.sandal_sneaker``) on the shipped frozen Fashion-MNIST extractor, with
+    influence over its logistic-regression top layer only.
+    """
     import influence_widgets as iw
 
     if name not in DEMOS:
         raise UsageError(f"--demo: unknown data set {name!r}; choose one of {', '.join(DEMOS)}")
-    if name == "fashion_mnist":
-        data = iw.datasets.fashion_mnist(n_train=10_000, n_test=2_000)
+    if name == "fashion_attack":
+        data = iw.datasets.sandal_sneaker()
+        model = iw.models.fmnist_attack_model()
+        with torch.no_grad():  # the extractor is frozen: fit the head on its features
+            features = model[0](data.X_train.to(torch.float64))
+        iw.train(model[1], (features, data.y_train), l2=DEMO_L2, progress=False)
+        inf = iw.Influence(
+            model,
+            (data.X_train, data.y_train),
+            l2=DEMO_L2,
+            params=FASHION_ATTACK_HEAD,
+            solver=solver,
+        )
     else:
-        data = getattr(iw.datasets, name)()
-    model = iw.models.logistic_regression(data)
-    iw.train(model, data, l2=0.01)
-    inf = iw.Influence(model, (data.X_train, data.y_train), l2=0.01, solver=solver)
-    return MagicExplorer(inf, data, k=k)
+        if name == "fashion_mnist":
+            data = iw.datasets.fashion_mnist(n_train=10_000, n_test=2_000)
+        else:
+            data = getattr(iw.datasets, name)()
+        model = iw.models.logistic_regression(data)
+        iw.train(model, data, l2=DEMO_L2)
+        inf = iw.Influence(model, (data.X_train, data.y_train), l2=DEMO_L2, solver=solver)
+    explorer = MagicExplorer(inf, data, k=k)
+    for trait, value in DEMO_ATTACK[name].items():
+        setattr(explorer, trait, value)
+    return explorer
 
 
 class MagicExplorer(InfluenceExplorer):
@@ -237,7 +277,12 @@ class InfluenceMagics(Magics):
 
     @magic_arguments()
     @argument("model", nargs="?", help="name of a trained torch.nn.Module")
-    @argument("--demo", choices=DEMOS, help="train the default model on a built-in data set")
+    @argument(
+        "--demo",
+        choices=DEMOS,
+        help="train the default model on a built-in data set; fashion_attack is the paper's "
+        "attack setting: Sandal vs Sneaker on a frozen extractor, influence over the top layer",
+    )
     @argument("--train", nargs=2, metavar=("X", "y"), help="names of the training inputs, labels")
     @argument("--test", nargs=2, metavar=("Xt", "yt"), help="names of the test inputs, labels")
     @argument(

@@ -16,8 +16,12 @@ const VERIFY_HELP =
 const ATTACK_HELP =
   "Moves the inputs of a few training points, each value by at most eps, in the direction that " +
   "influence says raises this test point's loss (I_pert,loss, Koh & Liang Sec 5.2), retraining " +
-  "after every step, until the prediction flips or the iterations run out. The model you trained " +
-  "and your data stay unchanged: the attack works on copies.";
+  "after every step, until the prediction flips, a fixed point or the iterations run out. Step " +
+  "auto = eps / 12.5, as craft_attack. The model you trained and your data stay unchanged: the " +
+  "attack works on copies. The defaults here are larger than the paper's 0.5 levels: its 57-100% " +
+  "flips were on Inception features of 299x299x3 images, and a sign step's effect grows with the " +
+  "number of input values (eps times the L1 norm of the input gradient), so small images need a " +
+  "far larger eps. Find smallest eps measures how large for this point.";
 
 function h(tag, className, text) {
   const node = document.createElement(tag);
@@ -574,32 +578,55 @@ function verifyPane(model) {
   };
 }
 
-// A range input bound to a number trait; the value shows beside it while dragging.
-function slider(model, cls, label, trait, [min, max, step]) {
+// A range input bound to a number trait, its [min, max, step] from `attack_limits[key]`; the
+// value shows beside it (while dragging too), `format(value)` turning it into words.
+function slider(model, cls, label, trait, key, format = (v) => String(v)) {
   const wrap = h("label", `iw-attack-control ${cls}`);
   const input = h("input");
   input.type = "range";
-  input.min = String(min);
-  input.max = String(max);
-  input.step = String(step);
   const value = h("span", "iw-attack-value");
   wrap.append(h("span", "", `${label} `), input, value);
   input.addEventListener("input", () => {
-    value.textContent = input.value;
+    value.textContent = format(Number(input.value));
   });
   input.addEventListener("change", () => {
     model.set(trait, Number(input.value));
     model.save_changes();
   });
   const show = () => {
+    const [min, max, step] = (model.get("attack_limits") || {})[key] || [0, 1, 0.01];
+    input.min = String(min);
+    input.max = String(max);
+    input.step = String(step);
     input.value = String(model.get(trait));
-    value.textContent = String(model.get(trait));
+    value.textContent = format(model.get(trait));
   };
   return { wrap, show };
 }
 
-// The outcome of a finished attack: verdict, class probabilities, each poisoned training point.
-function attackOutcome(a, urls) {
+// A number as the sliders show it: at most 3 decimals, no trailing zeros.
+function short(x) {
+  return String(Number(Number(x).toFixed(3)));
+}
+
+// The difference image's colour legend: blue (lowered) to red (raised), full colour = +-bound.
+function differenceLegend(item, unit) {
+  const legend = h("div", "iw-attack-legend");
+  const bar = h("span", "iw-attack-legend-bar");
+  const bound = short(item.difference_bound);
+  const amp = item.amplification ? `, shown x${Math.round(item.amplification)}` : "";
+  legend.append(
+    h("span", "", `−${bound}`),
+    bar,
+    h("span", "", `+${bound} ${unit}`),
+    h("span", "iw-attack-legend-text", `difference: red = value raised, blue = lowered, white = unchanged${amp}`),
+  );
+  return legend;
+}
+
+// The outcome of a finished attack: verdict, why it stopped, the settings used, class
+// probabilities, each poisoned training point (images with a colour legend for the difference).
+function attackOutcome(a, urls, unit) {
   const verdict = h(
     "div",
     `iw-attack-verdict ${a.flipped ? "iw-flipped" : "iw-held"}`,
@@ -607,6 +634,18 @@ function attackOutcome(a, urls) {
       ? `Flipped: predicted ${a.prediction_before} before, ${a.prediction_after} after`
       : `Not flipped: still predicted ${a.prediction_after}`,
   );
+  const reason = h("div", "iw-attack-reason", a.stop_reason || "");
+  const used = h(
+    "div",
+    "iw-attack-used",
+    `Run with ${a.n_poison} training point(s), eps ${short(a.eps)} ${unit}, step ${short(a.step)} ${unit}: ` +
+      `${a.iterations} step(s).`,
+  );
+  const parts = [verdict, reason, used];
+  if (a.search) {
+    const tried = a.search.tried.map(([e, f]) => `${short(e)}${f ? " flipped" : ""}`).join(", ");
+    parts.push(h("div", "iw-attack-search", `eps tried (${a.search.unit}), in order: ${tried}`));
+  }
   const table = h("table", "iw-attack-probs");
   const head = h("tr");
   for (const t of ["class", "before", "after"]) head.appendChild(h("th", "", t));
@@ -619,7 +658,7 @@ function attackOutcome(a, urls) {
   const rows = (a.items || []).map((item) => {
     const row = h("div", "iw-attack-item");
     row.dataset.poisonIndex = String(item.index);
-    row.appendChild(h("div", "iw-caption", `training #${item.index} · ${item.label}`));
+    row.appendChild(h("div", "iw-caption", `training #${item.index} · label ${item.label}`));
     if (item.original) {
       const images = h("div", "iw-attack-images");
       const amp = item.amplification ? ` (x${Math.round(item.amplification)})` : "";
@@ -628,7 +667,7 @@ function attackOutcome(a, urls) {
         fig.append(pngImage(item[key], `iw-thumb iw-attack-${key}`, caption, urls), h("figcaption", "", caption));
         images.appendChild(fig);
       }
-      row.appendChild(images);
+      row.append(images, differenceLegend(item, unit));
     } else {
       const list = h("div", "iw-diff");
       for (const [name, before, after] of item.changes || []) {
@@ -638,44 +677,58 @@ function attackOutcome(a, urls) {
     }
     return row;
   });
-  return [verdict, table, ...rows];
+  return [...parts, table, ...rows];
 }
 
-// Attack: perturb a few training inputs to flip the selected prediction (Sec 5.2).
+// Attack: perturb a few training inputs to flip the selected prediction (Sec 5.2), and a search
+// for the smallest eps that flips it. `attack_blocked` says why the selected point cannot be
+// attacked (misclassified, say): then the buttons are disabled and the status says so at once.
 function attackPane(model) {
   const urls = [];
-  const image = model.get("kind") === "image";
-  const unit = image ? "8-bit levels" : "data units";
+  const unit = () => (model.get("attack_limits") || {}).unit || "data units";
+  const stepWords = (v) => (v > 0 ? short(v) : `auto (eps/12.5 = ${short(model.get("attack_eps") / 12.5)})`);
   const sliders = [
-    slider(model, "iw-attack-n", "training points", "attack_n_poison", [1, 10, 1]),
-    slider(model, "iw-attack-eps", `eps (${unit})`, "attack_eps", image ? [0.5, 16, 0.5] : [0.01, 2, 0.01]),
-    slider(model, "iw-attack-step", `step (${unit})`, "attack_step", image ? [0.05, 4, 0.05] : [0.001, 0.5, 0.001]),
-    slider(model, "iw-attack-iter", "iterations", "attack_max_iter", [1, 100, 1]),
+    slider(model, "iw-attack-n", "training points", "attack_n_poison", "n_poison"),
+    slider(model, "iw-attack-eps", `eps (${unit()})`, "attack_eps", "eps", short),
+    slider(model, "iw-attack-step", `step (${unit()})`, "attack_step", "step", stepWords),
+    slider(model, "iw-attack-iter", "iterations", "attack_max_iter", "max_iter"),
   ];
+  const searchButton = h("button", "iw-attack-search-run", "Find smallest eps");
+  searchButton.type = "button";
+  searchButton.title = "Attacks at growing eps, then bisects: the smallest eps that flips this point";
+  searchButton.addEventListener("click", () => model.send({ event: "attack_search" }));
   const job = jobPane(model, {
     trait: "attack",
     run: "attack_run",
     cancel: "attack_cancel",
     runLabel: "Run attack",
     help: ATTACK_HELP,
-    controls: sliders.map((s) => s.wrap),
+    controls: [...sliders.map((s) => s.wrap), searchButton],
     readyText: "ready to attack.",
   });
+  const runButton = job.el.querySelector(".iw-attack-run");
+  const status = job.el.querySelector(".iw-attack-status");
   const result = h("div", "iw-attack-result");
   job.el.append(result);
 
   function update() {
     const a = job.update();
+    const blocked = model.get("attack_blocked");
+    const running = a.state === "running";
+    if (blocked) runButton.disabled = true;
+    searchButton.disabled = running || model.get("selected") === null || Boolean(blocked);
+    if (blocked && !running && !a.message) status.textContent = blocked;
+    status.classList.toggle("iw-attack-blocked", Boolean(blocked) && !running);
     for (const s of sliders) s.show();
     revoke(urls);
     result.replaceChildren();
-    if (a.state === "done" || a.state === "cancelled") result.append(...attackOutcome(a, urls));
+    if (a.state === "done" || a.state === "cancelled") result.append(...attackOutcome(a, urls, unit()));
   }
 
   return {
     el: job.el,
     listen: {
-      "change:attack change:attack_n_poison change:attack_eps change:attack_step change:attack_max_iter change:selected":
+      "change:attack change:attack_n_poison change:attack_eps change:attack_step change:attack_max_iter change:selected change:attack_blocked change:attack_limits":
         update,
     },
     dispose: () => revoke(urls),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 
 import numpy as np
 import pytest
@@ -303,7 +304,7 @@ def test_chord_retraining_reaches_train_tolerance_without_l_bfgs(frozen_net, bin
     reports = _train_reports(monkeypatch)
     state.retrain(Xp, rows)
     assert reports == [] and 1 < state._chord_iterations < attack.CHORD_MAX_ITER  # chord only
-    assert state._L is not None  # kept for the next step
+    assert state._solve is not None  # kept for the next step
     _assert_head_retrained(state, frozen_net, Xp, y)
 
 
@@ -316,7 +317,7 @@ def test_chord_retraining_falls_back_to_l_bfgs_when_it_cannot_converge(
     monkeypatch.setattr(attack, "CHORD_MAX_ITER", 1)
     state.retrain(Xp, rows)
     assert reports[0].iterations > 0 and reports[0].converged  # L-BFGS finished the job
-    assert state._L is None  # and the next s_test refactorises
+    assert state._solve is None  # and the next s_test refactorises
     _assert_head_retrained(state, frozen_net, Xp, y)
 
 
@@ -340,7 +341,7 @@ def test_slow_chord_refactorises_h_at_the_current_theta_instead_of_l_bfgs(
     state.retrain(Xp, rows)
     assert reports == [] and len(thetas) == 1  # one refactorisation, no L-BFGS
     assert not torch.equal(thetas[0], start)  # at the theta of the first step, not the old one
-    assert state._L is not None and 0 < state._chord_iterations < attack.CHORD_MAX_ITER
+    assert state._solve is not None and 0 < state._chord_iterations < attack.CHORD_MAX_ITER
     _assert_head_retrained(state, frozen_net, Xp, y)
 
 
@@ -366,3 +367,75 @@ def test_newton_state_s_test_equals_a_fresh_direct_fit(
         expected = fresh.s_test(X[:1], y[:1])
         assert float((s - expected).norm() / expected.norm()) <= 1e-10
     assert [x is not None for x, _ in results] == [pcg_max_iter > 1] * 3
+
+
+# ----- why it stopped, the smallest eps that flips, the first step's factor ---------------------
+def test_stop_reason_says_why_the_attack_stopped_and_what_to_try(binary):
+    _, _, _, x_test, y_test = binary
+    inf = _influence(binary)
+
+    def run(**options):
+        return iw.craft_attack(inf, x_test, y_test, progress=False, **options)
+
+    flipped = run(n_poison=3, eps=0.25, step_size=0.05, max_iter=40)
+    assert flipped.stopped == "flipped"
+    assert flipped.stop_reason == f"Flipped after {flipped.iterations} steps."
+    short = run(eps=1e-4, step_size=1e-6, max_iter=2)
+    assert short.stopped == "max_iter" and not short.flipped
+    assert short.stop_reason.startswith("Stopped after 2 steps (the most allowed, max_iter)")
+    assert "raise the iterations or eps" in short.stop_reason
+    stuck = run(eps=1e-4, step_size=1e-4, max_iter=10)  # on the box's boundary after one step
+    assert stuck.stopped == "fixed point" and stuck.iterations == 1
+    assert "a fixed point" in stuck.stop_reason and "raise eps or perturb more points" in (
+        stuck.stop_reason
+    )
+    cancel = threading.Event()
+    cancel.set()
+    cancelled = run(eps=0.25, cancel=cancel)
+    assert cancelled.stop_reason == "Cancelled after 0 steps, not flipped."
+
+
+def test_smallest_flipping_eps_doubles_then_bisects_to_an_eps_that_flips(binary, untouched):
+    model, X, y, x_test, y_test = binary
+    inf = _influence(binary)
+    with untouched(model, X, y, x_test, y_test):
+        search = iw.smallest_flipping_eps(
+            inf, x_test, y_test, eps_max=1.0, eps_start=1 / 32, bisections=2, n_poison=3,
+            max_iter=15, progress=False,
+        )  # fmt: skip
+    assert search.stopped == "found" and search.eps is not None
+    eps_tried = [e for e, _ in search.tried]
+    assert eps_tried[:2] == [1 / 32, 1 / 16]  # doubling first
+    assert search.result.flipped and search.result.eps == search.eps
+    below = search.largest_failure
+    assert below is not None and below < search.eps <= below * (1 + 2**-2) + 1e-12
+    # the eps just below does not flip: the search's record agrees with a fresh attack
+    again = iw.craft_attack(inf, x_test, y_test, n_poison=3, eps=below, max_iter=15, progress=False)
+    assert not again.flipped
+    assert "stopped='found'" in repr(search)
+
+
+def test_smallest_flipping_eps_reports_when_nothing_up_to_eps_max_flips(binary):
+    _, _, _, x_test, y_test = binary
+    inf = _influence(binary)
+    search = iw.smallest_flipping_eps(
+        inf, x_test, y_test, eps_max=1e-3, eps_start=5e-4, max_iter=3, progress=False
+    )
+    assert search.eps is None and search.stopped == "no flip"
+    assert [e for e, _ in search.tried] == [5e-4, 1e-3] and search.result.eps == 1e-3
+
+
+def test_the_first_step_reuses_the_fitted_direct_inverse_instead_of_refactorising(
+    frozen_net, binary, monkeypatch
+):
+    _, X, y, _, _ = binary
+    fitted = iw.Influence(frozen_net, (X, y), l2=0.05, params=TOP, progress=False).fit()
+    unfitted = iw.Influence(frozen_net, (X, y), l2=0.05, params=TOP, progress=False)
+    reference = attack._LinearHeadNewton(unfitted, X, X[:1], y[:1], y).s_test()
+    factorised = []
+    monkeypatch.setattr(
+        attack._LinearHeadNewton, "_factorise", lambda self: factorised.append(1) or None
+    )
+    state = attack._LinearHeadNewton(fitted, X, X[:1], y[:1], y)
+    torch.testing.assert_close(state.s_test(), reference, rtol=1e-9, atol=1e-12)
+    assert factorised == []

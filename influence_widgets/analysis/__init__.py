@@ -1,16 +1,24 @@
 """What the paper does with the core: leave-one-out validation and training-set attacks."""
 
-from influence_widgets.analysis.attack import AttackResult, craft_attack, eight_bit_levels
+from influence_widgets.analysis.attack import (
+    AttackResult,
+    EpsSearch,
+    craft_attack,
+    eight_bit_levels,
+    smallest_flipping_eps,
+)
 from influence_widgets.analysis.loo import LOOResult, actual_removal_effects, validate_loo
 from influence_widgets.analysis.retrain import ChordNewtonRetrain, RetrainReport
 
 __all__ = [
     "AttackResult",
     "ChordNewtonRetrain",
+    "EpsSearch",
     "LOOResult",
     "RetrainReport",
     "actual_removal_effects",
     "craft_attack",
     "eight_bit_levels",
+    "smallest_flipping_eps",
     "validate_loo",
 ]

@@ -36,7 +36,13 @@ from influence_widgets.core.progress import progress_bar
 from influence_widgets.core.solvers import Direct
 from influence_widgets.training import default_tolerance, train
 
-__all__ = ["AttackResult", "craft_attack", "eight_bit_levels"]
+__all__ = [
+    "AttackResult",
+    "EpsSearch",
+    "craft_attack",
+    "eight_bit_levels",
+    "smallest_flipping_eps",
+]
 
 Retrain = Callable[[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]], object]
 
@@ -85,6 +91,25 @@ class AttackResult:
         X = X.clone()
         X[torch.as_tensor(self.poisoned)] = self.perturbed_inputs.to(X.dtype)
         return X, y.clone()
+
+    @property
+    def stop_reason(self) -> str:
+        """Why the attack stopped, in words, with what to try when it did not flip."""
+        steps = f"{self.iterations} step{'' if self.iterations == 1 else 's'}"
+        if self.stopped == "flipped":
+            return f"Flipped after {steps}."
+        if self.stopped == "cancelled":
+            return f"Cancelled after {steps}, not flipped."
+        if self.stopped == "fixed point":
+            return (
+                f"Stopped after {steps}: every perturbed value reached its eps bound (or the "
+                "input range) along its direction, a fixed point, without flipping: raise eps "
+                "or perturb more points."
+            )
+        return (
+            f"Stopped after {steps} (the most allowed, max_iter) without flipping: raise the "
+            "iterations or eps."
+        )
 
     @property
     def max_change(self) -> float:
@@ -239,16 +264,20 @@ PCG_MAX_ITER = 100
 REFACTOR_GROWTH = 2
 
 
+Solve = Callable[[torch.Tensor], torch.Tensor]
+
+
 def _pcg(
-    matvec, b: torch.Tensor, L: torch.Tensor, rtol: float, max_iter: int
+    matvec, b: torch.Tensor, precondition: Solve, rtol: float, max_iter: int
 ) -> tuple[torch.Tensor | None, int]:
     """(x, iterations): x = H^-1 b by conjugate gradients on ``matvec`` (H), preconditioned with
-    M = L L^T, the Cholesky factor of a nearby H; b (p, 1). Stops once ||M^-1 (b - H x)||, an
+    ``precondition`` = M^-1, M a nearby H (M = L L^T, or the fitted H); b (p, 1). Stops once
+    ||M^-1 (b - H x)||, an
     estimate of the error ||H^-1 b - x|| while M ~ H, is at most rtol ||x||; x is None when
     max_iter iterations did not get there (e.g. H is not positive definite)."""
     x = torch.zeros_like(b)
     r = b.clone()
-    z = cholesky_solve(L, r)
+    z = precondition(r)
     direction, rz = z, (r * z).sum()
     iterations = 0
     while not z.norm() <= rtol * x.norm():  # also goes on through NaN, to max_iter
@@ -259,7 +288,7 @@ def _pcg(
         alpha = rz / (direction * Hd).sum()
         x += alpha * direction
         r -= alpha * Hd
-        z = cholesky_solve(L, r)
+        z = precondition(r)
         rz, rz_old = (r * z).sum(), rz
         direction = z + (rz / rz_old) * direction
     return x, iterations
@@ -281,31 +310,48 @@ class _LinearHeadNewton(_LinearHeadOnly):
     exact HVPs at the new theta, preconditioned with L. As L ages both need more iterations; H is
     assembled and factorised afresh once a step needs REFACTOR_GROWTH times the iterations of the
     first step on L, or when PCG fails.
+
+    The first step starts from the fitted Influence's own (H + damping I)^-1 at theta_hat when
+    there is one (a fitted direct solver over the same parameters): assembling and factorising H
+    afresh took about 13 s before the first step at p = 7,850.
     """
 
     def __init__(self, inf: Influence, X: torch.Tensor, x, y, y_train: torch.Tensor) -> None:
-        self._L: torch.Tensor | None = None
+        self._solve: Solve | None = None  # (L L^T)^-1 for a recent H + damping I
         self._first_iterations: int | None = None  # chord + PCG, in the first step on L
         self._chord_iterations = 0
         self._s: torch.Tensor | None = None
         super().__init__(inf, X, x, y, y_train)
+        self._solve = self._fitted_inverse(inf)
+
+    def _fitted_inverse(self, inf: Influence) -> Solve | None:
+        """The fitted direct solver's (H + damping I)^-1 at theta_hat, where the attack starts,
+        when its theta is the head's in the same order; else None (s_test then factorises)."""
+        if getattr(inf.solver, "H_inv", None) is None:
+            return None
+        dot = f"{self.name}." if self.name else ""
+        head_names = [dot + n for n in self.head_inf.objective.spec.names]
+        return inf.solver.solve if head_names == list(self.obj.spec.names) else None
 
     def _factorise(self) -> None:
         """L = the Cholesky factor of H + damping I at the current theta (exact head formula)."""
         op = self.head_inf.op
-        self._L = cholesky_or_raise(op.dense(progress=False), op.damping, "direct")
+        L = cholesky_or_raise(op.dense(progress=False), op.damping, "direct")
+        self._solve = lambda B: cholesky_solve(L, B)
         self._first_iterations = None
 
     def s_test(self) -> torch.Tensor:
         if self._s is None:
             g = self.head_inf.test_gradients(self.test_features, self.y).T  # (p, 1)
             s = None
-            if self._L is not None:
+            if self._solve is not None:
                 rtol = PCG_RTOL if g.dtype == torch.float64 else PCG_RTOL_FLOAT32
-                s, pcg_iterations = _pcg(self.head_inf.op.matvec, g, self._L, rtol, PCG_MAX_ITER)
+                s, pcg_iterations = _pcg(
+                    self.head_inf.op.matvec, g, self._solve, rtol, PCG_MAX_ITER
+                )
             if s is None:
                 self._factorise()
-                s = cholesky_solve(self._L, g)
+                s = self._solve(g)
             else:
                 iterations = self._chord_iterations + pcg_iterations
                 if self._first_iterations is None:
@@ -327,7 +373,7 @@ class _LinearHeadNewton(_LinearHeadOnly):
         chord = chord_newton(
             grad_and_value(risk),
             obj.theta,
-            lambda B: cholesky_solve(self._L, B),  # L: factorised by s_test, before every retrain
+            lambda B: self._solve(B),  # set by s_test before every retrain; _refactorise resets it
             tol,
             CHORD_MAX_ITER,
             refactorise=self._refactorise,
@@ -337,7 +383,7 @@ class _LinearHeadNewton(_LinearHeadOnly):
         self.head_inf.objective.write_theta(self._linear(), chord.theta)
         if not chord.gradient_norm <= tol:  # the chord stalled: L-BFGS finishes, H refactorised
             self._train_head()
-            self._L = None
+            self._solve = None
         self._rebuild()
         self._s = None
 
@@ -348,10 +394,19 @@ class _LinearHeadNewton(_LinearHeadOnly):
         self._factorise()
 
 
+SELECT_STEP = "choosing training points"  # the progress bar of the grad_norm selection
+
+
 def _select(
-    influence: Influence, state: AttackState, X: torch.Tensor, n_poison: int, select
+    influence: Influence,
+    state: AttackState,
+    X: torch.Tensor,
+    n_poison: int,
+    select,
+    progress: bool = False,
 ) -> torch.Tensor:
-    """The ``n_poison`` training indices to perturb."""
+    """The ``n_poison`` training indices to perturb (a progress bar over the training set for
+    "grad_norm")."""
     if isinstance(select, str):
         if select != "grad_norm":
             raise ValueError(f"select: expected 'grad_norm' or a list of indices, got {select!r}")
@@ -359,9 +414,12 @@ def _select(
         S = state.s_test()
         n = influence.n
         scores = torch.empty(n, dtype=S.dtype)
+        bar = progress_bar(total=n, desc=SELECT_STEP, disable=not progress)
         for start in range(0, n, 256):
             idx = torch.arange(start, min(start + 256, n))
             scores[idx] = state.directions(X, idx, S).reshape(len(idx), -1).abs().sum(1).cpu()
+            bar.update(len(idx))
+        bar.close()
         return torch.argsort(scores, descending=True)[:n_poison]
     idx = influence.training_indices(select, "select")
     if len(idx) != n_poison or len(set(idx.tolist())) != n_poison:
@@ -610,7 +668,154 @@ def craft_attack(
     )
     state = _choose_state(plan, retrain)
     X0 = influence.train.X
-    poisoned = _select(influence, state, X0, n_poison, select)
+    poisoned = _select(influence, state, X0, n_poison, select, progress)
     originals = X0[poisoned].clone()
     run = _run_steps(plan, state, poisoned, originals, progress, cancel)
     return _result(plan, run, poisoned, originals, test_index, time.perf_counter() - start)
+
+
+# ----- the smallest eps that flips ------------------------------------------------------------
+@dataclass(frozen=True)
+class EpsSearch:
+    """What :func:`smallest_flipping_eps` found for one test point.
+
+    ``eps``: the smallest eps tried whose attack flipped the prediction (None: none did);
+    ``result``: the attack at that eps (when none flipped, the attack at the largest eps tried);
+    ``tried``: every (eps, flipped) in the order tried; ``stopped``: "found", "no flip" (not even
+    at ``eps_max``), "time budget" or "cancelled".
+    """
+
+    eps: float | None
+    result: AttackResult | None
+    tried: list[tuple[float, bool]]
+    eps_max: float
+    seconds: float
+    stopped: str
+
+    @property
+    def largest_failure(self) -> float | None:
+        """The largest eps tried below ``eps`` that did not flip (None: none below it)."""
+        below = [
+            e for e, flipped in self.tried if not flipped and (self.eps is None or e < self.eps)
+        ]
+        return max(below, default=None)
+
+    def __repr__(self) -> str:
+        tried = ", ".join(f"{e:.4g}{'*' if f else ''}" for e, f in self.tried)
+        return (
+            f"EpsSearch(eps={self.eps if self.eps is None else round(self.eps, 6)}, "
+            f"stopped={self.stopped!r}, tried=[{tried}] (* flipped), seconds={self.seconds:.1f})"
+        )
+
+
+def _search_eps_values(eps_start: float, eps_max: float) -> list[float]:
+    """The doubling phase: eps_start, 2 eps_start, 4 eps_start, ... and last eps_max itself."""
+    values = [eps_start]
+    while values[-1] < eps_max:
+        values.append(min(2 * values[-1], eps_max))
+    return values
+
+
+def smallest_flipping_eps(
+    influence: Influence,
+    x_test,
+    y_test,
+    eps_max: float,
+    *,
+    eps_start: float | None = None,
+    bisections: int = 3,
+    time_budget: float | None = None,
+    n_poison: int = 1,
+    max_iter: int = 100,
+    select: str | Sequence[int] = "grad_norm",
+    input_range: tuple[float, float] | None = (0.0, 1.0),
+    test_index: int | None = None,
+    progress: bool = True,
+    cancel: threading.Event | None = None,
+) -> EpsSearch:
+    """The smallest L-infinity radius eps at which :func:`craft_attack` flips one test prediction.
+
+    Attacks at eps = ``eps_start`` (default eps_max / 16), doubling up to ``eps_max``, until one
+    flips; then ``bisections`` halvings of the interval between the largest eps that did not flip
+    (or 0) and the smallest that did. Every attack uses craft_attack's default step, eps / 12.5,
+    and the other arguments as given (see :func:`craft_attack`). Flipping need not be monotone
+    in eps: the answer is the smallest eps *tried* that flipped, within a factor
+    1 + 2^-bisections of the largest tried below it that did not.
+
+    Args:
+        eps_max: the largest eps to try, in the data's units.
+        eps_start: the first eps tried (0 < eps_start <= eps_max).
+        bisections: halvings after the first flip (0: stop at the first flip).
+        time_budget: seconds; no new attack starts after it (the search then stops with
+            ``stopped="time budget"`` and the best eps so far).
+        progress: a progress bar over the attacks; ``cancel``: a ``threading.Event`` that stops
+            the current attack after its current step and ends the search.
+    """
+    start = time.perf_counter()
+    eps_max = check_nonnegative(eps_max, "eps_max")
+    if not eps_max > 0:
+        raise ValueError(f"eps_max: must be > 0, got {eps_max}")
+    eps_start = eps_max / 16 if eps_start is None else check_nonnegative(eps_start, "eps_start")
+    if not 0 < eps_start <= eps_max:
+        raise ValueError(
+            f"eps_start: expected 0 < eps_start <= eps_max = {eps_max}, got {eps_start}"
+        )
+    bisections = check_nonnegative(bisections, "bisections")
+    if bisections != int(bisections):
+        raise ValueError(f"bisections: expected a whole number, got {bisections}")
+    if time_budget is not None and not check_nonnegative(time_budget, "time_budget") > 0:
+        raise ValueError(f"time_budget: must be > 0 seconds or None, got {time_budget}")
+    doubling = _search_eps_values(eps_start, eps_max)
+    tried: list[tuple[float, bool]] = []
+    bar = progress_bar(
+        total=len(doubling) + int(bisections), desc="eps search", disable=not progress
+    )
+
+    def attack(eps: float) -> AttackResult:
+        result = craft_attack(
+            influence, x_test, y_test, n_poison=n_poison, eps=eps, max_iter=max_iter,
+            select=select, input_range=input_range, test_index=test_index, progress=False,
+            cancel=cancel,
+        )  # fmt: skip
+        tried.append((eps, result.flipped))
+        bar.update()
+        return result
+
+    def over_budget() -> bool:
+        return time_budget is not None and time.perf_counter() - start >= time_budget
+
+    best, last, low, stopped = None, None, 0.0, "no flip"
+    try:
+        for eps in doubling:
+            last = attack(eps)
+            if last.flipped:
+                best, stopped = last, "found"
+                break
+            low = eps
+            if last.cancelled or (eps < eps_max and over_budget()):
+                stopped = "cancelled" if last.cancelled else "time budget"
+                break
+        for _ in range(int(bisections) if best is not None else 0):
+            if over_budget():
+                stopped = "time budget"
+                break
+            mid = (low + best.eps) / 2
+            last = attack(mid)
+            if last.cancelled:
+                stopped = "cancelled"
+                break
+            if last.flipped:
+                best = last
+            else:
+                low = mid
+        bar.complete()
+    finally:
+        bar.close()
+    return EpsSearch(
+        eps=None if best is None else best.eps,
+        result=best if best is not None else last,
+        tried=tried,
+        eps_max=eps_max,
+        seconds=time.perf_counter() - start,
+        stopped=stopped,
+    )

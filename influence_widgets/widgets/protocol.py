@@ -13,6 +13,7 @@ from typing import Literal, TypedDict
 __all__ = [
     "ATTACK_CANCEL",
     "ATTACK_RUN",
+    "ATTACK_SEARCH",
     "EVENTS",
     "IDLE",
     "VERIFY_CANCEL",
@@ -33,7 +34,8 @@ VERIFY_RUN = "verify_run"
 VERIFY_CANCEL = "verify_cancel"
 ATTACK_RUN = "attack_run"
 ATTACK_CANCEL = "attack_cancel"
-EVENTS = (VERIFY_RUN, VERIFY_CANCEL, ATTACK_RUN, ATTACK_CANCEL)
+ATTACK_SEARCH = "attack_search"  # "Find smallest eps", handled by tabs.AttackTab itself
+EVENTS = (VERIFY_RUN, VERIFY_CANCEL, ATTACK_RUN, ATTACK_CANCEL, ATTACK_SEARCH)
 
 # "cancelling": Cancel was pressed, the run stops at its next check; then "cancelled"
 JobStateName = Literal["idle", "running", "cancelling", "done", "cancelled", "error"]
@@ -102,6 +104,7 @@ class AttackItem(TypedDict, total=False):
     perturbed: bytes
     difference: bytes
     amplification: float  # how much the difference image is magnified
+    difference_bound: float  # the difference image's full colour, +-, in the sliders' units
     changes: list  # [[feature name, before, after], ...]
 
 
@@ -116,6 +119,13 @@ class AttackState(JobState, total=False):
     max_change: float
     seconds: float
     items: list[AttackItem]
+    stopped: str  # AttackResult.stopped: "flipped", "max_iter", "fixed point" or "cancelled"
+    stop_reason: str  # AttackResult.stop_reason: why it stopped, in words, and what to try
+    n_poison: int  # the settings the result was run with, in the sliders' units
+    eps: float
+    step: float
+    search: dict  # after "Find smallest eps": {eps (None: none flipped), tried: [[eps,
+    # flipped], ...], stopped, unit}; the outcome shown is the attack at the eps found
 
 
 IDLE: JobState = {"state": "idle"}

@@ -16,13 +16,21 @@ from collections.abc import Callable
 import numpy as np
 import traitlets
 
-from influence_widgets.analysis.attack import AttackResult, craft_attack, eight_bit_levels
+from influence_widgets.analysis.attack import (
+    SELECT_STEP,
+    AttackResult,
+    EpsSearch,
+    craft_attack,
+    eight_bit_levels,
+    smallest_flipping_eps,
+)
 from influence_widgets.analysis.loo import LOOResult, validate_loo
 from influence_widgets.core.errors import check_nonnegative, check_positive_int
 from influence_widgets.core.progress import report_progress
 from influence_widgets.plots import correlation_text
 from influence_widgets.widgets.display import png_bytes
 from influence_widgets.widgets.protocol import (
+    ATTACK_SEARCH,
     IDLE,
     AttackItem,
     AttackState,
@@ -271,18 +279,40 @@ class VerifyTab(_Tab):
 
 
 class AttackTab(_Tab):
-    """A training-set attack on the selected test point (paper's Sec 5.2), shown side by side."""
+    """A training-set attack on the selected test point (paper's Sec 5.2), shown side by side,
+    and a search for the smallest eps that flips it.
 
-    attack_n_poison = traitlets.Int(1).tag(sync=True)
+    The sliders are the traits below; a run from Python (``run_attack(eps=...)``) sets them to
+    the values it uses, so the tab always shows the settings of the result on screen.
+    """
+
+    # The Attack tab's slider ranges, [min, max, step]: generous maxima (255 levels lets a poisoned
+    # image take any value; 100 points and 300 steps), "step" 0 is auto (eps / 12.5, craft_attack's
+    # default). Tabular data: eps and step in units of the training features' typical (median)
+    # standard deviation. The smallest-eps search starts at eps max / SEARCH_START_DIVISOR, doubles,
+    # bisects SEARCH_BISECTIONS times, and starts no attack after SEARCH_SECONDS.
+    IMAGE_LIMITS = {"n_poison": [1, 100, 1], "eps": [0.5, 255, 0.5], "step": [0, 32, 0.05]}
+    TABULAR_LIMITS = {"n_poison": [1, 100, 1], "eps": [0.01, 8, 0.01], "step": [0, 1, 0.005]}
+    MAX_ITER_LIMITS = [1, 300, 1]
+    SEARCH_START_DIVISOR = 64
+    SEARCH_BISECTIONS = 3
+    SEARCH_SECONDS = 120.0
+
+    attack_n_poison = traitlets.Int(10).tag(sync=True)
     # eps and step: in 8-bit levels for images, in the data's units for other data
-    attack_eps = traitlets.Float(2.0).tag(sync=True)
-    attack_step = traitlets.Float(0.25).tag(sync=True)
-    attack_max_iter = traitlets.Int(30).tag(sync=True)
+    attack_eps = traitlets.Float(32.0).tag(sync=True)
+    attack_step = traitlets.Float(0.0).tag(sync=True)  # 0: auto, eps / 12.5 (as craft_attack)
+    attack_max_iter = traitlets.Int(100).tag(sync=True)
+    # the sliders' [min, max, step] by trait name (n_poison, eps, step, max_iter) and "unit"
+    attack_limits = traitlets.Dict().tag(sync=True)
+    # why the selected test point cannot be attacked, with what to do; "" when it can
+    attack_blocked = traitlets.Unicode("").tag(sync=True)
     attack = traitlets.Dict(IDLE).tag(sync=True)  # a protocol.AttackState
 
     def _init_attack(self) -> None:
         self._attack_job = BackgroundJob()
         self.attack_result: AttackResult | None = None  # the latest Attack run
+        self.eps_search: EpsSearch | None = None  # the latest smallest-eps search
         X = self.influence.train.X
         self._input_range: tuple[float, float] | None = None
         if self.display_data.kind == "image" and X is not None and X.is_floating_point():
@@ -290,6 +320,27 @@ class AttackTab(_Tab):
             self._input_range = (0.0, 1.0) if lo >= 0 and hi <= 1 else (lo, hi)
             if lo >= 0 and 1 < hi <= 255:
                 self._input_range = (0.0, 255.0)
+        self._init_attack_sliders(X)
+        self.observe(self._attack_selected, names="selected")
+        self.on_msg(self._on_attack_message)
+
+    def _init_attack_sliders(self, X) -> None:
+        """Ranges and defaults from the data: 8-bit levels for images; for other data, units of
+        the typical feature standard deviation s (eps 1 s, range up to 8 s)."""
+        if self._input_range is not None:
+            limits, unit = self.IMAGE_LIMITS, "8-bit levels"
+        else:
+            s = 1.0
+            if X is not None and X.is_floating_point() and len(X) > 1:
+                s = float(X.reshape(len(X), -1).double().std(0).median()) or 1.0
+            limits = {k: [round(v * s, 6) for v in r] for k, r in self.TABULAR_LIMITS.items()}
+            limits["n_poison"] = self.TABULAR_LIMITS["n_poison"]
+            unit = "data units"
+            self.attack_eps = round(s, 6)
+        n = self.influence.n
+        limits = {**limits, "n_poison": [1, min(limits["n_poison"][1], n), 1]}
+        self.attack_n_poison = min(self.attack_n_poison, n)
+        self.attack_limits = {**limits, "max_iter": self.MAX_ITER_LIMITS, "unit": unit}
 
     @property
     def attack_running(self) -> bool:
@@ -302,6 +353,45 @@ class AttackTab(_Tab):
         lo, hi = self._input_range
         return eight_bit_levels(value, data_range=hi - lo)
 
+    def _slider_units(self, value: float) -> float:
+        """A value in the data's units as the sliders show it (8-bit levels for images)."""
+        return value / self._attack_units(1.0)
+
+    # ----- can the selected point be attacked? ----------------------------------------------
+    def _attack_selected(self, change) -> None:
+        index = change["new"]
+        self.attack_blocked = "" if index is None else (self._attack_problem(index) or "")
+
+    def _attack_problem(self, index: int) -> str | None:
+        """Why test point ``index`` cannot be attacked, with what to do; None when it can."""
+        X = self.influence.train.X
+        if X is None:
+            return (
+                "The attack needs the training set as (X, y) tensors; this Influence reads a "
+                "Dataset: build it with (X, y) to attack."
+            )
+        if not X.is_floating_point():
+            return f"The training inputs are {X.dtype}: an attack moves continuous inputs only."
+        if not 0 <= index < len(self._true):
+            return None  # the explorer reports a bad index itself
+        if self._pred[index] != self._true[index]:
+            return (
+                f"Test point #{index} is already misclassified (labelled "
+                f"{self._label(int(self._true[index]))}, predicted "
+                f"{self._label(int(self._pred[index]))}): there is no correct prediction to "
+                "flip. Pick a correctly classified test point to attack."
+            )
+        return None
+
+    def _attack_checks(self, n_poison: int) -> str | None:
+        problem = self._cannot_start(self._attack_job)
+        if problem is None:
+            problem = self._attack_problem(self.selected)
+        if problem is None and n_poison > self.influence.n:
+            problem = f"n_poison: at most {self.influence.n} (the training set size)"
+        return problem
+
+    # ----- one attack -----------------------------------------------------------------------
     def run_attack(
         self,
         n_poison: int | None = None,
@@ -313,8 +403,9 @@ class AttackTab(_Tab):
     ) -> AttackResult | None:
         """Attack the selected test point with :func:`~influence_widgets.craft_attack`, in the
         background. ``eps`` and ``step`` are 8-bit levels for images (data units otherwise);
-        unset arguments come from the tab's sliders. ``wait=True`` blocks and returns the
-        :class:`AttackResult`, also kept as ``explorer.attack_result``."""
+        ``step`` 0 is auto, eps / 12.5 as craft_attack's default. Unset arguments come from the
+        tab's sliders, and the sliders are set to the values used. ``wait=True`` blocks and
+        returns the :class:`AttackResult`, also kept as ``explorer.attack_result``."""
         n_poison = check_positive_int(
             self.attack_n_poison if n_poison is None else n_poison, "n_poison"
         )
@@ -323,74 +414,194 @@ class AttackTab(_Tab):
         )
         eps = check_nonnegative(self.attack_eps if eps is None else eps, "eps")
         step = check_nonnegative(self.attack_step if step is None else step, "step")
-        problem = self._cannot_start(self._attack_job)
-        if problem is None and n_poison > self.influence.n:
-            problem = f"n_poison: at most {self.influence.n} (the training set size)"
-        if problem is None and self._pred[self.selected] != self._true[self.selected]:
-            problem = "This test point is already misclassified: pick a correct one to attack."
+        problem = self._attack_checks(n_poison)
+        if problem is None:
+            with self.hold_sync():
+                self.attack_n_poison, self.attack_eps = n_poison, eps
+                self.attack_step, self.attack_max_iter = step, max_iter
         index = self.selected
         started: AttackState = job_started(
             index, f"Perturbing {n_poison} training point(s), retraining after each step..."
         )
-        settings = (n_poison, self._attack_units(eps), self._attack_units(step), max_iter)
-        ran = self._launch(
-            "attack",
-            problem,
-            started,
-            (self._attack_job, self._attack_worker, index, settings),
-            wait,
-        )
+        options = {
+            "n_poison": n_poison,
+            "eps": self._attack_units(eps),
+            "step_size": self._attack_units(step) if step > 0 else None,
+            "max_iter": max_iter,
+        }
+        work = (self._attack_job, self._attack_worker, index, options)
+        ran = self._launch("attack", problem, started, work, wait)
         return self.attack_result if ran and wait else None
 
     def cancel_attack(self) -> None:
-        """Stop the running attack after its current step."""
+        """Stop the running attack (or search) after its current step."""
         self._cancel("attack", self._attack_job, "Cancelling after the current step...")
 
-    def _attack_worker(self, index: int, settings: tuple, cancel: threading.Event) -> None:
-        n_poison, eps, step, max_iter = settings
+    def _attack_listener(self, max_iter: int, prefix: Callable[[], str] = lambda: ""):
+        """A progress listener for the attack's bars, at most ~10 updates a second; its
+        messages start with ``prefix()``."""
+        last = [0.0]
 
-        def show(_step: str, fraction: float) -> None:
-            done = round(fraction * max_iter)
-            self.attack = {
-                **self.attack,
-                "progress": fraction,
-                "message": f"Step {done} of at most {max_iter}",
-            }
+        def listener(name: str, fraction: float) -> None:
+            now = time.perf_counter()
+            if now - last[0] < 0.1 and fraction < 1.0:
+                return
+            last[0] = now
+            if name == SELECT_STEP:
+                message = f"Choosing the training points to perturb... {fraction:.0%}"
+            elif name == "attack":
+                message = f"Step {round(fraction * max_iter)} of at most {max_iter}"
+            elif name.startswith("Hessian"):
+                message = f"Factorising the Hessian of the retrained model... {fraction:.0%}"
+            else:
+                return
+            self.attack = {**self.attack, "progress": fraction, "message": prefix() + message}
 
+        return listener
+
+    def _attack_worker(self, index: int, options: dict, cancel: threading.Event) -> None:
         try:
-            result = self._analyse(
-                craft_attack,
-                index,
-                cancel,
-                ("attack", show),
-                n_poison=n_poison,
-                eps=eps,
-                step_size=step,
-                max_iter=max_iter,
-                input_range=self._input_range,
-            )
+            with BACKGROUND_WORK, report_progress(self._attack_listener(options["max_iter"])):
+                result = craft_attack(
+                    self.influence,
+                    self.x_test[index : index + 1],
+                    self.y_test[index : index + 1],
+                    input_range=self._input_range,
+                    test_index=index,
+                    progress=False,
+                    cancel=cancel,
+                    **options,
+                )
             self.attack_result = result
-            verdict = "FLIPPED" if result.flipped else "not flipped"
-            what = "Cancelled: " if result.cancelled else ""
-            self.attack: AttackState = {
-                "state": "cancelled" if result.cancelled else "done",
-                "test_index": index,
-                "progress": 1.0,
-                "flipped": result.flipped,
-                "prediction_before": self._label(result.prediction_before),
-                "prediction_after": self._label(result.prediction_after),
-                "probabilities": self._probability_rows(result),
-                "iterations": result.iterations,
-                "max_change": result.max_change,
-                "seconds": result.seconds,
-                "items": self._attack_items(result),
-                "message": f"{what}{verdict} after {result.iterations} step(s) in "
-                f"{result.seconds:.1f} s",
-            }
+            what = "Cancelled" if result.cancelled else "Finished"
+            message = f"{what} in {result.seconds:.1f} s (test point #{index})."
+            self.attack = self._attack_state(index, result, message)
         except Exception as err:  # shown in the tab and logged
             log.exception("InfluenceExplorer attack failed")
             self.attack = job_failed(index, "Attack", err)
 
+    def _attack_state(self, index: int, result: AttackResult, message: str) -> AttackState:
+        return {
+            "state": "cancelled" if result.cancelled else "done",
+            "test_index": index,
+            "progress": 1.0,
+            "flipped": result.flipped,
+            "prediction_before": self._label(result.prediction_before),
+            "prediction_after": self._label(result.prediction_after),
+            "probabilities": self._probability_rows(result),
+            "iterations": result.iterations,
+            "max_change": result.max_change,
+            "seconds": result.seconds,
+            "stopped": result.stopped,
+            "stop_reason": result.stop_reason,
+            "n_poison": len(result.poisoned),
+            "eps": self._slider_units(result.eps),
+            "step": self._slider_units(result.step_size),
+            "items": self._attack_items(result),
+            "message": message,
+        }
+
+    # ----- the smallest eps that flips ------------------------------------------------------
+    def find_smallest_eps(self, *, wait: bool = False) -> EpsSearch | None:
+        """Search the smallest eps that flips the selected prediction with the tab's number of
+        points and iterations (:func:`~influence_widgets.smallest_flipping_eps`: from eps max /
+        64, doubling up to the eps slider's maximum, then 3 bisections; no new attack after
+        120 s), in the background. The eps slider is then set to the eps found and the tab shows
+        the attack there. ``wait=True`` blocks and returns the :class:`EpsSearch`, also kept as
+        ``explorer.eps_search``."""
+        n_poison = check_positive_int(self.attack_n_poison, "n_poison")
+        max_iter = check_positive_int(self.attack_max_iter, "max_iter")
+        problem = self._attack_checks(n_poison)
+        index = self.selected
+        eps_max = self.attack_limits["eps"][1]
+        started: AttackState = job_started(index, "Searching the smallest eps that flips...")
+        work = (self._attack_job, self._search_worker, index, (n_poison, max_iter, eps_max))
+        ran = self._launch("attack", problem, started, work, wait)
+        return self.eps_search if ran and wait else None
+
+    def _search_worker(self, index: int, settings: tuple, cancel: threading.Event) -> None:
+        n_poison, max_iter, eps_max = settings
+        unit = self.attack_limits["unit"]
+        done = [0]  # attacks finished
+        show = self._attack_listener(max_iter, lambda: f"Searching eps, attack {done[0] + 1}: ")
+
+        def listener(name: str, fraction: float) -> None:
+            if name == "eps search":
+                done[0] += 1
+            else:
+                show(name, fraction)
+
+        try:
+            with BACKGROUND_WORK, report_progress(listener):
+                search = smallest_flipping_eps(
+                    self.influence,
+                    self.x_test[index : index + 1],
+                    self.y_test[index : index + 1],
+                    self._attack_units(eps_max),
+                    eps_start=self._attack_units(eps_max / self.SEARCH_START_DIVISOR),
+                    bisections=self.SEARCH_BISECTIONS,
+                    time_budget=self.SEARCH_SECONDS,
+                    n_poison=n_poison,
+                    max_iter=max_iter,
+                    input_range=self._input_range,
+                    test_index=index,
+                    progress=False,
+                    cancel=cancel,
+                )
+            self.eps_search = search
+            self.attack_result = search.result
+            summary = self._search_summary(search, n_poison, max_iter, eps_max, unit)
+            summary += f" The search took {search.seconds:.0f} s."
+            with self.hold_sync():
+                if search.eps is not None:
+                    self.attack_eps, self.attack_step = self._slider_units(search.eps), 0.0
+                state = self._attack_state(index, search.result, summary)
+                state["search"] = {
+                    "eps": None if search.eps is None else self._slider_units(search.eps),
+                    "tried": [[self._slider_units(e), f] for e, f in search.tried],
+                    "stopped": search.stopped,
+                    "unit": unit,
+                }
+                self.attack = state
+        except Exception as err:  # shown in the tab and logged
+            log.exception("InfluenceExplorer eps search failed")
+            self.attack = job_failed(index, "Smallest-eps search", err)
+
+    def _search_summary(
+        self, search: EpsSearch, n_poison: int, max_iter: int, eps_max: float, unit: str
+    ) -> str:
+        tried = len(search.tried)
+        if search.eps is not None:
+            eps = self._slider_units(search.eps)
+            below = search.largest_failure
+            not_below = "" if below is None else f"; {self._slider_units(below):.3g} did not"
+            return (
+                f"Smallest eps that flips: {eps:.3g} {unit} ({tried} attacks tried{not_below}). "
+                f"The eps slider is set to it; below, the attack at that eps."
+            )
+        if search.stopped == "cancelled":
+            return f"Search cancelled after {tried} attacks: no eps tried flipped."
+        if search.stopped == "time budget":
+            largest = self._slider_units(max(e for e, _ in search.tried))
+            return (
+                f"Search stopped at its time budget ({self.SEARCH_SECONDS:.0f} s): no eps up to "
+                f"{largest:.3g} {unit} flipped. Try more training points."
+            )
+        return (
+            f"No eps up to {eps_max:g} {unit} flips with {n_poison} training point(s) and "
+            f"{max_iter} iterations: try more training points or iterations."
+        )
+
+    def _on_attack_message(self, _widget, content, _buffers) -> None:
+        """The search button: {"event": ATTACK_SEARCH} (the explorer handles the others)."""
+        if isinstance(content, dict) and content.get("event") == ATTACK_SEARCH:
+            try:
+                self.find_smallest_eps()
+            except Exception as err:  # a bad slider value, say: shown, never a traceback
+                self.error = f"{ATTACK_SEARCH}: {err}"
+                log.exception("InfluenceExplorer could not handle %s", ATTACK_SEARCH)
+
+    # ----- what the tab shows ---------------------------------------------------------------
     def _probability_rows(self, result: AttackResult) -> list:
         """[class name, before, after] for the classes that matter: top 5 by either."""
         before, after = result.probabilities_before, result.probabilities_after
@@ -415,6 +626,7 @@ class AttackTab(_Tab):
                 item["perturbed"] = png_bytes(new.reshape(shape), vrange=(lo, hi))
                 item["difference"] = png_bytes(diff, cmap="RdBu_r", vrange=(-bound, bound))
                 item["amplification"] = (hi - lo) / (2 * bound)
+                item["difference_bound"] = self._slider_units(bound)
             else:
                 names = self.display_data.feature_names or [f"x{k}" for k in range(old.size)]
                 changed = np.argsort(-np.abs(new - old).reshape(-1))[:8]
