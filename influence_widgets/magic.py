@@ -155,8 +155,11 @@ def categories_of(y) -> tuple[np.ndarray, list[str]] | None:
 def labels_and_class_names(y, yt) -> tuple[object, object, list[str] | None]:
     """The labels (y, yt) for the model and the class names they carry: for pandas categoricals
     their codes and categories (both must be categoricals with the same categories, or the
-    codes would mean different classes); anything else as it is, with no names."""
+    codes would mean different classes); anything else as it is, with no names. ``yt=None``
+    (no test labels) stays None."""
     train, test = categories_of(y), categories_of(yt)
+    if yt is None and train is not None:
+        return train[0], None, train[1]
     if train is None and test is None:
         return plain(y), plain(yt), None
     if train is None or test is None or train[1] != test[1]:
@@ -284,7 +287,13 @@ class InfluenceMagics(Magics):
         "attack setting: Sandal vs Sneaker on a frozen extractor, influence over the top layer",
     )
     @argument("--train", nargs=2, metavar=("X", "y"), help="names of the training inputs, labels")
-    @argument("--test", nargs=2, metavar=("Xt", "yt"), help="names of the test inputs, labels")
+    @argument(
+        "--test",
+        nargs="+",
+        metavar=("Xt", "yt"),
+        help="names of the test inputs and, if known, labels (without yt each test point is "
+        "explained for its predicted class)",
+    )
     @argument(
         "--l2",
         type=float,
@@ -380,8 +389,11 @@ class InfluenceMagics(Magics):
             raise UsageError(
                 f"MODEL: {args.model!r} is a {type(model).__name__}, not a torch.nn.Module"
             )
+        if len(args.test) > 2:
+            raise UsageError(f"--test: takes Xt and optionally yt, got {len(args.test)} names")
         X, y = (self._lookup(n, "--train") for n in args.train)
-        Xt, yt = (self._lookup(n, "--test") for n in args.test)
+        Xt, *rest = (self._lookup(n, "--test") for n in args.test)
+        yt = rest[0] if rest else None
         check_same_columns(X, Xt)
         y, yt, category_names = labels_and_class_names(y, yt)
         names, sources = names_and_sources(args, columns_of(X), category_names)

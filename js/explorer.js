@@ -728,7 +728,7 @@ function attackPane(model) {
   return {
     el: job.el,
     listen: {
-      "change:attack change:attack_n_poison change:attack_eps change:attack_step change:attack_max_iter change:selected change:attack_blocked change:attack_limits":
+      "change:attack change:attack_n_poison change:attack_eps change:attack_step change:attack_max_iter change:selected change:attack_blocked change:attack_limits change:status":
         update,
     },
     dispose: () => revoke(urls),

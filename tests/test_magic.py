@@ -58,6 +58,15 @@ def test_magic_with_user_variables_and_its_errors(shell, digits_variables):
         shell.run_line_magic("influence", "m --train X[0] y --test Xt yt")
 
 
+def test_test_inputs_without_labels_are_explained_for_the_predicted_class(shell, digits_variables):
+    ex = shell.run_line_magic("influence", "m --train X y --test Xt --l2 0.01").wait_ready()
+    assert not ex.labelled
+    ex.selected = 0
+    assert ex.panel["explanation"].startswith("No label given: explained for the predicted class")
+    with pytest.raises(UsageError, match="--test: takes Xt and optionally yt, got 3 names"):
+        shell.run_line_magic("influence", "m --train X y --test Xt yt X --l2 0.01")
+
+
 def test_magic_help_is_available(shell):
     doc = shell.find_line_magic("influence").__doc__
     assert "--demo" in doc and "--train" in doc

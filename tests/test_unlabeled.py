@@ -109,3 +109,11 @@ def test_verify_works_on_a_point_without_a_label(cancer, unlabeled_explorer):
     same = iw.validate_loo(inf, data.X_test[3:4], y_hat, n_remove=3, progress=False)
     assert ex.verify["state"] == "done"
     assert result.removed.tolist() == same.removed.tolist()
+
+
+def test_the_attack_tab_says_it_needs_a_label(unlabeled_explorer):
+    ex = unlabeled_explorer
+    ex.selected = 1
+    assert "given no test labels" in ex.attack_blocked
+    assert ex.run_attack() is None
+    assert "given no test labels" in ex.attack["message"]

@@ -565,6 +565,7 @@ def _run_steps(
         while run.iterations < plan.max_iter:
             if int(run.probabilities.argmax()) != plan.true_class:
                 run.stopped = "flipped"
+                bar.complete()  # an early stop on success reads as complete, not failed
                 break
             if cancel is not None and cancel.is_set():
                 run.stopped = "cancelled"

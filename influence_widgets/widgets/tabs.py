@@ -374,6 +374,11 @@ class AttackTab(_Tab):
             return f"The training inputs are {X.dtype}: an attack moves continuous inputs only."
         if not 0 <= index < len(self._true):
             return None  # the explorer reports a bad index itself
+        if not self.labelled:
+            return (
+                "This explorer was given no test labels: an attack flips a correct prediction, so "
+                "it needs the true label. Open the explorer with y_test to attack."
+            )
         if self._pred[index] != self._true[index]:
             return (
                 f"Test point #{index} is already misclassified (labelled "
@@ -475,10 +480,10 @@ class AttackTab(_Tab):
             self.attack_result = result
             what = "Cancelled" if result.cancelled else "Finished"
             message = f"{what} in {result.seconds:.1f} s (test point #{index})."
-            self.attack = self._attack_state(index, result, message)
+            self._finish("attack", self._attack_state(index, result, message))
         except Exception as err:  # shown in the tab and logged
             log.exception("InfluenceExplorer attack failed")
-            self.attack = job_failed(index, "Attack", err)
+            self._finish("attack", job_failed(index, "Attack", err))
 
     def _attack_state(self, index: int, result: AttackResult, message: str) -> AttackState:
         return {
@@ -562,10 +567,10 @@ class AttackTab(_Tab):
                     "stopped": search.stopped,
                     "unit": unit,
                 }
-                self.attack = state
+                self._finish("attack", state)
         except Exception as err:  # shown in the tab and logged
             log.exception("InfluenceExplorer eps search failed")
-            self.attack = job_failed(index, "Smallest-eps search", err)
+            self._finish("attack", job_failed(index, "Smallest-eps search", err))
 
     def _search_summary(
         self, search: EpsSearch, n_poison: int, max_iter: int, eps_max: float, unit: str
