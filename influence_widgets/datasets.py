@@ -32,6 +32,8 @@ class Dataset:
         kind: "image", "tabular" or "text".
         image_shape: (H, W) or (H, W, C) of one image when ``kind == "image"``, else None.
         feature_names: one name per input column for tabular data, else None.
+        units: for tabular inputs that are standardised, the (train, test) rows in the data
+            set's own units, which the explorer shows (``rows``); None when X is in them.
     """
 
     name: str
@@ -43,6 +45,7 @@ class Dataset:
     kind: str = "tabular"
     image_shape: tuple[int, ...] | None = None
     feature_names: list[str] | None = field(default=None)
+    units: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_classes(self) -> int:
@@ -60,6 +63,16 @@ class Dataset:
             raise ValueError(f"images(): split must be 'train' or 'test', got {split!r}")
         X = self.X_train if split == "train" else self.X_test
         return X.numpy().reshape(-1, *self.image_shape)
+
+    def rows(self, split: str = "test") -> np.ndarray:
+        """The inputs of ``split`` ("train" or "test") as (n, d) rows in the data set's own units
+        (before any standardising), as a numpy array: what a display shows."""
+        if split not in ("train", "test"):
+            raise ValueError(f"rows(): split must be 'train' or 'test', got {split!r}")
+        if self.units is not None:
+            return self.units[0 if split == "train" else 1]
+        X = self.X_train if split == "train" else self.X_test
+        return X.numpy().reshape(len(X), -1)
 
     def __repr__(self) -> str:
         return (
@@ -118,7 +131,8 @@ def digits(n_train: int = 1300, seed: int = 0) -> Dataset:
 def breast_cancer(n_train: int = 400, seed: int = 0) -> Dataset:
     """scikit-learn's Wisconsin breast-cancer table (569 patients, 30 features, 2 classes).
 
-    Features are standardised with the training split's mean and standard deviation.
+    Features are standardised with the training split's mean and standard deviation; ``units``
+    keeps them in their own units (mm, mm^2, ...) for display.
     """
     from sklearn.datasets import load_breast_cancer
 
@@ -137,6 +151,7 @@ def breast_cancer(n_train: int = 400, seed: int = 0) -> Dataset:
         class_names=[str(c) for c in raw.target_names],
         kind="tabular",
         feature_names=[str(f) for f in raw.feature_names],
+        units=(raw.data[split[0]], raw.data[split[1]]),
     )
 
 

@@ -111,3 +111,37 @@ def test_the_explorer_sends_every_feature_of_a_tabular_panel_as_json(untouched):
         assert {r[0] for r in item["differences"]} == set(LONG_NAMES)
         assert all(r[2] == test[1, LONG_NAMES.index(r[0])] for r in item["differences"])
     assert len(ex.gallery[0]["row"]) == 50
+
+
+def test_a_dataset_in_its_own_units_is_shown_in_them():
+    """breast_cancer() is standardised for the model; the explorer shows its own units (mm, ...)
+    for training and test points alike, unless the Influence was built on other points, when
+    both sides show what the model reads (never two units side by side)."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = iw.datasets.breast_cancer()
+    model = iw.models.logistic_regression(data)
+    iw.train(model, data, l2=0.01, progress=False)
+    raw = load_breast_cancer().data
+    inf = iw.Influence(model, data, l2=0.01, progress=False)
+    shown = iw.InfluenceExplorer(inf, data, fit_in_background=False).display_data
+    assert np.array_equal(np.asarray(shown.train), data.units[0])
+    assert np.array_equal(np.asarray(shown.test), data.units[1])
+    assert {tuple(r) for r in data.units[0]} <= {tuple(r) for r in raw}
+    half = iw.Influence(model, (data.X_train[:200], data.y_train[:200]), l2=0.01, progress=False)
+    shown = iw.InfluenceExplorer(half, data, fit_in_background=False).display_data
+    assert np.array_equal(np.asarray(shown.train), data.X_train[:200].numpy())
+    assert np.array_equal(np.asarray(shown.test), data.X_test.numpy())
+
+
+def test_images_of_other_points_than_the_datasets_show_those_points():
+    data = iw.datasets.digits()
+    model = iw.models.logistic_regression(data)
+    iw.train(model, data, l2=0.01, progress=False)
+    inf = iw.Influence(model, (data.X_train[100:300], data.y_train[100:300]), progress=False)
+    ex = iw.InfluenceExplorer(
+        inf, data, x_test=data.X_test[5:9], y_test=data.y_test[5:9], fit_in_background=False
+    )
+    shown = ex.display_data
+    assert np.array_equal(np.asarray(shown.train), data.images("train")[100:300])
+    assert np.array_equal(np.asarray(shown.test), data.images("test")[5:9])

@@ -55,6 +55,11 @@ def class_probabilities_of(
     return torch.cat(parts).cpu()
 
 
+def _same(X: torch.Tensor | None, of: torch.Tensor) -> bool:
+    """Whether the training inputs ``X`` are the rows of ``of`` (perhaps in another dtype)."""
+    return X is not None and X.shape == of.shape and torch.equal(X.detach().cpu().to(of.dtype), of)
+
+
 @dataclass(frozen=True)
 class ExplorerInputs:
     """What the user passed to :class:`~influence_widgets.InfluenceExplorer` about the data."""
@@ -66,6 +71,9 @@ class ExplorerInputs:
     test_display: Sequence | None = None
     class_names: Sequence[str] | None = None
     feature_names: Sequence[str] | None = None
+    # the Dataset's training inputs, when train_display came from it: shown only if the
+    # Influence was built on those same inputs (else its own inputs are shown)
+    display_is_of: torch.Tensor | None = None
 
     def with_defaults_from(self, data: Dataset | None) -> ExplorerInputs:
         """The unset fields filled from an ``iw.datasets`` Dataset: its test split, kind, names
@@ -78,7 +86,7 @@ class ExplorerInputs:
                 f"got {type(data).__name__}"
             )
         kind = self.kind or data.kind
-        images = kind == "image" and self.train_display is None
+        train_display, test_display, of = self._display_from(data, kind)
         return replace(
             self,
             x_test=data.X_test if self.x_test is None else self.x_test,
@@ -86,9 +94,27 @@ class ExplorerInputs:
             kind=kind,
             class_names=data.class_names if self.class_names is None else self.class_names,
             feature_names=data.feature_names if self.feature_names is None else self.feature_names,
-            train_display=data.images("train") if images else self.train_display,
-            test_display=data.images("test") if images else self.test_display,
+            train_display=train_display,
+            test_display=test_display,
+            display_is_of=of,
         )
+
+    def _display_from(self, data: Dataset, kind: str) -> tuple:
+        """(train_display, test_display, the training inputs they show) from ``data`` where not
+        given: its 2-D images, or its rows in their own units when both splits come from it (a
+        card sets training and test values side by side: never in two different units)."""
+        train, test = self.train_display, self.test_display
+        if kind == "image" and data.kind == "image":
+            if test is None and self.x_test is not None:
+                test = as_numpy(self.x_test).reshape(-1, *data.image_shape)
+            own = train is None
+            train = data.images("train") if own else train
+            test = data.images("test") if test is None else test
+            return train, test, data.X_train if own else None
+        own_rows = train is None and test is None and self.x_test is None
+        if kind == "tabular" and data.kind == "tabular" and data.units is not None and own_rows:
+            return data.rows("train"), data.rows("test"), data.X_train
+        return train, test, None
 
     def test_points(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(x_test, y_test) as tensors of the same length; y_test None when not given (the points
@@ -110,6 +136,15 @@ class ExplorerInputs:
             raise ValueError(f"kind: pass one of {KINDS} for plain arrays")
         n_test = len(self.x_test)
         train_display, test_display = self.train_display, self.test_display
+        if self.display_is_of is not None and not _same(influence.train.X, self.display_is_of):
+            # The Influence was built on other training points than the Dataset's: show its own
+            # (images in the Dataset's image shape; rows, and so the test rows too, as the model
+            # reads them, so that a card never sets two units side by side).
+            train_display = as_numpy(influence.train.X)
+            if self.kind == "image":
+                train_display = train_display.reshape(-1, *np.shape(test_display)[1:])
+            else:
+                test_display = None
         if train_display is None:
             if influence.train.X is None:
                 raise ValueError("train_display: needed when the training set is a Dataset")

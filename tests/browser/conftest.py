@@ -579,3 +579,15 @@ def theme(server: JupyterServer, name: str):
         yield
     finally:
         server.set_theme("JupyterLab Light")
+
+
+def narrow_notebook(page, notebook_width: int = 465) -> float:
+    """Makes the page as wide as a ~``notebook_width`` px notebook (a split JupyterLab view);
+    returns the notebook's width. The viewport is set twice: what the front end's frame (side
+    bars, margins) takes is measured first."""
+    panel = page.locator(PANEL).first
+    for _ in range(2):
+        frame = page.viewport_size["width"] - panel.bounding_box()["width"]
+        page.set_viewport_size({"width": int(notebook_width + frame), "height": 1000})
+        page.wait_for_timeout(300)  # the layout and the container query settle
+    return panel.bounding_box()["width"]

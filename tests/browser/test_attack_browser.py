@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import open_and_run, run_cell, save_screenshot, theme, write_notebook
+from .conftest import (
+    narrow_notebook,
+    open_and_run,
+    run_cell,
+    save_screenshot,
+    theme,
+    write_notebook,
+)
 from .test_explorer_browser import page_errors
-
-NARROW = {"width": 465, "height": 900}  # a split JupyterLab view
 
 
 def _open_demo(jupyter, page, demo: str, name: str):
@@ -55,6 +60,20 @@ def _attack_with_defaults(explorer, right: int) -> None:
     expect(explorer.locator(".iw-attack-verdict")).to_contain_text("Flipped", timeout=90_000)
 
 
+def _assert_inside(explorer, selector: str) -> None:
+    """Nothing of the pane ``selector`` sticks out of the explorer at the right (a narrow view)."""
+    outer = explorer.bounding_box()
+    pane = explorer.locator(selector).first.bounding_box()
+    widest = explorer.locator(selector).first.evaluate(
+        "el => Math.max(...[...el.querySelectorAll('*')].map(n => n.getBoundingClientRect().right))"
+    )
+    right = outer["x"] + outer["width"]
+    assert pane["width"] > 200, f"the pane is {pane['width']:.0f} px wide"
+    assert widest <= right + 1, (
+        f"the pane's content ends at {widest:.0f}, the explorer at {right:.0f}"
+    )
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("frontend", ["lab"])
 def test_attack_defaults_flip_a_digit_and_a_misclassified_point_is_refused(
@@ -79,8 +98,8 @@ def test_attack_defaults_flip_a_digit_and_a_misclassified_point_is_refused(
     expect(explorer.locator(".iw-attack-run")).to_be_disabled()
     expect(explorer.locator(".iw-attack-search-run")).to_be_disabled()
     save_screenshot(explorer, "attack_digits_misclassified.png")
-    page.set_viewport_size(NARROW)
-    page.wait_for_timeout(500)
+    narrow_notebook(page)
+    _assert_inside(explorer, ".iw-attack")
     save_screenshot(explorer, "attack_digits_misclassified_narrow.png")
     assert not page_errors(console_messages)
 
@@ -103,7 +122,7 @@ def test_attack_demo_defaults_flip_a_sandal_or_sneaker(
         expect(explorer.locator(".iw-attack-item")).to_have_count(10)
         save_screenshot(explorer, f"attack_fashion_{look}.png")
         if look == "light":
-            page.set_viewport_size(NARROW)
-            page.wait_for_timeout(500)
+            narrow_notebook(page)
+            _assert_inside(explorer, ".iw-attack")
             save_screenshot(explorer, "attack_fashion_narrow.png")
     assert not page_errors(console_messages)

@@ -12,7 +12,14 @@ import os
 
 import pytest
 
-from .conftest import FRONTENDS, open_and_run, save_screenshot, theme, write_notebook
+from .conftest import (
+    FRONTENDS,
+    narrow_notebook,
+    open_and_run,
+    save_screenshot,
+    theme,
+    write_notebook,
+)
 from .test_explorer_browser import _shown_errors, _wait_for_train_items, page_errors
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -58,17 +65,6 @@ def _shoot(page, explorer, name: str) -> None:
     page.set_viewport_size({"width": width, "height": int(explorer.bounding_box()["height"]) + 400})
     explorer.scroll_into_view_if_needed()
     save_screenshot(explorer, name)
-
-
-def _narrow(page, notebook_width: int = 465) -> float:
-    """Makes the page as wide as a ~``notebook_width`` px notebook (a split view); returns the
-    notebook's width. The viewport is set twice: what the front end's frame takes is measured."""
-    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)").first
-    for _ in range(2):
-        frame = page.viewport_size["width"] - panel.bounding_box()["width"]
-        page.set_viewport_size({"width": int(notebook_width + frame), "height": 1000})
-        page.wait_for_timeout(300)  # the layout and the container query settle
-    return panel.bounding_box()["width"]
 
 
 def _columns_and_cut_rows(gallery) -> tuple[int, list]:
@@ -141,7 +137,7 @@ def test_a_narrow_split_view_stacks_the_panes_and_fits_the_chart_in(
     labels lies inside the pane."""
     with theme(jupyter, "JupyterLab Dark"):
         explorer = _open_demo(page, jupyter, "digits", frontend)
-    width = _narrow(page)
+    width = narrow_notebook(page)
     assert 440 <= width <= 490, f"the notebook is {width:.0f} px wide, not ~465"
     gallery, side = explorer.locator(".iw-gallery"), explorer.locator(".iw-side")
     g, s = gallery.bounding_box(), side.bounding_box()
