@@ -19,11 +19,24 @@ K/N`` with ``--include`` spreads it over processes. The table gives the fraction
 flipped, the mean number of steps and the attack time per cell. The paper flipped 57% / 77% / all
 but one of 591 targets with 1 / 2 / 10 images at eps = 0.5 levels on Inception features.
 
+``--input 112x112x3`` runs the same attack on the same images upsampled (bilinearly, 3 channels:
+37,632 input values for Inception's 268,203 and our 784) with an extractor of the same family
+trained at run time (``upsampled_extractor.py``): the effect of one sign step is about eps times
+the L1 norm of I_pert,loss, which grows with the number of input values. Its targets are the
+28x28 run's (the same target ids, the same test images; one the upsampled model misclassifies is
+skipped and listed). The images to perturb are chosen once per target, as
+``select="grad_norm"`` would (the largest L1 norms of I_pert,loss), and every target records
+those norms and ||grad_x L(z_test)||_1 (``input_gradients``); ``same_targets`` gives both inputs'
+rows on the targets both have done in every cell, and the ratios of the norms. A 28x28 run over
+targets already attacked computes only their missing norms.
+
     .venv/bin/python benchmarks/attack.py --threads 1 --json benchmarks/results/attack.json --resume
     .venv/bin/python benchmarks/attack.py --shard 0/2 --threads 1 --json /tmp/a0.json --resume &
     .venv/bin/python benchmarks/attack.py --shard 1/2 --threads 1 --json /tmp/a1.json --resume
     .venv/bin/python benchmarks/attack.py --include /tmp/a0.json /tmp/a1.json --json OUT --merge-only
     .venv/bin/python benchmarks/attack.py --quick      # 2 targets, 10 images at 32 levels
+    .venv/bin/python benchmarks/attack.py --input 112x112x3 --targets 30 --json OUT --resume
+    .venv/bin/python benchmarks/attack.py --input 112x112x3 --quick   # a small extractor
 """
 
 from __future__ import annotations
