@@ -162,6 +162,7 @@ def summarise(
                 "n_targets": len(mine),
                 "flip_rate": float(np.mean([r["flipped"] for r in mine])),
                 "mean_iterations": float(np.mean([r["iterations"] for r in mine])),
+                "mean_p_true_after": float(np.mean([r["p_true_after"] for r in mine])),
                 "stopped": {s: stops.count(s) for s in sorted(set(stops))},
                 "seconds": float(sum(r["seconds"] for r in mine)),
             }

@@ -40,6 +40,7 @@ def _record(
         "flipped": flipped,
         "iterations": 3 if flipped else 100,
         "stopped": "flipped" if flipped else "max_iter",
+        "p_true_after": 0.4 if flipped else 0.9,
         "seconds": seconds,
     }
 
@@ -59,6 +60,7 @@ def test_summary_rows_count_each_cell_over_its_own_targets():
     first, second = rows
     assert first["n_targets"] == 2 and first["flip_rate"] == 0.5 and first["seconds"] == 3.0
     assert first["mean_iterations"] == 51.5
+    assert first["mean_p_true_after"] == pytest.approx(0.65)
     assert first["stopped"] == {"flipped": 1, "max_iter": 1}
     assert second["n_targets"] == 1 and second["flip_rate"] == 1.0
 
