@@ -162,6 +162,7 @@ def summarise(
                 "n_targets": len(mine),
                 "flip_rate": float(np.mean([r["flipped"] for r in mine])),
                 "mean_iterations": float(np.mean([r["iterations"] for r in mine])),
+                "mean_p_true_before": float(np.mean([r["p_true_before"] for r in mine])),
                 "mean_p_true_after": float(np.mean([r["p_true_after"] for r in mine])),
                 "stopped": {s: stops.count(s) for s in sorted(set(stops))},
                 "seconds": float(sum(r["seconds"] for r in mine)),
@@ -271,16 +272,22 @@ def same_targets(records, norms: dict) -> dict[str, Any] | None:
         return None
     rows = summarise([r for r in records if r["target"] in set(common)], cells_of(records), norms)
 
-    def mean(name: str, field: str) -> float:
-        values = [norms[(name, t)][field] for t in common]
-        return float(np.mean([v[0] if isinstance(v, list) else v for v in values]))
+    def values(name: str, field: str) -> np.ndarray:
+        got = [norms[(name, t)][field] for t in common]
+        return np.array([v[0] if isinstance(v, list) else v for v in got])
 
     fields = ("pert_l1_top", "pert_l1_mean", "test_grad_l1")
+    big, small = INPUTS[1], INPUTS[0]
     return {
         "targets": common,
         "rows": rows,
-        "mean_norms": {name: {f: mean(name, f) for f in fields} for name in INPUTS},
-        "norm_ratio": {f: mean(INPUTS[1], f) / mean(INPUTS[0], f) for f in fields},
+        "mean_norms": {name: {f: float(values(name, f).mean()) for f in fields} for name in INPUTS},
+        # the ratio of the means, and the median of the per-target ratios (a few targets with
+        # large norms dominate the means)
+        "norm_ratio": {f: float(values(big, f).mean() / values(small, f).mean()) for f in fields},
+        "norm_ratio_median": {
+            f: float(np.median(values(big, f) / values(small, f))) for f in fields
+        },
     }
 
 

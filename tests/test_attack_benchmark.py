@@ -40,6 +40,7 @@ def _record(
         "flipped": flipped,
         "iterations": 3 if flipped else 100,
         "stopped": "flipped" if flipped else "max_iter",
+        "p_true_before": 0.95,
         "p_true_after": 0.4 if flipped else 0.9,
         "seconds": seconds,
     }
@@ -181,6 +182,7 @@ def test_the_two_inputs_are_compared_on_the_targets_both_finished():
         ("112x112x3", 2, 2, 0.5),
     ]
     assert out["norm_ratio"]["pert_l1_top"] == pytest.approx(4.0)
+    assert out["norm_ratio_median"]["test_grad_l1"] == pytest.approx(4.0)
     # each row: the mean L1 norm of I_pert,loss over the n_poison images it perturbs
     assert out["rows"][0]["mean_pert_l1"] == pytest.approx(20.0)
     assert out["rows"][1]["mean_pert_l1"] == pytest.approx(15.0)
