@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import upsampled_extractor as up
 from machine import machine_info, utc_now
 
 import influence_widgets as iw
@@ -60,7 +61,7 @@ from influence_widgets.models import EXTRACTOR_HELD_OUT
 HEAD = ["1.weight", "1.bias"]
 L2 = 0.01
 SMALL = "28x28x1"  # the shipped extractor's input
-INPUTS = (SMALL, "112x112x3")  # the second: upsampled_extractor.INPUT
+INPUTS = (SMALL, up.INPUT)
 TOP = 10  # the most images perturbed: the selection's L1 norms kept per target
 QUICK_EXTRACTOR = (200, 1)  # --quick at 112x112x3: images per class and epochs of its extractor
 
@@ -106,9 +107,8 @@ def setup(input_name: str = SMALL, quick: bool = False):
     info: dict[str, Any] = {}
     model = small
     if input_name != SMALL:
-        import upsampled_extractor as up
-
         state, info["extractor"] = up.load_extractor(*(QUICK_EXTRACTOR if quick else ()))
+        info["extractor_images"] = info["extractor"]["train_images"]
         X, Xt = up.upsample(X), up.upsample(Xt)
         model = up.attack_model(state)
         pred, report, seconds = fit_head(model, X, y, Xt)
@@ -379,8 +379,6 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     started = utc_now()
     inf, Xt, yt, correct, info = setup(args.input, args.quick)
-    if "extractor" in info:
-        info["extractor_images"] = info["extractor"]["train_images"]
     print(
         f"{args.input}, {info['classes'][0]} vs {info['classes'][1]}: {info['n_train']} training "
         f"images, test accuracy {info['test_accuracy']:.3f}, {int(correct.sum())} of the 28x28 "
