@@ -543,6 +543,8 @@ sys.meta_path.insert(0, HideSystemDir())
 # The tests that load Fashion-MNIST (a notebook, a benchmark's subprocess), without their own skip.
 NEEDS_DATA = [
     "tests/test_attack_benchmark.py::test_attack_quick_run_flips_writes_its_table_and_resumes",
+    "tests/test_attack_benchmark.py::test_attack_quick_run_on_upsampled_inputs",
+    "tests/test_attack_tab.py::test_the_attack_demo_opens_quickly_and_its_defaults_flip_a_correct_point",
     "tests/test_notebooks.py::test_notebook_runs_headless[03_training_set_attacks.ipynb]",
 ]
 

@@ -16,8 +16,10 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
 
 def _notebook_param(path: Path):
-    """One notebook as a test parameter; one that loads Fashion-MNIST is marked as needing it."""
-    needs_data = "fashion_mnist(" in path.read_text()
+    """One notebook as a test parameter; one that loads Fashion-MNIST (all of it, or its Sandal
+    and Sneaker classes) is marked as needing it."""
+    text = path.read_text()
+    needs_data = "fashion_mnist(" in text or "sandal_sneaker(" in text
     marks = [pytest.mark.fashion_mnist] if needs_data else []
     return pytest.param(path, marks=marks, id=path.name)
 
