@@ -293,6 +293,7 @@ function headerPane(model, root) {
     classSelect.value = String(model.get("class_filter"));
     wrongBox.checked = model.get("misclassified_only");
     wrongLabel.style.display = labelled ? "" : "none";
+    fitCardsToClassNames(root, model.get("class_names"));
   }
 
   function renderPaging() {
@@ -310,6 +311,16 @@ function headerPane(model, root) {
       "change:page change:n_pages change:n_shown": renderPaging,
     },
   };
+}
+
+// Image cards are as wide as their longest caption ("pred Ankle boot (100%)", 10 px text, about
+// 5.6 px a character) and at least 80 px: a class name is never cut off. One width for all pages,
+// so the column count does not change between them.
+function fitCardsToClassNames(root, classNames) {
+  if (root.dataset.kind !== "image") return;
+  const longest = Math.max(0, ...classNames.map((name) => name.length));
+  const width = Math.min(180, Math.max(80, Math.ceil((longest + 12) * 5.6) + 8));
+  root.style.setProperty("--iw-cell-w", `${width}px`);
 }
 
 // ----- the gallery of test points: a click selects one -----------------------------------------

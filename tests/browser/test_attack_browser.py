@@ -120,6 +120,10 @@ def test_attack_demo_defaults_flip_a_sandal_or_sneaker(
         _attack_with_defaults(explorer, right)
         expect(explorer.locator(".iw-attack-reason")).to_contain_text("Flipped after")
         expect(explorer.locator(".iw-attack-item")).to_have_count(10)
+        cut = explorer.locator(".iw-test-item .iw-caption span").evaluate_all(
+            "spans => spans.filter(s => s.scrollWidth > s.clientWidth + 1).map(s => s.textContent)"
+        )
+        assert not cut, f"gallery captions cut off: {cut[:4]}"
         save_screenshot(explorer, f"attack_fashion_{look}.png")
         if look == "light":
             narrow_notebook(page)
