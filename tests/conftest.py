@@ -254,3 +254,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if _FASHION_MNIST_UNAVAILABLE not in stash:
         stash[_FASHION_MNIST_UNAVAILABLE] = fashion_mnist_unavailable()
     require_fashion_mnist(stash[_FASHION_MNIST_UNAVAILABLE])
+
+
+@pytest.fixture(scope="module")
+def digits_influence():
+    """(data, Influence) of a logistic regression trained on the digits demo set (l2 = 0.01), as
+    the explorer tests use it; one per test module."""
+    data = iw.datasets.digits()
+    model = iw.models.logistic_regression(data)
+    iw.train(model, data, l2=0.01, progress=False)
+    return data, iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False)

@@ -13,14 +13,6 @@ from influence_widgets.magic import DEMO_ATTACK, demo_explorer
 from influence_widgets.widgets import protocol
 
 
-@pytest.fixture(scope="module")
-def digits_influence():
-    data = iw.datasets.digits()
-    model = iw.models.logistic_regression(data)
-    iw.train(model, data, l2=0.01, progress=False)
-    return data, iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False)
-
-
 @pytest.fixture
 def explorer(digits_influence):
     data, inf = digits_influence

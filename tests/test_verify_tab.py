@@ -7,22 +7,12 @@ import threading
 import time
 
 import pytest
-import torch
 
 import influence_widgets as iw
 from influence_widgets.analysis import loo
 from influence_widgets.plots import correlation_text
 from influence_widgets.widgets import protocol
 from influence_widgets.widgets.explorer import static_dir
-
-
-@pytest.fixture(scope="module")
-def digits_influence():
-    torch.set_num_threads(1)
-    data = iw.datasets.digits()
-    model = iw.models.logistic_regression(data)
-    iw.train(model, data, l2=0.01, progress=False)
-    return data, iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False)
 
 
 @pytest.fixture
