@@ -15,6 +15,7 @@ from .conftest import (
     wait_for_kernel_idle,
     write_notebook,
 )
+from .test_explorer_browser import FAILED_FIT_CELL
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -151,26 +152,6 @@ def test_verify_cancels_at_once_and_shows_r_as_the_plot_does_in(
     box, panel = plot.bounding_box(), page.locator(PANEL).first.bounding_box()
     assert box["x"] + box["width"] <= panel["x"] + panel["width"], (box, panel)
     assert not [m for m in console_messages if m.startswith("[pageerror]") and "schema" not in m]
-
-
-# An untrained tanh network: its Hessian is indefinite, so precomputation (solver "direct", no
-# damping) fails in the background.
-FAILED_FIT_CELL = """\
-import torch
-
-import influence_widgets as iw
-
-gen = torch.Generator().manual_seed(0)
-X = torch.randn(40, 3, generator=gen, dtype=torch.float64)
-y = (X[:, 0] > 0).long()
-torch.manual_seed(0)
-model = torch.nn.Sequential(
-    torch.nn.Linear(3, 4, dtype=torch.float64), torch.nn.Tanh(),
-    torch.nn.Linear(4, 2, dtype=torch.float64),
-)
-inf = iw.Influence(model, (X, y), solver="direct", progress=False)
-ex = iw.InfluenceExplorer(inf, x_test=X[:12], y_test=y[:12], kind="tabular")
-ex"""
 
 
 @pytest.mark.timeout(180)
