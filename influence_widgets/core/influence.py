@@ -12,6 +12,11 @@ g_test = grad L(z_test, theta_hat) (without it), s_test = H^-1 g_test.
 |                             | z_i is removed (> 0: z_i helped the test point)|                |
 | perturbation_influence      | I_pert,loss = -g_test^T H^-1 grad_x g_i        | (T, k, *x)     |
 | self_influence()            | I_up,loss(z_i, z_i) = -g_i^T H^-1 g_i  (<= 0)  | (n,)           |
+
+A set of test points {z_t} (all misclassified points of a class, say) is scored against its summed
+test loss sum_t L(z_t, theta_hat) with ONE solve, s_set = H^-1 sum_t g_t (``s_test_of_set``):
+``influence_on_set_loss`` = sum_t I_up,loss(z_i, z_t), (n,); ``predicted_removal_effect_of_set``
+= -(1/n) times it; ``top_of_set`` ranks by the latter.
 """
 
 from __future__ import annotations
@@ -398,6 +403,26 @@ class Influence:
         G = self.test_gradients(x_test, y_test)
         return self.solver.solve(G.T, progress=self.progress and len(G) > 1).T
 
+    def _summed_test_gradient(self, x_test, y_test) -> torch.Tensor:
+        """sum_t grad L(z_t, theta_hat) over the test set, without the L2 term, (p,): streamed in
+        batches of ``batch_size`` test points, never a (T, p) matrix."""
+        x, y = self._test_batch(x_test, y_test)
+        obj = self.objective
+        total = torch.zeros_like(obj.theta)
+        for start in range(0, len(x), self.batch_size):
+            xb, yb = x[start : start + self.batch_size], y[start : start + self.batch_size]
+            total += grad(lambda th, xb=xb, yb=yb: obj.loss(th, xb, yb).sum())(obj.theta)
+        return total
+
+    def s_test_of_set(self, x_test, y_test=None) -> torch.Tensor:
+        """s_set = H^-1 sum_t grad L(z_t, theta_hat): s_test of the SUMMED test loss of the T test
+        points, (p,). One solve for the whole set (not one per point); equals
+        ``s_test(x_test, y_test).sum(0)``. ``y_test=None``: each z_t = (x_t, y_hat_t), its
+        predicted class (see :meth:`influence_on_loss`)."""
+        g = self._summed_test_gradient(x_test, y_test)
+        self.ensure_fit()
+        return self.solver.solve(g[:, None])[:, 0]
+
     def training_indices(self, idx, name: str = "idx") -> torch.Tensor:
         if idx is None:
             return torch.arange(self.n)
@@ -470,6 +495,26 @@ class Influence:
         """
         return -self.influence_on_loss(x_test, y_test) / self.n
 
+    def influence_on_set_loss(self, x_test, y_test=None) -> torch.Tensor:
+        """sum_t I_up,loss(z_i, z_t) = -(sum_t grad L(z_t))^T H^-1 grad ell_i, shape (n,): the
+        influence of upweighting each training point z_i on the SUMMED loss of the T test points.
+
+        Equals ``influence_on_loss(x_test, y_test).sum(0)`` (same sign: negative = z_i helps the
+        set; same training gradients ell_i, with the L2 term) at the cost of one solve
+        (:meth:`s_test_of_set`) and one pass over the training set, whatever T. Divide by T for
+        the mean test loss. ``y_test=None`` explains each point for its predicted class.
+        """
+        s = self.s_test_of_set(x_test, y_test)
+        return -self._score_against(s[:, None])[0]
+
+    def predicted_removal_effect_of_set(self, x_test, y_test=None) -> torch.Tensor:
+        """-(1/n) sum_t I_up,loss(z_i, z_t): the predicted change of the summed test loss of the
+        T test points when z_i is removed, (n,); ``predicted_removal_effect(...).sum(0)``.
+
+        Positive: removing z_i raises the set's loss, so z_i was helpful to the set.
+        """
+        return -self.influence_on_set_loss(x_test, y_test) / self.n
+
     def perturbation_influence(self, x_test, y_test=None, idx=None) -> torch.Tensor:
         """I_pert,loss(z_i, z_test) = -grad L(z_test)^T H^-1 grad_x grad ell_i, (T, k, *x_i.shape).
 
@@ -516,16 +561,32 @@ class Influence:
         (see :meth:`influence_on_loss`): helpful points support the prediction.
         """
         k = min(check_positive_int(k, "k"), self.n)
-        scores = self.predicted_removal_effect(x_test, y_test)
-        hs, hi = torch.topk(scores, k, dim=1, largest=True)
-        ls, li = torch.topk(scores, k, dim=1, largest=False)
-        return TopInfluence(helpful=hi, helpful_scores=hs, harmful=li, harmful_scores=ls)
+        return _ranked(self.predicted_removal_effect(x_test, y_test), k)
+
+    def top_of_set(self, x_test, y_test=None, k: int = 10) -> TopInfluence:
+        """The k most helpful and k most harmful training points for the whole set of T test
+        points, as one row: a :class:`TopInfluence` of shape (1, k), like ``top`` for one point.
+
+        Ranked by :meth:`predicted_removal_effect_of_set` (the predicted change of the summed test
+        loss when z_i is removed): helpful first by largest score, harmful by smallest. One solve
+        for the whole set.
+        """
+        k = min(check_positive_int(k, "k"), self.n)
+        return _ranked(self.predicted_removal_effect_of_set(x_test, y_test)[None], k)
 
     def __repr__(self) -> str:
         return (
             f"Influence(n_train={self.n}, n_params={self.p}, solver={self.solver.name!r}, "
             f"l2={self.objective.l2:g}, damping={self.damping:g}, fitted={self._fitted})"
         )
+
+
+def _ranked(scores: torch.Tensor, k: int) -> TopInfluence:
+    """The k largest (helpful) and k smallest (harmful) removal effects of each row of ``scores``
+    (T, n)."""
+    hs, hi = torch.topk(scores, k, dim=1, largest=True)
+    ls, li = torch.topk(scores, k, dim=1, largest=False)
+    return TopInfluence(helpful=hi, helpful_scores=hs, harmful=li, harmful_scores=ls)
 
 
 def check_influence(value, name: str = "influence") -> Influence:
