@@ -143,7 +143,8 @@ class InfluenceConfig:
 
 @dataclass(frozen=True)
 class TopInfluence:
-    """The k most helpful and most harmful training points for each of T test points.
+    """The k most helpful and most harmful training points for each of T test points (one row for
+    a whole set of test points from ``Influence.top_of_set``).
 
     Scores are ``predicted_removal_effect``: the predicted change of the test loss when the training
     point is removed. Helpful points (largest scores, > 0) would raise the test loss if removed;
