@@ -20,6 +20,10 @@ the clean-label and noisy-label accuracies, the best method by AUC and the secon
     .venv/bin/python benchmarks/mislabel.py --json benchmarks/results/mislabel.json
     .venv/bin/python benchmarks/mislabel.py --quick --json /tmp/mislabel.json   # digits, 1 seed
     .venv/bin/python benchmarks/mislabel.py --table benchmarks/results/mislabel.json  # README table
+
+Parts run in separate processes (``--datasets fashion_mnist --noise systematic --json B.json``)
+are joined with ``--include A.json B.json --json OUT``: OUT holds their objects, then this run's,
+and every command that contributed (``commands``).
 """
 
 from __future__ import annotations
@@ -151,6 +155,13 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def save(report: dict[str, Any], path: Path | None) -> None:
+    """Write ``report`` to ``path`` (when given) as indented JSON."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -160,24 +171,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", nargs="+", choices=("uniform", "systematic"))
     parser.add_argument("--fashion-n-train", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--include", type=Path, nargs="+", default=[], help="earlier parts")
     parser.add_argument("--table", type=Path, help="print the README table of this JSON and exit")
     args = parser.parse_args(argv)
     if args.table:
         print(markdown_table(json.loads(args.table.read_text())))
         return 0
     torch.set_num_threads(args.threads)
-    datasets = args.datasets or (["digits"] if args.quick else ["digits", "fashion_mnist"])
+    parts = [json.loads(path.read_text()) for path in args.include]
+    default = [] if parts else ["digits"] if args.quick else ["digits", "fashion_mnist"]
+    datasets = args.datasets or default
     kinds = args.noise or (["uniform"] if args.quick else ["uniform", "systematic"])
     seeds = tuple(range(1 if args.quick else args.seeds))
     command = "benchmarks/mislabel.py " + " ".join(sys.argv[1:] if argv is None else argv)
     report: dict[str, Any] = {
         "command": command,
+        "commands": [c for part in parts for c in part["commands"]] + [command],
         "machine": machine_info("cpu", "cores", "threads", "torch", "python", "date"),
+        "included_machines": [
+            m for part in parts for m in (*part["included_machines"], part["machine"])
+        ],
         "l2": L2,
         "checked_fractions": list(CHECKED),
-        "results": [],
-        "auc": [],
-        "setups": [],
+        "results": [r for part in parts for r in part["results"]],
+        "auc": [r for part in parts for r in part["auc"]],
+        "setups": [r for part in parts for r in part["setups"]],
     }
     for name in datasets:
         data = load(name, args.fashion_n_train)
@@ -198,9 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             for field, items in part.items():
                 report[field] += items
             print(f"{name} {result.noise}: {part['setups'][0]['seconds']:.1f} s", flush=True)
-            if args.json:
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps(report, indent=1) + "\n")  # after each part
+            save(report, args.json)  # after each part
+    save(report, args.json)
     print(markdown_table(report))
     return 0
 

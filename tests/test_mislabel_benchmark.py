@@ -97,3 +97,32 @@ def test_mislabel_quick_run_writes_its_json_and_table(tmp_path: Path):
         [sys.executable, script, "--table", str(out)], capture_output=True, text=True, cwd=ROOT
     )
     assert table.returncode == 0 and "| digits | uniform | self_influence |" in table.stdout
+
+
+def test_include_joins_parts_run_in_separate_processes(tmp_path: Path):
+    bench = _load_mislabel_benchmark()
+
+    def part(name: str, dataset: str) -> Path:
+        path = tmp_path / f"{name}.json"
+        report = {
+            "command": name,
+            "commands": [name],
+            "machine": {"cpu": name},
+            "included_machines": [],
+            "results": [{"dataset": dataset}],
+            "auc": [{"dataset": dataset, "auc": 0.9}],
+            "setups": [{"dataset": dataset}],
+        }
+        path.write_text(json.dumps(report))
+        return path
+
+    out = tmp_path / "out" / "all.json"
+    a, b = part("a", "digits"), part("b", "fashion_mnist")
+    # no --datasets: a join runs nothing of its own
+    bench.markdown_table = lambda report: ""
+    assert bench.main(["--include", str(a), str(b), "--json", str(out)]) == 0
+    joined = json.loads(out.read_text())
+    assert joined["commands"][:2] == ["a", "b"] and len(joined["commands"]) == 3
+    assert [m["cpu"] for m in joined["included_machines"]] == ["a", "b"]
+    assert [r["dataset"] for r in joined["results"]] == ["digits", "fashion_mnist"]
+    assert [r["dataset"] for r in joined["setups"]] == ["digits", "fashion_mnist"]
