@@ -148,7 +148,8 @@ class MislabelRecovery:
         for ax in (found_ax, acc_ax):
             ax.set_xlabel("fraction of training data checked")
             ax.legend(fontsize="small")
-        fig.suptitle(f"{self.dataset}: {self.noise} flips ({self.flip_fraction:.0%})")
+        of = "all labels" if self.noise == "uniform" else "the source class"
+        fig.suptitle(f"{self.dataset}: {self.noise} flips ({self.flip_fraction:.0%} of {of})")
         return fig
 
 
