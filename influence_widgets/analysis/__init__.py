@@ -1,4 +1,5 @@
-"""What the paper does with the core: leave-one-out validation and training-set attacks."""
+"""What the paper does with the core: leave-one-out validation, training-set attacks and finding
+mislabeled training points."""
 
 from influence_widgets.analysis.attack import (
     AttackResult,
@@ -8,6 +9,7 @@ from influence_widgets.analysis.attack import (
     smallest_flipping_eps,
 )
 from influence_widgets.analysis.loo import LOOResult, actual_removal_effects, validate_loo
+from influence_widgets.analysis.mislabel import MislabelRecovery, mislabel_recovery, review_order
 from influence_widgets.analysis.retrain import ChordNewtonRetrain, RetrainReport
 
 __all__ = [
@@ -15,10 +17,13 @@ __all__ = [
     "ChordNewtonRetrain",
     "EpsSearch",
     "LOOResult",
+    "MislabelRecovery",
     "RetrainReport",
     "actual_removal_effects",
     "craft_attack",
     "eight_bit_levels",
+    "mislabel_recovery",
+    "review_order",
     "smallest_flipping_eps",
     "validate_loo",
 ]
