@@ -1,0 +1,110 @@
+"""How often the Attack tab's defaults flip a prediction in each ``%influence --demo``.
+
+For each demo: open it as the magic does (``influence_widgets.magic.demo_explorer``, with the
+per-demo attack defaults), take a fixed random choice of its correctly classified test points (seed
+0) and run the tab's attack on each with the defaults (``explorer.run_attack(wait=True)``). One row
+per (demo, target): flipped, steps, why it stopped, p(true class) before and after, seconds; one
+summary per demo: flip rate, median and largest time, and the time to open the demo.
+
+    .venv/bin/python benchmarks/demo_attacks.py --json benchmarks/results/demo_attacks.json
+    .venv/bin/python benchmarks/demo_attacks.py --demos digits --targets 3      # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from machine import machine_info, utc_now
+
+from influence_widgets.magic import DEMO_ATTACK, DEMOS, demo_explorer
+
+
+def attack_targets(explorer, n: int, seed: int) -> list[int]:
+    """``n`` correctly classified test points of ``explorer``, a fixed random choice."""
+    correct = np.nonzero(explorer._pred == explorer._true)[0]
+    return [int(t) for t in np.random.default_rng(seed).permutation(correct)[:n]]
+
+
+def measure_demo(name: str, n_targets: int, seed: int) -> tuple[dict, list[dict]]:
+    start = time.perf_counter()
+    explorer = demo_explorer(name).wait_ready()
+    opened = time.perf_counter() - start
+    rows = []
+    for target in attack_targets(explorer, n_targets, seed):
+        explorer.selected = target
+        result = explorer.run_attack(wait=True)
+        p_true = result.true_class_probability
+        rows.append(
+            {
+                "demo": name,
+                "target": target,
+                "flipped": bool(result.flipped),
+                "iterations": result.iterations,
+                "stopped": result.stopped,
+                "p_true_before": float(p_true[0]),
+                "p_true_after": float(p_true[-1]),
+                "seconds": result.seconds,
+            }
+        )
+        print(
+            f"  {name} #{target}: flipped={result.flipped} after {result.iterations} steps "
+            f"({result.stopped}), p(true) {float(p_true[0]):.2f} -> {float(p_true[-1]):.2f}, "
+            f"{result.seconds:.1f} s",
+            flush=True,
+        )
+    seconds = [r["seconds"] for r in rows]
+    summary = {
+        "demo": name,
+        "defaults": DEMO_ATTACK[name],
+        "n_targets": len(rows),
+        "flipped": sum(r["flipped"] for r in rows),
+        "flip_rate": float(np.mean([r["flipped"] for r in rows])) if rows else float("nan"),
+        "median_seconds": float(np.median(seconds)) if rows else float("nan"),
+        "max_seconds": float(max(seconds)) if rows else float("nan"),
+        "open_seconds": opened,
+    }
+    print(
+        f"{name}: flipped {summary['flipped']} of {len(rows)} with the defaults "
+        f"{DEMO_ATTACK[name]}; median {summary['median_seconds']:.1f} s, opened in {opened:.1f} s",
+        flush=True,
+    )
+    return summary, rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demos", nargs="+", choices=DEMOS, default=list(DEMOS))
+    parser.add_argument("--targets", type=int, default=12, help="test points per demo")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    report = {
+        "command": " ".join(["benchmarks/demo_attacks.py", *(argv or sys.argv[1:])]),
+        "started": utc_now(),
+        "machine": machine_info(
+            "cpu", "cores", "threads", "torch", "python", "date", "load_average_start"
+        ),
+        "seed": args.seed,
+        "summaries": [],
+        "rows": [],
+    }
+    for name in args.demos:
+        summary, rows = measure_demo(name, args.targets, args.seed)
+        report["summaries"].append(summary)
+        report["rows"].extend(rows)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()

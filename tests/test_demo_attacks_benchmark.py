@@ -1,0 +1,29 @@
+"""benchmarks/demo_attacks.py, as the README's demo flip rates come from it: one digits target."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_one_digits_target_is_attacked_with_the_demo_defaults_and_recorded(tmp_path: Path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # its sibling module machine, as when run
+    spec = importlib.util.spec_from_file_location(
+        "demo_attacks", ROOT / "benchmarks/demo_attacks.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "demo_attacks.json"
+    bench.main(["--demos", "digits", "--targets", "1", "--json", str(out)])
+    report = json.loads(out.read_text())
+    (summary,) = report["summaries"]
+    (row,) = report["rows"]
+    assert summary["demo"] == "digits" and summary["n_targets"] == 1
+    assert summary["flipped"] == int(row["flipped"]) and summary["flip_rate"] == row["flipped"]
+    assert row["p_true_before"] > 0.1  # correctly classified: the largest of 10 classes
+    assert row["flipped"], row  # the digits defaults flip (measured: every target of 12)
+    assert report["command"].startswith("benchmarks/demo_attacks.py --demos digits")
