@@ -264,3 +264,14 @@ def digits_influence():
     model = iw.models.logistic_regression(data)
     iw.train(model, data, l2=0.01, progress=False)
     return data, iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False)
+
+
+def make_regression_influence() -> tuple[iw.Influence, torch.Tensor]:
+    """(Influence, X) of a float64 least-squares model at a minimum (20 points, 3 features): a
+    loss with no classes, so y_test=None has no predicted class to explain."""
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(20, 3, generator=gen, dtype=torch.float64)
+    y = X.sum(1, keepdim=True)
+    model = torch.nn.Linear(3, 1, dtype=torch.float64)
+    iw.train(model, (X, y), loss="mse", l2=0.1, progress=False)
+    return iw.Influence(model, (X, y), loss="mse", l2=0.1, progress=False), X

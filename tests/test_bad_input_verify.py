@@ -10,16 +10,7 @@ import pytest
 import torch
 
 import influence_widgets as iw
-
-
-def _regression():
-    """A float64 least-squares model at a minimum: y_test=None has no class to explain."""
-    gen = torch.Generator().manual_seed(0)
-    X = torch.randn(20, 3, generator=gen, dtype=torch.float64)
-    y = X.sum(1, keepdim=True)
-    model = torch.nn.Linear(3, 1, dtype=torch.float64)
-    iw.train(model, (X, y), loss="mse", l2=0.1, progress=False)
-    return iw.Influence(model, (X, y), loss="mse", l2=0.1, progress=False), X
+from tests.conftest import make_regression_influence
 
 
 def _classifier():
@@ -32,12 +23,12 @@ def _classifier():
 
 
 def _top_without_label_for_mse():
-    inf, X = _regression()
+    inf, X = make_regression_influence()
     inf.top(X[:2])
 
 
 def _loo_without_label_for_mse():
-    inf, X = _regression()
+    inf, X = make_regression_influence()
     iw.validate_loo(inf, X[:1], None, n_remove=3, progress=False)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import influence_widgets as iw
-from tests.conftest import make_lr, reference, rel_err
+from tests.conftest import make_lr, make_regression_influence, reference, rel_err
 
 SOLVERS = {
     "direct": (lambda: "direct", 1e-10),
@@ -133,15 +133,6 @@ def _lr_influence():
     return iw.Influence(pb.model, (pb.X, pb.y), l2=pb.l2, progress=False), pb
 
 
-def _regression_influence():
-    gen = torch.Generator().manual_seed(0)
-    X = torch.randn(20, 3, generator=gen, dtype=torch.float64)
-    y = X.sum(1, keepdim=True)
-    model = torch.nn.Linear(3, 1, dtype=torch.float64)
-    iw.train(model, (X, y), loss="mse", l2=0.1, progress=False)
-    return iw.Influence(model, (X, y), loss="mse", l2=0.1, progress=False), X
-
-
 def _empty_set():
     inf, pb = _lr_influence()
     inf.influence_on_set_loss(pb.Xt[:0], pb.yt[:0])
@@ -190,7 +181,7 @@ def _k_zero():
 
 
 def _no_labels_with_a_regression_loss():
-    inf, X = _regression_influence()
+    inf, X = make_regression_influence()
     inf.influence_on_set_loss(X[:4])
 
 
