@@ -126,3 +126,29 @@ def test_include_joins_parts_run_in_separate_processes(tmp_path: Path):
     assert [m["cpu"] for m in joined["included_machines"]] == ["a", "b"]
     assert [r["dataset"] for r in joined["results"]] == ["digits", "fashion_mnist"]
     assert [r["dataset"] for r in joined["setups"]] == ["digits", "fashion_mnist"]
+
+
+def test_variants_run_scores_the_same_flips_as_the_benchmark(tmp_path: Path):
+    """benchmarks/mislabel_variants.py with one seed: its loss and self-influence rows are the
+    mislabel benchmark's (same flips, same model), and each variant ranks flips far above chance."""
+    out = tmp_path / "variants.json"
+    script = str(ROOT / "benchmarks/mislabel_variants.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--seeds", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {(r["noise"], r["method"]): r for r in json.loads(out.read_text())["rows"]}
+    assert len(rows) == 8
+    committed = json.loads((ROOT / "benchmarks/results/mislabel.json").read_text())
+    for r in committed["auc"]:
+        if r["dataset"] == "digits" and r["method"] in ("loss", "self_influence"):
+            noise = "uniform" if r["noise"] == "uniform" else "systematic 1->8"
+            assert rows[(noise, r["method"])]["per_seed"]["auc"][0] == pytest.approx(
+                r["per_seed"]["0"], abs=1e-6
+            )
+    for row in rows.values():
+        assert row["auc"] > 0.85
+        assert 0.0 <= row["found_0.1"] <= row["found_0.3"] <= 1.0
