@@ -152,7 +152,31 @@ def markdown_table(report: dict[str, Any]) -> str:
         f"({len(s['seeds'])} seeds, {s['seconds_per_seed']:.0f} s per seed)"
         for s in report["setups"]
     ]
+    lines += [target_line(report, s) for s in report["setups"] if s["noise"] == "uniform"]
     return "\n".join(lines)
+
+
+def target_line(report: dict[str, Any], setup: dict[str, Any]) -> str:
+    """Issue 16's targets for one data set's uniform flips: the best method (by flips found
+    after checking the largest fraction) finds >= 95% of them, and fixing them brings the test
+    accuracy within 1 point of the clean-label model's."""
+    last = max(report["checked_fractions"])
+    cells = [
+        r
+        for r in report["results"]
+        if (r["dataset"], r["noise"], r["checked_fraction"]) == (setup["dataset"], "uniform", last)
+        and r["method"] != "random"
+    ]
+    best = max(cells, key=lambda r: (r["flips_found_fraction"], r["test_accuracy"]))
+    gap = setup["clean_accuracy"] - best["test_accuracy"]
+    found_ok = "met" if best["flips_found_fraction"] >= 0.95 else "NOT met"
+    acc_ok = "met" if gap <= 0.01 else "NOT met"
+    return (
+        f"- target, {setup['dataset']} uniform: {best['method']} finds "
+        f"{best['flips_found_fraction']:.1%} of the flips after checking {last:.0%} (>= 95%: "
+        f"{found_ok}); accuracy after fixing {best['test_accuracy']:.2%}, "
+        f"{round(-gap * 100, 2) + 0.0:+.2f} points from the clean-label model (within 1 point: {acc_ok})"
+    )
 
 
 def save(report: dict[str, Any], path: Path | None) -> None:
