@@ -433,8 +433,8 @@ FIXING_MISLABELED = [
         "as well as self-influence, or slightly better**, here and in the benchmark's table.\n\n"
         "## Why the training loss is enough for logistic regression\n\n"
         "For a logistic regression the gradient of a point's loss is its residual times its "
-        "input: grad L(z_i) = (p_i - e_{y_i}) x_i^T, with p_i the predicted class "
-        "probabilities. So the self-influence is roughly\n\n"
+        "input: grad L(z_i) = (p_i - e_{y_i}) x_i^T (x_i with a 1 appended for the bias), with "
+        "p_i the predicted class probabilities. So the self-influence is roughly\n\n"
         "|I_up,loss(z_i, z_i)| ~ (squared residual) x (leverage x_i^T H^-1 x_i).\n\n"
         "The residual is what the training loss measures: a wrong label is one the model "
         "cannot fit, so it has a large loss. The leverage measures how unusual the *input* is, "
@@ -476,11 +476,13 @@ FIXING_MISLABELED = [
     ),
     new_markdown_cell(
         "The clean points that self-influence mistakes for flips are the high-leverage ones: "
-        "their |self-influence| is large for their loss. The paper's model was also a logistic regression, on spam e-mails; where a model can "
-        "fit a wrong label (a flexible network, or systematic flips between two similar "
-        "classes, which `benchmarks/mislabel.py` measures too), the loss of a flipped point "
-        "is small and self-influence, which asks how much that fit depends on the point "
-        "itself, has more to add."
+        "their |self-influence| is large for their loss.\n\n"
+        "The paper found self-influence ahead of the training loss on its spam e-mails, also "
+        "with a logistic regression. On digits the loss is ahead, for uniform flips and for "
+        "systematic ones too (30% of the 1s labelled 8; `benchmarks/README.md`). "
+        "Self-influence can add something only where a wrong label is fitted, so that its "
+        "loss is small: then its question, how much that fit depends on the point itself, is "
+        "the informative one."
     ),
 ]
 
