@@ -229,7 +229,7 @@ def breast_cancer_clinic_b(
     rows in the measurements' own units (the imputed training mean for clinic B) and the flag.
     """
     base = breast_cancer(n_train=n_train, seed=seed)
-    if not (isinstance(fraction, float | int) and 0 < fraction < 1):
+    if isinstance(fraction, bool) or not (isinstance(fraction, float | int) and 0 < fraction < 1):
         raise ValueError(
             f"fraction: expected a fraction of the patients in (0, 1), got {fraction!r}"
         )
@@ -243,7 +243,9 @@ def breast_cancer_clinic_b(
     rows = np.arange(len(y))
     if keep is not None:
         benign = np.nonzero(flag_train & (y == base.class_names.index("benign")))[0]
-        if not (isinstance(keep, int | np.integer) and 0 <= keep <= len(benign)):
+        if isinstance(keep, bool) or not (
+            isinstance(keep, int | np.integer) and 0 <= keep <= len(benign)
+        ):
             raise ValueError(
                 f"keep: expected None or an int in 0..{len(benign)} (the benign clinic-B "
                 f"training patients), got {keep!r}"

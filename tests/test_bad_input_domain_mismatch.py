@@ -12,6 +12,7 @@ CASES = [
     ("keep_negative", lambda: iw.datasets.breast_cancer_clinic_b(keep=-1), ValueError, r"^keep: "),
     ("keep_too_many", lambda: iw.datasets.breast_cancer_clinic_b(keep=500), ValueError, r"^keep: "),
     ("keep_float", lambda: iw.datasets.breast_cancer_clinic_b(keep=2.0), ValueError, r"^keep: "),
+    ("keep_bool", lambda: iw.datasets.breast_cancer_clinic_b(keep=True), ValueError, r"^keep: "),
     (
         "fraction_zero",
         lambda: iw.datasets.breast_cancer_clinic_b(fraction=0),
