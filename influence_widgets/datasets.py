@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Dataset", "breast_cancer", "digits", "fashion_mnist", "sandal_sneaker"]
+__all__ = [
+    "Dataset",
+    "breast_cancer",
+    "breast_cancer_clinic_b",
+    "digits",
+    "fashion_mnist",
+    "sandal_sneaker",
+]
 
 
 @dataclass(frozen=True)
@@ -198,3 +205,74 @@ def _per_class(X: torch.Tensor, y: torch.Tensor, k: int, seed: int):
         idx.append(members[torch.randperm(len(members), generator=gen)[:k]])
     idx = torch.cat(idx)
     return X[idx], y[idx]
+
+
+CLINIC_B = "clinic B"  # the flag column of breast_cancer_clinic_b
+
+
+def breast_cancer_clinic_b(
+    keep: int | None = 4, fraction: float = 0.2, n_train: int = 400, seed: int = 0
+) -> Dataset:
+    """:func:`breast_cancer` with a planted subgroup, for the paper's domain mismatch (Sec 5.3).
+
+    A random ``fraction`` of the patients (training and test alike) come from "clinic B", which
+    sent none of the 30 measurements: as is common practice, they are imputed with the training
+    mean (0 after standardising) and flagged by a 31st column ``"clinic B"`` (1 for these
+    patients, 0 for the others; scikit-learn's ``SimpleImputer(add_indicator=True)`` does the
+    same). A linear model can then tell clinic-B patients apart only by the flag, so it predicts
+    for all of them the outcome that the flag and the bias favour in the training set.
+
+    ``keep``: the training split keeps only ``keep`` of its benign clinic-B patients (a fixed
+    random choice) and drops the others, as the paper drops 20 of the 24 children who were not
+    readmitted; the clinic-B patients left in training are then mostly malignant. ``None``: keep
+    them all (no mismatch). The test split is the same for every ``keep``. ``units`` holds the
+    rows in the measurements' own units (the imputed training mean for clinic B) and the flag.
+    """
+    base = breast_cancer(n_train=n_train, seed=seed)
+    if isinstance(fraction, bool) or not (isinstance(fraction, float | int) and 0 < fraction < 1):
+        raise ValueError(
+            f"fraction: expected a fraction of the patients in (0, 1), got {fraction!r}"
+        )
+    rng = np.random.default_rng((seed, 0xB))
+    flag_train = rng.random(len(base.y_train)) < fraction
+    flag_test = rng.random(len(base.y_test)) < fraction
+    imputed_units = base.units[0].mean(axis=0)
+    X, units = _impute(base.X_train, base.units[0], flag_train, imputed_units)
+    Xt, units_t = _impute(base.X_test, base.units[1], flag_test, imputed_units)
+    y = base.y_train.numpy()
+    rows = np.arange(len(y))
+    if keep is not None:
+        benign = np.nonzero(flag_train & (y == base.class_names.index("benign")))[0]
+        if isinstance(keep, bool) or not (
+            isinstance(keep, int | np.integer) and 0 <= keep <= len(benign)
+        ):
+            raise ValueError(
+                f"keep: expected None or an int in 0..{len(benign)} (the benign clinic-B "
+                f"training patients), got {keep!r}"
+            )
+        dropped = rng.permutation(benign)[int(keep) :]
+        rows = np.setdiff1d(rows, dropped)
+    return Dataset(
+        name="breast_cancer_clinic_b",
+        X_train=torch.from_numpy(X[rows]),
+        y_train=torch.from_numpy(y[rows]),
+        X_test=torch.from_numpy(Xt),
+        y_test=base.y_test.clone(),
+        class_names=base.class_names,
+        kind="tabular",
+        feature_names=[*base.feature_names, CLINIC_B],
+        units=(units[rows], units_t),
+    )
+
+
+def _impute(
+    X: torch.Tensor, units: np.ndarray, flag: np.ndarray, imputed_units: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised rows and rows in units, with the flagged rows' measurements replaced by the
+    training mean (0 standardised, ``imputed_units`` in units) and the flag appended."""
+    X = X.numpy().copy()
+    units = units.copy()
+    X[flag] = 0.0
+    units[flag] = imputed_units
+    column = flag.astype(np.float32)[:, None]
+    return np.hstack([X, column]), np.hstack([units, column.astype(units.dtype)])
