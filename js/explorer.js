@@ -906,6 +906,7 @@ function reviewPane(model) {
     const blocked = notRunnable(model.get("status"));
     methodSelect.value = model.get("review_method");
     const ranking = r.state === "running";
+    el.dataset.ranking = r.state || "idle";
     rankProgress.style.display = ranking ? "block" : "none";
     rankBar.style.width = `${Math.round(100 * (r.progress || 0))}%`;
     rankStatus.textContent = r.message || blocked || "Open this tab to rank the training points.";
@@ -927,6 +928,7 @@ function reviewPane(model) {
     const removed = r.n_removed || 0;
     const cancelling = job.state === "cancelling";
     const running = job.state === "running" || cancelling;
+    el.dataset.retrain = job.state || "idle";
     pending.textContent = `${relabelled + removed} fix(es) pending: ${relabelled} relabelled, ${removed} removed`;
     clearButton.disabled = relabelled + removed === 0;
     retrainButton.disabled = running || relabelled + removed === 0 || notRunnable(model.get("status")) !== null;
