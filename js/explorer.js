@@ -748,11 +748,10 @@ function attackPane(model) {
 
 // ----- Review: training points ranked for a label check, fixes, and a retrain with them --------
 const REVIEW_HELP =
-  "Training points ranked for checking their labels, the most suspect first (Koh & Liang Sec " +
-  "5.4): by |self-influence| (how much a point's own loss depends on keeping it), by training " +
-  "loss, or at random. Propose a label or mark a point for removal, then retrain: a copy of the " +
-  "model is retrained on the fixed data (warm start, same L2). Your data and model stay unchanged; " +
-  "ex.fixed_dataset() returns the fixed data as new tensors.";
+  "Check the labels of the training points at the top (Koh & Liang Sec 5.4). Propose a label or " +
+  "mark a point for removal, then retrain: a copy of the model is retrained on the fixed data " +
+  "(warm start, same L2). Your data and model stay unchanged; ex.fixed_dataset() returns the " +
+  "fixed data as new tensors.";
 
 const REVIEW_METHODS = [
   ["self_influence", "|self-influence|"],
@@ -912,7 +911,8 @@ function reviewPane(model) {
     rankStatus.textContent = r.message || blocked || "Open this tab to rank the training points.";
     rankStatus.classList.toggle("iw-review-error", r.state === "error");
     const shown = r.state === "done" && r.method === model.get("review_method");
-    pageInfo.textContent = shown ? `page ${r.page + 1} / ${r.n_pages} (${r.n} training points)` : "";
+    pageInfo.textContent = shown ? `${r.items[0].rank}\u2013${r.items[r.items.length - 1].rank} of ${r.n}` : "";
+    pageInfo.title = shown ? `page ${r.page + 1} of ${r.n_pages}` : "";
     prev.disabled = !shown || r.page <= 0;
     next.disabled = !shown || r.page >= r.n_pages - 1;
     revoke(urls);

@@ -77,6 +77,29 @@ def test_method_and_page_change_the_ranking_shown(explorer, flipped_digits):
     assert _ranked(explorer) == iw.review_order(inf, "random")[:12].tolist()
 
 
+def test_a_method_chosen_while_ranking_is_ranked_next(flipped_digits):
+    data, _y, inf, _model = flipped_digits
+    ex = iw.InfluenceExplorer(inf, data, k=5).wait_ready()
+    ranking, started = ex._ranking, threading.Event()
+
+    def slow(method):
+        started.set()
+        time.sleep(0.5)
+        return ranking(method)
+
+    ex._ranking = slow
+    ex.tab = "review"
+    assert started.wait(10) and ex.review["state"] == "running"
+    ex.review_method = "loss"
+    ex._rank_job.join(60)
+    assert ex.review["state"] == "done" and ex.review["method"] == "loss"
+    assert _ranked(ex) == iw.review_order(inf, "loss")[:12].tolist()
+    ex.review_page = 3
+    ex.tab = "influence"
+    ex.tab = "review"
+    assert ex.review["page"] == 3  # switching tabs keeps the page
+
+
 def test_relabel_remove_and_fixed_dataset(explorer, flipped_digits, untouched):
     data, y, inf, model = flipped_digits
     with untouched(model, data.X_train, data.y_train, y):
@@ -187,6 +210,33 @@ def test_cancel_stops_the_retrain_within_2_s(explorer, monkeypatch):
     explorer._retrain_job.join(10)
     assert time.perf_counter() - begin < 2.0
     assert explorer.review_retrain["state"] == "cancelled" and explorer.review_result is None
+
+
+def test_a_failed_retrain_says_what_to_do(explorer, monkeypatch):
+    def broken(*_args, **_options):
+        raise RuntimeError("no luck")
+
+    monkeypatch.setattr(influence_widgets.training, "train", broken)
+    explorer.mark_for_removal(3)
+    with pytest.raises(RuntimeError, match="Retrain with fixes failed: RuntimeError: no luck"):
+        explorer.retrain_with_fixes(wait=True)
+    state = explorer.review_retrain
+    assert state["state"] == "error" and "What to do: check the fixes" in state["message"]
+
+
+def test_removing_every_point_is_refused(flipped_digits):
+    gen = torch.Generator().manual_seed(1)
+    X = torch.randn(4, 2, generator=gen, dtype=torch.float64)
+    y = torch.tensor([0, 1, 0, 1])
+    model = torch.nn.Linear(2, 2, dtype=torch.float64)
+    iw.train(model, (X, y), l2=0.5, progress=False)
+    inf = iw.Influence(model, (X, y), l2=0.5, progress=False)
+    ex = iw.InfluenceExplorer(inf, x_test=X, y_test=y, kind="tabular").wait_ready()
+    for i in range(4):
+        ex.mark_for_removal(i)
+    with pytest.raises(ValueError, match=r"^review_fixes: every training point is marked"):
+        ex.retrain_with_fixes()
+    assert ex.review_retrain["message"].startswith("review_fixes: every training point")
 
 
 def test_front_end_fix_messages_and_their_errors(explorer):

@@ -107,7 +107,10 @@ class ReviewTab(_Tab):
         self._rankings: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._fixes: dict[int, int | None] = {}
         self.review_result: ReviewResult | None = None
-        self.observe(self._review_wanted, names=["tab", "review_method", "status"])
+        self._rank_lock = threading.Lock()  # guards _ranking_busy and the worker's exit
+        self._ranking_busy = False
+        self.observe(self._review_wanted, names=["tab", "status"])
+        self.observe(self._method_chosen, names="review_method")
         self.observe(lambda _: self._show_review_page(), names="review_page")
         self.on_msg(self._on_review_message)
 
@@ -174,39 +177,57 @@ class ReviewTab(_Tab):
 
     # ----- the ranking ----------------------------------------------------------------------
     def _review_wanted(self, _change=None) -> None:
-        """Rank (in the background) when the tab shows and the method's ranking is not known."""
+        """Rank (in the background) when the tab shows and the method's ranking is not known;
+        a ranking already running ranks the newly chosen method next."""
         if self.tab != "review" or not self._fitted:
             return
-        self.review_page = 0
+        with self._rank_lock:
+            start = self.review_method not in self._rankings and not self._ranking_busy
+            if start:
+                self._ranking_busy = True
+                self._rank_job.start(self._rank_worker)
         if self.review_method in self._rankings:
             self._show_review_page()
-        elif not self._rank_job.running:
-            self.review = {
-                "state": "running",
-                "progress": 0.0,
-                "method": self.review_method,
-                "message": "Ranking the training points...",
-            }
-            self._rank_job.start(self._rank_worker, self.review_method)
 
-    def _rank_worker(self, method: str, _cancel: threading.Event) -> None:
+    def _method_chosen(self, _change) -> None:
+        self.review_page = 0
+        self._review_wanted()
+
+    def _rank_worker(self, _cancel: threading.Event) -> None:
+        """Rank by the selected method until its ranking is known (the selector may change
+        while a ranking is computed), then show the first page."""
+        while True:
+            with self._rank_lock:
+                method = self.review_method
+                if method in self._rankings:
+                    self._ranking_busy = False
+                    break
+            try:
+                self._rankings[method] = self._rank_with_progress(method)
+            except Exception as err:  # shown in the tab and logged
+                log.exception("InfluenceExplorer review ranking failed")
+                with self._rank_lock:
+                    self._ranking_busy = False
+                failed = job_failed(-1, "Ranking", err)
+                fix = " Try another method, or open the tab again to retry."
+                self.review = {**failed, "message": failed["message"] + fix, "method": method}
+                return
+        self._show_review_page()
+
+    def _rank_with_progress(self, method: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         def show(_step: str, fraction: float) -> None:
-            message = f"Computing self-influence of every training point... {fraction:.0%}"
+            message = f"Computing the self-influence of every training point... {fraction:.0%}"
             self.review = {**self.review, "progress": fraction, "message": message}
 
-        try:
-            start = time.perf_counter()
-            with BACKGROUND_WORK, report_progress(_throttled(show, "self-influence")):
-                self._rankings[method] = self._ranking(method)
-            self._rank_seconds = time.perf_counter() - start
-        except Exception as err:  # shown in the tab and logged
-            log.exception("InfluenceExplorer review ranking failed")
-            self.review = {**job_failed(-1, "Ranking", err), "method": method}
-            return
-        if self.review_method != method:  # the selector changed meanwhile
-            self._review_wanted()
-        else:
-            self._show_review_page()
+        self.review = {
+            "state": "running",
+            "progress": 0.0,
+            "method": method,
+            "message": "Ranking the training points...",
+            **self._fix_counts(),
+        }
+        with BACKGROUND_WORK, report_progress(_throttled(show, "self-influence")):
+            return self._ranking(method)
 
     def _ranking(self, method: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(order, score) as :func:`review_order` ranks: largest score first, stable; random:
@@ -246,12 +267,12 @@ class ReviewTab(_Tab):
         if method == "random":
             return "Training points in a random order (seed 0): the baseline to compare with."
         what = (
-            "|self-influence| |I_up,loss(z_i, z_i)|: how much each point's own loss depends on "
+            "|self-influence| = |I_up,loss(z_i, z_i)|, how much a point's own loss depends on "
             "keeping it"
             if method == "self_influence"
             else "training loss L(z_i, theta_hat)"
         )
-        return f"Most suspect first, by {what}. Check the labels at the top."
+        return f"Most suspect first, by {what}."
 
     def _fix_counts(self) -> dict:
         removed = sum(label is None for label in self._fixes.values())
@@ -297,6 +318,13 @@ class ReviewTab(_Tab):
             problem = (
                 "review_fixes: none proposed; propose a label (relabel(i, label)) or a removal "
                 "(mark_for_removal(i)) first"
+            )
+            self.review_retrain = {**self.review_retrain, "message": problem}
+            raise ValueError(problem)
+        if sum(label is None for label in self._fixes.values()) == self.influence.n:
+            problem = (
+                "review_fixes: every training point is marked for removal; keep at least one "
+                "(clear_fix(i))"
             )
             self.review_retrain = {**self.review_retrain, "message": problem}
             raise ValueError(problem)
@@ -372,7 +400,12 @@ class ReviewTab(_Tab):
             return
         except Exception as err:  # shown in the tab and logged
             log.exception("InfluenceExplorer retrain with fixes failed")
-            self._finish("review_retrain", job_failed(-1, "Retrain with fixes", err))
+            failed = job_failed(-1, "Retrain with fixes", err)
+            fix = (
+                " What to do: check the fixes (ex.review_fixes, ex.fixed_dataset()); "
+                "ex.clear_fixes() starts over."
+            )
+            self._finish("review_retrain", {**failed, "message": failed["message"] + fix})
             return
         self.review_result = result
         self._finish("review_retrain", self._retrain_state(result))
