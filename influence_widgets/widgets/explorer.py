@@ -96,6 +96,10 @@ def explanation(label: str | None, pred: str, correct: bool) -> str:
 class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
     """An inline explorer of influence for one model.
 
+    Tabs: Influence (the selected test point's most helpful and harmful training points),
+    Verify (leave-one-out retraining), Attack (a training-set attack) and Review (training points
+    ranked for a label check, fixes, and a retrain with them: see :class:`ReviewTab`).
+
     Args:
         influence: an :class:`~influence_widgets.Influence` (fitted here, in the background,
             if it is not yet).

@@ -91,8 +91,13 @@ def test_review_relabel_and_retrain_in(frontend, jupyter, page, console_messages
         review = page.locator(".iw-explorer .iw-review")
         review.scroll_into_view_if_needed()
         save_screenshot(page.locator(PANEL).first, "review_narrow_lab.png")
-        box, panel = review.bounding_box(), page.locator(PANEL).first.bounding_box()
-        assert box["x"] + box["width"] <= panel["x"] + panel["width"] + 1, (box, panel)
+        panel = page.locator(PANEL).first.bounding_box()
+        for part in (review, page.locator(".iw-explorer .iw-tabs")):
+            box = part.bounding_box()
+            assert box["x"] + box["width"] <= panel["x"] + panel["width"] + 1, (box, panel)
+        tabs = page.locator(".iw-explorer .iw-tabs")
+        tabs.scroll_into_view_if_needed()
+        save_screenshot(tabs, "review_narrow_tabs_lab.png")
     assert not [m for m in console_messages if m.startswith("[pageerror]") and "schema" not in m]
 
 
