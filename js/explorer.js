@@ -817,14 +817,18 @@ function reviewOutcome(r) {
   const head = h("tr");
   for (const t of ["", "before", "after"]) head.appendChild(h("th", "", t));
   table.appendChild(head);
+  // `after` null: `before` spans both columns
   const line = (name, before, after) => {
     const tr = h("tr");
-    tr.append(h("td", "", name), h("td", "", before), h("td", "", after));
+    const first = h("td", "", before);
+    tr.append(h("td", "", name), first);
+    if (after === null) first.colSpan = 2;
+    else tr.appendChild(h("td", "", after));
     table.appendChild(tr);
   };
   if (r.accuracy_before === null) {
-    line("test accuracy", "not available (no test labels)", "");
-    line("test loss", "not available (no test labels)", "");
+    line("test accuracy", "not available (no test labels)", null);
+    line("test loss", "not available (no test labels)", null);
   } else {
     line("test accuracy", percent(r.accuracy_before), percent(r.accuracy_after));
     line("test loss", fmt(r.loss_before), fmt(r.loss_after));

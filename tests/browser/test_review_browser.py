@@ -31,11 +31,20 @@ inf = iw.Influence(model, (data.X_train, y), l2=0.01, progress=False)
 ex = iw.InfluenceExplorer(inf, data, k=4)
 ex"""
 
+# The same model, its explorer given test inputs but no labels.
+UNLABELED_CELL = FLIPPED_CELL.replace(
+    "ex = iw.InfluenceExplorer(inf, data, k=4)",
+    "ex = iw.InfluenceExplorer(\n"
+    "    inf, x_test=data.X_test, kind='image', train_display=data.images('train'),\n"
+    "    test_display=data.images('test'), class_names=data.class_names, k=4,\n"
+    ")",
+)
+
 CHECK_CELL = """\
 r = ex.review_result
 X2, y2 = ex.fixed_dataset()
 unchanged = bool((y[flips] == (data.y_train[flips] + 3) % 10).all())
-print(f"FIXES {ex.review_fixes} AFTER {r.accuracy_after:.4f} FIXED {int(y2[flips[1]])} "
+print(f"FIXES {ex.review_fixes} AFTER {r.accuracy_after or 0:.4f} FIXED {int(y2[flips[1]])} "
       f"UNCHANGED {unchanged}")"""
 
 
@@ -45,9 +54,10 @@ def _true_label(index: int) -> int:
     return int(iw.datasets.digits().y_train[index])
 
 
-def _relabel_and_retrain(page, jupyter, path: str, frontend: str, shot: str) -> None:
+def _relabel_and_retrain(page, jupyter, path: str, frontend: str, shot: str) -> str:
     """Open the explorer, select test point 3, open Review, relabel FLIPPED to its true label
-    through the dropdown, retrain, and check the outcome on screen and in the kernel."""
+    through the dropdown, retrain, and check the outcome on screen and in the kernel; returns
+    the outcome table's text."""
     from playwright.sync_api import expect
 
     open_and_run(page, jupyter, path, frontend, timeout=150)
@@ -72,13 +82,16 @@ def _relabel_and_retrain(page, jupyter, path: str, frontend: str, shot: str) -> 
     expect(review).to_have_attribute("data-retrain", "done", timeout=60_000)
     outcome = review.locator(".iw-review-outcome").inner_text()
     assert "test accuracy" in outcome and "test #3 predicted" in outcome, outcome
+    labelled = "no test labels" not in outcome
     assert "still those of the original model" in review.inner_text()
     save_screenshot(review, f"review_retrained_{shot}.png")
     out = run_cell(page, 1)
     assert f"FIXES {{{FLIPPED}: {true}}}" in out and f"FIXED {true}" in out, out
     assert "UNCHANGED True" in out, out
     after = out.split("AFTER ")[1].split()[0]
-    assert f"{100 * float(after):.1f}%" in outcome, (after, outcome)
+    if labelled:
+        assert f"{100 * float(after):.1f}%" in outcome, (after, outcome)
+    return outcome
 
 
 @pytest.mark.timeout(240)
@@ -103,10 +116,13 @@ def test_review_relabel_and_retrain_in(frontend, jupyter, page, console_messages
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("frontend", ["lab"])
-def test_review_in_the_dark_theme_in(frontend, jupyter, page, console_messages):
+def test_review_without_test_labels_in_the_dark_theme_in(frontend, jupyter, page, console_messages):
+    """An explorer given no test labels: the outcome says the accuracy and loss are not
+    available, and still shows the selected point's prediction before and after."""
     from .conftest import theme
 
-    path = write_notebook(jupyter, "review_dark.ipynb", [FLIPPED_CELL, CHECK_CELL])
+    path = write_notebook(jupyter, "review_dark.ipynb", [UNLABELED_CELL, CHECK_CELL])
     with theme(jupyter, "JupyterLab Dark"):
-        _relabel_and_retrain(page, jupyter, path, frontend, "dark")
+        outcome = _relabel_and_retrain(page, jupyter, path, frontend, "dark")
+    assert outcome.count("not available (no test labels)") == 2, outcome
     assert not [m for m in console_messages if m.startswith("[pageerror]") and "schema" not in m]
