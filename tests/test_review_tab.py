@@ -135,6 +135,7 @@ def test_retrain_with_fixes_records_accuracy_and_leaves_the_data_alone(
 ):
     data, y, inf, model = flipped_digits
     explorer.selected = 3
+    explorer.TEST_BATCH = 100  # the 497 test points in 5 batches
     for i in FLIPS:
         explorer.relabel(i, int(data.y_train[i]))
     with untouched(model, data.X_train, data.y_train, y, inf.objective.module):
@@ -144,7 +145,11 @@ def test_retrain_with_fixes_records_accuracy_and_leaves_the_data_alone(
     pred = iw.analysis.mislabel.accuracy
     assert result.accuracy_before == pytest.approx(pred(model, data.X_test, data.y_test))
     assert result.accuracy_after == pytest.approx(pred(result.model, data.X_test, data.y_test))
-    assert result.loss_after is not None and result.loss_before is not None
+    with torch.no_grad():
+        output = model(data.X_test.to(model.weight.dtype))
+        loss = torch.nn.functional.cross_entropy(output, data.y_test)
+    assert result.loss_before == pytest.approx(float(loss), rel=1e-5)
+    assert result.loss_after < result.loss_before
     assert result.prediction_before is not None and 0 < result.probability_after <= 1
     # the minimum of R on the fixed data: iw.train from scratch reaches the same theta
     fresh = iw.models.logistic_regression(data)

@@ -95,6 +95,7 @@ class ReviewTab(_Tab):
     """Training points ranked for review, per-point fixes, and a retrain with the fixes."""
 
     REVIEW_PAGE_SIZE = 12
+    TEST_BATCH = 2048  # test points per forward pass when measuring before and after
 
     review_method = traitlets.Enum(METHODS, "self_influence").tag(sync=True)
     review_page = traitlets.Int(0).tag(sync=True)
@@ -166,13 +167,17 @@ class ReviewTab(_Tab):
     def fixed_dataset(self) -> tuple[torch.Tensor, torch.Tensor]:
         """New tensors (X, y): the training set with the proposed labels and without the points
         marked for removal. The user's tensors, model and Dataset are never written."""
+        return self._fixed(dict(self._fixes))
+
+    def _fixed(self, fixes: dict[int, int | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training set with ``fixes`` applied, as new tensors (X, y)."""
         X, y = self.influence.train.tensors()
         y = y.clone()
-        for i, label in self._fixes.items():
+        for i, label in fixes.items():
             if label is not None:
                 y[i] = label
         keep = torch.ones(len(y), dtype=torch.bool)
-        keep[[i for i, label in self._fixes.items() if label is None]] = False
+        keep[[i for i, label in fixes.items() if label is None]] = False
         return X[keep].clone(), y[keep]
 
     # ----- the ranking ----------------------------------------------------------------------
@@ -305,6 +310,7 @@ class ReviewTab(_Tab):
     # ----- retraining -----------------------------------------------------------------------
     @property
     def retrain_running(self) -> bool:
+        """Whether a "Retrain with fixes" is running."""
         return self._retrain_job.running
 
     def retrain_with_fixes(self, *, wait: bool = False) -> ReviewResult | None:
@@ -356,11 +362,7 @@ class ReviewTab(_Tab):
     def _retrain_worker(self, fixes: dict, selected: int | None, cancel: threading.Event) -> None:
         from influence_widgets.training import train
 
-        saved, self._fixes = self._fixes, fixes  # the fixes of the run, also if edited meanwhile
-        try:
-            data = self.fixed_dataset()
-        finally:
-            self._fixes = saved
+        data = self._fixed(fixes)  # the fixes when Retrain was pressed, even if edited since
         inf = self.influence
         max_iter = 1000
 
@@ -417,12 +419,16 @@ class ReviewTab(_Tab):
             return None, None
         param = next(model.parameters())
         loss_fn = self.influence.objective.loss_fn
+        losses, preds = [], []
         with torch.no_grad():
-            output = model(cast_inputs(self.x_test, param.dtype, param.device))
-            y = cast_targets(loss_fn, self.y_test, param.dtype, param.device)
-            loss = float(loss_fn(output, y).mean())
-            pred = class_probabilities(output).argmax(1).cpu().numpy()
-        return float(np.mean(pred == self._true)), loss
+            for start in range(0, len(self.x_test), self.TEST_BATCH):
+                part = slice(start, start + self.TEST_BATCH)
+                output = model(cast_inputs(self.x_test[part], param.dtype, param.device))
+                y = cast_targets(loss_fn, self.y_test[part], param.dtype, param.device)
+                losses.append(loss_fn(output, y).double().cpu())
+                preds.append(class_probabilities(output).argmax(1).cpu())
+        pred = torch.cat(preds).numpy()
+        return float(np.mean(pred == self._true)), float(torch.cat(losses).mean())
 
     def _review_result(
         self, model: torch.nn.Module, fixes: dict, selected: int | None, seconds: float
