@@ -62,6 +62,23 @@ def test_the_planted_flips_are_among_the_first_ranks(explorer, flipped_digits):
     assert set(FLIPS) <= set(shown)  # the first two pages: 24 of 1300 points
 
 
+def test_self_influence_progress_shows_while_ranking(flipped_digits):
+    data, y, _inf, model = flipped_digits
+    inf = iw.Influence(model, (data.X_train, y), l2=0.01, batch_size=100, progress=False)
+    ex = iw.InfluenceExplorer(inf, data, k=5).wait_ready()
+    seen = []
+    ex.observe(lambda change: seen.append(dict(change["new"])), names="review")
+    ex.tab = "review"
+    ex._rank_job.join(60)
+    running = [s for s in seen if s["state"] == "running"]
+    assert running[0]["progress"] == 0.0 and running[0]["message"].startswith("Ranking")
+    assert any(
+        s["progress"] == 1.0 and s["message"].startswith("Computing the self-influence")
+        for s in running
+    )
+    assert seen[-1]["state"] == "done"
+
+
 def test_method_and_page_change_the_ranking_shown(explorer, flipped_digits):
     inf = flipped_digits[2]
     explorer.review_method = "loss"
@@ -104,7 +121,7 @@ def test_relabel_remove_and_fixed_dataset(explorer, flipped_digits, untouched):
     data, y, inf, model = flipped_digits
     with untouched(model, data.X_train, data.y_train, y):
         explorer.relabel(5, int(data.y_train[5]))
-        explorer.relabel(40, int(data.y_train[40]))
+        explorer.relabel(torch.tensor(40), data.y_train[40])  # tensors as y[i] gives them
         explorer.mark_for_removal(300)
         explorer.mark_for_removal(41)
         explorer.clear_fix(41)
@@ -277,6 +294,12 @@ BAD_INPUT = [
     ("relabel-negative-index", _explorer_call("relabel", -1, 3), ValueError, r"^i: -1 is not"),
     ("relabel-index-too-large", _explorer_call("relabel", 10**6, 3), ValueError, r"^i: "),
     ("relabel-float-index", _explorer_call("relabel", 1.0, 3), TypeError, r"^i: expected an int"),
+    (
+        "relabel-float-tensor-label",
+        _explorer_call("relabel", 0, torch.tensor(3.0)),
+        TypeError,
+        r"^label: expected an int",
+    ),
     ("relabel-bool-index", _explorer_call("relabel", True, 3), TypeError, r"^i: expected an int"),
     ("relabel-label-range", _explorer_call("relabel", 0, 10), ValueError, r"^label: 10 is not"),
     ("relabel-label-negative", _explorer_call("relabel", 0, -1), ValueError, r"^label: -1 "),

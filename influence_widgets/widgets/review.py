@@ -86,6 +86,12 @@ class ReviewResult:
 
 
 def _check_index(value: object, name: str) -> int:
+    """``value`` as an int: a Python or numpy integer, or a one-element integer tensor (such as
+    ``y[i]``); never a bool or a float."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        integral = not (value.is_floating_point() or value.is_complex())
+        if integral and value.dtype != torch.bool:
+            return int(value)
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an int, got {value!r} ({type(value).__name__})")
     return int(value)
