@@ -42,10 +42,30 @@ UNLABELED_CELL = FLIPPED_CELL.replace(
 
 CHECK_CELL = """\
 r = ex.review_result
-X2, y2 = ex.fixed_dataset()
-unchanged = bool((y[flips] == (data.y_train[flips] + 3) % 10).all())
-print(f"FIXES {ex.review_fixes} AFTER {r.accuracy_after or 0:.4f} FIXED {int(y2[flips[1]])} "
-      f"UNCHANGED {unchanged}")"""
+if r is not None:
+    X2, y2 = ex.fixed_dataset()
+    unchanged = bool((y[flips] == (data.y_train[flips] + 3) % 10).all())
+    print(f"FIXES {ex.review_fixes} AFTER {r.accuracy_after or 0:.4f} "
+          f"FIXED {int(y2[flips[1]])} UNCHANGED {unchanged}")"""
+
+# iw.train made slow from the second retrain on (about 30 s, calling the model every 10 ms, so
+# Cancel can stop it).
+SLOW_CELL = """\
+import time
+import influence_widgets.training as training
+
+real_train, retrains = training.train, []
+
+def maybe_slow_train(model, data, **options):
+    retrains.append(len(data[0]))
+    if len(retrains) == 1:
+        return real_train(model, data, **options)
+    x = data[0][:2].to(next(model.parameters()).dtype)
+    for _ in range(3000):
+        model(x)
+        time.sleep(0.01)
+
+training.train = maybe_slow_train"""
 
 
 def _true_label(index: int) -> int:
@@ -119,10 +139,28 @@ def test_review_relabel_and_retrain_in(frontend, jupyter, page, console_messages
 def test_review_without_test_labels_in_the_dark_theme_in(frontend, jupyter, page, console_messages):
     """An explorer given no test labels: the outcome says the accuracy and loss are not
     available, and still shows the selected point's prediction before and after."""
+    from playwright.sync_api import expect
+
     from .conftest import theme
 
-    path = write_notebook(jupyter, "review_dark.ipynb", [UNLABELED_CELL, CHECK_CELL])
+    cells = [UNLABELED_CELL, CHECK_CELL, SLOW_CELL]
+    path = write_notebook(jupyter, "review_dark.ipynb", cells)
     with theme(jupyter, "JupyterLab Dark"):
         outcome = _relabel_and_retrain(page, jupyter, path, frontend, "dark")
     assert outcome.count("not available (no test labels)") == 2, outcome
+
+    review = page.locator(".iw-explorer .iw-review")
+    review.locator(".iw-review-retrain").click()
+    expect(review).to_have_attribute("data-retrain", "running")
+    expect(review.locator(".iw-review-retrain-progress")).to_be_visible()
+    expect(review.locator(".iw-review-retrain")).to_be_disabled()
+    expect(review.locator(".iw-review-retrain-status")).to_contain_text(
+        "Retraining with 1 relabelled, 0 removed"
+    )
+    save_screenshot(review, "review_running_dark.png")
+    review.locator(".iw-review-cancel").click()
+    expect(review).to_have_attribute("data-retrain", "cancelled", timeout=3_000)
+    expect(review.locator(".iw-review-retrain-status")).to_have_text("Retrain cancelled.")
+    expect(review.locator(".iw-review-cancel")).to_be_hidden()
+    expect(review.locator(".iw-review-retrain")).to_be_enabled()
     assert not [m for m in console_messages if m.startswith("[pageerror]") and "schema" not in m]
