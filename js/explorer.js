@@ -374,7 +374,7 @@ function galleryPane(model) {
   };
 }
 
-// ----- the tab bar: shows one of the Influence, Verify and Attack panes ------------------------
+// ----- the tab bar: shows one of the Influence, Verify, Attack and Review panes ---------------
 function tabsPane(model, panes) {
   const el = h("div", "iw-tabs");
   const buttons = {};

@@ -227,8 +227,9 @@ class ReviewTab(_Tab):
 
     def _rank_with_progress(self, method: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         def show(_step: str, fraction: float) -> None:
-            message = f"Computing the self-influence of every training point... {fraction:.0%}"
-            self.review = {**self.review, "progress": fraction, "message": message}
+            if self.review_method == method:  # not over another method's page, shown meanwhile
+                message = f"Computing the self-influence of every training point... {fraction:.0%}"
+                self.review = {**self.review, "progress": fraction, "message": message}
 
         self.review = {
             "state": "running",
