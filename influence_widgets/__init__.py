@@ -26,6 +26,7 @@ from influence_widgets.core import (
 )
 from influence_widgets.training import TrainingReport, train, train_hinge
 from influence_widgets.widgets import InfluenceExplorer
+from influence_widgets.widgets.review import ReviewResult
 
 __version__ = "0.1.0"
 
@@ -43,6 +44,7 @@ __all__ = [
     "LiSSA",
     "MislabelRecovery",
     "NotPositiveDefiniteError",
+    "ReviewResult",
     "SmoothHinge",
     "TrainingReport",
     "craft_attack",

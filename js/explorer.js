@@ -374,11 +374,11 @@ function galleryPane(model) {
   };
 }
 
-// ----- the tab bar: shows one of the Influence, Verify and Attack panes ------------------------
+// ----- the tab bar: shows one of the Influence, Verify, Attack and Review panes ---------------
 function tabsPane(model, panes) {
   const el = h("div", "iw-tabs");
   const buttons = {};
-  for (const [name, label] of [["influence", "Influence"], ["verify", "Verify"], ["attack", "Attack"]]) {
+  for (const [name, label] of [["influence", "Influence"], ["verify", "Verify"], ["attack", "Attack"], ["review", "Review"]]) {
     const b = h("button", `iw-tab iw-tab-${name}`, label);
     b.type = "button";
     b.dataset.tab = name;
@@ -746,6 +746,216 @@ function attackPane(model) {
   };
 }
 
+// ----- Review: training points ranked for a label check, fixes, and a retrain with them --------
+const REVIEW_HELP =
+  "Check the labels of the training points at the top (Koh & Liang Sec 5.4). Propose a label or " +
+  "mark a point for removal, then retrain: a copy of the model is retrained on the fixed data " +
+  "(warm start, same L2). Your data and model stay unchanged; ex.fixed_dataset() returns the " +
+  "fixed data as new tensors.";
+
+const REVIEW_METHODS = [
+  ["self_influence", "|self-influence|"],
+  ["loss", "training loss"],
+  ["random", "random"],
+];
+
+function percent(x) {
+  return `${(100 * x).toFixed(1)}%`;
+}
+
+// One ranked training point: rank, the point, given and predicted label, score, and its fix.
+function reviewRow(model, item, scoreName, urls) {
+  const row = h("div", "iw-review-item");
+  row.dataset.trainIndex = String(item.index);
+  if (item.remove) row.classList.add("iw-review-removed");
+  if (item.proposed >= 0) row.classList.add("iw-review-relabelled");
+  const info = h("div", "iw-review-info");
+  info.appendChild(h("div", "iw-review-rank", `#${item.rank} · train #${item.index}`));
+  const given = h("div", "iw-review-given", `given ${item.label}`);
+  const pred = h("div", "iw-review-pred", `pred ${item.pred} (${Math.round(item.probability * 100)}%)`);
+  if (item.pred !== item.label) pred.classList.add("iw-review-disagrees");
+  info.append(given, pred);
+  if (item.score !== null && item.score !== undefined) {
+    info.appendChild(h("div", "iw-review-score", `${scoreName} ${fmt(item.score)}`));
+  }
+  const fix = h("div", "iw-review-fix");
+  const select = h("select", "iw-review-label");
+  select.title = `propose a label for training point #${item.index}`;
+  const keep = h("option", "", `keep ${item.label}`);
+  keep.value = "-1";
+  select.appendChild(keep);
+  model.get("class_names").forEach((name, c) => {
+    if (c === item.label_index) return;
+    const opt = h("option", "", `propose ${name}`);
+    opt.value = String(c);
+    select.appendChild(opt);
+  });
+  select.value = String(item.proposed);
+  select.disabled = item.remove;
+  select.addEventListener("change", () => {
+    const label = Number(select.value);
+    if (label < 0) model.send({ event: "review_clear", index: item.index });
+    else model.send({ event: "review_relabel", index: item.index, label });
+  });
+  const removeLabel = h("label", "iw-review-remove");
+  const removeBox = h("input");
+  removeBox.type = "checkbox";
+  removeBox.checked = item.remove;
+  removeLabel.append(removeBox, document.createTextNode(" remove"));
+  removeBox.addEventListener("change", () => {
+    model.send({ event: removeBox.checked ? "review_remove" : "review_clear", index: item.index });
+  });
+  fix.append(select, removeLabel);
+  row.append(pointView(item, urls, true), info, fix);
+  return row;
+}
+
+// What "Retrain with fixes" changed: the test set, and the selected test point, before -> after.
+function reviewOutcome(r) {
+  const parts = [];
+  const table = h("table", "iw-review-outcome");
+  const head = h("tr");
+  for (const t of ["", "before", "after"]) head.appendChild(h("th", "", t));
+  table.appendChild(head);
+  // `after` null: `before` spans both columns
+  const line = (name, before, after) => {
+    const tr = h("tr");
+    const first = h("td", "", before);
+    tr.append(h("td", "", name), first);
+    if (after === null) first.colSpan = 2;
+    else tr.appendChild(h("td", "", after));
+    table.appendChild(tr);
+  };
+  if (r.accuracy_before === null) {
+    line("test accuracy", "not available (no test labels)", null);
+    line("test loss", "not available (no test labels)", null);
+  } else {
+    line("test accuracy", percent(r.accuracy_before), percent(r.accuracy_after));
+    line("test loss", fmt(r.loss_before), fmt(r.loss_after));
+  }
+  if (r.selected !== null && r.selected !== undefined) {
+    line(
+      `test #${r.selected} predicted`,
+      `${r.prediction_before} (${percent(r.probability_before)})`,
+      `${r.prediction_after} (${percent(r.probability_after)})`,
+    );
+  }
+  parts.push(table);
+  parts.push(
+    h(
+      "p",
+      "iw-review-note",
+      "The influence scores in this explorer are still those of the original model. The " +
+        "retrained model is ex.review_result.model; to explore it, open a new explorer on it " +
+        "(ex: this explorer, inf: its Influence, data: your data set):",
+    ),
+  );
+  parts.push(
+    h("code", "iw-review-code", "iw.InfluenceExplorer(inf.rebuild(ex.review_result.model, ex.fixed_dataset()), data)"),
+  );
+  return parts;
+}
+
+function reviewPane(model) {
+  const urls = [];
+  const el = h("div", "iw-review");
+  const methodSelect = h("select", "iw-review-method");
+  for (const [value, label] of REVIEW_METHODS) {
+    const opt = h("option", "", label);
+    opt.value = value;
+    methodSelect.appendChild(opt);
+  }
+  const methodLabel = h("label", "iw-review-method-label", "rank by ");
+  methodLabel.appendChild(methodSelect);
+  methodSelect.addEventListener("change", () => {
+    model.set("review_method", methodSelect.value);
+    model.save_changes();
+  });
+  const prev = h("button", "iw-review-prev", "\u2039 prev");
+  const next = h("button", "iw-review-next", "next \u203a");
+  prev.type = next.type = "button";
+  const pageInfo = h("span", "iw-review-page");
+  const turn = (step) => {
+    model.set("review_page", Math.max(0, (model.get("review") || {}).page + step || 0));
+    model.save_changes();
+  };
+  prev.addEventListener("click", () => turn(-1));
+  next.addEventListener("click", () => turn(1));
+  const controls = h("div", "iw-review-controls");
+  controls.append(methodLabel, prev, pageInfo, next);
+  const rankProgress = h("div", "iw-progress iw-review-rank-progress");
+  const rankBar = rankProgress.appendChild(h("div", "iw-progress-bar"));
+  const rankStatus = h("div", "iw-review-status");
+  const list = h("div", "iw-review-list");
+
+  const pending = h("span", "iw-review-pending");
+  const clearButton = h("button", "iw-review-clear", "Clear fixes");
+  const retrainButton = h("button", "iw-review-retrain", "Retrain with fixes");
+  const cancelButton = h("button", "iw-review-cancel", "Cancel");
+  clearButton.type = retrainButton.type = cancelButton.type = "button";
+  clearButton.addEventListener("click", () => model.send({ event: "review_clear_all" }));
+  retrainButton.addEventListener("click", () => model.send({ event: "review_retrain" }));
+  cancelButton.addEventListener("click", () => model.send({ event: "review_cancel" }));
+  const fixes = h("div", "iw-review-fixes");
+  fixes.append(pending, clearButton, retrainButton, cancelButton);
+  const retrainProgress = h("div", "iw-progress iw-review-retrain-progress");
+  const retrainBar = retrainProgress.appendChild(h("div", "iw-progress-bar"));
+  const retrainStatus = h("div", "iw-review-retrain-status");
+  const outcome = h("div", "iw-review-result");
+  el.append(h("p", "iw-help", REVIEW_HELP), controls, rankProgress, rankStatus, list, fixes, retrainProgress, retrainStatus, outcome);
+
+  function renderRanking() {
+    const r = model.get("review") || {};
+    const blocked = notRunnable(model.get("status"));
+    methodSelect.value = model.get("review_method");
+    const ranking = r.state === "running";
+    el.dataset.ranking = r.state || "idle";
+    rankProgress.style.display = ranking ? "block" : "none";
+    rankBar.style.width = `${Math.round(100 * (r.progress || 0))}%`;
+    rankStatus.textContent = r.message || blocked || "Open this tab to rank the training points.";
+    rankStatus.classList.toggle("iw-review-error", r.state === "error");
+    const shown = r.state === "done" && r.method === model.get("review_method");
+    pageInfo.textContent = shown ? `${r.items[0].rank}\u2013${r.items[r.items.length - 1].rank} of ${r.n}` : "";
+    pageInfo.title = shown ? `page ${r.page + 1} of ${r.n_pages}` : "";
+    prev.disabled = !shown || r.page <= 0;
+    next.disabled = !shown || r.page >= r.n_pages - 1;
+    revoke(urls);
+    list.replaceChildren();
+    if (shown) for (const item of r.items) list.appendChild(reviewRow(model, item, r.score_name, urls));
+    renderFixes();
+  }
+
+  function renderFixes() {
+    const r = model.get("review") || {};
+    const job = model.get("review_retrain") || {};
+    const relabelled = r.n_relabelled || 0;
+    const removed = r.n_removed || 0;
+    const cancelling = job.state === "cancelling";
+    const running = job.state === "running" || cancelling;
+    el.dataset.retrain = job.state || "idle";
+    pending.textContent = `${relabelled + removed} fix(es) pending: ${relabelled} relabelled, ${removed} removed`;
+    clearButton.disabled = relabelled + removed === 0;
+    retrainButton.disabled = running || relabelled + removed === 0 || notRunnable(model.get("status")) !== null;
+    cancelButton.style.display = running ? "" : "none";
+    cancelButton.disabled = cancelling;
+    retrainProgress.style.display = running ? "block" : "none";
+    retrainBar.style.width = `${Math.round(100 * (job.progress || 0))}%`;
+    retrainStatus.textContent = job.message || "";
+    retrainStatus.classList.toggle("iw-review-error", job.state === "error");
+    outcome.replaceChildren();
+    if (job.state === "done") outcome.append(...reviewOutcome(job));
+  }
+
+  return {
+    el,
+    listen: {
+      "change:review change:review_method change:status change:class_names": renderRanking,
+      "change:review_retrain": renderFixes,
+    },
+    dispose: () => revoke(urls),
+  };
+}
+
 function render({ model, el }) {
   const root = h("div", "iw-explorer");
   root.dataset.kind = model.get("kind"); // the gallery's card size and the panel's layout
@@ -754,15 +964,16 @@ function render({ model, el }) {
   const influence = influencePane(model);
   const verify = verifyPane(model);
   const attack = attackPane(model);
-  const tabs = tabsPane(model, { influence: influence.el, verify: verify.el, attack: attack.el });
+  const review = reviewPane(model);
+  const tabs = tabsPane(model, { influence: influence.el, verify: verify.el, attack: attack.el, review: review.el });
   const side = h("div", "iw-side");
-  side.append(tabs.el, influence.el, verify.el, attack.el);
+  side.append(tabs.el, influence.el, verify.el, attack.el, review.el);
   const body = h("div", "iw-body");
   body.append(gallery.el, side);
   root.append(header.el, body);
   el.appendChild(root);
 
-  const panes = [header, gallery, tabs, influence, verify, attack];
+  const panes = [header, gallery, tabs, influence, verify, attack, review];
   const handlers = panes.flatMap((pane) => Object.entries(pane.listen));
   for (const [events, update] of handlers) {
     model.on(events, update);

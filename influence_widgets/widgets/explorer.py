@@ -34,6 +34,7 @@ from influence_widgets.widgets.protocol import (
     Panel,
     TrainItem,
 )
+from influence_widgets.widgets.review import ReviewTab
 from influence_widgets.widgets.tabs import BACKGROUND_WORK, AttackTab, VerifyTab
 
 __all__ = ["InfluenceExplorer"]
@@ -92,8 +93,12 @@ def explanation(label: str | None, pred: str, correct: bool) -> str:
     )
 
 
-class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
+class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
     """An inline explorer of influence for one model.
+
+    Tabs: Influence (the selected test point's most helpful and harmful training points),
+    Verify (leave-one-out retraining), Attack (a training-set attack) and Review (training points
+    ranked for a label check, fixes, and a retrain with them: see :class:`ReviewTab`).
 
     Args:
         influence: an :class:`~influence_widgets.Influence` (fitted here, in the background,
@@ -135,7 +140,7 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
     notice = traitlets.Unicode("").tag(sync=True)  # a warning about the scores, with what to do
     compute_ms = traitlets.Float(0.0).tag(sync=True)
     progress = traitlets.Float(0.0).tag(sync=True)  # of the current precomputation step
-    tab = traitlets.Enum(("influence", "verify", "attack"), "influence").tag(sync=True)
+    tab = traitlets.Enum(("influence", "verify", "attack", "review"), "influence").tag(sync=True)
 
     def __init__(
         self,
@@ -185,6 +190,7 @@ class InfluenceExplorer(VerifyTab, AttackTab, anywidget.AnyWidget):
         self._ready = threading.Event()  # set once any queued click is served too (or on error)
         self._init_verify()
         self._init_attack()
+        self._init_review()
         self._refresh_gallery()
         self.observe(self._on_selected, names="selected")
         self.observe(

@@ -15,7 +15,14 @@ __all__ = [
     "ATTACK_RUN",
     "ATTACK_SEARCH",
     "EVENTS",
+    "FIX_EVENTS",
     "IDLE",
+    "REVIEW_CANCEL",
+    "REVIEW_CLEAR",
+    "REVIEW_CLEAR_ALL",
+    "REVIEW_RELABEL",
+    "REVIEW_REMOVE",
+    "REVIEW_RETRAIN",
     "VERIFY_CANCEL",
     "VERIFY_RUN",
     "AttackItem",
@@ -23,6 +30,9 @@ __all__ = [
     "JobState",
     "JobStateName",
     "Panel",
+    "ReviewItem",
+    "ReviewRetrainState",
+    "ReviewState",
     "TrainItem",
     "VerifyState",
     "job_failed",
@@ -35,7 +45,25 @@ VERIFY_CANCEL = "verify_cancel"
 ATTACK_RUN = "attack_run"
 ATTACK_CANCEL = "attack_cancel"
 ATTACK_SEARCH = "attack_search"  # "Find smallest eps", handled by tabs.AttackTab itself
-EVENTS = (VERIFY_RUN, VERIFY_CANCEL, ATTACK_RUN, ATTACK_CANCEL, ATTACK_SEARCH)
+REVIEW_CLEAR_ALL = "review_clear_all"  # the Review tab's, handled by review.ReviewTab itself
+REVIEW_RETRAIN = "review_retrain"
+REVIEW_CANCEL = "review_cancel"
+EVENTS = (
+    VERIFY_RUN,
+    VERIFY_CANCEL,
+    ATTACK_RUN,
+    ATTACK_CANCEL,
+    ATTACK_SEARCH,
+    REVIEW_CLEAR_ALL,
+    REVIEW_RETRAIN,
+    REVIEW_CANCEL,
+)
+# The Review tab's per-point fixes: {"event": NAME, "index": training index} and, for RELABEL,
+# "label": a class index.
+REVIEW_RELABEL = "review_relabel"
+REVIEW_REMOVE = "review_remove"
+REVIEW_CLEAR = "review_clear"
+FIX_EVENTS = (REVIEW_RELABEL, REVIEW_REMOVE, REVIEW_CLEAR)
 
 # "cancelling": Cancel was pressed, the run stops at its next check; then "cancelled"
 JobStateName = Literal["idle", "running", "cancelling", "done", "cancelled", "error"]
@@ -126,6 +154,55 @@ class AttackState(JobState, total=False):
     step: float
     search: dict  # after "Find smallest eps": {eps (None: none flipped), tried: [[eps,
     # flipped], ...], stopped, unit}; the outcome shown is the attack at the eps found
+
+
+# ----- the Review tab: the ``review`` and ``review_retrain`` traits -----------------------------
+class ReviewItem(TypedDict, total=False):
+    """One training point in the review ranking, with its display field (``png``, ``text`` or
+    ``row``, as DisplayData.item) and the fix proposed for it."""
+
+    rank: int  # 1 = the most suspect
+    index: int  # training index
+    label: str  # the given label's class name
+    label_index: int
+    pred: str  # the model's predicted class name at theta_hat
+    probability: float  # of the predicted class
+    score: float | None  # the ranking's score (None for "random")
+    proposed: int  # the proposed label's class index, -1 for none
+    remove: bool  # marked for removal
+    png: bytes
+    text: str
+    row: list
+
+
+class ReviewState(JobState, total=False):
+    """The ranking (``running`` while it is computed, then ``done``) and one page of it."""
+
+    method: str  # "self_influence", "loss" or "random"
+    score_name: str | None  # what the score is: "|self-influence|", "training loss", None
+    page: int
+    n_pages: int
+    n: int  # training points ranked
+    items: list[ReviewItem]
+    n_relabelled: int  # fixes pending
+    n_removed: int
+
+
+class ReviewRetrainState(JobState, total=False):
+    """ "Retrain with fixes": the test set before -> after (None without test labels) and the
+    prediction of the test point selected when it started (None when none was)."""
+
+    accuracy_before: float | None
+    accuracy_after: float | None
+    loss_before: float | None
+    loss_after: float | None
+    n_relabelled: int
+    n_removed: int
+    selected: int | None
+    prediction_before: str | None
+    prediction_after: str | None
+    probability_before: float | None
+    probability_after: float | None
 
 
 IDLE: JobState = {"state": "idle"}
