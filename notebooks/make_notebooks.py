@@ -486,10 +486,7 @@ FIXING_MISLABELED = [
     ),
 ]
 
-# The Review tab's cells, written against the contract of the explorer's Review tab
-# (ex.tab = "review", ex.relabel, ex.retrain_with_fixes, ex.fixed_dataset). They continue
-# FIXING_MISLABELED (they use its data, noisy, noisy_data, inf_noisy); not in the notebook yet:
-# add them (FIXING_MISLABELED + REVIEW_TAB_CELLS) once the Review tab is merged.
+# The Review tab's cells: they continue FIXING_MISLABELED (its data, noisy, noisy_data, inf_noisy).
 REVIEW_TAB_CELLS = [
     new_markdown_cell(
         "## The Review tab\n\n"
@@ -753,7 +750,7 @@ NOTEBOOKS = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_leave_one_out.ipynb": LEAVE_ONE_OUT,
     "03_training_set_attacks.ipynb": ATTACKS,
-    "04_fixing_mislabeled_data.ipynb": FIXING_MISLABELED,
+    "04_fixing_mislabeled_data.ipynb": FIXING_MISLABELED + REVIEW_TAB_CELLS,
     "05_domain_mismatch.ipynb": DOMAIN_MISMATCH,
 }
 
