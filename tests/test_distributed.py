@@ -41,8 +41,11 @@ class PairDataset(torch.utils.data.Dataset):
         return self.X[i], self.y[i]
 
 
-@pytest.mark.parametrize("top_only", [False, True], ids=["all_params", "top_layer"])
-@pytest.mark.parametrize("as_dataset", [False, True], ids=["tensors", "dataset"])
+@pytest.mark.parametrize(
+    "as_dataset, top_only",
+    [(False, False), (True, True)],
+    ids=["tensors-all_params-jvp", "dataset-top_layer-head"],
+)
 def test_same_scores_as_influence_on_loss(client, untouched, top_only, as_dataset):
     pb = make_mlp(top_only=top_only)
     train = PairDataset(pb.X, pb.y) if as_dataset else (pb.X, pb.y)
