@@ -18,6 +18,7 @@ Needs the ``dask`` extra: ``pip install "influence-widgets[dask]"`` (``dask[dist
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ import torch
 
 from influence_widgets.core.errors import check_positive_int
 from influence_widgets.core.influence import Influence, TopInfluence, _ranked, check_influence
+from influence_widgets.core.objective import as_tensor
 
 if TYPE_CHECKING:
     import dask.array
@@ -71,6 +73,12 @@ def _chunk_scorer(influence: Influence, x_test, y_test) -> _ChunkScorer:
     # report no progress bars.
     options.update(params=list(obj.spec.names), progress=False, gradient_cache_mb=0)
     return _ChunkScorer(model=obj.model_copy(), options=options, S=S)
+
+
+def test_points_digest(x_test) -> str:
+    """SHA-256 of the test inputs as float64 (what a store's rows were scored for)."""
+    x = as_tensor(x_test, "x_test").detach().cpu().to(torch.float64).contiguous()
+    return hashlib.sha256(str(tuple(x.shape)).encode() + x.numpy().tobytes()).hexdigest()
 
 
 def _check_client(client) -> None:
@@ -157,17 +165,17 @@ def score_distributed(
     _check_client(client)
     scorer = _chunk_scorer(influence, x_test, y_test)
     if client is not None:
-        return _run(client, scorer, influence, chunk_size, store, local=False)
+        return _run(client, scorer, influence, x_test, chunk_size, store, local=False)
     from distributed import Client, LocalCluster
 
     with (
         LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True) as cluster,
         Client(cluster) as own_client,
     ):
-        return _run(own_client, scorer, influence, chunk_size, store, local=True)
+        return _run(own_client, scorer, influence, x_test, chunk_size, store, local=True)
 
 
-def _run(client: Client, scorer, influence: Influence, chunk_size, store, *, local: bool):
+def _run(client: Client, scorer, influence: Influence, x_test, chunk_size, store, *, local: bool):
     """Submit the chunks; write ``store`` or return the scores (computed here when ``local``:
     the caller closes its LocalCluster next)."""
     import dask.array as da
@@ -178,7 +186,7 @@ def _run(client: Client, scorer, influence: Influence, chunk_size, store, *, loc
     dtype = np.dtype(str(scorer.S.dtype).removeprefix("torch."))
     scores = _as_dask_array(futures, scorer.S.shape[1], sizes, dtype)
     if store is not None:
-        return ScoreStore.write(scores, store, influence, chunk_size)
+        return ScoreStore.write(scores, store, influence, x_test, chunk_size)
     if local:
         return da.from_array(scores.compute(), chunks=scores.chunks)
     return scores
@@ -219,6 +227,7 @@ class ScoreStore:
         scores: dask.array.Array,
         path: str | os.PathLike[str],
         influence: Influence,
+        x_test,
         chunk_size: int,
     ) -> ScoreStore:
         """Write (T, n) scores to ``path`` in chunks of one test point x ``chunk_size`` training
@@ -236,8 +245,24 @@ class ScoreStore:
             solver=influence.solver.name,
             damping=influence.damping,
             l2=influence.objective.l2,
+            test_points_sha256=test_points_digest(x_test),
         )
         return cls(path)
+
+    def check_matches(self, influence: Influence, x_test) -> None:
+        """A ValueError naming ``scores`` unless this store was scored for ``x_test`` (same
+        inputs, in order) against a training set of ``influence.n`` points: what a viewer such as
+        the explorer checks before it reads its clicks from the store."""
+        if self.n != influence.n:
+            raise ValueError(
+                f"scores: the store has {self.n} training points but the Influence has "
+                f"{influence.n}; write the store from this Influence"
+            )
+        if self.array.attrs.get("test_points_sha256") != test_points_digest(x_test):
+            raise ValueError(
+                "scores: the store's rows were scored for other test points than x_test; write "
+                "it with iw.score_distributed(influence, x_test, store=path) for these points"
+            )
 
     def _row_index(self, test_index) -> int:
         if isinstance(test_index, bool) or not isinstance(test_index, int | np.integer):
