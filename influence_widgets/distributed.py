@@ -75,10 +75,17 @@ def _chunk_scorer(influence: Influence, x_test, y_test) -> _ChunkScorer:
     return _ChunkScorer(model=obj.model_copy(), options=options, S=S)
 
 
-def test_points_digest(x_test) -> str:
-    """SHA-256 of the test inputs as float64 (what a store's rows were scored for)."""
-    x = as_tensor(x_test, "x_test").detach().cpu().to(torch.float64).contiguous()
-    return hashlib.sha256(str(tuple(x.shape)).encode() + x.numpy().tobytes()).hexdigest()
+def test_points_digest(x_test, y_test=None) -> str:
+    """SHA-256 of the test points (inputs and labels as float64; ``y_test=None``: "predicted
+    classes"): what a store's rows were scored for."""
+    h = hashlib.sha256()
+    for value, name in ((x_test, "x_test"), (y_test, "y_test")):
+        if value is None:
+            h.update(b"predicted classes")
+            continue
+        t = as_tensor(value, name).detach().cpu().to(torch.float64).contiguous()
+        h.update(str(tuple(t.shape)).encode() + t.numpy().tobytes())
+    return h.hexdigest()
 
 
 def _check_client(client) -> None:
@@ -136,8 +143,9 @@ def score_distributed(
     notebook travels, one from a module must be importable there). The training points: given as
     tensors (X, y), each chunk is sent from this process; given as a ``torch.utils.data.Dataset``,
     the Dataset object is pickled to every worker once and indexed there, so the files it reads
-    must be readable at the same paths on every worker (a shared file system). With ``store=``,
-    every worker writes its chunks to that path: on a cluster, a path all of them can write.
+    must be readable at the same paths on every worker (a shared file system). Workers compute on
+    the Influence's ``device`` (``"cuda"``: every worker needs a GPU). With ``store=``, every
+    worker writes its chunks to that path: on a cluster, a path all of them can write.
 
     Args:
         influence: the fitted (or to be fitted) :class:`Influence`.
@@ -165,17 +173,17 @@ def score_distributed(
     _check_client(client)
     scorer = _chunk_scorer(influence, x_test, y_test)
     if client is not None:
-        return _run(client, scorer, influence, x_test, chunk_size, store, local=False)
+        return _run(client, scorer, influence, (x_test, y_test), chunk_size, store, local=False)
     from distributed import Client, LocalCluster
 
     with (
         LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True) as cluster,
         Client(cluster) as own_client,
     ):
-        return _run(own_client, scorer, influence, x_test, chunk_size, store, local=True)
+        return _run(own_client, scorer, influence, (x_test, y_test), chunk_size, store, local=True)
 
 
-def _run(client: Client, scorer, influence: Influence, x_test, chunk_size, store, *, local: bool):
+def _run(client: Client, scorer, influence: Influence, tests, chunk_size, store, *, local: bool):
     """Submit the chunks; write ``store`` or return the scores (computed here when ``local``:
     the caller closes its LocalCluster next)."""
     import dask.array as da
@@ -186,7 +194,7 @@ def _run(client: Client, scorer, influence: Influence, x_test, chunk_size, store
     dtype = np.dtype(str(scorer.S.dtype).removeprefix("torch."))
     scores = _as_dask_array(futures, scorer.S.shape[1], sizes, dtype)
     if store is not None:
-        return ScoreStore.write(scores, store, influence, x_test, chunk_size)
+        return ScoreStore.write(scores, store, influence, tests, chunk_size)
     if local:
         return da.from_array(scores.compute(), chunks=scores.chunks)
     return scores
@@ -227,11 +235,12 @@ class ScoreStore:
         scores: dask.array.Array,
         path: str | os.PathLike[str],
         influence: Influence,
-        x_test,
+        tests: tuple,
         chunk_size: int,
     ) -> ScoreStore:
         """Write (T, n) scores to ``path`` in chunks of one test point x ``chunk_size`` training
-        points (a click reads one row), with what they are in the attributes; open it."""
+        points (a click reads one row), with what they are (and ``tests`` = (x_test, y_test)'s
+        digest) in the attributes; open it."""
         import zarr
 
         path = os.fspath(path)
@@ -245,23 +254,23 @@ class ScoreStore:
             solver=influence.solver.name,
             damping=influence.damping,
             l2=influence.objective.l2,
-            test_points_sha256=test_points_digest(x_test),
+            test_points_sha256=test_points_digest(*tests),
         )
         return cls(path)
 
-    def check_matches(self, influence: Influence, x_test) -> None:
-        """A ValueError naming ``scores`` unless this store was scored for ``x_test`` (same
-        inputs, in order) against a training set of ``influence.n`` points: what a viewer such as
+    def check_matches(self, influence: Influence, x_test, y_test=None) -> None:
+        """A ValueError naming ``scores`` unless this store was scored for these test points (the
+        same inputs and labels in order; ``y_test=None``: for the predicted classes) against a training set of ``influence.n`` points: what a viewer such as
         the explorer checks before it reads its clicks from the store."""
         if self.n != influence.n:
             raise ValueError(
                 f"scores: the store has {self.n} training points but the Influence has "
                 f"{influence.n}; write the store from this Influence"
             )
-        if self.array.attrs.get("test_points_sha256") != test_points_digest(x_test):
+        if self.array.attrs.get("test_points_sha256") != test_points_digest(x_test, y_test):
             raise ValueError(
-                "scores: the store's rows were scored for other test points than x_test; write "
-                "it with iw.score_distributed(influence, x_test, store=path) for these points"
+                "scores: the store's rows were scored for other test points (or labels); write "
+                "it with iw.score_distributed(influence, x_test, y_test, store=path) for these"
             )
 
     def _row_index(self, test_index) -> int:

@@ -84,11 +84,12 @@ def test_zarr_store_round_trip(client, tmp_path):
     assert torch.equal(top.helpful, want.helpful) and torch.equal(top.harmful, want.harmful)
     torch.testing.assert_close(top.helpful_scores, want.helpful_scores, rtol=0, atol=1e-12)
     assert reopened.array.attrs["n_train"] == len(pb.X)
-    reopened.check_matches(inf, pb.Xt)  # the explorer's check: same test points, same n
-    with pytest.raises(ValueError, match="^scores: the store's rows"):
-        reopened.check_matches(inf, pb.Xt.flip(0))
+    reopened.check_matches(inf, pb.Xt, pb.yt)  # the explorer's check: same test points, same n
+    for other in [(pb.Xt.flip(0), pb.yt), (pb.Xt, (pb.yt + 1) % 3), (pb.Xt, None)]:
+        with pytest.raises(ValueError, match="^scores: the store's rows"):
+            reopened.check_matches(inf, *other)
     with pytest.raises(ValueError, match="^scores: the store has 40 training points"):
-        reopened.check_matches(iw.Influence(pb.model, (pb.X[:30], pb.y[:30])), pb.Xt)
+        reopened.check_matches(iw.Influence(pb.model, (pb.X[:30], pb.y[:30])), pb.Xt, pb.yt)
 
 
 def test_default_local_cluster(tmp_path):
