@@ -22,14 +22,16 @@ once (one pass over the n points for H; its time is ``fit_seconds``), then
   at p = 330).
 
 Each row: ``points_per_second`` = n / seconds, ``peak_mb``: the peak resident memory of each
-worker process over its life (VmHWM; for ``workers = 0`` this process's peak during the pass). torch uses one thread in every process. The machine's cores are shared with other
-jobs (``machine.load_average_start``), which bounds the scaling measured here.
+worker process over its life (VmHWM; for ``workers = 0`` this process's peak during the pass).
+torch uses one thread in every process. The machine's cores are shared with other jobs
+(``machine.load_average_start``, ``load_average_end``), which bounds the scaling measured here.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -143,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.n, args.chunk, args.tests = 4_000, 1_000, 3
     torch.set_num_threads(1)
+    machine = machine_info(
+        "cpu", "cores", "usable_cores", "threads", "torch", "python", "date", "load_average_start"
+    )
     images, labels, X_test, y_test = load_images()
     model = trained_model(images[: args.n], labels[: args.n])
     train = RepeatedImages(images, labels, args.n)
@@ -168,19 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run), flush=True)
     report = {
         "command": "benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": machine_info(
-            "cpu",
-            "cores",
-            "usable_cores",
-            "threads",
-            "torch",
-            "python",
-            "date",
-            "load_average_start",
-        ),  # fmt: skip
+        "machine": machine,
         "note": (
-            "The cores are shared with other jobs (see load_average_start): the scaling from 1 "
-            "to 2 workers measured here is bounded by that; rerun with --scheduler on a cluster."
+            "The 2 cores are shared with other jobs (load_average_start, load_average_end: "
+            "above 2 means other processes wanted the cores too): the scaling from 1 to 2 "
+            "workers measured here is bounded by that. Rerun with --scheduler on a cluster."
         ),
         "model": "fmnist_attack_model(10, features='dense'): frozen CNN extractor, "
         "influence over the 10-class head (p = 330), float32",
@@ -189,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_test": args.tests,
         "chunk_size": args.chunk,
         "fit_seconds": round(fit_seconds, 2),
+        "load_average_end": list(os.getloadavg()),
         "rows": runs,
     }
     if args.json:

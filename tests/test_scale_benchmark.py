@@ -32,6 +32,7 @@ def test_scale_quick_run_writes_its_json(tmp_path: Path):
     assert report["command"] == f"benchmarks/scale.py --quick --json {out}"
     assert {"cpu", "cores", "load_average_start"} <= set(report["machine"])
     assert report["n_train"] == 4_000 and "repeated" in report["training_set"]
+    assert len(report["load_average_end"]) == 3
     rows = report["rows"]
     assert [r["workers"] for r in rows] == [0, 1, 2]
     for row in rows:
