@@ -24,6 +24,7 @@ from influence_widgets.core import (
     NotPositiveDefiniteError,
     SmoothHinge,
 )
+from influence_widgets.distributed import ScoreStore, score_distributed
 from influence_widgets.training import TrainingReport, train, train_hinge
 from influence_widgets.widgets import InfluenceExplorer
 from influence_widgets.widgets.review import ReviewResult
@@ -45,6 +46,7 @@ __all__ = [
     "MislabelRecovery",
     "NotPositiveDefiniteError",
     "ReviewResult",
+    "ScoreStore",
     "SmoothHinge",
     "TrainingReport",
     "craft_attack",
@@ -53,6 +55,7 @@ __all__ = [
     "mislabel_recovery",
     "models",
     "review_order",
+    "score_distributed",
     "smallest_flipping_eps",
     "train",
     "train_hinge",

@@ -445,7 +445,7 @@ class Influence:
             )
         return t % self.n
 
-    def _score_against(self, S: torch.Tensor) -> torch.Tensor:
+    def score_against(self, S: torch.Tensor) -> torch.Tensor:
         """g_i . s for every training point and each column s of S (p, T) -> (T, n)."""
         if self._grads is not None:
             return (self._grads @ S).T
@@ -486,7 +486,7 @@ class Influence:
         This needs a classification loss; the same holds for every method taking ``y_test``.
         """
         S = self.s_test(x_test, y_test)
-        return -self._score_against(S.T)
+        return -self.score_against(S.T)
 
     def predicted_removal_effect(self, x_test, y_test=None) -> torch.Tensor:
         """-(1/n) I_up,loss: the predicted change of each test loss when z_i is removed, (T, n).
@@ -506,7 +506,7 @@ class Influence:
         the mean test loss. ``y_test=None`` explains each point for its predicted class.
         """
         s = self.s_test_of_set(x_test, y_test)
-        return -self._score_against(s[:, None])[0]
+        return -self.score_against(s[:, None])[0]
 
     def predicted_removal_effect_of_set(self, x_test, y_test=None) -> torch.Tensor:
         """-(1/n) sum_t I_up,loss(z_i, z_t): the predicted change of the summed test loss of the
