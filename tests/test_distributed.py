@@ -99,3 +99,29 @@ def test_default_local_cluster(tmp_path):
     scores = iw.score_distributed(inf, pb.Xt, pb.yt, chunk_size=25, n_workers=1)
     expected = inf.influence_on_loss(pb.Xt, pb.yt).numpy()
     np.testing.assert_allclose(scores.compute(), expected, rtol=0, atol=1e-10)
+
+
+def test_explorer_reads_its_clicks_from_a_score_store(client, tmp_path, monkeypatch):
+    """InfluenceExplorer(..., scores=store): a click is a lookup in the store (Influence.top is
+    never called) and shows Influence.top's points; a store of other test points is refused."""
+    pb = make_mlp()
+    inf = iw.Influence(pb.model, (pb.X, pb.y), l2=pb.l2, progress=False).fit()
+    expected = inf.top(pb.Xt[2:3], pb.yt[2:3], k=3)
+    store = iw.score_distributed(inf, pb.Xt, pb.yt, client=client, chunk_size=16, store=tmp_path)
+    ex = iw.InfluenceExplorer(
+        inf, x_test=pb.Xt, y_test=pb.yt, kind="tabular", k=3, scores=store, fit_in_background=False
+    )
+
+    def no_solve(*args, **kwargs):
+        raise AssertionError("the explorer solved instead of reading the store")
+
+    monkeypatch.setattr(inf, "top", no_solve)
+    ex.selected = 2
+    assert not ex.error
+    assert [item["index"] for item in ex.panel["helpful"]] == expected.helpful[0].tolist()
+    assert [item["index"] for item in ex.panel["harmful"]] == expected.harmful[0].tolist()
+    assert "clicks read from ScoreStore" in ex.message
+    with pytest.raises(ValueError, match="^scores: the store's rows were scored for other"):
+        iw.InfluenceExplorer(inf, x_test=pb.Xt[1:], y_test=pb.yt[1:], kind="tabular", scores=store)
+    with pytest.raises(TypeError, match="^scores: expected an iw.ScoreStore"):
+        iw.InfluenceExplorer(inf, x_test=pb.Xt, y_test=pb.yt, kind="tabular", scores=str(tmp_path))

@@ -23,6 +23,7 @@ from influence_widgets.core.errors import NotPositiveDefiniteError, check_positi
 from influence_widgets.core.influence import Influence, check_influence
 from influence_widgets.core.progress import report_progress
 from influence_widgets.datasets import Dataset
+from influence_widgets.distributed import ScoreStore
 from influence_widgets.widgets.inputs import ExplorerInputs, as_numpy, class_probabilities_of
 from influence_widgets.widgets.minimum import MINIMUM_TOL, at_minimum, not_at_minimum_notice
 from influence_widgets.widgets.protocol import (
@@ -115,6 +116,10 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         feature_names: a list of column names for tabular data (one per input value otherwise).
         k: how many helpful and how many harmful training points to show.
         page_size: test items per gallery page.
+        scores: an :class:`~influence_widgets.ScoreStore` written by
+            ``iw.score_distributed(influence, x_test, y_test, store=path)`` for these test points:
+            a click then reads its row from the store instead of solving (a training set of
+            10^6 points is a lookup); Verify, Attack and Review still use ``influence``.
     """
 
     _esm = static_dir() / "explorer.js"
@@ -156,6 +161,7 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         feature_names: Sequence[str] | None = None,
         k: int = 8,
         page_size: int = 40,
+        scores: ScoreStore | None = None,
         fit_in_background: bool = True,
     ) -> None:
         influence = check_influence(influence)
@@ -164,6 +170,14 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
             x_test, y_test, kind, train_display, test_display, class_names, feature_names
         ).with_defaults_from(data)
         self.x_test, y_test = inputs.test_points()
+        if scores is not None:
+            if not isinstance(scores, ScoreStore):
+                raise TypeError(
+                    f"scores: expected an iw.ScoreStore (iw.ScoreStore(path)), got "
+                    f"{type(scores).__name__}"
+                )
+            scores.check_matches(influence, self.x_test, y_test)
+        self.scores = scores
         probabilities = class_probabilities_of(influence, self.x_test)
         self._conf, self._pred = (t.numpy() for t in probabilities.max(dim=1))
         # Without labels every point is explained for its predicted class: y_test = y_hat (the
@@ -354,7 +368,8 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         self.progress = 1.0
         self.status = "ready"
         warned = ", but see the warning below" if self.notice else ""
-        self.message = f"Ready (precomputed in {seconds:.1f} s){warned}"
+        store = f"; clicks read from {self.scores!r}" if self.scores is not None else ""
+        self.message = f"Ready (precomputed in {seconds:.1f} s{store}){warned}"
         if pending is not None and pending == self.selected:
             self._compute(pending)
         self._ready.set()
@@ -419,9 +434,12 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
                 log.exception("on_select callback raised")
 
     def _panel(self, index: int) -> Panel:
-        top = self.influence.top(
-            self.x_test[index : index + 1], self.y_test[index : index + 1], self.k
-        )
+        if self.scores is not None:  # precomputed: one row of the store, no solve
+            top = self.scores.top(index, self.k)
+        else:
+            top = self.influence.top(
+                self.x_test[index : index + 1], self.y_test[index : index + 1], self.k
+            )
         label, pred = self._label(int(self._true[index])), self._label(int(self._pred[index]))
         correct = bool(self._true[index] == self._pred[index])
         return {
