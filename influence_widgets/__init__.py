@@ -15,6 +15,7 @@ from influence_widgets.analysis import (
     validate_loo,
 )
 from influence_widgets.core import (
+    EKFAC,
     Arnoldi,
     ConjugateGradient,
     Direct,
@@ -37,6 +38,7 @@ __all__ = [
     "ChordNewtonRetrain",
     "ConjugateGradient",
     "Direct",
+    "EKFAC",
     "EpsSearch",
     "Influence",
     "InfluenceExplorer",

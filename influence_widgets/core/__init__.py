@@ -3,6 +3,7 @@
 Imports torch and numpy only; nothing here knows about Jupyter.
 """
 
+from influence_widgets.core.ekfac import EKFAC
 from influence_widgets.core.errors import (
     InfluenceWarning,
     NotPositiveDefiniteError,
@@ -31,6 +32,7 @@ __all__ = [
     "ConjugateGradient",
     "Diagnostics",
     "Direct",
+    "EKFAC",
     "HessianOperator",
     "Influence",
     "InfluenceConfig",

@@ -665,8 +665,13 @@ def make_solver(solver: str | Solver, p: int, dtype: torch.dtype, budget_mb: flo
         itemsize = torch.empty((), dtype=dtype).element_size()
         # H and its Cholesky factor live together during the factorisation.
         solver = "direct" if 2 * p * p * itemsize <= budget_mb * 2**20 else "cg"
+    if solver == "ekfac":
+        from influence_widgets.core.ekfac import EKFAC  # ekfac imports this module
+
+        return EKFAC()
     if solver not in _SOLVERS:
         raise ValueError(
-            f"solver: unknown solver {solver!r}; use one of 'auto', {', '.join(map(repr, _SOLVERS))}"
+            f"solver: unknown solver {solver!r}; use one of 'auto', "
+            f"{', '.join(map(repr, _SOLVERS))}, 'ekfac'"
         )
     return _SOLVERS[solver]()
