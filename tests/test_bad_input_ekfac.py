@@ -106,3 +106,10 @@ def test_rejected_model_untouched(untouched):
     model, (X, y) = _bn_model().train(), _data()
     with untouched(model, X, y), pytest.raises(ValueError, match="^params"):
         iw.Influence(model, (X, y), l2=0.1, solver="ekfac", progress=False).ensure_fit()
+
+
+def test_an_uncovered_layer_is_named_when_the_influence_is_built():
+    """Influence(..., solver="ekfac") names an uncovered layer at construction, before any fit."""
+    X, y = _data()
+    with pytest.raises(ValueError, match=r"^params: layer '1' \(BatchNorm1d\) is not covered"):
+        iw.Influence(_bn_model(), (X, y), l2=0.1, solver="ekfac", progress=False)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import grad, jvp, vmap
 
+from influence_widgets.core.ekfac import EKFAC, covered_layers
 from influence_widgets.core.errors import (
     InfluenceWarning,
     TrainingIndexError,
@@ -173,7 +174,8 @@ class Influence:
             default all trainable. ``perturbation_influence`` still differentiates to the inputs
             through the whole network.
         solver: "auto" (direct while H fits ``hessian_budget_mb``, else "cg"), "direct", "cg",
-            "lissa", "arnoldi", or a configured solver instance: its settings are copied and the
+            "lissa", "arnoldi", "ekfac" (EK-FAC of the Gauss-Newton matrix, Linear and Conv2d
+            layers only), or a configured solver instance: its settings are copied and the
             copy is fitted (``self.solver``), so one instance may configure several Influence
             objects.
         batch_size: training points per batch in every pass; default min(n, 1024).
@@ -223,6 +225,8 @@ class Influence:
         self.damping = cfg.damping
         # The solver this object fits: a fresh one, never the instance passed in.
         self.solver = make_solver(cfg.solver, self.p, self.objective.dtype, cfg.hessian_budget_mb)
+        if isinstance(self.solver, EKFAC):
+            covered_layers(self.objective)  # an uncovered layer is named now, not at fit()
         self.gradient_cache_mb = cfg.gradient_cache_mb
         self.op = HessianOperator(
             self.objective,
