@@ -188,6 +188,12 @@ class _Layer:
 def covered_layers(objective: Objective) -> list[_Layer]:
     """The Linear/Conv2d layers holding theta, in theta's order; a ValueError naming ``params``
     for any parameter of theta that is not such a layer's weight or bias."""
+    gap = coverage_gap(objective)
+    if gap is not None:
+        raise ValueError(
+            f"params: {gap}; pass params=[...] with only Linear/Conv2d weights and biases, "
+            f"or use solver='cg'"
+        )
     modules = dict(objective.module.named_modules())
     layers: dict[str, _Layer] = {}
     start = 0
@@ -196,7 +202,6 @@ def covered_layers(objective: Objective) -> list[_Layer]:
         start += numel
         owner, _, leaf = name.rpartition(".")
         module = modules[owner]
-        _check_covered(owner, module, leaf)
         layer = layers.setdefault(
             owner, _Layer(owner, module, type(module).__name__, None, None, module.weight.shape[0])
         )
@@ -204,19 +209,31 @@ def covered_layers(objective: Objective) -> list[_Layer]:
     return list(layers.values())
 
 
-def _check_covered(owner: str, module: torch.nn.Module, leaf: str) -> None:
+def coverage_gap(objective: Objective) -> str | None:
+    """Why EK-FAC cannot cover theta (the first parameter outside a covered Linear/Conv2d
+    layer, named), or None when it covers every parameter in ``params``."""
+    modules = dict(objective.module.named_modules())
+    for name in objective.spec.names:
+        owner, _, leaf = name.rpartition(".")
+        gap = _layer_gap(owner, modules[owner], leaf)
+        if gap is not None:
+            return gap
+    return None
+
+
+def _layer_gap(owner: str, module: torch.nn.Module, leaf: str) -> str | None:
     label = f"layer {owner or '(the model itself)'!r} ({type(module).__name__})"
-    fix = "pass params=[...] with only Linear/Conv2d weights and biases, or use solver='cg'"
     if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) or leaf not in ("weight", "bias"):
-        raise ValueError(f"params: {label} is not covered by EK-FAC; {fix}")
+        return f"{label} is not covered by EK-FAC"
     if isinstance(module, torch.nn.Conv2d) and (
         module.groups != 1 or isinstance(module.padding, str) or module.padding_mode != "zeros"
     ):
-        raise ValueError(
-            f"params: {label} has groups={module.groups}, padding={module.padding!r}, "
+        return (
+            f"{label} has groups={module.groups}, padding={module.padding!r}, "
             f"padding_mode={module.padding_mode!r}; EK-FAC covers Conv2d with groups=1 and "
-            f"numeric zero padding only; {fix}"
+            f"numeric zero padding only"
         )
+    return None
 
 
 def _capture(

@@ -101,7 +101,7 @@ class Diagnostics:
                     f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}"
                 )
         parts += [
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.extra.items()
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in s.extra.items()
         ]
         return f"Diagnostics({', '.join(parts)})"
 
@@ -173,15 +173,17 @@ class Influence:
         params: names of the parameters theta to take influence over (e.g. the top layer);
             default all trainable. ``perturbation_influence`` still differentiates to the inputs
             through the whole network.
-        solver: "auto" (direct while H fits ``hessian_budget_mb``, else "cg"), "direct", "cg",
-            "lissa", "arnoldi", "ekfac" (EK-FAC of the Gauss-Newton matrix, Linear and Conv2d
-            layers only), or a configured solver instance: its settings are copied and the
-            copy is fitted (``self.solver``), so one instance may configure several Influence
-            objects.
+        solver: "auto", "direct", "cg", "lissa", "arnoldi", "ekfac" (EK-FAC of the Gauss-Newton
+            matrix, Linear and Conv2d layers only), or a configured solver instance: its settings
+            are copied and the copy is fitted (``self.solver``), so one instance may configure
+            several Influence objects. "auto" is "direct" while H and its factor fit
+            ``hessian_budget_mb``; beyond it "ekfac" when every parameter in ``params`` is in a
+            Linear/Conv2d layer (an approximation: check it in the explorer's Verify tab), else
+            "cg". ``diagnostics.solver.extra["auto"]`` says which and why.
         batch_size: training points per batch in every pass; default min(n, 1024).
         device: where to compute; default the model's device.
         progress: show progress bars for the slow steps.
-        hessian_budget_mb: memory allowed for H and its factor when ``solver="auto"``.
+        hessian_budget_mb: memory (MB) allowed for H and its factor when ``solver="auto"``.
         gradient_cache_mb: the n x p training-gradient matrix is kept when it fits this budget;
             otherwise scoring streams forward-mode JVPs over the training set.
     """
@@ -224,7 +226,7 @@ class Influence:
         self.progress = progress
         self.damping = cfg.damping
         # The solver this object fits: a fresh one, never the instance passed in.
-        self.solver = make_solver(cfg.solver, self.p, self.objective.dtype, cfg.hessian_budget_mb)
+        self.solver = make_solver(cfg.solver, self.objective, cfg.hessian_budget_mb)
         if isinstance(self.solver, EKFAC):
             covered_layers(self.objective)  # an uncovered layer is named now, not at fit()
         self.gradient_cache_mb = cfg.gradient_cache_mb

@@ -32,6 +32,7 @@ from influence_widgets.core.errors import (
 )
 from influence_widgets.core.hvp import HessianOperator
 from influence_widgets.core.linalg import cholesky_or_raise
+from influence_widgets.core.objective import Objective
 from influence_widgets.core.progress import progress_bar
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "NotPositiveDefiniteError",
     "Solver",
     "SolverDiagnostics",
+    "auto_solver",
     "make_solver",
 ]
 
@@ -654,17 +656,24 @@ class Arnoldi(Solver):
 _SOLVERS = {"direct": Direct, "cg": ConjugateGradient, "lissa": LiSSA, "arnoldi": Arnoldi}
 
 
-def make_solver(solver: str | Solver, p: int, dtype: torch.dtype, budget_mb: float) -> Solver:
+def make_solver(solver: str | Solver, objective: Objective, budget_mb: float) -> Solver:
     """A new, unfitted solver from a name or a configured instance (whose settings are copied, so
-    the instance itself is never fitted); "auto" is direct while the Hessian fits ``budget_mb``."""
+    the instance itself is never fitted); "auto" is chosen by :func:`auto_solver`, and its reason
+    is kept in ``diagnostics.extra["auto"]``."""
     if isinstance(solver, Solver):
         return solver.unfitted()
     if not isinstance(solver, str):
         raise TypeError(f"solver: expected a name or a Solver, got {type(solver).__name__}")
+    reason = None
     if solver == "auto":
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        # H and its Cholesky factor live together during the factorisation.
-        solver = "direct" if 2 * p * p * itemsize <= budget_mb * 2**20 else "cg"
+        solver, reason = auto_solver(objective, budget_mb)
+    made = _named_solver(solver)
+    if reason is not None:
+        made.diagnostics.extra["auto"] = reason
+    return made
+
+
+def _named_solver(solver: str) -> Solver:
     if solver == "ekfac":
         from influence_widgets.core.ekfac import EKFAC  # ekfac imports this module
 
@@ -675,3 +684,35 @@ def make_solver(solver: str | Solver, p: int, dtype: torch.dtype, budget_mb: flo
             f"{', '.join(map(repr, _SOLVERS))}, 'ekfac'"
         )
     return _SOLVERS[solver]()
+
+
+def auto_solver(objective: Objective, budget_mb: float) -> tuple[str, str]:
+    """What ``solver="auto"`` picks for theta of p parameters, and why.
+
+    "direct" while H and its Cholesky factor (2 p^2 numbers, which live together during the
+    factorisation) fit ``budget_mb``; beyond it "ekfac" when every parameter in ``params`` is a
+    weight or bias of a Linear/Conv2d layer (a click is then two small products per layer, but
+    the curvature is EK-FAC's approximation of the Gauss-Newton matrix, not H), else "cg" (exact
+    H, iterative: one run of HVP passes per click).
+    """
+    from influence_widgets.core.ekfac import coverage_gap  # ekfac imports this module
+
+    p = objective.n_params
+    itemsize = torch.empty((), dtype=objective.dtype).element_size()
+    need_mb = 2 * p * p * itemsize / 2**20
+    size = f"H (p={p:,}) needs {_megabytes(need_mb)}"
+    if need_mb <= budget_mb:
+        return "direct", f"direct: {size} <= hessian_budget_mb={budget_mb:g}"
+    size = f"{size} > hessian_budget_mb={budget_mb:g}"
+    gap = coverage_gap(objective)
+    if gap is not None:
+        return "cg", f"cg: {size}; {gap}"
+    return "ekfac", (
+        f"ekfac: {size}; all params in Linear/Conv2d layers; influence uses the EK-FAC "
+        f"approximation of the Gauss-Newton matrix, not H"
+    )
+
+
+def _megabytes(mb: float) -> str:
+    """A size in MB (2^20 bytes, the unit of ``hessian_budget_mb``), as 6.45 MB or 158,027 MB."""
+    return f"{mb:,.0f} MB" if mb >= 100 else f"{mb:.3g} MB"
