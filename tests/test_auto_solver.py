@@ -118,3 +118,36 @@ def test_a_solver_chosen_by_name_has_no_auto_reason():
     for solver in ("direct", "cg", "ekfac", iw.ConjugateGradient()):
         inf = _auto(_mlp(), X, y, solver=solver)
         assert "auto" not in inf.solver.diagnostics.extra
+
+
+def _conv(*layers):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.LazyLinear(2)).double().eval()
+
+
+@pytest.mark.parametrize(
+    ("layers", "choice", "why"),
+    [
+        ([torch.nn.Conv2d(2, 2, 3)], "ekfac", "all params in Linear/Conv2d layers"),
+        (
+            [torch.nn.Conv2d(2, 2, 3, groups=2)],
+            "cg",
+            "layer '0' (Conv2d) has groups=2, padding=(0, 0), padding_mode='zeros'",
+        ),
+        (
+            [torch.nn.Conv2d(2, 2, 3), torch.nn.BatchNorm2d(2)],
+            "cg",
+            "layer '1' (BatchNorm2d) is not covered by EK-FAC",
+        ),
+    ],
+    ids=["conv", "grouped_conv", "batchnorm"],
+)
+def test_auto_beyond_the_budget_on_convolutions(layers, choice, why):
+    X = torch.randn(8, 2, 5, 5, dtype=torch.float64)
+    y = torch.arange(8) % 2
+    model = _conv(*layers)
+    model(X)  # materialise the lazy Linear
+    inf = iw.Influence(model, (X, y), hessian_budget_mb=TINY_BUDGET_MB, progress=False)
+    assert inf.solver.name == choice
+    reason = inf.solver.diagnostics.extra["auto"]
+    assert reason.startswith(f"{choice}: H (p={inf.p:,}) needs ") and why in reason, reason
