@@ -151,3 +151,16 @@ def test_auto_beyond_the_budget_on_convolutions(layers, choice, why):
     assert inf.solver.name == choice
     reason = inf.solver.diagnostics.extra["auto"]
     assert reason.startswith(f"{choice}: H (p={inf.p:,}) needs ") and why in reason, reason
+
+
+@pytest.mark.parametrize("solver, says", [("ekfac", True), ("direct", False)])
+def test_the_explorer_says_when_its_scores_are_ek_fac(solver, says):
+    """An explorer on an EK-FAC Influence says its scores are an approximation and where to
+    check them; an exact solver's explorer does not."""
+    X, y = _data()
+    inf = iw.Influence(_mlp(), (X, y), l2=L2, solver=solver, progress=False)
+    ex = iw.InfluenceExplorer(
+        inf, x_test=X[:4], y_test=y[:4], kind="tabular", fit_in_background=False
+    )
+    assert ex.status == "ready"
+    assert ("EK-FAC, an approximation: check them in the Verify tab" in ex.message) is says

@@ -248,9 +248,10 @@ def test_diagnostics_report_gradient_norm_eigenvalues_and_convergence(mlp_proble
     assert "cg" in repr(cg.diagnostics)
 
 
-def test_auto_picks_direct_within_budget_and_cg_beyond(lr_problem):
+def test_auto_picks_direct_within_budget_and_ekfac_beyond(lr_problem):
+    # a single nn.Linear is covered by EK-FAC; tests/test_auto_solver.py has the cg cases
     assert build(lr_problem, "auto").solver.name == "direct"
-    assert build(lr_problem, "auto", hessian_budget_mb=1e-6).solver.name == "cg"
+    assert build(lr_problem, "auto", hessian_budget_mb=1e-6).solver.name == "ekfac"
 
 
 def test_smooth_hinge_and_mse_losses_match_brute_force():

@@ -37,11 +37,15 @@ def test_loo_fidelity_quick_run_writes_its_table(tmp_path: Path):
         ("digits_lr", "direct"),
         ("digits_lr", "cg"),
         ("digits_lr", "lissa"),
+        ("digits_lr", "ekfac"),
         ("cnn", "direct"),
     }
     for r in rows:
         assert FIELDS <= set(r), r
     # the convex case is a correctness check even when quick
-    assert all(r["pearson"] >= 0.99 for r in rows if r["name"] == "digits_lr"), rows
+    exact = [r for r in rows if r["name"] == "digits_lr" and r["solver"] != "ekfac"]
+    assert all(r["pearson"] >= 0.99 for r in exact), rows
+    ekfac = next(r for r in rows if r["solver"] == "ekfac")  # an approximation: lower, not far
+    assert ekfac["pearson"] >= 0.9, ekfac
     cnn = next(r for r in rows if r["name"] == "cnn")
     assert cnn["n_params"] == 1954 and cnn["n_removed"] == 5

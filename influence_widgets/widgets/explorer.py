@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import traitlets
 
+from influence_widgets.core.ekfac import EKFAC
 from influence_widgets.core.errors import NotPositiveDefiniteError, check_positive_int
 from influence_widgets.core.influence import Influence, check_influence
 from influence_widgets.core.progress import report_progress
@@ -369,7 +370,12 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         self.status = "ready"
         warned = ", but see the warning below" if self.notice else ""
         store = f"; clicks read from {self.scores!r}" if self.scores is not None else ""
-        self.message = f"Ready (precomputed in {seconds:.1f} s{store}){warned}"
+        approximate = (
+            "; scores from EK-FAC, an approximation: check them in the Verify tab"
+            if isinstance(self.influence.solver, EKFAC)
+            else ""
+        )
+        self.message = f"Ready (precomputed in {seconds:.1f} s{store}{approximate}){warned}"
         if pending is not None and pending == self.selected:
             self._compute(pending)
         self._ready.set()
