@@ -4,7 +4,6 @@ over processes, and the comparison of the two inputs on the same targets."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,16 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = {"n_poison", "eps_levels", "n_targets", "flip_rate", "seconds"}
-
-
-def _load_attack_benchmark():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # its sibling module machine, as when run
-    spec = importlib.util.spec_from_file_location("attack_benchmark", ROOT / "benchmarks/attack.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _record(
@@ -47,7 +40,7 @@ def _record(
 
 
 def test_summary_rows_count_each_cell_over_its_own_targets():
-    bench = _load_attack_benchmark()
+    bench = load_benchmark("attack")
     records = [
         _record(1, 0.5, 7, False),
         _record(1, 0.5, 9, True, 2.0),
@@ -67,7 +60,7 @@ def test_summary_rows_count_each_cell_over_its_own_targets():
 
 
 def test_run_skips_the_pairs_already_recorded(monkeypatch):
-    bench = _load_attack_benchmark()
+    bench = load_benchmark("attack")
     calls = []
 
     class Result:
@@ -156,7 +149,7 @@ def _norm(input_name: str, target: int, top: float) -> dict:
 
 
 def test_the_two_inputs_are_compared_on_the_targets_both_finished():
-    bench = _load_attack_benchmark()
+    bench = load_benchmark("attack")
     cells = [(1, 0.5), (2, 0.5)]
     records = [
         _record(n, e, t, flipped=(name != "28x28x1" and t == 5), input_name=name)

@@ -3,26 +3,16 @@ with the command and date that measured it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
+
+from tests.scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # its sibling module machine, as when run
-    spec = importlib.util.spec_from_file_location(
-        "click_latency", ROOT / "benchmarks/click_latency.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_partial_run_replaces_only_its_cases(tmp_path: Path):
-    bench = _load()
+    bench = load_benchmark("click_latency")
     path = tmp_path / "click.json"
     path.write_text(
         json.dumps(

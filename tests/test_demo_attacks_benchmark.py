@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
+
+from tests.scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_one_digits_target_is_attacked_with_the_demo_defaults_and_recorded(tmp_path: Path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # its sibling module machine, as when run
-    spec = importlib.util.spec_from_file_location(
-        "demo_attacks", ROOT / "benchmarks/demo_attacks.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("demo_attacks")
     out = tmp_path / "demo_attacks.json"
     bench.main(["--demos", "digits", "--targets", "1", "--json", str(out)])
     report = json.loads(out.read_text())

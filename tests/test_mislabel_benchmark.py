@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,24 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 CELL = {"dataset", "noise", "method", "checked_fraction", "flips_found_fraction", "test_accuracy"}
-
-
-def _load_mislabel_benchmark():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # its sibling module machine, as when run
-    spec = importlib.util.spec_from_file_location(
-        "mislabel_benchmark", ROOT / "benchmarks/mislabel.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_summary_means_over_seeds_and_keeps_each_seed():
     import influence_widgets as iw
 
-    bench = _load_mislabel_benchmark()
+    bench = load_benchmark("mislabel")
 
     def record(method, seed, found, acc):
         return {"method": method, "checked_fraction": 0.1, "flips_found_fraction": found,
@@ -100,7 +91,7 @@ def test_mislabel_quick_run_writes_its_json_and_table(tmp_path: Path):
 
 
 def test_include_joins_parts_run_in_separate_processes(tmp_path: Path):
-    bench = _load_mislabel_benchmark()
+    bench = load_benchmark("mislabel")
 
     def part(name: str, dataset: str) -> Path:
         path = tmp_path / f"{name}.json"

@@ -6,7 +6,6 @@ Where pyDVL or Captum import (``.venv-peers``), their normalised outputs are che
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import torch
 from torch.func import grad, hessian, vmap
 
 import influence_widgets as iw
+from tests.scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = {
@@ -33,16 +33,7 @@ FIELDS = {
 }
 
 
-def _load_peers():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # its siblings machine, proc_memory, as when run
-    spec = importlib.util.spec_from_file_location("peers_benchmark", ROOT / "benchmarks/peers.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-peers = _load_peers()
+peers = load_benchmark("peers")
 
 L2, DAMPING = 0.05, 0.02
 
