@@ -334,3 +334,24 @@ def test_bad_input_names_the_argument(explorer, call, error, pattern):
     with pytest.raises(error, match=pattern):
         call(explorer)
     assert explorer.review_fixes == {}
+
+
+def test_a_top_layer_influence_retrains_only_its_parameters():
+    """With params= a top layer, "Retrain with fixes" retrains theta only (the minimum of R over
+    theta, as the Influence defines it): the layers below stay as they were."""
+    torch.manual_seed(0)
+    X = torch.randn(60, 4, dtype=torch.float64)
+    y = (X[:, 0] + X[:, 1] > 0).long()
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2)
+    ).double()
+    iw.train(model, (X, y), l2=0.01, progress=False)
+    inf = iw.Influence(model, (X, y), l2=0.01, params=["2.weight", "2.bias"], progress=False)
+    ex = iw.InfluenceExplorer(
+        inf, x_test=X[:5], y_test=y[:5], kind="tabular", fit_in_background=False
+    )
+    ex.relabel(0, 1 - int(y[0]))
+    result = ex.retrain_with_fixes(wait=True)
+    assert torch.equal(result.model[0].weight, model[0].weight)
+    assert torch.equal(result.model[0].bias, model[0].bias)
+    assert not torch.equal(result.model[2].weight, model[2].weight)

@@ -397,6 +397,7 @@ class ReviewTab(_Tab):
                     data,
                     l2=inf.objective.l2,
                     loss=inf.config.loss,
+                    params=list(inf.objective.spec.names),  # theta only: a top layer stays one
                     max_iter=max_iter,
                     progress=False,
                 )
