@@ -35,14 +35,14 @@ Retrain = Callable[[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]], object]
 STRATEGIES = ("maxinf", "random")
 
 
-class _Cancelled(Exception):
+class RetrainCancelled(Exception):
     """Raised inside a retrain when the cancel event is set: the retrain is abandoned."""
 
 
 @contextmanager
-def _stops_on(cancel: threading.Event | None, model: torch.nn.Module) -> Iterator[None]:
+def stop_on_cancel(cancel: threading.Event | None, model: torch.nn.Module) -> Iterator[None]:
     """Inside the block, every forward call of ``model`` (a retrain's copy) first checks
-    ``cancel`` and raises :class:`_Cancelled` once it is set: a retrain in progress stops at
+    ``cancel`` and raises :class:`RetrainCancelled` once it is set: a retrain in progress stops at
     its next function evaluation, not after up to ``max_iter`` L-BFGS steps."""
     if cancel is None:
         yield
@@ -50,7 +50,7 @@ def _stops_on(cancel: threading.Event | None, model: torch.nn.Module) -> Iterato
 
     def check(_module, _args) -> None:
         if cancel.is_set():
-            raise _Cancelled
+            raise RetrainCancelled
 
     check(model, ())
     handle = model.register_forward_pre_hook(check)
@@ -109,7 +109,7 @@ def actual_removal_effects(
 
     def fit(data) -> torch.nn.Module:
         m = copy.deepcopy(model)
-        with _stops_on(cancel, m):
+        with stop_on_cancel(cancel, m):
             if retrain is not None:
                 retrain(m, data)
             else:
@@ -137,7 +137,7 @@ def actual_removal_effects(
             rows.append(_test_losses(fit((X[keep], y[keep])), loss_fn, x_test, y_test) - baseline)
             keep[i] = True
             bar.update()
-    except _Cancelled:
+    except RetrainCancelled:
         if not rows:  # cancelled before any removal: no baseline either
             baseline = torch.full_like(original, float("nan"))
     finally:

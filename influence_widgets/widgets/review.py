@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import traitlets
 
-from influence_widgets.analysis.loo import _Cancelled, _stops_on
+from influence_widgets.analysis.loo import RetrainCancelled, stop_on_cancel
 from influence_widgets.analysis.mislabel import METHODS, training_losses
 from influence_widgets.core.losses import class_probabilities
 from influence_widgets.core.objective import cast_inputs, cast_targets
@@ -390,7 +390,7 @@ class ReviewTab(_Tab):
             with (
                 BACKGROUND_WORK,
                 report_progress(_throttled(show, "L-BFGS")),
-                _stops_on(cancel, model),
+                stop_on_cancel(cancel, model),
             ):
                 train(
                     model,
@@ -402,7 +402,7 @@ class ReviewTab(_Tab):
                     progress=False,
                 )
             result = self._review_result(model, fixes, selected, time.perf_counter() - start)
-        except _Cancelled:
+        except RetrainCancelled:
             self._finish(
                 "review_retrain",
                 {"state": "cancelled", "progress": 1.0, "message": "Retrain cancelled."},
