@@ -265,10 +265,9 @@ def train_hinge(
     with torch.no_grad():
         lin.weight.copy_(torch.as_tensor(svc.coef_, dtype=lin.weight.dtype))
         lin.bias.copy_(torch.as_tensor(svc.intercept_, dtype=lin.bias.dtype))
-        margin = (2.0 * y.double() - 1.0) * (
-            torch.as_tensor(X64) @ lin.weight.double()[0] + lin.bias.double()
-        )
-        theta2 = lin.weight.double().pow(2).sum() + lin.bias.double().pow(2).sum()
+        w, b = lin.weight.double().cpu()[0], lin.bias.double().cpu()  # on the CPU, as X64
+        margin = (2.0 * y.double().cpu() - 1.0) * (torch.as_tensor(X64) @ w + b)
+        theta2 = w.pow(2).sum() + b.pow(2).sum()
         risk = float(torch.clamp(1 - margin, min=0).mean() + 0.5 * l2 * theta2)
     return TrainingReport(
         risk=risk,

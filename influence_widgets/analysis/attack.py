@@ -571,7 +571,7 @@ def _run_steps(
                 run.stopped = "cancelled"
                 break
             direction = state.directions(X, poisoned, state.s_test())  # (k, *x)
-            moved = X[poisoned] + plan.step_size * torch.sign(direction).to(X.dtype).cpu()
+            moved = X[poisoned] + plan.step_size * torch.sign(direction).to(X.device, X.dtype)
             moved = torch.minimum(torch.maximum(moved, lower), upper)
             if torch.equal(moved, X[poisoned]):
                 # Every input sits on the boundary of its box along the direction: retraining

@@ -61,10 +61,12 @@ def stop_on_cancel(cancel: threading.Event | None, model: torch.nn.Module) -> It
 
 
 def _test_losses(model, loss_fn: LossFn, x_test: torch.Tensor, y_test: torch.Tensor):
-    dtype = next(model.parameters()).dtype
-    x = x_test.to(dtype) if x_test.is_floating_point() else x_test
+    """L(z_test, theta) of ``model`` for each test point, (T,), on the model's device."""
+    param = next(model.parameters())
+    x = x_test.to(param.device)
+    x = x.to(param.dtype) if x.is_floating_point() else x
     with torch.no_grad():
-        return loss_fn(model(x), y_test).detach()
+        return loss_fn(model(x), y_test.to(param.device)).detach()
 
 
 def actual_removal_effects(
@@ -100,7 +102,8 @@ def actual_removal_effects(
     Returns ``(effects, drift)``: effects (m, T) = L(z_test, theta_-i) - L(z_test, theta_base) for
     the first m indices (m < len(indices) only when cancelled), and drift (T,) =
     L(z_test, theta_base) - L(z_test, theta_hat), where theta_base is the baseline retrained on
-    all n points (NaN when cancelled before the baseline was done).
+    all n points (NaN when cancelled before the baseline was done); both on the model's device
+    (the test points are moved there, the training data is moved by ``iw.train``).
     """
     loss_fn = resolve_loss(loss)
     check_cancel_event(cancel)

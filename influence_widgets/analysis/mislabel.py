@@ -48,7 +48,7 @@ def training_losses(influence: Influence) -> torch.Tensor:
 def review_order(
     influence: Influence, method: str = "self_influence", seed: int = 0
 ) -> torch.Tensor:
-    """Training indices (n,) in the order to check their labels, the most suspect first.
+    """Training indices (n,) on the CPU in the order to check their labels, most suspect first.
 
     Args:
         influence: an :class:`~influence_widgets.Influence` of the model trained on the labels to
@@ -196,14 +196,16 @@ def flip_labels(
     # A stream of its own: the flips must not be the first points of review_order's "random"
     # permutation with the same seed.
     rng = np.random.default_rng((int(seed), FLIP_STREAM))
-    pool = np.arange(len(y)) if pair is None else torch.nonzero(y == pair[0]).squeeze(1).numpy()
+    pool = (
+        np.arange(len(y)) if pair is None else torch.nonzero(y == pair[0]).squeeze(1).cpu().numpy()
+    )
     k = round(flip_fraction * len(pool))
     if k == 0:
         raise ValueError(f"flip_fraction: {flip_fraction:g} of {len(pool)} points flips none")
     flipped = torch.from_numpy(np.sort(rng.permutation(pool)[:k]))
     noisy = y.clone()
     if pair is None:
-        shift = torch.from_numpy(rng.integers(1, n_classes, size=k)).to(y.dtype)
+        shift = torch.from_numpy(rng.integers(1, n_classes, size=k)).to(y.device, y.dtype)
         noisy[flipped] = (y[flipped] + shift) % n_classes
     else:
         noisy[flipped] = pair[1]
@@ -212,10 +214,10 @@ def flip_labels(
 
 def accuracy(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
     """The fraction of (X, y) that ``model`` classifies correctly (argmax of its probabilities)."""
-    dtype = next(model.parameters()).dtype
+    param = next(model.parameters())
     with torch.no_grad():
-        pred = class_probabilities(model(X.to(dtype))).argmax(1)
-    return float((pred == y).double().mean())
+        pred = class_probabilities(model(X.to(param.device, param.dtype))).argmax(1)
+    return float((pred.cpu() == y.cpu()).double().mean())
 
 
 def _fitted(model: torch.nn.Module, X, y, l2: float) -> torch.nn.Module:

@@ -153,8 +153,7 @@ class _Layer:
         self.Q_A = torch.linalg.eigh(self.A)[1]
         self.Q_G = torch.linalg.eigh(self.G)[1]
         self.A = self.G = None
-        self.s = torch.zeros(self.Q_G.shape[0], self.Q_A.shape[0], dtype=self.Q_A.dtype)
-        self.s = self.s.to(self.Q_A.device)
+        self.s = self.Q_A.new_zeros(self.Q_G.shape[0], self.Q_A.shape[0])
 
     def add_correction(self, a: torch.Tensor, g: torch.Tensor) -> None:
         """s += sum_i sum_c (Q_G^T D_ic Q_A)^2 over a batch."""

@@ -149,7 +149,8 @@ class TopInfluence:
 
     Scores are ``predicted_removal_effect``: the predicted change of the test loss when the training
     point is removed. Helpful points (largest scores, > 0) would raise the test loss if removed;
-    harmful points (smallest scores, < 0) would lower it.
+    harmful points (smallest scores, < 0) would lower it. All four lie on the Influence's
+    ``device``; ``Influence.train.take(helpful[0])`` and ``training_indices`` take them as they are.
     """
 
     helpful: torch.Tensor  # (T, k) training indices, most helpful first
@@ -182,10 +183,16 @@ class Influence:
             "cg". ``diagnostics.solver.extra["auto"]`` says which and why.
         batch_size: training points per batch in every pass; default min(n, 1024).
         device: where to compute; default the model's device.
+            The model is copied there (the user's model stays where it is); the training and
+            test data may live on any device and are moved batch by batch.
         progress: show progress bars for the slow steps.
         hessian_budget_mb: memory (MB) allowed for H and its factor when ``solver="auto"``.
         gradient_cache_mb: the n x p training-gradient matrix is kept when it fits this budget;
             otherwise scoring streams forward-mode JVPs over the training set.
+
+    Every tensor a method returns (scores, s_test, :class:`TopInfluence`) lies on ``device``
+    (a GPU's results stay there: ``.cpu()`` them for numpy), except ``predicted_labels`` and the
+    indices of ``training_indices``, which are on the CPU.
     """
 
     def __init__(
@@ -431,6 +438,8 @@ class Influence:
         return self.solver.solve(g[:, None])[:, 0]
 
     def training_indices(self, idx, name: str = "idx") -> torch.Tensor:
+        """``idx`` (any integers, on any device; None: all n) as int64 training indices in
+        [0, n) on the CPU; else a TypeError or :class:`TrainingIndexError` naming ``name``."""
         if idx is None:
             return torch.arange(self.n)
         if isinstance(idx, str | bytes):
@@ -443,7 +452,7 @@ class Influence:
             return torch.zeros(0, dtype=torch.long)
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise TypeError(f"{name}: expected integer training indices, got {t.dtype}")
-        t = t.long().reshape(-1)
+        t = t.long().reshape(-1).cpu()
         if len(t) and (int(t.min()) < -self.n or int(t.max()) >= self.n):
             bad = int(t[(t >= self.n) | (t < -self.n)][0])
             raise TrainingIndexError(

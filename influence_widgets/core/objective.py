@@ -297,11 +297,12 @@ class TrainingSet:
             raise ValueError(f"{name}: the training set is empty")
 
     def take(self, idx: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The points at ``idx`` as a batch (X[idx], y[idx]), before any casting."""
+        """The points at ``idx`` as a batch (X[idx], y[idx]), before any casting, on the device
+        where they are stored; ``idx`` may live on any device (``top()``'s indices on a GPU)."""
         idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
         if self.dataset is None:
-            return self.X[idx], self.y[idx]
-        pairs = [_item_pair(self.dataset[int(i)], self.name) for i in idx]
+            return self.X[idx.to(self.X.device)], self.y[idx.to(self.y.device)]
+        pairs = [_item_pair(self.dataset[int(i)], self.name) for i in idx.tolist()]
         xs = torch.stack([as_tensor(x, self.x_name) for x, _ in pairs])
         ys = torch.stack([_label(as_tensor(y, self.y_name)) for _, y in pairs])
         _check_finite(xs, self.x_name)

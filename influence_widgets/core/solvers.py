@@ -358,7 +358,7 @@ def _check_not_diverging(
 
 def _largest_column(X: torch.Tensor) -> torch.Tensor | None:
     """The finite column of X with the largest norm, in float64 (None if there is none)."""
-    norms = torch.where(torch.isfinite(X).all(dim=0), X.norm(dim=0), torch.zeros(()))
+    norms = torch.where(torch.isfinite(X).all(dim=0), X.norm(dim=0), X.new_zeros(()))
     return X[:, int(norms.argmax())].double() if float(norms.max()) > 0 else None
 
 

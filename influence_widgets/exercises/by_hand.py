@@ -45,7 +45,7 @@ def _hessian(inf: Influence) -> torch.Tensor:
     obj = inf.objective
     X, y = inf.train.tensors()
     X, y = obj.cast_inputs(X), obj.cast_targets(y)
-    H = hessian(lambda th: obj.loss(th, X, y).mean())(obj.theta)
+    H = hessian(lambda th: obj.loss(th, X, y).mean())(obj.theta).cpu()
     return H + (obj.l2 + inf.damping) * torch.eye(inf.p, dtype=H.dtype)
 
 
@@ -54,12 +54,12 @@ def _reference(inf: Influence, x_test, y_test, i: int) -> _Reference:
     obj = inf.objective
     x_i, y_i = inf.train.take([i])
     g_i = grad(obj.train_term)(obj.theta, obj.cast_inputs(x_i)[0], obj.cast_targets(y_i)[0])
-    return _Reference(
-        theta=obj.theta.detach(),
+    return _Reference(  # on the CPU, where the answers are compared (a CUDA Influence too)
+        theta=obj.theta.detach().cpu(),
         l2=obj.l2,
         n=inf.n,
-        g_test=inf.test_gradients(x_test, y_test)[0].detach(),
-        g_i=g_i.detach(),
+        g_test=inf.test_gradients(x_test, y_test)[0].detach().cpu(),
+        g_i=g_i.detach().cpu(),
         H=_hessian(inf).detach(),
     )
 
