@@ -1,6 +1,7 @@
 """Speed and memory of the influence core, per solver: fit, 100 test points, one click.
 
-What is measured (CPU, float64 models, wall-clock time with ``time.perf_counter``):
+What is measured (float64 models, on the CPU unless ``--device cuda``, wall-clock time with
+``time.perf_counter``; on a GPU every timed call ends with ``torch.cuda.synchronize()``):
 
 * ``digits_lr``: 10-class logistic regression with bias on the built-in digits (1,300 training
   points, 650 parameters, l2 = 0.01), trained once with ``iw.train``. For each solver (direct, cg,
@@ -34,15 +35,22 @@ the process's lifetime peak (ru_maxrss) is reported and ``peak_rss_scope`` says 
 many threads as this process has cores (``--threads`` overrides); timings on a shared machine are
 only indicative.
 
+On a GPU (``--device cuda``) every model is moved there before training, so training, fitting and
+queries all run on it; the data stays on the CPU and is moved batch by batch, as a user's would be.
+Each row and the machine facts name the device (and the GPU), and each row adds the GPU's peak
+allocated memory (``peak_gpu_mb``, ``torch.cuda.max_memory_allocated``) beside the process's RSS.
+
 Run from the repository root:
 
     .venv/bin/python benchmarks/core_speed.py --json benchmarks/results/core_speed.json
     .venv/bin/python benchmarks/core_speed.py --quick --json /tmp/core_speed_quick.json
     .venv/bin/python benchmarks/core_speed.py --cases cnn --json /tmp/core_speed_cnn.json
+    python benchmarks/core_speed.py --device cuda --skip-paper-scale --json core_speed_cuda.json
 
 Flags: ``--quick`` (digits_lr and naive only, 20 s query budget: about a minute),
 ``--skip-paper-scale``, ``--cases digits_lr,naive,cnn,paper``, ``--solvers direct,cg,lissa,arnoldi``
-(a subset of each case's solvers), ``--threads N``, ``--json PATH``.
+(a subset of each case's solvers), ``--threads N``, ``--device cpu|cuda|cuda:N`` (default cpu),
+``--json PATH``.
 """
 
 from __future__ import annotations
@@ -70,6 +78,7 @@ from proc_memory import lifetime_peak_mb, release_freed_memory, reset_peak_rss, 
 from torch.func import functional_call, grad, hessian, vmap
 
 import influence_widgets as iw
+from influence_widgets.core.model_checks import resolve_device
 from influence_widgets.core.solvers import Solver
 from influence_widgets.datasets import Dataset
 
@@ -82,6 +91,7 @@ PROBE = 10  # test points an iterative solver is timed on before committing to N
 BUDGET_S = 120.0  # longest query an iterative solver may run before we extrapolate
 QUICK_BUDGET_S = 20.0
 NAIVE_REPEATS = 3
+DEVICE = torch.device("cpu")  # where models train and influence is computed (--device)
 
 
 @dataclass
@@ -106,18 +116,30 @@ def machine_facts() -> dict[str, Any]:
     """The report's ``machine``: its facts and whether peak RSS is measured per phase here."""
     return {
         **machine_info(
-            "cpu", "cores", "usable_cores", "threads", "torch", "python", "platform", "date",
+            "cpu", "cores", "usable_cores", "threads", "gpu", "torch", "python", "platform", "date",
             "load_average_start",
         ),
+        "device": str(DEVICE),
         "peak_rss_scope": "phase" if reset_peak_rss() else "process lifetime (ru_maxrss)",
     }  # fmt: skip
 
 
+def synchronize() -> None:
+    """Wait for the GPU's queued work (``--device cuda``), so that a timer reads finished work."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 class PeakRSS:
-    """Peak resident set size (MB) of this process inside a ``with`` block."""
+    """Peak resident set size (MB) of this process inside a ``with`` block, and on a GPU its peak
+    allocated memory there."""
 
     def __enter__(self) -> PeakRSS:
         release_freed_memory()
+        self.gpu_peak_mb: float | None = None
+        if DEVICE.type == "cuda":
+            synchronize()
+            torch.cuda.reset_peak_memory_stats(DEVICE)
         self.per_phase = reset_peak_rss()
         rss = status_kb("VmRSS")
         self.before_mb = None if rss is None else rss / 1024
@@ -125,6 +147,9 @@ class PeakRSS:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if DEVICE.type == "cuda":
+            synchronize()
+            self.gpu_peak_mb = torch.cuda.max_memory_allocated(DEVICE) / 2**20
         if self.per_phase:
             self.peak_mb = status_kb("VmHWM") / 1024
         else:
@@ -135,6 +160,7 @@ class PeakRSS:
             "peak_rss_mb": self.peak_mb,
             "rss_before_mb": self.before_mb,
             "peak_rss_scope": "phase" if self.per_phase else "process lifetime",
+            **({"peak_gpu_mb": self.gpu_peak_mb} if DEVICE.type == "cuda" else {}),
         }
 
 
@@ -158,8 +184,10 @@ def deadline(seconds: float) -> Iterator[None]:
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    synchronize()
     start = time.perf_counter()
     out = fn()
+    synchronize()
     return out, time.perf_counter() - start
 
 
@@ -168,7 +196,7 @@ def warm_up() -> None:
     gen = torch.Generator().manual_seed(0)
     X = torch.randn(40, 5, generator=gen)
     y = torch.arange(40) % 3
-    model = iw.models.logistic_regression((5, 3))
+    model = iw.models.logistic_regression((5, 3)).to(DEVICE)
     iw.train(model, (X, y), l2=0.1, progress=False)
     for solver in ALL_SOLVERS:
         inf = iw.Influence(model, (X, y), l2=0.1, solver=new_solver(solver), progress=False)
@@ -178,7 +206,9 @@ def warm_up() -> None:
 
 # ----- the problems ---------------------------------------------------------------------------
 def train_model(model: torch.nn.Module, data: Dataset, l2: float) -> dict[str, Any]:
-    """Train once with iw.train (full-batch L-BFGS) and report how it went."""
+    """Move ``model`` to the device, train it there once with iw.train (full-batch L-BFGS) and
+    report how it went."""
+    model.to(DEVICE)
     with PeakRSS() as mem:
         report, seconds = timed(lambda: iw.train(model, data, l2=l2, progress=False, max_iter=1000))
     return {
@@ -327,7 +357,12 @@ def measure_solver(
 ) -> tuple[dict[str, Any], torch.Tensor | None]:
     """Fit a fresh Influence with ``solver`` and time its queries; the row and the matrix."""
     d = problem.data
-    row: dict[str, Any] = {"case": problem.case, "solver": solver, "n_train": len(d.y_train)}
+    row: dict[str, Any] = {
+        "case": problem.case,
+        "solver": solver,
+        "device": str(DEVICE),
+        "n_train": len(d.y_train),
+    }
     matrix = None
     with warnings.catch_warnings(record=True) as caught, PeakRSS() as mem:
         warnings.simplefilter("always")
@@ -371,11 +406,12 @@ def naive_influence(
     """I_up,loss = -g_test^T H^-1 g_i, (T, n), the textbook way with torch.func (cross-entropy).
 
     g_i = grad [L(z_i) + (l2/2)||theta||^2] by vmap(grad), H = torch.func.hessian of the full-data
-    risk, one torch.linalg.solve for all test gradients.
+    risk, one torch.linalg.solve for all test gradients; on the model's device.
     """
     named = dict(model.named_parameters())
-    dtype = next(iter(named.values())).dtype
-    X, X_test = X.to(dtype), X_test.to(dtype)
+    first = next(iter(named.values()))
+    X, X_test = X.to(first.device, first.dtype), X_test.to(first.device, first.dtype)
+    y, y_test = y.to(first.device), y_test.to(first.device)
     shapes = [p.shape for p in named.values()]
     theta = torch.cat([p.detach().reshape(-1) for p in named.values()])
 
@@ -431,6 +467,7 @@ def measure_naive(problem: Problem) -> list[dict[str, Any]]:
             {
                 "case": problem.case,
                 "solver": name,
+                "device": str(DEVICE),
                 "n_train": len(d.y_train),
                 "n_params": sum(p.numel() for p in problem.model.parameters()),
                 "test_points": N_TEST,
@@ -507,6 +544,7 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"\n{m['cpu']}, {m['usable_cores']} cores, {m['threads']} torch threads, torch {m['torch']}"
     )
+    print(f"device {m['device']}" + (f" ({m['gpu']})" if m["device"] != "cpu" else ""))
     print(f"load average at start {m['load_average_start']}, at end {m['load_average_end']}")
     print("\ntraining (iw.train, L-BFGS)")
     for case, t in report["training"].items():
@@ -563,7 +601,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch threads (default: usable cores)")
     parser.add_argument("--solvers", help=f"comma-separated subset of {','.join(ALL_SOLVERS)}")
     parser.add_argument("--json", type=Path, help="write the results to this JSON file")
+    parser.add_argument(
+        "--device", default="cpu", help="where to train and compute: cpu (default), cuda, cuda:N"
+    )
     args = parser.parse_args(argv)
+    try:
+        args.device = resolve_device(args.device, torch.device("cpu"))
+    except ValueError as err:
+        parser.error(f"--{err}")
     if args.cases:
         args.case_list = [c.strip() for c in args.cases.split(",") if c.strip()]
         unknown = sorted(set(args.case_list) - set(CASES))
@@ -611,7 +656,9 @@ def run_cases(
 
 
 def main(argv: list[str] | None = None) -> int:
+    global DEVICE
     args = parse_args(argv)
+    DEVICE = args.device
     threads = args.threads or usable_cores()
     torch.set_num_threads(threads)
     start = time.perf_counter()

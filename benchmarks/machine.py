@@ -34,6 +34,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def gpu_name() -> str | None:
+    """The first visible CUDA GPU's name (``torch.cuda.get_device_name``), None without one."""
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
 def utc_now() -> str:
     """The current UTC time to the second, ISO 8601 (``2025-01-31T12:00:00+00:00``)."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -45,6 +50,7 @@ FACTS: dict[str, Callable[[], Any]] = {
     "cores": os.cpu_count,
     "usable_cores": usable_cores,
     "threads": torch.get_num_threads,
+    "gpu": gpu_name,
     "torch": lambda: torch.__version__,
     "python": platform.python_version,
     "platform": platform.platform,
