@@ -59,7 +59,8 @@ class Candidates:
 
         fig, axes = plt.subplots(1, 7, figsize=(10, 1.9))
         x, y = self._test_point()
-        pred = int(self.inf.objective.model_copy()(x.double()).argmax())
+        obj = self.inf.objective
+        pred = int(obj.model_copy()(obj.cast_inputs(x)).argmax())  # on the Influence's device
         axes[0].imshow(self.data.images("test")[self.test_index], cmap="gray_r")
         axes[0].set_title(f"TEST\nlabel {int(y)}, predicted {pred}", fontsize=8)
         train_images = self.data.images("train")

@@ -86,7 +86,7 @@ def check_loo(loo, reported_r, inf: Influence, x_test, y_test) -> CheckResult:
                 "quick (n_remove=10 is enough to see the effect)."
             )
         expected = inf_.predicted_removal_effect(x_test, y_test)[0, torch.as_tensor(result.removed)]
-        if not np.allclose(result.predicted, expected.numpy(), rtol=1e-6, atol=1e-12):
+        if not np.allclose(result.predicted, expected.cpu().numpy(), rtol=1e-6, atol=1e-12):
             return not_yet(
                 "`loo` was not run on `inf_mlp` and this test point: its predictions differ from "
                 "inf_mlp.predicted_removal_effect(x_test, y_test). Pass the same objects."
