@@ -236,13 +236,16 @@ def digits_small():
 
 @pytest.mark.parametrize("where", PLACEMENTS)
 def test_explorer_on_a_device_influence_serves_clicks_and_thumbnails(digits_small, where):
+    """With CG (converged to 1e-10): the direct solver's eigvalsh of the 650 x 650 H would take
+    most of this test's time on a CPU, and the explorer does not depend on the solver."""
     data, model = digits_small
-    cpu = iw.Influence(model, data, l2=0.01, progress=False)
+    cpu = iw.Influence(model, data, l2=0.01, solver="cg", progress=False)
     want = cpu.top(data.X_test[3:4], data.y_test[3:4], k=5)
     train = (data.X_train.to(where.data), data.y_train.to(where.data))
     inf = iw.Influence(
-        copy.deepcopy(model).to(where.model), train, l2=0.01, device=where.device, progress=False
-    )
+        copy.deepcopy(model).to(where.model), train, l2=0.01, solver="cg", device=where.device,
+        progress=False,
+    )  # fmt: skip
     ex = iw.InfluenceExplorer(inf, data, k=5, fit_in_background=False).wait_ready()
     ex.selected = 3
     assert ex.error == ""
@@ -250,7 +253,7 @@ def test_explorer_on_a_device_influence_serves_clicks_and_thumbnails(digits_smal
     assert [it["index"] for it in panel["helpful"]] == want.helpful[0].tolist()
     assert [it["index"] for it in panel["harmful"]] == want.harmful[0].tolist()
     scores = [it["score"] for it in panel["helpful"]]
-    np.testing.assert_allclose(scores, want.helpful_scores[0].numpy(), rtol=1e-8)
+    np.testing.assert_allclose(scores, want.helpful_scores[0].numpy(), rtol=1e-7)
     assert bytes(panel["helpful"][0]["png"][:4]) == b"\x89PNG"
     assert bytes(panel["test"]["png"][:4]) == b"\x89PNG"
     assert bytes(ex.gallery[0]["png"][:4]) == b"\x89PNG"
