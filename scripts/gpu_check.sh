@@ -7,6 +7,8 @@
 #     scripts/gpu_wheels.sh            # the missing pure-Python wheels into .gpu-wheels/
 # then, on the GPU machine, from the repository root (.gpu-wheels/ carried along):
 #     OUT=/some/dir scripts/gpu_check.sh
+# (in this workplace: the device tool's run with command scripts/gpu_check.sh, carry
+# [".gpu-wheels"] and timeout_s 540; $OUT is set there and its 8 files come back).
 # (DEVICE=cpu runs the same steps on a machine without a GPU: a dry run of this script.)
 # Outputs under $OUT (default ./gpu-check-out): env.txt, pytest.log, pytest.xml,
 # core_speed_cuda.json (digits_lr and naive), core_speed_cuda_cnn.json (cnn), their logs and
@@ -23,12 +25,16 @@ DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 status=0
-step() {  # step NAME SECONDS CMD...: run CMD under a timeout, log its exit status
-  local name=$1 limit=$2
-  shift 2
+step() {  # step NAME SECONDS LOG CMD...: CMD under a timeout, its output to LOG (- : here)
+  local name=$1 limit=$2 log=$3 rc
+  shift 3
   echo "== $name (limit ${limit} s): $*"
-  timeout "$limit" "$@"
-  local rc=$?
+  if [ "$log" = - ]; then
+    timeout "$limit" "$@"
+  else
+    timeout "$limit" "$@" >"$log" 2>&1
+  fi
+  rc=$?
   echo "$name: exit $rc" | tee -a "$OUT/summary.txt"
   [ "$rc" -eq 0 ] || status=1
   return "$rc"
@@ -45,26 +51,26 @@ cat "$OUT/env.txt"
 
 WHEELS_DIR=${WHEELS_DIR:-.gpu-wheels}
 if [ -d "$WHEELS_DIR" ]; then
-  step wheels 60 "$PY" -m pip install --quiet --no-index --no-deps --no-compile \
+  step wheels 45 - "$PY" -m pip install --quiet --no-index --no-deps --no-compile \
     --no-cache-dir --upgrade --target "$SITE" "$WHEELS_DIR"/*.whl || exit 1
   export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 else
   echo "no $WHEELS_DIR/: using the packages installed here" | tee -a "$OUT/summary.txt"
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-step imports 30 "$PY" -c "import torch, influence_widgets as iw; \
+step imports 30 - "$PY" -c "import torch, influence_widgets as iw; \
 assert '$DEVICE' == 'cpu' or torch.cuda.is_available(), 'no CUDA GPU visible'; \
 print(iw.__name__, torch.__version__)" || exit 1
 
-step pytest 180 "$PY" -m pytest tests/test_devices.py tests/test_core_exact.py -q -rs \
-  -p no:cacheprovider --junitxml="$OUT/pytest.xml" >"$OUT/pytest.log" 2>&1
+step pytest 180 "$OUT/pytest.log" "$PY" -m pytest tests/test_devices.py tests/test_core_exact.py \
+  -q -rs -p no:cacheprovider --junitxml="$OUT/pytest.xml"
 tail -n 40 "$OUT/pytest.log"
 
-step core_speed 90 "$PY" benchmarks/core_speed.py --device "$DEVICE" --quick \
-  --cases digits_lr,naive --json "$OUT/core_speed_$DEVICE.json" >"$OUT/core_speed.log" 2>&1
+step core_speed 120 "$OUT/core_speed.log" "$PY" benchmarks/core_speed.py --device "$DEVICE" \
+  --quick --cases digits_lr,naive --json "$OUT/core_speed_$DEVICE.json"
 tail -n 30 "$OUT/core_speed.log"
-step core_speed_cnn 120 "$PY" benchmarks/core_speed.py --device "$DEVICE" --quick --cases cnn \
-  --json "$OUT/core_speed_${DEVICE}_cnn.json" >"$OUT/core_speed_cnn.log" 2>&1
+step core_speed_cnn 90 "$OUT/core_speed_cnn.log" "$PY" benchmarks/core_speed.py \
+  --device "$DEVICE" --quick --cases cnn --json "$OUT/core_speed_${DEVICE}_cnn.json"
 tail -n 20 "$OUT/core_speed_cnn.log"
 
 cat "$OUT/summary.txt"
