@@ -39,6 +39,8 @@ On a GPU (``--device cuda``) every model is moved there before training, so trai
 queries all run on it; the data stays on the CPU and is moved batch by batch, as a user's would be.
 Each row and the machine facts name the device (and the GPU), and each row adds the GPU's peak
 allocated memory (``peak_gpu_mb``, ``torch.cuda.max_memory_allocated``) beside the process's RSS.
+The JSON is rewritten after every row with ``"complete": false`` (``true`` once the run ends), so a
+run stopped from outside (a timeout on a lent GPU machine) keeps the rows it measured.
 
 Run from the repository root:
 
@@ -383,13 +385,17 @@ def measure_solver(
     return row, matrix
 
 
-def measure_solvers(problem: Problem, budget: float) -> list[dict[str, Any]]:
+def measure_solvers(
+    problem: Problem, budget: float, on_row: Callable[[list[dict[str, Any]]], None]
+) -> list[dict[str, Any]]:
+    """One row per solver; ``on_row`` gets the rows so far after each."""
     rows, reference = [], None
     for solver in problem.solvers:
         row, matrix = measure_solver(problem, solver, budget, reference)
         if solver == "direct":
             reference = matrix
         rows.append(row)
+        on_row(rows)
         print(f"  {problem.case} {solver}: done", file=sys.stderr, flush=True)
     return rows
 
@@ -627,9 +633,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+Checkpoint = Callable[[list[dict[str, Any]], dict[str, Any]], None]
+
+
 def run_cases(
-    cases: list[str], budget: float, solvers: tuple[str, ...] = ALL_SOLVERS
+    cases: list[str],
+    budget: float,
+    solvers: tuple[str, ...] = ALL_SOLVERS,
+    checkpoint: Checkpoint = lambda results, training: None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(results, training) of the cases; ``checkpoint(results, training)`` after every row, so
+    that a run stopped from outside (a timeout on a lent GPU) keeps what it measured."""
     results: list[dict[str, Any]] = []
     training: dict[str, Any] = {}
     digits_lr = None
@@ -648,10 +662,13 @@ def run_cases(
                 problem = dataclasses.replace(
                     problem, solvers=tuple(x for x in problem.solvers if x in solvers)
                 )
-                results += measure_solvers(problem, budget)
+                results += measure_solvers(
+                    problem, budget, lambda rows, done=results: checkpoint(done + rows, training)
+                )
             del problem
         except Exception as err:  # data missing, training failed: report it, run the next case
             results.append({"case": case, "solver": None, "error": f"{type(err).__name__}: {err}"})
+        checkpoint(results, training)
     return results, training
 
 
@@ -665,21 +682,31 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_facts()
     warm_up()
     budget = QUICK_BUDGET_S if args.quick else BUDGET_S
-    results, training = run_cases(args.case_list, budget, args.solver_list)
+
+    def report_of(
+        results: list[dict[str, Any]], training: dict[str, Any], complete: bool
+    ) -> dict[str, Any]:
+        report = {
+            "machine": machine,
+            "command": shlex.join([sys.executable, *sys.argv]),
+            "cases": args.case_list,
+            "complete": complete,  # False: written after a row, the run may have stopped there
+            "query_budget_seconds": budget,
+            "total_seconds": time.perf_counter() - start,
+            "training": training,
+            "results": results,
+            "targets": targets(results),
+        }
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        return report
+
+    results, training = run_cases(
+        args.case_list, budget, args.solver_list, lambda r, t: report_of(r, t, complete=False)
+    )
     machine["load_average_end"] = list(os.getloadavg())
-    report = {
-        "machine": machine,
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "cases": args.case_list,
-        "query_budget_seconds": QUICK_BUDGET_S if args.quick else BUDGET_S,
-        "total_seconds": time.perf_counter() - start,
-        "training": training,
-        "results": results,
-        "targets": targets(results),
-    }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    report = report_of(results, training, complete=True)
     print_report(report)
     if args.json:
         print(f"wrote {args.json}")
