@@ -13,7 +13,8 @@
 # Outputs under $OUT (default ./gpu-check-out): env.txt, pytest.log, pytest.xml,
 # core_speed_cuda.json (digits_lr and naive), core_speed_cuda_cnn.json (cnn), their logs and
 # summary.txt. Fashion-MNIST is not there, so core_speed's paper-scale case is left out, and
-# core_speed runs with --quick's 20 s query budget (rows past it are extrapolated, as on the CPU).
+# core_speed runs with --quick's 20 s query budget (rows past it are extrapolated, as on the CPU);
+# its JSON is rewritten after every row, so a step cut off by its timeout keeps the rows it measured.
 # The machine's own torch is kept: the wheels go to a separate folder on PYTHONPATH with --no-deps,
 # and this repository is imported from its working tree (no pip install of it, so no torch pin).
 set -uo pipefail

@@ -156,7 +156,7 @@ class HessianOperator:
         for start in range(0, k, chunk):
             cols = columns[start : start + chunk]
             E = torch.zeros(p, len(cols), dtype=obj.dtype, device=obj.device)
-            E[cols, torch.arange(len(cols))] = 1.0
+            E[cols, torch.arange(len(cols), device=obj.device)] = 1.0
             acc = torch.zeros_like(E)
             for x, y, _ in self.train.batches(batch):
                 acc += self._batch_hvp(obj.cast_inputs(x), obj.cast_targets(y), E)

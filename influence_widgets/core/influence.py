@@ -564,7 +564,7 @@ class Influence:
         for start in range(0, self.n, chunk):
             idx = torch.arange(start, min(start + chunk, self.n))
             G = self._train_grads_at(idx).T  # (p, b)
-            out[idx] = -(G * self.solver.solve(G)).sum(0)
+            out[start : start + len(idx)] = -(G * self.solver.solve(G)).sum(0)
             bar.update(len(idx))
         bar.close()
         return out
