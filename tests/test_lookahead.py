@@ -47,6 +47,7 @@ def test_slow_clicks_have_the_page_scored_ahead_and_clicks_become_lookups(
     ex = iw.InfluenceExplorer(inf, data, k=4, page_size=6).wait_ready()
     _wait_until(lambda: not ex._lookahead.remaining())
     assert len(calls) == 6  # each test point of the page once, one at a time
+    _wait_until(lambda: ex._lookahead._thread is None)  # the thread ends with its work
     assert "all 6 test points of this page scored ahead" in ex.message
     index = _page(ex)[4]
     ex.selected = index
@@ -73,6 +74,7 @@ def test_fast_clicks_stop_after_the_first_point(monkeypatch, digits_influence):
     _wait_until(lambda: len(ex._lookahead.remaining()) <= 5)
     time.sleep(0.3)
     assert len(calls) == 1 and ex._lookahead.remaining() == _page(ex)[1:]
+    assert ex._lookahead._thread is None  # nothing to do: no thread waits
     assert "scored ahead" not in ex.message
     ex.selected = _page(ex)[3]  # computed on demand
     assert len(calls) == 2 and len(ex.panel["helpful"]) == 3

@@ -50,7 +50,7 @@ class PageLookahead(Generic[Result]):
         self._page: list[int] = []
         self._generation = 0  # bumped by forget(): a result computed before it is dropped
         self._slow: bool | None = None  # unknown until the first point is timed
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     @property
@@ -59,52 +59,60 @@ class PageLookahead(Generic[Result]):
         return bool(self._slow)
 
     def cached(self, index: int) -> Result | None:
-        with self._cond:
+        with self._lock:
             return self._results.get(index)
 
     def store(self, index: int, result: Result, seconds: float | None = None) -> None:
         """Keep a result computed by a click; ``seconds`` it took tells whether clicks are slow."""
-        with self._cond:
+        with self._lock:
             self._results[index] = result
             if seconds is not None and self._slow is None:
                 self._slow = seconds >= LOOKAHEAD_SECONDS
-                self._cond.notify_all()
+                self._start_if_needed()
 
     def forget(self) -> None:
         """Drop every result (``k`` changed): the page is scored again."""
-        with self._cond:
+        with self._lock:
             self._results.clear()
             self._generation += 1
-            self._cond.notify_all()
+            self._start_if_needed()
 
     def follow(self, page: Sequence[int]) -> None:
         """Score these test points ahead (the visible page, in gallery order), replacing the last
         page; starts the background thread on the first call."""
-        with self._cond:
+        with self._lock:
             self._page = [int(i) for i in page]
-            self._cond.notify_all()
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True)
-                self._thread.start()
+            self._start_if_needed()
 
     def remaining(self) -> list[int]:
         """The test points of the page not scored yet."""
-        with self._cond:
+        with self._lock:
             return [i for i in self._page if i not in self._results]
 
-    def _next(self) -> tuple[int, int, bool]:
-        """Block until there is a test point to score: (index, generation, timed)."""
-        with self._cond:
-            while True:
-                todo = [i for i in self._page if i not in self._results]
-                first = self._slow is None
-                if todo and (first or self._slow):
-                    return todo[0], self._generation, first
-                self._cond.wait()
+    def _work(self) -> tuple[int, int, bool] | None:
+        """The next test point to score, (index, generation, timed), or None. Holds _lock."""
+        todo = [i for i in self._page if i not in self._results]
+        first = self._slow is None
+        return (todo[0], self._generation, first) if todo and (first or self._slow) else None
+
+    def _start_if_needed(self) -> None:
+        """Start the thread when there is work and none runs. Holds _lock. The thread ends when
+        the work does, so that an explorer nobody shows any more can be garbage-collected."""
+        if self._thread is None and self._work() is not None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+
+    def _next(self) -> tuple[int, int, bool] | None:
+        """The next test point to score, or None after marking the thread finished."""
+        with self._lock:
+            work = self._work()
+            if work is None:
+                self._thread = None
+            return work
 
     def _run(self) -> None:
-        while True:
-            index, generation, timed = self._next()
+        while (work := self._next()) is not None:
+            index, generation, timed = work
             with BACKGROUND_WORK:  # after any fit, retrain or attack of any explorer
                 if self.cached(index) is not None:
                     continue  # a click scored it while this thread waited
@@ -113,11 +121,11 @@ class PageLookahead(Generic[Result]):
                     result = self._score(index)
                 except Exception:  # the click on this point shows the error; nothing to do here
                     log.debug("scoring test point %d ahead failed", index, exc_info=True)
-                    with self._cond:
+                    with self._lock:
                         self._page = [i for i in self._page if i != index]
                     continue
                 seconds = time.perf_counter() - start
-            with self._cond:
+            with self._lock:
                 if generation != self._generation:
                     continue
                 self._results[index] = result
