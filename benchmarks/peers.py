@@ -105,8 +105,8 @@ Run from the repository root (``make bench-peers`` sets up .venv-peers and runs 
     .venv-peers/bin/python benchmarks/peers.py --quick --json /tmp/peers_quick.json   # < 3 minutes
     .venv/bin/python benchmarks/peers.py --quick --systems ours --json /tmp/peers_ours.json
 
-Flags: ``--cases 1,2,3,4``, ``--systems ours,pydvl,captum,kronfluence``, ``--repeats N`` (default 3 for cases
-1-2, 1 for cases 3-4), ``--quick`` (case 1 on 20 test points, one repeat), ``--time-limit`` seconds
+Flags: ``--cases 1,2,3,4``, ``--systems ours,pydvl,captum,kronfluence``, ``--repeats N`` (default 3
+for cases 1-2, 1 for cases 3-4), ``--quick`` (case 1 on 20 test points, one repeat), ``--time-limit`` seconds
 per child (900), ``--threads`` (default: usable cores), ``--case4-n-train``, ``--rank``,
 ``--n-test`` (fewer test points, for smoke runs), ``--keep-tmp``, ``--json PATH`` (written after
 every run, ``complete: false`` until the end), ``--append`` (keep the rows of --json this run does
@@ -820,7 +820,9 @@ def child_main(spec_path: str) -> int:
             result.update(extra)
         elif isinstance(state, tuple):  # Kronfluence: its two argument classes
             result["defaults"] = {
-                f"{cls.__name__}.{k}": v for cls in state for k, v in constructor_defaults(cls).items()
+                f"{cls.__name__}.{k}": v
+                for cls in state
+                for k, v in constructor_defaults(cls).items()
             }
         else:
             result["defaults"] = constructor_defaults(state)
@@ -1220,12 +1222,33 @@ def _g(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
+def _retrained(case: dict[str, Any], rows: list[dict]) -> str | None:
+    """The ``measured`` stamp of a case's latest rows when the run that made them trained a
+    different model from the earlier rows' (its record keeps ``earlier_training``), else None."""
+    before, now = case.get("earlier_training"), case.get("training")
+    keys = ("iterations", "risk")
+    if not before or not now or all(before[k] == now[k] for k in keys):
+        return None
+    stamps = {r["measured"] for r in rows if r.get("measured")}
+    return max(stamps) if len(stamps) > 1 else None
+
+
+def _training_text(t: dict[str, Any]) -> str:
+    return (
+        f"{t['iterations']} L-BFGS iterations, risk {t['risk']:.9g}, "
+        f"gradient norm {t['grad_norm']:.1e}"
+    )
+
+
 def markdown_tables(report: dict[str, Any]) -> str:
-    """The README's tables: one per case, then its targets, all read from the report."""
+    """The README's tables: one per case, then its targets, all read from the report. Where a
+    case's latest rows ran on a retrained model that differs from its earlier rows' (training
+    again did not reproduce it), those rows are marked † and a line says so."""
     rows, out = report["results"], []
     order = {key: i for i, key in enumerate(SOLVER_LABELS)}
     for number in sorted({r["case"] for r in rows}):
         c = report["cases"][str(number)]
+        retrained = _retrained(c, [r for r in rows if r["case"] == number])
         dates = sorted(
             {r["measured"][:10] for r in rows if r["case"] == number and r.get("measured")}
         )
@@ -1271,8 +1294,20 @@ def markdown_tables(report: dict[str, Any]) -> str:
             if r["peak_mb"] is not None:
                 peak = f"{r['peak_mb']:,.0f} (+{r.get('peak_increment_mb', 0):,.0f})"
             system = SYSTEM_NAMES[r["system"]]
+            if retrained and r.get("measured") == retrained:
+                system += " †"
             out.append(f"| {system} | {label} | {secs} | {ratio} | {pearson} | {err} | {peak} |")
         out.append("")
+        if retrained:
+            out += [
+                f"† ran on the model trained on {retrained[:10]} "
+                f"({_training_text(c['training'])}); the other rows on the model of the earlier "
+                f"runs ({_training_text(c['earlier_training'])}): training again did not reproduce "
+                "the earlier model (the package's training code has changed since). Each row is "
+                "compared with the reference computed on its own model; compare speeds and r "
+                "within one model.",
+                "",
+            ]
         for t in (t for t in report["targets"] if t["case"] == number):
             verdict = "met" if t["met"] else "MISSED"
             value = "-" if t["measured"] is None else f"{t['measured']:.3g}"
