@@ -296,7 +296,9 @@ def test_merge_only_recomputes_the_targets_from_the_merged_rows(tmp_path: Path, 
     # the README's tables: a row per result, the merged one included, and every target's verdict
     text = tables.read_text()
     table_rows = [
-        line for line in text.splitlines() if line.startswith(("| ours", "| pyDVL", "| Captum"))
+        line
+        for line in text.splitlines()
+        if line.startswith(("| ours", "| pyDVL", "| Captum", "| Kronfluence"))
     ]
     assert len(table_rows) == len(merged["results"])
     assert "| ours | cg (" in text and " | 0.5 | " in text and "None" not in text
@@ -338,6 +340,28 @@ def test_markdown_alone_writes_the_tables_and_leaves_the_json_as_it_was(tmp_path
         committed["cases"]
     )  # every row, and each case's header and rule
     assert "| -0.500000 |" in tables.read_text()
+
+
+def test_markdown_marks_the_rows_of_a_retrained_model(tmp_path: Path):
+    # case 2's EK-FAC rows were appended after a retrain that did not reproduce the earlier model
+    report = json.loads((ROOT / "benchmarks/results/peers.json").read_text())
+    for record in report["cases"].values():  # as if no other case had been retrained
+        record.pop("earlier_training", None)
+    case = report["cases"]["2"]
+    case["earlier_training"] = {**case["training"], "risk": case["training"]["risk"] + 1e-3}
+    rows = [r for r in report["results"] if r["case"] == 2]
+    for r in rows:
+        r["measured"] = "2026-01-02T00:00:00+00:00" if r["solver"] == "ekfac" else "2026-01-01"
+    text = peers.markdown_tables(report)
+    marked = [line for line in text.splitlines() if line.startswith("|") and " † |" in line]
+    assert len(marked) == sum(r["solver"] == "ekfac" for r in rows) > 0
+    assert all("| ekfac |" in line or "EK-FAC" in line for line in marked)
+    assert text.count("† ran on the model trained on 2026-01-02") == 1
+    # the same model again (or no earlier record): nothing is marked
+    case["earlier_training"] = dict(case["training"])
+    assert "†" not in peers.markdown_tables(report)
+    del case["earlier_training"]
+    assert "†" not in peers.markdown_tables(report)
 
 
 def test_merge_into_a_new_file_takes_the_first_runs_machine(tmp_path: Path):
