@@ -52,7 +52,8 @@ PEERS_STAMP := $(PEERS)/.stamp-install
 $(PEERS)/bin/python:
 	$(PYTHON) -m venv $(PEERS)
 
-$(PEERS_STAMP): pyproject.toml | $(PEERS)/bin/python
+# Makefile too: a .venv-peers set up before a peer was added here gets it on the next run.
+$(PEERS_STAMP): pyproject.toml Makefile | $(PEERS)/bin/python
 	$(PEERS)/bin/python -c "import torch" 2>/dev/null || \
 		$(PEERS)/bin/pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PEERS)/bin/pip install --quiet -e . "pydvl[influence]==0.10.0" "captum==0.9.0" \
