@@ -40,18 +40,26 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/core_speed.py --json benchmarks/results/core_speed.json
 
-# Against pyDVL and Captum, in a separate environment so that their requirements never touch .venv.
-# torch first, on its own, as for .venv: pip then keeps it, since both peers accept torch 2.13.
+# Against pyDVL, Captum and Kronfluence, in a separate environment so that their requirements never
+# touch .venv. torch first, on its own, as for .venv: pip then keeps it, since every peer accepts
+# torch 2.13. Kronfluence 1.0.1 also declares torchvision, which none of its modules imports and
+# whose PyPI builds do not run beside torch 2.13 here (and may pull another torch): so kronfluence
+# goes in with --no-deps, after the packages its code does import (accelerate, einops, einconv,
+# opt-einsum, safetensors, tqdm), pinned on the line before.
 PEERS := .venv-peers
 PEERS_STAMP := $(PEERS)/.stamp-install
 
 $(PEERS)/bin/python:
 	$(PYTHON) -m venv $(PEERS)
 
-$(PEERS_STAMP): pyproject.toml | $(PEERS)/bin/python
+# Makefile too: a .venv-peers set up before a peer was added here gets it on the next run.
+$(PEERS_STAMP): pyproject.toml Makefile | $(PEERS)/bin/python
 	$(PEERS)/bin/python -c "import torch" 2>/dev/null || \
 		$(PEERS)/bin/pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PEERS)/bin/pip install --quiet -e . "pydvl[influence]==0.10.0" "captum==0.9.0"
+	$(PEERS)/bin/pip install --quiet -e . "pydvl[influence]==0.10.0" "captum==0.9.0" \
+		"accelerate==1.16.0" "einops==0.8.2" "einconv==0.1.0" "opt-einsum==3.4.0" \
+		"safetensors==0.8.0" "tqdm==4.70.1"
+	$(PEERS)/bin/pip install --quiet --no-deps "kronfluence==1.0.1"
 	touch $(PEERS_STAMP)
 
 bench-peers: $(PEERS_STAMP)

@@ -1,4 +1,5 @@
-"""This package against pyDVL and Captum on the same trained models: speed, accuracy, memory.
+"""This package against pyDVL, Captum and Kronfluence on the same trained models: speed, accuracy,
+memory.
 
 Every case trains its model once in this (parent) process with ``iw.train`` (full-batch L-BFGS on
 R(theta) = (1/n) sum_i L(z_i, theta) + (l2/2)||theta||^2, float64 models), saves the model and data
@@ -25,8 +26,9 @@ Cases (cross-entropy, the same H everywhere: the Hessian of R plus ``damping`` I
 2. ``digits_cnn``: ``iw.models.small_cnn`` on digits (1,954 parameters, tanh), l2 = 1e-3,
    damping = 0.01 (at the L-BFGS stopping point H alone is not positive definite; the case records
    lambda_min(H + damping I)), up to 1,000 L-BFGS iterations, the first 10 test points (every
-   iterative solve is a pass of CNN HVPs per test point). The same systems as case 1. Peers'
-   DataLoader: batches of 100 (pyDVL's Direct Hessian of one 1,300 batch needs more than 20 GB).
+   iterative solve is a pass of CNN HVPs per test point). The same systems as case 1, plus our
+   EK-FAC against Kronfluence's. Peers' DataLoader: batches of 100 (pyDVL's Direct Hessian of one
+   1,300 batch needs more than 20 GB).
 3. ``fmnist_lr_paper``: the paper's scale: Fashion-MNIST logistic regression without bias (55,000 x
    784, 7,840 parameters), l2 = 0.01, the first 10 test points. Ours direct / cg, pyDVL Direct / Cg,
    Captum NaiveInfluenceFunction without projection (its exact path; p backward passes and a dense
@@ -35,14 +37,16 @@ Cases (cross-entropy, the same H everywhere: the Hessian of R plus ``damping`` I
    (``--case4-n-train``, default 5,000 training points; the first 10 test points), l2 = 0.01,
    damping = 0.01, up to 1,000 L-BFGS iterations. Ours cg / lissa / arnoldi, pyDVL Cg / Lissa /
    Arnoldi, Captum ArnoldiInfluenceFunction, every low-rank method at the same rank (``--rank``,
-   default 50). Peers' DataLoader: batches of 1,000.
+   default 50), and our EK-FAC against Kronfluence's. Peers' DataLoader: batches of 1,000.
 
 Our settings (``settings`` in each row): block CG (groups of 32 columns) at rtol 1e-6 (relative
 error about 1e-6 on case 1); LiSSA in full batch (a deterministic Neumann series, scale 1.1 x the
 top eigenvalue, so it cannot diverge) stopped at a relative change of 1e-4 (case 1: r = 0.999998),
 except case 4, where one full-batch step costs seconds and LiSSA runs the paper's stochastic
 recursion instead (mini-batches of 100, depth 5,000, as benchmarks/loo_fidelity.py does at paper
-scale); Arnoldi with 20 extra Krylov vectors; the Influence batch size min(n, 1024).
+scale); Arnoldi with 20 extra Krylov vectors; EK-FAC (``iw.EKFAC()``: the exact Gauss-Newton
+matrix's eigenvalue-corrected Kronecker factors, fitted in the Influence's batches); the Influence
+batch size min(n, 1024).
 
 Regularisation: pyDVL's and Captum's losses have no L2 term, so the L2 and the damping go into their
 Hessian regularisation: pyDVL ``regularization = l2 + damping`` (added to the diagonal of its
@@ -57,6 +61,19 @@ change their H; pyDVL's LiSSA takes one batch per iteration. pyDVL scores with
 documented way to avoid an n x p gradient matrix), ``mode=InfluenceMode.Up``; Captum with
 ``influence((x_test, y_test))``.
 
+Kronfluence (cases 2 and 4, strategy ``"ekfac"``): its Task's training loss is the cross-entropy
+summed over the batch (per-sample gradients are then those of L(z_i)), its measurement the test
+cross-entropy, likewise summed. It fits ``fit_all_factors`` then ``compute_pairwise_scores`` (all
+test points in one query batch) and reads the scores back, all timed, writing its files under the
+child's temporary directory. Its curvature is an EK-FAC of the Fisher of the mean loss with labels
+SAMPLED from the model's softmax (``use_empirical_fisher=False``, its default, is the only true-
+Fisher option it has: one sampled label per training point in each of its two passes, seeded with
+``torch.manual_seed(0)``), where ours takes the exact expectation over labels (for the
+cross-entropy, the Gauss-Newton matrix); its eigenvalue corrections are divided by the number of
+points and ``damping_factor`` is added to them, so ``damping_factor = l2 + damping`` matches our
+(G + (l2 + damping) I). Every ``*_dtype`` argument is set to float64 (its defaults are float32
+except the eigendecomposition's); ``cpu=True``, no Accelerate launcher.
+
 Normalisation (checked against a float64 brute-force formula in tests/test_peers_benchmark.py):
 every matrix is mapped onto I_ref = -grad L(z_test)^T (H + damping I)^-1 grad L(z_i), our
 I_up,loss with the training gradients taken WITHOUT the L2 term (as the peers take them):
@@ -65,7 +82,9 @@ I_up,loss with the training gradients taken WITHOUT the L2 term (as the peers ta
   solver's own solution, captured during the timed call);
 * pyDVL: -1 x ``influences(..., mode=InfluenceMode.Up)`` (documented as
   +grad L_test^T H^-1 grad L(z), H the mean-loss Hessian);
-* Captum: -n x ``influence(...)`` (grad L_test^T H_sum^-1 grad L(z) with H_sum = n H).
+* Captum: -n x ``influence(...)`` (grad L_test^T H_sum^-1 grad L(z) with H_sum = n H);
+* Kronfluence: -1 x its pairwise scores (+grad L_test^T (G_EK + damping_factor I)^-1 grad L(z_i),
+  positive for a training point that lowers the test loss; G_EK of the mean loss).
 
 Accuracy is Pearson r over all T x n entries and the relative Frobenius error
 ||X - X_ref|| / ||X_ref||, against our float64 direct solution (cases 1-3: the ``ours direct`` run
@@ -75,8 +94,10 @@ of the first repeat, or a separate child when ours is not run) or our float64 CG
 Targets (from the issue, 2 CPU cores): exact at least 2x faster than pyDVL Direct at equal error;
 CG at least 20x faster than pyDVL Cg with relative error <= 1e-4; LiSSA never NaN, Pearson r >= 0.999
 and faster than pyDVL Lissa; Arnoldi agreeing better with the reference than Captum's at the same
-rank. The table and the JSON ``targets`` say met or missed for every case that has both rows; a
-peer that timed out counts as the time limit.
+rank; EK-FAC at equal or better Pearson r than Kronfluence's and faster. The table and the JSON
+``targets`` say met or missed for every case that has both rows; a peer that timed out counts as
+the time limit. The table's "ours vs peer" is the peer's seconds over ours: pyDVL's same solver,
+or Kronfluence for EK-FAC.
 
 Run from the repository root (``make bench-peers`` sets up .venv-peers and runs the first):
 
@@ -84,8 +105,8 @@ Run from the repository root (``make bench-peers`` sets up .venv-peers and runs 
     .venv-peers/bin/python benchmarks/peers.py --quick --json /tmp/peers_quick.json   # < 3 minutes
     .venv/bin/python benchmarks/peers.py --quick --systems ours --json /tmp/peers_ours.json
 
-Flags: ``--cases 1,2,3,4``, ``--systems ours,pydvl,captum``, ``--repeats N`` (default 3 for cases
-1-2, 1 for cases 3-4), ``--quick`` (case 1 on 20 test points, one repeat), ``--time-limit`` seconds
+Flags: ``--cases 1,2,3,4``, ``--systems ours,pydvl,captum,kronfluence``, ``--repeats N`` (default 3
+for cases 1-2, 1 for cases 3-4), ``--quick`` (case 1 on 20 test points, one repeat), ``--time-limit`` seconds
 per child (900), ``--threads`` (default: usable cores), ``--case4-n-train``, ``--rank``,
 ``--n-test`` (fewer test points, for smoke runs), ``--keep-tmp``, ``--json PATH`` (written after
 every run, ``complete: false`` until the end), ``--append`` (keep the rows of --json this run does
@@ -102,6 +123,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import importlib.metadata
 import inspect
@@ -132,8 +154,8 @@ from torch import nn
 import influence_widgets as iw
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEMS = ("ours", "pydvl", "captum")
-SOLVERS = ("direct", "cg", "lissa", "arnoldi", "naive", "naive_no_projection")
+SYSTEMS = ("ours", "pydvl", "captum", "kronfluence")
+SOLVERS = ("direct", "cg", "lissa", "arnoldi", "naive", "naive_no_projection", "ekfac")
 DEFAULT_TIME_LIMIT = 900.0
 REFERENCE_TIME_LIMIT = 3600.0
 DEFAULT_RANK = 50
@@ -188,6 +210,7 @@ def make_cases(
         ("captum", "naive"),
         ("captum", "naive_no_projection"),
     )
+    ekfac_runs = (("ours", "ekfac"), ("kronfluence", "ekfac"))  # cases 2 and 4
     # cases 1 and 2: every exact solver of every system on digits, three repeats
     digits = {
         "dataset": "digits",
@@ -217,7 +240,7 @@ def make_cases(
             l2=1e-3,
             damping=0.01,
             batch_size=100,
-            **digits,
+            **{**digits, "runs": exact_runs + ekfac_runs},
         ),
         3: Case(
             number=3,
@@ -259,6 +282,7 @@ def make_cases(
                 ("pydvl", "lissa"),
                 ("pydvl", "arnoldi"),
                 ("captum", "arnoldi"),
+                *ekfac_runs,
             ),
             reference="cg",
             repeats=1,
@@ -311,7 +335,11 @@ def build_model(kind: str, meta: dict[str, Any]) -> nn.Module:
 # ----- settings and normalisation (shared by parent, children and tests) -------------------------
 def regularisation(case_l2: float, damping: float, n: int) -> dict[str, float]:
     """Our (l2, damping) as each peer's Hessian regularisation (see the module docstring)."""
-    return {"pydvl": float(case_l2 + damping), "captum": float(n * (case_l2 + damping))}
+    return {
+        "pydvl": float(case_l2 + damping),
+        "captum": float(n * (case_l2 + damping)),
+        "kronfluence": float(case_l2 + damping),
+    }
 
 
 def settings_for(
@@ -344,6 +372,13 @@ def settings_for(
             return {**base, "solver": f"LiSSA ({kind})", **lissa}
         if solver == "arnoldi":
             return {**base, "solver": "Arnoldi", "rank": rank, "oversample": OUR_ARNOLDI_OVERSAMPLE}
+        if solver == "ekfac":
+            return {
+                **base,
+                "solver": "EKFAC() (exact Gauss-Newton, eigenvalue-corrected Kronecker factors; "
+                "fitted in the Influence's batches)",
+                "ekfac_batch_size": None,
+            }
         if solver == "reference_cg":
             return {**base, "solver": "ConjugateGradient", **REFERENCE_CG}
     pydvl_classes = {
@@ -377,6 +412,27 @@ def settings_for(
             return {"class": "NaiveInfluenceFunction", **base, "projection_dim": p}
         if solver == "arnoldi":
             return {"class": "ArnoldiInfluenceFunction", **base, "projection_dim": rank}
+    if system == "kronfluence" and solver == "ekfac":
+        return {
+            "class": "Analyzer(cpu=True, disable_tqdm=True), output_dir: the child's temporary "
+            "directory",
+            "strategy": "ekfac",
+            "use_empirical_fisher": False,
+            "curvature": "true Fisher with sampled labels: one label per training point drawn "
+            "from the model's softmax in each of its two passes (covariances, eigenvalue "
+            "corrections), torch.manual_seed(0); ours takes the exact expectation over labels",
+            "damping_factor": reg["kronfluence"],
+            "dtype": "float64: every *_dtype argument of FactorArguments and ScoreArguments "
+            "(its defaults are float32 except eigendecomposition_dtype)",
+            "train_loss": "cross_entropy(reduction='sum') on the batch's labels (sampled labels "
+            "for the factors)",
+            "measurement": "cross_entropy(reduction='sum') on the test points",
+            "per_device_batch_size": batch_size,
+            "per_device_train_batch_size": batch_size,
+            "per_device_query_batch_size": "all test points",
+            "scoring": "fit_all_factors, compute_pairwise_scores, load_pairwise_scores"
+            "['all_modules']",
+        }
     raise ValueError(f"no solver {solver!r} for system {system!r}")
 
 
@@ -389,6 +445,10 @@ NORMALISATION = {
     "captum": "-n * influence((x_test, y_test)): Captum's score is grad L(z_test)^T H_sum^-1 "
     "grad L(z) with H_sum the Hessian of the summed per-example losses (n * the mean); "
     "hessian_reg = n * (l2 + damping) makes H_sum + hessian_reg I = n * our H",
+    "kronfluence": "-1 * its pairwise scores: +grad L(z_test)^T (G_EK + damping_factor I)^-1 "
+    "grad L(z_i), G_EK its EK-FAC of the mean loss's Fisher (sampled labels), per-sample "
+    "gradients of the summed loss; damping_factor = l2 + damping matches our (G + (l2 + damping) "
+    "I)",
 }
 
 
@@ -402,7 +462,7 @@ def normalise(
         if s_dot_theta is None:
             raise ValueError("ours: s_dot_theta (s_test . theta per test point) is required")
         return raw + l2 * np.asarray(s_dot_theta, dtype=np.float64)[:, None]
-    if system == "pydvl":
+    if system in ("pydvl", "kronfluence"):
         return -raw
     if system == "captum":
         return -float(n_train) * raw
@@ -439,6 +499,8 @@ def our_solver(solver: str, s: dict[str, Any]):
         return iw.LiSSA(depth=s["depth"], rtol=s["rtol"], batch_size=s["batch_size"])
     if solver == "arnoldi":
         return iw.Arnoldi(rank=s["rank"], oversample=s["oversample"])
+    if solver == "ekfac":
+        return iw.EKFAC(batch_size=s["ekfac_batch_size"])
     raise ValueError(f"ours: unknown solver {solver!r}")
 
 
@@ -535,6 +597,87 @@ def run_captum(model, X, y, Xt, yt, solver: str, s: dict[str, Any], checkpoint: 
     return inst.influence((Xt, yt)), cls
 
 
+def run_kronfluence(model, X, y, Xt, yt, solver: str, s: dict[str, Any], workdir: Path):
+    """Timed: Kronfluence's EK-FAC factors, its pairwise scores (T, n) and reading them back, on
+    a copy of ``model`` (its ``prepare_model`` wraps the layers in place and freezes them).
+    Returns (scores, its two argument classes, for their defaults)."""
+    from kronfluence.analyzer import Analyzer, prepare_model
+    from kronfluence.arguments import FactorArguments, ScoreArguments
+    from kronfluence.task import Task
+    from torch.utils.data import TensorDataset
+
+    if solver != "ekfac":
+        raise ValueError(f"kronfluence: unknown solver {solver!r}")
+
+    class CrossEntropyTask(Task):
+        """L = the cross-entropy summed over the batch; labels drawn from the model's softmax
+        when Kronfluence asks for a sample (its true-Fisher passes)."""
+
+        def compute_train_loss(self, batch, model: nn.Module, sample: bool = False):
+            inputs, labels = batch
+            logits = model(inputs)
+            if sample:
+                with torch.no_grad():
+                    probs = torch.softmax(logits.detach(), dim=-1)
+                    labels = torch.multinomial(probs, num_samples=1).squeeze(-1)
+            return torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+
+        def compute_measurement(self, batch, model: nn.Module):
+            inputs, labels = batch
+            return torch.nn.functional.cross_entropy(model(inputs), labels, reduction="sum")
+
+    f64 = torch.float64
+    factor_args = FactorArguments(
+        strategy="ekfac",
+        use_empirical_fisher=bool(s["use_empirical_fisher"]),
+        activation_covariance_dtype=f64,
+        gradient_covariance_dtype=f64,
+        eigendecomposition_dtype=f64,
+        per_sample_gradient_dtype=f64,
+        lambda_dtype=f64,
+    )
+    score_args = ScoreArguments(
+        damping_factor=float(s["damping_factor"]),
+        query_gradient_svd_dtype=f64,
+        per_sample_gradient_dtype=f64,
+        precondition_dtype=f64,
+        score_dtype=f64,
+    )
+    torch.manual_seed(0)  # the sampled labels
+    task = CrossEntropyTask()
+    # Kronfluence wraps a model's child modules: a model that is itself one Linear layer (case 1's
+    # logistic regression, the warm-up) goes inside a Sequential, which computes the same function.
+    tracked = prepare_model(nn.Sequential(copy.deepcopy(model)), task)
+    analyzer = Analyzer(
+        "peers",
+        tracked,
+        task,
+        cpu=True,
+        log_level=logging.WARNING,
+        disable_tqdm=True,
+        output_dir=str(workdir),
+    )
+    train = TensorDataset(X, y)
+    analyzer.fit_all_factors(
+        "ekfac",
+        train,
+        per_device_batch_size=int(s["per_device_batch_size"]),
+        factor_args=factor_args,
+        overwrite_output_dir=True,
+    )
+    analyzer.compute_pairwise_scores(
+        "scores",
+        "ekfac",
+        TensorDataset(Xt, yt),
+        train,
+        per_device_query_batch_size=len(Xt),
+        per_device_train_batch_size=int(s["per_device_train_batch_size"]),
+        score_args=score_args,
+        overwrite_output_dir=True,
+    )
+    return analyzer.load_pairwise_scores("scores")["all_modules"], (FactorArguments, ScoreArguments)
+
+
 def constructor_defaults(cls) -> dict[str, Any]:
     """The installed class's keyword defaults, for the record of what 'defaults' meant."""
     out = {}
@@ -547,7 +690,7 @@ def constructor_defaults(cls) -> dict[str, Any]:
 
 def peer_versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"torch": torch.__version__}
-    for dist in ("influence-widgets", "pyDVL", "captum", "numpy", "scipy"):
+    for dist in ("influence-widgets", "pyDVL", "captum", "kronfluence", "numpy", "scipy"):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -566,12 +709,14 @@ def _tiny_problem() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor
     return model, X, y, X[:2], y[:2]
 
 
-def _run_system(spec, model, X, y, Xt, yt, settings, checkpoint):
+def _run_system(spec, model, X, y, Xt, yt, settings, checkpoint: str, workdir: Path):
     system, solver = spec["system"], spec["solver"]
     if system == "ours":
         return run_ours(model, X, y, Xt, yt, solver, settings)
     if system == "pydvl":
         return run_pydvl(model, X, y, Xt, yt, solver, settings)
+    if system == "kronfluence":
+        return run_kronfluence(model, X, y, Xt, yt, solver, settings, workdir)
     return run_captum(model, X, y, Xt, yt, solver, settings, checkpoint)
 
 
@@ -600,7 +745,7 @@ def warm_up(spec: dict[str, Any], workdir: Path) -> str | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             logging.disable(logging.CRITICAL)
-            _run_system(spec, model, X, y, Xt, yt, settings, str(checkpoint))
+            _run_system(spec, model, X, y, Xt, yt, settings, str(checkpoint), workdir / "warm-up")
     except Exception as err:  # the real run will report it
         return f"{type(err).__name__}: {err}"
     finally:
@@ -630,6 +775,8 @@ def child_main(spec_path: str) -> int:
             import pydvl.influence.torch  # noqa: F401  (imports are not timed)
         elif spec["system"] == "captum":
             import captum.influence  # noqa: F401
+        elif spec["system"] == "kronfluence":
+            import kronfluence.analyzer  # noqa: F401
         case_dir = Path(spec["case_dir"])
         meta = json.loads((case_dir / "meta.json").read_text())
         data = torch.load(case_dir / "data.pt", weights_only=True)
@@ -651,7 +798,7 @@ def child_main(spec_path: str) -> int:
             warnings.simplefilter("always")
             start = time.perf_counter()
             matrix, state = _run_system(
-                spec, model, X, y, Xt, yt, spec["settings"], str(case_dir / "model.pt")
+                spec, model, X, y, Xt, yt, spec["settings"], str(case_dir / "model.pt"), out / "run"
             )
             seconds = time.perf_counter() - start
         peak_kb = status_kb("VmHWM") if per_phase else None
@@ -671,6 +818,12 @@ def child_main(spec_path: str) -> int:
             extra = after_ours(state)
             np.save(out / "s_dot_theta.npy", extra.pop("s_dot_theta"))
             result.update(extra)
+        elif isinstance(state, tuple):  # Kronfluence: its two argument classes
+            result["defaults"] = {
+                f"{cls.__name__}.{k}": v
+                for cls in state
+                for k, v in constructor_defaults(cls).items()
+            }
         else:
             result["defaults"] = constructor_defaults(state)
         phases["after"] = time.perf_counter() - t0
@@ -892,23 +1045,31 @@ def _find(rows: list[dict], case: int, system: str, solver: str) -> dict | None:
     )
 
 
+SYSTEM_NAMES = {"ours": "ours", "pydvl": "pyDVL", "captum": "Captum", "kronfluence": "Kronfluence"}
+# The peer whose same solver an "ours" row's speed-up is taken against: pyDVL, except EK-FAC.
+SPEED_PEER = {"ekfac": "kronfluence"}
+
+
 def _speed(ours: dict, peer: dict, limit: float) -> tuple[float | None, str | None]:
     """(peer seconds / our seconds, note). A peer that timed out counts as the time limit, so the
     ratio is a lower bound; a peer that failed otherwise gives no ratio."""
+    name = SYSTEM_NAMES[peer["system"]]
     if ours["seconds"] is None:
         return None, f"ours did not finish: {ours.get('note')}"
     if peer["seconds"] is not None:
-        return peer["seconds"] / ours["seconds"], peer.get("note") and f"pyDVL: {peer['note']}"
+        return peer["seconds"] / ours["seconds"], peer.get("note") and f"{name}: {peer['note']}"
     if peer.get("timed_out"):
         limit = peer.get("time_limit_seconds", limit)
-        return limit / ours["seconds"], f"pyDVL timed out at {limit:.0f} s: a lower bound"
-    return None, f"pyDVL produced no result: {peer.get('note')}"
+        return limit / ours["seconds"], f"{name} timed out at {limit:.0f} s: a lower bound"
+    return None, f"{name} produced no result: {peer.get('note')}"
 
 
-def versus_pydvl(row: dict, rows: list[dict], limit: float) -> str:
-    """An "ours" row's speed-up over pyDVL's same solver, as text ("" where there is none);
-    ">= " where pyDVL timed out, so that the ratio is a lower bound."""
-    peer = _find(rows, row["case"], "pydvl", row["solver"])
+def versus_peer(row: dict, rows: list[dict], limit: float) -> str:
+    """An "ours" row's speed-up over the same solver of its peer (:data:`SPEED_PEER`, else
+    pyDVL), as text ("" where there is none); ">= " where the peer timed out, so that the ratio
+    is a lower bound."""
+    peer_system = SPEED_PEER.get(row["solver"], "pydvl")
+    peer = _find(rows, row["case"], peer_system, row["solver"])
     if row["system"] != "ours" or peer is None:
         return ""
     value, note = _speed(row, peer, limit)
@@ -923,7 +1084,7 @@ def _target(case: int, name: str, target: str, measured, met: bool, note, **extr
 
 
 def targets(rows: list[dict], time_limit: float) -> list[dict]:
-    """The issue's four targets for every case that has both rows."""
+    """The issues' five targets for every case that has both rows."""
     out = []
     for case in sorted({r["case"] for r in rows}):
         ours, peer = _find(rows, case, "ours", "direct"), _find(rows, case, "pydvl", "direct")
@@ -968,6 +1129,18 @@ def targets(rows: list[dict], time_limit: float) -> list[dict]:
                 None if b is not None else f"Captum: {peer.get('note')}", captum_pearson=b,
                 ours_rel_err=ours["rel_err_vs_exact"], captum_rel_err=peer["rel_err_vs_exact"],
             ))  # fmt: skip
+        ours, peer = _find(rows, case, "ours", "ekfac"), _find(rows, case, "kronfluence", "ekfac")
+        if ours and peer:
+            ratio, note = _speed(ours, peer, time_limit)
+            a, b = ours["pearson_vs_exact"], peer["pearson_vs_exact"]
+            as_good = a is not None and (b is None or a >= b)
+            faster = ratio > 1 if ratio is not None else False
+            out.append(_target(
+                case, "EK-FAC: at equal or better Pearson r than Kronfluence, faster",
+                "ours r >= Kronfluence r, speed-up > 1", ratio, as_good and faster, note,
+                ours_pearson=a, kronfluence_pearson=b, ours_rel_err=ours["rel_err_vs_exact"],
+                kronfluence_rel_err=peer["rel_err_vs_exact"],
+            ))  # fmt: skip
     return out
 
 
@@ -983,7 +1156,10 @@ def print_report(report: dict[str, Any]) -> None:
     m = report["machine"]
     print(f"\n{m['cpu']}, {m['usable_cores']} cores, {m['threads']} torch threads per child")
     v = report["versions"]
-    print(f"torch {v['torch']}, pyDVL {v.get('pyDVL')}, captum {v.get('captum')}")
+    print(
+        f"torch {v['torch']}, pyDVL {v.get('pyDVL')}, captum {v.get('captum')}, "
+        f"kronfluence {v.get('kronfluence')}"
+    )
     for number, c in report["cases"].items():
         if "error" in c:
             print(f"\ncase {number}: {c['error']}")
@@ -999,15 +1175,15 @@ def print_report(report: dict[str, Any]) -> None:
         if "min_eigenvalue_with_damping" in c:
             print(f"  lambda_min(H + damping I) <= {c['min_eigenvalue_with_damping']:.4g}")
     head = (
-        f"{'case':>4} {'system':<7} {'solver':<20} {'seconds':>9} {'vs pyDVL':>8} "
+        f"{'case':>4} {'system':<11} {'solver':<20} {'seconds':>9} {'vs peer':>8} "
         f"{'pearson':>10} {'rel err':>9} {'peak MB':>8} {'+MB':>7}  note"
     )
     print(f"\n{head}\n{'-' * len(head)}")
     rows = report["results"]
     for r in rows:
-        ratio = versus_pydvl(r, rows, report["time_limit_seconds"]) or "-"
+        ratio = versus_peer(r, rows, report["time_limit_seconds"]) or "-"
         print(
-            f"{r['case']:>4} {r['system']:<7} {r['solver']:<20} {fmt(r['seconds'], '9.3f')} "
+            f"{r['case']:>4} {r['system']:<11} {r['solver']:<20} {fmt(r['seconds'], '9.3f')} "
             f"{ratio:>8} {fmt(r['pearson_vs_exact'], '10.6f')} "
             f"{fmt(r['rel_err_vs_exact'], '9.1e')} {fmt(r['peak_mb'], '8.0f')} "
             f"{fmt(r.get('peak_increment_mb'), '7.0f')}  {(r.get('note') or '')[:90]}"
@@ -1036,6 +1212,8 @@ SOLVER_LABELS = {
     ("captum", "naive"): "NaiveInfluenceFunction (its default projection)",
     ("captum", "naive_no_projection"): "NaiveInfluenceFunction without projection",
     ("captum", "arnoldi"): "ArnoldiInfluenceFunction (rank {rank})",
+    ("ours", "ekfac"): "ekfac",
+    ("kronfluence", "ekfac"): "EK-FAC (sampled-label Fisher)",
 }
 
 
@@ -1044,12 +1222,33 @@ def _g(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
+def _retrained(case: dict[str, Any], rows: list[dict]) -> str | None:
+    """The ``measured`` stamp of a case's latest rows when the run that made them trained a
+    different model from the earlier rows' (its record keeps ``earlier_training``), else None."""
+    before, now = case.get("earlier_training"), case.get("training")
+    keys = ("iterations", "risk")
+    if not before or not now or all(before[k] == now[k] for k in keys):
+        return None
+    stamps = {r["measured"] for r in rows if r.get("measured")}
+    return max(stamps) if len(stamps) > 1 else None
+
+
+def _training_text(t: dict[str, Any]) -> str:
+    return (
+        f"{t['iterations']} L-BFGS iterations, risk {t['risk']:.9g}, "
+        f"gradient norm {t['grad_norm']:.1e}"
+    )
+
+
 def markdown_tables(report: dict[str, Any]) -> str:
-    """The README's tables: one per case, then its targets, all read from the report."""
+    """The README's tables: one per case, then its targets, all read from the report. Where a
+    case's latest rows ran on a retrained model that differs from its earlier rows' (training
+    again did not reproduce it), those rows are marked † and a line says so."""
     rows, out = report["results"], []
     order = {key: i for i, key in enumerate(SOLVER_LABELS)}
     for number in sorted({r["case"] for r in rows}):
         c = report["cases"][str(number)]
+        retrained = _retrained(c, [r for r in rows if r["case"] == number])
         dates = sorted(
             {r["measured"][:10] for r in rows if r["case"] == number and r.get("measured")}
         )
@@ -1060,7 +1259,7 @@ def markdown_tables(report: dict[str, Any]) -> str:
             f"{', '.join(dates) or 'before rows were dated'}; accuracy against "
             f"{report['reference'][str(number)]}:",
             "",
-            "| system | solver | median s | ours vs pyDVL | Pearson r | rel. error "
+            "| system | solver | median s | ours vs peer | Pearson r | rel. error "
             "| peak MB (+ over baseline) |",
             "| --- | --- | --- | --- | --- | --- | --- |",
         ]
@@ -1083,7 +1282,7 @@ def markdown_tables(report: dict[str, Any]) -> str:
                 )
             else:
                 secs = f"failed: {(r.get('note') or '')[:60]}"
-            ratio = versus_pydvl(r, rows, report["time_limit_seconds"])
+            ratio = versus_peer(r, rows, report["time_limit_seconds"])
             diverged = "diverged" in (r.get("note") or "")
             r_value, err = r["pearson_vs_exact"], r["rel_err_vs_exact"]
             pearson = "diverged" if diverged else "" if r_value is None else f"{r_value:.6f}"
@@ -1094,9 +1293,21 @@ def markdown_tables(report: dict[str, Any]) -> str:
             peak = ""
             if r["peak_mb"] is not None:
                 peak = f"{r['peak_mb']:,.0f} (+{r.get('peak_increment_mb', 0):,.0f})"
-            system = {"ours": "ours", "pydvl": "pyDVL", "captum": "Captum"}[r["system"]]
+            system = SYSTEM_NAMES[r["system"]]
+            if retrained and r.get("measured") == retrained:
+                system += " †"
             out.append(f"| {system} | {label} | {secs} | {ratio} | {pearson} | {err} | {peak} |")
         out.append("")
+        if retrained:
+            out += [
+                f"† ran on the model trained on {retrained[:10]} "
+                f"({_training_text(c['training'])}); the other rows on the model of the earlier "
+                f"runs ({_training_text(c['earlier_training'])}): training again did not reproduce "
+                "the earlier model (the package's training code has changed since). Each row is "
+                "compared with the reference computed on its own model; compare speeds and r "
+                "within one model.",
+                "",
+            ]
         for t in (t for t in report["targets"] if t["case"] == number):
             verdict = "met" if t["met"] else "MISSED"
             value = "-" if t["measured"] is None else f"{t['measured']:.3g}"
@@ -1222,7 +1433,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _check_peers_importable(systems: list[str]) -> None:
-    for system, module in (("pydvl", "pydvl.influence.torch"), ("captum", "captum.influence")):
+    for system, module in (
+        ("pydvl", "pydvl.influence.torch"),
+        ("captum", "captum.influence"),
+        ("kronfluence", "kronfluence.analyzer"),
+    ):
         if system in systems:
             try:
                 __import__(module)

@@ -1,7 +1,9 @@
 """benchmarks/peers.py: its sign/scale normalisation against a float64 brute-force formula, its
 argument errors, and its quick run (our systems only, so it runs in .venv without pyDVL/Captum).
 
-Where pyDVL or Captum import (``.venv-peers``), their normalised outputs are checked too.
+Where pyDVL, Captum or Kronfluence import (``.venv-peers``), their normalised outputs are checked
+too. EK-FAC rows (ours, Kronfluence) are checked against a brute-force EK-FAC of the tiny model's
+one Linear layer (:func:`ekfac_reference`), not against I_ref, which EK-FAC only approximates.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def tiny():
         "yt": yt,
         "I_ref": I_ref.numpy(),
         "with_l2": with_l2.numpy(),
+        "theta": theta,
         "n": len(X),
         "p": 15,
     }
@@ -84,9 +87,45 @@ def _settings(system: str, solver: str, t) -> dict:
     )
 
 
+def ekfac_reference(t, curvature: str, shift: float) -> np.ndarray:
+    """-<P(D_test), D_i> for the tiny LR (one Linear layer with bias) by brute force, with
+    D = r a~^T the per-sample gradient of the cross-entropy of one point (r = softmax - onehot,
+    a~ = [x, 1]: no L2 term) and P the EK-FAC inverse (George et al. 2018) of a curvature
+    (1/n) sum_i sum_c (f_ic f_ic^T) kron (a~_i a~_i^T) plus ``shift`` I:
+    A = mean a~ a~^T = Q_A . Q_A^T, G = mean sum_c f f^T = Q_G . Q_G^T,
+    s = mean sum_c (Q_G^T f_ic a~_i^T Q_A)^2 elementwise, P(D) = Q_G [(Q_G^T D Q_A) / (s + shift)]
+    Q_A^T. ``curvature`` "gauss_newton": f_ic the columns of a square root of
+    diag(p_i) - p_i p_i^T (the exact expectation over labels); "empirical": f_i1 = r_i."""
+    W, b = t["theta"][:12].reshape(3, 4), t["theta"][12:]
+
+    def parts(X, y):
+        a = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)
+        p = torch.softmax(X @ W.T + b, dim=1)
+        return a, p, p - torch.nn.functional.one_hot(y, 3).to(X.dtype)
+
+    a, p, r = parts(t["X"], t["y"])
+    if curvature == "gauss_newton":
+        lam = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+        vals, vecs = torch.linalg.eigh(lam)
+        F = vecs * vals.clamp(min=0).sqrt()[:, None, :]  # (n, out, c): F F^T = lam
+    else:
+        F = r[:, :, None]
+    n = len(a)
+    _, Q_A = torch.linalg.eigh(a.T @ a / n)
+    _, Q_G = torch.linalg.eigh(torch.einsum("noc,npc->op", F, F) / n)
+    proj = torch.einsum("ok,noc->nkc", Q_G, F)[:, :, None, :] * (a @ Q_A)[:, None, :, None]
+    s = (proj**2).sum(dim=(0, 3)) / n  # (out, in + 1)
+    at, _, rt = parts(t["Xt"], t["yt"])
+    D_test = rt[:, :, None] * at[:, None, :]
+    P = Q_G @ ((Q_G.T @ D_test @ Q_A) / (s + shift)) @ Q_A.T
+    D_train = r[:, :, None] * a[:, None, :]
+    return -torch.einsum("toi,noi->tn", P, D_train).numpy()
+
+
 def test_normalise_factors_are_the_documented_ones():
     raw = np.arange(6.0).reshape(2, 3) - 2.5
     np.testing.assert_array_equal(peers.normalise("pydvl", raw, n_train=7, l2=0.1), -raw)
+    np.testing.assert_array_equal(peers.normalise("kronfluence", raw, n_train=7, l2=0.1), -raw)
     np.testing.assert_array_equal(peers.normalise("captum", raw, n_train=7, l2=0.1), -7 * raw)
     shift = np.array([1.0, -2.0])
     np.testing.assert_allclose(
@@ -97,7 +136,9 @@ def test_normalise_factors_are_the_documented_ones():
         peers.normalise("ours", raw, n_train=7, l2=0.1)
     with pytest.raises(ValueError, match="unknown system"):
         peers.normalise("other", raw, n_train=7, l2=0.1)
-    assert peers.regularisation(0.01, 0.02, 100) == pytest.approx({"pydvl": 0.03, "captum": 3.0})
+    assert peers.regularisation(0.01, 0.02, 100) == pytest.approx(
+        {"pydvl": 0.03, "captum": 3.0, "kronfluence": 0.03}
+    )
 
 
 def test_agreement_is_pearson_and_relative_frobenius_error():
@@ -127,6 +168,20 @@ def test_ours_normalised_equals_brute_force_reference(tiny, solver):
     assert np.abs(t["with_l2"] - t["I_ref"]).max() > 1e-3
 
 
+def test_ours_ekfac_normalised_equals_brute_force_ekfac(tiny):
+    t = tiny
+    settings = _settings("ours", "ekfac", t)
+    matrix, state = peers.run_ours(t["model"], t["X"], t["y"], t["Xt"], t["yt"], "ekfac", settings)
+    extra = peers.after_ours(state)
+    out = peers.normalise(
+        "ours", matrix.numpy(), n_train=t["n"], l2=L2, s_dot_theta=extra["s_dot_theta"]
+    )
+    expected = ekfac_reference(t, "gauss_newton", L2 + DAMPING)
+    np.testing.assert_allclose(out, expected, rtol=1e-8, atol=1e-10)
+    # EK-FAC is not H on this model: the check above can tell the two apart
+    assert np.abs(expected - t["I_ref"]).max() > 1e-3
+
+
 def test_settings_carry_the_same_regularisation_to_every_system():
     s = peers.settings_for(
         "pydvl", "cg", l2=0.01, damping=0.02, n=50, p=9, batch_size=10, rank=None
@@ -136,6 +191,10 @@ def test_settings_carry_the_same_regularisation_to_every_system():
         "captum", "naive_no_projection", l2=0.01, damping=0.02, n=50, p=9, batch_size=10, rank=None
     )
     assert s["hessian_reg"] == pytest.approx(1.5) and s["projection_dim"] == 9
+    s = peers.settings_for(
+        "kronfluence", "ekfac", l2=0.01, damping=0.02, n=50, p=9, batch_size=10, rank=None
+    )
+    assert s["damping_factor"] == pytest.approx(0.03) and s["use_empirical_fisher"] is False
     s = peers.settings_for(
         "captum", "arnoldi", l2=0.01, damping=0, n=50, p=9, batch_size=10, rank=4
     )
@@ -237,7 +296,9 @@ def test_merge_only_recomputes_the_targets_from_the_merged_rows(tmp_path: Path, 
     # the README's tables: a row per result, the merged one included, and every target's verdict
     text = tables.read_text()
     table_rows = [
-        line for line in text.splitlines() if line.startswith(("| ours", "| pyDVL", "| Captum"))
+        line
+        for line in text.splitlines()
+        if line.startswith(("| ours", "| pyDVL", "| Captum", "| Kronfluence"))
     ]
     assert len(table_rows) == len(merged["results"])
     assert "| ours | cg (" in text and " | 0.5 | " in text and "None" not in text
@@ -279,6 +340,28 @@ def test_markdown_alone_writes_the_tables_and_leaves_the_json_as_it_was(tmp_path
         committed["cases"]
     )  # every row, and each case's header and rule
     assert "| -0.500000 |" in tables.read_text()
+
+
+def test_markdown_marks_the_rows_of_a_retrained_model(tmp_path: Path):
+    # case 2's EK-FAC rows were appended after a retrain that did not reproduce the earlier model
+    report = json.loads((ROOT / "benchmarks/results/peers.json").read_text())
+    for record in report["cases"].values():  # as if no other case had been retrained
+        record.pop("earlier_training", None)
+    case = report["cases"]["2"]
+    case["earlier_training"] = {**case["training"], "risk": case["training"]["risk"] + 1e-3}
+    rows = [r for r in report["results"] if r["case"] == 2]
+    for r in rows:
+        r["measured"] = "2026-01-02T00:00:00+00:00" if r["solver"] == "ekfac" else "2026-01-01"
+    text = peers.markdown_tables(report)
+    marked = [line for line in text.splitlines() if line.startswith("|") and " † |" in line]
+    assert len(marked) == sum(r["solver"] == "ekfac" for r in rows) > 0
+    assert all("| ekfac |" in line or "EK-FAC" in line for line in marked)
+    assert text.count("† ran on the model trained on 2026-01-02") == 1
+    # the same model again (or no earlier record): nothing is marked
+    case["earlier_training"] = dict(case["training"])
+    assert "†" not in peers.markdown_tables(report)
+    del case["earlier_training"]
+    assert "†" not in peers.markdown_tables(report)
 
 
 def test_merge_into_a_new_file_takes_the_first_runs_machine(tmp_path: Path):
@@ -381,6 +464,29 @@ def test_captum_normalised_equals_brute_force_reference(tiny, tmp_path, solver):
         assert peers.agreement(out, t["I_ref"])[0] > 0.9
 
 
+@pytest.mark.parametrize("empirical", [True, False])
+def test_kronfluence_normalised_equals_brute_force_ekfac(tiny, tmp_path, empirical):
+    pytest.importorskip("kronfluence.analyzer")
+    t = tiny
+    settings = {**_settings("kronfluence", "ekfac", t), "use_empirical_fisher": empirical}
+    matrix, _ = peers.run_kronfluence(
+        t["model"], t["X"], t["y"], t["Xt"], t["yt"], "ekfac", settings, tmp_path
+    )
+    out = peers.normalise("kronfluence", matrix.numpy(), n_train=t["n"], l2=L2)
+    assert t["model"].weight.requires_grad  # it ran on a copy
+    if empirical:
+        # deterministic: its EK-FAC of the empirical Fisher, scaled and signed as documented
+        expected = ekfac_reference(t, "empirical", L2 + DAMPING)
+        np.testing.assert_allclose(out, expected, rtol=1e-8, atol=1e-10)
+    else:
+        # the benchmark's setting samples labels (30 here, one per point and pass), so it only
+        # approximates the exact-expectation EK-FAC: sign and scale must still be right
+        expected = ekfac_reference(t, "gauss_newton", L2 + DAMPING)
+        factor = float((out * expected).sum() / (expected**2).sum())
+        assert 0.5 < factor < 2
+        assert peers.agreement(out, expected)[0] > 0.8
+
+
 # ----- the quick run ----------------------------------------------------------------------------
 def _quick_ours(out: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [sys.executable, str(ROOT / "benchmarks" / "peers.py"), "--quick"]
@@ -402,7 +508,7 @@ def test_quick_run_of_our_systems_writes_its_table_and_appends_by_row(tmp_path: 
     assert "pearson" in proc.stdout
     report = json.loads(out.read_text())
     assert report["complete"] and report["commands"] and report["machine"]["usable_cores"] >= 1
-    assert set(report["normalisation"]) == {"ours", "pydvl", "captum"}
+    assert set(report["normalisation"]) == {"ours", "pydvl", "captum", "kronfluence"}
     assert "direct" in report["reference"]["1"]
     case = report["cases"]["1"]
     assert (case["n_train"], case["n_test"], case["n_params"]) == (1300, peers.QUICK_N_TEST, 650)

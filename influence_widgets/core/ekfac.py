@@ -4,8 +4,9 @@ Written here rather than taken from a library (evaluated for issue 17):
 
 - ``kronfluence`` 1.0.1 (2024-07) computes pairwise influence scores through its own task/
   analysis pipeline that writes factors to disk; it has no ``solve(B)`` for arbitrary right-hand
-  sides in our flat parameter order, approximates the Fisher by sampling labels, and pulls in
-  ``accelerate``, ``torchvision`` and ``safetensors``.
+  sides in our flat parameter order, approximates the Fisher by sampling labels, and imports
+  ``accelerate``, ``einconv`` and ``safetensors`` (it declares ``torchvision`` too, without
+  importing it; ``make bench-peers`` installs it with ``--no-deps`` for that reason).
 - ``curvlinops-for-pytorch`` 3.0.1 has an EK-FAC operator with the exact GGN ("type-2") and an
   inverse with exact damping, but only for ``nn.MSELoss``/``CrossEntropyLoss``/
   ``BCEWithLogitsLoss`` on an ``nn.Module`` evaluated in place (our losses are per-sample

@@ -21,11 +21,12 @@ import traitlets
 
 from influence_widgets.core.ekfac import EKFAC
 from influence_widgets.core.errors import NotPositiveDefiniteError, check_positive_int
-from influence_widgets.core.influence import Influence, check_influence
+from influence_widgets.core.influence import Influence, TopInfluence, check_influence
 from influence_widgets.core.progress import report_progress
 from influence_widgets.datasets import Dataset
 from influence_widgets.distributed import ScoreStore
 from influence_widgets.widgets.inputs import ExplorerInputs, as_numpy, class_probabilities_of
+from influence_widgets.widgets.lookahead import PageLookahead
 from influence_widgets.widgets.minimum import MINIMUM_TOL, at_minimum, not_at_minimum_notice
 from influence_widgets.widgets.protocol import (
     ATTACK_CANCEL,
@@ -121,6 +122,10 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
             ``iw.score_distributed(influence, x_test, y_test, store=path)`` for these test points:
             a click then reads its row from the store instead of solving (a training set of
             10^6 points is a lookup); Verify, Attack and Review still use ``influence``.
+        fit_in_background: fit in a thread (the notebook stays free) or before returning.
+        lookahead: when the first test point takes >= 0.5 s to score (a large network), score
+            the other test points of the visible page in the background, so that a click on
+            one of them is a lookup (the status line counts them); False keeps the CPU free.
     """
 
     _esm = static_dir() / "explorer.js"
@@ -164,9 +169,12 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         page_size: int = 40,
         scores: ScoreStore | None = None,
         fit_in_background: bool = True,
+        lookahead: bool = True,
     ) -> None:
         influence = check_influence(influence)
         k, page_size = check_positive_int(k, "k"), check_positive_int(page_size, "page_size")
+        if not isinstance(lookahead, bool):
+            raise TypeError(f"lookahead: expected True or False, got {lookahead!r}")
         inputs = ExplorerInputs(
             x_test, y_test, kind, train_display, test_display, class_names, feature_names
         ).with_defaults_from(data)
@@ -203,6 +211,13 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         self._fitted = False  # precomputation done: clicks are served at once
         self._failure: str | None = None  # precomputation failed: what happened and what to do
         self._ready = threading.Event()  # set once any queued click is served too (or on error)
+        self._ready_message = ""
+        # Slow clicks (>= LOOKAHEAD_SECONDS): the visible page is scored ahead in the background.
+        self._lookahead: PageLookahead | None = (
+            PageLookahead(self._score_ahead, self._lookahead_progress)
+            if lookahead and scores is None
+            else None
+        )
         self._init_verify()
         self._init_attack()
         self._init_review()
@@ -211,7 +226,7 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         self.observe(
             lambda _: self._refresh_gallery(), names=["page", "class_filter", "misclassified_only"]
         )
-        self.observe(lambda _: self._recompute(), names="k")
+        self.observe(lambda _: self._on_new_k(), names="k")
         self.on_msg(self._on_front_end_message)
         if fit_in_background:
             threading.Thread(target=self._precompute, daemon=True).start()
@@ -284,6 +299,12 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
             if page != self.page:
                 self.page = page
             self.gallery = items
+        self._follow_page()
+
+    def _follow_page(self) -> None:
+        """Have the visible page scored ahead, once clicks can be served (after the fit)."""
+        if self._lookahead is not None and self._fitted:
+            self._lookahead.follow([item["index"] for item in self.gallery])
 
     # ----- selection ------------------------------------------------------------------------
     def on_select(self, callback: Callable[[int], None]) -> None:
@@ -320,7 +341,9 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         if not self.attack_running:
             self.attack = dict(IDLE)
 
-    def _recompute(self) -> None:
+    def _on_new_k(self) -> None:
+        if self._lookahead is not None:
+            self._lookahead.forget()  # the top-k lists of another k
         if self.selected is not None and self._fitted:
             self._compute(self.selected)
 
@@ -375,10 +398,12 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
             if isinstance(self.influence.solver, EKFAC)
             else ""
         )
-        self.message = f"Ready (precomputed in {seconds:.1f} s{store}{approximate}){warned}"
+        self._ready_message = f"Ready (precomputed in {seconds:.1f} s{store}{approximate}){warned}"
+        self.message = self._ready_message
         if pending is not None and pending == self.selected:
             self._compute(pending)
         self._ready.set()
+        self._follow_page()
 
     def _minimum_notice(self) -> str:
         """The warning shown when theta_hat is not a minimum of R (else ""), with what to do."""
@@ -439,13 +464,42 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
             except Exception:  # a user's callback must not break the widget
                 log.exception("on_select callback raised")
 
-    def _panel(self, index: int) -> Panel:
+    def _top(self, index: int) -> TopInfluence:
+        """The k most helpful and harmful training points of test point ``index``: read from the
+        score store, or scored ahead (``lookahead``), or computed now (and kept)."""
         if self.scores is not None:  # precomputed: one row of the store, no solve
-            top = self.scores.top(index, self.k)
-        else:
-            top = self.influence.top(
+            return self.scores.top(index, self.k)
+        if self._lookahead is not None and (top := self._lookahead.cached(index)) is not None:
+            return top
+        start = time.perf_counter()
+        top = self.influence.top(
+            self.x_test[index : index + 1], self.y_test[index : index + 1], self.k
+        )
+        if self._lookahead is not None:
+            self._lookahead.store(index, top, time.perf_counter() - start)
+        return top
+
+    def _score_ahead(self, index: int) -> TopInfluence:
+        """Test point ``index``'s top-k lists for the lookahead thread, one panel at a time."""
+        with self._lock:
+            return self.influence.top(
                 self.x_test[index : index + 1], self.y_test[index : index + 1], self.k
             )
+
+    def _lookahead_progress(self, done: int, total: int) -> None:
+        """The status line while (and once) the visible page is scored ahead."""
+        if self.status != "ready":
+            return
+        ahead = (
+            f"all {total} test points of this page scored ahead: a click on one is instant"
+            if done == total
+            else f"scoring this page ahead: {done} of {total} test points (clicks on them "
+            "are then instant)"
+        )
+        self.message = f"{self._ready_message}; {ahead}"
+
+    def _panel(self, index: int) -> Panel:
+        top = self._top(index)
         label, pred = self._label(int(self._true[index])), self._label(int(self._pred[index]))
         correct = bool(self._true[index] == self._pred[index])
         return {
