@@ -435,3 +435,48 @@ def test_a_model_not_at_a_minimum_shows_a_notice_in(frontend, jupyter, page, con
     assert "STATUS ready" in run_cell(page, 1)
     assert not _shown_errors(page)
     assert not page_errors(console_messages)
+
+
+# Every test point counts as slow (LOOKAHEAD_SECONDS = 0), and inf.top counts its calls: the page
+# of 8 is scored ahead, and a click afterwards must not call it again.
+LOOKAHEAD_CELL = """\
+import influence_widgets as iw
+import influence_widgets.widgets.lookahead as lookahead
+lookahead.LOOKAHEAD_SECONDS = 0.0
+data = iw.datasets.digits()
+model = iw.models.logistic_regression(data)
+iw.train(model, data, l2=0.01, progress=False)
+inf = iw.Influence(model, data, l2=0.01, progress=False)
+calls = []
+top = inf.top
+inf.top = lambda *a, **k: (calls.append(1), top(*a, **k))[1]
+ex = iw.InfluenceExplorer(inf, data, page_size=8)
+ex"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("frontend", ["lab"])
+def test_the_page_is_scored_ahead_and_a_click_is_a_lookup_in(
+    frontend, jupyter, page, console_messages
+):
+    """The status line counts the page's test points scored ahead; a click on one of them then
+    shows its training points without scoring again."""
+    from playwright.sync_api import expect
+
+    path = write_notebook(
+        jupyter,
+        "lookahead_lab.ipynb",
+        [LOOKAHEAD_CELL, 'print(f"CALLS {len(calls)} SELECTED {ex.selected}")'],
+    )
+    open_and_run(page, jupyter, path, "lab", timeout=120)
+    explorer = page.locator(".iw-explorer")
+    status = explorer.locator(".iw-status")
+    expect(status).to_contain_text(
+        "all 8 test points of this page scored ahead: a click on one is instant", timeout=60_000
+    )
+    explorer.locator('[data-test-index="5"]').click()
+    _wait_for_train_items(page, at_least=16)
+    save_screenshot(explorer, "lookahead_lab.png")
+    assert "CALLS 8 SELECTED 5" in run_cell(page, 1)
+    assert not _shown_errors(page)
+    assert not page_errors(console_messages)
