@@ -16,6 +16,17 @@ mark through /proc/self/clear_refs; the process's lifetime ru_maxrss where that 
 row with ``seconds: null`` and a ``note``, never a number. A result with NaN (``has_nan``),
 infinities (``has_inf``) or entries 1e6 times the reference's largest is noted as diverged.
 
+On a GPU (``--device cuda`` or ``cuda:N``; default ``cpu``) every child moves the model and all
+data (training and test tensors, hence every DataLoader batch) to that device before the warm-up;
+ours gets ``device=``, pyDVL computes on its model's device, Captum on the model's and the
+batches', Kronfluence with ``Analyzer(cpu=False)`` on the current CUDA device (the child sets it to
+the one named). Training stays in the parent on the CPU. The timed work ends with
+``torch.cuda.synchronize()`` (and waits for queued work before it starts); each row names its
+``device`` and adds the GPU's peak allocated memory during the influence work (``peak_gpu_mb``,
+``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``) beside VmHWM; the machine
+facts name the device and the GPU. On the CPU nothing else changes. Rows of another device are not
+mixed into one file (``--append``, ``--include`` refuse them).
+
 Cases (cross-entropy, the same H everywhere: the Hessian of R plus ``damping`` I):
 
 1. ``digits_lr``: 10-class logistic regression with bias on the built-in digits (1,300 training
@@ -72,7 +83,8 @@ Fisher option it has: one sampled label per training point in each of its two pa
 cross-entropy, the Gauss-Newton matrix); its eigenvalue corrections are divided by the number of
 points and ``damping_factor`` is added to them, so ``damping_factor = l2 + damping`` matches our
 (G + (l2 + damping) I). Every ``*_dtype`` argument is set to float64 (its defaults are float32
-except the eigendecomposition's); ``cpu=True``, no Accelerate launcher.
+except the eigendecomposition's); ``cpu=True`` (``cpu=False`` with ``--device cuda``), no
+Accelerate launcher.
 
 Normalisation (checked against a float64 brute-force formula in tests/test_peers_benchmark.py):
 every matrix is mapped onto I_ref = -grad L(z_test)^T (H + damping I)^-1 grad L(z_i), our
@@ -104,9 +116,11 @@ Run from the repository root (``make bench-peers`` sets up .venv-peers and runs 
     .venv-peers/bin/python benchmarks/peers.py --json benchmarks/results/peers.json
     .venv-peers/bin/python benchmarks/peers.py --quick --json /tmp/peers_quick.json   # < 3 minutes
     .venv/bin/python benchmarks/peers.py --quick --systems ours --json /tmp/peers_ours.json
+    python benchmarks/peers.py --device cuda --cases 1,2 --systems ours,pydvl,captum,kronfluence \
+        --json peers_cuda.json                                   # on a GPU machine
 
-Flags: ``--cases 1,2,3,4``, ``--systems ours,pydvl,captum,kronfluence``, ``--repeats N`` (default 3
-for cases 1-2, 1 for cases 3-4), ``--quick`` (case 1 on 20 test points, one repeat), ``--time-limit`` seconds
+Flags: ``--cases 1,2,3,4``, ``--systems ours,pydvl,captum,kronfluence``, ``--device cpu|cuda|cuda:N``
+(default cpu), ``--repeats N`` (default 3 for cases 1-2, 1 for cases 3-4), ``--quick`` (case 1 on 20 test points, one repeat), ``--time-limit`` seconds
 per child (900), ``--threads`` (default: usable cores), ``--case4-n-train``, ``--rank``,
 ``--n-test`` (fewer test points, for smoke runs), ``--keep-tmp``, ``--json PATH`` (written after
 every run, ``complete: false`` until the end), ``--append`` (keep the rows of --json this run does
@@ -152,6 +166,7 @@ from proc_memory import lifetime_peak_mb, release_freed_memory, reset_peak_rss, 
 from torch import nn
 
 import influence_widgets as iw
+from influence_widgets.core.model_checks import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = ("ours", "pydvl", "captum", "kronfluence")
@@ -353,8 +368,10 @@ def settings_for(
     batch_size: int,
     rank: int | None,
     our_lissa: dict[str, Any] | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """The constructor arguments of one (system, solver), as recorded in the JSON."""
+    """The constructor arguments of one (system, solver), as recorded in the JSON; ``device``
+    (``--device``) only changes Kronfluence's ``cpu`` flag (the others follow the model's)."""
     reg = regularisation(l2, damping, n)
     if system == "ours":
         base = {"l2": l2, "damping": damping, "batch_size": min(n, 1024), "progress": False}
@@ -414,8 +431,8 @@ def settings_for(
             return {"class": "ArnoldiInfluenceFunction", **base, "projection_dim": rank}
     if system == "kronfluence" and solver == "ekfac":
         return {
-            "class": "Analyzer(cpu=True, disable_tqdm=True), output_dir: the child's temporary "
-            "directory",
+            "class": f"Analyzer(cpu={torch.device(device).type == 'cpu'}, disable_tqdm=True), "
+            "output_dir: the child's temporary directory",
             "strategy": "ekfac",
             "use_empirical_fisher": False,
             "curvature": "true Fisher with sampled labels: one label per training point drawn "
@@ -514,6 +531,7 @@ def run_ours(model, X, y, Xt, yt, solver: str, s: dict[str, Any]):
         solver=our_solver(solver, s),
         batch_size=s["batch_size"],
         progress=False,
+        device=next(model.parameters()).device,  # the child's --device
     )
     captured: dict[str, torch.Tensor] = {}
     solve = inf.solver.solve
@@ -599,8 +617,8 @@ def run_captum(model, X, y, Xt, yt, solver: str, s: dict[str, Any], checkpoint: 
 
 def run_kronfluence(model, X, y, Xt, yt, solver: str, s: dict[str, Any], workdir: Path):
     """Timed: Kronfluence's EK-FAC factors, its pairwise scores (T, n) and reading them back, on
-    a copy of ``model`` (its ``prepare_model`` wraps the layers in place and freezes them).
-    Returns (scores, its two argument classes, for their defaults)."""
+    a copy of ``model`` (its ``prepare_model`` wraps the layers in place and freezes them), on the
+    model's device (``cpu=False`` on CUDA: Kronfluence then uses the current CUDA device). Returns (scores, its two argument classes, for their defaults)."""
     from kronfluence.analyzer import Analyzer, prepare_model
     from kronfluence.arguments import FactorArguments, ScoreArguments
     from kronfluence.task import Task
@@ -652,7 +670,7 @@ def run_kronfluence(model, X, y, Xt, yt, solver: str, s: dict[str, Any], workdir
         "peers",
         tracked,
         task,
-        cpu=True,
+        cpu=next(model.parameters()).device.type == "cpu",
         log_level=logging.WARNING,
         disable_tqdm=True,
         output_dir=str(workdir),
@@ -720,9 +738,18 @@ def _run_system(spec, model, X, y, Xt, yt, settings, checkpoint: str, workdir: P
     return run_captum(model, X, y, Xt, yt, solver, settings, checkpoint)
 
 
-def warm_up(spec: dict[str, Any], workdir: Path) -> str | None:
-    """Run the same system once on a tiny problem, untimed; its error (if any) as a string."""
-    model, X, y, Xt, yt = _tiny_problem()
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work (``--device cuda``), so that a timer reads finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def warm_up(spec: dict[str, Any], workdir: Path, device: torch.device) -> str | None:
+    """Run the same system once on a tiny problem on ``device``, untimed; its error (if any) as
+    a string."""
+    model, *data = _tiny_problem()
+    model = model.to(device)
+    X, y, Xt, yt = (t.to(device) for t in data)
     n, p = len(X), sum(q.numel() for q in model.parameters())
     settings = settings_for(
         spec["system"],
@@ -733,6 +760,7 @@ def warm_up(spec: dict[str, Any], workdir: Path) -> str | None:
         p=p,
         batch_size=40,
         rank=min(spec["case"]["rank"] or 10, 20),
+        device=str(device),
     )
     if spec["system"] == "ours" and spec["solver"] == "lissa":
         batch = spec["settings"]["batch_size"]
@@ -746,6 +774,7 @@ def warm_up(spec: dict[str, Any], workdir: Path) -> str | None:
             warnings.simplefilter("ignore")
             logging.disable(logging.CRITICAL)
             _run_system(spec, model, X, y, Xt, yt, settings, str(checkpoint), workdir / "warm-up")
+            synchronize(device)
     except Exception as err:  # the real run will report it
         return f"{type(err).__name__}: {err}"
     finally:
@@ -766,6 +795,7 @@ def child_main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     out = Path(spec["out_dir"])
     torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
     result: dict[str, Any] = {"system": spec["system"], "solver": spec["solver"]}
     phases: dict[str, float] = {}  # untimed overheads, for the record
     result["child_phases_seconds"] = phases
@@ -777,21 +807,26 @@ def child_main(spec_path: str) -> int:
             import captum.influence  # noqa: F401
         elif spec["system"] == "kronfluence":
             import kronfluence.analyzer  # noqa: F401
+        if device.type == "cuda" and device.index is not None:
+            torch.cuda.set_device(device)  # Kronfluence's "cuda" is the current device
         case_dir = Path(spec["case_dir"])
         meta = json.loads((case_dir / "meta.json").read_text())
         data = torch.load(case_dir / "data.pt", weights_only=True)
         model = build_model(spec["case"]["model"], meta)
         model.load_state_dict(torch.load(case_dir / "model.pt", weights_only=True))
-        model.eval()
-        X, Xt = data["X_train"].to(torch.float64), data["X_test"].to(torch.float64)
-        y, yt = data["y_train"], data["y_test"]
+        model.eval().to(device)
+        X, Xt = (data[k].to(device, torch.float64) for k in ("X_train", "X_test"))
+        y, yt = data["y_train"].to(device), data["y_test"].to(device)
         phases["peer_import_and_load"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        result["warmup_error"] = warm_up(spec, out)
+        result["warmup_error"] = warm_up(spec, out, device)
         phases["warm_up"] = time.perf_counter() - t0
         logs = _LogCapture()
         logging.getLogger().addHandler(logs)
         release_freed_memory()
+        if device.type == "cuda":
+            synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
         per_phase = reset_peak_rss()
         before = status_kb("VmRSS")
         with warnings.catch_warnings(record=True) as caught:
@@ -800,8 +835,11 @@ def child_main(spec_path: str) -> int:
             matrix, state = _run_system(
                 spec, model, X, y, Xt, yt, spec["settings"], str(case_dir / "model.pt"), out / "run"
             )
+            synchronize(device)
             seconds = time.perf_counter() - start
         peak_kb = status_kb("VmHWM") if per_phase else None
+        if device.type == "cuda":
+            result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         result.update(
             seconds=seconds,
             rss_before_mb=None if before is None else before / 1024,
@@ -912,6 +950,7 @@ class Job:
     solver: str
     repeat: int
     settings: dict[str, Any]
+    device: str = "cpu"  # --device: where the child computes
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -925,22 +964,27 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def run_child(job: Job, case_dir: Path, workdir: Path, threads: int, limit: float) -> dict:
-    """One child process; its result dict (with ``matrix``/``s_dot_theta`` paths) or a failure."""
-    tag = f"{job.case.number}-{job.system}-{job.solver}-{job.repeat}"
-    out = workdir / tag
-    out.mkdir(parents=True, exist_ok=True)
-    spec = {
+def child_spec(job: Job, case_dir: Path, out: Path, threads: int) -> dict[str, Any]:
+    """What a child reads (``--child SPEC``): the case, the run, its settings and device."""
+    return {
         "case": asdict(job.case),
         "case_dir": str(case_dir),
         "system": job.system,
         "solver": job.solver,
         "settings": job.settings,
+        "device": job.device,
         "threads": threads,
         "out_dir": str(out),
     }
+
+
+def run_child(job: Job, case_dir: Path, workdir: Path, threads: int, limit: float) -> dict:
+    """One child process; its result dict (with ``matrix``/``s_dot_theta`` paths) or a failure."""
+    tag = f"{job.case.number}-{job.system}-{job.solver}-{job.repeat}"
+    out = workdir / tag
+    out.mkdir(parents=True, exist_ok=True)
     spec_path = out / "spec.json"
-    spec_path.write_text(json.dumps(spec))
+    spec_path.write_text(json.dumps(child_spec(job, case_dir, out, threads)))
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
@@ -1006,6 +1050,7 @@ def build_row(case: Case, record: dict, system: str, solver: str, runs: list[dic
         "peak_mb": max((r["peak_mb"] for r in ok), default=None),
         "rss_before_mb": _median([r.get("rss_before_mb") for r in ok]),
         "peak_scope": ok[0]["peak_scope"] if ok else None,
+        "device": runs[0].get("device", "cpu") if runs else "cpu",
         "has_nan": any(r.get("has_nan") for r in runs),
         "has_inf": any(r.get("has_inf") for r in runs),
         "runs_seconds": [r.get("seconds") if r in ok else None for r in runs],
@@ -1018,6 +1063,9 @@ def build_row(case: Case, record: dict, system: str, solver: str, runs: list[dic
     }
     if row["peak_mb"] is not None and row["rss_before_mb"] is not None:
         row["peak_increment_mb"] = row["peak_mb"] - row["rss_before_mb"]
+    gpu_peaks = [r["peak_gpu_mb"] for r in ok if r.get("peak_gpu_mb") is not None]
+    if gpu_peaks:
+        row["peak_gpu_mb"] = max(gpu_peaks)
     if ok and ok[0].get("defaults"):
         row["constructor_defaults"] = ok[0]["defaults"]
     if ok:
@@ -1155,6 +1203,8 @@ def fmt(value: Any, spec: str) -> str:
 def print_report(report: dict[str, Any]) -> None:
     m = report["machine"]
     print(f"\n{m['cpu']}, {m['usable_cores']} cores, {m['threads']} torch threads per child")
+    device = m.get("device", "cpu")  # files written before --device: the CPU
+    print(f"device {device}" + (f" ({m.get('gpu')})" if device != "cpu" else ""))
     v = report["versions"]
     print(
         f"torch {v['torch']}, pyDVL {v.get('pyDVL')}, captum {v.get('captum')}, "
@@ -1336,6 +1386,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, help="torch threads per child (default: cores)")
     parser.add_argument(
+        "--device", default="cpu", help="where every child computes: cpu (default), cuda, cuda:N"
+    )
+    parser.add_argument(
         "--case4-n-train",
         type=int,
         default=5000,
@@ -1380,6 +1433,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.child:
         return args
+    try:
+        args.device = resolve_device(args.device, torch.device("cpu"))
+    except ValueError as err:
+        parser.error(f"--{err}")
+    if args.device.type not in ("cpu", "cuda"):
+        parser.error(f"--device: {str(args.device)!r} is not supported here; pass cpu or cuda")
     if args.quick and args.cases:
         parser.error("--quick runs case 1 only; leave out --cases or --quick")
     if args.cases:
@@ -1475,11 +1534,13 @@ def main(argv: list[str] | None = None) -> int:
             "cores",
             "usable_cores",
             "threads",
+            "gpu",
             "python",
             "platform",
             "date",
             "load_average_start",
-        ),  # fmt: skip
+        )
+        | {"device": str(args.device)},
         "versions": peer_versions(),
         "commands": commands,
         "command_seconds": {},
@@ -1500,6 +1561,8 @@ def main(argv: list[str] | None = None) -> int:
         commands[:0] = earlier["commands"]
         report["command_seconds"] = command_seconds(earlier)
         report["earlier_machines"] = earlier.get("earlier_machines", [])
+        this_device = None if args.merge_only else str(args.device)
+        check_one_device(report["results"], this_device, f"--append {args.json}")
         if args.merge_only:  # nothing is measured here: the file keeps its machine and versions
             report["machine"], report["versions"] = earlier["machine"], earlier["versions"]
         else:
@@ -1516,6 +1579,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{report['versions']} as --json; rerun it with the same packages"
             )
         taken = include_rows(report, other, args.case_list, args.system_list, args.solver_list)
+        check_one_device(
+            report["results"], None if args.merge_only else str(args.device), f"--include {path}"
+        )
         if not taken:
             raise SystemExit(
                 f"--include {path}: none of its rows is in the selected cases, "
@@ -1560,6 +1626,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 REPORT_KEYS = ("results", "cases", "reference", "commands", "machine", "versions")
+
+
+def check_one_device(rows: list[dict], device: str | None, what: str) -> None:
+    """SystemExit naming ``what`` where ``rows`` (and this run's ``device``, unless None) come
+    from more than one device: the targets compare seconds within a file. Rows written before
+    ``--device`` existed were measured on the CPU."""
+    found = sorted({r.get("device", "cpu") for r in rows} | ({device} if device else set()))
+    if len(found) > 1:
+        raise SystemExit(
+            f"{what}: rows of {' and '.join(found)} would be mixed in one file (its targets "
+            "compare their seconds); write each device's runs to their own --json"
+        )
 
 
 def read_report(path: Path, flag: str) -> dict[str, Any]:
@@ -1639,6 +1717,7 @@ def run_case(case: Case, args, threads: int, workroot: Path, report: dict, save,
     report["cases"][str(case.number)] = record
     n, p = record["n_train"], record["n_params"]
     measured = utc_now()
+    device = str(args.device)
 
     def settings(system: str, solver: str) -> dict[str, Any]:
         return settings_for(
@@ -1651,6 +1730,7 @@ def run_case(case: Case, args, threads: int, workroot: Path, report: dict, save,
             batch_size=case.batch_size,
             rank=case.rank,
             our_lissa=OUR_LISSA_STOCHASTIC if case.number == 4 else OUR_LISSA,
+            device=device,
         )
 
     # The reference: our direct solve when it is among the runs (it runs first and is timed as a
@@ -1670,7 +1750,7 @@ def run_case(case: Case, args, threads: int, workroot: Path, report: dict, save,
     report["reference"][str(case.number)] = label + ", normalised as I_ref (no L2 in g_i)"
     if not in_runs:
         print(f"case {case.number}: reference ({ref_solver}) ...", file=sys.stderr, flush=True)
-        job = Job(case, "ours", ref_solver, 0, settings("ours", ref_solver))
+        job = Job(case, "ours", ref_solver, 0, settings("ours", ref_solver), device)
         result = run_child(
             job, case_dir, workroot, threads, max(args.time_limit, REFERENCE_TIME_LIMIT)
         )
@@ -1689,9 +1769,9 @@ def run_case(case: Case, args, threads: int, workroot: Path, report: dict, save,
                 bar.update()  # it would time out again: its row says killed at the limit
                 continue
             bar.set_postfix_str(f"{system} {solver}")
-            job = Job(case, system, solver, repeat, settings(system, solver))
+            job = Job(case, system, solver, repeat, settings(system, solver), device)
             result = run_child(job, case_dir, workroot, threads, args.time_limit)
-            result["settings"] = job.settings
+            result["settings"], result["device"] = job.settings, job.device
             matrix = normalised_matrix(result, system, record)
             if in_runs and reference is None and (system, solver) == ("ours", ref_solver):
                 reference = matrix

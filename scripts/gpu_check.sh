@@ -15,6 +15,8 @@
 # summary.txt. Fashion-MNIST is not there, so core_speed's paper-scale case is left out, and
 # core_speed runs with --quick's 20 s query budget (rows past it are extrapolated, as on the CPU);
 # its JSON is rewritten after every row, so a step cut off by its timeout keeps the rows it measured.
+# The peers benchmark on CUDA is not a step here (these steps take the 8 minutes): it is
+# scripts/gpu_peers.sh, a second call.
 # The machine's own torch is kept: the wheels go to a separate folder on PYTHONPATH with --no-deps,
 # and this repository is imported from its working tree (no pip install of it, so no torch pin).
 set -uo pipefail

@@ -223,6 +223,8 @@ def test_equal_batches_divide_the_training_set():
         (["--include", "/nonexistent/peers.json"], "--include: no such file"),
         (["--merge-only", "--json", "out.json"], "--merge-only needs --json and --include"),
         (["--merge-only", "--json", "/no/p.json", "--markdown", "t.md"], "no results to write"),
+        (["--device", "gpu0"], "--device: not a torch device: 'gpu0'"),
+        (["--device", "meta"], "--device: device='meta' holds no data"),
     ],
 )
 def test_argument_errors_name_the_argument(argv, message, capsys):
@@ -415,6 +417,49 @@ def test_a_run_that_timed_out_is_not_repeated(tmp_path: Path, monkeypatch):
     assert row["timed_out"] and row["seconds"] is None and row["repeats"] == 1
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible here")
+def test_device_cuda_without_a_gpu_is_a_parser_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        peers.parse_args(["--quick", "--device", "cuda"])
+    assert exc.value.code == 2
+    assert "--device: 'cuda', but" in capsys.readouterr().err
+
+
+def test_device_reaches_every_child_and_row(tmp_path: Path, monkeypatch):
+    """--device cpu is the default; a GPU device (set on the parsed arguments: no GPU is needed
+    to check the plumbing) goes into every child's spec, Kronfluence's cpu flag and every row."""
+    from tqdm.auto import tqdm
+
+    assert peers.parse_args(["--quick"]).device == torch.device("cpu")
+    assert peers.parse_args(["--quick", "--device", "cpu"]).device == torch.device("cpu")
+    specs: list[dict] = []
+
+    def fake_child(job, case_dir, workdir, threads, limit):
+        specs.append(peers.child_spec(job, case_dir, workdir, threads))
+        return {"seconds": 1.0, "peak_mb": 10.0, "peak_scope": "influence work", "peak_gpu_mb": 5}
+
+    record = {"n_train": 1954, "n_test": 10, "n_params": 1954, "l2": 1e-3, "training": {}}
+    monkeypatch.setattr(peers, "prepare_case", lambda case, workdir: dict(record))
+    monkeypatch.setattr(peers, "run_child", fake_child)
+    args = peers.parse_args(["--cases", "2", "--systems", "ours,kronfluence", "--repeats", "1"])
+    args.device = torch.device("cuda:1")
+    report = {"cases": {}, "reference": {}, "results": []}
+    peers.run_case(peers.make_cases()[2], args, 1, tmp_path, report, lambda complete: None, tqdm)
+    assert specs and {s["device"] for s in specs} == {"cuda:1"}
+    kron = [s for s in specs if s["system"] == "kronfluence"]
+    assert kron and kron[0]["settings"]["class"].startswith("Analyzer(cpu=False,")
+    assert {r["device"] for r in report["results"]} == {"cuda:1"}
+    assert all(r["peak_gpu_mb"] == 5 for r in report["results"])
+    on_cpu = peers.settings_for(
+        "kronfluence", "ekfac", l2=0.01, damping=0.02, n=50, p=9, batch_size=10, rank=None
+    )
+    assert on_cpu["class"].startswith("Analyzer(cpu=True,")
+    # a GPU run appended to a file of CPU rows (older rows name no device: the CPU) is refused
+    with pytest.raises(SystemExit, match="rows of cpu and cuda:1 would be mixed"):
+        peers.check_one_device([{"case": 1}], "cuda:1", "--append peers.json")
+    peers.check_one_device([{"case": 1}, {"device": "cpu"}], "cpu", "--append peers.json")
+
+
 def test_quick_and_case_defaults():
     args = peers.parse_args(["--quick"])
     assert args.case_list == [1] and args.repeats == 1
@@ -519,6 +564,7 @@ def test_quick_run_of_our_systems_writes_its_table_and_appends_by_row(tmp_path: 
         assert r["seconds"] > 0 and r["peak_mb"] > 0 and not r["has_nan"], r
         assert r["pearson_vs_exact"] > 0.999, r
         assert r["time_limit_seconds"] == peers.DEFAULT_TIME_LIMIT, r
+        assert r["device"] == "cpu" and "peak_gpu_mb" not in r, r
     assert rows[(1, "ours", "direct")]["rel_err_vs_exact"] == 0.0  # it is the reference
     assert rows[(1, "ours", "cg")]["rel_err_vs_exact"] <= 1e-4
     assert rows[(1, "ours", "lissa")]["rel_err_vs_exact"] <= 1e-2
