@@ -14,6 +14,7 @@ row of n scores.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -27,6 +28,24 @@ __all__ = ["LOOKAHEAD_SECONDS", "PageLookahead"]
 log = logging.getLogger("influence_widgets")
 
 LOOKAHEAD_SECONDS = 0.5  # a test point at least this slow to score makes the page scored ahead
+
+# At interpreter exit, a daemon thread killed inside a torch kernel aborts the process ("terminate
+# called without an active exception"): atexit stops every lookahead thread after its current
+# test point and waits for it, so that a script that shows an explorer and ends exits cleanly.
+_EXITING = threading.Event()
+_RUNNING: set[threading.Thread] = set()
+_RUNNING_LOCK = threading.Lock()
+EXIT_WAIT_SECONDS = 60.0
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    _EXITING.set()
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for thread in running:
+        thread.join(EXIT_WAIT_SECONDS)
+
 
 Result = TypeVar("Result")
 
@@ -98,15 +117,19 @@ class PageLookahead(Generic[Result]):
     def _start_if_needed(self) -> None:
         """Start the thread when there is work and none runs. Holds _lock. The thread ends when
         the work does, so that an explorer nobody shows any more can be garbage-collected."""
-        if self._thread is None and self._work() is not None:
+        if self._thread is None and self._work() is not None and not _EXITING.is_set():
             self._thread = threading.Thread(target=self._run, daemon=True)
+            with _RUNNING_LOCK:
+                _RUNNING.add(self._thread)
             self._thread.start()
 
     def _next(self) -> tuple[int, int, bool] | None:
         """The next test point to score, or None after marking the thread finished."""
         with self._lock:
-            work = self._work()
+            work = None if _EXITING.is_set() else self._work()
             if work is None:
+                with _RUNNING_LOCK:
+                    _RUNNING.discard(self._thread)
                 self._thread = None
             return work
 
