@@ -472,19 +472,21 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         if self._lookahead is not None and (top := self._lookahead.cached(index)) is not None:
             return top
         start = time.perf_counter()
-        top = self.influence.top(
-            self.x_test[index : index + 1], self.y_test[index : index + 1], self.k
-        )
+        top = self._score(index)
         if self._lookahead is not None:
             self._lookahead.store(index, top, time.perf_counter() - start)
         return top
 
+    def _score(self, index: int) -> TopInfluence:
+        """Test point ``index``'s top-k lists, computed: one solve and one pass over the data."""
+        return self.influence.top(
+            self.x_test[index : index + 1], self.y_test[index : index + 1], self.k
+        )
+
     def _score_ahead(self, index: int) -> TopInfluence:
-        """Test point ``index``'s top-k lists for the lookahead thread, one panel at a time."""
+        """:meth:`_score` for the lookahead thread, one panel at a time (``self._lock``)."""
         with self._lock:
-            return self.influence.top(
-                self.x_test[index : index + 1], self.y_test[index : index + 1], self.k
-            )
+            return self._score(index)
 
     def _lookahead_progress(self, done: int, total: int) -> None:
         """The status line while (and once) the visible page is scored ahead."""
