@@ -239,30 +239,11 @@ function headerPane(model, root) {
   const el = h("div", "iw-header");
   const status = h("div", "iw-status");
   const progress = h("div", "iw-progress");
-  const progressBar = h("div", "iw-progress-bar");
-  progress.appendChild(progressBar);
+  const progressBar = progress.appendChild(h("div", "iw-progress-bar"));
   const error = h("div", "iw-error");
   const notice = h("div", "iw-notice");
-  const controls = h("div", "iw-controls");
-  const classSelect = h("select", "iw-class-filter");
-  const wrongLabel = h("label", "iw-wrong-filter");
-  const wrongBox = h("input");
-  wrongBox.type = "checkbox";
-  wrongLabel.append(wrongBox, document.createTextNode(" misclassified only"));
-  const prev = h("button", "iw-prev", "\u2039 prev");
-  const next = h("button", "iw-next", "next \u203a");
-  const pageInfo = h("span", "iw-page-info");
-  controls.append(classSelect, wrongLabel, prev, pageInfo, next);
-  el.append(status, progress, error, notice, controls);
-
-  const setAndSave = (changes) => {
-    for (const [trait, value] of Object.entries(changes)) model.set(trait, value);
-    model.save_changes();
-  };
-  classSelect.addEventListener("change", () => setAndSave({ class_filter: Number(classSelect.value), page: 0 }));
-  wrongBox.addEventListener("change", () => setAndSave({ misclassified_only: wrongBox.checked, page: 0 }));
-  prev.addEventListener("click", () => setAndSave({ page: Math.max(0, model.get("page") - 1) }));
-  next.addEventListener("click", () => setAndSave({ page: model.get("page") + 1 }));
+  const controls = galleryControls(model, root);
+  el.append(status, progress, error, notice, controls.el);
 
   function renderStatus() {
     const s = model.get("status");
@@ -278,18 +259,48 @@ function headerPane(model, root) {
     notice.style.display = warning ? "block" : "none";
   }
 
+  return {
+    el,
+    listen: {
+      "change:status change:message change:error change:notice change:progress": renderStatus,
+      "change:class_names change:class_filter change:misclassified_only change:labelled": controls.renderFilters,
+      "change:page change:n_pages change:n_shown": controls.renderPaging,
+    },
+  };
+}
+
+// The gallery's class filter, "misclassified only" and paging.
+function galleryControls(model, root) {
+  const el = h("div", "iw-controls");
+  const classSelect = h("select", "iw-class-filter");
+  const wrongLabel = h("label", "iw-wrong-filter");
+  const wrongBox = h("input");
+  wrongBox.type = "checkbox";
+  wrongLabel.append(wrongBox, document.createTextNode(" misclassified only"));
+  const prev = h("button", "iw-prev", "\u2039 prev");
+  const next = h("button", "iw-next", "next \u203a");
+  const pageInfo = h("span", "iw-page-info");
+  el.append(classSelect, wrongLabel, prev, pageInfo, next);
+  const setAndSave = (changes) => {
+    for (const [trait, value] of Object.entries(changes)) model.set(trait, value);
+    model.save_changes();
+  };
+  classSelect.addEventListener("change", () => setAndSave({ class_filter: Number(classSelect.value), page: 0 }));
+  wrongBox.addEventListener("change", () => setAndSave({ misclassified_only: wrongBox.checked, page: 0 }));
+  prev.addEventListener("click", () => setAndSave({ page: Math.max(0, model.get("page") - 1) }));
+  next.addEventListener("click", () => setAndSave({ page: model.get("page") + 1 }));
+
   function renderFilters() {
-    classSelect.replaceChildren();
     const labelled = model.get("labelled");
     // Without labels the classes are the predicted ones, and nothing can be misclassified.
     const all = h("option", "", labelled ? "all classes" : "all predicted classes");
     all.value = "-1";
-    classSelect.appendChild(all);
-    model.get("class_names").forEach((name, c) => {
+    const options = model.get("class_names").map((name, c) => {
       const opt = h("option", "", name);
       opt.value = String(c);
-      classSelect.appendChild(opt);
+      return opt;
     });
+    classSelect.replaceChildren(all, ...options);
     classSelect.value = String(model.get("class_filter"));
     wrongBox.checked = model.get("misclassified_only");
     wrongLabel.style.display = labelled ? "" : "none";
@@ -303,14 +314,7 @@ function headerPane(model, root) {
     next.disabled = model.get("page") >= pages - 1;
   }
 
-  return {
-    el,
-    listen: {
-      "change:status change:message change:error change:notice change:progress": renderStatus,
-      "change:class_names change:class_filter change:misclassified_only change:labelled": renderFilters,
-      "change:page change:n_pages change:n_shown": renderPaging,
-    },
-  };
+  return { el, renderFilters, renderPaging };
 }
 
 // Image cards are as wide as their longest caption ("pred Ankle boot (100%)", 10 px text, about
@@ -484,23 +488,27 @@ function influencePane(model) {
   };
 }
 
-// ----- Verify and Attack: a slow job run by Python, with run, cancel and progress --------------
-// The pane `iw-${trait}` shows the job state in the trait `trait` ({state, progress, message}, see
+// ----- Slow jobs run by Python (Verify, Attack, Review's retrain): run, cancel and progress ------
+// The pane shows the job state in the trait `trait` ({state, progress, message}, see
 // widgets/protocol.py); its buttons send the events `run` and `cancel`. `controls` go before the
-// buttons; what the caller appends to `el` goes below the status line.
-function jobPane(model, { trait, run, cancel, runLabel, help, controls, readyText }) {
-  const el = h("div", `iw-${trait}`);
-  const runButton = h("button", `iw-${trait}-run`, runLabel);
-  runButton.type = "button";
-  const cancelButton = h("button", `iw-${trait}-cancel`, "Cancel");
-  cancelButton.type = "button";
-  const progress = h("div", `iw-progress iw-${trait}-progress`);
-  const bar = h("div", "iw-progress-bar");
-  progress.appendChild(bar);
-  const status = h("div", `iw-${trait}-status`);
-  const row = h("div", `iw-${trait}-controls`);
+// buttons; what the caller appends to `el` goes below the status line. `names` overrides the class
+// names (default `iw-${trait}-run`, ...); `runnable()` says whether a run may start (default: a test
+// point is selected) and `idleText(blocked)` is the status line when the job has no message.
+function jobPane(model, { trait, run, cancel, runLabel, help, controls, readyText, names, runnable, idleText }) {
+  const cls = { el: `iw-${trait}`, run: `iw-${trait}-run`, cancel: `iw-${trait}-cancel`, status: `iw-${trait}-status`, progress: `iw-${trait}-progress`, controls: `iw-${trait}-controls`, ...names };
+  const canRun = runnable || (() => model.get("selected") !== null);
+  const idle = idleText || ((blocked) => blocked || selectedText(model, readyText));
+  const el = h("div", cls.el);
+  const runButton = h("button", cls.run, runLabel);
+  const cancelButton = h("button", cls.cancel, "Cancel");
+  runButton.type = cancelButton.type = "button";
+  const progress = h("div", `iw-progress ${cls.progress}`);
+  const bar = progress.appendChild(h("div", "iw-progress-bar"));
+  const status = h("div", cls.status);
+  const row = h("div", cls.controls);
   row.append(...controls, runButton, cancelButton);
-  el.append(h("p", "iw-help", help), row, progress, status);
+  if (help) el.appendChild(h("p", "iw-help", help));
+  el.append(row, progress, status);
   runButton.addEventListener("click", () => model.send({ event: run }));
   cancelButton.addEventListener("click", () => model.send({ event: cancel }));
 
@@ -510,22 +518,24 @@ function jobPane(model, { trait, run, cancel, runLabel, help, controls, readyTex
     const job = model.get(trait) || {};
     const cancelling = job.state === "cancelling";
     const running = job.state === "running" || cancelling;
-    const selected = model.get("selected");
     const blocked = notRunnable(model.get("status"));
     el.dataset.state = job.state || "idle";
-    runButton.disabled = running || selected === null || blocked !== null;
+    runButton.disabled = running || !canRun() || blocked !== null;
     cancelButton.disabled = cancelling;
     cancelButton.style.display = running ? "" : "none";
     progress.style.display = running ? "block" : "none";
     bar.style.width = `${Math.round(100 * (job.progress || 0))}%`;
-    status.textContent =
-      job.message ||
-      blocked ||
-      (selected === null ? "Select a test point first." : `Test point #${selected}: ${readyText}`);
+    status.textContent = job.message || idle(blocked);
     return job;
   }
 
-  return { el, update };
+  return { el, update, status };
+}
+
+// The status line of an idle job pane: which test point it would run on.
+function selectedText(model, readyText) {
+  const selected = model.get("selected");
+  return selected === null ? "Select a test point first." : `Test point #${selected}: ${readyText}`;
 }
 
 // Why a slow job cannot run yet in precomputation state `status` (the `status` trait), or null.
@@ -718,7 +728,7 @@ function attackPane(model) {
     readyText: "ready to attack.",
   });
   const runButton = job.el.querySelector(".iw-attack-run");
-  const status = job.el.querySelector(".iw-attack-status");
+  const status = job.status;
   const result = h("div", "iw-attack-result");
   job.el.append(result);
 
@@ -856,9 +866,8 @@ function reviewOutcome(r) {
   return parts;
 }
 
-function reviewPane(model) {
-  const urls = [];
-  const el = h("div", "iw-review");
+// Review's ranking controls: the ranking method and the paging of the ranked list.
+function reviewControls(model) {
   const methodSelect = h("select", "iw-review-method");
   for (const [value, label] of REVIEW_METHODS) {
     const opt = h("option", "", label);
@@ -881,44 +890,80 @@ function reviewPane(model) {
   };
   prev.addEventListener("click", () => turn(-1));
   next.addEventListener("click", () => turn(1));
-  const controls = h("div", "iw-review-controls");
-  controls.append(methodLabel, prev, pageInfo, next);
-  const rankProgress = h("div", "iw-progress iw-review-rank-progress");
-  const rankBar = rankProgress.appendChild(h("div", "iw-progress-bar"));
-  const rankStatus = h("div", "iw-review-status");
-  const list = h("div", "iw-review-list");
+  const el = h("div", "iw-review-controls");
+  el.append(methodLabel, prev, pageInfo, next);
 
-  const pending = h("span", "iw-review-pending");
-  const clearButton = h("button", "iw-review-clear", "Clear fixes");
-  const retrainButton = h("button", "iw-review-retrain", "Retrain with fixes");
-  const cancelButton = h("button", "iw-review-cancel", "Cancel");
-  clearButton.type = retrainButton.type = cancelButton.type = "button";
-  clearButton.addEventListener("click", () => model.send({ event: "review_clear_all" }));
-  retrainButton.addEventListener("click", () => model.send({ event: "review_retrain" }));
-  cancelButton.addEventListener("click", () => model.send({ event: "review_cancel" }));
-  const fixes = h("div", "iw-review-fixes");
-  fixes.append(pending, clearButton, retrainButton, cancelButton);
-  const retrainProgress = h("div", "iw-progress iw-review-retrain-progress");
-  const retrainBar = retrainProgress.appendChild(h("div", "iw-progress-bar"));
-  const retrainStatus = h("div", "iw-review-retrain-status");
-  const outcome = h("div", "iw-review-result");
-  el.append(h("p", "iw-help", REVIEW_HELP), controls, rankProgress, rankStatus, list, fixes, retrainProgress, retrainStatus, outcome);
-
-  function renderRanking() {
-    const r = model.get("review") || {};
-    const blocked = notRunnable(model.get("status"));
+  // `r`: the review trait; `shown`: whether its ranked page is the one on screen.
+  function update(r, shown) {
     methodSelect.value = model.get("review_method");
-    const ranking = r.state === "running";
-    el.dataset.ranking = r.state || "idle";
-    rankProgress.style.display = ranking ? "block" : "none";
-    rankBar.style.width = `${Math.round(100 * (r.progress || 0))}%`;
-    rankStatus.textContent = r.message || blocked || "Open this tab to rank the training points.";
-    rankStatus.classList.toggle("iw-review-error", r.state === "error");
-    const shown = r.state === "done" && r.method === model.get("review_method");
     pageInfo.textContent = shown ? `${r.items[0].rank}\u2013${r.items[r.items.length - 1].rank} of ${r.n}` : "";
     pageInfo.title = shown ? `page ${r.page + 1} of ${r.n_pages}` : "";
     prev.disabled = !shown || r.page <= 0;
     next.disabled = !shown || r.page >= r.n_pages - 1;
+  }
+
+  return { el, update };
+}
+
+// Review's retrain with the pending fixes: a job pane (see jobPane) with the count of fixes and
+// "Clear fixes" before its buttons, and the outcome below.
+function reviewRetrain(model) {
+  const pending = h("span", "iw-review-pending");
+  const clearButton = h("button", "iw-review-clear", "Clear fixes");
+  clearButton.type = "button";
+  clearButton.addEventListener("click", () => model.send({ event: "review_clear_all" }));
+  const nFixes = () => {
+    const r = model.get("review") || {};
+    return [r.n_relabelled || 0, r.n_removed || 0];
+  };
+  const job = jobPane(model, {
+    trait: "review_retrain",
+    run: "review_retrain",
+    cancel: "review_cancel",
+    runLabel: "Retrain with fixes",
+    controls: [pending, clearButton],
+    names: { el: "iw-review-retrain-pane", run: "iw-review-retrain", cancel: "iw-review-cancel", status: "iw-review-retrain-status", progress: "iw-review-retrain-progress", controls: "iw-review-fixes" },
+    runnable: () => nFixes()[0] + nFixes()[1] > 0,
+    idleText: () => "",
+  });
+  const outcome = job.el.appendChild(h("div", "iw-review-result"));
+
+  function update() {
+    const state = job.update();
+    const [relabelled, removed] = nFixes();
+    pending.textContent = `${relabelled + removed} fix(es) pending: ${relabelled} relabelled, ${removed} removed`;
+    clearButton.disabled = relabelled + removed === 0;
+    job.status.classList.toggle("iw-review-error", state.state === "error");
+    outcome.replaceChildren();
+    if (state.state === "done") outcome.append(...reviewOutcome(state));
+    return state;
+  }
+
+  return { el: job.el, update };
+}
+
+// Review: training points ranked for a label check (a page of them), fixes, and a retrain.
+function reviewPane(model) {
+  const urls = [];
+  const el = h("div", "iw-review");
+  const controls = reviewControls(model);
+  const rankProgress = h("div", "iw-progress iw-review-rank-progress");
+  const rankBar = rankProgress.appendChild(h("div", "iw-progress-bar"));
+  const rankStatus = h("div", "iw-review-status");
+  const list = h("div", "iw-review-list");
+  const retrain = reviewRetrain(model);
+  el.append(h("p", "iw-help", REVIEW_HELP), controls.el, rankProgress, rankStatus, list, retrain.el);
+
+  function renderRanking() {
+    const r = model.get("review") || {};
+    const blocked = notRunnable(model.get("status"));
+    el.dataset.ranking = r.state || "idle";
+    rankProgress.style.display = r.state === "running" ? "block" : "none";
+    rankBar.style.width = `${Math.round(100 * (r.progress || 0))}%`;
+    rankStatus.textContent = r.message || blocked || "Open this tab to rank the training points.";
+    rankStatus.classList.toggle("iw-review-error", r.state === "error");
+    const shown = r.state === "done" && r.method === model.get("review_method");
+    controls.update(r, shown);
     revoke(urls);
     list.replaceChildren();
     if (shown) for (const item of r.items) list.appendChild(reviewRow(model, item, r.score_name, urls));
@@ -926,24 +971,7 @@ function reviewPane(model) {
   }
 
   function renderFixes() {
-    const r = model.get("review") || {};
-    const job = model.get("review_retrain") || {};
-    const relabelled = r.n_relabelled || 0;
-    const removed = r.n_removed || 0;
-    const cancelling = job.state === "cancelling";
-    const running = job.state === "running" || cancelling;
-    el.dataset.retrain = job.state || "idle";
-    pending.textContent = `${relabelled + removed} fix(es) pending: ${relabelled} relabelled, ${removed} removed`;
-    clearButton.disabled = relabelled + removed === 0;
-    retrainButton.disabled = running || relabelled + removed === 0 || notRunnable(model.get("status")) !== null;
-    cancelButton.style.display = running ? "" : "none";
-    cancelButton.disabled = cancelling;
-    retrainProgress.style.display = running ? "block" : "none";
-    retrainBar.style.width = `${Math.round(100 * (job.progress || 0))}%`;
-    retrainStatus.textContent = job.message || "";
-    retrainStatus.classList.toggle("iw-review-error", job.state === "error");
-    outcome.replaceChildren();
-    if (job.state === "done") outcome.append(...reviewOutcome(job));
+    el.dataset.retrain = retrain.update().state || "idle";
   }
 
   return {
