@@ -129,6 +129,10 @@ def test_eight_bit_levels():
         ({"select": "largest"}, "select"),
         ({"select": [1, 1]}, "select"),
         ({"input_range": (1.0, 0.0)}, "input_range"),
+        ({"test_index": "abc"}, "^test_index: "),
+        ({"test_index": 1.5}, "^test_index: "),
+        ({"test_index": True}, "^test_index: "),
+        ({"test_index": -1}, "^test_index: "),
     ],
 )
 def test_bad_arguments_name_themselves(binary, kwargs, match):

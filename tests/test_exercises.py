@@ -22,7 +22,7 @@ from torch.func import grad, hessian
 
 import influence_widgets as iw
 from influence_widgets.analysis.loo import LOOResult
-from influence_widgets.exercises import by_hand, depends, when_fails, wrong_labels
+from influence_widgets.exercises import CheckResult, by_hand, depends, when_fails, wrong_labels
 from tests.scripts import load_script
 
 EXERCISE_DIR = Path(__file__).parent.parent / "notebooks" / "exercises"
@@ -162,6 +162,61 @@ def test_by_hand_hessian_names_the_mistake(tiny, name, wrong, says):
     assert says in result.feedback, result.feedback
 
 
+def _feedback(result, *says: str) -> None:
+    """A failed check whose feedback contains each of ``says``."""
+    assert isinstance(result, CheckResult), result
+    assert not result.passed, result.feedback
+    for s in says:
+        assert s in result.feedback, result.feedback
+
+
+def test_by_hand_complex_answers_are_not_passed(tiny):
+    t = tiny
+    args = (t["inf"], t["x"], t["y"], t["i"])
+    _feedback(by_hand.check_influence_value(complex(t["I_up"], 5.0), *args), "I_up_loss", "complex")
+    _feedback(by_hand.check_removal_effect(complex(t["removal"], 1.0), *args), "complex")
+    _feedback(by_hand.check_gradients(t["g_test"] + 0j, t["g_i"], *args), "g_test", "complex")
+    _feedback(by_hand.check_hessian(t["H"].to(torch.complex128), t["inf"]), "`H`", "complex")
+    _feedback(by_hand.check_influence_value(True, *args), "I_up_loss", "bool")
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype")
+def test_by_hand_hessian_in_any_layout_is_checked_or_answered_in_words(tiny):
+    H = tiny["H"]
+    assert by_hand.check_hessian(H.to_sparse(), tiny["inf"]).passed
+    assert by_hand.check_hessian(H.to_sparse_csr(), tiny["inf"]).passed
+    for layout in (torch.strided, torch.jagged):
+        nested = torch.nested.nested_tensor([H[0], H[1, :3]], layout=layout)
+        _feedback(by_hand.check_hessian(nested, tiny["inf"]), "`H`", "nested")
+    _feedback(by_hand.check_hessian(H.to("meta"), tiny["inf"]), "`H`", "meta")
+    _feedback(by_hand.check_gradients(tiny["g_test"].to("meta"), tiny["g_i"], tiny["inf"],
+                                      tiny["x"], tiny["y"], 0), "g_test", "meta")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "i, says",
+    [(10_000, "out of range"), (-10_000, "out of range"), (True, "bool"), (1.5, "float"),
+     ("0", "str"), ([0, 1], "list")],
+)  # fmt: skip
+def test_by_hand_bad_index_is_answered_in_words(tiny, i, says):
+    t = tiny
+    args = (t["inf"], t["x"], t["y"], i)
+    for result in [
+        by_hand.check_gradients(t["g_test"], t["g_i"], *args),
+        by_hand.check_influence_value(t["I_up"], *args),
+        by_hand.check_removal_effect(t["removal"], *args),
+    ]:
+        _feedback(result, "i:", says)
+
+
+def test_by_hand_bad_arguments_are_answered_in_words(tiny):
+    t = tiny
+    _feedback(by_hand.check_hessian(t["H"], "inf"), "inf:")
+    _feedback(by_hand.check_influence_value(t["I_up"], t["inf"], t["x"][0], t["y"], 0), "x_test")
+    _feedback(by_hand.check_removal_effect(t["removal"], t["inf"], "x", t["y"], 0), "x_test")
+
+
 # ----- exercise 2: predict helpful and harmful points ----------------------------------------
 @pytest.fixture(scope="module")
 def candidates():
@@ -220,6 +275,42 @@ def test_depends_lookup_names_the_misplaced_letters(candidates):
     assert wrong.feedback.startswith(f"{moved} is not where inf.top puts it")
 
 
+def test_candidates_from_a_small_training_set(loo_run):
+    inf, _, _, _, data = loo_run  # digits(n_train=200)
+    picked = depends.pick_candidates(inf, data, 0, k=10)
+    truth = picked.truth()
+    assert [len(_letters(truth, g)) for g in ("helpful", "harmful", "neither")] == [2, 2, 2]
+    assert len(set(picked.indices.values())) == 6
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, says",
+    [
+        ({"test_index": 10_000}, ValueError, r"^test_index: .*out of range"),
+        ({"test_index": -1}, ValueError, r"^test_index: .*out of range"),
+        ({"test_index": 1.0}, TypeError, r"^test_index: "),
+        ({"test_index": True}, TypeError, r"^test_index: "),
+        ({"k": 0}, ValueError, r"^k: "),
+        ({"k": 1}, ValueError, r"^k: "),
+        ({"k": 150}, ValueError, r"^k: "),
+        ({"seed": -1}, ValueError, r"^seed: "),
+        ({"seed": 0.5}, TypeError, r"^seed: "),
+        ({"inf": "inf"}, TypeError, r"^inf: "),
+        ({"data": (1, 2)}, TypeError, r"^data: "),
+    ],
+)
+def test_pick_candidates_names_a_bad_argument(loo_run, kwargs, error, says):
+    inf, _, _, _, data = loo_run
+    args = {"inf": inf, "data": data, "test_index": 0, "k": 10, **kwargs}
+    with pytest.raises(error, match=says):
+        depends.pick_candidates(**args)
+
+
+def test_depends_checkers_answer_a_wrong_candidates_argument_in_words():
+    _feedback(depends.check_prediction({"A"}, {"B"}, "candidates"), "candidates")
+    _feedback(depends.check_lookup({"A"}, {"B"}, None), "candidates")
+
+
 # ----- exercise 3: wrong labels on a budget --------------------------------------------------
 @pytest.fixture(scope="module")
 def planted():
@@ -270,6 +361,54 @@ def test_wrong_labels_rejects_typical_mistakes(planted, name, chosen, says):
     assert says in result.feedback, result.feedback
 
 
+def test_planting_more_wrong_labels_than_points_names_the_argument():
+    data = iw.datasets.digits(n_train=200)
+    for kwargs, error, says in [
+        ({"n_wrong": 1000}, ValueError, r"^n_wrong: 1000 is more than the 200"),
+        ({"n_wrong": 0}, ValueError, r"^n_wrong: "),
+        ({"n_wrong": 2.5}, TypeError, r"^n_wrong: "),
+        ({"budget": 0}, ValueError, r"^budget: "),
+        ({"seed": 2**70}, ValueError, r"^seed: "),
+        ({"seed": "abc"}, TypeError, r"^seed: "),
+    ]:
+        with pytest.raises(error, match=says):
+            wrong_labels.plant_wrong_labels(data, **kwargs)
+    with pytest.raises(TypeError, match=r"^data: "):
+        wrong_labels.plant_wrong_labels((1, 2))
+
+
+@pytest.mark.parametrize(
+    "name, chosen, says",
+    [
+        ("complex", lambda s, b: torch.argsort(s)[:b] + 0.5j, "complex"),
+        ("complex list", lambda s, b: [1 + 2j, 3 + 0j], "complex"),
+        ("mask", lambda s, b: s < 0, "True/False"),
+        ("meta", lambda s, b: torch.argsort(s)[:b].to("meta"), "meta"),
+        ("nested", lambda s, b: torch.nested.nested_tensor([torch.arange(2), torch.arange(3)]),
+         "nested"),
+        ("negative", lambda s, b: [-1], "outside"),
+    ],
+)  # fmt: skip
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype")
+def test_wrong_labels_answers_unusual_tensors_in_words(planted, name, chosen, says):
+    p, model, self_inf = planted
+    _feedback(wrong_labels.check_search(chosen(self_inf, p.budget), p, model), says)
+
+
+def test_wrong_labels_accepts_a_sparse_answer(planted):
+    p, model, self_inf = planted
+    chosen = torch.argsort(self_inf)[: p.budget].to_sparse()
+    assert wrong_labels.check_search(chosen, p, model).passed
+
+
+def test_wrong_labels_answers_bad_arguments_in_words(planted):
+    p, model, self_inf = planted
+    chosen = torch.argsort(self_inf)[: p.budget]
+    _feedback(wrong_labels.check_search(chosen, p.data, model), "planted")
+    _feedback(wrong_labels.check_search(chosen, p, "model"), "model")
+    _feedback(wrong_labels.check_search(chosen, p, torch.nn.Linear(3, 10)), "model")
+
+
 # ----- exercise 4: when influence fails ------------------------------------------------------
 @pytest.fixture(scope="module")
 def loo_run():
@@ -309,6 +448,15 @@ def test_when_fails_loo_checks_the_reported_number(loo_run):
         assert says in result.feedback, result.feedback
     many = dataclasses.replace(loo, removed=np.arange(30))
     assert "quick" in when_fails.check_loo(many, loo.pearson, inf, x, y).feedback
+
+
+def test_when_fails_loo_answers_bad_arguments_in_words(loo_run):
+    inf, x, y, loo, data = loo_run
+    _feedback(when_fails.check_loo(loo, complex(loo.pearson, 1), inf, x, y), "complex")
+    _feedback(when_fails.check_loo(loo, loo.pearson, "inf", x, y), "inf:")
+    _feedback(when_fails.check_loo(loo, loo.pearson, inf, x[0], y), "x_test")
+    elsewhere = dataclasses.replace(loo, removed=np.arange(10_000, 10_005))
+    _feedback(when_fails.check_loo(elsewhere, loo.pearson, inf, x, y), "was not run on")
 
 
 def _loo_with(pearson: float) -> LOOResult:

@@ -143,6 +143,11 @@ def test_plot_draws_the_scatter_with_r_in_the_title(tiny):
         ({"strategy": "largest"}, "strategy"),
         ({"retrain": 3}, "retrain"),
         ({"cancel": True}, "cancel"),
+        ({"strategy": "random", "seed": 1.5}, "^seed: "),
+        ({"strategy": "random", "seed": 2**70}, "^seed: "),
+        ({"strategy": "random", "seed": "abc"}, "^seed: "),
+        ({"test_index": "abc"}, "^test_index: "),
+        ({"test_index": 1.5}, "^test_index: "),
     ],
 )
 def test_bad_arguments_name_themselves(tiny, kwargs, match):

@@ -198,6 +198,12 @@ BAD_INPUTS = [
     ("methods", _recovery(methods=("loss", "margin")), ValueError, r"^methods: expected one"),
     ("methods-empty", _recovery(methods=()), ValueError, r"^methods: give at least one"),
     ("seeds-empty", _recovery(seeds=()), ValueError, r"^seeds: give at least one"),
+    ("seeds-float", _recovery(seeds=(0.5,)), TypeError, r"^seeds: expected an integer"),
+    ("seeds-negative", _recovery(seeds=(-1,)), ValueError, r"^seeds: expected an integer"),
+    ("order-seed-float", _order(method="random", seed=1.5), TypeError, r"^seed: expected"),
+    ("order-seed-huge", _order(method="random", seed=2**70), ValueError, r"^seed: expected"),
+    ("order-seed-str", _order(method="random", seed="abc"), TypeError, r"^seed: expected"),
+    ("order-seed-bool", _order(method="random", seed=True), TypeError, r"^seed: expected"),
 ]
 
 
@@ -208,3 +214,19 @@ def test_bad_input_names_the_argument(call, exc, pattern):
     with pytest.raises(exc) as info:
         call()
     assert re.search(pattern, str(info.value)), str(info.value)
+
+
+def test_review_order_takes_numpy_and_the_largest_seeds():
+    import numpy as np
+
+    inf = _fitted_influence(_blobs(10).X_train, _blobs(10).y_train)
+    same = iw.review_order(inf, "random", seed=np.int64(3))
+    assert torch.equal(same, iw.review_order(inf, "random", seed=3))
+    assert sorted(iw.review_order(inf, "random", seed=2**64 - 1).tolist()) == list(range(20))
+
+
+def test_recovery_takes_one_checked_fraction_one_method_and_one_seed():
+    data = _blobs(5)
+    one = iw.mislabel_recovery(_lr, data, checked_fractions=0.5, methods="loss", seeds=0)
+    assert one.checked_fractions == (0.5,) and one.methods == ("loss",) and one.seeds == (0,)
+    assert len(one.rows()) == 1

@@ -51,6 +51,16 @@ def test_no_label_with_a_regression_loss_says_to_pass_the_targets():
         inf.top(X[:2])
 
 
+def test_one_point_without_its_batch_dimension_is_told_to_use_x_none(cancer):
+    data, _, inf = cancer
+    one = r"^x_test: expected a batch with a leading dimension; for one point pass x\[None\] "
+    with pytest.raises(ValueError, match=one):
+        inf.top(data.X_test[0], None, k=3)
+    with pytest.raises(ValueError, match=one.replace("x_test", "x_test, y_test")):
+        inf.top(data.X_test[0], data.y_test[0], k=3)
+    assert inf.top(data.X_test[0][None], None, k=3).helpful.shape == (1, 3)
+
+
 def test_validate_loo_without_a_label_checks_the_predicted_class(cancer, untouched):
     data, model, inf = cancer
     x = data.X_test[:1]

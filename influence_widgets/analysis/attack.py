@@ -24,6 +24,7 @@ from torch.func import grad_and_value
 
 from influence_widgets.core.errors import (
     check_cancel_event,
+    check_index,
     check_nonnegative,
     check_positive_int,
 )
@@ -659,7 +660,7 @@ def craft_attack(
         select: "grad_norm" (the points with the largest L1 norm of I_pert,loss, as the paper) or
             explicit training indices.
         input_range: valid (low, high) input values, (0, 1) for images; None for unbounded data.
-        test_index: recorded in the result.
+        test_index: recorded in the result: None or an integer >= 0.
         progress: a progress bar over the steps.
         cancel: a ``threading.Event``; when set, stop after the current step.
     """
@@ -667,6 +668,7 @@ def craft_attack(
     plan = _check_arguments(
         influence, x_test, y_test, n_poison, eps, step_size, max_iter, retrain, input_range, cancel
     )
+    test_index = None if test_index is None else check_index(test_index, "test_index")
     state = _choose_state(plan, retrain)
     X0 = influence.train.X
     poisoned = _select(influence, state, X0, n_poison, select, progress)

@@ -22,7 +22,12 @@ import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
 
-from influence_widgets.core.errors import check_cancel_event, check_positive_int
+from influence_widgets.core.errors import (
+    check_cancel_event,
+    check_index,
+    check_positive_int,
+    check_seed,
+)
 from influence_widgets.core.influence import Influence, check_influence
 from influence_widgets.core.losses import LossFn, resolve_loss
 from influence_widgets.core.objective import TrainingSet, one_test_point
@@ -227,8 +232,9 @@ def validate_loo(
         strategy: "maxinf" or "random".
         retrain: ``retrain(model_copy, (X, y))`` training the copy in place; default full-batch
             L-BFGS warm-started from theta_hat to ``tol`` (1e-8 in float64), up to ``max_iter``.
-        seed: for ``strategy="random"``.
-        test_index: recorded in the result (the explorer passes the gallery index).
+        seed: for ``strategy="random"``, an integer in [0, 2**64).
+        test_index: recorded in the result (the explorer passes the gallery index): None or an
+            integer >= 0.
         progress: a progress bar over the retrains (also reported to the explorer).
         cancel: a ``threading.Event``; when set, abandon the retrain in progress (at the model
             copy's next forward call) and return the retrains done (``cancelled=True``).
@@ -242,6 +248,8 @@ def validate_loo(
     if retrain is not None and not callable(retrain):
         raise TypeError(f"retrain: expected a callable or None, got {type(retrain).__name__}")
     check_cancel_event(cancel)
+    seed = check_seed(seed)
+    test_index = None if test_index is None else check_index(test_index, "test_index")
     if y_test is None:
         y_test = influence.predicted_labels(x_test)
     x, y = one_test_point(x_test, y_test, "validate_loo")

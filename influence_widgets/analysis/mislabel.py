@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from influence_widgets.core.errors import check_seed
 from influence_widgets.core.influence import Influence, check_influence
 from influence_widgets.core.losses import class_probabilities
 from influence_widgets.datasets import Dataset
@@ -59,12 +60,14 @@ def review_order(
             points whose own loss depends most on keeping them, i.e. the ones the model fits only
             because they are in the training set. ``"loss"``: largest training loss L(z_i,
             theta_hat) first. ``"random"``: a permutation drawn with ``seed``.
-        seed: the seed of ``"random"`` (ignored by the other methods).
+        seed: the seed of ``"random"``, an integer in [0, 2**64) (ignored by the other
+            methods).
     """
     influence = check_influence(influence)
     method = _check_method(method)
+    seed = check_seed(seed)
     if method == "random":
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = torch.Generator().manual_seed(seed)
         return torch.randperm(influence.n, generator=gen)
     if method == "self_influence":
         score = influence.self_influence().abs()
@@ -160,6 +163,19 @@ def _check_fraction(value: object, name: str, closed: bool) -> float:
         upper = "<= 1" if closed else "< 1"
         raise ValueError(f"{name}: expected a fraction > 0 and {upper}, got {value!r}")
     return v
+
+
+def _several(value: object, name: str) -> tuple:
+    """``value`` as a tuple: a single number or string is one item, any other iterable its
+    items; else a TypeError naming ``name``."""
+    if isinstance(value, str | numbers.Number) or getattr(value, "ndim", None) == 0:
+        return (value,)
+    try:
+        return tuple(value)
+    except TypeError:
+        raise TypeError(
+            f"{name}: expected one value or a sequence of them, got {type(value).__name__}"
+        ) from None
 
 
 def _check_noise(noise: object, n_classes: int) -> tuple[int, int] | None:
@@ -277,9 +293,9 @@ def mislabel_recovery(
     *,
     flip_fraction: float = 0.1,
     noise: str | tuple[str, int, int] = "uniform",
-    checked_fractions: Sequence[float] = (0.05, 0.1, 0.2, 0.3),
-    methods: Sequence[str] = METHODS,
-    seeds: Sequence[int] = (0,),
+    checked_fractions: float | Sequence[float] = (0.05, 0.1, 0.2, 0.3),
+    methods: str | Sequence[str] = METHODS,
+    seeds: int | Sequence[int] = (0,),
     l2: float = 0.01,
     damping: float = 0.0,
 ) -> MislabelRecovery:
@@ -299,9 +315,10 @@ def mislabel_recovery(
         data: an ``iw.datasets`` :class:`~influence_widgets.datasets.Dataset`; its test split
             measures accuracy.
         flip_fraction: in (0, 1).
-        checked_fractions: each in (0, 1].
-        methods: any of ``"self_influence"``, ``"loss"``, ``"random"``.
-        seeds: one run per seed (it draws the flips, and the ``"random"`` order).
+        checked_fractions: each in (0, 1]; one number or a sequence.
+        methods: any of ``"self_influence"``, ``"loss"``, ``"random"``; one name or a sequence.
+        seeds: one run per seed (it draws the flips, and the ``"random"`` order), each an
+            integer in [0, 2**64); one seed or a sequence.
         l2, damping: for training and for ``Influence``.
     """
     if not callable(model_fn):
@@ -314,13 +331,14 @@ def mislabel_recovery(
         "flip_fraction": _check_fraction(flip_fraction, "flip_fraction", closed=False),
         "pair": _check_noise(noise, data.n_classes),
         "checked_fractions": tuple(
-            _check_fraction(c, "checked_fractions", closed=True) for c in checked_fractions
+            _check_fraction(c, "checked_fractions", closed=True)
+            for c in _several(checked_fractions, "checked_fractions")
         ),
-        "methods": tuple(_check_method(m, "methods") for m in methods),
+        "methods": tuple(_check_method(m, "methods") for m in _several(methods, "methods")),
         "l2": float(l2),
         "damping": float(damping),
     }
-    seeds = tuple(int(s) for s in seeds)
+    seeds = tuple(check_seed(s, "seeds") for s in _several(seeds, "seeds"))
     for name in ("checked_fractions", "methods"):
         if not spec[name]:
             raise ValueError(f"{name}: give at least one")

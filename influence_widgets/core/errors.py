@@ -6,13 +6,18 @@ import math
 import numbers
 import threading
 
+import numpy as np
+import torch
+
 __all__ = [
     "InfluenceWarning",
     "NotPositiveDefiniteError",
     "TrainingIndexError",
     "check_cancel_event",
+    "check_index",
     "check_nonnegative",
     "check_positive_int",
+    "check_seed",
     "suggest_damping",
 ]
 
@@ -87,6 +92,37 @@ def check_positive_int(value, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name}: must be a positive integer, got {value!r}")
     return int(value)
+
+
+def _integer(value, name: str, expected: str) -> int:
+    """``value`` as an int: a Python or numpy integer, or a one-element integer tensor (such as
+    ``idx[0]``); never a bool, a float or a complex number. Else a TypeError naming ``name``."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.layout == torch.strided:
+        exact = not (value.is_floating_point() or value.is_complex() or value.is_meta)
+        if exact and value.dtype != torch.bool:
+            return int(value)
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected {expected}, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
+def check_index(value, name: str, n: int | None = None) -> int:
+    """One integer index (see ``_integer``) in [0, n), or >= 0 when ``n`` is None; else a
+    TypeError or ValueError naming ``name``."""
+    index = _integer(value, name, "one integer index")
+    if index < 0 or (n is not None and index >= n):
+        valid = "an index >= 0" if n is None else f"an index in 0..{n - 1}"
+        raise ValueError(f"{name}: index {index} is out of range; expected {valid}")
+    return index
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """A random seed: an integer in [0, 2**64) (what both torch and numpy take), as an int; else a
+    TypeError or ValueError naming ``name``."""
+    seed = _integer(value, name, "an integer in [0, 2**64)")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"{name}: expected an integer in [0, 2**64), got {seed}")
+    return seed
 
 
 def check_cancel_event(cancel) -> threading.Event | None:

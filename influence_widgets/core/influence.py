@@ -365,16 +365,18 @@ class Influence:
         """The cast test batch (x, y); ``y_test=None``: y = the predicted classes."""
         obj = self.objective
         x = as_tensor(x_test, "x_test")
-        if y_test is None:
-            self._check_classifier()
-            y = torch.zeros(len(x) if x.ndim else 0, dtype=torch.long)  # for checking x only
-        else:
-            y = as_tensor(y_test, "y_test")
-        if x.ndim == 0 or y.ndim == 0:
+        y = None if y_test is None else as_tensor(y_test, "y_test")
+        one_input = self.train.take([0])[0][0]  # one training input, for its shape
+        if x.ndim == 0 or x.shape == one_input.shape or (y is not None and y.ndim == 0):
+            names, fix = ("x_test", "x[None] (or x[i:i+1])") if y is None else (
+                "x_test, y_test", "x[None] and y[None] (or x[i:i+1], y[i:i+1])"
+            )  # fmt: skip
             raise ValueError(
-                "x_test, y_test: expected a batch with a leading dimension; "
-                "for one point pass x[None] and y[None] (or x[i:i+1], y[i:i+1])"
+                f"{names}: expected a batch with a leading dimension; for one point pass {fix}"
             )
+        if y is None:
+            self._check_classifier()
+            y = torch.zeros(len(x), dtype=torch.long)  # for checking x only
         if len(x) != len(y):
             raise ValueError(f"x_test has {len(x)} rows but y_test has {len(y)}; they must match")
         if len(x) == 0:

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 import torch
 from torch.func import grad, hessian
 
+from influence_widgets.core.errors import check_index
 from influence_widgets.core.influence import Influence, check_influence
 from influence_widgets.exercises.feedback import (
     CheckResult,
     Mistake,
+    arguments,
     as_number,
     as_tensor,
     check_answer,
@@ -33,6 +35,8 @@ __all__ = ["check_gradients", "check_hessian", "check_influence_value", "check_r
 class _Reference:
     """The exact pieces, from the Influence object's own objective."""
 
+    inf: Influence  # checked
+    i: int  # checked: in [0, n)
     theta: torch.Tensor  # theta_hat, (p,)
     l2: float
     n: int
@@ -49,16 +53,27 @@ def _hessian(inf: Influence) -> torch.Tensor:
     return H + (obj.l2 + inf.damping) * torch.eye(inf.p, dtype=H.dtype)
 
 
+def _point(inf, i) -> tuple[Influence, int]:
+    """The checked ``inf`` and training index ``i``; a bad one becomes the feedback."""
+    with arguments():
+        inf = check_influence(inf, "inf")
+        return inf, check_index(i, "i", inf.n)
+
+
 def _reference(inf: Influence, x_test, y_test, i: int) -> _Reference:
-    inf = check_influence(inf, "inf")
+    inf, i = _point(inf, i)
     obj = inf.objective
+    with arguments():
+        g_test = inf.test_gradients(x_test, y_test)[0]
     x_i, y_i = inf.train.take([i])
     g_i = grad(obj.train_term)(obj.theta, obj.cast_inputs(x_i)[0], obj.cast_targets(y_i)[0])
     return _Reference(  # on the CPU, where the answers are compared (a CUDA Influence too)
+        inf=inf,
+        i=i,
         theta=obj.theta.detach().cpu(),
         l2=obj.l2,
         n=inf.n,
-        g_test=inf.test_gradients(x_test, y_test)[0].detach().cpu(),
+        g_test=g_test.detach().cpu(),
         g_i=g_i.detach().cpu(),
         H=_hessian(inf).detach(),
     )
@@ -130,7 +145,8 @@ def check_hessian(H, inf: Influence) -> CheckResult:
     """Check H = Hess R(theta_hat), R = (1/n) sum_i L(z_i, theta) + (l2/2)||theta||^2, (p, p)."""
 
     def check() -> CheckResult:
-        ref = _hessian(check_influence(inf, "inf")).detach()
+        with arguments():
+            ref = _hessian(check_influence(inf, "inf")).detach()
         value = as_tensor(H, "H", tuple(ref.shape))
         if close(value, ref):
             return passed(f"H is right: {inf.p} x {inf.p}, symmetric, L2 term included.")
@@ -166,7 +182,7 @@ def check_influence_value(I_up_loss, inf: Influence, x_test, y_test, i: int) -> 
 
     def check() -> CheckResult:
         ref = _reference(inf, x_test, y_test, i)
-        want = float(check_influence(inf, "inf").influence_on_loss(x_test, y_test)[0, i])
+        want = float(ref.inf.influence_on_loss(x_test, y_test)[0, ref.i])
         value = as_number(I_up_loss, "I_up_loss")
         if close(value, want):
             return passed(
@@ -212,8 +228,9 @@ def check_removal_effect(removal_effect, inf: Influence, x_test, y_test, i: int)
     """Check the predicted change of the test loss when z_i is removed: -(1/n) I_up,loss."""
 
     def check() -> CheckResult:
-        inf_ = check_influence(inf, "inf")
-        want = float(inf_.predicted_removal_effect(x_test, y_test)[0, i])
+        inf_, index = _point(inf, i)
+        with arguments():
+            want = float(inf_.predicted_removal_effect(x_test, y_test)[0, index])
         n = inf_.n
         value = as_number(removal_effect, "removal_effect")
         if close(value, want):

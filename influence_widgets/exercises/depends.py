@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from influence_widgets.core.errors import check_index, check_positive_int, check_seed
 from influence_widgets.core.influence import Influence, check_influence
 from influence_widgets.datasets import Dataset
 from influence_widgets.exercises.feedback import (
@@ -77,20 +78,50 @@ def pick_candidates(
     inf: Influence, data: Dataset, test_index: int, k: int = 10, seed: int = 0
 ) -> Candidates:
     """Two of the k most helpful, two of the k most harmful and two other training points
-    (one with the test point's label), shuffled and lettered A-F."""
+    (one with the test point's label), shuffled and lettered A-F.
+
+    The other two are ranked below the 3k most helpful and above the 3k most harmful; where
+    that band holds no point with the test point's label (or none with another), it widens
+    until it does, but never into the k most helpful or harmful.
+    """
     inf = check_influence(inf, "inf")
+    if not isinstance(data, Dataset):
+        raise TypeError(f"data: expected an iw.datasets Dataset, got {type(data).__name__}")
+    test_index = check_index(test_index, "test_index", len(data.y_test))
+    k = check_positive_int(k, "k")
+    seed = check_seed(seed)
+    if k < 2:
+        raise ValueError(f"k: must be at least 2 (two candidates come from each top k), got {k}")
     x, y = data.X_test[test_index : test_index + 1], data.y_test[test_index : test_index + 1]
     scores = inf.predicted_removal_effect(x, y)[0]
-    order = torch.argsort(scores, descending=True).tolist()
+    order = torch.argsort(scores, descending=True).cpu()
+    n = len(order)
+    depth = torch.minimum(torch.arange(n), n - 1 - torch.arange(n))  # rank from the nearer end
+    is_same = data.y_train.cpu()[order] == int(y)
+    deepest = [int(depth[m].max()) if m.any() else -1 for m in (is_same, ~is_same)]
+    margin = min(3 * k, *deepest)  # order[margin : n - margin] holds both kinds
+    if margin < k:
+        raise ValueError(
+            f"k: {k} is too large for {n} training points: no point of the test point's label "
+            "and one of another remain outside the k most helpful and harmful; pass a smaller k"
+        )
     rng = np.random.default_rng(seed)
-    helpful = rng.choice(order[:k], 2, replace=False).tolist()
-    harmful = rng.choice(order[-k:], 2, replace=False).tolist()
-    middle = order[3 * k : -3 * k]
-    same = [j for j in middle if int(data.y_train[j]) == int(y)]
-    other = [j for j in middle if int(data.y_train[j]) != int(y)]
+    helpful = rng.choice(order[:k].tolist(), 2, replace=False).tolist()
+    harmful = rng.choice(order[-k:].tolist(), 2, replace=False).tolist()
+    band = slice(margin, n - margin)
+    same, other = order[band][is_same[band]].tolist(), order[band][~is_same[band]].tolist()
     neither = [int(rng.choice(same)), int(rng.choice(other))]
     chosen = [int(j) for j in rng.permutation(helpful + harmful + neither)]
     return Candidates(inf, data, test_index, k, dict(zip(LETTERS, chosen, strict=True)))
+
+
+def _candidates(candidates) -> Candidates:
+    if not isinstance(candidates, Candidates):
+        raise AnswerError(
+            f"`candidates` should be what depends.pick_candidates returns, got "
+            f"{type(candidates).__name__}."
+        )
+    return candidates
 
 
 def _groups(helpful, harmful, letters: list[str], names: tuple[str, str]) -> dict[str, str]:
@@ -112,7 +143,7 @@ def check_prediction(helpful, harmful, candidates: Candidates) -> CheckResult:
     """
 
     def check() -> CheckResult:
-        letters = list(candidates.indices)
+        letters = list(_candidates(candidates).indices)
         guess = _groups(helpful, harmful, letters, ("helpful", "harmful"))
         truth = candidates.truth()
         right = sum(guess[c] == truth[c] for c in letters)
@@ -151,7 +182,7 @@ def check_lookup(in_helpful, in_harmful, candidates: Candidates) -> CheckResult:
     they are right."""
 
     def check() -> CheckResult:
-        letters = list(candidates.indices)
+        letters = list(_candidates(candidates).indices)
         guess = _groups(in_helpful, in_harmful, letters, ("in_helpful", "in_harmful"))
         truth = candidates.truth()
         wrong = [c for c in letters if guess[c] != truth[c]]

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["CheckResult", "Mistake", "as_letters", "as_number", "as_tensor", "first_match"]
+__all__ = [
+    "CheckResult",
+    "Mistake",
+    "answer_tensor",
+    "arguments",
+    "as_letters",
+    "as_number",
+    "as_tensor",
+    "first_match",
+]
 
 PASSED = "[passed]"
 NOT_YET = "[not yet]"
@@ -41,24 +51,50 @@ class AnswerError(Exception):
     feedback. Checkers turn it into a failed :class:`CheckResult`; it never reaches the student."""
 
 
-def as_tensor(answer, name: str, shape: tuple[int, ...]) -> torch.Tensor:
-    """``answer`` as a float64 tensor of ``shape`` (any tensor or array with that many values)."""
+def answer_tensor(answer, name: str, expected: str) -> torch.Tensor:
+    """``answer`` (any tensor, array, number or nested list) as a dense real tensor on the CPU,
+    in its own dtype; a sparse tensor is made dense. Else an :class:`AnswerError` saying why
+    (``expected``: what the answer should be, e.g. "a tensor of shape (3,)")."""
     if answer is ...:
         raise AnswerError(
             f"`{name}` is not filled in yet: replace the `...` with your computation."
         )
     try:
-        t = torch.as_tensor(answer).detach().to(torch.float64).cpu()
+        t = torch.as_tensor(answer).detach()
     except (TypeError, ValueError, RuntimeError):
         raise AnswerError(
-            f"`{name}` should be a tensor of shape {shape}, got a {type(answer).__name__}."
+            f"`{name}` should be {expected}, got a {type(answer).__name__}."
         ) from None
+    if t.is_nested:
+        raise AnswerError(
+            f"`{name}` is a nested tensor (rows of different lengths); it should be {expected}."
+        )
+    if t.is_meta:
+        raise AnswerError(
+            f"`{name}` is on the 'meta' device, which holds shapes but no values: compute it on "
+            "the CPU (or the GPU)."
+        )
+    t = (t.to_dense() if t.layout != torch.strided else t).cpu()
+    if t.is_complex():
+        raise AnswerError(
+            f"`{name}` holds complex numbers, but it should be real. If the imaginary parts "
+            "are round-off (torch.linalg.eig, say), keep .real; else check where they come from."
+        )
+    return t
+
+
+def as_tensor(answer, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """``answer`` as a float64 tensor of ``shape`` (any tensor or array with that many values)."""
+    expected = "a number" if shape == () else f"a tensor of shape {shape}"
+    t = answer_tensor(answer, name, expected)
+    if t.dtype == torch.bool:
+        raise AnswerError(f"`{name}` is a bool (True/False), but it should be {expected}.")
     if t.numel() != torch.Size(shape).numel():
         raise AnswerError(
             f"`{name}` has shape {tuple(t.shape)} but should have shape {shape}: check which "
             "parameters or points you differentiate over."
         )
-    t = t.reshape(shape)
+    t = t.to(torch.float64).reshape(shape)
     if not torch.isfinite(t).all():
         raise AnswerError(f"`{name}` contains NaN or infinite values.")
     return t
@@ -110,8 +146,20 @@ def first_match(value, mistakes: list[Mistake]) -> Mistake | None:
     return next((m for m in mistakes if close(value, m.value)), None)
 
 
+@contextmanager
+def arguments() -> Iterator[None]:
+    """The checks of a checker's own arguments (the Influence, the test point, an index): the
+    package's errors there name the argument and the fix, and inside this block they become the
+    feedback instead of a traceback, as a wrong answer does."""
+    try:
+        yield
+    except (TypeError, ValueError) as err:
+        raise AnswerError(str(err)) from None
+
+
 def check_answer(check: Callable[[], CheckResult]) -> CheckResult:
-    """Run ``check``; an unusable answer becomes a failed result with the reason as feedback."""
+    """Run ``check``; an unusable answer or argument becomes a failed result with the reason as
+    feedback."""
     try:
         return check()
     except AnswerError as err:

@@ -10,13 +10,13 @@ whether influence will match leave-one-out retraining (:func:`check_prediction`)
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from influence_widgets.analysis.loo import LOOResult
 from influence_widgets.core.influence import Influence, check_influence
 from influence_widgets.exercises.feedback import (
     AnswerError,
     CheckResult,
+    arguments,
     as_number,
     check_answer,
     not_yet,
@@ -79,14 +79,20 @@ def check_loo(loo, reported_r, inf: Influence, x_test, y_test) -> CheckResult:
 
     def check() -> CheckResult:
         result = _loo(loo)
-        inf_ = check_influence(inf, "inf")
+        with arguments():
+            inf_ = check_influence(inf, "inf")
+            effects = inf_.predicted_removal_effect(x_test, y_test)[0].cpu().numpy()
         if result.n_removed > MAX_REMOVALS:
             return not_yet(
                 f"`loo` removed {result.n_removed} points; {MAX_REMOVALS} or fewer keep this "
                 "quick (n_remove=10 is enough to see the effect)."
             )
-        expected = inf_.predicted_removal_effect(x_test, y_test)[0, torch.as_tensor(result.removed)]
-        if not np.allclose(result.predicted, expected.cpu().numpy(), rtol=1e-6, atol=1e-12):
+        removed = np.asarray(result.removed)
+        in_range = bool(((removed >= 0) & (removed < inf_.n)).all())
+        matches = in_range and np.allclose(
+            result.predicted, effects[removed], rtol=1e-6, atol=1e-12
+        )
+        if not matches:
             return not_yet(
                 "`loo` was not run on `inf_mlp` and this test point: its predictions differ from "
                 "inf_mlp.predicted_removal_effect(x_test, y_test). Pass the same objects."

@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from influence_widgets.core.errors import check_positive_int, check_seed
+from influence_widgets.core.model_checks import first_line
 from influence_widgets.datasets import Dataset
 from influence_widgets.exercises.feedback import (
     AnswerError,
     CheckResult,
+    answer_tensor,
     check_answer,
     not_yet,
     passed,
@@ -47,8 +50,14 @@ def plant_wrong_labels(
     data: Dataset, n_wrong: int = 65, budget: int = 65, seed: int = 0
 ) -> WrongLabels:
     """``data`` with ``n_wrong`` training labels changed to another class at random (seeded)."""
-    gen = torch.Generator().manual_seed(seed)
+    if not isinstance(data, Dataset):
+        raise TypeError(f"data: expected an iw.datasets Dataset, got {type(data).__name__}")
     n = len(data.y_train)
+    n_wrong = check_positive_int(n_wrong, "n_wrong")
+    if n_wrong > n:
+        raise ValueError(f"n_wrong: {n_wrong} is more than the {n} training points")
+    budget = check_positive_int(budget, "budget")
+    gen = torch.Generator().manual_seed(check_seed(seed))
     flipped = torch.sort(torch.randperm(n, generator=gen)[:n_wrong]).values
     y = data.y_train.clone()
     shift = torch.randint(1, data.n_classes, (n_wrong,), generator=gen)
@@ -58,19 +67,13 @@ def plant_wrong_labels(
 
 
 def _chosen(chosen, planted: WrongLabels) -> torch.Tensor:
-    if chosen is ...:
+    t = answer_tensor(chosen, "chosen", "training indices (a tensor or list of ints)")
+    if t.dtype == torch.bool:
         raise AnswerError(
-            "`chosen` is not filled in yet: replace the `...` with the training indices you "
-            "would check."
+            "`chosen` is a True/False mask: pass the indices of the points to check "
+            "(torch.nonzero(mask).squeeze(1)), at most `budget` of them."
         )
-    try:
-        t = torch.as_tensor(chosen)
-    except (TypeError, ValueError, RuntimeError):
-        raise AnswerError(
-            f"`chosen` should be training indices (a tensor or list of ints), got "
-            f"{type(chosen).__name__}."
-        ) from None
-    if t.is_floating_point() or t.dtype == torch.bool:
+    if t.is_floating_point():
         raise AnswerError(
             "`chosen` holds scores, not indices: rank the points (torch.argsort) and keep the "
             "indices of the first `budget`."
@@ -89,6 +92,32 @@ def _chosen(chosen, planted: WrongLabels) -> torch.Tensor:
     return t
 
 
+def _training_losses(model, planted) -> torch.Tensor:
+    """L(z_i) of ``model`` for every training point of ``planted``, (n,), on the CPU; a wrong
+    argument becomes the feedback."""
+    if not isinstance(planted, WrongLabels):
+        raise AnswerError(
+            f"`planted` should be what wrong_labels.plant_wrong_labels returns, got "
+            f"{type(planted).__name__}."
+        )
+    if not isinstance(model, torch.nn.Module):
+        raise AnswerError(
+            f"`model` should be the torch.nn.Module trained on planted.data, got "
+            f"{type(model).__name__}."
+        )
+    data = planted.data
+    p = next(model.parameters(), data.X_train)  # the model's device and dtype (if it has any)
+    try:
+        with torch.no_grad():
+            out = model(data.X_train.to(p.device, p.dtype))
+            return F.cross_entropy(out, data.y_train.to(p.device), reduction="none").cpu()
+    except (RuntimeError, ValueError, IndexError, TypeError) as err:
+        raise AnswerError(
+            f"`model` cannot score planted.data's training points ({first_line(err)}): "
+            "pass the classifier trained on planted.data."
+        ) from None
+
+
 def _caught(idx: torch.Tensor, planted: WrongLabels) -> int:
     return int(torch.isin(idx, planted.flipped).sum())
 
@@ -98,13 +127,9 @@ def check_search(chosen, planted: WrongLabels, model: torch.nn.Module) -> CheckR
     beside random checking and the ``budget`` highest training losses of ``model``."""
 
     def check() -> CheckResult:
+        losses = _training_losses(model, planted)
         idx = _chosen(chosen, planted)
-        data = planted.data
-        n, budget = len(data.y_train), planted.budget
-        with torch.no_grad():
-            p = next(model.parameters())
-            out = model(data.X_train.to(p.dtype))
-            losses = F.cross_entropy(out, data.y_train, reduction="none")
+        n, budget = len(planted.data.y_train), planted.budget
         by_loss = _caught(torch.argsort(losses, descending=True)[:budget], planted)
         caught = _caught(idx, planted)
         random = budget * planted.n_wrong / n
