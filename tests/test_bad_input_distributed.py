@@ -28,6 +28,16 @@ def _score(**kwargs):
     iw.score_distributed(inf, X[:2], y[:2], **kwargs)
 
 
+def _file(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    return tmp_path / "notes.txt"
+
+
+def _group(tmp_path):
+    zarr.open_group(str(tmp_path / "group"), mode="w")
+    return tmp_path / "group"
+
+
 def _store(tmp_path, quantity="influence_on_loss"):
     array = zarr.open_array(str(tmp_path / "scores"), mode="w", shape=(3, 20), dtype="f8")
     array[:] = 0.0
@@ -47,6 +57,25 @@ CASES = [
     ("chunk_size_negative", lambda _: _score(chunk_size=-5), ValueError, r"^chunk_size:"),
     ("chunk_size_float", lambda _: _score(chunk_size=2.5), TypeError, r"^chunk_size: expected"),
     ("n_workers_zero", lambda _: _score(n_workers=0), ValueError, r"^n_workers: must be"),
+    ("store_type", lambda _: _score(store=42), TypeError, r"^store: expected a path"),
+    (
+        "overwrite_type",
+        lambda tmp: _score(store=tmp / "s", overwrite=1),
+        TypeError,
+        r"^overwrite: expected True or False",
+    ),
+    (
+        "store_below_a_file",
+        lambda tmp: _score(store=_file(tmp) / "s"),
+        NotADirectoryError,
+        r"^store: .* is a file, not a folder",
+    ),
+    (
+        "store_a_zarr_group",
+        lambda tmp: iw.ScoreStore(_group(tmp)),
+        ValueError,
+        r"^path: .* is not a score store",
+    ),
     (
         "store_missing",
         lambda tmp: iw.ScoreStore(tmp / "nothing"),

@@ -88,7 +88,7 @@ def test_zarr_store_round_trip(client, tmp_path):
     for other in [(pb.Xt.flip(0), pb.yt), (pb.Xt, (pb.yt + 1) % 3), (pb.Xt, None)]:
         with pytest.raises(ValueError, match="^scores: the store's rows"):
             reopened.check_matches(inf, *other)
-    with pytest.raises(ValueError, match="^scores: the store has 40 training points"):
+    with pytest.raises(ValueError, match="^scores: the store was scored with n_train=40, "):
         reopened.check_matches(iw.Influence(pb.model, (pb.X[:30], pb.y[:30])), pb.Xt, pb.yt)
 
 

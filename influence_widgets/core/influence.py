@@ -579,7 +579,7 @@ class Influence:
         (see :meth:`influence_on_loss`): helpful points support the prediction.
         """
         k = min(check_positive_int(k, "k"), self.n)
-        return _ranked(self.predicted_removal_effect(x_test, y_test), k)
+        return ranked(self.predicted_removal_effect(x_test, y_test), k)
 
     def top_of_set(self, x_test, y_test=None, k: int = 10) -> TopInfluence:
         """The k most helpful and k most harmful training points for the whole set of T test
@@ -590,7 +590,7 @@ class Influence:
         for the whole set.
         """
         k = min(check_positive_int(k, "k"), self.n)
-        return _ranked(self.predicted_removal_effect_of_set(x_test, y_test)[None], k)
+        return ranked(self.predicted_removal_effect_of_set(x_test, y_test)[None], k)
 
     def __repr__(self) -> str:
         return (
@@ -599,7 +599,7 @@ class Influence:
         )
 
 
-def _ranked(scores: torch.Tensor, k: int) -> TopInfluence:
+def ranked(scores: torch.Tensor, k: int) -> TopInfluence:
     """The k largest (helpful) and k smallest (harmful) removal effects of each row of ``scores``
     (T, n)."""
     hs, hi = torch.topk(scores, k, dim=1, largest=True)
