@@ -11,6 +11,10 @@ TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
+# Extra options for `jupyter lab`, e.g. LAB_ARGS="--no-browser --port=8899". As root (a container,
+# a CI runner) JupyterLab refuses to start without --allow-root: it is added only for uid 0.
+LAB_ARGS ?=
+ALLOW_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: lab test lint format bench bench-peers clean
 
@@ -24,7 +28,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/01_quickstart.ipynb
+	$(BIN)/jupyter lab $(ALLOW_ROOT) $(LAB_ARGS) notebooks/01_quickstart.ipynb
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,4 +1,5 @@
-"""benchmarks/demo_attacks.py, as the README's demo flip rates come from it: one digits target."""
+"""benchmarks/demo_attacks.py, as the demo flip rates in benchmarks/README.md and docs/api.md come
+from it: one digits target."""
 
 from __future__ import annotations
 
