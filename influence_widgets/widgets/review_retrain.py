@@ -16,10 +16,10 @@ import time
 import numpy as np
 import torch
 
+from influence_widgets import training
 from influence_widgets.analysis.loo import RetrainCancelled, stop_on_cancel
 from influence_widgets.core.losses import class_probabilities
 from influence_widgets.core.objective import cast_inputs, cast_targets
-from influence_widgets import training
 from influence_widgets.widgets.context import ExplorerContext
 from influence_widgets.widgets.jobs import Job
 from influence_widgets.widgets.protocol import ReviewOutcome, ReviewRetrainState, job_failed
