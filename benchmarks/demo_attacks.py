@@ -27,7 +27,7 @@ from influence_widgets.magic import DEMO_ATTACK, DEMOS, demo_explorer
 
 def attack_targets(explorer, n: int, seed: int) -> list[int]:
     """``n`` correctly classified test points of ``explorer``, a fixed random choice."""
-    correct = np.nonzero(explorer._pred == explorer._true)[0]
+    correct = np.nonzero(explorer.test_points.predicted == explorer.test_points.true)[0]
     return [int(t) for t in np.random.default_rng(seed).permutation(correct)[:n]]
 
 

@@ -28,7 +28,7 @@ from influence_widgets.core import (
 from influence_widgets.distributed import ScoreStore, score_distributed
 from influence_widgets.training import TrainingReport, train, train_hinge
 from influence_widgets.widgets import InfluenceExplorer
-from influence_widgets.widgets.review import ReviewResult
+from influence_widgets.widgets.review_retrain import ReviewResult
 
 __version__ = "0.1.0"
 

@@ -20,9 +20,10 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from influence_widgets.widgets.explorer import InfluenceExplorer, failure_message
+from influence_widgets.widgets.explorer import InfluenceExplorer
 from influence_widgets.widgets.inputs import as_numpy
 from influence_widgets.widgets.minimum import at_minimum
+from influence_widgets.widgets.precompute import failure_message
 
 __all__ = ["InfluenceMagics", "demo_explorer"]
 
@@ -88,7 +89,7 @@ def demo_explorer(name: str, k: int = 8, solver: str = "auto"):
 class MagicExplorer(InfluenceExplorer):
     """The explorer %influence opens: its advice is spelled as the magic's options."""
 
-    def _failure_text(self, err: Exception) -> str:
+    def describe_failure(self, err: Exception) -> str:
         return in_magic_terms(failure_message(err))
 
 

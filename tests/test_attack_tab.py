@@ -20,11 +20,11 @@ def explorer(digits_influence):
 
 
 def _correct(explorer) -> list[int]:
-    return np.nonzero(explorer._pred == explorer._true)[0].tolist()
+    return np.nonzero(explorer.test_points.predicted == explorer.test_points.true)[0].tolist()
 
 
 def _wrong(explorer) -> list[int]:
-    return np.nonzero(explorer._pred != explorer._true)[0].tolist()
+    return np.nonzero(explorer.test_points.predicted != explorer.test_points.true)[0].tolist()
 
 
 def test_a_misclassified_point_is_blocked_at_once_with_what_to_do(explorer):
@@ -106,10 +106,13 @@ def test_tabular_sliders_are_in_units_of_the_features_spread():
 def test_find_smallest_eps_sets_the_eps_slider_and_shows_the_attack_there(explorer):
     explorer.selected = _correct(explorer)[0]
     explorer.attack_n_poison, explorer.attack_max_iter = 40, 30
-    explorer.SEARCH_START_DIVISOR, explorer.SEARCH_BISECTIONS = 4, 1  # a short search
-    explorer._on_attack_message(explorer, {"event": protocol.ATTACK_SEARCH}, [])
+    explorer.attack_tab.SEARCH_START_DIVISOR, explorer.attack_tab.SEARCH_BISECTIONS = (
+        4,
+        1,
+    )  # a short search
+    explorer.handle_event({"event": protocol.ATTACK_SEARCH})
     assert explorer.attack["state"] == "running"
-    explorer._attack_job.join(300)
+    explorer.attack_tab.job.join(300)
     search, a = explorer.eps_search, explorer.attack
     assert a["state"] == "done", a.get("message")
     assert search.eps is not None and a["flipped"]

@@ -195,9 +195,9 @@ def test_verify_tab_runs_leave_one_out_for_the_selected_point(explorer, digits_i
     explorer.tab = "verify"
     explorer.verify_n_remove = 6
     # the front end's button sends this message; the widget answers through its traits
-    explorer._on_front_end_message(explorer, {"event": protocol.VERIFY_RUN}, [])
+    explorer.handle_event({"event": protocol.VERIFY_RUN})
     assert explorer.verify["state"] == "running" and explorer.verify["test_index"] == 2
-    explorer._verify_job.join(120)
+    explorer.verify_tab.job.join(120)
     v = explorer.verify
     assert v["state"] == "done" and v["n_removed"] == explorer.verify_n_remove
     assert v["pearson"] >= 0.99
@@ -217,8 +217,8 @@ def test_verify_can_be_cancelled_and_reports_what_finished(explorer):
     deadline = time.time() + 60
     while explorer.verify.get("progress", 0) < 2 / 201 and time.time() < deadline:
         time.sleep(0.05)
-    explorer._on_front_end_message(explorer, {"event": protocol.VERIFY_CANCEL}, [])
-    explorer._verify_job.join(120)
+    explorer.handle_event({"event": protocol.VERIFY_CANCEL})
+    explorer.verify_tab.job.join(120)
     v = explorer.verify
     assert v["state"] == "cancelled" and 0 < v["n_removed"] < 200
     assert explorer.loo_result.cancelled and "Cancelled" in v["message"]
@@ -232,14 +232,16 @@ def test_attack_tab_perturbs_training_images_and_reports_the_verdict(
     data, inf = digits_influence
     with pytest.raises(RuntimeError, match="Select a test point"):
         explorer.run_attack(wait=True)
-    correct = [i for i in range(40) if explorer._pred[i] == explorer._true[i]]
+    correct = [
+        i for i in range(40) if explorer.test_points.predicted[i] == explorer.test_points.true[i]
+    ]
     explorer.selected = correct[0]
     explorer.tab = "attack"
     explorer.attack_n_poison, explorer.attack_eps, explorer.attack_max_iter = 2, 8.0, 2
     with untouched(data, inf.train.X, inf.train.y):
-        explorer._on_front_end_message(explorer, {"event": protocol.ATTACK_RUN}, [])
+        explorer.handle_event({"event": protocol.ATTACK_RUN})
         assert explorer.attack["state"] == "running"
-        explorer._attack_job.join(120)
+        explorer.attack_tab.job.join(120)
     a = explorer.attack
     assert a["state"] == "done", a.get("message")
     assert a["iterations"] <= 2 and isinstance(a["flipped"], bool)
@@ -249,11 +251,15 @@ def test_attack_tab_perturbs_training_images_and_reports_the_verdict(
         for key in ("original", "perturbed", "difference"):
             assert bytes(item[key][:4]) == b"\x89PNG"
     assert {row[0] for row in a["probabilities"]} >= {
-        explorer._label(int(explorer._true[correct[0]]))
+        explorer.label(int(explorer.test_points.true[correct[0]]))
     }
     result = explorer.attack_result
     assert result.test_index == correct[0] and result.eps == pytest.approx(8 / 255)
-    wrong = [i for i in range(len(explorer._true)) if explorer._pred[i] != explorer._true[i]]
+    wrong = [
+        i
+        for i in range(len(explorer.test_points.true))
+        if explorer.test_points.predicted[i] != explorer.test_points.true[i]
+    ]
     explorer.selected = wrong[0]
     assert explorer.attack == protocol.IDLE
     with pytest.raises(RuntimeError, match="misclassified"):
@@ -297,7 +303,8 @@ def test_panel_and_tab_states_have_the_declared_shapes(explorer):
 def test_the_front_end_sends_the_declared_event_names():
     source = (static_dir() / "explorer.js").read_text()
     sent = set(re.findall(r'send\(\{ event: "(\w+)" \}\)', source))
-    named = set(re.findall(r'"(\w+_(?:run|cancel))"', source))
+    # the job panes' events, given to jobPane as { run: "...", cancel: "..." }
+    named = set(re.findall(r'\b(?:run|cancel): "(\w+)"', source))
     assert sent | named == set(protocol.EVENTS), (sent, named)
 
 
@@ -380,14 +387,22 @@ def test_the_explanation_is_true_for_correct_and_misclassified_points(explorer, 
     """Scores are for the loss of the true label: for a misclassified point the helpful points
     support the true label and work against the prediction, and the text says so."""
     data, inf = digits_influence
-    right = next(i for i in range(len(explorer._true)) if explorer._pred[i] == explorer._true[i])
+    right = next(
+        i
+        for i in range(len(explorer.test_points.true))
+        if explorer.test_points.predicted[i] == explorer.test_points.true[i]
+    )
     explorer.selected = right
     panel = explorer.panel
     assert panel["correct"] is True
     assert "Correctly classified as" in panel["explanation"]
     assert "support this prediction" in panel["explanation"]
 
-    wrong = next(i for i in range(len(explorer._true)) if explorer._pred[i] != explorer._true[i])
+    wrong = next(
+        i
+        for i in range(len(explorer.test_points.true))
+        if explorer.test_points.predicted[i] != explorer.test_points.true[i]
+    )
     explorer.selected = wrong
     panel = explorer.panel
     label, pred = panel["label"], panel["pred"]
@@ -400,7 +415,7 @@ def test_the_explanation_is_true_for_correct_and_misclassified_points(explorer, 
     # What the text claims: on the loss of the predicted class, the helpful points mostly count
     # as harmful (they work against the prediction).
     helpful = torch.tensor([it["index"] for it in panel["helpful"]])
-    as_predicted = torch.tensor([int(explorer._pred[wrong])])
+    as_predicted = torch.tensor([int(explorer.test_points.predicted[wrong])])
     on_prediction = inf.predicted_removal_effect(data.X_test[wrong : wrong + 1], as_predicted)
     assert (on_prediction[0, helpful] < 0).float().mean() > 0.5
 

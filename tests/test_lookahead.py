@@ -49,9 +49,9 @@ def test_slow_clicks_have_the_page_scored_ahead_and_clicks_become_lookups(
     monkeypatch.setattr(lookahead, "LOOKAHEAD_SECONDS", 0.0)
     calls = _counting(monkeypatch, inf)
     ex = iw.InfluenceExplorer(inf, data, k=4, page_size=6).wait_ready()
-    _wait_until(lambda: not ex._lookahead.remaining())
+    _wait_until(lambda: not ex.lookahead.remaining())
     assert len(calls) == 6  # each test point of the page once, one at a time
-    _wait_until(lambda: ex._lookahead._thread is None)  # the thread ends with its work
+    _wait_until(lambda: not ex.lookahead.running)  # the thread ends with its work
     assert "all 6 test points of this page scored ahead" in ex.message
     index = _page(ex)[4]
     ex.selected = index
@@ -61,11 +61,11 @@ def test_slow_clicks_have_the_page_scored_ahead_and_clicks_become_lookups(
     assert [it["score"] for it in ex.panel["harmful"]] == expected.harmful_scores[0].tolist()
     # the next page is scored ahead too
     ex.page = 1
-    _wait_until(lambda: not ex._lookahead.remaining())
+    _wait_until(lambda: not ex.lookahead.remaining())
     assert len(calls) == 1 + 12  # the check above, and 6 more
     # another k: every list is scored again, with the new k
     ex.k = 2
-    _wait_until(lambda: not ex._lookahead.remaining())
+    _wait_until(lambda: not ex.lookahead.remaining())
     ex.selected = _page(ex)[0]
     assert len(ex.panel["helpful"]) == 2 and len(ex.panel["harmful"]) == 2
 
@@ -75,10 +75,10 @@ def test_fast_clicks_stop_after_the_first_point(monkeypatch, digits_influence):
     monkeypatch.setattr(lookahead, "LOOKAHEAD_SECONDS", 1e9)
     calls = _counting(monkeypatch, inf)
     ex = iw.InfluenceExplorer(inf, data, k=3, page_size=6).wait_ready()
-    _wait_until(lambda: len(ex._lookahead.remaining()) <= 5)
+    _wait_until(lambda: len(ex.lookahead.remaining()) <= 5)
     time.sleep(0.3)
-    assert len(calls) == 1 and ex._lookahead.remaining() == _page(ex)[1:]
-    assert ex._lookahead._thread is None  # nothing to do: no thread waits
+    assert len(calls) == 1 and ex.lookahead.remaining() == _page(ex)[1:]
+    assert not ex.lookahead.running  # nothing to do: no thread waits
     assert "scored ahead" not in ex.message
     ex.selected = _page(ex)[3]  # computed on demand
     assert len(calls) == 2 and len(ex.panel["helpful"]) == 3
@@ -90,7 +90,7 @@ def test_lookahead_false_scores_only_what_is_clicked(monkeypatch, digits_influen
     calls = _counting(monkeypatch, inf)
     ex = iw.InfluenceExplorer(inf, data, k=3, page_size=6, lookahead=False).wait_ready()
     time.sleep(0.3)
-    assert calls == [] and ex._lookahead is None
+    assert calls == [] and ex.lookahead is None
     ex.selected = _page(ex)[2]
     ex.selected = _page(ex)[2] + 0  # the same point: still computed (nothing kept)
     assert len(calls) == 1 and ex.panel["test_index"] == _page(ex)[2]
@@ -111,7 +111,7 @@ def test_a_point_that_fails_ahead_shows_its_error_when_clicked(monkeypatch, digi
     ex = iw.InfluenceExplorer(inf, data, k=3, page_size=6)
     ex_page[:] = _page(ex)
     ex.wait_ready()
-    _wait_until(lambda: ex._lookahead.remaining() in ([], [ex_page[2]]))
+    _wait_until(lambda: ex.lookahead.remaining() in ([], [ex_page[2]]))
     time.sleep(0.2)
     assert ex.status == "ready" and ex.error == ""  # the background failure shows nowhere
     ex.selected = ex_page[2]
@@ -140,7 +140,7 @@ def test_a_script_that_ends_while_the_page_is_scored_ahead_exits_cleanly():
         "iw.train(model, data, l2=0.01, progress=False)\n"
         "inf = iw.Influence(model, data, l2=0.01, progress=False)\n"
         "ex = iw.InfluenceExplorer(inf, data, page_size=200, fit_in_background=False)\n"
-        "print('REMAINING', len(ex._lookahead.remaining()) > 0)\n"
+        "print('REMAINING', len(ex.lookahead.remaining()) > 0)\n"
     )
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}

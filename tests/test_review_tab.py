@@ -36,7 +36,7 @@ def explorer(flipped_digits):
     data, _y, inf, _model = flipped_digits
     ex = iw.InfluenceExplorer(inf, data, k=5).wait_ready()
     ex.tab = "review"
-    ex._rank_job.join(60)
+    ex.review_tab.rank_job.join(60)
     return ex
 
 
@@ -50,7 +50,7 @@ def test_the_planted_flips_are_among_the_first_ranks(explorer, flipped_digits):
     assert review["state"] == "done" and review["method"] == "self_influence"
     assert review["score_name"] == "|self-influence|" and review["page"] == 0
     order = iw.review_order(inf, "self_influence")
-    assert _ranked(explorer) == order[: explorer.REVIEW_PAGE_SIZE].tolist()
+    assert _ranked(explorer) == order[: explorer.review_tab.PAGE_SIZE].tolist()
     first = review["items"][0]
     assert first["rank"] == 1 and first["png"] and first["score"] > 0
     keys = protocol.ReviewItem.__optional_keys__
@@ -69,7 +69,7 @@ def test_self_influence_progress_shows_while_ranking(flipped_digits):
     seen = []
     ex.observe(lambda change: seen.append(dict(change["new"])), names="review")
     ex.tab = "review"
-    ex._rank_job.join(60)
+    ex.review_tab.rank_job.join(60)
     running = [s for s in seen if s["state"] == "running"]
     assert running[0]["progress"] == 0.0 and running[0]["message"].startswith("Ranking")
     assert any(
@@ -82,14 +82,14 @@ def test_self_influence_progress_shows_while_ranking(flipped_digits):
 def test_method_and_page_change_the_ranking_shown(explorer, flipped_digits):
     inf = flipped_digits[2]
     explorer.review_method = "loss"
-    explorer._rank_job.join(60)
+    explorer.review_tab.rank_job.join(60)
     assert explorer.review["score_name"] == "training loss"
     assert _ranked(explorer) == iw.review_order(inf, "loss")[:12].tolist()
     explorer.review_page = 2
     assert explorer.review["page"] == 2 and explorer.review["items"][0]["rank"] == 25
     assert _ranked(explorer) == iw.review_order(inf, "loss")[24:36].tolist()
     explorer.review_method = "random"
-    explorer._rank_job.join(60)
+    explorer.review_tab.rank_job.join(60)
     assert explorer.review["page"] == 0 and explorer.review["score_name"] is None
     assert _ranked(explorer) == iw.review_order(inf, "random")[:12].tolist()
 
@@ -97,18 +97,18 @@ def test_method_and_page_change_the_ranking_shown(explorer, flipped_digits):
 def test_a_method_chosen_while_ranking_is_ranked_next(flipped_digits):
     data, _y, inf, _model = flipped_digits
     ex = iw.InfluenceExplorer(inf, data, k=5).wait_ready()
-    ranking, started = ex._ranking, threading.Event()
+    ranking, started = ex.review_tab.ranking, threading.Event()
 
     def slow(method):
         started.set()
         time.sleep(0.5)
         return ranking(method)
 
-    ex._ranking = slow
+    ex.review_tab.ranking = slow
     ex.tab = "review"
     assert started.wait(10) and ex.review["state"] == "running"
     ex.review_method = "loss"
-    ex._rank_job.join(60)
+    ex.review_tab.rank_job.join(60)
     assert ex.review["state"] == "done" and ex.review["method"] == "loss"
     assert _ranked(ex) == iw.review_order(inf, "loss")[:12].tolist()
     ex.review_page = 3
@@ -152,7 +152,7 @@ def test_retrain_with_fixes_records_accuracy_and_leaves_the_data_alone(
 ):
     data, y, inf, model = flipped_digits
     explorer.selected = 3
-    explorer.TEST_BATCH = 100  # the 497 test points in 5 batches
+    explorer.review_tab.retrain.TEST_BATCH = 100  # the 497 test points in 5 batches
     for i in FLIPS:
         explorer.relabel(i, int(data.y_train[i]))
     with untouched(model, data.X_train, data.y_train, y, inf.objective.module):
@@ -224,12 +224,12 @@ def test_cancel_stops_the_retrain_within_2_s(explorer, monkeypatch):
     started = threading.Event()
     monkeypatch.setattr(influence_widgets.training, "train", _slow_train(started))
     explorer.mark_for_removal(5)
-    explorer._on_review_message(explorer, {"event": protocol.REVIEW_RETRAIN}, [])
+    explorer.handle_event({"event": protocol.REVIEW_RETRAIN})
     assert started.wait(30)
     begin = time.perf_counter()
-    explorer._on_review_message(explorer, {"event": protocol.REVIEW_CANCEL}, [])
+    explorer.handle_event({"event": protocol.REVIEW_CANCEL})
     assert explorer.review_retrain["state"] == "cancelling"
-    explorer._retrain_job.join(10)
+    explorer.review_tab.retrain.job.join(10)
     assert time.perf_counter() - begin < 2.0
     assert explorer.review_retrain["state"] == "cancelled" and explorer.review_result is None
 
@@ -262,17 +262,17 @@ def test_removing_every_point_is_refused(flipped_digits):
 
 
 def test_front_end_fix_messages_and_their_errors(explorer):
-    send = explorer._on_review_message
+    send = explorer.handle_event
     new = (int(explorer.influence.train.y[7]) + 1) % 10
-    send(explorer, {"event": protocol.REVIEW_RELABEL, "index": 7, "label": new}, [])
-    send(explorer, {"event": protocol.REVIEW_REMOVE, "index": 8}, [])
+    send({"event": protocol.REVIEW_RELABEL, "index": 7, "label": new})
+    send({"event": protocol.REVIEW_REMOVE, "index": 8})
     assert explorer.review_fixes == {7: new, 8: None}
-    send(explorer, {"event": protocol.REVIEW_CLEAR, "index": 8}, [])
+    send({"event": protocol.REVIEW_CLEAR, "index": 8})
     assert 8 not in explorer.review_fixes
-    send(explorer, {"event": protocol.REVIEW_RELABEL, "index": 7, "label": 99}, [])
+    send({"event": protocol.REVIEW_RELABEL, "index": 7, "label": 99})
     assert re.match(r"label: 99 is not a class index", explorer.review_retrain["message"])
-    send(explorer, {"event": protocol.REVIEW_CLEAR_ALL}, [])
-    send(explorer, {"event": protocol.REVIEW_RETRAIN}, [])
+    send({"event": protocol.REVIEW_CLEAR_ALL})
+    send({"event": protocol.REVIEW_RETRAIN})
     assert explorer.review_retrain["message"].startswith("review_fixes: none proposed")
     assert explorer.error == ""
 

@@ -92,7 +92,7 @@ def test_explorer_without_labels_explains_the_predicted_class(cancer, unlabeled_
     i = int((_predicted(model, data.X_test) != data.y_test).nonzero()[0])  # a misclassified one
     y_hat = int(_predicted(model, data.X_test[i : i + 1])[0])
     name = data.class_names[y_hat]
-    text = ex._explain(i)
+    text = ex.explain(i)
     assert text.startswith(f"No label given: explained for the predicted class {name}.")
     assert f"helpful points (score > 0) support predicting {name}" in text
     assert "Misclassified" not in text and "true label" not in text
@@ -107,7 +107,7 @@ def test_explorer_with_labels_keeps_explaining_the_true_label(cancer):
     ex = iw.InfluenceExplorer(inf, data, k=4).wait_ready()
     wrong = (_predicted(model, data.X_test) != data.y_test).nonzero()
     assert ex.labelled
-    assert ex._explain(int(wrong[0])).startswith("Misclassified")
+    assert ex.explain(int(wrong[0])).startswith("Misclassified")
 
 
 def test_verify_works_on_a_point_without_a_label(cancer, unlabeled_explorer):

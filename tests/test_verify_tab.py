@@ -45,10 +45,10 @@ def test_cancel_shows_cancelling_at_once_and_stops_a_retrain_within_2_s(explorer
     explorer.run_verify(n_remove=5)
     assert started.wait(30)
     begin = time.perf_counter()
-    explorer._on_front_end_message(explorer, {"event": protocol.VERIFY_CANCEL}, [])
+    explorer.handle_event({"event": protocol.VERIFY_CANCEL})
     assert explorer.verify["state"] == "cancelling"
     assert explorer.verify["message"].startswith("Cancelling")
-    explorer._verify_job.join(10)
+    explorer.verify_tab.job.join(10)
     assert time.perf_counter() - begin < 2.0
     v = explorer.verify
     assert v["state"] == "cancelled" and v["n_removed"] == 0 and explorer.verify_plot == b""
@@ -69,7 +69,7 @@ def test_progress_does_not_overwrite_cancelling(explorer, monkeypatch):
     time.sleep(0.2)
     if explorer.verify_running:  # still stopping: nothing changed meanwhile
         assert explorer.verify == shown
-    explorer._verify_job.join(10)
+    explorer.verify_tab.job.join(10)
     assert explorer.verify["state"] == "cancelled" and 0 < explorer.verify["n_removed"] < 40
 
 

@@ -1,15 +1,17 @@
 """InfluenceExplorer: click a test prediction, see the training points that helped and hurt it.
 
-The front end is plain ES modules and CSS (``js/``, shipped as ``influence_widgets/static/``) run by
-anywidget. State the views share lives in synced traits: ``selected`` (the test index), the current
-gallery page and the result panel. Thumbnails go as binary buffers, only for what is on screen.
+The composition root of the widget layer. The front end is plain ES modules and CSS (``js/``,
+shipped as ``influence_widgets/static/``) run by anywidget; state the views share lives in the
+synced traits below. Each tab is an object given one :class:`ExplorerContext` (Influence, test
+points and predictions, display data, readiness, the job runner): :class:`InfluenceTab` (what a
+click shows), :class:`VerifyTab`, :class:`AttackTab` and :class:`ReviewTab`; the front end's
+``{"event": NAME}`` messages reach them through one dispatch table keyed by ``protocol``'s names.
 """
 
 from __future__ import annotations
 
 import logging
 import numbers
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,28 +21,26 @@ import numpy as np
 import torch
 import traitlets
 
-from influence_widgets.core.ekfac import EKFAC
-from influence_widgets.core.errors import NotPositiveDefiniteError, check_positive_int
-from influence_widgets.core.influence import Influence, TopInfluence, check_influence
-from influence_widgets.core.progress import report_progress
+from influence_widgets.analysis.attack import AttackResult, EpsSearch
+from influence_widgets.analysis.loo import LOOResult
+from influence_widgets.analysis.mislabel import METHODS
+from influence_widgets.core.errors import check_positive_int
+from influence_widgets.core.influence import Influence, check_influence
 from influence_widgets.datasets import Dataset
 from influence_widgets.distributed import ScoreStore
+from influence_widgets.widgets.attack_tab import AttackTab
+from influence_widgets.widgets.context import ExplorerContext, Readiness, TestPoints
+from influence_widgets.widgets.influence_tab import InfluenceTab
 from influence_widgets.widgets.inputs import ExplorerInputs, as_numpy, class_probabilities_of
+from influence_widgets.widgets.jobs import JobRunner
 from influence_widgets.widgets.lookahead import PageLookahead
-from influence_widgets.widgets.minimum import MINIMUM_TOL, at_minimum, not_at_minimum_notice
-from influence_widgets.widgets.protocol import (
-    ATTACK_CANCEL,
-    ATTACK_RUN,
-    IDLE,
-    VERIFY_CANCEL,
-    VERIFY_RUN,
-    Panel,
-    TrainItem,
-)
-from influence_widgets.widgets.review import ReviewTab
-from influence_widgets.widgets.tabs import BACKGROUND_WORK, AttackTab, VerifyTab
+from influence_widgets.widgets.precompute import Precomputation, failure_message
+from influence_widgets.widgets.protocol import IDLE
+from influence_widgets.widgets.review_retrain import ReviewResult
+from influence_widgets.widgets.review_tab import ReviewTab
+from influence_widgets.widgets.verify_tab import VerifyTab
 
-__all__ = ["InfluenceExplorer"]
+__all__ = ["InfluenceExplorer", "check_score_store", "static_dir", "test_points_of"]
 
 log = logging.getLogger("influence_widgets")
 
@@ -53,55 +53,46 @@ def static_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "js"
 
 
-def failure_message(err: Exception) -> str:
-    """What the widget shows when precomputation raised ``err``: the error and what to do."""
-    if isinstance(err, NotPositiveDefiniteError):
-        fix = (
-            "build a new Influence with the damping it suggests (inf.rebuild(model, train, "
-            "damping=...) or iw.Influence(..., damping=...)) and open a new explorer on it"
+def check_score_store(scores: object, influence: Influence, x_test, y_test) -> None:
+    """``scores``: None or a :class:`ScoreStore` written for this Influence and these test
+    points (a TypeError or ValueError naming ``scores`` otherwise)."""
+    if scores is None:
+        return
+    if not isinstance(scores, ScoreStore):
+        raise TypeError(
+            f"scores: expected an iw.ScoreStore (iw.ScoreStore(path)), got {type(scores).__name__}"
         )
-    else:
-        fix = "fix the cause, build a new Influence and open a new explorer on it"
-    return (
-        f"Precomputation failed: {type(err).__name__}: {err} What to do: {fix}; this explorer "
-        "cannot show influence."
-    )
+    scores.check_matches(influence, x_test, y_test)
 
 
-def explanation(label: str | None, pred: str, correct: bool) -> str:
-    """What the helpful and harmful points mean for one test point, true label ``label``,
-    predicted ``pred``. Scores are for the test loss of the true label, L(z_test, theta_hat):
-    for a misclassified point, helpful points support the true label, not the prediction.
-    ``label=None`` (no label given): the scores are for the predicted class, z_test = (x, pred).
-    """
-    if label is None:
-        return (
-            f"No label given: explained for the predicted class {pred}. Scores are for the "
-            f"loss of {pred}, so helpful points (score > 0) support predicting {pred}: removing "
-            f"one would raise that loss. Harmful points (score < 0) work against predicting "
-            f"{pred}: removing one would lower it."
-        )
-    if correct:
-        return (
-            f"Correctly classified as {label}. Helpful points (score > 0) support this "
-            f"prediction: removing one would raise the loss of the label {label}. Harmful points "
-            f"(score < 0) work against it: removing one would lower that loss."
-        )
-    return (
-        f"Misclassified: the true label is {label}, the model predicts {pred}. Scores are for the "
-        f"loss of the true label {label}, so helpful points (score > 0) support the true label "
-        f"{label}: they push the model toward it, against the prediction {pred}; removing one "
-        f"would raise that loss. Harmful points (score < 0) work against the true label "
-        f"{label}, as the prediction {pred} does: removing one would lower the loss of {label}."
-    )
+def test_points_of(probabilities: torch.Tensor, x_test: torch.Tensor, y_test) -> TestPoints:
+    """The test points with the model's predictions at theta_hat (``probabilities``, (T, C)).
+    Without labels (``y_test`` None) every point is explained for its predicted class: y =
+    y_hat, none misclassified."""
+    confidence, predicted = (t.numpy() for t in probabilities.max(1))
+    predicted = predicted.astype(np.int64)
+    labelled = y_test is not None
+    y = y_test if labelled else torch.from_numpy(predicted)
+    true = as_numpy(y).astype(np.int64).reshape(-1)
+    return TestPoints(x_test, y, true, predicted, confidence, labelled)
 
 
-class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
+def n_classes_of(influence: Influence, tests: TestPoints, n_outputs: int) -> int:
+    """Classes the model tells apart (``n_outputs`` probabilities) or the labels use, whichever
+    is more."""
+    labels = [tests.true]
+    if influence.train.y is not None:
+        labels.append(as_numpy(influence.train.y).astype(np.int64).reshape(-1))
+    largest = max((int(y.max()) for y in labels if y.size), default=-1)
+    return max(n_outputs, largest + 1, 2)
+
+
+class InfluenceExplorer(anywidget.AnyWidget):
     """An inline explorer of influence for one model.
 
     Tabs: Influence (the selected test point's most helpful and harmful training points),
     Verify (leave-one-out retraining), Attack (a training-set attack) and Review (training points
-    ranked for a label check, fixes, and a retrain with them: see :class:`ReviewTab`).
+    ranked for a label check, fixes, and a retrain with them).
 
     Args:
         influence: an :class:`~influence_widgets.Influence` (fitted here, in the background,
@@ -154,6 +145,25 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
     compute_ms = traitlets.Float(0.0).tag(sync=True)
     progress = traitlets.Float(0.0).tag(sync=True)  # of the current precomputation step
     tab = traitlets.Enum(("influence", "verify", "attack", "review"), "influence").tag(sync=True)
+    # Verify (VerifyTab)
+    verify_n_remove = traitlets.Int(20).tag(sync=True)
+    verify = traitlets.Dict(IDLE).tag(sync=True)  # a protocol.VerifyState
+    verify_plot = traitlets.Bytes(b"").tag(sync=True)  # PNG of the LOO scatter
+    # Attack (AttackTab): eps and step in 8-bit levels for images, in the data's units otherwise
+    attack_n_poison = traitlets.Int(10).tag(sync=True)
+    attack_eps = traitlets.Float(32.0).tag(sync=True)
+    attack_step = traitlets.Float(0.0).tag(sync=True)  # 0: auto, eps / 12.5 (as craft_attack)
+    attack_max_iter = traitlets.Int(100).tag(sync=True)
+    # the sliders' [min, max, step] by trait name (n_poison, eps, step, max_iter) and "unit"
+    attack_limits = traitlets.Dict().tag(sync=True)
+    # why the selected test point cannot be attacked, with what to do; "" when it can
+    attack_blocked = traitlets.Unicode("").tag(sync=True)
+    attack = traitlets.Dict(IDLE).tag(sync=True)  # a protocol.AttackState
+    # Review (ReviewTab)
+    review_method = traitlets.Enum(METHODS, "self_influence").tag(sync=True)
+    review_page = traitlets.Int(0).tag(sync=True)
+    review = traitlets.Dict(IDLE).tag(sync=True)  # a protocol.ReviewState: the ranking shown
+    review_retrain = traitlets.Dict(IDLE).tag(sync=True)  # a protocol.ReviewRetrainState
 
     def __init__(
         self,
@@ -180,69 +190,83 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         inputs = ExplorerInputs(
             x_test, y_test, kind, train_display, test_display, class_names, feature_names
         ).with_defaults_from(data)
-        self.x_test, y_test = inputs.test_points()
-        if scores is not None:
-            if not isinstance(scores, ScoreStore):
-                raise TypeError(
-                    f"scores: expected an iw.ScoreStore (iw.ScoreStore(path)), got "
-                    f"{type(scores).__name__}"
-                )
-            scores.check_matches(influence, self.x_test, y_test)
-        self.scores = scores
-        probabilities = class_probabilities_of(influence, self.x_test)
-        self._conf, self._pred = (t.numpy() for t in probabilities.max(dim=1))
-        # Without labels every point is explained for its predicted class: y_test = y_hat (the
-        # scores, Verify), and no point counts as misclassified. The Attack tab needs a label.
-        labelled = y_test is not None
-        self.y_test = y_test if labelled else torch.from_numpy(self._pred.astype(np.int64))
-        self._true = as_numpy(self.y_test).astype(np.int64).reshape(-1)
-        display = inputs.display(influence, self._n_classes(influence, probabilities.shape[1]))
+        x_test, y_test = inputs.test_points()
+        check_score_store(scores, influence, x_test, y_test)
+        probabilities = class_probabilities_of(influence, x_test)
+        tests = test_points_of(probabilities, x_test, y_test)
+        display = inputs.display(influence, n_classes_of(influence, tests, probabilities.shape[1]))
         super().__init__(
             k=k,
             kind=display.kind,
             class_names=display.class_names,
             page_size=page_size,
-            labelled=labelled,
+            labelled=tests.labelled,
         )
-        self.influence = influence
-        self.display_data = display
+        self.influence, self.scores, self.display_data = influence, scores, display
+        self.context = ExplorerContext(
+            self, influence, tests, display, Readiness(), JobRunner(self)
+        )
+        self._compose(scores, lookahead)
         self._callbacks: list[Callable[[int], None]] = []
-        self._lock = threading.Lock()  # one panel computed at a time
-        self._fit_lock = threading.Lock()  # guards _fitted, _failure and _pending
-        self._pending: int | None = None
-        self._fitted = False  # precomputation done: clicks are served at once
-        self._failure: str | None = None  # precomputation failed: what happened and what to do
-        self._ready = threading.Event()  # set once any queued click is served too (or on error)
-        self._ready_message = ""
-        # Slow clicks (>= LOOKAHEAD_SECONDS): the visible page is scored ahead in the background.
-        self._lookahead: PageLookahead | None = (
-            PageLookahead(self._score_ahead, self._lookahead_progress)
-            if lookahead and scores is None
-            else None
-        )
-        self._init_verify()
-        self._init_attack()
-        self._init_review()
         self._refresh_gallery()
         self.observe(self._on_selected, names="selected")
         self.observe(
             lambda _: self._refresh_gallery(), names=["page", "class_filter", "misclassified_only"]
         )
         self.observe(lambda _: self._on_new_k(), names="k")
-        self.on_msg(self._on_front_end_message)
+        self.on_msg(lambda _widget, content, _buffers: self.handle_event(content))
         if fit_in_background:
-            threading.Thread(target=self._precompute, daemon=True).start()
+            self.context.jobs.spawn(self.precomputation.run)
         else:
-            self._precompute()
+            self.precomputation.run()
 
-    # ----- inputs ---------------------------------------------------------------------------
-    def _n_classes(self, influence: Influence, n_outputs: int) -> int:
-        """Classes the model tells apart (one output: two) or the labels use, whichever is more."""
-        labels = [self._true]
-        if influence.train.y is not None:
-            labels.append(as_numpy(influence.train.y).astype(np.int64).reshape(-1))
-        largest = max((int(y.max()) for y in labels if y.size), default=-1)
-        return max(n_outputs, largest + 1, 2)
+    def _compose(self, scores: ScoreStore | None, lookahead: bool) -> None:
+        """The tabs, each given the one context, and the dispatch table of their events."""
+        context = self.context
+        self.influence_tab = InfluenceTab(context, scores, lookahead)
+        self.verify_tab = VerifyTab(context)
+        self.attack_tab = AttackTab(context)
+        self.review_tab = ReviewTab(context)
+        store = f"; clicks read from {scores!r}" if scores is not None else ""
+        self.precomputation = Precomputation(context, self._on_fitted, self.describe_failure, store)
+        # {event: (handler, where a bad value shows)}: the Review tab shows bad fixes in itself
+        self.dispatch: dict[str, tuple[Callable[[dict], None], Callable[[str], None] | None]] = {
+            **{e: (h, None) for e, h in self.verify_tab.handlers.items()},
+            **{e: (h, None) for e, h in self.attack_tab.handlers.items()},
+            **{e: (h, self.review_tab.show_problem) for e, h in self.review_tab.handlers.items()},
+        }
+
+    # ----- what the explorer shows ----------------------------------------------------------
+    @property
+    def test_points(self) -> TestPoints:
+        """The test points, their labels and the model's predictions and confidences."""
+        return self.context.tests
+
+    @property
+    def x_test(self) -> torch.Tensor:
+        return self.context.tests.x
+
+    @property
+    def y_test(self) -> torch.Tensor:
+        """The labels the scores are for (the predicted classes when none were given)."""
+        return self.context.tests.y
+
+    @property
+    def lookahead(self) -> PageLookahead | None:
+        """The page lookahead (None with ``lookahead=False`` or a score store)."""
+        return self.influence_tab.lookahead
+
+    def label(self, c: int) -> str:
+        """Class index ``c`` as the explorer names it."""
+        return self.context.label(c)
+
+    def explain(self, index: int) -> str:
+        """What the helpful and harmful points of test point ``index`` mean (the panel's text)."""
+        return self.influence_tab.explain(index)
+
+    def describe_failure(self, err: Exception) -> str:
+        """What the widget says when precomputation raised ``err`` (a subclass may reword it)."""
+        return failure_message(err)
 
     @traitlets.validate("selected")
     def _valid_selected(self, proposal) -> int | None:
@@ -257,45 +281,33 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
             )
         return int(value)
 
-    def _explain(self, index: int) -> str:
-        """The panel's explanation of test point ``index``: for its true label, or for its
-        predicted class when the explorer was given no labels."""
-        pred = self._label(int(self._pred[index]))
-        if not self.labelled:
-            return explanation(None, pred, True)
-        label = self._label(int(self._true[index]))
-        return explanation(label, pred, bool(self._true[index] == self._pred[index]))
-
-    def _label(self, c: int) -> str:
-        names = self.display_data.class_names
-        return names[c] if 0 <= c < len(names) else str(c)
-
     # ----- the gallery ----------------------------------------------------------------------
     def _filtered(self) -> np.ndarray:
-        keep = np.ones(len(self._true), dtype=bool)
+        tests = self.context.tests
+        keep = np.ones(len(tests), dtype=bool)
         if self.class_filter >= 0:
-            keep &= self._true == self.class_filter
+            keep &= tests.true == self.class_filter
         if self.misclassified_only:
-            keep &= self._pred != self._true
+            keep &= tests.predicted != tests.true
         return np.nonzero(keep)[0]
+
+    def _gallery_item(self, i: int) -> dict:
+        tests, label = self.context.tests, self.context.label
+        return {
+            "index": i,
+            "label": label(int(tests.true[i])),
+            "pred": label(int(tests.predicted[i])),
+            "confidence": float(tests.confidence[i]),
+            "wrong": tests.misclassified(i),
+            **self.display_data.item("test", i),
+        }
 
     def _refresh_gallery(self) -> None:
         idx = self._filtered()
         n_pages = max(1, -(-len(idx) // self.page_size))
         page = min(max(self.page, 0), n_pages - 1)
-        items = []
-        for i in idx[page * self.page_size : (page + 1) * self.page_size]:
-            i = int(i)
-            items.append(
-                {
-                    "index": i,
-                    "label": self._label(int(self._true[i])),
-                    "pred": self._label(int(self._pred[i])),
-                    "confidence": float(self._conf[i]),
-                    "wrong": bool(self._pred[i] != self._true[i]),
-                    **self.display_data.item("test", i),
-                }
-            )
+        shown = idx[page * self.page_size : (page + 1) * self.page_size]
+        items = [self._gallery_item(int(i)) for i in shown]
         with self.hold_sync():
             self.n_pages, self.n_shown = n_pages, len(idx)
             if page != self.page:
@@ -305,8 +317,8 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
 
     def _follow_page(self) -> None:
         """Have the visible page scored ahead, once clicks can be served (after the fit)."""
-        if self._lookahead is not None and self._fitted:
-            self._lookahead.follow([item["index"] for item in self.gallery])
+        if self.lookahead is not None and self.context.readiness.fitted:
+            self.lookahead.follow([item["index"] for item in self.gallery])
 
     # ----- selection ------------------------------------------------------------------------
     def on_select(self, callback: Callable[[int], None]) -> None:
@@ -316,143 +328,47 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         self._callbacks.append(callback)
 
     def _on_selected(self, change) -> None:
-        index = change["new"]
-        self._forget_finished_runs()  # they belong to the previous test point
+        index, readiness = change["new"], self.context.readiness
+        self.verify_tab.forget()  # finished runs belong to the previous test point
+        self.attack_tab.forget()
         if index is None:
             self.panel = {}
             return
-        if not 0 <= index < len(self._true):
-            self.error = f"selected: {index!r} is not a test index in [0, {len(self._true) - 1}]"
+        if not 0 <= index < len(self.context.tests):
+            n = len(self.context.tests)
+            self.error = f"selected: {index!r} is not a test index in [0, {n - 1}]"
             log.error(self.error)
             return
-        with self._fit_lock:
-            waiting = not self._fitted and self._failure is None
+        with readiness.lock:
+            waiting = not readiness.fitted and readiness.failure is None
             if waiting:
-                self._pending = index  # the latest click wins once precomputation is done
+                readiness.pending = index  # the latest click wins once precomputation is done
                 self.message = f"Test point {index} queued until precomputation finishes"
         if waiting:
             return
-        if self._failure is not None:
-            self._show_failure(index)
+        if readiness.failure is not None:
+            self.precomputation.show_failure(index)
             return
         self._compute(index)
 
-    def _forget_finished_runs(self) -> None:
-        if not self.verify_running:
-            self.verify, self.verify_plot = dict(IDLE), b""
-        if not self.attack_running:
-            self.attack = dict(IDLE)
-
     def _on_new_k(self) -> None:
-        if self._lookahead is not None:
-            self._lookahead.forget()  # the top-k lists of another k
-        if self.selected is not None and self._fitted:
+        if self.lookahead is not None:
+            self.lookahead.forget()  # the top-k lists of another k
+        if self.selected is not None and self.context.readiness.fitted:
             self._compute(self.selected)
 
-    # ----- precomputation -------------------------------------------------------------------
-    def _precompute(self) -> None:
-        """Fit, once no other explorer is working in the background (see tabs.BACKGROUND_WORK)."""
-        if not BACKGROUND_WORK.acquire(blocking=False):
-            self.status = "fitting"
-            self.message = "Waiting for another explorer's background work to finish..."
-            BACKGROUND_WORK.acquire()
-        try:
-            self._precompute_alone()
-        finally:
-            BACKGROUND_WORK.release()
-
-    def _precompute_alone(self) -> None:
-        self.status = "fitting"
-        self.message = "Precomputing the Hessian and its factorisation..."
-        start = time.perf_counter()
-        try:
-            with report_progress(self._fit_progress_listener()):
-                self._fit_with_retry()
-        except Exception as err:  # shown in the widget and logged; nothing else to do here
-            log.exception("InfluenceExplorer precomputation failed")
-            self._fit_failed(err)
-            return
-        self._fit_done(time.perf_counter() - start)
-
-    def _fit_progress_listener(self) -> Callable[[str, float], None]:
-        last = [0.0]
-
-        def show(step: str, fraction: float) -> None:
-            now = time.perf_counter()
-            if now - last[0] > 0.1 or fraction >= 1.0:  # at most ~10 updates a second
-                last[0] = now
-                self.progress = fraction
-                self.message = f"Precomputing: {step} {fraction:.0%}"
-
-        return show
-
-    def _fit_done(self, seconds: float) -> None:
-        with self._fit_lock:
-            self._fitted = True
-            pending, self._pending = self._pending, None
-        self.notice = self._minimum_notice()
-        self.progress = 1.0
-        self.status = "ready"
-        warned = ", but see the warning below" if self.notice else ""
-        store = f"; clicks read from {self.scores!r}" if self.scores is not None else ""
-        approximate = (
-            "; scores from EK-FAC, an approximation: check them in the Verify tab"
-            if isinstance(self.influence.solver, EKFAC)
-            else ""
-        )
-        self._ready_message = f"Ready (precomputed in {seconds:.1f} s{store}{approximate}){warned}"
-        self.message = self._ready_message
+    def _on_fitted(self, pending: int | None) -> None:
+        """Precomputation is done: serve a click queued meanwhile, score the page ahead."""
+        self.influence_tab.ready_message = self.precomputation.ready_message
         if pending is not None and pending == self.selected:
             self._compute(pending)
-        self._ready.set()
         self._follow_page()
 
-    def _minimum_notice(self) -> str:
-        """The warning shown when theta_hat is not a minimum of R (else ""), with what to do."""
-        if self.influence.diagnostics.grad_norm <= MINIMUM_TOL:
-            return ""
-        return not_at_minimum_notice(at_minimum(self.influence))
-
-    def _failure_text(self, err: Exception) -> str:
-        """What the widget shows after precomputation raised ``err``."""
-        return failure_message(err)
-
-    def _fit_failed(self, err: Exception) -> None:
-        """No influence can be shown: say why and what to do, also to a click queued earlier."""
-        with self._fit_lock:
-            self._failure = self._failure_text(err)
-            pending, self._pending = self._pending, None
-            self.status = "error"
-            self._show_failure(pending)
-        self._ready.set()
-
-    def _show_failure(self, index: int | None) -> None:
-        self.error = self._failure
-        shown = "" if index is None else f": test point {index} cannot be shown"
-        self.message = f"Precomputation failed{shown} (see below)"
-
-    def _fit_with_retry(self, attempts: int = 3) -> None:
-        """``influence.fit()``, retried when CPython 3.11 raises its spurious SystemError.
-
-        Compiling code in this thread while the kernel compiles the next cell on the main thread
-        (a notebook's "Run All") can raise "AST constructor recursion depth mismatch" in CPython
-        3.11 (a race in the interpreter, not a problem with the inputs); the fit is pure
-        computation, so running it again is safe.
-        """
-        for attempt in range(attempts):
-            try:
-                self.influence.fit()
-                return
-            except SystemError as err:
-                if "recursion depth mismatch" not in str(err) or attempt == attempts - 1:
-                    raise
-                log.warning("retrying precomputation after CPython's spurious SystemError")
-
     def _compute(self, index: int) -> None:
-        with self._lock:
+        with self.influence_tab.lock:
             try:
                 start = time.perf_counter()
-                panel = self._panel(index)
+                panel = self.influence_tab.panel(index)
                 self.compute_ms = (time.perf_counter() - start) * 1000
                 self.error = ""
                 self.panel = panel
@@ -466,88 +382,145 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
             except Exception:  # a user's callback must not break the widget
                 log.exception("on_select callback raised")
 
-    def _top(self, index: int) -> TopInfluence:
-        """The k most helpful and harmful training points of test point ``index``: read from the
-        score store, or scored ahead (``lookahead``), or computed now (and kept)."""
-        if self.scores is not None:  # precomputed: one row of the store, no solve
-            return self.scores.top(index, self.k)
-        if self._lookahead is not None and (top := self._lookahead.cached(index)) is not None:
-            return top
-        start = time.perf_counter()
-        top = self._score(index)
-        if self._lookahead is not None:
-            self._lookahead.store(index, top, time.perf_counter() - start)
-        return top
-
-    def _score(self, index: int) -> TopInfluence:
-        """Test point ``index``'s top-k lists, computed: one solve and one pass over the data."""
-        return self.influence.top(
-            self.x_test[index : index + 1], self.y_test[index : index + 1], self.k
-        )
-
-    def _score_ahead(self, index: int) -> TopInfluence:
-        """:meth:`_score` for the lookahead thread, one panel at a time (``self._lock``)."""
-        with self._lock:
-            return self._score(index)
-
-    def _lookahead_progress(self, done: int, total: int) -> None:
-        """The status line while (and once) the visible page is scored ahead."""
-        if self.status != "ready":
-            return
-        ahead = (
-            f"all {total} test points of this page scored ahead: a click on one is instant"
-            if done == total
-            else f"scoring this page ahead: {done} of {total} test points (clicks on them "
-            "are then instant)"
-        )
-        self.message = f"{self._ready_message}; {ahead}"
-
-    def _panel(self, index: int) -> Panel:
-        top = self._top(index)
-        label, pred = self._label(int(self._true[index])), self._label(int(self._pred[index]))
-        correct = bool(self._true[index] == self._pred[index])
-        return {
-            "test_index": index,
-            "label": label,
-            "pred": pred,
-            "confidence": float(self._conf[index]),
-            "correct": correct,
-            "explanation": self._explain(index),
-            "test": self.display_data.item("test", index),
-            "helpful": self._train_items(top.helpful[0], top.helpful_scores[0], index),
-            "harmful": self._train_items(top.harmful[0], top.harmful_scores[0], index),
-        }
-
-    def _train_items(
-        self, idx: torch.Tensor, scores: torch.Tensor, test_index: int
-    ) -> list[TrainItem]:
-        y_train = self.influence.train.take(idx)[1]
-        items = []
-        for j, s, label in zip(idx.tolist(), scores.tolist(), y_train.tolist(), strict=True):
-            item: TrainItem = {"index": j, "label": self._label(int(label)), "score": float(s)}
-            if self.display_data.kind == "tabular":  # the card is a table beside the test point
-                item["differences"] = self.display_data.differences(j, test_index)
-            else:
-                item.update(self.display_data.item("train", j))
-            items.append(item)
-        return items
-
     # ----- messages from the front end -----------------------------------------------------
-    def _on_front_end_message(self, _widget, content, _buffers) -> None:
-        """Button presses of the slow tabs: {"event": NAME}, NAME one of ``protocol.EVENTS``."""
-        actions = {
-            VERIFY_RUN: self.run_verify,
-            VERIFY_CANCEL: self.cancel_verify,
-            ATTACK_RUN: self.run_attack,
-            ATTACK_CANCEL: self.cancel_attack,
-        }
+    def handle_event(self, content: object) -> None:
+        """A message of the front end, ``{"event": NAME, ...}`` with NAME one of
+        ``protocol.EVENTS`` or ``protocol.FIX_EVENTS``: handed to its tab. A bad value is shown
+        in the widget, never raised (the front end cannot catch)."""
         event = content.get("event") if isinstance(content, dict) else None
-        if event in actions:
-            try:
-                actions[event]()
-            except Exception as err:  # a bad slider value, say: shown, never a traceback
+        if event not in self.dispatch:
+            return
+        handler, show_bad_value = self.dispatch[event]
+        try:
+            handler(content)
+        except (TypeError, ValueError) as err:
+            if show_bad_value is None:
                 self.error = f"{event}: {err}"
-                log.exception("InfluenceExplorer could not handle %s", event)
+            else:
+                show_bad_value(str(err))
+        except Exception as err:  # shown, never a traceback
+            self.error = f"{event}: {err}"
+            log.exception("InfluenceExplorer could not handle %s", event)
+
+    # ----- Verify: leave-one-out retraining (VerifyTab) ------------------------------------
+    def run_verify(self, n_remove: int | None = None, *, wait: bool = False) -> LOOResult | None:
+        """Check the selected test point against leave-one-out retraining, in the background.
+
+        Runs :func:`~influence_widgets.validate_loo` (the ``n_remove`` training points of largest
+        |influence|, default ``verify_n_remove``) and shows the scatter and R in the Verify tab.
+        With ``wait=True`` blocks and returns the :class:`LOOResult`; it is also kept as
+        ``explorer.loo_result``.
+        """
+        return self.verify_tab.run(n_remove, wait=wait)
+
+    def cancel_verify(self) -> None:
+        """Stop the running check: the retrain in progress is abandoned within about a second
+        (at its next function evaluation); the retrains done so far are shown."""
+        self.verify_tab.cancel()
+
+    @property
+    def verify_running(self) -> bool:
+        return self.verify_tab.running
+
+    @property
+    def loo_result(self) -> LOOResult | None:
+        """The latest Verify run's :class:`LOOResult` (None before one)."""
+        return self.verify_tab.result
+
+    # ----- Attack: a training-set attack (AttackTab) ---------------------------------------
+    def run_attack(
+        self,
+        n_poison: int | None = None,
+        eps: float | None = None,
+        step: float | None = None,
+        max_iter: int | None = None,
+        *,
+        wait: bool = False,
+    ) -> AttackResult | None:
+        """Attack the selected test point with :func:`~influence_widgets.craft_attack`, in the
+        background. ``eps`` and ``step`` are 8-bit levels for images (data units otherwise);
+        ``step`` 0 is auto, eps / 12.5 as craft_attack's default. Unset arguments come from the
+        tab's sliders, and the sliders are set to the values used. ``wait=True`` blocks and
+        returns the :class:`AttackResult`, also kept as ``explorer.attack_result``."""
+        return self.attack_tab.run(n_poison, eps, step, max_iter, wait=wait)
+
+    def cancel_attack(self) -> None:
+        """Stop the running attack (or search) after its current step."""
+        self.attack_tab.cancel()
+
+    def find_smallest_eps(self, *, wait: bool = False) -> EpsSearch | None:
+        """Search the smallest eps that flips the selected prediction with the tab's number of
+        points and iterations (:func:`~influence_widgets.smallest_flipping_eps`: from eps max /
+        64, doubling up to the eps slider's maximum, then 3 bisections; no new attack after
+        120 s), in the background. The eps slider is then set to the eps found and the tab shows
+        the attack there. ``wait=True`` blocks and returns the :class:`EpsSearch`, also kept as
+        ``explorer.eps_search``."""
+        return self.attack_tab.find_smallest_eps(wait=wait)
+
+    @property
+    def attack_running(self) -> bool:
+        return self.attack_tab.running
+
+    @property
+    def attack_result(self) -> AttackResult | None:
+        """The latest attack's :class:`AttackResult` (the search's, after a search)."""
+        return self.attack_tab.result
+
+    @property
+    def eps_search(self) -> EpsSearch | None:
+        """The latest smallest-eps search's :class:`EpsSearch`."""
+        return self.attack_tab.search
+
+    # ----- Review: ranked training points, fixes, retrain (ReviewTab) -----------------------
+    @property
+    def review_fixes(self) -> dict[int, int | None]:
+        """The proposed fixes: {training index: new label (class index), or None = remove}."""
+        return self.review_tab.fixes
+
+    def relabel(self, i: int, label: int) -> None:
+        """Propose class index ``label`` as training point ``i``'s label (kept here; the user's
+        data is never written). Replaces an earlier fix of ``i``."""
+        self.review_tab.relabel(i, label)
+
+    def mark_for_removal(self, i: int) -> None:
+        """Propose removing training point ``i`` from the training set (replaces a new label)."""
+        self.review_tab.mark_for_removal(i)
+
+    def clear_fix(self, i: int) -> None:
+        """Drop the fix proposed for training point ``i`` (nothing happens if there is none)."""
+        self.review_tab.clear_fix(i)
+
+    def clear_fixes(self) -> None:
+        """Drop every proposed fix."""
+        self.review_tab.clear_fixes()
+
+    def fixed_dataset(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """New tensors (X, y): the training set with the proposed labels and without the points
+        marked for removal. The user's tensors, model and Dataset are never written."""
+        return self.review_tab.fixed_dataset()
+
+    def retrain_with_fixes(self, *, wait: bool = False) -> ReviewResult | None:
+        """Retrain a copy of the model on :meth:`fixed_dataset`, in the background: ``iw.train``
+        warm-started from theta_hat, with the Influence's loss, parameters and L2, so the result
+        is the minimum of R on the fixed data. The tab then shows the test accuracy and loss
+        before -> after and how the selected test point's prediction changed. ``wait=True``
+        blocks and returns the :class:`ReviewResult`, also kept as ``explorer.review_result``.
+        The explorer's influence scores stay those of the original model."""
+        return self.review_tab.retrain_with_fixes(wait=wait)
+
+    def cancel_retrain(self) -> None:
+        """Stop the running retrain at its next function evaluation; nothing is kept."""
+        self.review_tab.cancel_retrain()
+
+    @property
+    def retrain_running(self) -> bool:
+        """Whether a "Retrain with fixes" is running."""
+        return self.review_tab.retrain.job.running
+
+    @property
+    def review_result(self) -> ReviewResult | None:
+        """The latest finished "Retrain with fixes"'s :class:`ReviewResult`."""
+        return self.review_tab.retrain.result
 
     # ----- results --------------------------------------------------------------------------
     def results(self, as_frame: bool = False):
@@ -557,22 +530,18 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         train_index, label, score (predicted change of the test loss on removal).
         """
         panel = self.panel
-        rows = (
-            [
-                {
-                    "test_index": panel["test_index"],
-                    "kind": kind,
-                    "rank": rank,
-                    "train_index": item["index"],
-                    "label": item["label"],
-                    "score": item["score"],
-                }
-                for kind in ("helpful", "harmful")
-                for rank, item in enumerate(panel.get(kind, []), start=1)
-            ]
-            if panel
-            else []
-        )
+        rows = [
+            {
+                "test_index": panel["test_index"],
+                "kind": kind,
+                "rank": rank,
+                "train_index": item["index"],
+                "label": item["label"],
+                "score": item["score"],
+            }
+            for kind in ("helpful", "harmful")
+            for rank, item in enumerate(panel.get(kind, []) if panel else [], start=1)
+        ]
         if not as_frame:
             return rows
         try:
@@ -583,7 +552,7 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
 
     def wait_ready(self, timeout: float = 600.0) -> InfluenceExplorer:
         """Block until precomputation is done (for scripts and tests); returns self."""
-        if not self._ready.wait(timeout):
+        if not self.context.readiness.done.wait(timeout):
             raise TimeoutError(f"precomputation did not finish within {timeout} s")
         if self.status == "error":
             raise RuntimeError(self.error)

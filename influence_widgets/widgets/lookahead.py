@@ -7,45 +7,26 @@ seconds. When the first test point of the page takes at least ``LOOKAHEAD_SECOND
 scores the other test points of the visible page in the background, one at a time and in gallery
 order, so that a click on one of them is a lookup; otherwise it stops after that first point (the
 clicks are fast anyway and the CPU stays free). It starts over when the page, the class filter or
-``k`` changes, never runs beside another explorer's background work (``BACKGROUND_WORK``: fits,
-retrains, attacks) and keeps only the top-k lists (k helpful, k harmful per test point), never a
-row of n scores.
+``k`` changes and keeps only the top-k lists (k helpful, k harmful per test point), never a row of
+n scores. Its thread is a job of the explorer's :class:`~influence_widgets.widgets.jobs.JobRunner`:
+at interpreter exit it stops after its current test point and is waited for.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from influence_widgets.widgets.tabs import BACKGROUND_WORK
+from influence_widgets.widgets.jobs import Job, JobRunner, exiting
 
 __all__ = ["LOOKAHEAD_SECONDS", "PageLookahead"]
 
 log = logging.getLogger("influence_widgets")
 
 LOOKAHEAD_SECONDS = 0.5  # a test point at least this slow to score makes the page scored ahead
-
-# At interpreter exit, a daemon thread killed inside a torch kernel aborts the process ("terminate
-# called without an active exception"): atexit stops every lookahead thread after its current
-# test point and waits for it, so that a script that shows an explorer and ends exits cleanly.
-_EXITING = threading.Event()
-_RUNNING: set[threading.Thread] = set()
-_RUNNING_LOCK = threading.Lock()
-EXIT_WAIT_SECONDS = 60.0
-
-
-@atexit.register
-def _stop_at_exit() -> None:
-    _EXITING.set()
-    with _RUNNING_LOCK:
-        running = list(_RUNNING)
-    for thread in running:
-        thread.join(EXIT_WAIT_SECONDS)
-
 
 Result = TypeVar("Result")
 
@@ -58,10 +39,14 @@ class PageLookahead(Generic[Result]):
             called in the background thread; it must serialise itself with the clicks.
         on_progress: ``on_progress(done, total)`` after each test point of the page, and with
             ``done == total`` when the page is complete.
+        jobs: the explorer's job runner, whose job the thread is.
     """
 
     def __init__(
-        self, score: Callable[[int], Result], on_progress: Callable[[int, int], None]
+        self,
+        score: Callable[[int], Result],
+        on_progress: Callable[[int, int], None],
+        jobs: JobRunner,
     ) -> None:
         self._score = score
         self._on_progress = on_progress
@@ -70,7 +55,14 @@ class PageLookahead(Generic[Result]):
         self._generation = 0  # bumped by forget(): a result computed before it is dropped
         self._slow: bool | None = None  # unknown until the first point is timed
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._job: Job | None = None  # while a thread scores the page
+        self.jobs = jobs
+
+    @property
+    def running(self) -> bool:
+        """Whether a thread is scoring the page (it ends when the work does)."""
+        with self._lock:
+            return self._job is not None
 
     @property
     def active(self) -> bool:
@@ -117,37 +109,31 @@ class PageLookahead(Generic[Result]):
     def _start_if_needed(self) -> None:
         """Start the thread when there is work and none runs. Holds _lock. The thread ends when
         the work does, so that an explorer nobody shows any more can be garbage-collected."""
-        if self._thread is None and self._work() is not None and not _EXITING.is_set():
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            with _RUNNING_LOCK:
-                _RUNNING.add(self._thread)
-            self._thread.start()
+        if self._job is None and self._work() is not None:
+            self._job = self.jobs.spawn(self._run)
 
     def _next(self) -> tuple[int, int, bool] | None:
         """The next test point to score, or None after marking the thread finished."""
         with self._lock:
-            work = None if _EXITING.is_set() else self._work()
+            work = None if exiting() else self._work()
             if work is None:
-                with _RUNNING_LOCK:
-                    _RUNNING.discard(self._thread)
-                self._thread = None
+                self._job = None
             return work
 
     def _run(self) -> None:
         while (work := self._next()) is not None:
             index, generation, timed = work
-            with BACKGROUND_WORK:  # after any fit, retrain or attack of any explorer
-                if self.cached(index) is not None:
-                    continue  # a click scored it while this thread waited
-                start = time.perf_counter()
-                try:
-                    result = self._score(index)
-                except Exception:  # the click on this point shows the error; nothing to do here
-                    log.debug("scoring test point %d ahead failed", index, exc_info=True)
-                    with self._lock:
-                        self._page = [i for i in self._page if i != index]
-                    continue
-                seconds = time.perf_counter() - start
+            if self.cached(index) is not None:
+                continue  # a click scored it meanwhile
+            start = time.perf_counter()
+            try:
+                result = self._score(index)
+            except Exception:  # the click on this point shows the error; nothing to do here
+                log.debug("scoring test point %d ahead failed", index, exc_info=True)
+                with self._lock:
+                    self._page = [i for i in self._page if i != index]
+                continue
+            seconds = time.perf_counter() - start
             with self._lock:
                 if generation != self._generation:
                     continue

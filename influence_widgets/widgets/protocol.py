@@ -31,6 +31,7 @@ __all__ = [
     "JobStateName",
     "Panel",
     "ReviewItem",
+    "ReviewOutcome",
     "ReviewRetrainState",
     "ReviewState",
     "TrainItem",
@@ -188,21 +189,26 @@ class ReviewState(JobState, total=False):
     n_removed: int
 
 
-class ReviewRetrainState(JobState, total=False):
-    """ "Retrain with fixes": the test set before -> after (None without test labels) and the
-    prediction of the test point selected when it started (None when none was)."""
+class ReviewOutcome(TypedDict, total=False):
+    """What "Retrain with fixes" measured (the one definition of these fields: they are also
+    the attributes of ``iw.ReviewResult``): the test set before -> after (None without test
+    labels) and the prediction of the test point selected when it started (None when none was)."""
 
     accuracy_before: float | None
     accuracy_after: float | None
-    loss_before: float | None
+    loss_before: float | None  # mean test loss L(z_test, theta), without the L2 term
     loss_after: float | None
-    n_relabelled: int
+    n_relabelled: int  # the fixes the retrain used
     n_removed: int
     selected: int | None
-    prediction_before: str | None
+    prediction_before: str | None  # class names
     prediction_after: str | None
-    probability_before: float | None
+    probability_before: float | None  # of each predicted class
     probability_after: float | None
+
+
+class ReviewRetrainState(JobState, ReviewOutcome, total=False):
+    """ "Retrain with fixes": the job, and once done its :class:`ReviewOutcome`."""
 
 
 IDLE: JobState = {"state": "idle"}

@@ -26,8 +26,8 @@ def _open_demo(jupyter, page, demo: str, name: str):
             "%load_ext influence_widgets",
             f"%influence --demo {demo}",
             "import numpy as np\nex = _\nex.wait_ready()\n"
-            "right = int(np.nonzero(ex._pred == ex._true)[0][0])\n"
-            "wrong = int(np.nonzero(ex._pred != ex._true)[0][0])\n"
+            "right = int(np.nonzero(ex.test_points.predicted == ex.test_points.true)[0][0])\n"
+            "wrong = int(np.nonzero(ex.test_points.predicted != ex.test_points.true)[0][0])\n"
             'print(f"RIGHT {right} WRONG {wrong}")',
             "r = ex.attack_result\n"
             "print(f\"ATTACK {ex.attack['state']} {r and r.flipped} {ex.attack_eps}\")",

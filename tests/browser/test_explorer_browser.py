@@ -274,7 +274,7 @@ def test_attack_tab_shows_perturbed_images_and_a_verdict_in(
             "%load_ext influence_widgets",
             "%influence --demo digits",
             "ex = _\nex.wait_ready()\n"
-            "target = next(i for i in range(40) if ex._pred[i] == ex._true[i])\n"
+            "target = next(i for i in range(40) if ex.test_points.predicted[i] == ex.test_points.true[i])\n"
             'print(f"TARGET {target}")',
             "r = ex.attack_result\nprint(f\"ATTACK {ex.attack['state']} {r and r.iterations}\")",
         ],
@@ -373,9 +373,9 @@ def test_misclassified_point_is_explained_for_its_true_label_in(
             "%load_ext influence_widgets",
             "%influence --demo digits",
             "ex = _\nex.wait_ready()\n"
-            "wrong = next(i for i in range(40) if ex._pred[i] != ex._true[i])\n"
-            'print(f"WRONG {wrong} TRUE {ex._label(int(ex._true[wrong]))} '
-            'PRED {ex._label(int(ex._pred[wrong]))}")',
+            "wrong = next(i for i in range(40) if ex.test_points.predicted[i] != ex.test_points.true[i])\n"
+            'print(f"WRONG {wrong} TRUE {ex.label(int(ex.test_points.true[wrong]))} '
+            'PRED {ex.label(int(ex.test_points.predicted[wrong]))}")',
         ],
     )
     open_and_run(page, jupyter, path, "lab", timeout=150)

@@ -1,0 +1,142 @@
+"""What the Attack tab shows of a finished attack or eps search (protocol.AttackState): the
+settings used, the class probabilities before and after, and each poisoned training point
+(original, perturbed and difference images, or the changed features of tabular data).
+
+Slider units: eps and step are 8-bit levels for images (``input_range`` given) and the data's own
+units for other data; :class:`SliderUnits` converts both ways.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from influence_widgets.analysis.attack import AttackResult, EpsSearch, eight_bit_levels
+from influence_widgets.widgets.context import ExplorerContext
+from influence_widgets.widgets.display import png_bytes
+from influence_widgets.widgets.protocol import AttackItem, AttackState
+
+__all__ = ["SliderUnits", "attack_state", "search_summary"]
+
+
+class SliderUnits:
+    """eps and step as the sliders show them: 8-bit levels of ``input_range`` for images, the
+    data's units otherwise (``input_range=None``)."""
+
+    def __init__(self, input_range: tuple[float, float] | None) -> None:
+        self.input_range = input_range
+
+    def to_data(self, value: float) -> float:
+        """A slider value in the data's units."""
+        if self.input_range is None:
+            return float(value)
+        lo, hi = self.input_range
+        return eight_bit_levels(value, data_range=hi - lo)
+
+    def to_slider(self, value: float) -> float:
+        """A value in the data's units as the sliders show it."""
+        return value / self.to_data(1.0)
+
+
+def probability_rows(context: ExplorerContext, result: AttackResult) -> list:
+    """[class name, before, after] for the classes that matter: top 5 by either."""
+    before, after = result.probabilities_before, result.probabilities_after
+    order = np.argsort(-np.maximum(before, after))[:5]
+    return [[context.label(int(c)), float(before[c]), float(after[c])] for c in order]
+
+
+def image_item(
+    item: AttackItem, old: np.ndarray, new: np.ndarray, shape: tuple, units: SliderUnits
+) -> None:
+    """Add the original, perturbed and difference images (and the legend's numbers) to
+    ``item``; a colour image's difference is that of its channel mean."""
+    diff = (new - old).reshape(shape)
+    if diff.ndim == 3:
+        diff = diff.mean(axis=-1)
+    bound = float(np.abs(diff).max()) or 1.0
+    lo, hi = units.input_range or (float(old.min()), float(old.max()))
+    item["original"] = png_bytes(old.reshape(shape), vrange=(lo, hi))
+    item["perturbed"] = png_bytes(new.reshape(shape), vrange=(lo, hi))
+    item["difference"] = png_bytes(diff, cmap="RdBu_r", vrange=(-bound, bound))
+    item["amplification"] = (hi - lo) / (2 * bound)
+    item["difference_bound"] = units.to_slider(bound)
+
+
+def feature_changes(names: list[str] | None, old: np.ndarray, new: np.ndarray) -> list:
+    """[feature, before, after] for the (at most 8) features the attack moved most."""
+    old, new = old.reshape(-1), new.reshape(-1)
+    names = names or [f"x{k}" for k in range(old.size)]
+    changed = np.argsort(-np.abs(new - old))[:8]
+    return [[names[k], float(old[k]), float(new[k])] for k in changed if new[k] != old[k]]
+
+
+def attack_items(
+    context: ExplorerContext, result: AttackResult, units: SliderUnits
+) -> list[AttackItem]:
+    """One item per poisoned training point: its index, label and what the attack changed."""
+    items = []
+    labels = context.influence.train.take(result.poisoned)[1].tolist()
+    display = context.display
+    for row, (j, label) in enumerate(zip(result.poisoned.tolist(), labels, strict=True)):
+        old = result.original_inputs[row].detach().cpu().numpy().astype(np.float64)
+        new = result.perturbed_inputs[row].detach().cpu().numpy().astype(np.float64)
+        item: AttackItem = {"index": j, "label": context.label(int(label))}
+        shape = np.asarray(display.train[j]).shape
+        if display.kind == "image" and old.size == int(np.prod(shape)):
+            image_item(item, old, new, shape, units)
+        else:
+            item["changes"] = feature_changes(display.feature_names, old, new)
+        items.append(item)
+    return items
+
+
+def attack_state(
+    context: ExplorerContext, index: int, result: AttackResult, message: str, units: SliderUnits
+) -> AttackState:
+    """The ``attack`` trait after a finished (or cancelled) attack on test point ``index``."""
+    return {
+        "state": "cancelled" if result.cancelled else "done",
+        "test_index": index,
+        "progress": 1.0,
+        "flipped": result.flipped,
+        "prediction_before": context.label(result.prediction_before),
+        "prediction_after": context.label(result.prediction_after),
+        "probabilities": probability_rows(context, result),
+        "iterations": result.iterations,
+        "max_change": result.max_change,
+        "seconds": result.seconds,
+        "stopped": result.stopped,
+        "stop_reason": result.stop_reason,
+        "n_poison": len(result.poisoned),
+        "eps": units.to_slider(result.eps),
+        "step": units.to_slider(result.step_size),
+        "items": attack_items(context, result, units),
+        "message": message,
+    }
+
+
+def search_summary(
+    search: EpsSearch, settings: tuple[int, int, float, float], unit: str, units: SliderUnits
+) -> str:
+    """What an eps search found, in the slider's units; ``settings`` = (n_poison, max_iter,
+    eps max in slider units, the search's time budget in seconds)."""
+    n_poison, max_iter, eps_max, budget = settings
+    tried = len(search.tried)
+    if search.eps is not None:
+        below = search.largest_failure
+        not_below = "" if below is None else f"; {units.to_slider(below):.3g} did not"
+        return (
+            f"Smallest eps that flips: {units.to_slider(search.eps):.3g} {unit} ({tried} attacks "
+            f"tried{not_below}). The eps slider is set to it; below, the attack at that eps."
+        )
+    if search.stopped == "cancelled":
+        return f"Search cancelled after {tried} attacks: no eps tried flipped."
+    if search.stopped == "time budget":
+        largest = units.to_slider(max(e for e, _ in search.tried))
+        return (
+            f"Search stopped at its time budget ({budget:.0f} s): no eps up to "
+            f"{largest:.3g} {unit} flipped. Try more training points."
+        )
+    return (
+        f"No eps up to {eps_max:g} {unit} flips with {n_poison} training point(s) and "
+        f"{max_iter} iterations: try more training points or iterations."
+    )

@@ -1,0 +1,115 @@
+"""What every tab of the explorer is given: one narrow, public context.
+
+A tab (Influence, Verify, Attack, Review) reads the Influence, the test points with the model's
+predictions, the display data, whether precomputation is done, and a label formatter from
+:class:`ExplorerContext`; it runs its slow work through the context's :class:`JobRunner` and shows
+its state in the explorer's synced traits (``context.view``). No tab reads another's state.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import traitlets
+
+from influence_widgets.core.influence import Influence
+from influence_widgets.widgets.display import DisplayData
+from influence_widgets.widgets.jobs import JobRunner
+
+__all__ = ["ExplorerContext", "Readiness", "TestPoints"]
+
+
+@dataclass(frozen=True)
+class TestPoints:
+    """The explorer's test points and the model's predictions on them at theta_hat.
+
+    Attributes:
+        x: the inputs, (T, ...).
+        y: the labels the scores are for: the true labels, or without labels the predicted
+            classes y_hat = argmax_c p(c | x, theta_hat).
+        true: ``y`` as class indices, (T,) int64.
+        predicted: y_hat as class indices, (T,) int64.
+        confidence: p(y_hat | x, theta_hat), (T,).
+        labelled: whether true labels were given (else ``true`` is ``predicted``).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    true: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray
+    labelled: bool
+
+    def __len__(self) -> int:
+        return len(self.true)
+
+    def misclassified(self, index: int) -> bool:
+        """Whether the model's prediction for test point ``index`` differs from its label."""
+        return bool(self.predicted[index] != self.true[index])
+
+    def point(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) of test point ``index`` as one-point batches."""
+        return self.x[index : index + 1], self.y[index : index + 1]
+
+
+class Readiness:
+    """Whether the explorer's precomputation is done, failed (and why) or still running."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.fitted = False
+        self.failure: str | None = None  # what the widget shows when precomputation failed
+        self.pending: int | None = None  # a click made meanwhile: the latest wins
+        self.done = threading.Event()  # set once any queued click is served too (or on error)
+
+    def problem(self) -> str | None:
+        """Why no slow job can start yet, with what to do; None once precomputation is done."""
+        if self.failure is not None:
+            return "Precomputation failed (see the error above): open a new explorer."
+        if not self.fitted:
+            return "Wait until precomputation has finished."
+        return None
+
+
+@dataclass(frozen=True)
+class ExplorerContext:
+    """What a tab may use of its explorer.
+
+    Attributes:
+        view: the explorer widget: its synced traits (``selected``, ``k``, the tabs' states).
+        influence: the explorer's :class:`~influence_widgets.Influence`.
+        tests: its test points and the model's predictions.
+        display: what is shown of each point, and the class names.
+        readiness: whether precomputation is done.
+        jobs: the explorer's background work (progress, cancel, clean exit).
+    """
+
+    view: traitlets.HasTraits
+    influence: Influence
+    tests: TestPoints
+    display: DisplayData
+    readiness: Readiness
+    jobs: JobRunner
+
+    @property
+    def selected(self) -> int | None:
+        """The selected test index, or None."""
+        return self.view.selected
+
+    def label(self, c: int) -> str:
+        """Class index ``c`` as the explorer names it."""
+        names = self.display.class_names
+        return names[c] if 0 <= c < len(names) else str(c)
+
+    def cannot_start(self, running: bool) -> str | None:
+        """Why a job on the selected test point cannot start (``running``: one already runs),
+        with what to do; None when it can."""
+        if self.selected is None:
+            return "Select a test point first."
+        problem = self.readiness.problem()
+        if problem is None and running:
+            return "A run is already going; cancel it first."
+        return problem
