@@ -1,9 +1,10 @@
 """What the explorer's Python side and its front end (``js/explorer.js``) exchange, in one place.
 
-The synced traits ``panel``, ``verify`` and ``attack`` hold the dicts declared here, and the front
-end's buttons send ``{"event": NAME}`` messages with the event names below. ``tabs.py``,
-``explorer.py`` and the tests build and read these shapes through this module; the front end uses the
-same keys and the same event strings (a test checks that each event name appears in the script).
+The synced traits ``panel``, ``verify``, ``attack``, ``review`` and ``review_retrain`` hold the dicts
+declared here, and the front end's buttons send ``{"event": NAME}`` messages with the event names
+below; the explorer hands each to the tab whose ``handlers`` name it. The tabs and the tests build
+and read these shapes through this module; the front end uses the same keys and the same event
+strings (a test checks that each event name appears in the script).
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ VERIFY_RUN = "verify_run"
 VERIFY_CANCEL = "verify_cancel"
 ATTACK_RUN = "attack_run"
 ATTACK_CANCEL = "attack_cancel"
-ATTACK_SEARCH = "attack_search"  # "Find smallest eps", handled by tabs.AttackTab itself
-REVIEW_CLEAR_ALL = "review_clear_all"  # the Review tab's, handled by review.ReviewTab itself
+ATTACK_SEARCH = "attack_search"  # "Find smallest eps"
+REVIEW_CLEAR_ALL = "review_clear_all"  # the Review tab's
 REVIEW_RETRAIN = "review_retrain"
 REVIEW_CANCEL = "review_cancel"
 EVENTS = (
