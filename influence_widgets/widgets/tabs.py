@@ -44,10 +44,10 @@ __all__ = ["BACKGROUND_WORK", "AttackTab", "BackgroundJob", "VerifyTab"]
 
 log = logging.getLogger("influence_widgets")
 
-# torch.func's forward-mode AD (the Hessian-vector products) keeps its levels in state that two
-# threads cannot use at once: two explorers precomputing together failed with "Trying to access a
-# forward AD level with an invalid index". Every explorer's background work takes this lock
-# (reentrant: an on_select callback may open another explorer from inside it).
+# One explorer's background work at a time (fits, Verify and Attack runs, the lookahead's
+# scoring): explorers take turns for the cores and say that they wait. Thread safety of
+# torch.func's forward-mode AD is the core's lock, objective.FUNCTORCH_LOCK, held per pass.
+# Reentrant: an on_select callback may open another explorer from inside it.
 BACKGROUND_WORK = threading.RLock()
 
 # Orders a tab's progress updates (worker thread) and its switch to "cancelling" (kernel thread),

@@ -300,7 +300,8 @@ def _output_hessian_factor(obj: Objective, output: torch.Tensor, y: torch.Tensor
     def one(o: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return obj.loss_fn(o.reshape(1, *shape), target.unsqueeze(0))[0]
 
-    Lam = vmap(hessian(one))(output.reshape(output.shape[0], -1), y)
+    with obj.lock:  # hessian is forward-over-reverse (objective.FUNCTORCH_LOCK)
+        Lam = vmap(hessian(one))(output.reshape(output.shape[0], -1), y)
     lam, U = torch.linalg.eigh(0.5 * (Lam + Lam.transpose(1, 2)))
     return U * lam.clamp_min(0).sqrt()[:, None, :]
 
