@@ -171,7 +171,9 @@ class Influence:
             default all trainable. ``perturbation_influence`` still differentiates to the inputs
             through the whole network.
         solver: "auto", "direct", "cg", "lissa", "arnoldi", "ekfac" (EK-FAC of the Gauss-Newton
-            matrix, Linear and Conv2d layers only), or a configured solver instance: its settings
+            matrix, Linear and Conv2d layers only) or any other registered name
+            (:func:`~influence_widgets.core.solvers.available_solvers` lists them with a line
+            on each), or a configured solver instance: its settings
             are copied and the copy is fitted (``self.solver``), so one instance may configure
             several Influence objects. "auto" is "direct" while H and its factor fit
             ``hessian_budget_mb``; beyond it "ekfac" when every parameter in ``params`` is in a
