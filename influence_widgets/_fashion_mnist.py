@@ -19,12 +19,12 @@ import urllib.request
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
+import torch
 
-if TYPE_CHECKING:
-    from influence_widgets.datasets import Dataset
+from influence_widgets.dataset import Dataset
 
 __all__ = ["CLASS_NAMES", "FILES", "MIRROR_URL", "SYSTEM_DIR", "fashion_mnist", "locate"]
 
@@ -477,10 +477,6 @@ def fashion_mnist(
         ValueError: a file is corrupt or truncated, a download does not match its checksum, or an
             argument is out of range.
     """
-    import torch
-
-    from influence_widgets.datasets import Dataset
-
     sizes = {"train": _check_size(n_train, "n_train"), "test": _check_size(n_test, "n_test")}
     chosen = _check_classes(classes) if classes is not None else None
     directory = locate(path=path, cache_dir=cache_dir, download=download, progress=progress)

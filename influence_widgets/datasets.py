@@ -6,11 +6,14 @@ int64 class indices. ``images`` keeps the 2-D view of image data for display.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+
+from influence_widgets._fashion_mnist import fashion_mnist
+from influence_widgets.dataset import Dataset
+from influence_widgets.models import EXTRACTOR_HELD_OUT
 
 __all__ = [
     "Dataset",
@@ -20,73 +23,6 @@ __all__ = [
     "fashion_mnist",
     "sandal_sneaker",
 ]
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A data set's fixed train/test split, with what a display needs.
-
-    Not a ``torch.utils.data.Dataset``: it holds a whole training split and a whole test split as
-    tensors and is not indexed item by item. Where a training set is asked for,
-    ``iw.Influence(model, data)`` and ``iw.train(model, data)`` take its training split
-    ``(data.X_train, data.y_train)``; the test split holds the points to explain
-    (``data.X_test[i : i + 1], data.y_test[i : i + 1]``).
-
-    Attributes:
-        name: short name of the data set.
-        X_train, y_train, X_test, y_test: inputs (n, d) float32 and labels (n,) int64.
-        class_names: one name per class index.
-        kind: "image", "tabular" or "text".
-        image_shape: (H, W) or (H, W, C) of one image when ``kind == "image"``, else None.
-        feature_names: one name per input column for tabular data, else None.
-        units: for tabular inputs that are standardised, the (train, test) rows in the data
-            set's own units, which the explorer shows (``rows``); None when X is in them.
-    """
-
-    name: str
-    X_train: torch.Tensor
-    y_train: torch.Tensor
-    X_test: torch.Tensor
-    y_test: torch.Tensor
-    class_names: list[str]
-    kind: str = "tabular"
-    image_shape: tuple[int, ...] | None = None
-    feature_names: list[str] | None = field(default=None)
-    units: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def n_features(self) -> int:
-        return int(self.X_train.shape[1])
-
-    def images(self, split: str = "test") -> np.ndarray:
-        """The inputs of ``split`` ("train" or "test") reshaped to images, as a numpy array."""
-        if self.kind != "image" or self.image_shape is None:
-            raise ValueError(f"images(): data set {self.name!r} is {self.kind}, not image data")
-        if split not in ("train", "test"):
-            raise ValueError(f"images(): split must be 'train' or 'test', got {split!r}")
-        X = self.X_train if split == "train" else self.X_test
-        return X.numpy().reshape(-1, *self.image_shape)
-
-    def rows(self, split: str = "test") -> np.ndarray:
-        """The inputs of ``split`` ("train" or "test") as (n, d) rows in the data set's own units
-        (before any standardising), as a numpy array: what a display shows."""
-        if split not in ("train", "test"):
-            raise ValueError(f"rows(): split must be 'train' or 'test', got {split!r}")
-        if self.units is not None:
-            return self.units[0 if split == "train" else 1]
-        X = self.X_train if split == "train" else self.X_test
-        return X.numpy().reshape(len(X), -1)
-
-    def __repr__(self) -> str:
-        return (
-            f"Dataset({self.name!r}, kind={self.kind!r}, n_train={len(self.y_train)}, "
-            f"n_test={len(self.y_test)}, n_features={self.n_features}, "
-            f"n_classes={self.n_classes})"
-        )
 
 
 def _split(n: int, n_train: int, seed: int, caller: str) -> tuple[np.ndarray, np.ndarray]:
@@ -162,9 +98,6 @@ def breast_cancer(n_train: int = 400, seed: int = 0) -> Dataset:
     )
 
 
-from influence_widgets._fashion_mnist import fashion_mnist  # noqa: E402  (re-exported)
-
-
 def sandal_sneaker(
     n_train_per_class: int = 900, n_test_per_class: int = 300, **options: Any
 ) -> Dataset:
@@ -177,8 +110,6 @@ def sandal_sneaker(
     test split); 1,800 and 600 by default, as ``benchmarks/attack.py``. ``options`` go to
     :func:`fashion_mnist` (``path``, ``download``, ...). Labels: 0 Sandal, 1 Sneaker.
     """
-    from influence_widgets.models import EXTRACTOR_HELD_OUT
-
     data = fashion_mnist(classes=list(EXTRACTOR_HELD_OUT), **options)
     X, y = _per_class(data.X_train, data.y_train, n_train_per_class, seed=0)
     Xt, yt = _per_class(data.X_test, data.y_test, n_test_per_class, seed=1)

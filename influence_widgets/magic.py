@@ -20,6 +20,10 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from influence_widgets import datasets, models
+from influence_widgets.core.influence import Influence
+from influence_widgets.core.solvers import solver_names
+from influence_widgets.training import train
 from influence_widgets.widgets.explorer import InfluenceExplorer
 from influence_widgets.widgets.inputs import as_numpy
 from influence_widgets.widgets.minimum import at_minimum
@@ -55,17 +59,15 @@ def demo_explorer(name: str, k: int = 8, solver: str = "auto"):
     (``iw.datasets.sandal_sneaker``) on the shipped frozen Fashion-MNIST extractor, with
     influence over its logistic-regression top layer only.
     """
-    import influence_widgets as iw
-
     if name not in DEMOS:
         raise UsageError(f"--demo: unknown data set {name!r}; choose one of {', '.join(DEMOS)}")
     if name == "fashion_attack":
-        data = iw.datasets.sandal_sneaker()
-        model = iw.models.fmnist_attack_model()
+        data = datasets.sandal_sneaker()
+        model = models.fmnist_attack_model()
         with torch.no_grad():  # the extractor is frozen: fit the head on its features
             features = model[0](data.X_train.to(torch.float64))
-        iw.train(model[1], (features, data.y_train), l2=DEMO_L2, progress=False)
-        inf = iw.Influence(
+        train(model[1], (features, data.y_train), l2=DEMO_L2, progress=False)
+        inf = Influence(
             model,
             (data.X_train, data.y_train),
             l2=DEMO_L2,
@@ -74,16 +76,27 @@ def demo_explorer(name: str, k: int = 8, solver: str = "auto"):
         )
     else:
         if name == "fashion_mnist":
-            data = iw.datasets.fashion_mnist(n_train=10_000, n_test=2_000)
+            data = datasets.fashion_mnist(n_train=10_000, n_test=2_000)
         else:
-            data = getattr(iw.datasets, name)()
-        model = iw.models.logistic_regression(data)
-        iw.train(model, data, l2=DEMO_L2)
-        inf = iw.Influence(model, (data.X_train, data.y_train), l2=DEMO_L2, solver=solver)
+            data = getattr(datasets, name)()
+        model = models.logistic_regression(data)
+        train(model, data, l2=DEMO_L2)
+        inf = Influence(model, (data.X_train, data.y_train), l2=DEMO_L2, solver=solver)
     explorer = MagicExplorer(inf, data, k=k)
     for trait, value in DEMO_ATTACK[name].items():
         setattr(explorer, trait, value)
     return explorer
+
+
+class SolverChoices:
+    """The names ``--solver`` accepts: "auto" and the registered solvers, read from the registry
+    whenever argparse checks a value or formats the help (a solver registered later is in)."""
+
+    def __contains__(self, name: object) -> bool:
+        return name in solver_names()
+
+    def __iter__(self):
+        return iter(solver_names())
 
 
 class MagicExplorer(InfluenceExplorer):
@@ -309,7 +322,14 @@ class InfluenceMagics(Magics):
         help="added to the Hessian's diagonal, for a model whose Hessian is not positive "
         "definite (default: %(default)g)",
     )
-    @argument("--solver", default="auto", help="auto, direct, cg, lissa or arnoldi (default: auto)")
+    @argument(
+        "--solver",
+        default="auto",
+        choices=SolverChoices(),
+        metavar="SOLVER",
+        help="the inverse-HVP solver, one of %(choices)s (default: %(default)s); "
+        "iw.core.available_solvers() describes each",
+    )
     @argument(
         "--kind",
         help="image, tabular or text: how points are shown (default: tabular), image with "
@@ -364,8 +384,6 @@ class InfluenceMagics(Magics):
         (n, H*W*C) with --image-shape H W [C] (e.g. 8 8 for digits' 64 columns, 28 28 3 for
         colour), which implies --kind image.
         """
-        import influence_widgets as iw
-
         first = line.split(None, 1)[0] if line.strip() else "-"
         if not first.startswith("-"):  # MODEL: before argparse, which would split "{a b}"
             check_variable_name(first, "MODEL")
@@ -401,7 +419,7 @@ class InfluenceMagics(Magics):
         X, Xt = plain(X), plain(Xt)
         shown = display_options(args, X, Xt)
         try:
-            inf = iw.Influence(model, (X, y), l2=args.l2, damping=args.damping, solver=args.solver)
+            inf = Influence(model, (X, y), l2=args.l2, damping=args.damping, solver=args.solver)
             check_l2(inf, args.l2)
             return MagicExplorer(
                 inf,

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from influence_widgets.datasets import Dataset
+from influence_widgets.dataset import Dataset
 
 __all__ = [
     "fmnist_attack_model",

@@ -357,9 +357,9 @@ def test_newton_state_s_test_equals_a_fresh_direct_fit(
     _, X, y, _, _ = binary
     state, Xp, rows = _head_state(frozen_net, binary)
     monkeypatch.setattr(attack, "PCG_MAX_ITER", pcg_max_iter)
-    results, original = [], attack._pcg
+    results, original = [], attack.preconditioned_cg
     monkeypatch.setattr(
-        attack, "_pcg", lambda *args: results.append(original(*args)) or results[-1]
+        attack, "preconditioned_cg", lambda *args: results.append(original(*args)) or results[-1]
     )
     for step in range(3):
         Xp[rows] = (Xp[rows] + 0.02 * step).clamp(0, 1)

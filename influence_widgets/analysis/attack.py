@@ -29,7 +29,7 @@ from influence_widgets.core.errors import (
     check_positive_int,
 )
 from influence_widgets.core.influence import Influence, check_influence, perturbation_along
-from influence_widgets.core.linalg import cholesky_or_raise, cholesky_solve
+from influence_widgets.core.linalg import cholesky_or_raise, cholesky_solve, preconditioned_cg
 from influence_widgets.core.losses import class_probabilities
 from influence_widgets.core.newton import chord_newton
 from influence_widgets.core.objective import Objective, one_test_point
@@ -268,33 +268,6 @@ REFACTOR_GROWTH = 2
 Solve = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _pcg(
-    matvec, b: torch.Tensor, precondition: Solve, rtol: float, max_iter: int
-) -> tuple[torch.Tensor | None, int]:
-    """(x, iterations): x = H^-1 b by conjugate gradients on ``matvec`` (H), preconditioned with
-    ``precondition`` = M^-1, M a nearby H (M = L L^T, or the fitted H); b (p, 1). Stops once
-    ||M^-1 (b - H x)||, an
-    estimate of the error ||H^-1 b - x|| while M ~ H, is at most rtol ||x||; x is None when
-    max_iter iterations did not get there (e.g. H is not positive definite)."""
-    x = torch.zeros_like(b)
-    r = b.clone()
-    z = precondition(r)
-    direction, rz = z, (r * z).sum()
-    iterations = 0
-    while not z.norm() <= rtol * x.norm():  # also goes on through NaN, to max_iter
-        if iterations == max_iter:
-            return None, iterations
-        iterations += 1
-        Hd = matvec(direction)
-        alpha = rz / (direction * Hd).sum()
-        x += alpha * direction
-        r -= alpha * Hd
-        z = precondition(r)
-        rz, rz_old = (r * z).sum(), rz
-        direction = z + (rz / rz_old) * direction
-    return x, iterations
-
-
 class _LinearHeadNewton(_LinearHeadOnly):
     """:class:`_LinearHeadOnly` for the direct solver, with Newton-type steps around L, the
     Cholesky factor of a recent H + damping I of the head (the risk is convex in the head, and a
@@ -347,7 +320,7 @@ class _LinearHeadNewton(_LinearHeadOnly):
             s = None
             if self._solve is not None:
                 rtol = PCG_RTOL if g.dtype == torch.float64 else PCG_RTOL_FLOAT32
-                s, pcg_iterations = _pcg(
+                s, pcg_iterations = preconditioned_cg(
                     self.head_inf.op.matvec, g, self._solve, rtol, PCG_MAX_ITER
                 )
             if s is None:
@@ -719,6 +692,69 @@ def _search_eps_values(eps_start: float, eps_max: float) -> list[float]:
     return values
 
 
+def _check_search(
+    eps_max: float, eps_start: float | None, bisections: int, time_budget: float | None
+) -> tuple[float, float, int]:
+    """smallest_flipping_eps's eps_max, eps_start (default eps_max / 16) and bisections,
+    checked; a ValueError naming the argument otherwise."""
+    eps_max = check_nonnegative(eps_max, "eps_max")
+    if not eps_max > 0:
+        raise ValueError(f"eps_max: must be > 0, got {eps_max}")
+    eps_start = eps_max / 16 if eps_start is None else check_nonnegative(eps_start, "eps_start")
+    if not 0 < eps_start <= eps_max:
+        raise ValueError(
+            f"eps_start: expected 0 < eps_start <= eps_max = {eps_max}, got {eps_start}"
+        )
+    bisections = check_nonnegative(bisections, "bisections")
+    if bisections != int(bisections):
+        raise ValueError(f"bisections: expected a whole number, got {bisections}")
+    if time_budget is not None and not check_nonnegative(time_budget, "time_budget") > 0:
+        raise ValueError(f"time_budget: must be > 0 seconds or None, got {time_budget}")
+    return eps_max, eps_start, int(bisections)
+
+
+def _double(
+    attack: Callable[[float], AttackResult],
+    doubling: list[float],
+    over_budget: Callable[[], bool],
+) -> tuple[AttackResult | None, AttackResult | None, float, str]:
+    """The doubling phase: (the attack that flipped or None, the last attack, the largest eps
+    that did not flip or 0, why it stopped)."""
+    last, low = None, 0.0
+    for eps in doubling:
+        last = attack(eps)
+        if last.flipped:
+            return last, last, low, "found"
+        low = eps
+        if last.cancelled or (eps < doubling[-1] and over_budget()):
+            return None, last, low, "cancelled" if last.cancelled else "time budget"
+    return None, last, low, "no flip"
+
+
+def _bisect(
+    attack: Callable[[float], AttackResult],
+    best: AttackResult,
+    last: AttackResult,
+    low: float,
+    bisections: int,
+    over_budget: Callable[[], bool],
+) -> tuple[AttackResult, AttackResult, str]:
+    """``bisections`` halvings of (low, best.eps): (the smallest flip, the last attack, why it
+    stopped)."""
+    for _ in range(bisections):
+        if over_budget():
+            return best, last, "time budget"
+        mid = (low + best.eps) / 2
+        last = attack(mid)
+        if last.cancelled:
+            return best, last, "cancelled"
+        if last.flipped:
+            best = last
+        else:
+            low = mid
+    return best, last, "found"
+
+
 def smallest_flipping_eps(
     influence: Influence,
     x_test,
@@ -755,24 +791,10 @@ def smallest_flipping_eps(
             the current attack after its current step and ends the search.
     """
     start = time.perf_counter()
-    eps_max = check_nonnegative(eps_max, "eps_max")
-    if not eps_max > 0:
-        raise ValueError(f"eps_max: must be > 0, got {eps_max}")
-    eps_start = eps_max / 16 if eps_start is None else check_nonnegative(eps_start, "eps_start")
-    if not 0 < eps_start <= eps_max:
-        raise ValueError(
-            f"eps_start: expected 0 < eps_start <= eps_max = {eps_max}, got {eps_start}"
-        )
-    bisections = check_nonnegative(bisections, "bisections")
-    if bisections != int(bisections):
-        raise ValueError(f"bisections: expected a whole number, got {bisections}")
-    if time_budget is not None and not check_nonnegative(time_budget, "time_budget") > 0:
-        raise ValueError(f"time_budget: must be > 0 seconds or None, got {time_budget}")
+    eps_max, eps_start, bisections = _check_search(eps_max, eps_start, bisections, time_budget)
     doubling = _search_eps_values(eps_start, eps_max)
     tried: list[tuple[float, bool]] = []
-    bar = progress_bar(
-        total=len(doubling) + int(bisections), desc="eps search", disable=not progress
-    )
+    bar = progress_bar(total=len(doubling) + bisections, desc="eps search", disable=not progress)
 
     def attack(eps: float) -> AttackResult:
         result = craft_attack(
@@ -787,30 +809,10 @@ def smallest_flipping_eps(
     def over_budget() -> bool:
         return time_budget is not None and time.perf_counter() - start >= time_budget
 
-    best, last, low, stopped = None, None, 0.0, "no flip"
     try:
-        for eps in doubling:
-            last = attack(eps)
-            if last.flipped:
-                best, stopped = last, "found"
-                break
-            low = eps
-            if last.cancelled or (eps < eps_max and over_budget()):
-                stopped = "cancelled" if last.cancelled else "time budget"
-                break
-        for _ in range(int(bisections) if best is not None else 0):
-            if over_budget():
-                stopped = "time budget"
-                break
-            mid = (low + best.eps) / 2
-            last = attack(mid)
-            if last.cancelled:
-                stopped = "cancelled"
-                break
-            if last.flipped:
-                best = last
-            else:
-                low = mid
+        best, last, low, stopped = _double(attack, doubling, over_budget)
+        if best is not None:
+            best, last, stopped = _bisect(attack, best, last, low, bisections, over_budget)
         bar.complete()
     finally:
         bar.close()

@@ -3,7 +3,6 @@
 Imports torch and numpy only; nothing here knows about Jupyter.
 """
 
-from influence_widgets.core.ekfac import EKFAC
 from influence_widgets.core.errors import (
     InfluenceWarning,
     NotPositiveDefiniteError,
@@ -19,12 +18,14 @@ from influence_widgets.core.influence import (
 from influence_widgets.core.losses import SmoothHinge, cross_entropy, mse
 from influence_widgets.core.objective import Objective, TrainingSet
 from influence_widgets.core.solvers import (
+    EKFAC,
     Arnoldi,
     ConjugateGradient,
     Direct,
     LiSSA,
     Solver,
     SolverDiagnostics,
+    available_solvers,
 )
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "TopInfluence",
     "TrainingIndexError",
     "TrainingSet",
+    "available_solvers",
     "cross_entropy",
     "mse",
 ]

@@ -21,19 +21,34 @@ forward pass, and the result is tested against generic HVPs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch.func import grad, jacfwd, vmap
 
 from influence_widgets.core.objective import Objective, TrainingSet
-
-if TYPE_CHECKING:
-    from influence_widgets.core.hvp import LinearHead
 from influence_widgets.core.progress import progress_bar
 
-__all__ = ["AffineLayer", "layer_input_output"]
+__all__ = ["AffineLayer", "Head", "layer_input_output"]
+
+
+class Head(Protocol):
+    """What :class:`AffineLayer` uses of the model's linear head, :class:`hvp.LinearHead
+    <influence_widgets.core.hvp.LinearHead>` (described here, not imported: hvp imports this
+    module)."""
+
+    lin: torch.nn.Linear
+    weight_name: str
+    C: int  # classes (the head's outputs)
+    D: int  # the head's input features
+    Dt: int  # D, plus 1 when the bias is in theta
+    positions: torch.Tensor  # theta positions of the head's entries
+    perm: torch.Tensor  # their places in the (class, feature~) layout
+
+    def batch_terms(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
 
 def layer_input_output(
@@ -59,9 +74,7 @@ def layer_input_output(
 class AffineLayer:
     """A Conv2d/Linear layer whose weight (and bias) are in theta, called once per forward."""
 
-    def __init__(
-        self, obj: Objective, module: torch.nn.Module, prefix: str, head: LinearHead
-    ) -> None:
+    def __init__(self, obj: Objective, module: torch.nn.Module, prefix: str, head: Head) -> None:
         self.obj = obj
         self.head = head
         self.module = module
@@ -82,7 +95,7 @@ class AffineLayer:
 
     # ----- detection --------------------------------------------------------------------------
     @classmethod
-    def detect(cls, obj: Objective, train: TrainingSet, head: LinearHead) -> AffineLayer | None:
+    def detect(cls, obj: Objective, train: TrainingSet, head: Head) -> AffineLayer | None:
         """The layer with the most parameters in theta whose downstream parameters in theta are
         exactly the head's (only parameter-free or frozen modules between them), or None."""
         names = set(obj.spec.names)

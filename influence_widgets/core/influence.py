@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import torch
 from torch.func import grad, jvp, vmap
 
-from influence_widgets.core.ekfac import EKFAC, covered_layers
 from influence_widgets.core.errors import (
     InfluenceWarning,
     TrainingIndexError,
@@ -47,12 +46,9 @@ from influence_widgets.core.losses import (
 )
 from influence_widgets.core.objective import Objective, TrainingSet, as_tensor
 from influence_widgets.core.progress import progress_bar
-from influence_widgets.core.solvers import (
-    Direct,
-    Solver,
-    SolverDiagnostics,
-    make_solver,
-)
+from influence_widgets.core.solvers.base import Solver, SolverDiagnostics
+from influence_widgets.core.solvers.choice import make_solver
+from influence_widgets.core.solvers.direct import Direct
 
 __all__ = [
     "Diagnostics",
@@ -175,7 +171,9 @@ class Influence:
             default all trainable. ``perturbation_influence`` still differentiates to the inputs
             through the whole network.
         solver: "auto", "direct", "cg", "lissa", "arnoldi", "ekfac" (EK-FAC of the Gauss-Newton
-            matrix, Linear and Conv2d layers only), or a configured solver instance: its settings
+            matrix, Linear and Conv2d layers only) or any other registered name
+            (:func:`~influence_widgets.core.solvers.available_solvers` lists them with a line
+            on each), or a configured solver instance: its settings
             are copied and the copy is fitted (``self.solver``), so one instance may configure
             several Influence objects. "auto" is "direct" while H and its factor fit
             ``hessian_budget_mb``; beyond it "ekfac" when every parameter in ``params`` is in a
@@ -234,8 +232,7 @@ class Influence:
         self.damping = cfg.damping
         # The solver this object fits: a fresh one, never the instance passed in.
         self.solver = make_solver(cfg.solver, self.objective, cfg.hessian_budget_mb)
-        if isinstance(self.solver, EKFAC):
-            covered_layers(self.objective)  # an uncovered layer is named now, not at fit()
+        self.solver.check(self.objective)  # e.g. an uncovered layer is named now, not at fit()
         self.gradient_cache_mb = cfg.gradient_cache_mb
         self.op = HessianOperator(
             self.objective,

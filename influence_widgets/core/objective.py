@@ -41,6 +41,7 @@ from influence_widgets.core.model_checks import (
 )
 
 __all__ = [
+    "FUNCTORCH_LOCK",
     "Objective",
     "TrainingSet",
     "as_tensor",
@@ -50,11 +51,13 @@ __all__ = [
     "validate_batch",
 ]
 
-# One lock for every objective, held around each forward pass and each forward-mode product
-# (jvp, jacfwd): torch.func's forward-mode AD keeps its levels in process-wide state, and two
-# threads in it at once fail with "Trying to access a forward AD level with an invalid index"
-# (an explorer precomputing in the background while the notebook calls inf.top()). Held per pass
-# or per batch, never for a whole fit, so the other thread waits milliseconds, not the fit.
+# The package's one lock for torch.func's forward-mode AD, shared by every objective (as
+# ``Objective.lock``) and held around each forward pass and each forward-mode product (jvp,
+# jacfwd, hessian): torch.func keeps its forward-AD levels in process-wide state, and two threads
+# in it at once fail with "Trying to access a forward AD level with an invalid index" (an explorer
+# precomputing in the background while the notebook calls inf.top(), or two explorers fitting
+# together). Held per pass or per batch, never for a whole fit, so the other thread waits
+# milliseconds, not the fit. Code outside the core that runs forward-mode products takes it too.
 FUNCTORCH_LOCK = threading.RLock()
 
 
