@@ -184,8 +184,8 @@ def names_and_sources(
     args, columns: list[str] | None, categories: list[str] | None
 ) -> tuple[dict, dict[str, str]]:
     """The explorer's ``class_names`` and ``feature_names``: the options when given, else the
-    categories of y and the columns of X (None when there are none); and where each came from,
-    for the errors (see :func:`in_option_terms`)."""
+    categories of y and the columns of X (None when there are none); and where each of them and
+    the test points came from, for the errors (see :func:`in_option_terms`)."""
     names = {
         "class_names": args.class_names or categories,
         "feature_names": args.feature_names or columns,
@@ -193,6 +193,8 @@ def names_and_sources(
     sources = {
         "class_names": "--class-names" if args.class_names else "--train: the categories of y",
         "feature_names": "--feature-names" if args.feature_names else "--train: the columns of X",
+        "x_test": "--test: Xt",
+        "y_test": "--test: yt",
     }
     return names, sources
 

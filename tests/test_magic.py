@@ -67,6 +67,46 @@ def test_test_inputs_without_labels_are_explained_for_the_predicted_class(shell,
         shell.run_line_magic("influence", "m --train X y --test Xt yt X --l2 0.01")
 
 
+def bad_test_inputs(data) -> dict:
+    """Test inputs the model cannot take: a NaN in test point 0, 63 of 64 features."""
+    nan = data.X_test.clone()
+    nan[0, 5] = float("nan")
+    return {"Xt_nan": nan, "Xt_63": data.X_test[:, :63]}
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("m --train X y --test Xt_nan", r"^--test: Xt: test point 0 has a NaN or infinite value"),
+        ("m --train X y --test Xt_nan yt", r"^--test: Xt: test point 0 has a NaN"),
+        ("m --train X y --test Xt_63", r"^--test: Xt: each test point has shape \(63,\) but"),
+        ("m --train X y --test Xt yt --class-names a a a a a a a a a a", r"^--class-names: 'a'"),
+    ],
+    ids=["nan-without-labels", "nan-with-labels", "63-of-64-features", "duplicate-class-names"],
+)
+def test_test_inputs_and_names_the_explorer_cannot_use_are_named(
+    shell, digits_variables, line, message
+):
+    """Before, a NaN test point opened as predicted '0' with confidence NaN, 63 features raised
+    torch's "mat1 and mat2 shapes cannot be multiplied", and duplicate names were accepted."""
+    shell.user_ns.update(bad_test_inputs(digits_variables[0]))
+    with pytest.raises(UsageError, match=message):
+        shell.run_line_magic("influence", f"{line} --l2 0.01")
+
+
+def test_integer_test_inputs_are_cast_to_the_models_dtype(shell, digits_variables):
+    """Before: "mat1 and mat2 must have the same dtype, but got Long and Double"."""
+    data, model = digits_variables
+    whole = data.X_test.round()
+    shell.user_ns.update(Xt_int=whole.long())
+    ex = shell.run_line_magic("influence", "m --train X y --test Xt_int --l2 0.01").wait_ready()
+    with torch.no_grad():
+        expected = model(whole.to(model.weight.dtype)).argmax(1)
+    assert [item["pred"] for item in ex.gallery] == [str(int(c)) for c in expected[:40]]
+    ex.selected = 0
+    assert ex.error == "" and ex.panel["helpful"]
+
+
 def test_magic_help_is_available(shell):
     doc = shell.find_line_magic("influence").__doc__
     assert "--demo" in doc and "--train" in doc

@@ -25,7 +25,12 @@ from influence_widgets.core.influence import Influence, TopInfluence, check_infl
 from influence_widgets.core.progress import report_progress
 from influence_widgets.datasets import Dataset
 from influence_widgets.distributed import ScoreStore
-from influence_widgets.widgets.inputs import ExplorerInputs, as_numpy, class_probabilities_of
+from influence_widgets.widgets.inputs import (
+    ExplorerInputs,
+    class_probabilities_of,
+    classes_of,
+    targets_like,
+)
 from influence_widgets.widgets.lookahead import PageLookahead
 from influence_widgets.widgets.minimum import MINIMUM_TOL, at_minimum, not_at_minimum_notice
 from influence_widgets.widgets.protocol import (
@@ -107,14 +112,17 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         influence: an :class:`~influence_widgets.Influence` (fitted here, in the background,
             if it is not yet).
         data: an ``iw.datasets`` Dataset; or None and the keyword arguments below.
-        x_test, y_test: the test points the gallery shows (from ``data`` when given);
+        x_test, y_test: the test points the gallery shows (from ``data`` when given), one row
+            each: x_test finite, each point of a training input's shape (integer values for
+            floating-point training inputs are cast to their dtype); y_test class indices, or
+            one-hot rows (as ``loss="mse"`` takes them) read as their argmax class.
             ``y_test=None`` (and no labels in ``data``): each point is explained for its
             predicted class y_hat = argmax_c p(c | x, theta_hat), the only label there is.
         kind: "image", "tabular" or "text" (from ``data`` when given).
         train_display, test_display: what to show of each point: images (n, H, W[, C]), rows
             (n, d) or strings; default the inputs themselves (reshaped for a Dataset's images).
-        class_names: a list of one name per class (default "0", "1", ...): as many as the model
-            has outputs (one output: two classes), or more if the labels go higher.
+        class_names: a list of one distinct name per class (default "0", "1", ...): as many as
+            the model has outputs (one output: two classes), or more if the labels go higher.
         feature_names: a list of column names for tabular data (one per input value otherwise).
         k: how many helpful and how many harmful training points to show.
         page_size: test items per gallery page.
@@ -178,23 +186,8 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         inputs = ExplorerInputs(
             x_test, y_test, kind, train_display, test_display, class_names, feature_names
         ).with_defaults_from(data)
-        self.x_test, y_test = inputs.test_points()
-        if scores is not None:
-            if not isinstance(scores, ScoreStore):
-                raise TypeError(
-                    f"scores: expected an iw.ScoreStore (iw.ScoreStore(path)), got "
-                    f"{type(scores).__name__}"
-                )
-            scores.check_matches(influence, self.x_test, y_test)
-        self.scores = scores
-        probabilities = class_probabilities_of(influence, self.x_test)
-        self._conf, self._pred = (t.numpy() for t in probabilities.max(dim=1))
-        # Without labels every point is explained for its predicted class: y_test = y_hat (the
-        # scores, Verify), and no point counts as misclassified. The Attack tab needs a label.
-        labelled = y_test is not None
-        self.y_test = y_test if labelled else torch.from_numpy(self._pred.astype(np.int64))
-        self._true = as_numpy(self.y_test).astype(np.int64).reshape(-1)
-        display = inputs.display(influence, self._n_classes(influence, probabilities.shape[1]))
+        labelled, n_outputs = self._init_test_points(influence, inputs, scores)
+        display = inputs.display(influence, self._n_classes(influence, n_outputs))
         super().__init__(
             k=k,
             kind=display.kind,
@@ -204,20 +197,7 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         )
         self.influence = influence
         self.display_data = display
-        self._callbacks: list[Callable[[int], None]] = []
-        self._lock = threading.Lock()  # one panel computed at a time
-        self._fit_lock = threading.Lock()  # guards _fitted, _failure and _pending
-        self._pending: int | None = None
-        self._fitted = False  # precomputation done: clicks are served at once
-        self._failure: str | None = None  # precomputation failed: what happened and what to do
-        self._ready = threading.Event()  # set once any queued click is served too (or on error)
-        self._ready_message = ""
-        # Slow clicks (>= LOOKAHEAD_SECONDS): the visible page is scored ahead in the background.
-        self._lookahead: PageLookahead | None = (
-            PageLookahead(self._score_ahead, self._lookahead_progress)
-            if lookahead and scores is None
-            else None
-        )
+        self._init_clicks(lookahead and scores is None)
         self._init_verify()
         self._init_attack()
         self._init_review()
@@ -233,12 +213,59 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         else:
             self._precompute()
 
+    def _init_clicks(self, lookahead: bool) -> None:
+        """The state that serves clicks: before, during and after precomputation."""
+        self._callbacks: list[Callable[[int], None]] = []
+        self._lock = threading.Lock()  # one panel computed at a time
+        self._fit_lock = threading.Lock()  # guards _fitted, _failure and _pending
+        self._pending: int | None = None
+        self._fitted = False  # precomputation done: clicks are served at once
+        self._failure: str | None = None  # precomputation failed: what happened and what to do
+        self._ready = threading.Event()  # set once any queued click is served too (or on error)
+        self._ready_message = ""
+        # Slow clicks (>= LOOKAHEAD_SECONDS): the visible page is scored ahead in the background.
+        self._lookahead: PageLookahead | None = (
+            PageLookahead(self._score_ahead, self._lookahead_progress) if lookahead else None
+        )
+
     # ----- inputs ---------------------------------------------------------------------------
+    def _init_test_points(
+        self, influence: Influence, inputs: ExplorerInputs, scores: ScoreStore | None
+    ) -> tuple[bool, int]:
+        """Set the test points, the score store, the predictions and the labels; returns
+        (whether labels were given, the number of classes the model's outputs tell apart)."""
+        self.x_test, y_test = inputs.test_points(influence)
+        if scores is not None:
+            if not isinstance(scores, ScoreStore):
+                raise TypeError(
+                    f"scores: expected an iw.ScoreStore (iw.ScoreStore(path)), got "
+                    f"{type(scores).__name__}"
+                )
+            scores.check_matches(influence, self.x_test, y_test)
+        self.scores = scores
+        probabilities = class_probabilities_of(influence, self.x_test)
+        self._conf, self._pred = (t.numpy() for t in probabilities.max(dim=1))
+        # Without labels every point is explained for its predicted class: y_test = y_hat in the
+        # training labels' form (the scores, Verify), and no point counts as misclassified. The
+        # Attack tab needs a label. Labels of several values per point (one-hot, for mse) are
+        # read as their argmax class wherever a class is shown.
+        labelled = y_test is not None
+        self.y_test = y_test if labelled else self._predicted_labels(influence)
+        self._true = classes_of(self.y_test)
+        return labelled, probabilities.shape[1]
+
+    def _predicted_labels(self, influence: Influence) -> torch.Tensor:
+        """y_hat of every test point as labels of the training labels' form (one-hot rows where
+        they are one-hot rows); a Dataset's first item shows that form."""
+        train = influence.train
+        like = train.y if train.y is not None else train.take([0])[1]
+        return targets_like(torch.from_numpy(self._pred.astype(np.int64)), like).cpu()
+
     def _n_classes(self, influence: Influence, n_outputs: int) -> int:
         """Classes the model tells apart (one output: two) or the labels use, whichever is more."""
         labels = [self._true]
         if influence.train.y is not None:
-            labels.append(as_numpy(influence.train.y).astype(np.int64).reshape(-1))
+            labels.append(classes_of(influence.train.y))
         largest = max((int(y.max()) for y in labels if y.size), default=-1)
         return max(n_outputs, largest + 1, 2)
 
@@ -519,7 +546,7 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
     def _train_items(
         self, idx: torch.Tensor, scores: torch.Tensor, test_index: int
     ) -> list[TrainItem]:
-        y_train = self.influence.train.take(idx)[1]
+        y_train = classes_of(self.influence.train.take(idx)[1])
         items = []
         for j, s, label in zip(idx.tolist(), scores.tolist(), y_train.tolist(), strict=True):
             item: TrainItem = {"index": j, "label": self._label(int(label)), "score": float(s)}

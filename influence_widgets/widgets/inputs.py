@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from influence_widgets.core import Influence
 from influence_widgets.core.losses import class_probabilities
+from influence_widgets.core.objective import probe_output
 from influence_widgets.datasets import Dataset
 from influence_widgets.widgets.display import KINDS, DisplayData
 
-__all__ = ["ExplorerInputs", "as_numpy", "check_names", "class_probabilities_of"]
+__all__ = [
+    "ExplorerInputs",
+    "as_numpy",
+    "check_finite_rows",
+    "check_names",
+    "check_test_inputs",
+    "class_probabilities_of",
+    "classes_of",
+    "targets_like",
+]
 
 
 def as_numpy(t) -> np.ndarray:
@@ -38,7 +50,80 @@ def check_names(value, name: str, count: int, one: str, many: str) -> list[str]:
         raise ValueError(
             f"{name}: got {len(names)} names for {count} {many}; pass one name per {one}"
         )
+    first: dict[str, int] = {}
+    for j, text in enumerate(names):
+        if text in first:
+            raise ValueError(
+                f"{name}: {text!r} names {many} {first[text]} and {j}; pass distinct names, "
+                f"one per {one}"
+            )
+        first[text] = j
     return names
+
+
+def classes_of(y) -> np.ndarray:
+    """The class index of each point of labels ``y``, int64 of shape (n,): rows of several values
+    (one-hot or scores, as mse takes them) by their argmax, single values as they are."""
+    labels = np.atleast_1d(as_numpy(y))
+    rows = labels.reshape(len(labels), -1)
+    return (rows.argmax(axis=1) if rows.shape[1] > 1 else rows[:, 0]).astype(np.int64)
+
+
+def targets_like(classes: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Class indices ``classes`` (k,) as labels of the form of ``like`` (the training labels):
+    one-hot rows in ``like``'s dtype when each of its points has several values (mse), else the
+    indices in ``like``'s dtype; on ``like``'s device."""
+    per_point = like.shape[1:]
+    classes = classes.long().reshape(-1).to(like.device)
+    if int(np.prod(per_point)) > 1:
+        rows = F.one_hot(classes, int(np.prod(per_point)))
+        return rows.to(like.dtype).reshape(len(classes), *per_point)
+    return classes.to(like.dtype).reshape(len(classes), *per_point)
+
+
+def check_finite_rows(t: torch.Tensor, name: str) -> None:
+    """A ValueError naming ``name`` and its first test point with a NaN or infinite value."""
+    if not t.is_floating_point():
+        return
+    bad = torch.nonzero(~torch.isfinite(t.reshape(len(t), -1)).all(dim=1)).reshape(-1)
+    if len(bad):
+        raise ValueError(
+            f"{name}: test point {int(bad[0])} has a NaN or infinite value ({len(bad)} test "
+            "point(s) have one); clean, impute or drop them"
+        )
+
+
+def _kind(t: torch.Tensor) -> str:
+    if t.is_complex():
+        return "complex"
+    return "floating-point" if t.is_floating_point() else "integer"
+
+
+def check_test_inputs(x: torch.Tensor, influence: Influence) -> torch.Tensor:
+    """Test inputs ``x`` as the model reads them: finite and taken by the model; where the
+    training inputs are a tensor X (a torch Dataset is not read here), integer values for
+    floating-point X (pixel levels, counts) cast to X's dtype, and each test point of the shape
+    of a row of X. Else a ValueError or TypeError naming ``x_test`` with what to pass."""
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"x_test: expected one row per test point, got shape {tuple(x.shape)}")
+    X = influence.train.X
+    if X is not None:
+        if X.is_floating_point() and _kind(x) == "integer":
+            x = x.to(X.dtype)
+        if _kind(x) != _kind(X):
+            raise TypeError(
+                f"x_test: holds {_kind(x)} values ({x.dtype}) but the training inputs are "
+                f"{_kind(X)} ({X.dtype}); pass test inputs of the training inputs' kind"
+            )
+        if x.shape[1:] != X.shape[1:]:
+            raise ValueError(
+                f"x_test: each test point has shape {tuple(x.shape[1:])} but each training "
+                f"input {tuple(X.shape[1:])}; pass test inputs with the training inputs' features"
+            )
+    check_finite_rows(x, "x_test")
+    obj = influence.objective
+    probe_output(partial(obj.forward, obj.theta), obj.cast_inputs(x), "x_test")
+    return x
 
 
 def class_probabilities_of(
@@ -116,19 +201,23 @@ class ExplorerInputs:
             return data.rows("train"), data.rows("test"), data.X_train
         return train, test, None
 
-    def test_points(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(x_test, y_test) as tensors of the same length; y_test None when not given (the points
-        are then explained for their predicted classes)."""
+    def test_points(self, influence: Influence) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x_test, y_test) as tensors of the same length, x_test as the model reads it (see
+        :func:`check_test_inputs`), y_test finite; y_test None when not given (the points are
+        then explained for their predicted classes)."""
         if self.x_test is None:
             raise ValueError("x_test: pass a Dataset as data, or x_test (and y_test if known)")
+        x = check_test_inputs(torch.as_tensor(as_numpy(self.x_test)), influence)
         if self.y_test is None:
-            return torch.as_tensor(as_numpy(self.x_test)), None
-        if len(self.x_test) != len(self.y_test):
+            return x, None
+        y = torch.as_tensor(as_numpy(self.y_test))
+        if y.ndim == 0 or len(x) != len(y):
             raise ValueError(
-                f"x_test has {len(self.x_test)} rows but y_test has {len(self.y_test)}; "
-                "they must match"
+                f"y_test: has shape {tuple(y.shape)} for the {len(x)} test points of x_test; "
+                "pass one label (or one row of targets) per test point"
             )
-        return torch.as_tensor(as_numpy(self.x_test)), torch.as_tensor(as_numpy(self.y_test))
+        check_finite_rows(y, "y_test")
+        return x, y
 
     def display(self, influence: Influence, n_classes: int) -> DisplayData:
         """How the training and test points are shown, with ``n_classes`` class names."""

@@ -24,7 +24,7 @@ from influence_widgets.analysis.mislabel import METHODS, training_losses
 from influence_widgets.core.losses import class_probabilities
 from influence_widgets.core.objective import cast_inputs, cast_targets
 from influence_widgets.core.progress import report_progress
-from influence_widgets.widgets.inputs import class_probabilities_of
+from influence_widgets.widgets.inputs import class_probabilities_of, classes_of, targets_like
 from influence_widgets.widgets.protocol import (
     IDLE,
     REVIEW_CANCEL,
@@ -137,7 +137,8 @@ class ReviewTab(_Tab):
         return i
 
     def _given_label(self, i: int) -> int:
-        return int(self.influence.train.take([i])[1].reshape(-1)[0])
+        """Training point ``i``'s class (the argmax of a one-hot row)."""
+        return int(classes_of(self.influence.train.take([i])[1])[0])
 
     def relabel(self, i: int, label: int) -> None:
         """Propose class index ``label`` as training point ``i``'s label (kept here; the user's
@@ -171,17 +172,18 @@ class ReviewTab(_Tab):
         self._show_review_page()
 
     def fixed_dataset(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """New tensors (X, y): the training set with the proposed labels and without the points
-        marked for removal. The user's tensors, model and Dataset are never written."""
+        """New tensors (X, y): the training set with the proposed labels (as one-hot rows in y's
+        dtype where y holds one-hot rows, as for mse) and without the points marked for removal.
+        The user's tensors, model and Dataset are never written."""
         return self._fixed(dict(self._fixes))
 
     def _fixed(self, fixes: dict[int, int | None]) -> tuple[torch.Tensor, torch.Tensor]:
         """The training set with ``fixes`` applied, as new tensors (X, y)."""
         X, y = self.influence.train.tensors()
         y = y.clone()
-        for i, label in fixes.items():
-            if label is not None:
-                y[i] = label
+        relabelled = [i for i, label in fixes.items() if label is not None]
+        if relabelled:
+            y[relabelled] = targets_like(torch.tensor([fixes[i] for i in relabelled]), y)
         keep = torch.ones(len(y), dtype=torch.bool)
         keep[[i for i, label in fixes.items() if label is None]] = False
         return X[keep].clone(), y[keep]
@@ -293,9 +295,10 @@ class ReviewTab(_Tab):
     def _review_items(
         self, shown: torch.Tensor, first_rank: int, score: torch.Tensor | None
     ) -> list[ReviewItem]:
-        X, y = self.influence.train.take(shown)
+        X, labels = self.influence.train.take(shown)
         probabilities = class_probabilities_of(self.influence, X)
         confidence, predicted = probabilities.max(dim=1)
+        y = classes_of(labels)
         items = []
         for row, j in enumerate(shown.tolist()):
             fix = self._fixes.get(j, -1)
@@ -325,8 +328,11 @@ class ReviewTab(_Tab):
         warm-started from theta_hat, with the Influence's loss, parameters and L2, so the result
         is the minimum of R on the fixed data. The tab then shows the test accuracy and loss
         before -> after and how the selected test point's prediction changed. ``wait=True``
-        blocks and returns the :class:`ReviewResult`, also kept as ``explorer.review_result``.
-        The explorer's influence scores stay those of the original model."""
+        blocks and returns this run's :class:`ReviewResult`, or None when the run is cancelled
+        (:meth:`cancel_retrain`, from another thread or the tab: a cancelled run keeps nothing);
+        a failed run raises a RuntimeError. ``explorer.review_result`` keeps the result of the
+        latest run that finished. The explorer's influence scores stay those of the original
+        model."""
         if not self._fixes:
             problem = (
                 "review_fixes: none proposed; propose a label (relabel(i, label)) or a removal "
@@ -354,9 +360,10 @@ class ReviewTab(_Tab):
             "progress": 0.0,
             "message": f"Retraining with {self._fixes_text(counts)}...",
         }
-        work = (self._retrain_job, self._retrain_worker, dict(self._fixes), self.selected)
-        ran = self._launch("review_retrain", problem, started, work, wait)
-        return self.review_result if ran and wait else None
+        finished: list[ReviewResult] = []  # this run's result, once it has one
+        work = (self._retrain_job, self._retrain_worker, dict(self._fixes), self.selected, finished)
+        self._launch("review_retrain", problem, started, work, wait)
+        return finished[0] if wait and finished else None
 
     def cancel_retrain(self) -> None:
         """Stop the running retrain at its next function evaluation; nothing is kept."""
@@ -366,7 +373,9 @@ class ReviewTab(_Tab):
     def _fixes_text(counts: dict) -> str:
         return f"{counts['n_relabelled']} relabelled, {counts['n_removed']} removed"
 
-    def _retrain_worker(self, fixes: dict, selected: int | None, cancel: threading.Event) -> None:
+    def _retrain_worker(
+        self, fixes: dict, selected: int | None, finished: list, cancel: threading.Event
+    ) -> None:
         from influence_widgets.training import train
 
         data = self._fixed(fixes)  # the fixes when Retrain was pressed, even if edited since
@@ -418,6 +427,7 @@ class ReviewTab(_Tab):
             self._finish("review_retrain", {**failed, "message": failed["message"] + fix})
             return
         self.review_result = result
+        finished.append(result)
         self._finish("review_retrain", self._retrain_state(result))
 
     def _test_metrics(self, model: torch.nn.Module) -> tuple[float | None, float | None]:

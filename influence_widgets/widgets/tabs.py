@@ -29,6 +29,7 @@ from influence_widgets.core.errors import check_nonnegative, check_positive_int
 from influence_widgets.core.progress import report_progress
 from influence_widgets.plots import correlation_text
 from influence_widgets.widgets.display import png_bytes
+from influence_widgets.widgets.inputs import classes_of
 from influence_widgets.widgets.protocol import (
     ATTACK_SEARCH,
     IDLE,
@@ -615,7 +616,7 @@ class AttackTab(_Tab):
 
     def _attack_items(self, result: AttackResult) -> list[AttackItem]:
         items = []
-        labels = self.influence.train.take(result.poisoned)[1].tolist()
+        labels = classes_of(self.influence.train.take(result.poisoned)[1]).tolist()
         for row, (j, label) in enumerate(zip(result.poisoned.tolist(), labels, strict=True)):
             old = result.original_inputs[row].detach().cpu().numpy().astype(np.float64)
             new = result.perturbed_inputs[row].detach().cpu().numpy().astype(np.float64)
