@@ -115,7 +115,10 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         x_test, y_test: the test points the gallery shows (from ``data`` when given), one row
             each: x_test finite, each point of a training input's shape (integer values for
             floating-point training inputs are cast to their dtype); y_test class indices, or
-            one-hot rows (as ``loss="mse"`` takes them) read as their argmax class.
+            one-hot rows (as ``loss="mse"`` takes them) read as their argmax class. A pandas
+            DataFrame x_test names the features by its columns, and a pandas categorical y_test
+            with named categories the classes (its codes are the labels), as ``%influence``
+            does; ``feature_names`` and ``class_names`` take precedence.
             ``y_test=None`` (and no labels in ``data``): each point is explained for its
             predicted class y_hat = argmax_c p(c | x, theta_hat), the only label there is.
         kind: "image", "tabular" or "text" (from ``data`` when given).
@@ -183,9 +186,13 @@ class InfluenceExplorer(VerifyTab, AttackTab, ReviewTab, anywidget.AnyWidget):
         k, page_size = check_positive_int(k, "k"), check_positive_int(page_size, "page_size")
         if not isinstance(lookahead, bool):
             raise TypeError(f"lookahead: expected True or False, got {lookahead!r}")
-        inputs = ExplorerInputs(
-            x_test, y_test, kind, train_display, test_display, class_names, feature_names
-        ).with_defaults_from(data)
+        inputs = (
+            ExplorerInputs(
+                x_test, y_test, kind, train_display, test_display, class_names, feature_names
+            )
+            .with_defaults_from(data)
+            .with_names_from_pandas()
+        )
         labelled, n_outputs = self._init_test_points(influence, inputs, scores)
         display = inputs.display(influence, self._n_classes(influence, n_outputs))
         super().__init__(

@@ -1,4 +1,9 @@
-"""The explorer's inputs, checked: the test points, how points are shown, class and feature names."""
+"""The explorer's inputs, checked: the test points, how points are shown, class and feature names.
+
+The one place where user inputs are interpreted, for ``InfluenceExplorer`` and ``%influence`` alike:
+pandas DataFrames and categoricals (:func:`read_points`), one-hot labels (:func:`classes_of`), test
+inputs against the training inputs (:func:`check_test_inputs`) and names (:func:`check_names`).
+"""
 
 from __future__ import annotations
 
@@ -18,12 +23,18 @@ from influence_widgets.widgets.display import KINDS, DisplayData
 
 __all__ = [
     "ExplorerInputs",
+    "NamedPoints",
     "as_numpy",
+    "categories_of",
     "check_finite_rows",
     "check_names",
+    "check_same_names",
     "check_test_inputs",
     "class_probabilities_of",
     "classes_of",
+    "columns_of",
+    "plain",
+    "read_points",
     "targets_like",
 ]
 
@@ -35,6 +46,81 @@ def as_numpy(t) -> np.ndarray:
         return t.detach().cpu().numpy()
     array = np.asarray(t)
     return array if array.flags.writeable else array.copy()
+
+
+def plain(value):
+    """A pandas DataFrame or Series as a writable numpy array (torch warns about the read-only
+    arrays pandas hands out); anything else as it is."""
+    if isinstance(value, torch.Tensor | np.ndarray) or not hasattr(value, "to_numpy"):
+        return value
+    return np.array(value.to_numpy(), copy=True)
+
+
+def columns_of(X) -> list[str] | None:
+    """The column names of a pandas DataFrame as strings; None for anything else."""
+    columns = getattr(X, "columns", None)
+    return None if columns is None else [str(c) for c in columns]
+
+
+def categories_of(y) -> tuple[np.ndarray, list[str]] | None:
+    """(codes, categories) of a pandas Categorical or categorical Series with named (not
+    integer) categories: the codes are the labels 0..C-1 and the categories their names. None
+    for anything else, integer categories included: their values are the labels, as
+    ``iw.train`` reads them."""
+    cat = y if hasattr(y, "codes") and hasattr(y, "categories") else getattr(y, "cat", None)
+    if cat is None or np.asarray(cat.categories).dtype.kind in "iu":
+        return None
+    return np.array(cat.codes, dtype=np.int64), [str(c) for c in cat.categories]
+
+
+@dataclass(frozen=True)
+class NamedPoints:
+    """Inputs ``X`` and labels ``y`` as arrays (see :func:`read_points`), the names they carried
+    (None where they carried none), and how errors name them."""
+
+    X: object
+    y: object
+    feature_names: list[str] | None
+    class_names: list[str] | None
+    x_name: str
+    y_name: str
+
+
+def read_points(X, y, x_name: str = "x_test", y_name: str = "y_test") -> NamedPoints:
+    """``X`` and ``y`` as the model reads them, with their names: a pandas DataFrame's columns
+    name the features; a pandas categorical with named (not integer) categories names the
+    classes, and its codes are the labels (a missing label is a ValueError naming ``y_name``).
+    pandas objects become writable numpy arrays, anything else stays as it is (``y=None`` too).
+    """
+    categories = categories_of(y)
+    if categories is not None and (categories[0] < 0).any():
+        raise ValueError(f"{y_name}: the labels have missing values; drop or fill them")
+    return NamedPoints(
+        X=plain(X),
+        y=plain(y) if categories is None else categories[0],
+        feature_names=columns_of(X),
+        class_names=None if categories is None else categories[1],
+        x_name=x_name,
+        y_name=y_name,
+    )
+
+
+def check_same_names(train: NamedPoints, test: NamedPoints) -> None:
+    """A ValueError naming ``test``'s inputs or labels when they would mean other things than the
+    training points': DataFrames with other columns (the model would read other features), or
+    labels that are not both categoricals with the same categories, or both not (codes of other
+    classes). Test labels None: no labels to compare."""
+    if train.feature_names is not None and test.feature_names not in (None, train.feature_names):
+        raise ValueError(
+            f"{test.x_name}: its columns differ from those of the training inputs; select the "
+            "training inputs' columns, in their order"
+        )
+    if test.y is not None and test.class_names != train.class_names:
+        raise ValueError(
+            f"{test.y_name}: the training and test labels must both be pandas categoricals with "
+            "the same categories (their codes are the labels), or neither; convert the test "
+            "labels with .astype(y.dtype), y the training labels"
+        )
 
 
 def check_names(value, name: str, count: int, one: str, many: str) -> list[str]:
@@ -182,6 +268,18 @@ class ExplorerInputs:
             train_display=train_display,
             test_display=test_display,
             display_is_of=of,
+        )
+
+    def with_names_from_pandas(self) -> ExplorerInputs:
+        """x_test and y_test as arrays (see :func:`read_points`): a DataFrame's columns and a
+        categorical's categories name the features and classes where no names were given."""
+        test = read_points(self.x_test, self.y_test)
+        return replace(
+            self,
+            x_test=test.X,
+            y_test=test.y,
+            class_names=test.class_names if self.class_names is None else self.class_names,
+            feature_names=test.feature_names if self.feature_names is None else self.feature_names,
         )
 
     def _display_from(self, data: Dataset, kind: str) -> tuple:
