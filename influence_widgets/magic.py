@@ -25,7 +25,7 @@ from influence_widgets.core.influence import Influence
 from influence_widgets.core.solvers import solver_names
 from influence_widgets.training import train
 from influence_widgets.widgets.explorer import InfluenceExplorer
-from influence_widgets.widgets.inputs import as_numpy
+from influence_widgets.widgets.inputs import NamedPoints, as_numpy, check_same_names, read_points
 from influence_widgets.widgets.minimum import at_minimum
 from influence_widgets.widgets.precompute import failure_message
 
@@ -141,65 +141,25 @@ def check_l2(influence, given: float) -> None:
     )
 
 
-def plain(value):
-    """A pandas DataFrame or Series as a writable numpy array (torch warns about the read-only
-    arrays pandas hands out); anything else as it is."""
-    if isinstance(value, torch.Tensor | np.ndarray) or not hasattr(value, "to_numpy"):
-        return value
-    return np.array(value.to_numpy(), copy=True)
-
-
-def columns_of(X) -> list[str] | None:
-    """The column names of a pandas DataFrame as strings; None for anything else."""
-    columns = getattr(X, "columns", None)
-    return None if columns is None else [str(c) for c in columns]
-
-
-def categories_of(y) -> tuple[np.ndarray, list[str]] | None:
-    """(codes, categories) of a pandas Categorical or categorical Series with named (not
-    integer) categories: the codes are the labels 0..C-1 and the categories their names. None
-    for anything else, integer categories included: their values are the labels, as
-    ``iw.train`` reads them."""
-    cat = y if hasattr(y, "codes") and hasattr(y, "categories") else getattr(y, "cat", None)
-    if cat is None or np.asarray(cat.categories).dtype.kind in "iu":
-        return None
-    return np.array(cat.codes, dtype=np.int64), [str(c) for c in cat.categories]
-
-
-def labels_and_class_names(y, yt) -> tuple[object, object, list[str] | None]:
-    """The labels (y, yt) for the model and the class names they carry: for pandas categoricals
-    their codes and categories (both must be categoricals with the same categories, or the
-    codes would mean different classes); anything else as it is, with no names. ``yt=None``
-    (no test labels) stays None."""
-    train, test = categories_of(y), categories_of(yt)
-    if yt is None and train is not None:
-        return train[0], None, train[1]
-    if train is None and test is None:
-        return plain(y), plain(yt), None
-    if train is None or test is None or train[1] != test[1]:
-        raise UsageError(
-            "--test: y and yt must both be pandas categoricals with the same categories (their "
-            "codes are the labels), or neither; convert with yt.astype(y.dtype)"
-        )
-    for option, (codes, _) in (("--train", train), ("--test", test)):
-        if (codes < 0).any():
-            raise UsageError(f"{option}: the labels have missing values; drop or fill them")
-    return train[0], test[0], train[1]
-
-
-def check_same_columns(X, Xt) -> None:
-    """A UsageError when X and Xt are DataFrames with different columns (the model would read
-    Xt's values as other features)."""
-    if columns_of(X) is not None and columns_of(Xt) not in (None, columns_of(X)):
-        raise UsageError("--test: the columns of Xt differ from those of X; select X's columns")
+def read_tables(X, y, Xt, yt) -> tuple[NamedPoints, NamedPoints]:
+    """The training and test points as arrays with their names, read as the explorer reads them
+    (``widgets.inputs.read_points``): a UsageError naming the option when they cannot be read or
+    the test points would mean other features or classes than the training points."""
+    try:
+        train = read_points(X, y, "--train: X", "--train: y")
+        test = read_points(Xt, yt, "--test: Xt", "--test: yt")
+        check_same_names(train, test)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    return train, test
 
 
 def names_and_sources(
     args, columns: list[str] | None, categories: list[str] | None
 ) -> tuple[dict, dict[str, str]]:
     """The explorer's ``class_names`` and ``feature_names``: the options when given, else the
-    categories of y and the columns of X (None when there are none); and where each came from,
-    for the errors (see :func:`in_option_terms`)."""
+    categories of y and the columns of X (None when there are none); and where each of them and
+    the test points came from, for the errors (see :func:`in_option_terms`)."""
     names = {
         "class_names": args.class_names or categories,
         "feature_names": args.feature_names or columns,
@@ -207,6 +167,8 @@ def names_and_sources(
     sources = {
         "class_names": "--class-names" if args.class_names else "--train: the categories of y",
         "feature_names": "--feature-names" if args.feature_names else "--train: the columns of X",
+        "x_test": "--test: Xt",
+        "y_test": "--test: yt",
     }
     return names, sources
 
@@ -291,6 +253,20 @@ class InfluenceMagics(Magics):
         if name not in self.shell.user_ns:
             raise UsageError(f"{what}: no variable named {name!r} in this notebook")
         return self.shell.user_ns[name]
+
+    def _model_and_points(self, args) -> tuple[torch.nn.Module, NamedPoints, NamedPoints]:
+        """MODEL and the training and test points of ``--train X y --test Xt [yt]``, looked up
+        in the notebook and read as the explorer reads them (see :func:`read_tables`)."""
+        model = self._lookup(args.model, "MODEL")
+        if not isinstance(model, torch.nn.Module):
+            raise UsageError(
+                f"MODEL: {args.model!r} is a {type(model).__name__}, not a torch.nn.Module"
+            )
+        if len(args.test) > 2:
+            raise UsageError(f"--test: takes Xt and optionally yt, got {len(args.test)} names")
+        X, y = (self._lookup(n, "--train") for n in args.train)
+        Xt, *rest = (self._lookup(n, "--test") for n in args.test)
+        return (model, *read_tables(X, y, Xt, rest[0] if rest else None))
 
     @magic_arguments()
     @argument("model", nargs="?", help="name of a trained torch.nn.Module")
@@ -403,31 +379,14 @@ class InfluenceMagics(Magics):
             raise UsageError(
                 "%influence: give --demo NAME, or MODEL --train X y --test Xt yt (see %influence?)"
             )
-        model = self._lookup(args.model, "MODEL")
-        if not isinstance(model, torch.nn.Module):
-            raise UsageError(
-                f"MODEL: {args.model!r} is a {type(model).__name__}, not a torch.nn.Module"
-            )
-        if len(args.test) > 2:
-            raise UsageError(f"--test: takes Xt and optionally yt, got {len(args.test)} names")
-        X, y = (self._lookup(n, "--train") for n in args.train)
-        Xt, *rest = (self._lookup(n, "--test") for n in args.test)
-        yt = rest[0] if rest else None
-        check_same_columns(X, Xt)
-        y, yt, category_names = labels_and_class_names(y, yt)
-        names, sources = names_and_sources(args, columns_of(X), category_names)
-        X, Xt = plain(X), plain(Xt)
-        shown = display_options(args, X, Xt)
+        model, train, test = self._model_and_points(args)
+        names, sources = names_and_sources(args, train.feature_names, train.class_names)
+        shown = display_options(args, train.X, test.X)
         try:
-            inf = Influence(model, (X, y), l2=args.l2, damping=args.damping, solver=args.solver)
-            check_l2(inf, args.l2)
-            return MagicExplorer(
-                inf,
-                x_test=Xt,
-                y_test=yt,
-                k=args.k,
-                **shown,
-                **names,
+            inf = Influence(
+                model, (train.X, train.y), l2=args.l2, damping=args.damping, solver=args.solver
             )
+            check_l2(inf, args.l2)
+            return MagicExplorer(inf, x_test=test.X, y_test=test.y, k=args.k, **shown, **names)
         except (TypeError, ValueError) as err:
             raise UsageError(in_option_terms(in_magic_terms(str(err)), sources)) from err

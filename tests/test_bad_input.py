@@ -69,9 +69,11 @@ Explorer: ``InfluenceExplorer`` arguments, without the magic (a TraitError for a
 - class_names-bare-string: ``class_names="abc"``, which would be split into letters
 - class_names-one-output-is-two-classes: 3 names for a one-output (two-class) model
 - class_names-number: ``class_names=3``
+- class_names-duplicate: ``class_names=["a", "b", "a"]``, two classes of one name
 - feature_names-too-few: 3 names for 4 columns
 - feature_names-too-many: 5 names for 4 columns
 - feature_names-bare-string: ``feature_names="abcd"``, four letters for four columns
+- feature_names-duplicate: ``feature_names=["a", "b", "c", "b"]``
 - feature_names-text-kind: a wrong count of input values for non-tabular data
 - selected-bool: ``ex.selected = True``, a bool is not an index
 - selected-float: ``ex.selected = 2.0``
@@ -80,6 +82,11 @@ Explorer: ``InfluenceExplorer`` arguments, without the magic (a TraitError for a
 - k-bool: ``k=True``
 - k-float: ``k=2.5``
 - page_size-zero: ``page_size=0``
+- x_test-nan-row: a NaN in test point 2 (no labels), once shown as a prediction of confidence NaN
+- x_test-inf-row: an infinite value in test point 4, with labels
+- x_test-wrong-width: 3 features per test point for a 4-feature model
+- x_test-wrong-row-shape: test points of shape (2, 2) for rows of 4 features
+- y_test-nan: a NaN test label
 - influence-not-an-Influence: ``InfluenceExplorer("inf", ...)``
 - data-not-a-Dataset: ``data=(1, 2)``, not an ``iw.datasets`` Dataset
 - eps-negative: ``run_attack(eps=-1)``
@@ -320,6 +327,13 @@ def select(value):
     ready_explorer().selected = value
 
 
+def with_value(row: int, value: float) -> torch.Tensor:
+    """The explorer's 6 test inputs, a copy with ``value`` in test point ``row``."""
+    x = explorer_problem()[0][:6].clone()
+    x[row, 1] = value
+    return x
+
+
 def text_explorer(**kwargs):
     return explorer(kind="text", test_display=["t"] * 6, train_display=["t"] * 30, **kwargs)
 
@@ -330,9 +344,11 @@ WIDGETS_CASES = [
     pytest.param(lambda: explorer(class_names="abc"), TypeError, "class_names", id="class_names-bare-string"),
     pytest.param(lambda: explorer(1, class_names=["a", "b", "c"]), ValueError, r"class_names: got 3 names for 2 classes", id="class_names-one-output-is-two-classes"),
     pytest.param(lambda: explorer(class_names=3), TypeError, "class_names", id="class_names-number"),
+    pytest.param(lambda: explorer(class_names=["a", "b", "a"]), ValueError, r"^class_names: 'a' names classes 0 and 2", id="class_names-duplicate"),
     pytest.param(lambda: explorer(feature_names=list("abc")), ValueError, "feature_names", id="feature_names-too-few"),
     pytest.param(lambda: explorer(feature_names=list("abcde")), ValueError, "feature_names", id="feature_names-too-many"),
     pytest.param(lambda: explorer(feature_names="abcd"), TypeError, "feature_names", id="feature_names-bare-string"),
+    pytest.param(lambda: explorer(feature_names=list("abcb")), ValueError, r"^feature_names: 'b' names features 1 and 3", id="feature_names-duplicate"),
     pytest.param(lambda: text_explorer(feature_names=["a"]), ValueError, "feature_names", id="feature_names-text-kind"),
     pytest.param(lambda: select(True), traitlets.TraitError, "selected", id="selected-bool"),
     pytest.param(lambda: select(2.0), traitlets.TraitError, "selected", id="selected-float"),
@@ -341,6 +357,11 @@ WIDGETS_CASES = [
     pytest.param(lambda: explorer(k=True), TypeError, "k", id="k-bool"),
     pytest.param(lambda: explorer(k=2.5), TypeError, "k", id="k-float"),
     pytest.param(lambda: explorer(page_size=0), ValueError, "page_size", id="page_size-zero"),
+    pytest.param(lambda: explorer(x_test=with_value(2, float("nan")), y_test=None), ValueError, r"^x_test: test point 2 has a NaN", id="x_test-nan-row"),
+    pytest.param(lambda: explorer(x_test=with_value(4, float("inf"))), ValueError, r"^x_test: test point 4 has a NaN or infinite", id="x_test-inf-row"),
+    pytest.param(lambda: explorer(x_test=explorer_problem()[0][:6, :3]), ValueError, r"^x_test: each test point has shape \(3,\) but each training input \(4,\)", id="x_test-wrong-width"),
+    pytest.param(lambda: explorer(x_test=explorer_problem()[0][:6].reshape(6, 2, 2)), ValueError, r"^x_test: each test point has shape \(2, 2\)", id="x_test-wrong-row-shape"),
+    pytest.param(lambda: explorer(y_test=torch.tensor([0.0, 1.0, float("nan"), 0.0, 1.0, 2.0])), ValueError, r"^y_test: test point 2 has a NaN", id="y_test-nan"),
     pytest.param(lambda: iw.InfluenceExplorer("inf", x_test=[[0.0]], y_test=[0], kind="tabular"), TypeError, "influence", id="influence-not-an-Influence"),
     pytest.param(lambda: iw.InfluenceExplorer(explorer_problem()[2], data=(1, 2)), TypeError, "data", id="data-not-a-Dataset"),
     pytest.param(lambda: ready_explorer().run_attack(eps=-1), ValueError, "eps", id="eps-negative"),

@@ -67,6 +67,46 @@ def test_test_inputs_without_labels_are_explained_for_the_predicted_class(shell,
         shell.run_line_magic("influence", "m --train X y --test Xt yt X --l2 0.01")
 
 
+def bad_test_inputs(data) -> dict:
+    """Test inputs the model cannot take: a NaN in test point 0, 63 of 64 features."""
+    nan = data.X_test.clone()
+    nan[0, 5] = float("nan")
+    return {"Xt_nan": nan, "Xt_63": data.X_test[:, :63]}
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("m --train X y --test Xt_nan", r"^--test: Xt: test point 0 has a NaN or infinite value"),
+        ("m --train X y --test Xt_nan yt", r"^--test: Xt: test point 0 has a NaN"),
+        ("m --train X y --test Xt_63", r"^--test: Xt: each test point has shape \(63,\) but"),
+        ("m --train X y --test Xt yt --class-names a a a a a a a a a a", r"^--class-names: 'a'"),
+    ],
+    ids=["nan-without-labels", "nan-with-labels", "63-of-64-features", "duplicate-class-names"],
+)
+def test_test_inputs_and_names_the_explorer_cannot_use_are_named(
+    shell, digits_variables, line, message
+):
+    """Before, a NaN test point opened as predicted '0' with confidence NaN, 63 features raised
+    torch's "mat1 and mat2 shapes cannot be multiplied", and duplicate names were accepted."""
+    shell.user_ns.update(bad_test_inputs(digits_variables[0]))
+    with pytest.raises(UsageError, match=message):
+        shell.run_line_magic("influence", f"{line} --l2 0.01")
+
+
+def test_integer_test_inputs_are_cast_to_the_models_dtype(shell, digits_variables):
+    """Before: "mat1 and mat2 must have the same dtype, but got Long and Double"."""
+    data, model = digits_variables
+    whole = data.X_test.round()
+    shell.user_ns.update(Xt_int=whole.long())
+    ex = shell.run_line_magic("influence", "m --train X y --test Xt_int --l2 0.01").wait_ready()
+    with torch.no_grad():
+        expected = model(whole.to(model.weight.dtype)).argmax(1)
+    assert [item["pred"] for item in ex.gallery] == [str(int(c)) for c in expected[:40]]
+    ex.selected = 0
+    assert ex.error == "" and ex.panel["helpful"]
+
+
 def test_magic_help_is_available(shell):
     doc = shell.find_line_magic("influence").__doc__
     assert "--demo" in doc and "--train" in doc
@@ -217,6 +257,28 @@ def test_a_dataframe_names_the_features_and_a_categorical_the_classes(shell, fra
     assert ex.class_names == ["bad", "good"] and ex.display_data.feature_names[0] == "f0"
 
 
+def test_the_explorer_names_a_dataframe_and_a_categorical_as_the_magic_does(shell, frame_variables):
+    """One input boundary (widgets/inputs.py): before, InfluenceExplorer given the DataFrame and
+    the categorical that the magic names could not read the categorical's names."""
+    data, ns = frame_variables, shell.user_ns
+    by_magic = shell.run_line_magic("influence", "fm --train FX Fy --test FXt Fyt --l2 0.01")
+    inf = iw.Influence(ns["fm"], (data.X_train, data.y_train), l2=0.01, progress=False)
+    by_explorer = iw.InfluenceExplorer(inf, x_test=ns["FXt"], y_test=ns["Fyt"], kind="tabular")
+    assert by_explorer.display_data.feature_names == by_magic.display_data.feature_names
+    assert by_explorer.display_data.feature_names == data.feature_names
+    assert by_explorer.class_names == by_magic.class_names == data.class_names
+    assert torch.equal(by_explorer.y_test, by_magic.y_test)
+    shown = [
+        [(i["index"], i["label"], i["pred"]) for i in ex.gallery] for ex in (by_explorer, by_magic)
+    ]
+    assert shown[0] == shown[1]
+    unlabelled = iw.InfluenceExplorer(inf, x_test=ns["FXt"], kind="tabular")
+    assert unlabelled.display_data.feature_names == data.feature_names
+    missing = ns["Fyt"].where(ns["Fyt"].index != 2)
+    with pytest.raises(ValueError, match=r"^y_test: the labels have missing values"):
+        iw.InfluenceExplorer(inf, x_test=ns["FXt"], y_test=missing, kind="tabular")
+
+
 def test_integer_categories_are_the_labels_themselves(shell, frame_variables):
     shell.user_ns.update(Iy=shell.user_ns["Fy"].cat.codes.astype("category"))
     shell.user_ns.update(Iyt=shell.user_ns["Fyt"].cat.codes.astype("category"))
@@ -227,10 +289,10 @@ def test_integer_categories_are_the_labels_themselves(shell, frame_variables):
 @pytest.mark.parametrize(
     "line, message",
     [
-        ("fm --train FX Fy --test FXt Fyt_other", r"^--test: y and yt must both be pandas"),
-        ("fm --train FX Fy --test FXt Fyt_codes", r"^--test: y and yt must both be pandas"),
-        ("fm --train FX Fy_nan --test FXt Fyt", r"^--train: the labels have missing values"),
-        ("fm --train FX Fy --test FXt_shuffled Fyt", r"^--test: the columns of Xt differ"),
+        ("fm --train FX Fy --test FXt Fyt_other", r"^--test: yt: the training and test labels"),
+        ("fm --train FX Fy --test FXt Fyt_codes", r"^--test: yt: the training and test labels"),
+        ("fm --train FX Fy_nan --test FXt Fyt", r"^--train: y: the labels have missing values"),
+        ("fm --train FX Fy --test FXt_shuffled Fyt", r"^--test: Xt: its columns differ"),
     ],
     ids=["other-categories", "codes-and-categorical", "missing-label", "other-columns"],
 )

@@ -234,6 +234,27 @@ def test_cancel_stops_the_retrain_within_2_s(explorer, monkeypatch):
     assert explorer.review_retrain["state"] == "cancelled" and explorer.review_result is None
 
 
+def test_a_cancelled_retrain_with_wait_returns_none_not_the_previous_result(explorer, monkeypatch):
+    """Before, a run cancelled from another thread returned the previous run's ReviewResult."""
+    explorer.mark_for_removal(5)
+    previous = explorer.retrain_with_fixes(wait=True)
+    assert isinstance(previous, iw.ReviewResult)
+    started = threading.Event()
+    monkeypatch.setattr(influence_widgets.training, "train", _slow_train(started))
+    explorer.mark_for_removal(40)
+    returned = []
+    waiting = threading.Thread(
+        target=lambda: returned.append(explorer.retrain_with_fixes(wait=True))
+    )
+    waiting.start()
+    assert started.wait(30)
+    explorer.cancel_retrain()
+    waiting.join(10)
+    assert not waiting.is_alive() and returned == [None]
+    assert explorer.review_retrain["state"] == "cancelled"
+    assert explorer.review_result is previous  # the latest retrain that finished
+
+
 def test_a_failed_retrain_says_what_to_do(explorer, monkeypatch):
     def broken(*_args, **_options):
         raise RuntimeError("no luck")

@@ -13,6 +13,7 @@ import numpy as np
 from influence_widgets.analysis.attack import AttackResult, EpsSearch, eight_bit_levels
 from influence_widgets.widgets.context import ExplorerContext
 from influence_widgets.widgets.display import png_bytes
+from influence_widgets.widgets.inputs import classes_of
 from influence_widgets.widgets.protocol import AttackItem, AttackState
 
 __all__ = ["SliderUnits", "attack_state", "search_summary"]
@@ -74,7 +75,7 @@ def attack_items(
 ) -> list[AttackItem]:
     """One item per poisoned training point: its index, label and what the attack changed."""
     items = []
-    labels = context.influence.train.take(result.poisoned)[1].tolist()
+    labels = classes_of(context.influence.train.take(result.poisoned)[1]).tolist()
     display = context.display
     for row, (j, label) in enumerate(zip(result.poisoned.tolist(), labels, strict=True)):
         old = result.original_inputs[row].detach().cpu().numpy().astype(np.float64)

@@ -31,7 +31,12 @@ from influence_widgets.distributed import ScoreStore
 from influence_widgets.widgets.attack_tab import AttackTab
 from influence_widgets.widgets.context import ExplorerContext, Readiness, TestPoints
 from influence_widgets.widgets.influence_tab import InfluenceTab
-from influence_widgets.widgets.inputs import ExplorerInputs, as_numpy, class_probabilities_of
+from influence_widgets.widgets.inputs import (
+    ExplorerInputs,
+    class_probabilities_of,
+    classes_of,
+    targets_like,
+)
 from influence_widgets.widgets.jobs import JobRunner
 from influence_widgets.widgets.lookahead import PageLookahead
 from influence_widgets.widgets.precompute import Precomputation, failure_message
@@ -65,16 +70,21 @@ def check_score_store(scores: object, influence: Influence, x_test, y_test) -> N
     scores.check_matches(influence, x_test, y_test)
 
 
-def test_points_of(probabilities: torch.Tensor, x_test: torch.Tensor, y_test) -> TestPoints:
+def test_points_of(
+    influence: Influence, probabilities: torch.Tensor, x_test: torch.Tensor, y_test
+) -> TestPoints:
     """The test points with the model's predictions at theta_hat (``probabilities``, (T, C)).
     Without labels (``y_test`` None) every point is explained for its predicted class: y =
-    y_hat, none misclassified."""
+    y_hat in the training labels' form (one-hot rows where they are, as for mse), none
+    misclassified. Labels of several values per point are read as their argmax class."""
     confidence, predicted = (t.numpy() for t in probabilities.max(1))
     predicted = predicted.astype(np.int64)
     labelled = y_test is not None
-    y = y_test if labelled else torch.from_numpy(predicted)
-    true = as_numpy(y).astype(np.int64).reshape(-1)
-    return TestPoints(x_test, y, true, predicted, confidence, labelled)
+    if not labelled:
+        train = influence.train  # a Dataset's first item shows the labels' form
+        like = train.y if train.y is not None else train.take([0])[1]
+        y_test = targets_like(torch.from_numpy(predicted), like).cpu()
+    return TestPoints(x_test, y_test, classes_of(y_test), predicted, confidence, labelled)
 
 
 def n_classes_of(influence: Influence, tests: TestPoints, n_outputs: int) -> int:
@@ -82,7 +92,7 @@ def n_classes_of(influence: Influence, tests: TestPoints, n_outputs: int) -> int
     is more."""
     labels = [tests.true]
     if influence.train.y is not None:
-        labels.append(as_numpy(influence.train.y).astype(np.int64).reshape(-1))
+        labels.append(classes_of(influence.train.y))
     largest = max((int(y.max()) for y in labels if y.size), default=-1)
     return max(n_outputs, largest + 1, 2)
 
@@ -98,14 +108,20 @@ class InfluenceExplorer(anywidget.AnyWidget):
         influence: an :class:`~influence_widgets.Influence` (fitted here, in the background,
             if it is not yet).
         data: an ``iw.datasets`` Dataset; or None and the keyword arguments below.
-        x_test, y_test: the test points the gallery shows (from ``data`` when given);
+        x_test, y_test: the test points the gallery shows (from ``data`` when given), one row
+            each: x_test finite, each point of a training input's shape (integer values for
+            floating-point training inputs are cast to their dtype); y_test class indices, or
+            one-hot rows (as ``loss="mse"`` takes them) read as their argmax class. A pandas
+            DataFrame x_test names the features by its columns, and a pandas categorical y_test
+            with named categories the classes (its codes are the labels), as ``%influence``
+            does; ``feature_names`` and ``class_names`` take precedence.
             ``y_test=None`` (and no labels in ``data``): each point is explained for its
             predicted class y_hat = argmax_c p(c | x, theta_hat), the only label there is.
         kind: "image", "tabular" or "text" (from ``data`` when given).
         train_display, test_display: what to show of each point: images (n, H, W[, C]), rows
             (n, d) or strings; default the inputs themselves (reshaped for a Dataset's images).
-        class_names: a list of one name per class (default "0", "1", ...): as many as the model
-            has outputs (one output: two classes), or more if the labels go higher.
+        class_names: a list of one distinct name per class (default "0", "1", ...): as many as
+            the model has outputs (one output: two classes), or more if the labels go higher.
         feature_names: a list of column names for tabular data (one per input value otherwise).
         k: how many helpful and how many harmful training points to show.
         page_size: test items per gallery page.
@@ -187,13 +203,17 @@ class InfluenceExplorer(anywidget.AnyWidget):
         k, page_size = check_positive_int(k, "k"), check_positive_int(page_size, "page_size")
         if not isinstance(lookahead, bool):
             raise TypeError(f"lookahead: expected True or False, got {lookahead!r}")
-        inputs = ExplorerInputs(
-            x_test, y_test, kind, train_display, test_display, class_names, feature_names
-        ).with_defaults_from(data)
-        x_test, y_test = inputs.test_points()
+        inputs = (
+            ExplorerInputs(
+                x_test, y_test, kind, train_display, test_display, class_names, feature_names
+            )
+            .with_defaults_from(data)
+            .with_names_from_pandas()
+        )
+        x_test, y_test = inputs.test_points(influence)
         check_score_store(scores, influence, x_test, y_test)
         probabilities = class_probabilities_of(influence, x_test)
-        tests = test_points_of(probabilities, x_test, y_test)
+        tests = test_points_of(influence, probabilities, x_test, y_test)
         display = inputs.display(influence, n_classes_of(influence, tests, probabilities.shape[1]))
         super().__init__(
             k=k,
@@ -504,8 +524,11 @@ class InfluenceExplorer(anywidget.AnyWidget):
         warm-started from theta_hat, with the Influence's loss, parameters and L2, so the result
         is the minimum of R on the fixed data. The tab then shows the test accuracy and loss
         before -> after and how the selected test point's prediction changed. ``wait=True``
-        blocks and returns the :class:`ReviewResult`, also kept as ``explorer.review_result``.
-        The explorer's influence scores stay those of the original model."""
+        blocks and returns this run's :class:`ReviewResult`, or None when the run is cancelled
+        (:meth:`cancel_retrain`, from another thread or the tab: a cancelled run keeps nothing);
+        a failed run raises a RuntimeError. ``explorer.review_result`` keeps the result of the
+        latest run that finished. The explorer's influence scores stay those of the original
+        model."""
         return self.review_tab.retrain_with_fixes(wait=wait)
 
     def cancel_retrain(self) -> None:

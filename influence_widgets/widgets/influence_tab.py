@@ -17,6 +17,7 @@ import torch
 from influence_widgets.core.influence import TopInfluence
 from influence_widgets.distributed import ScoreStore
 from influence_widgets.widgets.context import ExplorerContext
+from influence_widgets.widgets.inputs import classes_of
 from influence_widgets.widgets.lookahead import PageLookahead
 from influence_widgets.widgets.protocol import Panel, TrainItem
 
@@ -139,7 +140,7 @@ class InfluenceTab:
         self, idx: torch.Tensor, scores: torch.Tensor, test_index: int
     ) -> list[TrainItem]:
         display, label = self.context.display, self.context.label
-        y_train = self.context.influence.train.take(idx)[1]
+        y_train = classes_of(self.context.influence.train.take(idx)[1])
         items = []
         for j, s, c in zip(idx.tolist(), scores.tolist(), y_train.tolist(), strict=True):
             item: TrainItem = {"index": j, "label": label(int(c)), "score": float(s)}

@@ -70,8 +70,11 @@ class Retrain:
         self.job = Job()
         self.result: ReviewResult | None = None  # the latest finished retrain's
 
-    def worker(self, data: tuple, fixes: dict, selected: int | None, cancel) -> None:
-        """Retrain on ``data`` (the training set with ``fixes``), then show the outcome."""
+    def worker(
+        self, data: tuple, fixes: dict, selected: int | None, finished: list, cancel
+    ) -> None:
+        """Retrain on ``data`` (the training set with ``fixes``), then show the outcome; the
+        result is appended to ``finished`` (not when cancelled or failed)."""
         jobs, view = self.context.jobs, self.context.view
 
         def show(_step: str, fraction: float) -> None:
@@ -97,6 +100,7 @@ class Retrain:
             jobs.finish("review_retrain", {**failed, "message": failed["message"] + fix})
             return
         self.result = result
+        finished.append(result)
         jobs.finish("review_retrain", retrain_state(result))
 
     def _retrained(self, data: tuple, cancel: threading.Event) -> torch.nn.Module:

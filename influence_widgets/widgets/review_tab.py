@@ -20,7 +20,7 @@ import torch
 
 from influence_widgets.analysis.mislabel import training_losses
 from influence_widgets.widgets.context import ExplorerContext
-from influence_widgets.widgets.inputs import class_probabilities_of
+from influence_widgets.widgets.inputs import class_probabilities_of, classes_of, targets_like
 from influence_widgets.widgets.jobs import Job
 from influence_widgets.widgets.protocol import (
     REVIEW_CANCEL,
@@ -116,7 +116,8 @@ class ReviewTab:
         return i
 
     def _given_label(self, i: int) -> int:
-        return int(self.context.influence.train.take([i])[1].reshape(-1)[0])
+        """Training point ``i``'s class (the argmax of a one-hot row)."""
+        return int(classes_of(self.context.influence.train.take([i])[1])[0])
 
     def relabel(self, i: int, label: int) -> None:
         """Propose class index ``label`` as training point ``i``'s label."""
@@ -149,13 +150,14 @@ class ReviewTab:
         self.show_page()
 
     def fixed_dataset(self, fixes: dict[int, int | None] | None = None) -> tuple:
-        """New tensors (X, y): the training set with ``fixes`` (default: the proposed ones)."""
+        """New tensors (X, y): the training set with ``fixes`` (default: the proposed ones),
+        new labels as one-hot rows in y's dtype where y holds one-hot rows (as for mse)."""
         fixes = self._fixes if fixes is None else fixes
         X, y = self.context.influence.train.tensors()
         y = y.clone()
-        for i, label in fixes.items():
-            if label is not None:
-                y[i] = label
+        relabelled = [i for i, label in fixes.items() if label is not None]
+        if relabelled:
+            y[relabelled] = targets_like(torch.tensor([fixes[i] for i in relabelled]), y)
         keep = torch.ones(len(y), dtype=torch.bool)
         keep[[i for i, label in fixes.items() if label is None]] = False
         return X[keep].clone(), y[keep]
@@ -265,8 +267,9 @@ class ReviewTab:
         self, shown: torch.Tensor, first_rank: int, score: torch.Tensor | None
     ) -> list[ReviewItem]:
         context = self.context
-        X, y = context.influence.train.take(shown)
+        X, labels = context.influence.train.take(shown)
         confidence, predicted = class_probabilities_of(context.influence, X).max(dim=1)
+        y = classes_of(labels)
         items = []
         for row, j in enumerate(shown.tolist()):
             fix = self._fixes.get(j, -1)
@@ -317,9 +320,10 @@ class ReviewTab:
             "message": f"Retraining with {fixes_text(self._fix_counts())}...",
         }
         data = self.fixed_dataset(fixes) if problem is None else None
-        work = (self.retrain.job, self.retrain.worker, data, fixes, self.context.selected)
-        ran = self.context.jobs.launch("review_retrain", problem, started, work, wait)
-        return self.retrain.result if ran and wait else None
+        finished: list[ReviewResult] = []  # this run's result, once it has one
+        work = (self.retrain.job, self.retrain.worker, data, fixes, self.context.selected, finished)
+        self.context.jobs.launch("review_retrain", problem, started, work, wait)
+        return finished[0] if wait and finished else None
 
     def cancel_retrain(self) -> None:
         """Stop the running retrain at its next function evaluation; nothing is kept."""
