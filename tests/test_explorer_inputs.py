@@ -65,7 +65,7 @@ def test_relabel_reads_and_writes_one_hot_rows(untouched):
         with pytest.raises(ValueError, match=r"^label: training point 3 is already labelled 8"):
             ex.relabel(3, 8)
         ex.tab = "review"
-        ex._rank_job.join(60)
+        ex.review_tab.rank_job.join(60)
         items = ex.review["items"]
         assert ex.review["state"] == "done"
         assert [item["label_index"] for item in items] == [

@@ -14,8 +14,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "influence_widgets"
 
@@ -166,7 +164,6 @@ def test_no_private_name_crosses_a_module_of_the_engine():
     assert not found, "private names imported across modules:\n" + "\n".join(found)
 
 
-@pytest.mark.xfail(strict=False, reason="widgets redesign pending")
 def test_no_private_name_crosses_a_module():
     found = private_imports(module_files(PACKAGE, "tests"), (PACKAGE, "tests"))
     assert not found, "private names imported across modules:\n" + "\n".join(found)

@@ -94,7 +94,7 @@ def test_anywidget_renders_and_syncs_in(frontend, jupyter, page, console_message
 # ----- the influence explorer ----------------------------------------------------------------
 # The kernel's checks print one f-string: one write, so that the background fit's progress bar (on
 # stderr, shown in the running cell) cannot land between its words.
-def _wait_for_train_items(page, at_least: int, timeout: float = 90.0) -> int:
+def wait_for_train_items(page, at_least: int, timeout: float = 90.0) -> int:
     """Until the explorer's panel shows ``at_least`` training items; returns how many it shows."""
     items = page.locator(".iw-explorer [data-train-index]")
     try:
@@ -112,7 +112,7 @@ def _wait_for_train_items(page, at_least: int, timeout: float = 90.0) -> int:
     return items.count()
 
 
-def _shown_errors(page) -> list[str]:
+def shown_errors(page) -> list[str]:
     return [
         t.strip() for t in page.locator(".iw-explorer .iw-error").all_inner_texts() if t.strip()
     ]
@@ -141,13 +141,13 @@ def test_demo_explorer_click_selects_in(frontend, jupyter, page, console_message
     item = explorer.locator('[data-test-index="3"]')
     item.wait_for(timeout=60_000)
     item.click()
-    shown = _wait_for_train_items(page, at_least=16)
+    shown = wait_for_train_items(page, at_least=16)
     assert shown >= 16
     save_screenshot(explorer, f"panel_{frontend}.png")
 
     out = run_cell(page, 3)
     assert "SELECTED 3" in out, out
-    assert not _shown_errors(page)
+    assert not shown_errors(page)
     assert not page_errors(console_messages)
 
 
@@ -204,7 +204,7 @@ def test_explorer_shows_markup_as_text_in(frontend, jupyter, page, console_messa
     open_and_run(page, jupyter, path, frontend, timeout=120)
     explorer = page.locator(".iw-explorer")
     explorer.locator('[data-test-index="1"]').click(timeout=60_000)
-    _wait_for_train_items(page, at_least=20)  # k = 10: all 20 training texts are shown
+    wait_for_train_items(page, at_least=20)  # k = 10: all 20 training texts are shown
     assert "SELECTED 1" in run_cell(page, 1)
     page.wait_for_timeout(500)  # an injected <img> would fire onerror by now
 
@@ -216,7 +216,7 @@ def test_explorer_shows_markup_as_text_in(frontend, jupyter, page, console_messa
     expect(markup_item).to_be_visible()
     assert PAYLOAD_IMG in markup_item.inner_text(), "the markup training text is not shown as text"
     assert PAYLOAD_SCRIPT in markup_item.inner_text(), "the markup class name is not shown as text"
-    assert not _shown_errors(page)
+    assert not shown_errors(page)
     assert not page_errors(console_messages)
 
 
@@ -240,7 +240,7 @@ def test_verify_tab_runs_leave_one_out_in(frontend, jupyter, page, console_messa
     open_and_run(page, jupyter, path, "lab", timeout=150)
     explorer = page.locator(".iw-explorer")
     explorer.locator('[data-test-index="3"]').click(timeout=60_000)
-    _wait_for_train_items(page, at_least=16)
+    wait_for_train_items(page, at_least=16)
     explorer.locator(".iw-tab-verify").click()
     n_input = explorer.locator(".iw-verify-n")
     expect(n_input).to_be_visible()
@@ -254,7 +254,7 @@ def test_verify_tab_runs_leave_one_out_in(frontend, jupyter, page, console_messa
     assert "5 removals on test #3" in summary, summary
     out = run_cell(page, 3)
     assert "LOO done" in out, out
-    assert not _shown_errors(page)
+    assert not shown_errors(page)
     assert not page_errors(console_messages)
 
 
@@ -283,7 +283,7 @@ def test_attack_tab_shows_perturbed_images_and_a_verdict_in(
     target = int(cell_output(page, 2).split("TARGET")[1].split()[0])
     explorer = page.locator(".iw-explorer")
     explorer.locator(f'[data-test-index="{target}"]').click(timeout=60_000)
-    _wait_for_train_items(page, at_least=16)
+    wait_for_train_items(page, at_least=16)
     explorer.locator(".iw-tab-attack").click()
     for cls, value in ((".iw-attack-n input", "2"), (".iw-attack-eps input", "8"),
                        (".iw-attack-iter input", "2")):  # fmt: skip
@@ -299,7 +299,7 @@ def test_attack_tab_shows_perturbed_images_and_a_verdict_in(
     out = run_cell(page, 3)
     assert "ATTACK done" in out, out
     assert int(out.split("ATTACK done")[1].split()[0]) <= 2
-    assert not _shown_errors(page)
+    assert not shown_errors(page)
     assert not page_errors(console_messages)
 
 
@@ -384,7 +384,7 @@ def test_misclassified_point_is_explained_for_its_true_label_in(
     ).groups()
     explorer = page.locator(".iw-explorer")
     explorer.locator(f'[data-test-index="{wrong}"]').click(timeout=60_000)
-    _wait_for_train_items(page, at_least=16)
+    wait_for_train_items(page, at_least=16)
     text = explorer.locator(".iw-panel .iw-explanation")
     expect(text).to_contain_text(f"the true label is {label}, the model predicts {pred}")
     expect(text).to_contain_text(f"support the true label {label}")
@@ -393,7 +393,7 @@ def test_misclassified_point_is_explained_for_its_true_label_in(
     )
     assert "support this prediction" not in explorer.locator(".iw-panel").inner_text()
     save_screenshot(explorer, "misclassified_panel_lab.png")
-    assert not _shown_errors(page)
+    assert not shown_errors(page)
     assert not page_errors(console_messages)
 
 
@@ -430,10 +430,10 @@ def test_a_model_not_at_a_minimum_shows_a_notice_in(frontend, jupyter, page, con
     expect(notice).to_contain_text("train to a minimum with iw.train")
     expect(explorer.locator(".iw-status")).to_contain_text("see the warning below")
     explorer.locator('[data-test-index="3"]').click()
-    _wait_for_train_items(page, at_least=16)
+    wait_for_train_items(page, at_least=16)
     save_screenshot(explorer, "not_at_minimum_lab.png")
     assert "STATUS ready" in run_cell(page, 1)
-    assert not _shown_errors(page)
+    assert not shown_errors(page)
     assert not page_errors(console_messages)
 
 
@@ -475,8 +475,8 @@ def test_the_page_is_scored_ahead_and_a_click_is_a_lookup_in(
         "all 8 test points of this page scored ahead: a click on one is instant", timeout=60_000
     )
     explorer.locator('[data-test-index="5"]').click()
-    _wait_for_train_items(page, at_least=16)
+    wait_for_train_items(page, at_least=16)
     save_screenshot(explorer, "lookahead_lab.png")
     assert "CALLS 8 SELECTED 5" in run_cell(page, 1)
-    assert not _shown_errors(page)
+    assert not shown_errors(page)
     assert not page_errors(console_messages)

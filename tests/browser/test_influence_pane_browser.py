@@ -20,7 +20,7 @@ from .conftest import (
     theme,
     write_notebook,
 )
-from .test_explorer_browser import _shown_errors, _wait_for_train_items, page_errors
+from .test_explorer_browser import page_errors, shown_errors, wait_for_train_items
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -52,7 +52,7 @@ def _open_demo(page, jupyter, name: str, frontend: str):
     open_and_run(page, jupyter, path, frontend, timeout=150)
     explorer = page.locator(".iw-explorer")
     explorer.locator('[data-test-index="3"]').click(timeout=60_000)
-    _wait_for_train_items(page, at_least=16)
+    wait_for_train_items(page, at_least=16)
     return explorer
 
 
@@ -123,7 +123,7 @@ def test_tabular_cards_show_whole_values_and_the_gallery_whole_rows_in(
     expect(explorer.locator(".iw-page-info")).to_contain_text("page 2 /")
     expect(gallery.locator('[data-test-index="3"]')).to_have_count(0)
     assert _columns_and_cut_rows(gallery) == (columns, [])
-    assert not _shown_errors(page)
+    assert not shown_errors(page)
     assert not page_errors(console_messages)
 
 
@@ -162,5 +162,5 @@ def test_a_narrow_split_view_stacks_the_panes_and_fits_the_chart_in(
         )
     assert chart.locator(".iw-tick").count() >= 3
     _shoot(page, explorer, f"narrow_dark_{frontend}.png")
-    assert not _shown_errors(page)
+    assert not shown_errors(page)
     assert not page_errors(console_messages)
