@@ -3,6 +3,8 @@ it is registered, listed by the magic's --solver and reachable as Influence(...,
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from IPython.core.error import UsageError
@@ -127,3 +129,18 @@ def test_exports_follow_the_registry():
     assert set(available_solvers()) == {"auto", *BUILT_IN}
     assert all(text and "\n" not in text for text in available_solvers().values())
     assert iw.core.available_solvers is available_solvers
+
+
+def _unnamed(page: str) -> list[str]:
+    """The registered solvers ``page`` (README.md, docs/api.md) does not name as "name"."""
+    text = (Path(__file__).resolve().parents[1] / page).read_text()
+    return [name for name in solver_names() if f'"{name}"' not in text]
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/api.md"])
+def test_the_readme_and_the_api_page_name_every_registered_solver(page, request):
+    """The README's API table and docs/api.md list the solvers a user can pick: every registered
+    one, so a new solver file without a line in them fails here (as the toy does)."""
+    assert _unnamed(page) == []
+    request.getfixturevalue("toy")
+    assert _unnamed(page) == ["toy"]
