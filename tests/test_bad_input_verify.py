@@ -58,7 +58,7 @@ CASES = [
     pytest.param(
         _loo_without_label_two_points, ValueError, r"^x_test, y_test", id="loo-no-label-2"
     ),
-    pytest.param(_predicted_labels_scalar, ValueError, r"^x_test, y_test", id="labels-scalar"),
+    pytest.param(_predicted_labels_scalar, ValueError, r"^x_test: ", id="labels-scalar"),
     pytest.param(_explorer_without_test_points, ValueError, r"^x_test", id="explorer-no-x-test"),
     pytest.param(_loo_cancel_not_an_event, TypeError, r"^cancel", id="loo-cancel-lock"),
 ]

@@ -9,6 +9,7 @@ import torch
 import influence_widgets as iw
 from influence_widgets import training
 from influence_widgets.core import progress, solvers
+from influence_widgets.core.solvers import cg, lissa, spectrum
 
 
 @pytest.fixture
@@ -22,7 +23,8 @@ def bars(monkeypatch):
         return bar
 
     monkeypatch.setattr(training, "progress_bar", keep)
-    monkeypatch.setattr(solvers, "progress_bar", keep)
+    for module in (cg, lissa, spectrum):  # the solvers' modules that draw bars
+        monkeypatch.setattr(module, "progress_bar", keep)
     return made
 
 
