@@ -124,6 +124,48 @@ def train(
         return _minimise(model, loss_fn, X, y, theta, l2, tol, max_iter, progress)
 
 
+@dataclass
+class _Risk:
+    """R(theta) = mean_i L(z_i, theta) + (l2/2) ||theta||^2 of ``model`` on (X, y), and its
+    gradient norm, for the full-batch L-BFGS of :func:`_minimise`."""
+
+    model: torch.nn.Module
+    loss_fn: LossFn
+    X: torch.Tensor
+    y: torch.Tensor
+    theta: list[torch.nn.Parameter]
+    l2: float
+
+    def __call__(self) -> torch.Tensor:
+        value = self.loss_fn(self.model(self.X), self.y).mean()
+        if self.l2:
+            value = value + 0.5 * self.l2 * sum(p.pow(2).sum() for p in self.theta)
+        return value
+
+    def value(self) -> float:
+        with torch.no_grad():
+            return float(self())
+
+    def grad_norm(self) -> float:
+        """||grad R(theta)||."""
+        self.model.zero_grad(set_to_none=True)
+        self().backward()
+        return float(torch.sqrt(sum(p.grad.pow(2).sum() for p in self.theta)))
+
+
+def _lbfgs(risk: _Risk, tol: float) -> torch.optim.LBFGS:
+    """Full-batch L-BFGS over theta with a strong-Wolfe line search, 20 iterations a step."""
+    return torch.optim.LBFGS(
+        risk.theta,
+        lr=1.0,
+        max_iter=20,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=tol / 10,
+        tolerance_change=1e-16,
+    )
+
+
 def _minimise(
     model: torch.nn.Module,
     loss_fn: LossFn,
@@ -136,27 +178,8 @@ def _minimise(
     progress: bool,
 ) -> TrainingReport:
     """Full-batch L-BFGS on R(theta) until ||grad R|| <= tol, the precision floor or max_iter."""
-
-    def risk() -> torch.Tensor:
-        value = loss_fn(model(X), y).mean()
-        if l2:
-            value = value + 0.5 * l2 * sum(p.pow(2).sum() for p in theta)
-        return value
-
-    def grad_norm() -> float:
-        model.zero_grad(set_to_none=True)
-        risk().backward()
-        return float(torch.sqrt(sum(p.grad.pow(2).sum() for p in theta)))
-
-    opt = torch.optim.LBFGS(
-        theta,
-        lr=1.0,
-        max_iter=20,
-        history_size=50,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=tol / 10,
-        tolerance_change=1e-16,
-    )
+    risk = _Risk(model, loss_fn, X, y, theta, l2)
+    opt = _lbfgs(risk, tol)
 
     def closure() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
@@ -168,19 +191,15 @@ def _minimise(
     iterations = 0
     bar = progress_bar(total=max_iter, desc="L-BFGS", disable=not progress)
     try:
-        gn = grad_norm()
-        best, stalled = gn, 0
-        with torch.no_grad():
-            last_risk = float(risk())
+        gn = risk.grad_norm()
+        best, stalled, last_risk = gn, 0, risk.value()
         while gn > tol and iterations < max_iter:
             before = opt.state[theta[0]].get("n_iter", 0)
             opt.step(closure)
             done = opt.state[theta[0]].get("n_iter", 0) - before
             iterations += done
             bar.update(done)
-            gn = grad_norm()
-            with torch.no_grad():
-                now_risk = float(risk())
+            gn, now_risk = risk.grad_norm(), risk.value()
             bar.set_postfix(grad_norm=f"{gn:.2e}")
             # Stop at the precision floor: three rounds of steps in which neither ||grad R|| fell
             # by 10% nor the risk moved beyond rounding. Both, because on a non-convex model the
@@ -190,8 +209,7 @@ def _minimise(
             best, last_risk = min(best, gn), now_risk
             if done == 0 or stalled >= 3:
                 break
-        with torch.no_grad():
-            final_risk = float(risk())
+        final_risk = risk.value()
         if gn <= tol:
             bar.complete()  # converged: a full bar, not a red one stopped at 64/1000
     finally:

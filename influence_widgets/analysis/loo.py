@@ -201,6 +201,41 @@ def _correlations(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, flo
     return float(pearsonr(predicted, actual).statistic), float(spearmanr(predicted, actual)[0])
 
 
+def _checked_loo_arguments(
+    influence, test: tuple, n_remove, strategy, retrain, seed, test_index, cancel
+) -> tuple:
+    """validate_loo's arguments checked (errors name the argument): (x, y) of the one test point
+    ``test`` = (x_test, y_test) (y the predicted class when not given), n_remove, the seed and
+    the test index."""
+    check_influence(influence)
+    n_remove = check_positive_int(n_remove, "n_remove")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
+    if retrain is not None and not callable(retrain):
+        raise TypeError(f"retrain: expected a callable or None, got {type(retrain).__name__}")
+    check_cancel_event(cancel)
+    seed = check_seed(seed)
+    test_index = None if test_index is None else check_index(test_index, "test_index")
+    x_test, y_test = test
+    if y_test is None:
+        y_test = influence.predicted_labels(x_test)
+    x, y = one_test_point(x_test, y_test, "validate_loo")
+    if n_remove > influence.n:
+        raise ValueError(f"n_remove: {n_remove} is more than the {influence.n} training points")
+    return x, y, n_remove, seed, test_index
+
+
+def _points_to_remove(
+    predicted: torch.Tensor, n_remove: int, strategy: str, seed: int
+) -> torch.Tensor:
+    """The training indices validate_loo removes: ``"maxinf"``, the ``n_remove`` of largest
+    |predicted removal effect|; ``"random"``, ``n_remove`` drawn uniformly with ``seed``."""
+    if strategy == "maxinf":
+        return torch.argsort(predicted.abs(), descending=True)[:n_remove]
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(len(predicted), generator=gen)[:n_remove]
+
+
 def validate_loo(
     influence: Influence,
     x_test,
@@ -241,28 +276,12 @@ def validate_loo(
 
     Returns a :class:`LOOResult` with Pearson and Spearman R and ``plot()``.
     """
-    check_influence(influence)
-    n_remove = check_positive_int(n_remove, "n_remove")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
-    if retrain is not None and not callable(retrain):
-        raise TypeError(f"retrain: expected a callable or None, got {type(retrain).__name__}")
-    check_cancel_event(cancel)
-    seed = check_seed(seed)
-    test_index = None if test_index is None else check_index(test_index, "test_index")
-    if y_test is None:
-        y_test = influence.predicted_labels(x_test)
-    x, y = one_test_point(x_test, y_test, "validate_loo")
-    if n_remove > influence.n:
-        raise ValueError(f"n_remove: {n_remove} is more than the {influence.n} training points")
-
+    x, y, n_remove, seed, test_index = _checked_loo_arguments(
+        influence, (x_test, y_test), n_remove, strategy, retrain, seed, test_index, cancel
+    )
     start = time.perf_counter()
     predicted_all = influence.predicted_removal_effect(x, y)[0].detach().cpu()
-    if strategy == "maxinf":
-        removed = torch.argsort(predicted_all.abs(), descending=True)[:n_remove]
-    else:
-        gen = torch.Generator().manual_seed(seed)
-        removed = torch.randperm(influence.n, generator=gen)[:n_remove]
+    removed = _points_to_remove(predicted_all, n_remove, strategy, seed)
     obj = influence.objective
     ts = influence.train
     train_data = (ts.X, ts.y) if ts.X is not None else ts.dataset
