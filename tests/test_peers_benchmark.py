@@ -1,4 +1,4 @@
-"""benchmarks/peers.py: its sign/scale normalisation against a float64 brute-force formula, its
+"""benchmarks/peers.py and its benchmarks/peer_systems/: its sign/scale normalisation against a float64 brute-force formula, its
 argument errors, and its quick run (our systems only, so it runs in .venv without pyDVL/Captum).
 
 Where pyDVL, Captum or Kronfluence import (``.venv-peers``), their normalised outputs are checked
@@ -35,7 +35,20 @@ FIELDS = {
 }
 
 
-peers = load_benchmark("peers")
+peers = load_benchmark("peers")  # the command line; it puts benchmarks/ on the path, as it runs
+
+from peer_systems import runner  # noqa: E402
+from peer_systems.base import adapter, normalise, regularisation, settings_for  # noqa: E402
+from peer_systems.cases import (  # noqa: E402
+    DEFAULT_RANK,
+    QUICK_N_TEST,
+    equal_batch,
+    make_cases,
+    mlp,
+)
+from peer_systems.report import check_one_device, command_seconds, include_rows  # noqa: E402
+from peer_systems.runner import agreement, child_spec, run_case  # noqa: E402
+from peer_systems.table import markdown_tables  # noqa: E402
 
 L2, DAMPING = 0.05, 0.02
 
@@ -82,7 +95,7 @@ def tiny():
 
 
 def _settings(system: str, solver: str, t) -> dict:
-    return peers.settings_for(
+    return settings_for(
         system, solver, l2=L2, damping=DAMPING, n=t["n"], p=t["p"], batch_size=10, rank=5
     )
 
@@ -124,30 +137,30 @@ def ekfac_reference(t, curvature: str, shift: float) -> np.ndarray:
 
 def test_normalise_factors_are_the_documented_ones():
     raw = np.arange(6.0).reshape(2, 3) - 2.5
-    np.testing.assert_array_equal(peers.normalise("pydvl", raw, n_train=7, l2=0.1), -raw)
-    np.testing.assert_array_equal(peers.normalise("kronfluence", raw, n_train=7, l2=0.1), -raw)
-    np.testing.assert_array_equal(peers.normalise("captum", raw, n_train=7, l2=0.1), -7 * raw)
+    np.testing.assert_array_equal(normalise("pydvl", raw, n_train=7, l2=0.1), -raw)
+    np.testing.assert_array_equal(normalise("kronfluence", raw, n_train=7, l2=0.1), -raw)
+    np.testing.assert_array_equal(normalise("captum", raw, n_train=7, l2=0.1), -7 * raw)
     shift = np.array([1.0, -2.0])
     np.testing.assert_allclose(
-        peers.normalise("ours", raw, n_train=7, l2=0.1, s_dot_theta=shift),
+        normalise("ours", raw, n_train=7, l2=0.1, s_dot_theta=shift),
         raw + 0.1 * shift[:, None],
     )
     with pytest.raises(ValueError, match="s_dot_theta"):
-        peers.normalise("ours", raw, n_train=7, l2=0.1)
+        normalise("ours", raw, n_train=7, l2=0.1)
     with pytest.raises(ValueError, match="unknown system"):
-        peers.normalise("other", raw, n_train=7, l2=0.1)
-    assert peers.regularisation(0.01, 0.02, 100) == pytest.approx(
+        normalise("other", raw, n_train=7, l2=0.1)
+    assert regularisation(0.01, 0.02, 100) == pytest.approx(
         {"pydvl": 0.03, "captum": 3.0, "kronfluence": 0.03}
     )
 
 
 def test_agreement_is_pearson_and_relative_frobenius_error():
     ref = np.array([[1.0, 2.0], [3.0, -4.0]])
-    r, rel = peers.agreement(ref * 2, ref)
+    r, rel = agreement(ref * 2, ref)
     assert r == pytest.approx(1.0) and rel == pytest.approx(1.0)
-    r, rel = peers.agreement(ref + np.array([[0.0, 0.0], [0.0, 0.1]]), ref)
+    r, rel = agreement(ref + np.array([[0.0, 0.0], [0.0, 0.1]]), ref)
     assert rel == pytest.approx(0.1 / np.linalg.norm(ref))
-    assert peers.agreement(np.array([[np.nan, 1.0], [2.0, 3.0]]), ref) == (None, None)
+    assert agreement(np.array([[np.nan, 1.0], [2.0, 3.0]]), ref) == (None, None)
 
 
 @pytest.mark.parametrize("solver", ["direct", "cg"])
@@ -156,13 +169,13 @@ def test_ours_normalised_equals_brute_force_reference(tiny, solver):
     settings = _settings("ours", solver, t)
     if solver == "cg":
         settings["rtol"] = 1e-12  # this test is about the normalisation, not CG's accuracy
-    matrix, state = peers.run_ours(t["model"], t["X"], t["y"], t["Xt"], t["yt"], solver, settings)
+    matrix, state = adapter("ours").run(
+        t["model"], t["X"], t["y"], t["Xt"], t["yt"], solver, settings
+    )
     # before normalising: our I_up,loss, whose training gradients include l2 * theta
     np.testing.assert_allclose(matrix.numpy(), t["with_l2"], rtol=1e-7, atol=1e-9)
-    extra = peers.after_ours(state)
-    out = peers.normalise(
-        "ours", matrix.numpy(), n_train=t["n"], l2=L2, s_dot_theta=extra["s_dot_theta"]
-    )
+    extra = adapter("ours").after(state)
+    out = normalise("ours", matrix.numpy(), n_train=t["n"], l2=L2, s_dot_theta=extra["s_dot_theta"])
     np.testing.assert_allclose(out, t["I_ref"], rtol=1e-7, atol=1e-9)
     # the L2 term matters here: without the correction the answer is measurably different
     assert np.abs(t["with_l2"] - t["I_ref"]).max() > 1e-3
@@ -171,11 +184,11 @@ def test_ours_normalised_equals_brute_force_reference(tiny, solver):
 def test_ours_ekfac_normalised_equals_brute_force_ekfac(tiny):
     t = tiny
     settings = _settings("ours", "ekfac", t)
-    matrix, state = peers.run_ours(t["model"], t["X"], t["y"], t["Xt"], t["yt"], "ekfac", settings)
-    extra = peers.after_ours(state)
-    out = peers.normalise(
-        "ours", matrix.numpy(), n_train=t["n"], l2=L2, s_dot_theta=extra["s_dot_theta"]
+    matrix, state = adapter("ours").run(
+        t["model"], t["X"], t["y"], t["Xt"], t["yt"], "ekfac", settings
     )
+    extra = adapter("ours").after(state)
+    out = normalise("ours", matrix.numpy(), n_train=t["n"], l2=L2, s_dot_theta=extra["s_dot_theta"])
     expected = ekfac_reference(t, "gauss_newton", L2 + DAMPING)
     np.testing.assert_allclose(out, expected, rtol=1e-8, atol=1e-10)
     # EK-FAC is not H on this model: the check above can tell the two apart
@@ -183,31 +196,27 @@ def test_ours_ekfac_normalised_equals_brute_force_ekfac(tiny):
 
 
 def test_settings_carry_the_same_regularisation_to_every_system():
-    s = peers.settings_for(
-        "pydvl", "cg", l2=0.01, damping=0.02, n=50, p=9, batch_size=10, rank=None
-    )
+    s = settings_for("pydvl", "cg", l2=0.01, damping=0.02, n=50, p=9, batch_size=10, rank=None)
     assert s["regularization"] == pytest.approx(0.03)
-    s = peers.settings_for(
+    s = settings_for(
         "captum", "naive_no_projection", l2=0.01, damping=0.02, n=50, p=9, batch_size=10, rank=None
     )
     assert s["hessian_reg"] == pytest.approx(1.5) and s["projection_dim"] == 9
-    s = peers.settings_for(
+    s = settings_for(
         "kronfluence", "ekfac", l2=0.01, damping=0.02, n=50, p=9, batch_size=10, rank=None
     )
     assert s["damping_factor"] == pytest.approx(0.03) and s["use_empirical_fisher"] is False
-    s = peers.settings_for(
-        "captum", "arnoldi", l2=0.01, damping=0, n=50, p=9, batch_size=10, rank=4
-    )
+    s = settings_for("captum", "arnoldi", l2=0.01, damping=0, n=50, p=9, batch_size=10, rank=4)
     assert s["projection_dim"] == 4
     with pytest.raises(ValueError, match="no solver"):
-        peers.settings_for("pydvl", "naive", l2=0, damping=0, n=5, p=5, batch_size=5, rank=None)
+        settings_for("pydvl", "naive", l2=0, damping=0, n=5, p=5, batch_size=5, rank=None)
 
 
 def test_equal_batches_divide_the_training_set():
-    assert peers._equal_batch(5000, 1000) == 1000
-    assert peers._equal_batch(55_000, 1100) == 1100
-    assert peers._equal_batch(1300, 1024) == 650
-    assert peers._equal_batch(97, 50) == 1
+    assert equal_batch(5000, 1000) == 1000
+    assert equal_batch(55_000, 1100) == 1100
+    assert equal_batch(1300, 1024) == 650
+    assert equal_batch(97, 50) == 1
 
 
 @pytest.mark.parametrize(
@@ -257,7 +266,7 @@ def test_include_takes_the_selected_rows_of_a_parallel_run():
     base = _report([*old[:2], _run(3, "ours", "cg", 30.0)], "run A", "1")
     base["commands"].append("merge")  # the merging command comes last
     other = _report([*old, _run(2, "ours", "cg", 5.0), _run(2, "pydvl", "cg", 50.0)], "B", "2")
-    taken = peers.include_rows(base, other, [2], ["ours", "pydvl"], ["cg"])
+    taken = include_rows(base, other, [2], ["ours", "pydvl"], ["cg"])
     assert taken == 2
     by_key = {(r["case"], r["system"], r["solver"]): r["seconds"] for r in base["results"]}
     # run B's case-2 rows come in; run A's newer case-3 row is not overwritten by B's old copy
@@ -275,9 +284,9 @@ def test_include_takes_the_selected_rows_of_a_parallel_run():
     assert base["earlier_machines"] == [{"date": "0"}, {"date": "2"}]
     # the selection narrows by system and solver too; a row of the same key is replaced
     other["results"].append(_run(1, "ours", "lissa", 12.0))
-    assert peers.include_rows(base, other, [1], ["ours"], ["lissa"]) == 1
+    assert include_rows(base, other, [1], ["ours"], ["lissa"]) == 1
     assert len(base["results"]) == 6
-    assert peers.include_rows(base, other, [4], ["ours"], ["cg"]) == 0
+    assert include_rows(base, other, [4], ["ours"], ["cg"]) == 0
 
 
 def test_merge_only_recomputes_the_targets_from_the_merged_rows(tmp_path: Path, capsys):
@@ -313,7 +322,7 @@ def test_merge_only_recomputes_the_targets_from_the_merged_rows(tmp_path: Path, 
     assert cg["measured"] == pytest.approx(pydvl["seconds"] / 0.5)
     assert len(merged["commands"]) == len(committed["commands"]) + 1 and merged["complete"]
     seconds = merged["command_seconds"]  # the runs' own seconds stay, the merge's are added
-    earlier = peers.command_seconds(committed)
+    earlier = command_seconds(committed)
     assert len(seconds) == len(earlier) + 1 and earlier.items() <= seconds.items()
     assert merged["total_seconds"] == pytest.approx(sum(seconds.values()))
     # nothing was measured by the merge: the machine and versions stay those of the runs
@@ -354,16 +363,16 @@ def test_markdown_marks_the_rows_of_a_retrained_model(tmp_path: Path):
     rows = [r for r in report["results"] if r["case"] == 2]
     for r in rows:
         r["measured"] = "2026-01-02T00:00:00+00:00" if r["solver"] == "ekfac" else "2026-01-01"
-    text = peers.markdown_tables(report)
+    text = markdown_tables(report)
     marked = [line for line in text.splitlines() if line.startswith("|") and " † |" in line]
     assert len(marked) == sum(r["solver"] == "ekfac" for r in rows) > 0
     assert all("| ekfac |" in line or "EK-FAC" in line for line in marked)
     assert text.count("† ran on the model trained on 2026-01-02") == 1
     # the same model again (or no earlier record): nothing is marked
     case["earlier_training"] = dict(case["training"])
-    assert "†" not in peers.markdown_tables(report)
+    assert "†" not in markdown_tables(report)
     del case["earlier_training"]
-    assert "†" not in peers.markdown_tables(report)
+    assert "†" not in markdown_tables(report)
 
 
 def test_merge_into_a_new_file_takes_the_first_runs_machine(tmp_path: Path):
@@ -405,12 +414,12 @@ def test_a_run_that_timed_out_is_not_repeated(tmp_path: Path, monkeypatch):
         return {"seconds": 1.0, "peak_mb": 10.0, "peak_scope": "influence work"}
 
     record = {"n_train": 1300, "n_test": 100, "n_params": 650, "l2": 0.01, "training": {}}
-    monkeypatch.setattr(peers, "prepare_case", lambda case, workdir: dict(record))
-    monkeypatch.setattr(peers, "run_child", fake_child)
+    monkeypatch.setattr(runner, "prepare_case", lambda case, workdir: dict(record))
+    monkeypatch.setattr(runner, "run_child", fake_child)
     args = peers.parse_args(["--cases", "1", "--systems", "ours,pydvl", "--solvers", "direct"])
     report = {"cases": {}, "reference": {}, "results": []}
-    case = peers.make_cases()[1]
-    peers.run_case(case, args, 1, tmp_path, report, lambda complete: None, tqdm)
+    case = make_cases()[1]
+    run_case(case, args, 1, tmp_path, report, lambda complete: None, tqdm)
     assert calls.count(("pydvl", "direct", 0)) == 1 and ("pydvl", "direct", 1) not in calls
     assert [c for c in calls if c[0] == "ours"] == [("ours", "direct", r) for r in range(3)]
     (row,) = [r for r in report["results"] if r["system"] == "pydvl"]
@@ -435,52 +444,52 @@ def test_device_reaches_every_child_and_row(tmp_path: Path, monkeypatch):
     specs: list[dict] = []
 
     def fake_child(job, case_dir, workdir, threads, limit):
-        specs.append(peers.child_spec(job, case_dir, workdir, threads))
+        specs.append(child_spec(job, case_dir, workdir, threads))
         return {"seconds": 1.0, "peak_mb": 10.0, "peak_scope": "influence work", "peak_gpu_mb": 5}
 
     record = {"n_train": 1954, "n_test": 10, "n_params": 1954, "l2": 1e-3, "training": {}}
-    monkeypatch.setattr(peers, "prepare_case", lambda case, workdir: dict(record))
-    monkeypatch.setattr(peers, "run_child", fake_child)
+    monkeypatch.setattr(runner, "prepare_case", lambda case, workdir: dict(record))
+    monkeypatch.setattr(runner, "run_child", fake_child)
     args = peers.parse_args(["--cases", "2", "--systems", "ours,kronfluence", "--repeats", "1"])
     args.device = torch.device("cuda:1")
     report = {"cases": {}, "reference": {}, "results": []}
-    peers.run_case(peers.make_cases()[2], args, 1, tmp_path, report, lambda complete: None, tqdm)
+    run_case(make_cases()[2], args, 1, tmp_path, report, lambda complete: None, tqdm)
     assert specs and {s["device"] for s in specs} == {"cuda:1"}
     kron = [s for s in specs if s["system"] == "kronfluence"]
     assert kron and kron[0]["settings"]["class"].startswith("Analyzer(cpu=False,")
     assert {r["device"] for r in report["results"]} == {"cuda:1"}
     assert all(r["peak_gpu_mb"] == 5 for r in report["results"])
-    on_cpu = peers.settings_for(
+    on_cpu = settings_for(
         "kronfluence", "ekfac", l2=0.01, damping=0.02, n=50, p=9, batch_size=10, rank=None
     )
     assert on_cpu["class"].startswith("Analyzer(cpu=True,")
     # a GPU run appended to a file of CPU rows (older rows name no device: the CPU) is refused
     with pytest.raises(SystemExit, match="rows of cpu and cuda:1 would be mixed"):
-        peers.check_one_device([{"case": 1}], "cuda:1", "--append peers.json")
-    peers.check_one_device([{"case": 1}, {"device": "cpu"}], "cpu", "--append peers.json")
+        check_one_device([{"case": 1}], "cuda:1", "--append peers.json")
+    check_one_device([{"case": 1}, {"device": "cpu"}], "cpu", "--append peers.json")
 
 
 def test_quick_and_case_defaults():
     args = peers.parse_args(["--quick"])
     assert args.case_list == [1] and args.repeats == 1
-    cases = peers.make_cases(quick=True)
-    assert cases[1].n_test == peers.QUICK_N_TEST and cases[2].repeats == 3
-    assert peers.make_cases(case4_n_train=600)[4].batch_size == 600
-    assert cases[4].rank == peers.DEFAULT_RANK
+    cases = make_cases(quick=True)
+    assert cases[1].n_test == QUICK_N_TEST and cases[2].repeats == 3
+    assert make_cases(case4_n_train=600)[4].batch_size == 600
+    assert cases[4].rank == DEFAULT_RANK
 
 
 def test_mlp_has_about_100k_parameters():
-    assert sum(p.numel() for p in peers.mlp(784, 10).parameters()) == 101_770
+    assert sum(p.numel() for p in mlp(784, 10).parameters()) == 101_770
 
 
 # ----- the peers themselves, where installed (.venv-peers) --------------------------------------
 def test_pydvl_normalised_equals_brute_force_reference(tiny):
     pytest.importorskip("pydvl.influence.torch")
     t = tiny
-    matrix, _ = peers.run_pydvl(
+    matrix, _ = adapter("pydvl").run(
         t["model"], t["X"], t["y"], t["Xt"], t["yt"], "direct", _settings("pydvl", "direct", t)
     )
-    out = peers.normalise("pydvl", matrix.numpy(), n_train=t["n"], l2=L2)
+    out = normalise("pydvl", matrix.numpy(), n_train=t["n"], l2=L2)
     np.testing.assert_allclose(out, t["I_ref"], rtol=1e-8, atol=1e-10)
 
 
@@ -493,10 +502,10 @@ def test_captum_normalised_equals_brute_force_reference(tiny, tmp_path, solver):
     settings = _settings("captum", solver, t)
     if solver == "arnoldi":
         settings["projection_dim"] = t["p"]
-    matrix, _ = peers.run_captum(
-        t["model"], t["X"], t["y"], t["Xt"], t["yt"], solver, settings, str(checkpoint)
+    matrix, _ = adapter("captum").run(
+        t["model"], t["X"], t["y"], t["Xt"], t["yt"], solver, settings, checkpoint=str(checkpoint)
     )
-    out = peers.normalise("captum", matrix.numpy(), n_train=t["n"], l2=L2)
+    out = normalise("captum", matrix.numpy(), n_train=t["n"], l2=L2)
     if solver == "naive_no_projection":
         # exact but for Captum adding hessian_reg through a float32 identity (1e-7 relative)
         np.testing.assert_allclose(out, t["I_ref"], rtol=1e-6, atol=1e-9)
@@ -506,7 +515,7 @@ def test_captum_normalised_equals_brute_force_reference(tiny, tmp_path, solver):
         # least-squares factor onto I_ref is 1 up to the approximation (0.99 here).
         factor = float((out * t["I_ref"]).sum() / (t["I_ref"] ** 2).sum())
         assert 0.9 < factor < 1.1
-        assert peers.agreement(out, t["I_ref"])[0] > 0.9
+        assert agreement(out, t["I_ref"])[0] > 0.9
 
 
 @pytest.mark.parametrize("empirical", [True, False])
@@ -514,10 +523,10 @@ def test_kronfluence_normalised_equals_brute_force_ekfac(tiny, tmp_path, empiric
     pytest.importorskip("kronfluence.analyzer")
     t = tiny
     settings = {**_settings("kronfluence", "ekfac", t), "use_empirical_fisher": empirical}
-    matrix, _ = peers.run_kronfluence(
-        t["model"], t["X"], t["y"], t["Xt"], t["yt"], "ekfac", settings, tmp_path
+    matrix, _ = adapter("kronfluence").run(
+        t["model"], t["X"], t["y"], t["Xt"], t["yt"], "ekfac", settings, workdir=tmp_path
     )
-    out = peers.normalise("kronfluence", matrix.numpy(), n_train=t["n"], l2=L2)
+    out = normalise("kronfluence", matrix.numpy(), n_train=t["n"], l2=L2)
     assert t["model"].weight.requires_grad  # it ran on a copy
     if empirical:
         # deterministic: its EK-FAC of the empirical Fisher, scaled and signed as documented
@@ -529,7 +538,7 @@ def test_kronfluence_normalised_equals_brute_force_ekfac(tiny, tmp_path, empiric
         expected = ekfac_reference(t, "gauss_newton", L2 + DAMPING)
         factor = float((out * expected).sum() / (expected**2).sum())
         assert 0.5 < factor < 2
-        assert peers.agreement(out, expected)[0] > 0.8
+        assert agreement(out, expected)[0] > 0.8
 
 
 # ----- the quick run ----------------------------------------------------------------------------
@@ -556,7 +565,7 @@ def test_quick_run_of_our_systems_writes_its_table_and_appends_by_row(tmp_path: 
     assert set(report["normalisation"]) == {"ours", "pydvl", "captum", "kronfluence"}
     assert "direct" in report["reference"]["1"]
     case = report["cases"]["1"]
-    assert (case["n_train"], case["n_test"], case["n_params"]) == (1300, peers.QUICK_N_TEST, 650)
+    assert (case["n_train"], case["n_test"], case["n_params"]) == (1300, QUICK_N_TEST, 650)
     rows = {(r["case"], r["system"], r["solver"]): r for r in report["results"]}
     assert set(rows) == {(1, "ours", "direct"), (1, "ours", "cg"), (1, "ours", "lissa")}
     for r in rows.values():
