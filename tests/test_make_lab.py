@@ -17,7 +17,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.processes import stop_process_group
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = "notebooks/01_quickstart.ipynb"
@@ -79,18 +80,6 @@ def _make_env(base: Path, token: str) -> dict[str, str]:
         env[var] = str(base / sub)
     env["JUPYTER_TOKEN"] = token
     return env
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the process group (make and jupyter lab), then SIGKILL if it lingers."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 def _run_make_lab(base: Path, as_nobody: bool, start: bool = True) -> None:
@@ -164,7 +153,7 @@ def _run_make_lab(base: Path, as_nobody: bool, start: bool = True) -> None:
         assert _get(f"{url}/api/contents/{name}?content=0", token) == 200
         assert _get(f"{url}/lab/tree/{name}", token) == 200
     finally:
-        _stop(proc)
+        stop_process_group(proc)
 
 
 @pytest.mark.slow

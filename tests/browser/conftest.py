@@ -36,6 +36,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tests.processes import stop_process_group
+
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 FRONTENDS = ("lab", "notebook")
@@ -250,7 +252,7 @@ def _descendants(pid: int) -> list[tuple[int, bytes]]:
     return found
 
 
-def _start_server(frontend: str, base: Path) -> JupyterServer:
+def start_server(frontend: str, base: Path) -> JupyterServer:
     env = _jupyter_env(base)
     root = base / "root"
     root.mkdir()
@@ -297,7 +299,7 @@ def _start_server(frontend: str, base: Path) -> JupyterServer:
         except (urllib.error.URLError, OSError, ValueError):
             pass
         if time.monotonic() > deadline:
-            _stop_server(server)
+            stop_server(server)
             pytest.fail(
                 f"jupyter {module} did not answer /api/status within 90 s; "
                 f"log {log_path}:\n{server.log_tail()}",
@@ -306,19 +308,12 @@ def _start_server(frontend: str, base: Path) -> JupyterServer:
         time.sleep(0.25)
 
 
-def _stop_server(server: JupyterServer) -> None:
+def stop_server(server: JupyterServer) -> None:
     proc = server.proc
     with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
         server.shutdown_sessions()
     below = _descendants(proc.pid)  # kernels run in sessions of their own
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)  # the server shuts its kernels down on SIGTERM
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    stop_process_group(proc, timeout=20)  # the server shuts its kernels down on SIGTERM
     for pid, cmdline in below:  # whatever it left behind, if it is still the same process
         with contextlib.suppress(OSError):
             if (Path("/proc") / str(pid) / "cmdline").read_bytes() == cmdline:
@@ -326,9 +321,9 @@ def _stop_server(server: JupyterServer) -> None:
 
 
 def _server_fixture(frontend: str, tmp_path_factory: pytest.TempPathFactory):
-    server = _start_server(frontend, tmp_path_factory.mktemp(f"jupyter-{frontend}"))
+    server = start_server(frontend, tmp_path_factory.mktemp(f"jupyter-{frontend}"))
     yield server
-    _stop_server(server)
+    stop_server(server)
 
 
 @pytest.fixture(scope="session")
