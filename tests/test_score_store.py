@@ -30,6 +30,7 @@ import torch
 import influence_widgets as iw
 from influence_widgets.output_paths import check_output_path
 from tests.conftest import make_lr, make_mlp
+from tests.test_distributed import PairDataset
 
 pytest.importorskip("zarr")
 distributed = pytest.importorskip("distributed")
@@ -149,14 +150,8 @@ def test_a_store_of_ours_is_replaced_only_with_overwrite(client, problem, tmp_pa
     assert (tmp_path / "analysis.ipynb").read_text() == notebook
 
 
-class FailsOnWorkers(torch.utils.data.Dataset):
+class FailsOnWorkers(PairDataset):
     """(x, y) items here; an error on a Dask worker (a worker that cannot read the data)."""
-
-    def __init__(self, X: torch.Tensor, y: torch.Tensor) -> None:
-        self.X, self.y = X, y
-
-    def __len__(self) -> int:
-        return len(self.X)
 
     def __getitem__(self, i: int):
         try:
