@@ -22,7 +22,8 @@ def bars(monkeypatch):
         return bar
 
     monkeypatch.setattr(training, "progress_bar", keep)
-    monkeypatch.setattr(solvers, "progress_bar", keep)
+    for solver in ("cg", "lissa"):
+        monkeypatch.setattr(f"influence_widgets.core.solvers.{solver}.progress_bar", keep)
     return made
 
 
