@@ -46,10 +46,10 @@ sys.path.insert(0, str(REPO))
 
 from tests.browser.conftest import (  # noqa: E402
     CHROMIUM_ARGS,
-    _start_server,
-    _stop_server,
     chromium_path,
     open_and_run,
+    start_server,
+    stop_server,
     write_notebook,
 )
 
@@ -213,7 +213,7 @@ def main() -> None:
 
     results = []
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
-        server = _start_server("lab", Path(tmp))
+        server = start_server("lab", Path(tmp))
         browser = pw.chromium.launch(
             executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True
         )
@@ -230,7 +230,7 @@ def main() -> None:
                 )
         finally:
             browser.close()
-            _stop_server(server)
+            stop_server(server)
     if args.json:
         command = " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
         for result in results:

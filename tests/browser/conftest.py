@@ -250,7 +250,9 @@ def _descendants(pid: int) -> list[tuple[int, bytes]]:
     return found
 
 
-def _start_server(frontend: str, base: Path) -> JupyterServer:
+def start_server(frontend: str, base: Path) -> JupyterServer:
+    """A Jupyter server of ``frontend`` ("lab" or "notebook") on a free local port, rooted in
+    ``base/root``, once it answers; fails the test (with its log) if it exits or stays silent."""
     env = _jupyter_env(base)
     root = base / "root"
     root.mkdir()
@@ -297,7 +299,7 @@ def _start_server(frontend: str, base: Path) -> JupyterServer:
         except (urllib.error.URLError, OSError, ValueError):
             pass
         if time.monotonic() > deadline:
-            _stop_server(server)
+            stop_server(server)
             pytest.fail(
                 f"jupyter {module} did not answer /api/status within 90 s; "
                 f"log {log_path}:\n{server.log_tail()}",
@@ -306,7 +308,8 @@ def _start_server(frontend: str, base: Path) -> JupyterServer:
         time.sleep(0.25)
 
 
-def _stop_server(server: JupyterServer) -> None:
+def stop_server(server: JupyterServer) -> None:
+    """Shut the server's sessions down, stop it, and kill any kernel it left behind."""
     proc = server.proc
     with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
         server.shutdown_sessions()
@@ -326,9 +329,9 @@ def _stop_server(server: JupyterServer) -> None:
 
 
 def _server_fixture(frontend: str, tmp_path_factory: pytest.TempPathFactory):
-    server = _start_server(frontend, tmp_path_factory.mktemp(f"jupyter-{frontend}"))
+    server = start_server(frontend, tmp_path_factory.mktemp(f"jupyter-{frontend}"))
     yield server
-    _stop_server(server)
+    stop_server(server)
 
 
 @pytest.fixture(scope="session")
