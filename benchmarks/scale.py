@@ -42,7 +42,7 @@ from machine import machine_info
 from proc_memory import reset_peak_rss
 
 import influence_widgets as iw
-from influence_widgets._fashion_mnist import fashion_mnist
+from influence_widgets.fashion_mnist_files import fashion_mnist
 
 L2 = 1e-3
 FASHION_TRAIN = 60_000

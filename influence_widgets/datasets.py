@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from influence_widgets._fashion_mnist import fashion_mnist
 from influence_widgets.dataset import Dataset
+from influence_widgets.fashion_mnist_files import fashion_mnist
 from influence_widgets.models import EXTRACTOR_HELD_OUT
 
 __all__ = [

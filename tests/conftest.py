@@ -207,7 +207,7 @@ REQUIRE_FASHION_MNIST = "IW_REQUIRE_FASHION_MNIST"
 def fashion_mnist_unavailable() -> str | None:
     """None when ``iw.datasets.fashion_mnist()`` can load its files (found on disk, or downloaded
     into the user cache now); else the loader's message: where it looked and how to get them."""
-    from influence_widgets._fashion_mnist import locate
+    from influence_widgets.fashion_mnist_files import locate
 
     try:
         locate(progress=False)

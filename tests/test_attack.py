@@ -266,7 +266,7 @@ def _head_state(frozen_net, binary):
     """The Newton state of an attack on X[0], and a copy of X with rows 3 and 7 moved."""
     _, X, y, _, _ = binary
     inf = iw.Influence(frozen_net, (X, y), l2=0.05, params=TOP, progress=False)
-    state = attack._LinearHeadNewton(inf, X, X[:1], y[:1], y)
+    state = attack.LinearHeadNewton(inf, X, X[:1], y[:1], y)
     state.s_test()  # as craft_attack does before each retrain: factorises H at theta_hat
     rows = torch.tensor([3, 7])
     Xp = X.clone()
@@ -307,8 +307,8 @@ def test_chord_retraining_reaches_train_tolerance_without_l_bfgs(frozen_net, bin
     state, Xp, rows = _head_state(frozen_net, binary)
     reports = _train_reports(monkeypatch)
     state.retrain(Xp, rows)
-    assert reports == [] and 1 < state._chord_iterations < attack.CHORD_MAX_ITER  # chord only
-    assert state._solve is not None  # kept for the next step
+    assert reports == [] and 1 < state.chord_iterations < attack.CHORD_MAX_ITER  # chord only
+    assert state.preconditioner is not None  # kept for the next step
     _assert_head_retrained(state, frozen_net, Xp, y)
 
 
@@ -321,7 +321,7 @@ def test_chord_retraining_falls_back_to_l_bfgs_when_it_cannot_converge(
     monkeypatch.setattr(attack, "CHORD_MAX_ITER", 1)
     state.retrain(Xp, rows)
     assert reports[0].iterations > 0 and reports[0].converged  # L-BFGS finished the job
-    assert state._solve is None  # and the next s_test refactorises
+    assert state.preconditioner is None  # and the next s_test refactorises
     _assert_head_retrained(state, frozen_net, Xp, y)
 
 
@@ -334,18 +334,18 @@ def test_slow_chord_refactorises_h_at_the_current_theta_instead_of_l_bfgs(
     state, Xp, rows = _head_state(frozen_net, binary)
     reports = _train_reports(monkeypatch)
     monkeypatch.setattr(attack, "CHORD_SLOW_RATE", 0.0)
-    thetas, original = [], attack._LinearHeadNewton._factorise
+    thetas, original = [], attack.LinearHeadNewton.factorise
 
     def factorise(self):
         thetas.append(self.head_inf.objective.theta.clone())
         original(self)
 
-    monkeypatch.setattr(attack._LinearHeadNewton, "_factorise", factorise)
+    monkeypatch.setattr(attack.LinearHeadNewton, "factorise", factorise)
     start = state.head_inf.objective.theta.clone()
     state.retrain(Xp, rows)
     assert reports == [] and len(thetas) == 1  # one refactorisation, no L-BFGS
     assert not torch.equal(thetas[0], start)  # at the theta of the first step, not the old one
-    assert state._solve is not None and 0 < state._chord_iterations < attack.CHORD_MAX_ITER
+    assert state.preconditioner is not None and 0 < state.chord_iterations < attack.CHORD_MAX_ITER
     _assert_head_retrained(state, frozen_net, Xp, y)
 
 
@@ -435,11 +435,11 @@ def test_the_first_step_reuses_the_fitted_direct_inverse_instead_of_refactorisin
     _, X, y, _, _ = binary
     fitted = iw.Influence(frozen_net, (X, y), l2=0.05, params=TOP, progress=False).fit()
     unfitted = iw.Influence(frozen_net, (X, y), l2=0.05, params=TOP, progress=False)
-    reference = attack._LinearHeadNewton(unfitted, X, X[:1], y[:1], y).s_test()
+    reference = attack.LinearHeadNewton(unfitted, X, X[:1], y[:1], y).s_test()
     factorised = []
     monkeypatch.setattr(
-        attack._LinearHeadNewton, "_factorise", lambda self: factorised.append(1) or None
+        attack.LinearHeadNewton, "factorise", lambda self: factorised.append(1) or None
     )
-    state = attack._LinearHeadNewton(fitted, X, X[:1], y[:1], y)
+    state = attack.LinearHeadNewton(fitted, X, X[:1], y[:1], y)
     torch.testing.assert_close(state.s_test(), reference, rtol=1e-9, atol=1e-12)
     assert factorised == []

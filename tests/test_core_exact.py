@@ -188,9 +188,9 @@ def test_streamed_jvp_scoring_equals_cached_gradients(mlp_problem):
     cached = build(mlp_problem, "direct")
     streamed = build(mlp_problem, "direct", gradient_cache_mb=0, batch_size=7)
     a = cached.influence_on_loss(mlp_problem.Xt, mlp_problem.yt)
-    assert cached._grads is not None
+    assert cached.cached_gradients is not None
     b = streamed.influence_on_loss(mlp_problem.Xt, mlp_problem.yt)
-    assert streamed._grads is None
+    assert streamed.cached_gradients is None
     assert rel_err(b, a) < 1e-12
     assert rel_err(streamed.self_influence(), cached.self_influence()) < 1e-12
 
@@ -290,7 +290,8 @@ def test_linear_head_scoring_without_gradient_cache_matches_brute_force(bias):
     ref = reference(pb)
     inf = build(pb, "direct", gradient_cache_mb=0, batch_size=5)
     assert rel_err(inf.influence_on_loss(pb.Xt, pb.yt), ref.influence_on_loss) < 1e-10
-    assert inf._grads is None and inf.op.head._cache is None  # streamed, batch by batch
+    # streamed, batch by batch
+    assert inf.cached_gradients is None and inf.op.head.cached_terms is None
     assert rel_err(inf.self_influence(), ref.self_influence) < 1e-10
 
 

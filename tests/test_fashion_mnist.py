@@ -18,8 +18,8 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-import influence_widgets._fashion_mnist as fm
-from influence_widgets._fashion_mnist import fashion_mnist
+import influence_widgets.fashion_mnist_files as fm
+from influence_widgets.fashion_mnist_files import fashion_mnist
 from tests.conftest import REQUIRE_FASHION_MNIST, fashion_mnist_unavailable, require_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -525,7 +525,7 @@ import importlib.abc, importlib.util, pathlib, sys
 
 class HideSystemDir(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "influence_widgets._fashion_mnist":
+        if name != "influence_widgets.fashion_mnist_files":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)

@@ -57,10 +57,9 @@ def test_progress_is_shown_until_cancel_and_raises_once_exiting(monkeypatch):
         cancel.set()
         bar.update()  # cancelled: the bar stays where it was
     assert shown == [("work", 0.25)]
-    monkeypatch.setattr("influence_widgets.widgets.jobs._EXITING", threading.Event())
     from influence_widgets.widgets import jobs
 
-    jobs._EXITING.set()
+    monkeypatch.setattr(jobs, "exiting", lambda: True)  # as at interpreter exit
     with runner.progress(lambda *_: None), pytest.raises(ExplorerClosing):
         progress_bar(total=2, desc="fit", disable=True).update()
 

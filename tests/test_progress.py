@@ -71,7 +71,7 @@ def test_a_solver_that_converges_early_closes_its_bar_full(bars, tiny_lr, solver
     inf = iw.Influence(model, (X, y), l2=0.1, solver=solver, progress=True)
     inf.influence_on_loss(X[:3], y[:3])
     assert inf.solver.diagnostics.converged is not False
-    (bar,) = [b for b in bars if b._step == desc]
+    (bar,) = [b for b in bars if b.step == desc]
     assert 0 < bar.n == bar.total < most
 
 
@@ -82,5 +82,5 @@ def test_a_solver_that_runs_out_of_iterations_keeps_its_bar_short(bars, tiny_lr)
     with pytest.warns(iw.InfluenceWarning, match="maxiter=2"):
         inf.influence_on_loss(X[:3], y[:3])
     assert not inf.solver.diagnostics.converged
-    (bar,) = [b for b in bars if b._step == "CG"]
+    (bar,) = [b for b in bars if b.step == "CG"]
     assert bar.n == bar.total == 2

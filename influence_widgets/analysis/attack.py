@@ -143,8 +143,8 @@ def _directions(obj: Objective, x: torch.Tensor, y: torch.Tensor, S: torch.Tenso
 
 class AttackState(Protocol):
     """The model under attack as the step loop sees it, at the current theta (retrained after
-    every step). One implementation per way of retraining: :class:`_WholeModel`,
-    :class:`_LinearHeadOnly` and :class:`_LinearHeadNewton`."""
+    every step). One implementation per way of retraining: :class:`WholeModel`,
+    :class:`LinearHeadOnly` and :class:`LinearHeadNewton`."""
 
     def s_test(self) -> torch.Tensor:
         """s_test = H^-1 grad L(z_test) in the order of the whole model's theta, (1, p)."""
@@ -160,7 +160,7 @@ class AttackState(Protocol):
         """The test point's class probabilities, (C,), on the CPU."""
 
 
-class _WholeModel(AttackState):
+class WholeModel(AttackState):
     """The attack's state for any model: after each step, retrain (L-BFGS over ``params`` or the
     user's function) and rebuild the Influence, whose s_test then refits."""
 
@@ -188,7 +188,7 @@ class _WholeModel(AttackState):
         return _probabilities(self.current, self.x)
 
 
-class _LinearHeadOnly(AttackState):
+class LinearHeadOnly(AttackState):
     """The attack's state when theta is exactly the final Linear (a frozen extractor with a
     trainable top layer, the paper's setting). The features of untouched training points cannot
     change, so they are computed once and only the poisoned rows are recomputed; retraining and
@@ -250,7 +250,7 @@ class _LinearHeadOnly(AttackState):
         return _probabilities(self.head_inf, self.test_features)
 
 
-# _LinearHeadNewton's steps. The chord iteration (core.newton.chord_newton) goes on while
+# LinearHeadNewton's steps. The chord iteration (core.newton.chord_newton) goes on while
 # ||grad R|| falls, for at most CHORD_MAX_ITER steps; once a step leaves more than CHORD_SLOW_RATE
 # of ||grad R||, H is refactorised at the current theta, at most once per retrain (that costs
 # about 60 chord steps at p = 1,570, and 30 chord steps at a rate of 0.7 gain less than 5
@@ -268,8 +268,8 @@ REFACTOR_GROWTH = 2
 Solve = Callable[[torch.Tensor], torch.Tensor]
 
 
-class _LinearHeadNewton(_LinearHeadOnly):
-    """:class:`_LinearHeadOnly` for the direct solver, with Newton-type steps around L, the
+class LinearHeadNewton(LinearHeadOnly):
+    """:class:`LinearHeadOnly` for the direct solver, with Newton-type steps around L, the
     Cholesky factor of a recent H + damping I of the head (the risk is convex in the head, and a
     step moves only a few training points, so H changes little from step to step).
 
@@ -279,7 +279,7 @@ class _LinearHeadNewton(_LinearHeadOnly):
     would, at ||grad R|| <= train's default tolerance. When it contracts slowly (L has aged, or a
     small l2 makes the head ill-conditioned), H is refactorised at the current theta and the
     steps go on as Newton steps. Should it still stall above the tolerance, the
-    warm-started L-BFGS of :class:`_LinearHeadOnly` finishes from the chord's last point, and H is
+    warm-started L-BFGS of :class:`LinearHeadOnly` finishes from the chord's last point, and H is
     refactorised. s_test = H^-1 grad L(z_test) is solved by conjugate gradients on the head's
     exact HVPs at the new theta, preconditioned with L. As L ages both need more iterations; H is
     assembled and factorised afresh once a step needs REFACTOR_GROWTH times the iterations of the
@@ -307,7 +307,7 @@ class _LinearHeadNewton(_LinearHeadOnly):
         head_names = [dot + n for n in self.head_inf.objective.spec.names]
         return inf.solver.solve if head_names == list(self.obj.spec.names) else None
 
-    def _factorise(self) -> None:
+    def factorise(self) -> None:
         """L = the Cholesky factor of H + damping I at the current theta (exact head formula)."""
         op = self.head_inf.op
         L = cholesky_or_raise(op.dense(progress=False), op.damping, "direct")
@@ -324,14 +324,14 @@ class _LinearHeadNewton(_LinearHeadOnly):
                     self.head_inf.op.matvec, g, self._solve, rtol, PCG_MAX_ITER
                 )
             if s is None:
-                self._factorise()
+                self.factorise()
                 s = self._solve(g)
             else:
                 iterations = self._chord_iterations + pcg_iterations
                 if self._first_iterations is None:
                     self._first_iterations = iterations
                 elif iterations > REFACTOR_GROWTH * self._first_iterations:
-                    self._factorise()  # for the next step; s is exact already
+                    self.factorise()  # for the next step; s is exact already
             self._s = self._model_order(s[:, 0])
         return self._s
 
@@ -361,11 +361,22 @@ class _LinearHeadNewton(_LinearHeadOnly):
         self._rebuild()
         self._s = None
 
+    @property
+    def preconditioner(self) -> Solve | None:
+        """(L L^T)^-1 for a recent H + damping I, applied to a (p, k) block: the chord's step and
+        PCG's preconditioner; None when the next :meth:`s_test` factorises H afresh."""
+        return self._solve
+
+    @property
+    def chord_iterations(self) -> int:
+        """The chord steps of the last :meth:`retrain` (0 before the first)."""
+        return self._chord_iterations
+
     def _refactorise(self, theta: torch.Tensor) -> None:
         """L has aged too far from H: refactorise at theta (the next steps are Newton steps)."""
         self.head_inf.objective.write_theta(self._linear(), theta)
         self._rebuild()
-        self._factorise()
+        self.factorise()
 
 
 SELECT_STEP = "choosing training points"  # the progress bar of the grad_norm selection
@@ -503,8 +514,8 @@ def _choose_state(plan: _Plan, retrain: bool | Retrain) -> AttackState:
     head = inf.op.head
     if retrain is True and head is not None and head.covers_theta:
         fast = isinstance(inf.solver, Direct)
-        return (_LinearHeadNewton if fast else _LinearHeadOnly)(inf, X0, plan.x, plan.y, y_train)
-    return _WholeModel(inf, plan.x, plan.y, y_train, retrain)
+        return (LinearHeadNewton if fast else LinearHeadOnly)(inf, X0, plan.x, plan.y, y_train)
+    return WholeModel(inf, plan.x, plan.y, y_train, retrain)
 
 
 @dataclass

@@ -314,6 +314,13 @@ class Influence:
         return self._diagnostics
 
     # ----- gradients ------------------------------------------------------------------------
+    @property
+    def cached_gradients(self) -> torch.Tensor | None:
+        """The training gradients grad ell_i(theta_hat), (n, p), L2 term included, that ``fit``
+        keeps when n * p numbers fit ``gradient_cache_mb``; else None (before ``fit``, or when
+        they do not fit: scoring then streams them batch by batch)."""
+        return self._grads
+
     def mean_loss_gradient(self) -> torch.Tensor:
         """grad L(theta_hat) = (1/n) sum_i grad L(z_i, theta_hat), without the L2 term, (p,);
         grad R(theta_hat) = grad L(theta_hat) + l2 theta_hat. One pass over the training set, the

@@ -46,6 +46,12 @@ class _ReportingBar(tqdm):
             self._shown = display(self.container, display_id=True)
             self.displayed = True
 
+    @property
+    def step(self) -> str:
+        """The step's description, as given and as the listener hears it (kept even when the
+        printed bar is disabled)."""
+        return self._step
+
     def close(self) -> None:
         super().close()
         if self._shown is not None and self.container.comm is None:  # tqdm closed the widget

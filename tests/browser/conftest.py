@@ -253,6 +253,8 @@ def _descendants(pid: int) -> list[tuple[int, bytes]]:
 
 
 def start_server(frontend: str, base: Path) -> JupyterServer:
+    """A Jupyter server of ``frontend`` ("lab" or "notebook") on a free local port, rooted in
+    ``base/root``, once it answers; fails the test (with its log) if it exits or stays silent."""
     env = _jupyter_env(base)
     root = base / "root"
     root.mkdir()
@@ -309,6 +311,7 @@ def start_server(frontend: str, base: Path) -> JupyterServer:
 
 
 def stop_server(server: JupyterServer) -> None:
+    """Shut the server's sessions down, stop it, and kill any kernel it left behind."""
     proc = server.proc
     with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
         server.shutdown_sessions()
