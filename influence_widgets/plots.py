@@ -96,6 +96,7 @@ def lds_histogram(result, ax=None):
     )
     ax.legend(fontsize=8, loc="upper left")
     _white_card(ax)
+    ax.set_xticks([-1, -0.5, 0, 0.5, 1])  # a correlation's whole range, in round steps
     return ax
 
 
