@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-__all__ = ["correlation_text", "loo_scatter"]
+__all__ = ["correlation_text", "lds_histogram", "lds_scatter", "loo_scatter"]
 
 LOO_FIGSIZE = (4.6, 4.4)  # inches: room for the labels and 4-5 ticks a side at any width shown
 
@@ -26,7 +26,6 @@ def loo_scatter(result, ax=None):
     reads the same in a light and a dark notebook theme.
     """
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     if ax is None:
         _, ax = plt.subplots(figsize=LOO_FIGSIZE)
@@ -46,10 +45,87 @@ def loo_scatter(result, ax=None):
         f"Spearman = {correlation_text(result.spearman)}",
         fontsize=10,
     )
+    ax.tick_params(axis="x", labelrotation=30)
+    _white_card(ax)
+    return ax
+
+
+def _white_card(ax) -> None:
+    """At most 4 major ticks a side, scientific notation outside [1e-3, 1e3], a white figure."""
+    from matplotlib.ticker import MaxNLocator
+
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_locator(MaxNLocator(nbins=4))
     ax.ticklabel_format(style="sci", scilimits=(-3, 3))
-    ax.tick_params(axis="x", labelrotation=30)
     ax.figure.set_facecolor("white")
     ax.figure.tight_layout()
+
+
+def _with_se(value: float, se: float) -> str:
+    """``0.8123 +- 0.0210``, or the value alone when its standard error is undefined."""
+    text = correlation_text(value)
+    return text if math.isnan(se) else f"{text} ± {se:.4f}"
+
+
+def lds_histogram(result, ax=None):
+    """LDS(z) of every test point as a histogram, the mean (solid) and the noise floor (dashed)
+    marked, both with their standard errors in the legend.
+
+    ``result`` is a :class:`~influence_widgets.analysis.LDSResult`; returns the Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=LOO_FIGSIZE)
+    values = np.asarray(result.per_test, dtype=float)
+    values = values[np.isfinite(values)]
+    ax.hist(values, bins=np.linspace(-1, 1, 41), color="tab:blue", alpha=0.75)
+    ax.axvline(
+        result.mean, color="tab:blue", lw=1.5, label=f"LDS {_with_se(result.mean, result.se)}"
+    )
+    if result.noise_floor_per_test is not None:
+        floor = _with_se(result.noise_floor, result.noise_floor_se)
+        ax.axvline(result.noise_floor, color="0.3", lw=1.5, ls="--", label=f"noise floor {floor}")
+    ax.set_xlim(-1.02, 1.02)
+    ax.set_xlabel(f"LDS(z): Spearman over subsets ({result.output})")
+    ax.set_ylabel("test points")
+    note = " (cancelled)" if result.cancelled else ""
+    ax.set_title(
+        f"{len(values)} test points, {result.n_subsets} subsets of {result.fraction:g}{note}",
+        fontsize=10,
+    )
+    ax.legend(fontsize=8, loc="upper left")
+    _white_card(ax)
+    ax.set_xticks([-1, -0.5, 0, 0.5, 1])  # a correlation's whole range, in round steps
+    return ax
+
+
+def lds_scatter(result, test_index: int, ax=None):
+    """For one test point: the retrained models' output f_j(z) against the attribution's
+    prediction g_j(z) = sum over i in S_j of tau(z)_i, one dot per subset, LDS(z) in the title.
+
+    ``result`` is a :class:`~influence_widgets.analysis.LDSResult`; returns the Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=LOO_FIGSIZE)
+    t = int(test_index)
+    ax.scatter(
+        result.predicted[:, t], result.actual[:, t], s=14, alpha=0.75, color="tab:blue",
+        edgecolors="none",
+    )  # fmt: skip
+    ax.set_xlabel("predicted: sum of scores over the subset")
+    quantity = "margin log p(y|x) - log(1 - p(y|x))" if result.output == "margin" else "test loss"
+    ax.set_ylabel(f"actual: {quantity}")
+    floor = ""
+    if result.noise_floor_per_test is not None:
+        floor = f", noise floor {correlation_text(result.noise_floor_per_test[t])}"
+    ax.set_title(
+        f"test point {t}, {result.n_subsets} subsets\n"
+        f"LDS = {correlation_text(result.per_test[t])}{floor}",
+        fontsize=10,
+    )
+    ax.tick_params(axis="x", labelrotation=30)
+    _white_card(ax)
     return ax
