@@ -292,7 +292,7 @@ WHEN_FAILS = [
     check("when_fails.check_prediction(will_match)"),
     md(
         "## Step 2: try it without damping\n\nUndamped influence needs H^-1 at theta_hat "
-        "(`damping=0`; the default, `damping=\"auto\"`, would add a damping for you):"
+        '(`damping=0`; the default, `damping="auto"`, would add a damping for you):'
     ),
     code(
         "try:\n"
