@@ -12,7 +12,7 @@ own per-batch scoring, so the numbers are the same.
 :class:`ScoreStore` opens scores written to Zarr (``score_distributed(..., store=path)``) so that
 ``top()`` for a test point is a read of one row, however large n is. A store records what decided
 its scores (:func:`scoring_record`: the model's parameters, the training points, l2, damping,
-solver and its settings, loss, params) and the test points' digest; a viewer checks them with
+the Hessian, solver and its settings, loss, params) and the test points' digest; a viewer checks them with
 :meth:`ScoreStore.check_matches` before it reads its clicks from the store.
 
 Paths: ``store=`` is checked by :func:`~influence_widgets.output_paths.check_output_path` before
@@ -172,7 +172,9 @@ def scoring_record(influence: Influence) -> dict[str, Any]:
     """Everything besides the test points that decides the scores of ``influence``, as the JSON
     values a store records and :meth:`ScoreStore.check_matches` compares, in the order checked:
     the training set (size and digest), ``params``, the model (every parameter and buffer at
-    theta_hat, :func:`model_digest`), the loss, l2, damping, the solver and its settings."""
+    theta_hat, :func:`model_digest`), the loss, l2, damping (a number, or "auto": the rung it
+    takes is decided by everything else recorded here), the Hessian ("exact" or "gauss-newton"),
+    the solver and its settings. Nothing here needs ``influence`` fitted."""
     obj = influence.objective
     record = {
         "n_train": influence.n,
@@ -182,7 +184,8 @@ def scoring_record(influence: Influence) -> dict[str, Any]:
         "model_sha256": model_digest(obj.module),
         "loss": loss_description(influence.config.loss),
         "l2": obj.l2,
-        "damping": influence.damping,
+        "damping": influence.config.damping,
+        "hessian": influence.hessian,
         "solver": influence.solver.name,
         "solver_settings": influence.solver.settings(),
     }
@@ -436,7 +439,7 @@ class ScoreStore:
     def check_matches(self, influence: Influence, x_test, y_test=None) -> None:
         """A ValueError naming ``scores`` unless this store was scored by an Influence like
         ``influence`` (every entry of :func:`scoring_record`: training set, ``params``, model
-        parameters, loss, l2, damping, solver and its settings) for these test points (the same
+        parameters, loss, l2, damping, Hessian, solver and its settings) for these test points (the same
         inputs and labels in order; ``y_test=None``: for the predicted classes). The message
         says which differs. What a viewer such as the explorer checks before it reads its clicks
         from the store."""

@@ -2,7 +2,8 @@
 
 Forms:
     %influence --demo digits            (also breast_cancer, fashion_mnist, fashion_attack)
-    %influence MODEL --train X y --test Xt yt [--l2 L] [--damping D] [--solver S] [-k K]
+    %influence MODEL --train X y --test Xt yt [--l2 L] [--damping D|auto] [--hessian H]
+               [--solver S] [-k K]
                [--kind KIND] [--image-shape H W [C]] [--class-names ...] [--feature-names ...]
 
 Names are looked up in the user namespace, never evaluated as code: the line is not expanded either
@@ -12,6 +13,7 @@ output and ``ex = _`` keeps it.
 
 from __future__ import annotations
 
+import argparse
 import re
 
 import numpy as np
@@ -21,6 +23,8 @@ from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from influence_widgets import datasets, models
+from influence_widgets.core.damping import AUTO, check_damping, ladder_text
+from influence_widgets.core.hvp import EXACT, HESSIANS
 from influence_widgets.core.influence import Influence
 from influence_widgets.core.solvers import solver_names
 from influence_widgets.training import train
@@ -106,14 +110,28 @@ class MagicExplorer(InfluenceExplorer):
         return in_magic_terms(failure_message(err))
 
 
+def damping_option(text: str) -> float | str:
+    """``--damping``'s value: "auto" or a number >= 0; else an argparse error naming the option
+    (IPython raises it as a UsageError)."""
+    try:
+        return check_damping(AUTO if text == AUTO else float(text), "--damping")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"expected auto or a number >= 0, got {text!r}; auto takes the smallest of "
+            f"{ladder_text()} that makes the Hessian positive definite"
+        ) from err
+
+
 def in_magic_terms(text: str) -> str:
-    """``text`` with the Python API's ``damping=D`` spelled as the magic's ``--damping D``."""
+    """``text`` with the Python API's ``damping=D`` and ``hessian='H'`` spelled as the magic's
+    ``--damping D`` and ``--hessian H``."""
     text = re.sub(
         r"build a new Influence with the damping it suggests \(.*?\) and open a new explorer "
         r"on it",
         "run %influence again with the --damping it suggests",
         text,
     )
+    text = re.sub(r"\bhessian='([a-z-]+)'", r"--hessian \1", text)
     return re.sub(r"\bdamping=([0-9][0-9.eE+-]*)", r"--damping \1", text)
 
 
@@ -293,10 +311,20 @@ class InfluenceMagics(Magics):
     )
     @argument(
         "--damping",
-        type=float,
-        default=0.0,
-        help="added to the Hessian's diagonal, for a model whose Hessian is not positive "
-        "definite (default: %(default)g)",
+        type=damping_option,
+        default=AUTO,
+        metavar="D",
+        help="a number added to the Hessian's diagonal, or auto: the smallest of "
+        f"{ladder_text()} that makes it positive definite (0 when it is: a model at a minimum); "
+        "the explorer says which (default: %(default)s)",
+    )
+    @argument(
+        "--hessian",
+        default=EXACT,
+        choices=HESSIANS,
+        help="exact (the Hessian of the training risk, as the paper) or gauss-newton (its "
+        "Gauss-Newton matrix, positive semi-definite wherever the model is; --solver ekfac "
+        "always uses it) (default: %(default)s)",
     )
     @argument(
         "--solver",
@@ -350,7 +378,7 @@ class InfluenceMagics(Magics):
         objects), never expressions. Train the model to a minimum with the same l2 first, e.g.
         ``iw.train(model, (X, y), l2=0.01)`` and then ``--l2 0.01``: influence assumes the
         trained parameters minimise the training risk with that l2. Defaults: --l2 0 (no L2
-        term), --damping 0, --solver auto, --kind tabular, -k 8.
+        term), --damping auto, --hessian exact, --solver auto, --kind tabular, -k 8.
 
         Names: a pandas DataFrame X names the features by its columns, and a pandas categorical
         y with named categories names the classes (its codes are the labels; y and yt must
@@ -384,7 +412,12 @@ class InfluenceMagics(Magics):
         shown = display_options(args, train.X, test.X)
         try:
             inf = Influence(
-                model, (train.X, train.y), l2=args.l2, damping=args.damping, solver=args.solver
+                model,
+                (train.X, train.y),
+                l2=args.l2,
+                damping=args.damping,
+                hessian=args.hessian,
+                solver=args.solver,
             )
             check_l2(inf, args.l2)
             return MagicExplorer(inf, x_test=test.X, y_test=test.y, k=args.k, **shown, **names)

@@ -231,11 +231,14 @@ LEAVE_ONE_OUT = [
         "Influence is a second-order Taylor expansion around a minimum. Take a deeper network (two "
         "tanh hidden layers) trained **without** weight decay on 300 digits: the risk is "
         "non-convex and flat in many directions, L-BFGS stops short of a strict minimum, and the "
-        "Hessian has eigenvalues at or below zero, so it cannot be inverted as it is."
+        "Hessian has eigenvalues at or below zero, so it cannot be inverted as it is "
+        '(`damping=0` asks for it as it is; the default, `damping="auto"`, would add the '
+        "smallest damping of its ladder that makes it invertible, and say so)."
     ),
     new_code_cell(
-        UNDAMPED_MLP
-        + "deep = iw.Influence(mlp, (small.X_train, small.y_train), l2=0.0, progress=False)\n"
+        UNDAMPED_MLP + "deep = iw.Influence(\n"
+        "    mlp, (small.X_train, small.y_train), l2=0.0, damping=0, progress=False\n"
+        ")\n"
         "try:\n"
         "    with warnings.catch_warnings():\n"
         "        warnings.simplefilter('ignore', iw.InfluenceWarning)\n"

@@ -15,6 +15,12 @@ Core: ``Influence`` and its calls
 - top_k_float: ``top(k=2.5)``
 - rebuild_unknown_option: ``rebuild(dampnig=0.1)``, an option Influence does not have
 - rebuild_negative_damping: ``rebuild(damping=-1.0)``
+- damping_automatic: ``damping="automatic"`` (neither "auto" nor a number)
+- damping_negative: ``damping=-0.1``
+- damping_none: ``damping=None``
+- hessian_unknown: ``hessian="foo"``
+- hessian_none: ``hessian=None``
+- rebuild_hessian_case: ``rebuild(hessian="Gauss-Newton")`` (the names are lower case)
 
 Inputs: models, losses, devices and training sets of ``Influence`` and, where the id ends in
 ``_train``, of ``iw.train``
@@ -149,6 +155,12 @@ CORE_CASES = [
     pytest.param(lambda: top(2.5), TypeError, r"^k", id="top_k_float"),
     pytest.param(lambda: rebuild(dampnig=0.1), TypeError, r"^dampnig", id="rebuild_unknown_option"),
     pytest.param(lambda: rebuild(damping=-1.0), ValueError, r"^damping", id="rebuild_negative_damping"),
+    pytest.param(lambda: tiny_influence(damping="automatic"), ValueError, r"^damping: expected 'auto' or a number", id="damping_automatic"),
+    pytest.param(lambda: tiny_influence(damping=-0.1), ValueError, r"^damping: expected 'auto' or a number >= 0", id="damping_negative"),
+    pytest.param(lambda: tiny_influence(damping=None), TypeError, r"^damping: expected 'auto'", id="damping_none"),
+    pytest.param(lambda: tiny_influence(hessian="foo"), ValueError, r"^hessian: expected 'exact' .* or 'gauss-newton'", id="hessian_unknown"),
+    pytest.param(lambda: tiny_influence(hessian=None), TypeError, r"^hessian", id="hessian_none"),
+    pytest.param(lambda: rebuild(hessian="Gauss-Newton"), ValueError, r"^hessian", id="rebuild_hessian_case"),
 ]  # fmt: skip
 
 # ----- Inputs: models, losses, devices and training sets of Influence and iw.train ---------------

@@ -311,7 +311,7 @@ def test_the_front_end_sends_the_declared_event_names():
 # ----- a precomputation that fails -------------------------------------------------------------
 def _saddle(n: int = 40):
     """An untrained tanh network: its Hessian at the random start is indefinite, so ``fit()`` with
-    solver="direct" and no damping raises NotPositiveDefiniteError (smallest eigenvalue < 0)."""
+    solver="direct" and damping=0 raises NotPositiveDefiniteError (smallest eigenvalue < 0)."""
     gen = torch.Generator().manual_seed(0)
     X = torch.randn(n, 3, generator=gen, dtype=torch.float64)
     y = (X[:, 0] > 0).long()
@@ -336,7 +336,7 @@ def _assert_shows_failure(ex, index: int) -> None:
 @pytest.mark.filterwarnings("ignore::influence_widgets.InfluenceWarning")
 def test_a_click_after_a_failed_precomputation_shows_the_error_and_what_to_do(untouched):
     model, X, y = _saddle()
-    inf = iw.Influence(model, (X, y), solver="direct", progress=False)
+    inf = iw.Influence(model, (X, y), damping=0, solver="direct", progress=False)
     with untouched(model, X, y):
         ex = iw.InfluenceExplorer(
             inf, x_test=X[:6], y_test=y[:6], kind="tabular", fit_in_background=False
@@ -369,7 +369,7 @@ class _GatedPairs(torch.utils.data.Dataset):
 def test_a_click_queued_before_the_precomputation_fails_gets_the_error():
     model, X, y = _saddle()
     train = _GatedPairs(X, y)
-    inf = iw.Influence(model, train, solver="direct", progress=False)
+    inf = iw.Influence(model, train, damping=0, solver="direct", progress=False)
     train.gate.clear()  # the background fit waits for the first training point
     ex = iw.InfluenceExplorer(
         inf, x_test=X[:6], y_test=y[:6], kind="tabular", train_display=X.numpy()

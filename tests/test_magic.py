@@ -169,7 +169,7 @@ def test_a_forgotten_l2_is_named_with_the_l2_to_pass(shell, digits_variables):
         shell.run_line_magic("influence", "m --train X y --test Xt yt --l2 0.001")
 
 
-# An untrained tanh network: H is indefinite, so the background fit (no damping) fails.
+# An untrained tanh network: H is indefinite, so the background fit with --damping 0 fails.
 def test_a_failed_fit_advises_the_magics_damping_option(shell):
     gen = torch.Generator().manual_seed(0)
     X = torch.randn(40, 3, generator=gen, dtype=torch.float64)
@@ -180,7 +180,9 @@ def test_a_failed_fit_advises_the_magics_damping_option(shell):
         torch.nn.Linear(4, 2, dtype=torch.float64),
     )
     shell.user_ns.update(net=net, Xn=X, yn=(X[:, 0] > 0).long())
-    ex = shell.run_line_magic("influence", "net --train Xn yn --test Xn yn --solver direct")
+    ex = shell.run_line_magic(
+        "influence", "net --train Xn yn --test Xn yn --solver direct --damping 0"
+    )
     with pytest.raises(RuntimeError, match="NotPositiveDefiniteError"):
         ex.wait_ready()
     assert re.search(r"--damping \d", ex.error), ex.error

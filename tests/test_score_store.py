@@ -7,7 +7,8 @@
   data-loss cases run in a scratch directory with a notebook, a text file and a sub-folder with a
   CSV that must survive.
 - ``ScoreStore.check_matches`` refuses a store scored with other settings (model parameters,
-  training points, l2, damping, solver and its settings, loss, params) and names the difference.
+  training points, l2, damping, Hessian, solver and its settings, loss, params) and names the
+  difference.
 - Dask: everything runs on the client passed, even when another Client is Dask's default; a
   bfloat16 model is scored (float32 scores); retries after a failed call succeed.
 
@@ -238,7 +239,11 @@ def _shuffled(pb):
 
 MISMATCHES = {
     "l2": (lambda pb: {"l2": 0.01}, r"l2=0\.05, but the Influence has l2=0\.01"),
-    "damping": (lambda pb: {"damping": 0.1}, r"damping=0\.0, but the Influence has damping=0\.1"),
+    "damping": (lambda pb: {"damping": 0.1}, r"damping='auto', but the Influence has damping=0\.1"),
+    "hessian": (
+        lambda pb: {"hessian": "gauss-newton"},
+        r"hessian='exact', but the Influence has hessian='gauss-newton'",
+    ),
     "solver": (lambda pb: {"solver": "cg"}, r"solver='direct', but the Influence has solver='cg'"),
     "loss": (lambda pb: {"loss": smoothed}, r"loss='cross_entropy', but .* loss='.*smoothed'"),
     "params": (

@@ -86,7 +86,8 @@ def test_rebuild_fits_its_own_copy_with_the_same_settings(mlp_problem, untouched
     with untouched(pb.model, pb.X, pb.y, pb.Xt, pb.yt):
         damped = inf.rebuild(pb.model, (pb.X, pb.y), damping=0.3)
         result = damped.influence_on_loss(pb.Xt, pb.yt)
-    assert damped.config.damping == 0.3 and inf.config.damping == 0.0
+    assert damped.config.damping == 0.3 and damped.damping == 0.3
+    assert inf.config.damping == "auto" and inf.damping == 0.0  # the default: H is PD here
     assert damped.solver.settings() == solver.settings()
     assert damped.solver is not inf.solver and damped.solver is not solver
     assert rel_err(result, reference(pb, damping=0.3).influence_on_loss) < 1e-7

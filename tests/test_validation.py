@@ -448,7 +448,7 @@ def test_direct_solver_rejects_indefinite_hessian_and_its_damping_fixes_it(saddl
     model, lam_min = saddle_mlp
     X, y, _, _ = data
     with pytest.raises(iw.NotPositiveDefiniteError, match="damping=") as info:
-        make_influence(model, (X, y), l2=0.0, solver="direct").fit()
+        make_influence(model, (X, y), l2=0.0, damping=0.0, solver="direct").fit()
     assert isinstance(info.value, ValueError)
     damping = suggested_damping(info.value)
     assert damping > -lam_min
@@ -461,7 +461,7 @@ def test_direct_solver_rejects_indefinite_hessian_and_its_damping_fixes_it(saddl
 def test_cg_solver_rejects_indefinite_hessian_when_it_meets_negative_curvature(saddle_mlp, data):
     model, _ = saddle_mlp
     X, y, x_test, y_test = data
-    inf = make_influence(model, (X, y), l2=0.0, solver="cg").fit()  # CG has no fit-time work
+    inf = make_influence(model, (X, y), l2=0.0, damping=0.0, solver="cg").fit()  # no fit work
     with pytest.raises(iw.NotPositiveDefiniteError, match="damping="):
         inf.influence_on_loss(x_test, y_test)
 
@@ -471,7 +471,9 @@ def test_cg_suggested_damping_exceeds_the_negative_curvature(saddle_mlp, data):
     model, lam_min = saddle_mlp
     X, y, x_test, y_test = data
     with pytest.raises(iw.NotPositiveDefiniteError) as info:
-        make_influence(model, (X, y), l2=0.0, solver="cg").influence_on_loss(x_test, y_test)
+        make_influence(model, (X, y), l2=0.0, damping=0.0, solver="cg").influence_on_loss(
+            x_test, y_test
+        )
     assert suggested_damping(info.value) > -lam_min
 
 
@@ -480,7 +482,9 @@ def test_lissa_rejects_indefinite_hessian_with_a_damping(saddle_mlp, data):
     model, _ = saddle_mlp
     X, y, x_test, y_test = data
     with pytest.raises(iw.NotPositiveDefiniteError, match="damping="):
-        make_influence(model, (X, y), l2=0.0, solver=iw.LiSSA()).influence_on_loss(x_test, y_test)
+        make_influence(model, (X, y), l2=0.0, damping=0.0, solver=iw.LiSSA()).influence_on_loss(
+            x_test, y_test
+        )
 
 
 def test_low_rank_arnoldi_does_not_report_a_wrong_smallest_eigenvalue(linear, data):

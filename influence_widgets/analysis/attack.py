@@ -182,7 +182,9 @@ class WholeModel(AttackState):
         else:
             train(model, (X, self.y_train), l2=obj.l2, loss=obj.loss_fn,
                   params=list(obj.spec.names), progress=False)  # fmt: skip
-        self.current = self.inf.rebuild(model, (X.clone(), self.y_train), progress=False)
+        self.current = self.inf.rebuild(
+            model, (X.clone(), self.y_train), damping=self.inf.damping, progress=False
+        )
 
     def probabilities(self) -> torch.Tensor:
         return _probabilities(self.current, self.x)
@@ -213,7 +215,11 @@ class LinearHeadOnly(AttackState):
 
     def _rebuild(self) -> None:
         self.head_inf = self.inf.rebuild(
-            self._linear(), (self.features.clone(), self.y_train), params=None, progress=False
+            self._linear(),
+            (self.features.clone(), self.y_train),
+            params=None,
+            damping=self.inf.damping,  # the damping in effect ("auto": its rung), kept
+            progress=False,
         )
         self.objective = Objective(self.model, loss=self.obj.loss_fn, l2=self.obj.l2,
                                    params=list(self.obj.spec.names), device=self.obj.device)  # fmt: skip
@@ -626,7 +632,8 @@ def craft_attack(
 
     Args:
         influence: the :class:`~influence_widgets.Influence` of the trained model (its ``params``,
-            loss, L2 and damping are kept at every step; with ``params`` a top layer, the Hessian
+            loss, L2, Hessian and damping are kept at every step, ``damping="auto"`` at the rung
+            it chose for the trained model; with ``params`` a top layer, the Hessian
             is over that layer while I_pert,loss differentiates through the whole network down to
             the inputs, as in the paper).
         x_test, y_test: ONE test point with a leading batch dimension, correctly classified.

@@ -1,10 +1,14 @@
-"""Hessian-vector products of the empirical risk, and the Hessian assembled from them.
+"""Products with the Hessian of the empirical risk or its Gauss-Newton matrix, and the matrix
+assembled from them.
 
-H = (1/n) sum_i Hess_theta L(z_i, theta_hat) + l2 I (+ damping I)
+hessian="exact":         H = (1/n) sum_i Hess_theta L(z_i, theta_hat) + l2 I (+ damping I)
+hessian="gauss-newton":  G = (1/n) sum_i J_i^T Lambda_i J_i + l2 I (+ damping I)
 
-HVPs are forward-over-reverse (``jvp`` of ``grad``), vmapped over several vectors at once and
-streamed over the training set in batches, so no more than one batch's worth of per-sample work is
-ever in memory. ``torch.func.hessian`` over the whole data set is never built.
+(J_i the Jacobian of the model's outputs in theta, Lambda_i the loss's Hessian in the outputs:
+:mod:`~influence_widgets.core.gauss_newton`). HVPs are forward-over-reverse (``jvp`` of ``grad``),
+Gauss-Newton products ``jvp`` then ``vjp``, both vmapped over several vectors at once and streamed
+over the training set in batches, so no more than one batch's worth of per-sample work is ever in
+memory. ``torch.func.hessian`` over the whole data set is never built.
 """
 
 from __future__ import annotations
@@ -13,28 +17,65 @@ import torch
 from torch.func import grad, hessian, jvp, vmap
 
 from influence_widgets.core.affine_layer import AffineLayer, layer_input_output
+from influence_widgets.core.damping import is_auto
+from influence_widgets.core.gauss_newton import (
+    gauss_newton_dense,
+    gauss_newton_product,
+    psd_factor,
+)
 from influence_widgets.core.objective import Objective, TrainingSet
 from influence_widgets.core.progress import progress_bar
 
-__all__ = ["HVP_BATCH", "HVP_CHUNK", "HessianOperator", "LinearHead"]
+__all__ = [
+    "EXACT",
+    "GAUSS_NEWTON",
+    "HESSIANS",
+    "HESSIAN_NAMES",
+    "HVP_BATCH",
+    "HVP_CHUNK",
+    "HessianOperator",
+    "LinearHead",
+    "check_hessian",
+]
 
 # Training points and basis vectors per vmapped HVP call when assembling H (see _dense_from_hvps).
 HVP_BATCH = 128
 HVP_CHUNK = 16
 
+EXACT = "exact"
+GAUSS_NEWTON = "gauss-newton"
+HESSIANS = (EXACT, GAUSS_NEWTON)
+HESSIAN_NAMES = {EXACT: "the exact Hessian", GAUSS_NEWTON: "the Gauss-Newton matrix"}  # in words
+
+
+def check_hessian(value, name: str = "hessian") -> str:
+    """``"exact"`` or ``"gauss-newton"``; else a ValueError/TypeError naming ``name``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected 'exact' or 'gauss-newton', got {type(value).__name__}")
+    if value not in HESSIANS:
+        raise ValueError(
+            f"{name}: expected 'exact' (the Hessian of R) or 'gauss-newton' (its Gauss-Newton "
+            f"matrix, positive semi-definite), got {value!r}"
+        )
+    return value
+
 
 class HessianOperator:
-    """The damped Hessian H + damping I of R at theta_hat, as a linear operator on R^p.
+    """The damped curvature H + damping I of R at theta_hat, as a linear operator on R^p: H the
+    exact Hessian, or with ``hessian="gauss-newton"`` the Gauss-Newton matrix G (same l2 term).
 
     Args:
         objective: the risk and the point theta_hat (``objective.theta``).
         train: the training set the risk averages over.
         batch_size: training points per HVP batch.
-        damping: added to the diagonal, as the paper's code does for non-convex models.
+        damping: added to the diagonal, as the paper's code does for non-convex models; "auto"
+            starts at 0 (``auto_damping`` is then True) and the solver's ``fit`` sets
+            ``damping`` to the rung it chooses (:mod:`~influence_widgets.core.damping`).
         structured: use the exact structure of a final Linear layer (:class:`LinearHead`) and of
             an affine layer before it (:class:`AffineLayer`) where found; ``False`` forces generic
             HVPs (for testing one against the other).
         cache_mb: memory for caching the linear head's per-sample terms across products.
+        hessian: "exact" (H) or "gauss-newton" (G).
     """
 
     def __init__(
@@ -42,25 +83,32 @@ class HessianOperator:
         objective: Objective,
         train: TrainingSet,
         batch_size: int,
-        damping: float = 0.0,
+        damping: float | str = 0.0,
         structured: bool = True,
         cache_mb: float = 512,
+        hessian: str = EXACT,
     ) -> None:
         self.objective = objective
         self.train = train
         self.batch_size = batch_size
-        self.damping = float(damping)
+        self.hessian = check_hessian(hessian)
+        self.auto_damping = is_auto(damping)
+        self.damping = 0.0 if self.auto_damping else float(damping)
         self.p = objective.n_params
         self.cache_mb = cache_mb
-        self.head = LinearHead.detect(objective, train) if structured else None
+        gauss_newton = self.hessian == GAUSS_NEWTON
+        self.head = LinearHead.detect(objective, train, gauss_newton) if structured else None
         self.hvp_count = 0
 
     # ----- products -------------------------------------------------------------------------
     def _batch_hvp(self, x: torch.Tensor, y: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-        """sum over the batch of Hess L(z_i) v, for each column v of V (p, m) -> (p, m)."""
+        """sum over the batch of Hess L(z_i) v (or J_i^T Lambda_i J_i v), for each column v of V
+        (p, m) -> (p, m)."""
         if self.head is not None and self.head.covers_theta:
             return self.head.hvp_sum(*self.head.batch_terms(x, y)[:2], V)
         obj = self.objective
+        if self.hessian == GAUSS_NEWTON:
+            return gauss_newton_product(obj, x, y, V)
         theta = obj.theta
 
         def batch_loss(th: torch.Tensor) -> torch.Tensor:
@@ -73,7 +121,8 @@ class HessianOperator:
             return vmap(one)(V.T).T
 
     def matvec(self, V: torch.Tensor, batch_idx: torch.Tensor | None = None) -> torch.Tensor:
-        """(H + damping I) V for V of shape (p,) or (p, m).
+        """(H + damping I) V (G + damping I with ``hessian="gauss-newton"``) for V of shape (p,)
+        or (p, m).
 
         With ``batch_idx``, the data term averages over those training points only (LiSSA's
         stochastic estimate); otherwise over all n, in batches.
@@ -106,17 +155,21 @@ class HessianOperator:
 
     # ----- the whole matrix -----------------------------------------------------------------
     def dense(self, chunk: int | None = None, progress: bool = True) -> torch.Tensor:
-        """The symmetric (p, p) matrix H + damping I.
+        """The symmetric (p, p) matrix H + damping I (or G + damping I).
 
         A final ``nn.Linear`` whose weight (and bias) are in theta gets the exact structured formula
         of :class:`LinearHead` for its block, and the largest Conv2d/Linear layer before it the
         exact formula of :class:`AffineLayer` for its rows and columns; the remaining columns come
-        from batched HVPs against chunks of basis vectors, and their rows by symmetry.
+        from batched HVPs against chunks of basis vectors, and their rows by symmetry. G, unless
+        the head covers theta, is the sum of the per-sample Gauss-Newton rows' Gram matrices
+        (:func:`~influence_widgets.core.gauss_newton.gauss_newton_dense`).
         """
         head = self.head.positions if self.head is not None else None
         if self.head is not None and self.head.covers_theta:
             H = self.head.dense_sum(self.train, self.batch_size, self.cache_mb, progress)
             H = H / self.train.n
+        elif self.hessian == GAUSS_NEWTON:
+            H = gauss_newton_dense(self.objective, self.train, self.batch_size, progress)
         else:
             layer = self.head and AffineLayer.detect(self.objective, self.train, self.head)
             structured = [b for b in (head, layer.positions if layer else None) if b is not None]
@@ -192,7 +245,9 @@ class LinearHead:
     With logits o_i = W phi_i + b linear in theta and the features phi_i independent of theta, the
     per-sample Hessian of L is A_i kron (phi~_i phi~_i^T), where A_i = Hess_o L(o_i, y_i) (C x C)
     and phi~_i = [phi_i, 1] (the 1 only when the bias is in theta). This is exact, not a
-    Gauss-Newton approximation, because the logits are linear in theta. HVPs become three small
+    Gauss-Newton approximation, because the logits are linear in theta; with ``gauss_newton``
+    each A_i is replaced by its positive semi-definite part (the same for a loss convex in the
+    logits), which makes it the Gauss-Newton matrix's block. HVPs become three small
     products per batch and the dense Hessian C(C+1)/2 blocks of X~^T diag(a) X~, about D/C times
     fewer flops than p generic HVPs. When theta also holds earlier layers, only their columns of H
     need HVPs: the head's own block comes from this formula and its cross terms from symmetry. No
@@ -200,9 +255,12 @@ class LinearHead:
     checks the structure on a real forward pass.
     """
 
-    def __init__(self, obj: Objective, lin: torch.nn.Linear, prefix: str) -> None:
+    def __init__(
+        self, obj: Objective, lin: torch.nn.Linear, prefix: str, gauss_newton: bool = False
+    ) -> None:
         self.obj = obj
         self.lin = lin
+        self.gauss_newton = gauss_newton
         self.weight_name = f"{prefix}weight"
         self.C, self.D = lin.out_features, lin.in_features
         names = obj.spec.names
@@ -234,15 +292,18 @@ class LinearHead:
         self._logit_gradients = vmap(grad(loss_of_logits))
 
     @classmethod
-    def detect(cls, obj: Objective, train: TrainingSet) -> LinearHead | None:
-        """The head if theta contains the weight of the Linear that produces the model's output."""
+    def detect(
+        cls, obj: Objective, train: TrainingSet, gauss_newton: bool = False
+    ) -> LinearHead | None:
+        """The head if theta contains the weight of the Linear that produces the model's output
+        (``gauss_newton``: its A_i made positive semi-definite)."""
         names = set(obj.spec.names)
         for prefix, mod in obj.module.named_modules():
             if not isinstance(mod, torch.nn.Linear):
                 continue
             dot = f"{prefix}." if prefix else ""
             if f"{dot}weight" in names:
-                head = cls(obj, mod, dot)
+                head = cls(obj, mod, dot, gauss_newton)
                 x0, _ = train.take([0])
                 phi, out = head.features_and_output(obj.cast_inputs(x0))
                 if phi is not None:
@@ -262,10 +323,15 @@ class LinearHead:
         self, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """For a cast batch: phi~ (B, D~), the per-sample logit Hessians A (B, C, C) and logit
-        gradients r (B, C) = dL/do_i, so that grad_theta L(z_i) = r_i kron phi~_i."""
+        gradients r (B, C) = dL/do_i, so that grad_theta L(z_i) = r_i kron phi~_i. With
+        ``gauss_newton``, A_i = S_i S_i^T, its positive semi-definite part."""
         phi, out = self.features_and_output(x)
         with self.obj.lock:  # hessian is forward-over-reverse (objective.FUNCTORCH_LOCK)
-            return phi, self._logit_hessians(out, y), self._logit_gradients(out, y)
+            A, r = self._logit_hessians(out, y), self._logit_gradients(out, y)
+        if self.gauss_newton:
+            S = psd_factor(A)
+            A = S @ S.transpose(1, 2)
+        return phi, A, r
 
     @property
     def cached_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:

@@ -1,9 +1,10 @@
 """Influence: the paper's quantities for a trained model at theta_hat.
 
 Notation (Koh & Liang 2017): R(theta) = (1/n) sum_i ell_i(theta) with training terms
-ell_i = L(z_i, theta) + (l2/2)||theta||^2, H = Hess R(theta_hat) + damping I, training gradients
-g_i = grad ell_i(theta_hat) (with the L2 term, as in the paper's code), test gradients
-g_test = grad L(z_test, theta_hat) (without it), s_test = H^-1 g_test.
+ell_i = L(z_i, theta) + (l2/2)||theta||^2, H = Hess R(theta_hat) + damping I (with
+``hessian="gauss-newton"``, H = G + l2 I + damping I, G the Gauss-Newton matrix of the data term),
+training gradients g_i = grad ell_i(theta_hat) (with the L2 term, as in the paper's code), test
+gradients g_test = grad L(z_test, theta_hat) (without it), s_test = H^-1 g_test.
 
 | method                      | quantity                                       | shape          |
 | influence_on_params(idx)    | I_up,params = -H^-1 g_i                        | (k, p)         |
@@ -31,13 +32,14 @@ from dataclasses import dataclass
 import torch
 from torch.func import grad, jvp, vmap
 
+from influence_widgets.core.damping import AUTO, check_damping
 from influence_widgets.core.errors import (
     InfluenceWarning,
     TrainingIndexError,
     check_nonnegative,
     check_positive_int,
 )
-from influence_widgets.core.hvp import HessianOperator
+from influence_widgets.core.hvp import EXACT, HESSIAN_NAMES, HessianOperator, check_hessian
 from influence_widgets.core.losses import (
     LossFn,
     class_probabilities,
@@ -80,11 +82,16 @@ class Diagnostics:
     residual = _from_solver("residual")
     iterations = _from_solver("iterations")
     min_eigenvalue = _from_solver("min_eigenvalue")
+    hessian = _from_solver("hessian")  # "exact" or "gauss-newton": what H stands for
+    damping = _from_solver("damping")  # added to H's diagonal (the rung, with damping="auto")
+    damping_reason = _from_solver("damping_reason")  # why "auto" chose it; None when given
 
     def __repr__(self) -> str:
         s = self.solver
         parts = [
             f"solver={s.solver!r}",
+            f"hessian={s.hessian!r}",
+            f"damping={s.damping:g}",
             f"grad_norm={self.grad_norm:.3g}",
             f"n_train={self.n_train}",
             f"n_params={self.n_params}",
@@ -99,6 +106,8 @@ class Diagnostics:
         parts += [
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in s.extra.items()
         ]
+        if s.damping_reason is not None:
+            parts.append(f"damping_reason={s.damping_reason!r}")
         return f"Diagnostics({', '.join(parts)})"
 
 
@@ -113,7 +122,8 @@ class InfluenceConfig:
 
     loss: str | LossFn
     l2: float
-    damping: float
+    damping: float | str
+    hessian: str
     params: Sequence[str] | None
     solver: str | Solver
     batch_size: int | None
@@ -124,7 +134,8 @@ class InfluenceConfig:
 
     def __post_init__(self) -> None:
         checked = {
-            "damping": check_nonnegative(self.damping, "damping"),
+            "damping": check_damping(self.damping, "damping"),
+            "hessian": check_hessian(self.hessian, "hessian"),
             "hessian_budget_mb": check_nonnegative(self.hessian_budget_mb, "hessian_budget_mb"),
             "gradient_cache_mb": check_nonnegative(self.gradient_cache_mb, "gradient_cache_mb"),
         }
@@ -166,7 +177,23 @@ class Influence:
         loss: "cross_entropy", "mse", "smooth_hinge" (or ``SmoothHinge(t)``), or a callable
             ``(output, target) -> per-sample losses``.
         l2: the L2 coefficient the model was trained with: R includes (l2/2)||theta||^2.
-        damping: added to H's diagonal (the paper's code uses 0.01 for its CNN).
+        damping: a number >= 0 added to H's diagonal (the paper's code uses 0.01 for its CNN),
+            or "auto" (the default): the smallest rung of 0, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03,
+            0.1, 0.3, 1, 3, 10, 30, 100 that makes H + damping I positive definite with a margin:
+            0 when H is positive definite (results exactly those of ``damping=0``), else the
+            smallest rung >= 1.5 x (-lambda_min(H)), lambda_min exact for "direct" and "ekfac",
+            a Lanczos estimate for "cg" (80 extra HVP passes at ``fit``), "lissa" and "arnoldi"
+            (:mod:`~influence_widgets.core.damping`). ``fit`` warns when it is > 0, and
+            ``diagnostics.damping`` / ``damping_reason`` say which and why. A number is used as
+            given: H + damping I that is not positive definite raises
+            :class:`~influence_widgets.NotPositiveDefiniteError` with the damping that fixes it.
+        hessian: "exact" (the default): H is the Hessian of R, as in the paper; or
+            "gauss-newton": the generalised Gauss-Newton matrix
+            G = (1/n) sum_i J_i^T Lambda_i J_i + l2 I (J_i the Jacobian of the model's outputs in
+            theta, Lambda_i the loss's Hessian in the outputs), positive semi-definite wherever
+            theta_hat is, equal to H for a model linear in theta, as EK-FAC, Kronfluence and TRAK
+            use it (:mod:`~influence_widgets.core.gauss_newton`). "ekfac" always approximates G,
+            whatever this says (``diagnostics.hessian`` and :attr:`hessian` say "gauss-newton").
         params: names of the parameters theta to take influence over (e.g. the top layer);
             default all trainable. ``perturbation_influence`` still differentiates to the inputs
             through the whole network.
@@ -200,7 +227,12 @@ class Influence:
         *,
         loss: str | LossFn = "cross_entropy",
         l2: float = 0.0,
-        damping: float = 0.0,
+        # "auto" by default: a model trained with Adam/SGD (not to a minimum) then opens with
+        # every default (in the explorer and %influence too) instead of raising until the user
+        # guesses a damping, while a positive-definite H (every model trained to a minimum with
+        # l2 > 0) still gets damping 0 and the same results, bit for bit, as damping=0.
+        damping: float | str = AUTO,
+        hessian: str = EXACT,
         params: Sequence[str] | None = None,
         solver: str | Solver = "auto",
         batch_size: int | None = None,
@@ -213,6 +245,7 @@ class Influence:
             loss=loss,
             l2=l2,
             damping=damping,
+            hessian=hessian,
             params=params,
             solver=solver.unfitted() if isinstance(solver, Solver) else solver,
             batch_size=batch_size,
@@ -229,17 +262,19 @@ class Influence:
         self.p = self.objective.n_params
         self.batch_size = cfg.batch_size or min(self.n, 1024)
         self.progress = progress
-        self.damping = cfg.damping
         # The solver this object fits: a fresh one, never the instance passed in.
         self.solver = make_solver(cfg.solver, self.objective, cfg.hessian_budget_mb)
         self.solver.check(self.objective)  # e.g. an uncovered layer is named now, not at fit()
+        # The matrix H stands for: EK-FAC's own (the Gauss-Newton matrix) or the one asked for.
+        self.hessian = self.solver.curvature or cfg.hessian
         self.gradient_cache_mb = cfg.gradient_cache_mb
         self.op = HessianOperator(
             self.objective,
             self.train,
             self.batch_size,
-            self.damping,
+            cfg.damping,
             cache_mb=cfg.gradient_cache_mb,
+            hessian=cfg.hessian,
         )
         self._fitted = False
         self._fit_lock = threading.RLock()
@@ -269,9 +304,11 @@ class Influence:
     def fit(self) -> Influence:
         """Precompute once: gradient norm at theta_hat, the solver's factorisation, gradients.
 
-        Warns (:class:`InfluenceWarning`) when theta_hat is not a stationary point of R. Raises
+        Warns (:class:`InfluenceWarning`) when theta_hat is not a stationary point of R, and when
+        ``damping="auto"`` had to add a damping > 0 (H not positive definite). Raises
         :class:`~influence_widgets.core.solvers.NotPositiveDefiniteError` (a ``ValueError``) with a
-        suggested ``damping`` when H is not positive definite. Returns ``self``.
+        suggested ``damping`` when H + damping I is not positive definite for the number given.
+        Returns ``self``.
         """
         with self._fit_lock:  # one fit, however many threads ask (see ensure_fit)
             start = time.perf_counter()
@@ -285,6 +322,14 @@ class Influence:
                     stacklevel=2,
                 )
             self.solver.fit(self.op, progress=self.progress)
+            if self.op.auto_damping and self.op.damping > 0:
+                warnings.warn(
+                    f"damping='auto' added damping={self.op.damping:g} to "
+                    f"{HESSIAN_NAMES[self.hessian]}: {self.solver.diagnostics.damping_reason}. "
+                    f"Influence is computed with (H + {self.op.damping:g} I)^-1.",
+                    InfluenceWarning,
+                    stacklevel=2,
+                )
             itemsize = self.objective.theta.element_size()
             if self.n * self.p * itemsize <= self.gradient_cache_mb * 2**20:
                 self._grads = self._training_gradients()
@@ -306,6 +351,14 @@ class Influence:
             with self._fit_lock:
                 if not self._fitted:
                     self.fit()
+
+    @property
+    def damping(self) -> float:
+        """The damping added to H's diagonal: the number given, or with ``damping="auto"`` the rung
+        chosen at ``fit`` (fits first; ``diagnostics.damping_reason`` says why)."""
+        if self.op.auto_damping:
+            self.ensure_fit()
+        return self.op.damping
 
     @property
     def diagnostics(self) -> Diagnostics:
@@ -596,10 +649,17 @@ class Influence:
         k = min(check_positive_int(k, "k"), self.n)
         return ranked(self.predicted_removal_effect_of_set(x_test, y_test)[None], k)
 
+    def _damping_text(self) -> str:
+        """The damping as repr shows it without fitting: 0.01, 'auto' or 0.1 (auto)."""
+        if not self.op.auto_damping:
+            return f"{self.op.damping:g}"
+        return f"{self.op.damping:g} (auto)" if self._fitted else repr(AUTO)
+
     def __repr__(self) -> str:
         return (
             f"Influence(n_train={self.n}, n_params={self.p}, solver={self.solver.name!r}, "
-            f"l2={self.objective.l2:g}, damping={self.damping:g}, fitted={self._fitted})"
+            f"l2={self.objective.l2:g}, damping={self._damping_text()}, "
+            f"hessian={self.hessian!r}, fitted={self._fitted})"
         )
 
 

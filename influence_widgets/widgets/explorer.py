@@ -129,8 +129,8 @@ class InfluenceExplorer(anywidget.AnyWidget):
             ``iw.score_distributed(influence, x_test, y_test, store=path)`` for these test points:
             a click then reads its row from the store instead of solving (a training set of
             10^6 points is a lookup); Verify, Attack and Review still use ``influence``. A store
-            scored by another model, training set, loss, l2, damping, solver or ``params`` is
-            refused, naming what differs (:meth:`~influence_widgets.ScoreStore.check_matches`).
+            scored by another model, training set, loss, l2, damping, Hessian, solver or
+            ``params`` is refused, naming what differs (:meth:`~influence_widgets.ScoreStore.check_matches`).
         fit_in_background: fit in a thread (the notebook stays free) or before returning.
         lookahead: when the first test point takes >= 0.5 s to score (a large network), score
             the other test points of the visible page in the background, so that a click on

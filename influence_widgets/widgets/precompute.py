@@ -1,6 +1,7 @@
 """The explorer's precomputation: ``influence.fit()`` (the Hessian and its factorisation, or the
 solver's setup), run once, with its progress in the explorer's status line, and what the widget
-says when it is done (a warning when theta_hat is not a minimum of R) or has failed.
+says when it is done (which Hessian and damping it used; a warning when theta_hat is not a minimum
+of R) or has failed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from collections.abc import Callable
 from influence_widgets.core.ekfac import EKFAC
 from influence_widgets.core.errors import NotPositiveDefiniteError
 from influence_widgets.widgets.context import ExplorerContext
-from influence_widgets.widgets.minimum import MINIMUM_TOL, at_minimum, not_at_minimum_notice
+from influence_widgets.widgets.minimum import (
+    MINIMUM_TOL,
+    at_minimum,
+    curvature_notice,
+    curvature_text,
+    not_at_minimum_notice,
+)
 
 __all__ = ["Precomputation", "failure_message"]
 
@@ -111,18 +118,20 @@ class Precomputation:
             else ""
         )
         self.ready_message = (
-            f"Ready (precomputed in {seconds:.1f} s{self.store_text}{approximate}){warned}"
+            f"Ready (precomputed in {seconds:.1f} s; "
+            f"{curvature_text(self.context.influence)}{self.store_text}{approximate}){warned}"
         )
         view.message = self.ready_message
         self.on_done(pending)
         readiness.done.set()
 
     def minimum_notice(self) -> str:
-        """The warning shown when theta_hat is not a minimum of R (else ""), with what to do."""
+        """The warning shown when theta_hat is not a minimum of R (else ""), with what to do:
+        its gradient is not 0, or its Hessian needed damping='auto' to be positive definite."""
         influence = self.context.influence
-        if influence.diagnostics.grad_norm <= MINIMUM_TOL:
-            return ""
-        return not_at_minimum_notice(at_minimum(influence))
+        stationary = influence.diagnostics.grad_norm <= MINIMUM_TOL
+        gradient = "" if stationary else not_at_minimum_notice(at_minimum(influence))
+        return " ".join(text for text in (gradient, curvature_notice(influence)) if text)
 
     def _failed(self, err: Exception) -> None:
         """No influence can be shown: say why and what to do, also to a click queued earlier."""

@@ -290,10 +290,13 @@ WHEN_FAILS = [
         "will_match = False  # non-convex, trained without weight decay",
     ),
     check("when_fails.check_prediction(will_match)"),
-    md("## Step 2: try it without damping\n\nUndamped influence needs H^-1 at theta_hat:"),
+    md(
+        "## Step 2: try it without damping\n\nUndamped influence needs H^-1 at theta_hat "
+        '(`damping=0`; the default, `damping="auto"`, would add a damping for you):'
+    ),
     code(
         "try:\n"
-        "    iw.Influence(mlp, small, l2=0.0, progress=False).fit()\n"
+        "    iw.Influence(mlp, small, l2=0.0, damping=0, progress=False).fit()\n"
         "    print('H is positive definite')\n"
         "except iw.NotPositiveDefiniteError as err:\n"
         "    print(err)"

@@ -24,6 +24,7 @@ class Arnoldi(Solver):
 
     name = "arnoldi"
     summary = "low-rank inverse from the top eigenpairs of H + damping I (Lanczos)"
+    chooses_damping = True  # from its smallest Ritz value: H + d I has the same, shifted by d
 
     def __init__(self, rank: int = 50, oversample: int = 20, seed: int = 0) -> None:
         super().__init__()
@@ -37,6 +38,8 @@ class Arnoldi(Solver):
     def _fit(self, op: HessianOperator, progress: bool) -> None:
         k = min(op.p, self.rank + self.oversample)
         evals, vecs = lanczos(op, k, self.seed, progress)
+        if op.auto_damping:
+            evals = evals + self.choose_damping(op, float(evals[0]), exact=k == op.p)
         d = self.diagnostics
         d.max_eigenvalue = float(evals[-1])
         # With k = p all eigenvalues are known; otherwise the smallest Ritz value bounds

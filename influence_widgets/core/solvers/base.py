@@ -1,8 +1,16 @@
 """The solver contract and the registry of solvers by name: x = (H + damping I)^-1 b.
 
-H is the Hessian of the regularised risk R at theta_hat (l2 included), as in
-:mod:`influence_widgets.core.hvp`; every solver returns the same quantity, with the same sign and
-scale, X = (H + damping I)^-1 B, and differs only in how exactly and how fast it gets there.
+H is the Hessian of the regularised risk R at theta_hat (l2 included), or its Gauss-Newton matrix
+G with ``hessian="gauss-newton"``, as in :mod:`influence_widgets.core.hvp`; every solver returns
+the same quantity, with the same sign and scale, X = (H + damping I)^-1 B, and differs only in how
+exactly and how fast it gets there (EK-FAC, whose ``curvature`` is "gauss-newton", always
+approximates G).
+
+``damping="auto"`` (the operator's ``auto_damping``) is settled in ``fit``, before anything is
+factorised: a solver that knows lambda_min of H itself (direct, LiSSA, Arnoldi, EK-FAC) calls
+:meth:`Solver.choose_damping` from its ``_fit`` and sets ``chooses_damping``; for any other, the
+base class estimates lambda_min by Lanczos first (:mod:`~influence_widgets.core.damping` has the
+ladder and the rule).
 
 All solvers share one interface: ``fit(op)`` does the one-off work (factorisation, eigenvalue
 estimates), ``solve(B)`` maps (p, m) right-hand sides to (p, m) solutions, and ``diagnostics``
@@ -21,15 +29,17 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import ClassVar
 
 import torch
 
-from influence_widgets.core.hvp import HessianOperator
+from influence_widgets.core.damping import choose_damping
+from influence_widgets.core.hvp import GAUSS_NEWTON, HessianOperator
 from influence_widgets.core.objective import Objective
+from influence_widgets.core.solvers.spectrum import smallest_eigenvalue
 
 __all__ = [
     "Solver",
@@ -40,6 +50,10 @@ __all__ = [
 
 # Names that a solver class cannot take: "auto" is the choice among them (choice.py).
 RESERVED_NAMES = ("auto",)
+
+# Lanczos steps for lambda_min when damping="auto" and the solver has no estimate of its own: a
+# bound that is exact for p <= LANCZOS_STEPS (as smallest_eigenvalue's default).
+LANCZOS_STEPS = 80
 
 
 @dataclass
@@ -54,6 +68,9 @@ class SolverDiagnostics:
     max_eigenvalue: float | None = None  # of H + damping I
     fit_seconds: float | None = None
     extra: dict = field(default_factory=dict)
+    hessian: str | None = None  # "exact" or "gauss-newton": the matrix H stands for
+    damping: float | None = None  # the damping added to H's diagonal
+    damping_reason: str | None = None  # why, when damping="auto" chose it (None: given)
 
 
 _REGISTRY: dict[str, type[Solver]] = {}
@@ -68,11 +85,15 @@ class Solver(ABC):
 
     A subclass that sets ``name`` (lower case, e.g. ``"cg"``) in its own class body is
     registered under it; ``summary`` is its one-line description (default: the first paragraph
-    of its docstring).
+    of its docstring). ``curvature``: the matrix it always uses whatever ``hessian=`` says
+    (EK-FAC: "gauss-newton"), None for the operator's. ``chooses_damping``: its ``_fit`` settles
+    ``damping="auto"`` itself with :meth:`choose_damping`.
     """
 
     name: ClassVar[str] = "solver"
     summary: ClassVar[str] = ""
+    curvature: ClassVar[str | None] = None
+    chooses_damping: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -110,11 +131,38 @@ class Solver(ABC):
         (e.g. a layer it does not cover); most solvers handle any."""
 
     def fit(self, op: HessianOperator, progress: bool = True) -> Solver:
+        """The one-off work on ``op``; with ``damping="auto"``, first the damping (see the module
+        docstring), recorded with the Hessian in ``diagnostics``."""
         start = time.perf_counter()
         self.op = op
+        d = self.diagnostics
+        d.hessian, d.damping_reason = self.curvature or op.hessian, None
+        if op.auto_damping:
+            op.damping = 0.0  # the ladder starts from H itself, also when fitted again
+            if not self.chooses_damping:
+                exact = op.p <= LANCZOS_STEPS
+                self.choose_damping(op, smallest_eigenvalue(op, k=LANCZOS_STEPS), exact)
         self._fit(op, progress)
-        self.diagnostics.fit_seconds = time.perf_counter() - start
+        d.damping = op.damping
+        d.fit_seconds = time.perf_counter() - start
         return self
+
+    def choose_damping(
+        self,
+        op: HessianOperator,
+        min_eigenvalue: float,
+        exact: bool,
+        accept: Callable[[float], bool] | None = None,
+    ) -> float:
+        """Settle ``damping="auto"`` from lambda_min of H (``exact``, else an upper bound on it):
+        the rung of :func:`~influence_widgets.core.damping.choose_damping` (``accept(d)``: an
+        extra check of H + d I) becomes ``op.damping``, its reason ``diagnostics.damping_reason``;
+        returns it."""
+        semidefinite = self.diagnostics.hessian == GAUSS_NEWTON
+        choice = choose_damping(min_eigenvalue, exact, accept, semidefinite)
+        op.damping = choice.damping
+        self.diagnostics.damping_reason = choice.reason
+        return choice.damping
 
     def _fit(self, op: HessianOperator, progress: bool) -> None:  # noqa: B027 (optional hook)
         """One-off work; most iterative solvers have none."""

@@ -22,17 +22,24 @@ class Direct(Solver):
 
     Cholesky when H + damping I is positive definite; otherwise an eigendecomposition finds the
     negative eigenvalues and a :class:`NotPositiveDefiniteError` says which damping fixes it.
+    With ``damping="auto"`` a successful Cholesky of H itself means no damping; else H's exact
+    smallest eigenvalue (eigvalsh) picks the rung, which a Cholesky of H + d I confirms (or the
+    next rung is tried).
     A float16 or bfloat16 model's H is factorised in float32 (torch has no half-precision
     Cholesky) and the solutions are cast back to the model's dtype.
     """
 
     name = "direct"
     summary = "exact: H + damping I assembled once and factorised (Cholesky)"
+    chooses_damping = True
 
     def _fit(self, op: HessianOperator, progress: bool) -> None:
         H = op.dense(progress=progress)
         H = H.to(factor_dtype(H.dtype))
-        L = cholesky_or_raise(H, op.damping, self.name)
+        if op.auto_damping:
+            L = self._auto_factor(H, op)
+        else:
+            L = cholesky_or_raise(H, op.damping, self.name)
         d = self.diagnostics
         if op.p <= EXACT_EIGENVALUES_UP_TO:
             eig = torch.linalg.eigvalsh(H)
@@ -46,6 +53,27 @@ class Direct(Solver):
         if op.p > EXACT_EIGENVALUES_UP_TO:
             d.min_eigenvalue = self._smallest_eigenvalue_estimate()
         d.converged, d.iterations, d.residual = True, 0, None
+
+    def _auto_factor(self, H: torch.Tensor, op: HessianOperator) -> torch.Tensor:
+        """The Cholesky factor of H + d I for the rung d that ``damping="auto"`` takes (H is
+        shifted in place to H + d I, and ``op.damping`` set to d)."""
+        L, info = torch.linalg.cholesky_ex(H)
+        if int(info) == 0:
+            self.diagnostics.damping_reason = (
+                "auto: H is positive definite (its Cholesky factorisation succeeded): no damping"
+            )
+            return L
+        shift = 0.0
+
+        def accept(d: float) -> bool:
+            nonlocal L, shift
+            H.diagonal().add_(d - shift)
+            shift = d
+            L, info = torch.linalg.cholesky_ex(H)
+            return int(info) == 0
+
+        self.choose_damping(op, float(torch.linalg.eigvalsh(H)[0]), exact=True, accept=accept)
+        return L
 
     def _smallest_eigenvalue_estimate(self, iters: int = 30) -> float:
         """An upper bound on lambda_min by power iteration on H^-1."""

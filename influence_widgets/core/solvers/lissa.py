@@ -15,7 +15,7 @@ from influence_widgets.core.errors import (
 )
 from influence_widgets.core.hvp import HessianOperator
 from influence_widgets.core.progress import progress_bar
-from influence_widgets.core.solvers.base import Solver
+from influence_widgets.core.solvers.base import LANCZOS_STEPS, Solver
 from influence_widgets.core.solvers.spectrum import power_iteration, smallest_eigenvalue
 
 __all__ = ["LiSSA"]
@@ -34,6 +34,7 @@ class LiSSA(Solver):
 
     name = "lissa"
     summary = "the paper's stochastic recursion (LiSSA), its scale chosen so it cannot diverge"
+    chooses_damping = True  # from the Lanczos bound on lambda_min it computes anyway
 
     def __init__(
         self,
@@ -71,7 +72,9 @@ class LiSSA(Solver):
 
     def _fit(self, op: HessianOperator, progress: bool) -> None:
         # The recursion diverges on a negative eigenvalue whatever the scale: check first.
-        low = smallest_eigenvalue(op, seed=self.seed)
+        low = smallest_eigenvalue(op, k=LANCZOS_STEPS, seed=self.seed)
+        if op.auto_damping:
+            low += self.choose_damping(op, low, exact=op.p <= LANCZOS_STEPS)
         if low <= 0:
             raise not_positive_definite(low, op.damping, self.name)
         top = op.top_eigenvalue(seed=self.seed)
