@@ -100,17 +100,20 @@ def lds_histogram(result, ax=None):
     return ax
 
 
-def lds_scatter(result, test_index: int, ax=None):
+def lds_scatter(result, test_index: int, ax=None, *, name: str | None = None):
     """For one test point: the retrained models' output f_j(z) against the attribution's
     prediction g_j(z) = sum over i in S_j of tau(z)_i, one dot per subset, LDS(z) in the title.
 
-    ``result`` is a :class:`~influence_widgets.analysis.LDSResult`; returns the Axes.
+    ``result`` is a :class:`~influence_widgets.analysis.LDSResult`; ``name``: what the title
+    calls the point (default "test point {test_index}"; the explorer gives its own index for a
+    result of one point). Returns the Axes.
     """
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=LOO_FIGSIZE)
     t = int(test_index)
+    label = name or f"test point {t}"
     ax.scatter(
         result.predicted[:, t], result.actual[:, t], s=14, alpha=0.75, color="tab:blue",
         edgecolors="none",
@@ -122,8 +125,7 @@ def lds_scatter(result, test_index: int, ax=None):
     if result.noise_floor_per_test is not None:
         floor = f", noise floor {correlation_text(result.noise_floor_per_test[t])}"
     ax.set_title(
-        f"test point {t}, {result.n_subsets} subsets\n"
-        f"LDS = {correlation_text(result.per_test[t])}{floor}",
+        f"{label}, {result.n_subsets} subsets\nLDS = {correlation_text(result.per_test[t])}{floor}",
         fontsize=10,
     )
     ax.tick_params(axis="x", labelrotation=30)

@@ -13,6 +13,19 @@ const VERIFY_HELP =
   "plots the actual change of the test loss against the predicted one. Points on the dashed " +
   "line y = x mean influence predicted retraining exactly.";
 
+// The Verify tab's other check: LDS(z) of the selected point (widgets/verify_lds.py).
+const LDS_HELP =
+  "The linear datamodeling score (LDS; Park et al. 2023) of this test point: retrains the model " +
+  "from scratch on random subsets, each keeping half of the training set, and measures each " +
+  "retrained model's margin log p(y|x) \u2212 log(1 \u2212 p(y|x)) on this point (its loss, for " +
+  "labels that are not classes). What the scores predict for a subset is the sum of the scores of " +
+  "the points it keeps. LDS = Spearman's rank correlation of the two over the subsets: 1 = the scores " +
+  "order the subsets as retraining does, 0 = chance. Every subset is trained twice, with different " +
+  "seeds: the two runs' correlation is the noise floor, the most any scores can reach. This is " +
+  "LDS(z) for the point on screen; the published LDS is its mean over many test points (iw.lds). " +
+  "Few subsets give a rough value (TRAK uses 100). Your model and data stay unchanged: every " +
+  "retrain trains a new copy.";
+
 const ATTACK_HELP =
   "Moves the inputs of a few training points, each value by at most eps, in the direction that " +
   "influence says raises this test point's loss (I_pert,loss, Koh & Liang Sec 5.2), retraining " +
@@ -545,56 +558,126 @@ function notRunnable(status) {
   return null;
 }
 
-// Verify: leave-one-out retraining for the selected test point, its scatter and Pearson R.
-function verifyPane(model) {
-  const urls = [];
-  const nInput = h("input", "iw-verify-n");
-  nInput.type = "number";
-  nInput.min = "3";
-  nInput.step = "1";
-  const nLabel = h("label", "iw-verify-label", "removals ");
-  nLabel.appendChild(nInput);
-  nInput.addEventListener("change", () => {
-    model.set("verify_n_remove", Math.max(3, Math.round(Number(nInput.value)) || 3));
+// A number box bound to an integer trait: `parse(number typed)` is what the trait gets.
+function numberBox(model, cls, text, trait, parse) {
+  const input = h("input", cls);
+  input.type = "number";
+  input.min = "3";
+  input.step = "1";
+  const label = h("label", "iw-verify-label", text);
+  label.appendChild(input);
+  input.addEventListener("change", () => {
+    model.set(trait, parse(Number(input.value)));
     model.save_changes();
   });
+  return { label, show: () => { input.value = String(model.get(trait)); } };
+}
+
+const VERIFY_MODES = [["loo", "leave-one-out"], ["lds", "LDS"]];
+
+// Verify's settings: which check (the `verify_mode` trait) and its number box, the removals of
+// leave-one-out (at least 3) or the LDS's subsets (sent as typed: Python names a bad value).
+function verifyControls(model) {
+  const modeSelect = h("select", "iw-verify-mode");
+  for (const [value, label] of VERIFY_MODES) {
+    const opt = h("option", "", label);
+    opt.value = value;
+    modeSelect.appendChild(opt);
+  }
+  const modeLabel = h("label", "iw-verify-label", "check ");
+  modeLabel.appendChild(modeSelect);
+  modeSelect.addEventListener("change", () => {
+    model.set("verify_mode", modeSelect.value);
+    model.save_changes();
+  });
+  const removals = numberBox(model, "iw-verify-n", "removals ", "verify_n_remove", (v) => Math.max(3, Math.round(v) || 3));
+  const subsets = numberBox(model, "iw-verify-subsets", "subsets ", "verify_subsets", (v) =>
+    Number.isFinite(v) ? Math.max(-1e9, Math.min(1e9, Math.round(v))) : 0,
+  );
+
+  // `running`: a check is running or cancelling (the check cannot change meanwhile).
+  function update(running) {
+    const mode = model.get("verify_mode");
+    modeSelect.value = mode;
+    modeSelect.disabled = running;
+    removals.label.style.display = mode === "loo" ? "" : "none";
+    subsets.label.style.display = mode === "lds" ? "" : "none";
+    removals.show();
+    subsets.show();
+  }
+
+  return { els: [modeLabel, removals.label, subsets.label], update };
+}
+
+// The one-line result of a finished check `v` (the `verify` trait), by its kind.
+function verifySummary(v) {
+  if (v.kind === "lds") {
+    if (!(v.n_subsets > 0)) return [];
+    // as Python writes them in the plot's title too (plots.correlation_text): same digits
+    return [
+      h("span", "iw-verify-r iw-verify-lds", `LDS = ${v.lds_text}`),
+      h("span", "", ` (noise floor ${v.noise_floor_text}, ${v.n_subsets} subsets) on test #${v.test_index}`),
+    ];
+  }
+  if (!(v.n_removed > 0)) return [];
+  // R as Python formats it for the plot's title too (plots.correlation_text): same digits
+  return [
+    h("span", "iw-verify-r", `Pearson R = ${v.pearson_text}`),
+    h("span", "", ` · Spearman = ${v.spearman_text} · ${v.n_removed} removals on test #${v.test_index}`),
+  ];
+}
+
+const VERIFY_PLOT_ALT = {
+  loo: "actual against predicted change of the test loss",
+  lds: "retrained models' output against the scores' prediction, one dot per subset",
+};
+
+// Verify: the selected test point against retraining, by leave-one-out (its scatter and Pearson
+// R) or by the LDS (the score, its noise floor, a reading and the scatter); one run at a time.
+function verifyPane(model) {
+  const urls = [];
+  const controls = verifyControls(model);
   const job = jobPane(model, {
     trait: "verify",
     run: "verify_run",
     cancel: "verify_cancel",
     runLabel: "Run leave-one-out",
     help: VERIFY_HELP,
-    controls: [nLabel],
+    controls: controls.els,
     readyText: "ready to check.",
   });
+  const runButton = job.el.querySelector(".iw-verify-run");
+  const help = job.el.querySelector(".iw-help");
   const summary = h("div", "iw-verify-summary");
+  const reading = h("div", "iw-verify-reading");
   const figure = h("div", "iw-verify-figure");
-  job.el.append(summary, figure);
+  job.el.append(summary, reading, figure);
 
   function update() {
     const v = job.update();
-    nInput.value = String(model.get("verify_n_remove"));
-    summary.replaceChildren();
-    if ((v.state === "done" || v.state === "cancelled") && v.n_removed > 0) {
-      // R as Python formats it for the plot's title too (plots.correlation_text): same digits
-      summary.appendChild(h("span", "iw-verify-r", `Pearson R = ${v.pearson_text}`));
-      summary.appendChild(
-        h("span", "", ` · Spearman = ${v.spearman_text} · ${v.n_removed} removals on test #${v.test_index}`),
-      );
-    }
+    const mode = model.get("verify_mode");
+    controls.update(v.state === "running" || v.state === "cancelling");
+    job.el.dataset.mode = mode;
+    runButton.textContent = mode === "lds" ? "Run LDS" : "Run leave-one-out";
+    help.textContent = mode === "lds" ? LDS_HELP : VERIFY_HELP;
+    job.status.classList.toggle("iw-verify-error", v.state === "error");
+    const finished = v.state === "done" || v.state === "cancelled";
+    summary.replaceChildren(...(finished ? verifySummary(v) : []));
+    reading.textContent = finished && v.kind === "lds" && v.n_subsets > 0 ? v.reading : "";
     revoke(urls);
     figure.replaceChildren();
     const png = model.get("verify_plot");
     if (png && png.byteLength) {
-      figure.appendChild(
-        pngImage(png, "iw-verify-plot", "actual against predicted change of the test loss", urls),
-      );
+      figure.appendChild(pngImage(png, "iw-verify-plot", VERIFY_PLOT_ALT[v.kind] || VERIFY_PLOT_ALT.loo, urls));
     }
   }
 
   return {
     el: job.el,
-    listen: { "change:verify change:verify_plot change:verify_n_remove change:selected change:status": update },
+    listen: {
+      "change:verify change:verify_plot change:verify_mode change:verify_n_remove change:verify_subsets change:selected change:status":
+        update,
+    },
     dispose: () => revoke(urls),
   };
 }

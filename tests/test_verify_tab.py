@@ -1,8 +1,10 @@
 """The explorer's Verify tab (issue 15): a fast Cancel with a "cancelling" state, the same R in the
-summary and the plot, the removals box showing the number a run used."""
+summary and the plot, the removals box showing the number a run used; its LDS check (run, wait,
+cancel, one check at a time, bad subsets named, the reading)."""
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 
@@ -13,6 +15,7 @@ from influence_widgets.analysis import loo
 from influence_widgets.plots import correlation_text
 from influence_widgets.widgets import protocol
 from influence_widgets.widgets.explorer import static_dir
+from influence_widgets.widgets.verify_lds import lds_reading
 
 
 @pytest.fixture
@@ -103,3 +106,151 @@ def test_run_verify_shows_the_removals_it_used(explorer):
     explorer.verify_n_remove = 20
     explorer.run_verify(n_remove=4, wait=True)
     assert explorer.verify_n_remove == 4 == explorer.verify["n_removed"]
+
+
+# ----- the LDS check: LDS(z) of the selected point with its noise floor (verify_lds.py) ----------
+LDS_MODULE = importlib.import_module("influence_widgets.analysis.lds")  # the package's `lds` is
+# the function
+
+
+def _slow_lds_train(started: threading.Event, seconds: float = 0.5):
+    """iw.train that first sleeps ``seconds`` (so a run stays running while a test acts on it);
+    ``started`` is set at its first call."""
+    real = LDS_MODULE.train
+
+    def train(model, data, **options):
+        started.set()
+        time.sleep(seconds)
+        return real(model, data, **options)
+
+    return train
+
+
+def _wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.time() + timeout
+    while not condition() and time.time() < deadline:
+        time.sleep(0.02)
+    assert condition()
+
+
+def test_lds_runs_from_the_tab_and_shows_the_score_its_floor_a_reading_and_the_scatter(
+    explorer, digits_influence
+):
+    data, inf = digits_influence
+    explorer.verify_mode, explorer.verify_subsets = "lds", 4
+    explorer.handle_event({"event": protocol.VERIFY_RUN})  # the Run button, in LDS mode
+    assert explorer.verify["state"] == "running" and explorer.verify["kind"] == "lds"
+    explorer.verify_tab.job.join(120)
+    v, result = explorer.verify, explorer.lds_result
+    keys = protocol.LDSState.__required_keys__ | protocol.LDSState.__optional_keys__
+    assert set(v) <= keys and v["state"] == "done" and v["test_index"] == 2
+    assert v["n_subsets"] == v["subsets"] == 4 == result.n_subsets and v["fraction"] == 0.5
+    assert v["lds_text"] == correlation_text(result.per_test[0])
+    assert v["noise_floor_text"] == correlation_text(result.noise_floor)
+    assert v["reading"] == lds_reading(result.per_test[0], result.noise_floor, 4)
+    assert v["message"].startswith("4 subsets, each retrained twice, in ")
+    assert bytes(explorer.verify_plot[:4]) == b"\x89PNG"
+    # the selected point's LDS, as iw.lds computes it for that point alone
+    direct = iw.lds(
+        inf, data, x_test=data.X_test[2:3], y_test=data.y_test[2:3], subsets=4, progress=False
+    )
+    assert result.per_test.tolist() == direct.per_test.tolist()
+    assert result.predicted.shape == (4, 1) and result.output == "margin"
+    # the summary and the plot's title write the numbers with the same digits
+    title = result.plot(test_index=0, name="test point 2").get_title()
+    assert title.startswith("test point 2, 4 subsets")
+    assert f"LDS = {v['lds_text']}, noise floor {v['noise_floor_text']}" in title
+    script = (static_dir() / "explorer.js").read_text()
+    assert "LDS = ${v.lds_text}" in script and "(noise floor ${v.noise_floor_text}," in script
+    explorer.verify_mode = "loo"  # the other check: the finished result is cleared
+    assert explorer.verify == protocol.IDLE and explorer.verify_plot == b""
+
+
+def test_run_lds_with_wait_returns_the_result_and_sets_the_tab_to_what_it_ran(explorer):
+    explorer.verify_subsets = 20
+    result = explorer.run_lds(3, wait=True)
+    assert isinstance(result, iw.LDSResult) and result is explorer.lds_result
+    assert not result.cancelled and result.n_subsets == 3 and result.per_test.shape == (1,)
+    assert explorer.verify_mode == "lds" and explorer.verify_subsets == 3
+    assert explorer.verify["kind"] == "lds" and explorer.verify["state"] == "done"
+    explorer.run_verify(n_remove=3, wait=True)  # leave-one-out switches the tab back
+    assert explorer.verify_mode == "loo" and explorer.verify["kind"] == "loo"
+    assert explorer.lds_result is result
+
+
+def test_cancel_stops_an_lds_run_and_returns_the_subsets_done(explorer, monkeypatch):
+    started = threading.Event()
+    monkeypatch.setattr(LDS_MODULE, "train", _slow_lds_train(started, 0.2))
+
+    seen: list[dict] = []  # the state right after Cancel, checked here (not in the thread)
+
+    def cancel_after_two_subsets() -> None:
+        _wait_for(lambda: explorer.verify.get("progress", 0) >= 4 / 40)
+        explorer.cancel_verify()
+        seen.append(dict(explorer.verify))
+
+    canceller = threading.Thread(target=cancel_after_two_subsets)
+    canceller.start()
+    result = explorer.run_lds(20, wait=True)  # returns once cancelled
+    canceller.join(30)
+    assert seen[0]["state"] == "cancelling"
+    assert seen[0]["message"].startswith("Cancelling: the retrain in progress finishes first")
+    assert result.cancelled and 2 <= result.n_subsets < 20 and result.subsets == 20
+    assert (
+        result.actual.shape == (result.n_subsets, 1) and result.masks.shape[0] == result.n_subsets
+    )
+    v = explorer.verify
+    assert v["state"] == "cancelled" and v["n_subsets"] == result.n_subsets
+    assert v["message"].startswith(f"Cancelled: {result.n_subsets} of 20 subsets done in ")
+    assert bytes(explorer.verify_plot[:4]) == b"\x89PNG"
+
+
+def test_a_second_check_while_one_runs_is_refused_with_a_message(explorer, monkeypatch):
+    started = threading.Event()
+    monkeypatch.setattr(LDS_MODULE, "train", _slow_lds_train(started, 1.0))
+    explorer.run_lds(10)
+    assert started.wait(30)
+    with pytest.raises(RuntimeError, match="A run is already going; cancel it first"):
+        explorer.run_verify(n_remove=3, wait=True)
+    explorer.run_lds()  # without wait: the message shows in the running check's status line
+    assert explorer.verify["message"] == "A run is already going; cancel it first."
+    assert explorer.verify["state"] == "running" and explorer.verify["kind"] == "lds"
+    assert explorer.verify_mode == "lds"  # the tab still shows the check that runs
+    explorer.cancel_verify()
+    explorer.verify_tab.job.join(30)
+    assert explorer.verify["state"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "words"),
+    [(2, ValueError, "at least 3"), (0, ValueError, "positive"), (2.5, TypeError, "integer")],
+)
+def test_a_bad_subsets_value_shows_an_error_naming_it(explorer, value, error, words):
+    with pytest.raises(error, match=f"subsets: .*{words}"):
+        explorer.run_lds(value)
+    with pytest.raises(ValueError, match="subsets: at most 1000"):
+        explorer.run_lds(5000)
+    if isinstance(value, int):  # typed in the tab's box, then Run
+        explorer.verify_mode, explorer.verify_subsets = "lds", value
+        explorer.handle_event({"event": protocol.VERIFY_RUN})
+        v = explorer.verify
+        assert (
+            v["state"] == "error" and v["message"].startswith("subsets: ") and words in v["message"]
+        )
+        assert not explorer.verify_running and explorer.error == ""
+
+
+@pytest.mark.parametrize(
+    ("lds", "floor", "m", "words"),
+    [
+        (0.97, 1.0, 20, "almost exactly as retraining"),
+        (0.60, 0.62, 20, "as well as a second retraining"),
+        (0.50, 1.0, 20, "gap of 0.50 is the scores' error"),
+        (0.05, 1.0, 20, "About chance (0)"),
+        (-0.40, 1.0, 20, "Below chance"),
+        (float("nan"), float("nan"), 2, "Only 2 subsets retrained"),
+        (float("nan"), 1.0, 20, "No rank correlation"),
+    ],
+)
+def test_the_lds_reading_says_what_the_numbers_mean(lds, floor, m, words):
+    assert words in lds_reading(lds, floor, m)

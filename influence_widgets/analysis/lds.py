@@ -52,6 +52,7 @@ from influence_widgets.training import train
 
 __all__ = [
     "MIN_SUBSETS",
+    "RETRAIN_STEP",
     "LDSResult",
     "SubsetRetrain",
     "TrainFromScratch",
@@ -65,6 +66,7 @@ __all__ = [
 
 OUTPUTS = ("margin", "loss")
 MIN_SUBSETS = 3  # the fewest subsets for which a rank correlation can be other than +-1
+RETRAIN_STEP = "LDS retraining"  # the progress bar over the retrains, as a listener hears it
 TrainFn = Callable[[Callable[[], torch.nn.Module], torch.Tensor, torch.Tensor, int], object]
 
 
@@ -311,15 +313,16 @@ class LDSResult:
         """The training indices of subset S_j, ascending."""
         return np.flatnonzero(self.masks[j])
 
-    def plot(self, test_index: int | None = None, ax=None):
+    def plot(self, test_index: int | None = None, ax=None, *, name: str | None = None):
         """``test_index=None``: a histogram of LDS(z) over the test points with the mean and the
         noise floor marked; a test index: f_j(z) against g_j(z) over the subsets, LDS(z) in the
-        title. Returns the Axes (matplotlib, imported only here)."""
+        title, which calls the point ``name`` (default "test point {test_index}"). Returns the
+        Axes (matplotlib, imported only here)."""
         from influence_widgets.plots import lds_histogram, lds_scatter
 
         if test_index is None:
             return lds_histogram(self, ax=ax)
-        return lds_scatter(self, test_index, ax=ax)
+        return lds_scatter(self, test_index, ax=ax, name=name)
 
     def to_frame(self):
         """A pandas DataFrame, one row per test point: ``label``, ``lds``, ``noise_floor``
@@ -481,7 +484,7 @@ def _retrain_all(
     arrays (m, T) of outputs. ``cancel`` is checked before each retrain; a subset counts once all
     its runs are done, so m < len(masks) only when cancelled."""
     done: list[list[np.ndarray]] = []
-    bar = progress_bar(total=len(masks) * runs, desc="LDS retraining", disable=not progress)
+    bar = progress_bar(total=len(masks) * runs, desc=RETRAIN_STEP, disable=not progress)
     try:
         for mask, pair in zip(masks, seeds, strict=True):
             row = []

@@ -22,6 +22,7 @@ import torch
 import traitlets
 
 from influence_widgets.analysis.attack import AttackResult, EpsSearch
+from influence_widgets.analysis.lds import LDSResult
 from influence_widgets.analysis.loo import LOOResult
 from influence_widgets.analysis.mislabel import METHODS
 from influence_widgets.core.errors import check_positive_int
@@ -40,9 +41,10 @@ from influence_widgets.widgets.inputs import (
 from influence_widgets.widgets.jobs import JobRunner
 from influence_widgets.widgets.lookahead import PageLookahead
 from influence_widgets.widgets.precompute import Precomputation, failure_message
-from influence_widgets.widgets.protocol import IDLE
+from influence_widgets.widgets.protocol import IDLE, VERIFY_MODES
 from influence_widgets.widgets.review_retrain import ReviewResult
 from influence_widgets.widgets.review_tab import ReviewTab
+from influence_widgets.widgets.verify_lds import LDS_SUBSETS
 from influence_widgets.widgets.verify_tab import VerifyTab
 
 __all__ = ["InfluenceExplorer", "check_score_store", "static_dir", "test_points_of"]
@@ -101,7 +103,7 @@ class InfluenceExplorer(anywidget.AnyWidget):
     """An inline explorer of influence for one model.
 
     Tabs: Influence (the selected test point's most helpful and harmful training points),
-    Verify (leave-one-out retraining), Attack (a training-set attack) and Review (training points
+    Verify (leave-one-out retraining, or the point's linear datamodeling score), Attack (a training-set attack) and Review (training points
     ranked for a label check, fixes, and a retrain with them).
 
     Args:
@@ -161,10 +163,12 @@ class InfluenceExplorer(anywidget.AnyWidget):
     compute_ms = traitlets.Float(0.0).tag(sync=True)
     progress = traitlets.Float(0.0).tag(sync=True)  # of the current precomputation step
     tab = traitlets.Enum(("influence", "verify", "attack", "review"), "influence").tag(sync=True)
-    # Verify (VerifyTab)
+    # Verify (VerifyTab): "loo" leave-one-out or "lds" the linear datamodeling score
+    verify_mode = traitlets.Enum(VERIFY_MODES, "loo").tag(sync=True)
     verify_n_remove = traitlets.Int(20).tag(sync=True)
-    verify = traitlets.Dict(IDLE).tag(sync=True)  # a protocol.VerifyState
-    verify_plot = traitlets.Bytes(b"").tag(sync=True)  # PNG of the LOO scatter
+    verify_subsets = traitlets.Int(LDS_SUBSETS).tag(sync=True)  # checked when a run starts
+    verify = traitlets.Dict(IDLE).tag(sync=True)  # a protocol.VerifyState or LDSState ("kind")
+    verify_plot = traitlets.Bytes(b"").tag(sync=True)  # PNG of the check's scatter
     # Attack (AttackTab): eps and step in 8-bit levels for images, in the data's units otherwise
     attack_n_poison = traitlets.Int(10).tag(sync=True)
     attack_eps = traitlets.Float(32.0).tag(sync=True)
@@ -249,9 +253,10 @@ class InfluenceExplorer(anywidget.AnyWidget):
         self.review_tab = ReviewTab(context)
         store = f"; clicks read from {scores!r}" if scores is not None else ""
         self.precomputation = Precomputation(context, self._on_fitted, self.describe_failure, store)
-        # {event: (handler, where a bad value shows)}: the Review tab shows bad fixes in itself
+        # {event: (handler, where a bad value shows)}: the Verify tab shows a bad setting, the
+        # Review tab a bad fix, in itself; None: in the explorer's error line
         self.dispatch: dict[str, tuple[Callable[[dict], None], Callable[[str], None] | None]] = {
-            **{e: (h, None) for e, h in self.verify_tab.handlers.items()},
+            **{e: (h, self.verify_tab.show_problem) for e, h in self.verify_tab.handlers.items()},
             **{e: (h, None) for e, h in self.attack_tab.handlers.items()},
             **{e: (h, self.review_tab.show_problem) for e, h in self.review_tab.handlers.items()},
         }
@@ -427,25 +432,50 @@ class InfluenceExplorer(anywidget.AnyWidget):
         """Check the selected test point against leave-one-out retraining, in the background.
 
         Runs :func:`~influence_widgets.validate_loo` (the ``n_remove`` training points of largest
-        |influence|, default ``verify_n_remove``) and shows the scatter and R in the Verify tab.
-        With ``wait=True`` blocks and returns the :class:`LOOResult`; it is also kept as
+        |influence|, default ``verify_n_remove``) and shows the scatter and R in the Verify tab
+        (switched to its leave-one-out check). With ``wait=True`` blocks and returns the :class:`LOOResult`; it is also kept as
         ``explorer.loo_result``.
         """
         return self.verify_tab.run(n_remove, wait=wait)
 
+    def run_lds(self, subsets: int | None = None, *, wait: bool = False) -> LDSResult | None:
+        """The selected test point's linear datamodeling score LDS(z) with its noise floor, in
+        the background (the Verify tab's "LDS" check).
+
+        Runs :func:`~influence_widgets.lds` on that one point: ``subsets`` random subsets of
+        half the training set (default ``verify_subsets``, at least 3 and at most 1000), each
+        retrained from scratch twice (the second run gives the noise floor), and shows
+        "LDS = ... (noise floor ..., m subsets)", one sentence on what it means and the scatter
+        of the retrained models' output against the scores' prediction. The tab switches to
+        "LDS" and its box to ``subsets``. With ``wait=True`` blocks and returns the
+        :class:`LDSResult` (cancelled: the subsets done), also kept as ``explorer.lds_result``;
+        its only test point, column 0, is the selected one (``explorer.verify["test_index"]``).
+        One Verify check runs at a time: while one runs this is refused with a message
+        (``wait=True``: a RuntimeError). Cancel with :meth:`cancel_verify`.
+        """
+        return self.verify_tab.run_lds(subsets, wait=wait)
+
     def cancel_verify(self) -> None:
-        """Stop the running check: the retrain in progress is abandoned within about a second
-        (at its next function evaluation); the retrains done so far are shown."""
+        """Stop the running check: a leave-one-out retrain in progress is abandoned within about
+        a second (at its next function evaluation), an LDS run stops once the retrain in
+        progress ends; what was done so far is shown."""
         self.verify_tab.cancel()
 
     @property
     def verify_running(self) -> bool:
+        """Whether a Verify check (leave-one-out or LDS) is running."""
         return self.verify_tab.running
 
     @property
     def loo_result(self) -> LOOResult | None:
-        """The latest Verify run's :class:`LOOResult` (None before one)."""
+        """The latest leave-one-out run's :class:`LOOResult` (None before one)."""
         return self.verify_tab.result
+
+    @property
+    def lds_result(self) -> LDSResult | None:
+        """The latest LDS run's :class:`LDSResult` (None before one); its one test point is the
+        one selected when it ran."""
+        return self.verify_tab.lds_result
 
     # ----- Attack: a training-set attack (AttackTab) ---------------------------------------
     def run_attack(

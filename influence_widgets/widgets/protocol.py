@@ -1,7 +1,7 @@
 """What the explorer's Python side and its front end (``js/explorer.js``) exchange, in one place.
 
 The synced traits ``panel``, ``verify``, ``attack``, ``review`` and ``review_retrain`` hold the dicts
-declared here, and the front end's buttons send ``{"event": NAME}`` messages with the event names
+declared here (``verify``: a :class:`VerifyState` or an :class:`LDSState`, by its ``kind``), and the front end's buttons send ``{"event": NAME}`` messages with the event names
 below; the explorer hands each to the tab whose ``handlers`` name it. The tabs and the tests build
 and read these shapes through this module; the front end uses the same keys and the same event
 strings (a test checks that each event name appears in the script).
@@ -30,20 +30,23 @@ __all__ = [
     "AttackState",
     "JobState",
     "JobStateName",
+    "LDSState",
     "Panel",
     "ReviewItem",
     "ReviewOutcome",
     "ReviewRetrainState",
     "ReviewState",
     "TrainItem",
+    "VERIFY_MODES",
+    "VerifyMode",
     "VerifyState",
     "job_failed",
     "job_started",
 ]
 
 # ----- events: {"event": NAME} messages the front end sends -----------------------------------
-VERIFY_RUN = "verify_run"
-VERIFY_CANCEL = "verify_cancel"
+VERIFY_RUN = "verify_run"  # runs the check the trait ``verify_mode`` names (VERIFY_MODES)
+VERIFY_CANCEL = "verify_cancel"  # stops the running check, whichever it is
 ATTACK_RUN = "attack_run"
 ATTACK_CANCEL = "attack_cancel"
 ATTACK_SEARCH = "attack_search"  # "Find smallest eps"
@@ -103,6 +106,12 @@ class Panel(TypedDict):
 
 
 # ----- the slow tabs: the ``verify`` and ``attack`` traits -------------------------------------
+# The Verify tab's checks, the values of the trait ``verify_mode`` and of ``verify["kind"]``:
+# "loo" leave-one-out retraining (VerifyState), "lds" the linear datamodeling score (LDSState).
+VerifyMode = Literal["loo", "lds"]
+VERIFY_MODES: tuple[VerifyMode, ...] = ("loo", "lds")
+
+
 class JobState(TypedDict, total=False):
     """A background run of one tab; ``state`` is always there, the rest once a run started."""
 
@@ -115,6 +124,7 @@ class JobState(TypedDict, total=False):
 class VerifyState(JobState, total=False):
     """Leave-one-out retraining (``validate_loo``) for the selected test point."""
 
+    kind: VerifyMode  # "loo"
     n_remove: int
     n_removed: int
     pearson: float | None  # None when undefined (fewer than two removals)
@@ -122,6 +132,23 @@ class VerifyState(JobState, total=False):
     pearson_text: str  # R as the plot's title writes it (plots.correlation_text): "0.9999", "n/a"
     spearman_text: str
     drift: float
+    seconds: float
+
+
+class LDSState(JobState, total=False):
+    """The linear datamodeling score (``iw.lds``) of the selected test point, LDS(z), with its
+    noise floor: the Verify tab's other check, in the same ``verify`` trait."""
+
+    kind: VerifyMode  # "lds"
+    subsets: int  # asked for
+    n_subsets: int  # retrained, each twice (fewer than ``subsets`` only when cancelled)
+    fraction: float  # of the training set each subset keeps
+    output: str  # what f_j(z) is: "margin" or "loss" (LDSResult.output)
+    lds: float | None  # None when undefined (fewer than three subsets)
+    noise_floor: float | None
+    lds_text: str  # as the plot's title writes them (plots.correlation_text): "0.9931", "n/a"
+    noise_floor_text: str
+    reading: str  # one sentence: what this LDS means against its noise floor
     seconds: float
 
 

@@ -1,8 +1,17 @@
-"""The explorer's Verify tab: leave-one-out retraining for the selected test point, its scatter
-of actual against predicted change of the test loss and Pearson R (Koh & Liang 2017, Fig 2).
+"""The explorer's Verify tab: check the selected test point against retraining, one check at a
+time, in the background, with a progress bar and Cancel.
 
-The tab's settings and state are the explorer's synced traits ``verify_n_remove``, ``verify`` (a
-:class:`~influence_widgets.widgets.protocol.VerifyState`) and ``verify_plot`` (PNG bytes).
+- "loo": leave-one-out retraining, its scatter of actual against predicted change of the test
+  loss and Pearson R (Koh & Liang 2017, Fig 2);
+- "lds": the linear datamodeling score LDS(z) of the point with its noise floor, and its scatter
+  of the retrained models' output against the scores' prediction over random subsets
+  (:mod:`~influence_widgets.widgets.verify_lds`).
+
+The tab's settings and state are the explorer's synced traits ``verify_mode`` (which check),
+``verify_n_remove``, ``verify_subsets``, ``verify`` (a
+:class:`~influence_widgets.widgets.protocol.VerifyState` or an
+:class:`~influence_widgets.widgets.protocol.LDSState`, by its ``kind``) and ``verify_plot`` (PNG
+bytes of the check's scatter).
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from influence_widgets.analysis.lds import RETRAIN_STEP, LDSResult, lds
 from influence_widgets.analysis.loo import LOOResult, validate_loo
 from influence_widgets.core.errors import check_positive_int
 from influence_widgets.plots import correlation_text
@@ -23,9 +33,18 @@ from influence_widgets.widgets.protocol import (
     IDLE,
     VERIFY_CANCEL,
     VERIFY_RUN,
+    LDSState,
     VerifyState,
     job_failed,
     job_started,
+)
+from influence_widgets.widgets.verify_lds import (
+    LDS_FRACTION,
+    check_subsets,
+    lds_output,
+    lds_png,
+    lds_state,
+    progress_message,
 )
 
 __all__ = ["VerifyTab", "scatter_png"]
@@ -64,6 +83,7 @@ def verify_state(index: int, n_remove: int, result: LOOResult) -> VerifyState:
     """The ``verify`` trait after a finished (or cancelled) run."""
     return {
         "state": "cancelled" if result.cancelled else "done",
+        "kind": "loo",
         "test_index": index,
         "n_remove": n_remove,
         "n_removed": result.n_removed,
@@ -79,27 +99,47 @@ def verify_state(index: int, n_remove: int, result: LOOResult) -> VerifyState:
 
 
 class VerifyTab:
-    """Leave-one-out retraining of the selected test point, in the background."""
+    """The selected test point checked against retraining in the background: leave-one-out or
+    the LDS, whichever ``verify_mode`` names, one run at a time."""
 
     def __init__(self, context: ExplorerContext) -> None:
         self.context = context
         self.view = context.view
-        self.job = Job()
-        self.result: LOOResult | None = None  # the latest run's
+        self.job = Job()  # the one Verify job, whichever check it runs
+        self.result: LOOResult | None = None  # the latest leave-one-out run's
+        self.lds_result: LDSResult | None = None  # the latest LDS run's
+        self.view.observe(lambda _: self.forget(), names="verify_mode")
 
     @property
     def handlers(self) -> dict[str, Callable[[dict], None]]:
         """The front end's events this tab handles, by name (see protocol.EVENTS)."""
-        return {VERIFY_RUN: lambda _: self.run(), VERIFY_CANCEL: lambda _: self.cancel()}
+        return {VERIFY_RUN: lambda _: self.run_mode(), VERIFY_CANCEL: lambda _: self.cancel()}
 
     @property
     def running(self) -> bool:
         return self.job.running
 
     def forget(self) -> None:
-        """Clear a finished run's state (the selection moved to another test point)."""
+        """Clear a finished run's state (the selection moved to another test point, or the tab
+        to the other check)."""
         if not self.running:
             self.view.verify, self.view.verify_plot = dict(IDLE), b""
+
+    def show_problem(self, message: str) -> None:
+        """A bad setting sent by the front end (``message`` names it), shown in the tab's status
+        line: beside a running check, or in place of a finished one."""
+        if self.running:
+            self.view.verify = {**self.view.verify, "message": message}
+        else:
+            self.view.verify = {"state": "error", "kind": self.view.verify_mode, "message": message}
+            self.view.verify_plot = b""
+
+    def run_mode(self) -> None:
+        """The front end's Run: the check that ``verify_mode`` names, with the tab's settings."""
+        if self.view.verify_mode == "lds":
+            self.run_lds()
+        else:
+            self.run()
 
     def run(self, n_remove: int | None = None, *, wait: bool = False) -> LOOResult | None:
         """Check the selected test point against leave-one-out retraining (see
@@ -112,20 +152,52 @@ class VerifyTab:
         if problem is None and n_remove > influence.n:
             problem = f"n_remove: at most {influence.n} (the training set size)"
         if problem is None:
+            view.verify_mode = "loo"  # the tab shows the check and the number this run uses
             view.verify_plot = b""
-            view.verify_n_remove = n_remove  # the box shows the number this run uses
+            view.verify_n_remove = n_remove
         index = self.context.selected
         started: VerifyState = job_started(
-            index, f"Retraining without each of {n_remove} training points...", n_remove=n_remove
+            index,
+            f"Retraining without each of {n_remove} training points...",
+            kind="loo",
+            n_remove=n_remove,
         )
         work = (self.job, self._worker, index, n_remove)
         ran = self.context.jobs.launch("verify", problem, started, work, wait)
         return self.result if ran and wait else None
 
+    def run_lds(self, subsets: int | None = None, *, wait: bool = False) -> LDSResult | None:
+        """LDS(z) of the selected test point with its noise floor (see
+        ``InfluenceExplorer.run_lds``)."""
+        view = self.view
+        subsets = check_subsets(view.verify_subsets if subsets is None else subsets)
+        problem = self.context.cannot_start(self.running)
+        if problem is None:
+            view.verify_mode = "lds"  # the tab shows the check and the number this run uses
+            view.verify_plot = b""
+            view.verify_subsets = subsets
+        index = self.context.selected
+        started: LDSState = job_started(
+            index,
+            f"Retraining on {subsets} random subsets of {LDS_FRACTION:.0%} of the training "
+            "set, each twice...",
+            kind="lds",
+            subsets=subsets,
+            n_subsets=0,
+            fraction=LDS_FRACTION,
+        )
+        work = (self.job, self._lds_worker, index, subsets)
+        ran = self.context.jobs.launch("verify", problem, started, work, wait)
+        return self.lds_result if ran and wait else None
+
     def cancel(self) -> None:
-        """Stop the running check at its next function evaluation; the retrains done so far
-        are shown."""
-        self.context.jobs.cancel("verify", self.job, "Cancelling the retrain in progress...")
+        """Stop the running check: leave-one-out at the retrain's next function evaluation, the
+        LDS once the retrain in progress ends; what was done so far is shown."""
+        if self.view.verify.get("kind") == "lds":
+            message = "Cancelling: the retrain in progress finishes first..."
+        else:
+            message = "Cancelling the retrain in progress..."
+        self.context.jobs.cancel("verify", self.job, message)
 
     def _worker(self, index: int, n_remove: int, cancel: threading.Event) -> None:
         def show(_step: str, fraction: float) -> None:
@@ -154,3 +226,30 @@ class VerifyTab:
         except Exception as err:  # shown in the tab and logged
             log.exception("InfluenceExplorer leave-one-out check failed")
             jobs.finish("verify", job_failed(index, "Leave-one-out check", err))
+
+    def _lds_worker(self, index: int, subsets: int, cancel: threading.Event) -> None:
+        def show(_step: str, fraction: float) -> None:
+            message = progress_message(fraction, subsets)
+            self.view.verify = {**self.view.verify, "progress": fraction, "message": message}
+
+        jobs, influence = self.context.jobs, self.context.influence
+        x, y = self.context.tests.point(index)
+        try:
+            with jobs.progress(show, RETRAIN_STEP, cancel):
+                result = lds(
+                    influence,
+                    influence.train.tensors(),
+                    x_test=x,
+                    y_test=y,
+                    subsets=subsets,
+                    fraction=LDS_FRACTION,
+                    output=lds_output(y),
+                    progress=False,
+                    cancel=cancel,
+                )
+            self.lds_result = result
+            self.view.verify_plot = lds_png(result, index) if result.n_subsets else b""
+            jobs.finish("verify", lds_state(index, result))
+        except Exception as err:  # shown in the tab and logged
+            log.exception("InfluenceExplorer LDS check failed")
+            jobs.finish("verify", {**job_failed(index, "LDS check", err), "kind": "lds"})

@@ -230,3 +230,102 @@ def test_test_points_without_labels_are_explained_and_verified_in(
     out = run_cell(page, 1)
     assert "SAME True LABELLED False LOO done" in out, out
     assert not [m for m in console_messages if m.startswith("[pageerror]") and "schema" not in m]
+
+
+# The LDS check: each retrain first sleeps DELAY[0] s, so that a run of many subsets stays on
+# screen long enough to watch and cancel; a later cell sets it to 0 for a run at full speed.
+SLOW_LDS_RETRAINS = """\
+import sys
+import time
+
+lds_module = sys.modules["influence_widgets.analysis.lds"]
+DELAY = [0.5]
+
+def slow_train(model, data, _train=lds_module.train, **options):
+    time.sleep(DELAY[0])
+    return _train(model, data, **options)
+
+lds_module.train = slow_train"""
+
+
+def _set_subsets(explorer, n: int) -> None:
+    box = explorer.locator(".iw-verify-subsets")
+    box.fill(str(n))
+    box.dispatch_event("change")
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("frontend", ["lab"])
+@pytest.mark.parametrize("theme_name", ["JupyterLab Light", "JupyterLab Dark"])
+def test_lds_shows_progress_cancels_and_shows_the_score_and_its_noise_floor_in(
+    frontend, theme_name, jupyter, page, console_messages
+):
+    """Verify's LDS check: choose LDS, run 200 subsets and watch the progress, cancel (the
+    subsets done are shown), then run the default 20 subsets to the end: "LDS = ... (noise floor
+    ..., 20 subsets) on test #3", the reading and the scatter. Screenshots: running, cancelled,
+    done."""
+    import re
+
+    from playwright.sync_api import expect
+
+    from .conftest import append_and_run_cell, theme
+
+    slug = "dark" if "Dark" in theme_name else "light"
+    path = write_notebook(
+        jupyter,
+        f"lds_{slug}.ipynb",
+        ["%load_ext influence_widgets", "%influence --demo digits", "ex = _", SLOW_LDS_RETRAINS],
+    )
+    with theme(jupyter, theme_name):
+        explorer = _open_verify_tab(page, jupyter, path)
+    pane, status = explorer.locator(".iw-verify"), explorer.locator(".iw-verify-status")
+    expect(pane).to_have_attribute("data-mode", "loo")  # leave-one-out stays the default
+    explorer.locator(".iw-verify-mode").select_option("lds")
+    expect(pane).to_have_attribute("data-mode", "lds")
+    expect(explorer.locator(".iw-verify-run")).to_have_text("Run LDS")
+    expect(explorer.locator(".iw-verify-n")).to_be_hidden()
+    expect(explorer.locator(".iw-verify-subsets")).to_have_value("20")
+    assert "LDS(z) for the point on screen" in pane.locator(".iw-help").inner_text()
+
+    _set_subsets(explorer, 200)
+    explorer.locator(".iw-verify-run").click()
+    expect(status).to_contain_text(
+        re.compile(r"Retrained ([4-9]|\d\d+) of 400 models"), timeout=90_000
+    )
+    expect(explorer.locator(".iw-verify-progress")).to_be_visible()
+    expect(explorer.locator(".iw-verify-mode")).to_be_disabled()
+    width = explorer.locator(".iw-verify-progress .iw-progress-bar").evaluate("e => e.style.width")
+    assert width != "0%", width
+    save_screenshot(pane, f"lds_running_{slug}.png")
+    explorer.locator(".iw-verify-cancel").click()
+    expect(status).to_contain_text("Cancelling: the retrain in progress finishes first")
+    expect(pane).to_have_attribute("data-state", "cancelled", timeout=30_000)
+    expect(status).to_contain_text(re.compile(r"Cancelled: \d+ of 200 subsets done in"))
+    expect(explorer.locator(".iw-verify-summary")).to_contain_text("subsets) on test #3")
+    expect(explorer.locator(".iw-verify-reading")).to_be_visible()
+    save_screenshot(pane, f"lds_cancelled_{slug}.png")
+
+    assert "FAST" in append_and_run_cell(page, "DELAY[0] = 0\nprint('FAST')")
+    _set_subsets(explorer, 20)
+    explorer.locator(".iw-verify-run").click()
+    expect(pane).to_have_attribute("data-state", "done", timeout=300_000)
+    summary = explorer.locator(".iw-verify-summary").inner_text()
+    assert re.fullmatch(
+        r"LDS = -?\d\.\d{4} \(noise floor -?\d\.\d{4}, 20 subsets\) on test #3", summary
+    ), summary
+    expect(status).to_contain_text(re.compile(r"^20 subsets, each retrained twice, in [\d.]+ s$"))
+    expect(explorer.locator(".iw-verify-reading")).to_be_visible()
+    expect(explorer.locator("img.iw-verify-plot")).to_be_visible()
+    pane.scroll_into_view_if_needed()
+    save_screenshot(pane, f"lds_done_{slug}.png")
+    out = append_and_run_cell(
+        page,
+        "v = ex.verify\n"
+        "print('LDS', v['lds_text'], v['noise_floor_text'], ex.lds_result.n_subsets, "
+        "f'{ex.lds_result.seconds:.1f}s', 'READING', v['reading'])",
+    )
+    assert f"LDS {summary.split()[2]} " in out and "READING" in out, out
+    reading = explorer.locator(".iw-verify-reading").inner_text()
+    assert reading in out.replace("\n", " "), (reading, out)
+    print(f"[{slug}] {out.strip()} | {status.inner_text()}")
+    assert not [m for m in console_messages if m.startswith("[pageerror]") and "schema" not in m]
