@@ -111,6 +111,13 @@ class Diagnostics:
         return f"Diagnostics({', '.join(parts)})"
 
 
+# Why damping="auto" is the default: a model trained with Adam/SGD (not to a minimum) then opens
+# with every default (in the explorer and %influence too) instead of raising until the user guesses
+# a damping, while a positive-definite H (every model trained to a minimum with l2 > 0) still gets
+# damping 0 and the same results, bit for bit, as damping=0.
+AUTO_DAMPING_DEFAULT = AUTO
+
+
 @dataclass(frozen=True)
 class InfluenceConfig:
     """How an :class:`Influence` was configured: its keyword arguments, checked, in one place.
@@ -227,11 +234,7 @@ class Influence:
         *,
         loss: str | LossFn = "cross_entropy",
         l2: float = 0.0,
-        # "auto" by default: a model trained with Adam/SGD (not to a minimum) then opens with
-        # every default (in the explorer and %influence too) instead of raising until the user
-        # guesses a damping, while a positive-definite H (every model trained to a minimum with
-        # l2 > 0) still gets damping 0 and the same results, bit for bit, as damping=0.
-        damping: float | str = AUTO,
+        damping: float | str = AUTO_DAMPING_DEFAULT,
         hessian: str = EXACT,
         params: Sequence[str] | None = None,
         solver: str | Solver = "auto",
