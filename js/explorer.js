@@ -573,22 +573,32 @@ function numberBox(model, cls, text, trait, parse) {
   return { label, show: () => { input.value = String(model.get(trait)); } };
 }
 
+// A labelled <select> of `options` ([value, text] pairs) that sets the string trait `trait`.
+function traitSelect(model, trait, options, { select: selectClass, label: labelClass, text }) {
+  const select = h("select", selectClass);
+  for (const [value, words] of options) {
+    const opt = h("option", "", words);
+    opt.value = value;
+    select.appendChild(opt);
+  }
+  const label = h("label", labelClass, text);
+  label.appendChild(select);
+  select.addEventListener("change", () => {
+    model.set(trait, select.value);
+    model.save_changes();
+  });
+  return { label, select };
+}
+
 const VERIFY_MODES = [["loo", "leave-one-out"], ["lds", "LDS"]];
 
 // Verify's settings: which check (the `verify_mode` trait) and its number box, the removals of
 // leave-one-out (at least 3) or the LDS's subsets (sent as typed: Python names a bad value).
 function verifyControls(model) {
-  const modeSelect = h("select", "iw-verify-mode");
-  for (const [value, label] of VERIFY_MODES) {
-    const opt = h("option", "", label);
-    opt.value = value;
-    modeSelect.appendChild(opt);
-  }
-  const modeLabel = h("label", "iw-verify-label", "check ");
-  modeLabel.appendChild(modeSelect);
-  modeSelect.addEventListener("change", () => {
-    model.set("verify_mode", modeSelect.value);
-    model.save_changes();
+  const { label: modeLabel, select: modeSelect } = traitSelect(model, "verify_mode", VERIFY_MODES, {
+    select: "iw-verify-mode",
+    label: "iw-verify-label",
+    text: "check ",
   });
   const removals = numberBox(model, "iw-verify-n", "removals ", "verify_n_remove", (v) => Math.max(3, Math.round(v) || 3));
   const subsets = numberBox(model, "iw-verify-subsets", "subsets ", "verify_subsets", (v) =>
@@ -951,17 +961,10 @@ function reviewOutcome(r) {
 
 // Review's ranking controls: the ranking method and the paging of the ranked list.
 function reviewControls(model) {
-  const methodSelect = h("select", "iw-review-method");
-  for (const [value, label] of REVIEW_METHODS) {
-    const opt = h("option", "", label);
-    opt.value = value;
-    methodSelect.appendChild(opt);
-  }
-  const methodLabel = h("label", "iw-review-method-label", "rank by ");
-  methodLabel.appendChild(methodSelect);
-  methodSelect.addEventListener("change", () => {
-    model.set("review_method", methodSelect.value);
-    model.save_changes();
+  const { label: methodLabel, select: methodSelect } = traitSelect(model, "review_method", REVIEW_METHODS, {
+    select: "iw-review-method",
+    label: "iw-review-method-label",
+    text: "rank by ",
   });
   const prev = h("button", "iw-review-prev", "\u2039 prev");
   const next = h("button", "iw-review-next", "next \u203a");

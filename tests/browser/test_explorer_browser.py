@@ -318,7 +318,7 @@ model = torch.nn.Sequential(
     torch.nn.Linear(3, 4, dtype=torch.float64), torch.nn.Tanh(),
     torch.nn.Linear(4, 2, dtype=torch.float64),
 )
-inf = iw.Influence(model, (X, y), solver="direct", progress=False)
+inf = iw.Influence(model, (X, y), solver="direct", damping=0, progress=False)
 ex = iw.InfluenceExplorer(inf, x_test=X[:12], y_test=y[:12], kind="tabular")
 ex"""
 
