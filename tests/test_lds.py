@@ -373,3 +373,23 @@ def test_plot_frame_and_repr(tiny, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match="pip install pandas"):
         result.to_frame()
+
+
+def test_rescore_scores_another_attribution_against_the_same_retrains(tiny):
+    """One set of retrains, two attributions: rescore equals a fresh lds with the other scores,
+    keeps the subsets, outputs and noise floor, and refuses another shape."""
+    model, X, y, x_test, y_test, inf = tiny
+    ours = inf.predicted_removal_effect(x_test, y_test)
+    base = _lds(tiny, subsets=4, seed=3)
+    other = torch.randn(ours.shape, generator=torch.Generator().manual_seed(1), dtype=ours.dtype)
+    again = base.rescore(other)
+    fresh = _lds(tiny, scores=other, subsets=4, seed=3)
+    np.testing.assert_allclose(again.per_test, fresh.per_test)
+    assert again.mean == pytest.approx(fresh.mean) and again.se == pytest.approx(fresh.se)
+    assert again.masks is base.masks and again.actual is base.actual
+    assert again.noise_floor == base.noise_floor
+    np.testing.assert_allclose(base.rescore(ours).per_test, base.per_test)
+    with pytest.raises(ValueError, match="scores: of shape"):
+        base.rescore(ours[:, :5])
+    with pytest.raises(ValueError, match="NaN"):
+        base.rescore(ours * float("nan"))

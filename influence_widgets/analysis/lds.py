@@ -19,6 +19,10 @@ reported as its mean over the test points with a standard error. Retraining the 
 with other seeds moves f_j by itself: the Spearman between two such runs is the noise floor, the
 ceiling any attribution can reach (Nguyen et al., NeurIPS 2023; K and Sogaard, 2021).
 
+To compare several attributions on the same retrains, retrain once and rescore:
+``LDSResult.rescore(scores)`` scores another (T, n) attribution against a result's subsets and
+outputs.
+
 One retrain is :class:`SubsetRetrain` called with (subset indices, seed): a plain, picklable
 function of its arguments, so that the retrains can later be spread over processes.
 """
@@ -30,7 +34,7 @@ import numbers
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -344,6 +348,29 @@ class LDSResult:
             index=pd.RangeIndex(len(self.per_test), name="test_point"),
         )
 
+    def rescore(self, scores: torch.Tensor | np.ndarray) -> LDSResult:
+        """The LDS of another attribution against these retrains, without retraining.
+
+        ``scores`` (T, n): another method's tau(z) for the same T test points (labels
+        ``labels``) and n training points, on the scale and sign of ``predicted_removal_effect``.
+        Returns a new LDSResult with the same ``masks``, ``seeds``, ``actual``, ``rerun`` and
+        noise floor and this attribution's ``predicted``, ``per_test``, ``mean`` and ``se``;
+        ``seconds`` stays the retrains' time. So M retrains serve every method compared:
+        ``base = iw.lds(scores_a, data, ...)``, then ``base.rescore(scores_b)``. Raises a
+        ValueError for another shape or non-finite scores.
+        """
+        values = as_tensor(scores, "scores").double().cpu().numpy()
+        expected = (self.actual.shape[1], self.masks.shape[1])
+        if values.shape != expected:
+            raise ValueError(
+                f"scores: of shape {values.shape}, expected (T, n) = {expected}: one row per "
+                "test point of this LDSResult, one column per training point"
+            )
+        if not np.isfinite(values).all():
+            raise ValueError("scores: contain NaN or infinite values")
+        predicted, per_test, mean, se = _scored(self.masks, self.actual, values, self.output)
+        return replace(self, predicted=predicted, per_test=per_test, mean=mean, se=se)
+
     def __repr__(self) -> str:
         state = ", cancelled" if self.cancelled else ""
         return (
@@ -601,15 +628,21 @@ def lds(
     return _result(setup, runs, masks, seeds, (output, fraction, subsets, start))
 
 
+def _scored(masks: np.ndarray, actual: np.ndarray, scores: np.ndarray, output: str) -> tuple:
+    """predicted g_j(z) = masks @ scores.T (m, T), the LDS per test point, its mean and se."""
+    predicted = masks.astype(np.float64) @ scores.T
+    sign = 1.0 if output == "margin" else -1.0
+    per_test = spearman_columns(sign * actual, predicted)
+    mean, se = mean_and_se(per_test)
+    return predicted, per_test, mean, se
+
+
 def _result(setup: _Setup, runs: list[np.ndarray], masks, seeds, settings: tuple) -> LDSResult:
     """The LDSResult of the retrains done: LDS and noise floor per test point and averaged."""
     output, fraction, subsets, start = settings
     m = len(runs[0])
-    predicted = masks[:m].astype(np.float64) @ setup.scores.T  # (m, T): g_j(z)
-    sign = 1.0 if output == "margin" else -1.0
-    per_test = spearman_columns(sign * runs[0], predicted)
+    predicted, per_test, mean, se = _scored(masks[:m], runs[0], setup.scores, output)
     floor = spearman_columns(runs[0], runs[1]) if len(runs) > 1 else None
-    mean, se = mean_and_se(per_test)
     floor_mean, floor_se = mean_and_se(floor) if floor is not None else (np.nan, np.nan)
     return LDSResult(
         per_test=per_test,
