@@ -13,6 +13,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import lds as bench  # noqa: E402
 
+pytestmark = pytest.mark.slow  # about 10 s: two trainings and 16 retrains
+
 
 def settings(**kw) -> dict:
     return {
