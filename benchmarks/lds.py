@@ -31,7 +31,7 @@ solver on digits LR, checked by tests/test_lds_benchmark.py), so they are used a
     .venv/bin/python benchmarks/lds.py --json benchmarks/results/lds.json
     .venv/bin/python benchmarks/lds.py --markdown -    # the table of an existing JSON
 
-The issue's setting is 100 subsets and 100 test points; a run with fewer is written with
+TRAK's and dattri's setting is 100 subsets and 100 test points; a run with fewer is written with
 ``"complete": false``.
 """
 
@@ -382,7 +382,7 @@ def _fmt(value, se=None) -> str:
 def markdown(report: dict) -> str:
     """The Markdown table of a report: one line per row, with its status and command."""
     lines = [
-        f"{'Complete run' if report['complete'] else 'REDUCED run (not the issue setting)'}: "
+        f"{'Complete run' if report['complete'] else 'Reduced run (fewer than 100 subsets)'}: "
         f"`{report['command']}`",
         "",
         "| model | regime | system | method | damping | LDS ± se | noise floor ± se | "
