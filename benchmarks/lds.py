@@ -321,24 +321,34 @@ def run_case(case: Case, regime_name: str, settings: dict) -> list[dict]:
         "subset_hash": subset_hash(base.masks),
     }
     rows, chosen = [], {}
-    for solver, hessian in methods(settings["solvers"], settings["hessians"]):
-        (scores, info), s, mb = measured(ours, model, case, l2, solver, hessian)
-        chosen.setdefault(solver, info["damping"])
+
+    def add(scores, seconds: float, peak_mb: float, **method) -> None:
+        """The row of one method's (T, n) scores, rescored against the shared retrains."""
         rows.append(
             row(
                 case,
                 regime_name,
                 base,
                 base.rescore(scores),
-                system="ours",
-                method=f"{solver} ({hessian})",
-                solver=solver,
-                hessian=hessian,
-                damping=info["damping"],
-                seconds=s,
-                peak_mb=mb,
+                seconds=seconds,
+                peak_mb=peak_mb,
+                **method,
                 **common,
             )
+        )
+
+    for solver, hessian in methods(settings["solvers"], settings["hessians"]):
+        (scores, info), s, mb = measured(ours, model, case, l2, solver, hessian)
+        chosen.setdefault(solver, info["damping"])
+        add(
+            scores,
+            s,
+            mb,
+            system="ours",
+            method=f"{solver} ({hessian})",
+            solver=solver,
+            hessian=hessian,
+            damping=info["damping"],
         )
         print(
             f"  {case.name} {regime_name} ours {solver} ({hessian}): "
@@ -348,21 +358,15 @@ def run_case(case: Case, regime_name: str, settings: dict) -> list[dict]:
     for method in settings["dattri"]:
         reg = l2 + chosen.get("direct", chosen.get("cg", 0.0))
         scores, s, mb = measured(dattri_scores, model, case, reg, method)
-        rows.append(
-            row(
-                case,
-                regime_name,
-                base,
-                base.rescore(scores),
-                system="dattri",
-                method=f"IF {method}",
-                solver=method,
-                hessian="exact",
-                damping=reg - l2,
-                seconds=s,
-                peak_mb=mb,
-                **common,
-            )
+        add(
+            scores,
+            s,
+            mb,
+            system="dattri",
+            method=f"IF {method}",
+            solver=method,
+            hessian="exact",
+            damping=reg - l2,
         )
     return rows
 
