@@ -151,34 +151,22 @@ class VerifyTab:
         problem = self.context.cannot_start(self.running)
         if problem is None and n_remove > influence.n:
             problem = f"n_remove: at most {influence.n} (the training set size)"
-        if problem is None:
-            view.verify_mode = "loo"  # the tab shows the check and the number this run uses
-            view.verify_plot = b""
-            view.verify_n_remove = n_remove
-        index = self.context.selected
         started: VerifyState = job_started(
-            index,
+            self.context.selected,
             f"Retraining without each of {n_remove} training points...",
             kind="loo",
             n_remove=n_remove,
         )
-        work = (self.job, self._worker, index, n_remove)
-        ran = self.context.jobs.launch("verify", problem, started, work, wait)
+        ran = self._launch(("loo", "verify_n_remove", n_remove), problem, started, wait)
         return self.result if ran and wait else None
 
     def run_lds(self, subsets: int | None = None, *, wait: bool = False) -> LDSResult | None:
         """LDS(z) of the selected test point with its noise floor (see
         ``InfluenceExplorer.run_lds``)."""
-        view = self.view
-        subsets = check_subsets(view.verify_subsets if subsets is None else subsets)
+        subsets = check_subsets(self.view.verify_subsets if subsets is None else subsets)
         problem = self.context.cannot_start(self.running)
-        if problem is None:
-            view.verify_mode = "lds"  # the tab shows the check and the number this run uses
-            view.verify_plot = b""
-            view.verify_subsets = subsets
-        index = self.context.selected
         started: LDSState = job_started(
-            index,
+            self.context.selected,
             f"Retraining on {subsets} random subsets of {LDS_FRACTION:.0%} of the training "
             "set, each twice...",
             kind="lds",
@@ -186,9 +174,20 @@ class VerifyTab:
             n_subsets=0,
             fraction=LDS_FRACTION,
         )
-        work = (self.job, self._lds_worker, index, subsets)
-        ran = self.context.jobs.launch("verify", problem, started, work, wait)
+        ran = self._launch(("lds", "verify_subsets", subsets), problem, started, wait)
         return self.lds_result if ran and wait else None
+
+    def _launch(self, check: tuple[str, str, int], problem: str | None, started, wait) -> bool:
+        """Run ``check`` = (mode, the trait of its number, the number) on the selected test
+        point, or show ``problem``; the tab first shows the check and the number the run uses."""
+        mode, trait, number = check
+        view = self.view
+        if problem is None:
+            view.verify_mode, view.verify_plot = mode, b""
+            setattr(view, trait, number)
+        worker = self._lds_worker if mode == "lds" else self._worker
+        work = (self.job, worker, self.context.selected, number)
+        return self.context.jobs.launch("verify", problem, started, work, wait)
 
     def cancel(self) -> None:
         """Stop the running check: leave-one-out at the retrain's next function evaluation, the
