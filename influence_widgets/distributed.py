@@ -31,6 +31,10 @@ at the same paths on every worker (a shared file system). Workers compute on the
 ``device`` (``"cuda"``: every worker needs a GPU). With ``store=``, every worker writes its chunks
 to that path: on a cluster, a path all of them can write.
 
+Without a client, the workers are a LocalCluster started for the call
+(:func:`~influence_widgets.dask_cluster.local_client`: one process and one torch thread per
+worker, set up for torch compute) and closed after it.
+
 Needs the ``dask`` extra: ``pip install "influence-widgets[dask]"`` (``dask[distributed]`` and
 ``zarr``); both are imported only when these functions run.
 """
@@ -51,6 +55,12 @@ import torch
 from influence_widgets.core.errors import check_positive_int
 from influence_widgets.core.influence import Influence, TopInfluence, check_influence, ranked
 from influence_widgets.core.objective import TrainingSet, as_tensor
+from influence_widgets.dask_cluster import (
+    check_client,
+    check_n_workers,
+    local_client,
+    require_distributed,
+)
 from influence_widgets.output_paths import check_output_path
 
 if TYPE_CHECKING:
@@ -59,6 +69,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ScoreStore",
+    "balanced_chunk_size",
     "loss_description",
     "model_digest",
     "score_distributed",
@@ -197,20 +208,27 @@ DIGESTS = {"train_sha256": "training points", "model_sha256": "model parameters"
 MISSING = object()
 
 
-def _check_client(client) -> None:
-    from distributed import Client
+MAX_CHUNK = 65_536  # training points per task at most when chunk_size=None
+TASKS_PER_THREAD = 2  # chunk_size=None: at least this many tasks per worker thread
 
-    if client is not None and not isinstance(client, Client):
-        raise TypeError(
-            f"client: expected a dask.distributed.Client (or None for a LocalCluster), "
-            f"got {type(client).__name__}"
-        )
+
+def balanced_chunk_size(n: int, threads: int) -> int:
+    """The ``chunk_size`` that None stands for: n training points in equal chunks, their number
+    a multiple of the workers' ``threads`` (an equal share for each) with at least
+    TASKS_PER_THREAD per thread, and at most MAX_CHUNK points each. 240,000 points on 2 workers:
+    4 chunks of 60,000 (65,536 would give 4 chunks of which the last is short, 50,000 five: one
+    worker would score 3 of them)."""
+    threads = max(1, threads)
+    tasks = max(TASKS_PER_THREAD * threads, -(-n // MAX_CHUNK))
+    tasks = threads * -(-tasks // threads)
+    return max(1, -(-n // tasks))
 
 
 def _chunk_futures(client: Client, scorer, influence: Influence, chunk_size: int) -> list:
     """One future per chunk of ``chunk_size`` training points, in order: (T, b) scores each.
     Scattered under fresh keys (``hash=False``): content-hashed keys would be shared with an
-    earlier run whose data the scheduler may be releasing ("lost dependencies")."""
+    earlier run whose data the scheduler may be releasing ("lost dependencies"). A Dataset is
+    sent to every worker once and indexed there; tensors are sent chunk by chunk."""
     scorer_future = client.scatter(scorer, broadcast=True, hash=False)
     train = influence.train
     bounds = [(a, min(a + chunk_size, train.n)) for a in range(0, train.n, chunk_size)]
@@ -237,7 +255,7 @@ def score_distributed(
     y_test=None,
     *,
     client: Client | None = None,
-    chunk_size: int = 65_536,
+    chunk_size: int | None = None,
     store: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     n_workers: int | None = None,
@@ -257,9 +275,12 @@ def score_distributed(
             for their predicted classes).
         client: a ``dask.distributed.Client`` of any cluster (``Client("tcp://host:8786")``,
             dask-jobqueue, dask-kubernetes), used for every Dask call even when another Client is
-            Dask's default; None starts a ``LocalCluster`` of ``n_workers`` processes.
+            Dask's default; None starts a ``LocalCluster`` of ``n_workers`` processes, one
+            thread each, closed on return (:func:`~influence_widgets.dask_cluster.local_client`).
         chunk_size: training points per task (each task makes one pass over its chunk in batches
-            of the Influence's ``batch_size``).
+            of the Influence's ``batch_size``); None: equal chunks, two or more per worker thread
+            of the cluster and their number a multiple of the threads, at most 65,536 points
+            each (:func:`balanced_chunk_size`), so that every worker gets the same share.
         store: a new (or empty) folder for a Zarr array of the scores; then the return value is
             its :class:`ScoreStore`. Checked before any scoring (:meth:`ScoreStore.check_path`):
             an empty path and the current or home directory are refused; a file, a non-empty
@@ -273,31 +294,26 @@ def score_distributed(
         this process after a LocalCluster; with a ``client``, held on its cluster (while another
         Client is Dask's default, compute it with ``scores.compute(scheduler=client)``).
     """
+    require_distributed("iw.score_distributed")
     influence = check_influence(influence)
-    chunk_size = check_positive_int(chunk_size, "chunk_size")
-    if n_workers is not None:
-        n_workers = check_positive_int(n_workers, "n_workers")
-    _check_client(client)
+    if chunk_size is not None:
+        chunk_size = check_positive_int(chunk_size, "chunk_size")
+    n_workers = check_n_workers(n_workers)
+    check_client(client, "iw.score_distributed", "for a LocalCluster")
     store = None if store is None else ScoreStore.check_path(store, overwrite)  # before scoring
     target = _Target(store, overwrite, (x_test, y_test))
     scorer = _chunk_scorer(influence, x_test, y_test)
     if client is not None:
         return _run(client, scorer, influence, chunk_size, target, local=False)
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True) as cluster,
-        Client(cluster) as own_client,
-    ):
+    with local_client(n_workers, "iw.score_distributed") as own_client:
         return _run(own_client, scorer, influence, chunk_size, target, local=True)
 
 
-def _raise_if_failed(futures: list) -> None:
-    """Wait for every chunk; raise the first chunk's error, if any."""
-    from distributed import wait
+def _raise_if_failed(client: Client, futures: list) -> None:
+    """Wait (on ``client``) for every chunk; raise the first failed chunk's error, if any."""
+    from distributed import as_completed
 
-    wait(futures)
-    for future in futures:
+    for future in as_completed(futures, loop=client.loop):
         if future.status == "error":
             future.result()
 
@@ -318,12 +334,14 @@ def _run(client: Client, scorer, influence: Influence, chunk_size, target: _Targ
     import dask.array as da
 
     n = influence.n
+    if chunk_size is None:
+        chunk_size = balanced_chunk_size(n, sum(client.nthreads().values()))
     futures = _chunk_futures(client, scorer, influence, chunk_size)
     sizes = [min(chunk_size, n - a) for a in range(0, n, chunk_size)]
     dtype = torch.empty(0, dtype=scorer.dtype).numpy().dtype
     scores = _as_dask_array(futures, scorer.S.shape[1], sizes, dtype)
     if target.store is not None:
-        _raise_if_failed(futures)  # scored before anything at ``store`` is replaced
+        _raise_if_failed(client, futures)  # scored before anything at ``store`` is replaced
         return ScoreStore.write(
             scores,
             target.store,

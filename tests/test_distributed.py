@@ -125,3 +125,20 @@ def test_explorer_reads_its_clicks_from_a_score_store(client, tmp_path, monkeypa
         iw.InfluenceExplorer(inf, x_test=pb.Xt[1:], y_test=pb.yt[1:], kind="tabular", scores=store)
     with pytest.raises(TypeError, match="^scores: expected an iw.ScoreStore"):
         iw.InfluenceExplorer(inf, x_test=pb.Xt, y_test=pb.yt, kind="tabular", scores=str(tmp_path))
+
+
+def test_default_chunks_give_every_worker_the_same_share(client):
+    """chunk_size=None: equal chunks, a multiple of the worker threads, at most 65,536 points."""
+    from influence_widgets.distributed import balanced_chunk_size
+
+    assert balanced_chunk_size(240_000, 2) == 60_000  # 4 chunks: 2 per worker
+    assert balanced_chunk_size(240_000, 1) == 60_000  # 65,536 at most: 4 chunks
+    assert balanced_chunk_size(1_020_000, 2) == 63_750  # 16 chunks: 8 per worker
+    assert balanced_chunk_size(1_000_000, 3) == 55_556  # 18 chunks: 6 per worker
+    assert balanced_chunk_size(3, 2) == 1
+    pb = make_mlp(top_only=True)
+    inf = iw.Influence(pb.model, (pb.X, pb.y), l2=pb.l2, params=pb.params, progress=False)
+    scores = iw.score_distributed(inf, pb.Xt, pb.yt, client=client)  # 2 workers, 1 thread each
+    assert scores.chunks[1] == (10, 10, 10, 10)
+    expected = inf.influence_on_loss(pb.Xt, pb.yt).numpy()
+    np.testing.assert_allclose(scores.compute(scheduler=client), expected, rtol=0, atol=1e-10)

@@ -24,7 +24,9 @@ To compare several attributions on the same retrains, retrain once and rescore:
 outputs.
 
 One retrain is :class:`SubsetRetrain` called with (subset indices, seed): a plain, picklable
-function of its arguments, so that the retrains can later be spread over processes.
+function of its arguments, so that ``lds(..., client=...)`` (or ``n_workers=``) runs each
+retrain as one Dask task (:func:`~influence_widgets.dask_tasks.run_tasks`), with the same
+outputs as in this process.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -52,7 +55,12 @@ from influence_widgets.core.losses import LossFn, resolve_loss
 from influence_widgets.core.model_checks import first_line, select_parameters
 from influence_widgets.core.objective import TrainingSet, as_tensor, cast_inputs, cast_targets
 from influence_widgets.core.progress import progress_bar
+from influence_widgets.dask_cluster import check_client, check_n_workers, local_client
+from influence_widgets.dask_tasks import run_tasks
 from influence_widgets.training import train
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = [
     "MIN_SUBSETS",
@@ -278,7 +286,8 @@ def mean_and_se(values: np.ndarray) -> tuple[float, float]:
 class LDSResult:
     """The linear datamodeling score of an attribution, with its noise floor.
 
-    For m retrained subsets (m = ``subsets`` unless cancelled) and T test points:
+    For m retrained subsets (m = ``subsets`` unless cancelled: then the subsets whose runs all
+    finished, in order; in this process the first m, on Dask any m) and T test points:
     ``actual[j, t]`` = f_j(z_t), the output (``output``: margin log p(y|x) - log(1 - p(y|x)), or
     the test loss) of the model trained on subset j; ``predicted[j, t]`` = g_j(z_t) = sum over i
     in S_j of tau(z_t)_i; ``per_test[t]`` = Spearman over j of (f_j, g_j) (of (-loss, g) for
@@ -505,28 +514,41 @@ def _retrain_all(
     seeds: np.ndarray,
     runs: int,
     progress: bool,
-    cancel: threading.Event | None,
-) -> list[np.ndarray]:
-    """``runs`` (1 or 2) retrains of every subset, run r with ``seeds[:, r]``: a list of ``runs``
-    arrays (m, T) of outputs. ``cancel`` is checked before each retrain; a subset counts once all
-    its runs are done, so m < len(masks) only when cancelled."""
-    done: list[list[np.ndarray]] = []
-    bar = progress_bar(total=len(masks) * runs, desc=RETRAIN_STEP, disable=not progress)
+    where: tuple,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``runs`` (1 or 2) retrains of every subset, run r with ``seeds[:, r]``, here or on Dask
+    (``where`` = (client, n_workers, cancel)): the subsets j whose runs are all done, ascending,
+    and a list of ``runs`` arrays (m, T) of their outputs. Fewer than len(masks) subsets only
+    when cancelled."""
+    client, n_workers, cancel = where
+    jobs = [
+        (np.flatnonzero(masks[j]), int(seeds[j, r])) for j in range(len(masks)) for r in range(runs)
+    ]
+    outputs: dict[int, np.ndarray] = {}
+
+    def keep(k: int, value: np.ndarray) -> None:
+        outputs[k] = value
+        bar.update()
+
+    bar = progress_bar(total=len(jobs), desc=RETRAIN_STEP, disable=not progress)
     try:
-        for mask, pair in zip(masks, seeds, strict=True):
-            row = []
-            for r in range(runs):
+        if client is not None:
+            run_tasks(client, retrain, jobs, keep, cancel, name="train_fn")
+        elif n_workers is not None:
+            with local_client(n_workers, "iw.lds(n_workers=...)") as own:
+                run_tasks(own, retrain, jobs, keep, cancel, name="train_fn")
+        else:
+            for k, job in enumerate(jobs):
                 if cancel is not None and cancel.is_set():
                     break
-                row.append(retrain(np.flatnonzero(mask), int(pair[r])))
-                bar.update()
-            if len(row) < runs:
-                break
-            done.append(row)
+                keep(k, retrain(*job))
     finally:
         bar.close()
-    T = len(retrain.x_test)
-    return [np.array([row[r] for row in done]).reshape(len(done), T) for r in range(runs)]
+    complete = [j for j in range(len(masks)) if all(j * runs + r in outputs for r in range(runs))]
+    done, T = np.array(complete, dtype=np.int64), len(retrain.x_test)
+    return done, [
+        np.array([outputs[j * runs + r] for j in done]).reshape(len(done), T) for r in range(runs)
+    ]
 
 
 def lds(
@@ -549,6 +571,8 @@ def lds(
     max_iter: int = 1000,
     progress: bool = True,
     cancel: threading.Event | None = None,
+    client: Client | None = None,
+    n_workers: int | None = None,
 ) -> LDSResult:
     """The linear datamodeling score of an attribution (Park et al. 2023), with its noise floor.
 
@@ -599,15 +623,33 @@ def lds(
             loss (default "cross_entropy"), the L2 coefficient (default 0) and the parameter
             names to re-initialise and train (default all trainable).
         progress: a progress bar over the retrains (also reported to a listener).
-        cancel: a ``threading.Event``; once set, no new retrain starts (the current one
-            finishes), and the subsets whose runs are all done are returned, ``cancelled=True``.
+        cancel: a ``threading.Event``; once set, no new retrain starts (in this process the
+            current one finishes; on Dask the queued retrains are cancelled and the running
+            ones abandoned), and the subsets whose runs are all done are returned, in order of
+            j, ``cancelled=True``.
+        client: a ``dask.distributed.Client`` (any cluster): every retrain is one task on its
+            workers, used for every Dask call even when another Client is Dask's default. The
+            recipe, the model copy and the training and test tensors are sent to each worker
+            once (so ``train_fn`` and the model must pickle: cloudpickle sends a function or
+            class defined in a notebook; one from a module must be importable on the workers);
+            each task carries its subset's indices and seed. The outputs equal this process's
+            for the same seeds (the same recipe on the same tensors), and the progress bar
+            advances as retrains finish. None (default): one after another, in this process.
+        n_workers: with ``client=None``, retrain on a new ``LocalCluster`` of this many worker
+            processes (one torch thread each), closed on return
+            (:func:`~influence_widgets.dask_cluster.local_client`); None (default): in this
+            process. Ignored with a ``client``. Dask is needed only for ``client`` or
+            ``n_workers``: ``pip install "influence-widgets[dask]"``.
 
     Returns an :class:`LDSResult`. The user's model, data and test tensors are never modified:
     each retrain trains a new copy on new tensors. Raises ValueError/TypeError naming the
-    argument; ``RuntimeError("train_fn: raised ...")`` when a retrain fails.
+    argument; ``RuntimeError("train_fn: raised ...")`` when a retrain fails, on a Dask worker
+    too (the same message; the other retrains are cancelled).
     """
     start = time.perf_counter()
     subsets, seed = _checked_options(subsets, output, train_fn, seed, cancel)
+    check_client(client, "iw.lds(client=...)", "to retrain in this process")
+    n_workers = check_n_workers(n_workers)
     ts = TrainingSet(data, "data")
     size = _subset_size(fraction, ts.n)
     x = as_tensor(x_test, "x_test").clone()
@@ -624,8 +666,9 @@ def lds(
     )
     retrain.evaluate(retrain.model_factory())  # the output is defined for these labels
     masks, seeds = draw_subsets(ts.n, subsets, size, seed)
-    runs = _retrain_all(retrain, masks, seeds, 2 if noise_floor else 1, progress, cancel)
-    return _result(setup, runs, masks, seeds, (output, fraction, subsets, start))
+    where = (client, n_workers, cancel)
+    done, runs = _retrain_all(retrain, masks, seeds, 2 if noise_floor else 1, progress, where)
+    return _result(setup, runs, masks[done], seeds[done], (output, fraction, subsets, start))
 
 
 def _scored(masks: np.ndarray, actual: np.ndarray, scores: np.ndarray, output: str) -> tuple:
@@ -641,7 +684,7 @@ def _result(setup: _Setup, runs: list[np.ndarray], masks, seeds, settings: tuple
     """The LDSResult of the retrains done: LDS and noise floor per test point and averaged."""
     output, fraction, subsets, start = settings
     m = len(runs[0])
-    predicted, per_test, mean, se = _scored(masks[:m], runs[0], setup.scores, output)
+    predicted, per_test, mean, se = _scored(masks, runs[0], setup.scores, output)
     floor = spearman_columns(runs[0], runs[1]) if len(runs) > 1 else None
     floor_mean, floor_se = mean_and_se(floor) if floor is not None else (np.nan, np.nan)
     return LDSResult(
@@ -651,8 +694,8 @@ def _result(setup: _Setup, runs: list[np.ndarray], masks, seeds, settings: tuple
         noise_floor_per_test=floor,
         noise_floor=float(floor_mean),
         noise_floor_se=float(floor_se),
-        masks=masks[:m],
-        seeds=seeds[:m],
+        masks=masks,
+        seeds=seeds,
         actual=runs[0],
         predicted=predicted,
         rerun=runs[1] if len(runs) > 1 else None,
