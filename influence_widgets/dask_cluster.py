@@ -13,7 +13,7 @@ defaults changed, both measured in ``benchmarks/scale.py`` (benchmarks/README.md
 - ``MALLOC_TRIM_THRESHOLD_`` is not set in the workers (Dask sets it to 65536). Setting it turns
   off glibc's adaptive mmap threshold, so every tensor above 128 KiB is mapped and unmapped
   again: on the Fashion-MNIST scoring pass that was 1.75x the minor page faults, 1.8x the
-  system time and about 15% more CPU time per training point than the same code in a plain
+  system time and 12-25% more CPU time per training point than the same code in a plain
   process.
 - the statistical profiler of the workers is off: it feeds Dask's dashboard, which this cluster
   does not start (``dashboard_address=None``), and it samples the worker thread every 10 ms.

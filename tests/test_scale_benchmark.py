@@ -1,5 +1,7 @@
-"""benchmarks/scale.py --quick as make test runs it: it completes and writes one row per run
-(single process, 1 and 2 Dask workers) with workers, points_per_second and peak_mb."""
+"""benchmarks/scale.py --quick as make test runs it: it completes and writes one row per run and
+kind (single process, 1 and 2 Dask workers; scoring with points_per_second and peak_mb, LDS
+retrains with retrains_per_second and the same outputs as in this process), each with the load
+average at its start; a run of one kind keeps the other kind's rows in the JSON."""
 
 from __future__ import annotations
 
@@ -34,8 +36,43 @@ def test_scale_quick_run_writes_its_json(tmp_path: Path):
     assert report["n_train"] == 4_000 and "repeated" in report["training_set"]
     assert len(report["load_average_end"]) == 3
     rows = report["rows"]
-    assert [r["workers"] for r in rows] == [0, 1, 2]
+    assert [(r["kind"], r["workers"]) for r in rows] == [
+        (kind, w) for kind in ("scoring", "lds_retrain") for w in (0, 1, 2)
+    ]
     for row in rows:
-        assert row["points_per_second"] > 0 and row["seconds"] > 0
-        assert len(row["peak_mb"]) == max(row["workers"], 1)
-        assert all(50 < mb < 4096 for mb in row["peak_mb"])
+        assert row["seconds"] > 0 and len(row["load_average"]) == 3
+        if row["kind"] == "scoring":
+            assert row["points_per_second"] > 0
+            assert len(row["peak_mb"]) == max(row["workers"], 1)
+            assert all(50 < mb < 4096 for mb in row["peak_mb"])
+        else:
+            assert row["retrains"] == 6 and row["retrains_per_second"] > 0
+            assert row.get("same_as_in_process", True) is True  # absent for workers = 0
+    assert report["lds_retrain"]["subsets"] == 3
+    again = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "scale.py"),
+            "--quick",
+            "--kinds",
+            "lds_retrain",
+            "--workers",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=580,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    merged = json.loads(out.read_text())
+    assert [(r["kind"], r["workers"]) for r in merged["rows"]] == [
+        ("scoring", 0),
+        ("scoring", 1),
+        ("scoring", 2),
+        ("lds_retrain", 0),
+        ("lds_retrain", 1),
+    ]
+    assert merged["n_train"] == 4_000 and merged["kept_rows_from"] == report["command"]
