@@ -19,7 +19,9 @@ defaults changed, both measured in ``benchmarks/scale.py`` (benchmarks/README.md
   does not start (``dashboard_address=None``), and it samples the worker thread every 10 ms.
 
 A worker environment of your own (``Client("tcp://...")``) keeps its settings; starting the
-workers with ``MALLOC_TRIM_THRESHOLD_`` unset gives them the same speed.
+workers with ``MALLOC_TRIM_THRESHOLD_`` unset gives them the same speed. The workers inherit this
+process's environment: where it has ``MALLOC_TRIM_THRESHOLD_`` (set by you, or written into it by
+the nanny of a LocalCluster started with Dask's defaults earlier in this process), they keep it.
 """
 
 from __future__ import annotations
