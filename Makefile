@@ -49,7 +49,8 @@ bench: $(STAMP)
 # torch 2.13. Kronfluence 1.0.1 also declares torchvision, which none of its modules imports and
 # whose PyPI builds do not run beside torch 2.13 here (and may pull another torch): so kronfluence
 # goes in with --no-deps, after the packages its code does import (accelerate, einops, einconv,
-# opt-einsum, safetensors, tqdm), pinned on the line before.
+# opt-einsum, safetensors, tqdm), pinned on the line before. dattri 0.3.0 (benchmarks/lds.py) needs
+# only numpy, scipy, pyyaml, tqdm and pretty_midi: torch and torchvision are in its test extra.
 PEERS := .venv-peers
 PEERS_STAMP := $(PEERS)/.stamp-install
 
@@ -62,7 +63,7 @@ $(PEERS_STAMP): pyproject.toml Makefile | $(PEERS)/bin/python
 		$(PEERS)/bin/pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PEERS)/bin/pip install --quiet -e . "pydvl[influence]==0.10.0" "captum==0.9.0" \
 		"accelerate==1.16.0" "einops==0.8.2" "einconv==0.1.0" "opt-einsum==3.4.0" \
-		"safetensors==0.8.0" "tqdm==4.70.1"
+		"safetensors==0.8.0" "tqdm==4.70.1" "dattri==0.3.0"
 	$(PEERS)/bin/pip install --quiet --no-deps "kronfluence==1.0.1"
 	touch $(PEERS_STAMP)
 

@@ -5,34 +5,28 @@ training points (``--subsets``, ``--fraction``), the same subsets, seeds and tes
 method of a (model, regime): the subsets are retrained ONCE per (model, regime) and every method's
 (T, n) attribution is scored against those outputs with ``LDSResult.rescore``. The output is the
 margin log p(y|x) - log(1 - p(y|x)) of the true test label (TRAK, dattri); the noise floor is the
-Spearman between two seeds' retrains of the same subsets.
-
-Models (seeded, float64, inputs in [0, 1]): ``digits_lr`` (10-class logistic regression, 650
-parameters, 1,300 training points), ``digits_mlp`` (64-64-10 ReLU, 4,810 parameters),
-``fmnist_mlp`` (784-128-10 ReLU on 5,000 / 500 Fashion-MNIST images) and ``digits_cnn``
-(``iw.models.small_cnn``, 1,954 parameters). Regimes, each also the retraining recipe of the LDS
-subsets (from scratch: the modules' ``reset_parameters()`` under the subset's seed):
-
-- ``minimum``: ``iw.train`` (full-batch L-BFGS) to ||grad R|| <= 1e-8 or ``--max-iter`` iterations
-  with l2 = 1e-2; Influence with l2 = 1e-2.
-- ``practitioner``: Adam, lr 1e-3, weight decay 1e-4 (torch's coupled decay: the gradient of
-  (1e-4 / 2)||theta||^2), ``--epochs`` epochs of shuffled batches of 64 (the shuffle seeded by the
-  retrain's seed); Influence with l2 = 1e-4 at a point that is not a minimum.
+Spearman between two seeds' retrains of the same subsets. Models, regimes and the checkpoints of
+TracIn and TRAK: benchmarks/lds_models.py.
 
 Methods: ours, ``iw.Influence(..., solver=S, hessian=H, damping="auto")`` for S in direct, cg,
-lissa, arnoldi (H exact and gauss-newton) and ekfac (always Gauss-Newton); ``predicted_removal_effect``
-are the scores. dattri 0.3.0 (``--dattri explicit,cg``, imported from ``--dattri-path``): IF explicit
-and CG with ``regularization`` = our l2 + our chosen damping (its Hessian is that of the mean loss
-without L2). LDS is invariant to a positive scale, so only the sign matters: the brief
-expected dattri's sign to be opposite to ours, but dattri 0.3.0's IF scores g_test^T (H + rI)^-1
-g_train come out with the sign of ``predicted_removal_effect`` (Pearson +1.0 with our direct
-solver on digits LR, checked by tests/test_lds_benchmark.py), so they are used as they are.
+lissa, arnoldi (H exact and gauss-newton) and ekfac (always Gauss-Newton), each with its default
+settings; ``predicted_removal_effect`` are the scores. dattri 0.3.0 (``--dattri all`` or a list,
+imported from ``--dattri-path`` or the environment): its IF explicit, CG, LiSSA, Arnoldi and
+EK-FAC, Grad-Dot, TracIn and TRAK, as benchmarks/peer_systems/dattri_lds.py runs them (settings
+and signs there; every row records its settings). A method whose Hessian would not fit
+``--max-hessian-gb`` (direct and dattri's explicit on fmnist_mlp: p = 101,770, 83 GB in float64)
+gets a row with ``"lds": null`` and a ``"skipped"`` reason; one that raises, ``"error"``.
 
-    .venv/bin/python benchmarks/lds.py --json benchmarks/results/lds.json
-    .venv/bin/python benchmarks/lds.py --markdown -    # the table of an existing JSON
+    python benchmarks/lds.py --dattri all --json benchmarks/results/lds.json
+    python benchmarks/lds.py --cases digits_cnn --regimes minimum --dattri all \\
+        --json benchmarks/results/lds.json --merge   # one piece, merged into the file
+    python benchmarks/lds.py --markdown -     # the full table of an existing JSON
+    python benchmarks/lds.py --readme         # README.md's table from the JSON
 
-TRAK's and dattri's setting is 100 subsets and 100 test points; a run with fewer is written with
-``"complete": false``.
+Writing keeps the file's top-level keys this script does not own (``"pbrf"``, from
+benchmarks/pbrf.py); ``--merge`` also keeps the rows of every (model, regime) not rerun.
+``"complete"`` is true only when every required row (:data:`REQUIRED_CASES` x both regimes x every
+method) is there with 100 subsets and 100 test points, without an error.
 """
 
 from __future__ import annotations
@@ -44,28 +38,32 @@ import os
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import lds_table
 import numpy as np
 import torch
+from lds_models import CASES, REGIMES, Case, half_models, regime, tracin_checkpoints, train_model
 from machine import machine_info
+from peer_systems import dattri_lds
 from proc_memory import lifetime_peak_mb, reset_peak_rss, status_kb
 
 import influence_widgets as iw
-from influence_widgets.analysis.lds import TrainFromScratch, reinitialise
 
 ROOT = Path(__file__).resolve().parents[1]
-DTYPE = torch.float64
-MIN_L2 = 1e-2
-ADAM = {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 64}
+RESULTS = ROOT / "benchmarks/results/lds.json"
 FULL_SUBSETS, FULL_TEST = 100, 100
 SOLVERS = ("direct", "cg", "lissa", "arnoldi", "ekfac")
 HESSIANS = ("exact", "gauss-newton")
-DATTRI_METHODS = ("explicit", "cg")
+REQUIRED_CASES = ("digits_lr", "fmnist_mlp", "digits_cnn")
+# the JSON's keys this script writes (and those its earlier, one-run format wrote)
+OWN_KEYS = ("complete", "missing", "runs", "rows", "command", "machine", "load_average_end")
+OWN_KEYS += ("versions", "settings")
 ROW_KEYS = (
     "model",
     "regime",
@@ -74,6 +72,7 @@ ROW_KEYS = (
     "solver",
     "hessian",
     "damping",
+    "settings",
     "lds",
     "lds_se",
     "noise_floor",
@@ -87,120 +86,6 @@ ROW_KEYS = (
     "recipe",
     "command",
 )
-
-
-# ----- models ------------------------------------------------------------------------------------
-@dataclass
-class Case:
-    """A model (fresh from ``make()``, seeded) and its data: training (X, y), test (x, y)."""
-
-    name: str
-    make: Callable[[], torch.nn.Module]
-    X: torch.Tensor
-    y: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-
-
-def _seeded(build: Callable[[], torch.nn.Module], seed: int = 0) -> torch.nn.Module:
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return build()
-
-
-def _case(name: str, data, build, n_train: int | None, n_test: int) -> Case:
-    X, y = data.X_train.to(DTYPE), data.y_train
-    if n_train is not None:
-        X, y = X[:n_train], y[:n_train]
-    return Case(
-        name, lambda: _seeded(build), X, y, data.X_test[:n_test].to(DTYPE), data.y_test[:n_test]
-    )
-
-
-def digits_lr(n_test: int, n_train: int | None = None) -> Case:
-    """10-class logistic regression on the digits (64 -> 10 with bias, 650 parameters)."""
-    return _case(
-        "digits_lr",
-        iw.datasets.digits(),
-        lambda: torch.nn.Linear(64, 10, dtype=DTYPE),
-        n_train,
-        n_test,
-    )
-
-
-def digits_mlp(n_test: int, n_train: int | None = None) -> Case:
-    """A 64-64-10 ReLU MLP on the digits (4,810 parameters)."""
-
-    def build():
-        return torch.nn.Sequential(
-            torch.nn.Linear(64, 64, dtype=DTYPE),
-            torch.nn.ReLU(),
-            torch.nn.Linear(64, 10, dtype=DTYPE),
-        )
-
-    return _case("digits_mlp", iw.datasets.digits(), build, n_train, n_test)
-
-
-def fmnist_mlp(n_test: int, n_train: int | None = 5000) -> Case:
-    """A 784-128-10 ReLU MLP on 5,000 Fashion-MNIST training images (101,770 parameters)."""
-
-    def build():
-        return torch.nn.Sequential(
-            torch.nn.Linear(784, 128, dtype=DTYPE),
-            torch.nn.ReLU(),
-            torch.nn.Linear(128, 10, dtype=DTYPE),
-        )
-
-    return _case("fmnist_mlp", iw.datasets.fashion_mnist(), build, n_train, min(n_test, 500))
-
-
-def digits_cnn(n_test: int, n_train: int | None = None) -> Case:
-    """``iw.models.small_cnn`` on the digits (tanh, 1,954 parameters)."""
-    data = iw.datasets.digits()
-    return _case("digits_cnn", data, lambda: iw.models.small_cnn(data), n_train, n_test)
-
-
-CASES = {f.__name__: f for f in (digits_lr, digits_mlp, fmnist_mlp, digits_cnn)}
-
-
-# ----- training regimes (each also the LDS retraining recipe) ------------------------------------
-@dataclass(frozen=True)
-class AdamRecipe:
-    """``train_fn(model_factory, X, y, seed)``: re-initialise under ``seed``, then ``epochs``
-    epochs of Adam (lr, coupled weight decay) on batches shuffled by a generator seeded ``seed``."""
-
-    epochs: int
-    lr: float = ADAM["lr"]
-    weight_decay: float = ADAM["weight_decay"]
-    batch_size: int = ADAM["batch_size"]
-
-    def __call__(self, model_factory, X, y, seed: int) -> torch.nn.Module:
-        model = reinitialise(model_factory(), seed)
-        opt = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        gen = torch.Generator().manual_seed(int(seed))
-        loss_fn = torch.nn.CrossEntropyLoss()
-        model.train()
-        for _ in range(self.epochs):
-            for idx in torch.randperm(len(X), generator=gen).split(self.batch_size):
-                opt.zero_grad()
-                loss_fn(model(X[idx]), y[idx]).backward()
-                opt.step()
-        model.eval()
-        return model
-
-
-def regime(name: str, epochs: int, max_iter: int) -> tuple[Callable, float, str]:
-    """(train_fn, the l2 Influence uses, the recipe in words) of a training regime."""
-    if name == "minimum":
-        recipe = f"iw.train (L-BFGS) to ||grad R|| <= 1e-8 or {max_iter} iterations, l2 = 1e-2"
-        return TrainFromScratch(MIN_L2, "cross_entropy", max_iter=max_iter), MIN_L2, recipe
-    if name == "practitioner":
-        recipe = (
-            f"Adam lr {ADAM['lr']:g}, weight decay {ADAM['weight_decay']:g}, {epochs} "
-            f"epochs, batches of {ADAM['batch_size']}"
-        )
-        return AdamRecipe(epochs), ADAM["weight_decay"], recipe
-    raise ValueError(f"regime: expected minimum or practitioner, got {name!r}")
 
 
 # ----- methods -----------------------------------------------------------------------------------
@@ -224,7 +109,7 @@ def measured(compute: Callable[..., Any], *args) -> tuple[Any, float, float]:
 
 
 def ours(model, case: Case, l2: float, solver: str, hessian: str) -> tuple[np.ndarray, dict]:
-    """Our scores (T, n) with damping "auto", and the settings chosen."""
+    """Our scores (T, n) with damping "auto", and what the solver chose and reported."""
     inf = iw.Influence(
         model,
         (case.X, case.y),
@@ -234,44 +119,36 @@ def ours(model, case: Case, l2: float, solver: str, hessian: str) -> tuple[np.nd
         hessian=hessian,
         progress=False,
     )
-    scores = inf.predicted_removal_effect(case.x_test, case.y_test)
-    return scores.detach().double().numpy(), {"damping": float(inf.damping)}
+    with warnings.catch_warnings():  # the practitioner model is not at a minimum, by design
+        warnings.simplefilter("ignore", iw.InfluenceWarning)
+        scores = inf.predicted_removal_effect(case.x_test, case.y_test)
+    d = inf.diagnostics.solver
+    info = {
+        "damping": float(inf.damping),
+        "solver_settings": inf.solver.settings(),
+        "converged": d.converged,
+        "residual": d.residual,
+        "iterations": d.iterations,
+        "max_eigenvalue": d.max_eigenvalue,
+        **{k: v for k, v in d.extra.items() if isinstance(v, int | float | str)},
+    }
+    return scores.detach().double().numpy(), info
 
 
-def dattri_scores(model, case: Case, regularization: float, method: str) -> np.ndarray:
-    """dattri's IF (``explicit`` or ``cg``) on the same model, (T, n), scaled by 1/n."""
-    from dattri.algorithm.influence_function import IFAttributorCG, IFAttributorExplicit
-    from dattri.task import AttributionTask
-
-    def loss(params, batch):
-        x, y = batch
-        return torch.nn.functional.cross_entropy(torch.func.functional_call(model, params, x), y)
-
-    task = AttributionTask(loss_func=loss, model=model, checkpoints=model.state_dict())
-    cls = {"explicit": IFAttributorExplicit, "cg": IFAttributorCG}[method]
-    extra = {"max_iter": 100, "tol": 1e-10} if method == "cg" else {}
-    attributor = cls(task=task, device="cpu", regularization=regularization, **extra)
-    train = torch.utils.data.TensorDataset(case.X, case.y)
-    test = torch.utils.data.TensorDataset(case.x_test, case.y_test)
-    full = torch.utils.data.DataLoader(train, batch_size=len(train))
-    attributor.cache(full)
-    with torch.no_grad():
-        score = attributor.attribute(
-            torch.utils.data.DataLoader(train, batch_size=len(train)),
-            torch.utils.data.DataLoader(test, batch_size=len(test)),
-        )
-    return score.T.detach().double().numpy() / len(case.X)
+def hessian_too_big(case: Case, limit_gb: float) -> str | None:
+    """Why an explicit p x p float64 Hessian is not formed for ``case``, or None when it fits."""
+    p = case.n_params
+    gb = p * p * 8 / 1e9
+    if gb <= limit_gb:
+        return None
+    return f"the {p:,} x {p:,} Hessian takes {gb:.0f} GB in float64 (limit {limit_gb:g} GB)"
 
 
 # ----- one (model, regime) -----------------------------------------------------------------------
-def train_model(case: Case, train_fn: Callable) -> torch.nn.Module:
-    """The model of a (case, regime): the regime's recipe on all n training points, seed 0."""
-    return train_fn(case.make, case.X, case.y, 0)
-
-
 def retrain_once(model, case: Case, train_fn, l2: float, settings: dict) -> iw.LDSResult:
     """The LDS retrains of a (case, regime), once: outputs of every subset (and its rerun) on the
-    test points. Scored here with zero scores; every method is scored by ``rescore``."""
+    test points. Scored here with zero scores; every method is scored by ``rescore``. The one
+    call of ``iw.lds`` in this script: where its retrains would be spread over workers."""
     zeros = np.zeros((len(case.x_test), len(case.X)))
     return iw.lds(
         zeros,
@@ -289,26 +166,48 @@ def retrain_once(model, case: Case, train_fn, l2: float, settings: dict) -> iw.L
     )
 
 
-def row(case: Case, regime_name: str, base: iw.LDSResult, result: iw.LDSResult, **extra) -> dict:
-    """One JSON row: the LDS of one method against the (case, regime)'s retrains."""
-    return {
-        "model": case.name,
-        "regime": regime_name,
-        "lds": result.mean,
-        "lds_se": result.se,
-        "noise_floor": base.noise_floor,
-        "noise_floor_se": base.noise_floor_se,
-        "subsets": base.n_subsets,
-        "fraction": base.fraction,
-        "n_train": len(case.X),
-        "n_test": len(case.x_test),
-        "lds_per_test": [float(v) for v in result.per_test],
-        **extra,
-    }
+def subset_hash(masks: np.ndarray) -> str:
+    """A short digest of the subsets, to show which rows share them."""
+    return hashlib.sha256(np.packbits(masks).tobytes()).hexdigest()[:12]
 
 
-def run_case(case: Case, regime_name: str, settings: dict) -> list[dict]:
-    """Every method's row for one (case, regime), all scored against the same retrains."""
+@dataclass
+class Shared:
+    """What every method's row of one (case, regime) shares: the model, the retrains, and the
+    fields common to the rows."""
+
+    case: Case
+    regime: str
+    train_fn: Callable
+    l2: float
+    model: torch.nn.Module
+    base: iw.LDSResult
+    common: dict
+    settings: dict
+
+    def row(self, scores: np.ndarray | None, **fields) -> dict:
+        """The JSON row of one method: its scores rescored against the shared retrains (None:
+        a row without an LDS, whose ``fields`` say why)."""
+        result = None if scores is None else self.base.rescore(scores)
+        return {
+            "model": self.case.name,
+            "regime": self.regime,
+            "lds": None if result is None else result.mean,
+            "lds_se": None if result is None else result.se,
+            "noise_floor": self.base.noise_floor,
+            "noise_floor_se": self.base.noise_floor_se,
+            "subsets": self.base.n_subsets,
+            "fraction": self.base.fraction,
+            "n_train": len(self.case.X),
+            "n_test": len(self.case.x_test),
+            "lds_per_test": None if result is None else [float(v) for v in result.per_test],
+            **fields,
+            **self.common,
+        }
+
+
+def shared(case: Case, regime_name: str, settings: dict) -> Shared:
+    """Train the model of a (case, regime) and retrain its LDS subsets."""
     train_fn, l2, recipe = regime(regime_name, settings["epochs"], settings["max_iter"])
     model, train_s, _ = measured(train_model, case, train_fn)
     base, retrain_s, _ = measured(retrain_once, model, case, train_fn, l2, settings)
@@ -320,119 +219,147 @@ def run_case(case: Case, regime_name: str, settings: dict) -> list[dict]:
         "command": settings["command"],
         "subset_hash": subset_hash(base.masks),
     }
-    rows, chosen = [], {}
+    return Shared(case, regime_name, train_fn, l2, model, base, common, settings)
 
-    def add(scores, seconds: float, peak_mb: float, **method) -> None:
-        """The row of one method's (T, n) scores, rescored against the shared retrains."""
-        rows.append(
-            row(
-                case,
-                regime_name,
-                base,
-                base.rescore(scores),
-                seconds=seconds,
-                peak_mb=peak_mb,
-                **method,
-                **common,
-            )
-        )
 
-    for solver, hessian in methods(settings["solvers"], settings["hessians"]):
-        (scores, info), s, mb = measured(ours, model, case, l2, solver, hessian)
-        chosen.setdefault(solver, info["damping"])
-        add(
-            scores,
-            s,
-            mb,
-            system="ours",
-            method=f"{solver} ({hessian})",
-            solver=solver,
-            hessian=hessian,
-            damping=info["damping"],
-        )
-        print(
-            f"  {case.name} {regime_name} ours {solver} ({hessian}): "
-            f"LDS {rows[-1]['lds']:.3f} in {s:.2f} s",
-            flush=True,
-        )
-    for method in settings["dattri"]:
-        reg = l2 + chosen.get("direct", chosen.get("cg", 0.0))
-        scores, s, mb = measured(dattri_scores, model, case, reg, method)
-        add(
-            scores,
-            s,
-            mb,
-            system="dattri",
-            method=f"IF {method}",
-            solver=method,
-            hessian="exact",
-            damping=reg - l2,
-        )
+def attempt(s: Shared, compute: Callable, *args, **fields) -> dict:
+    """The row of ``compute(*args)`` -> (scores, settings dict), timed; an exception becomes a
+    row with ``"error"``."""
+    try:
+        (scores, info), seconds, peak = measured(compute, *args)
+    except Exception as err:  # one failing method must not lose the run's other rows
+        return s.row(None, error=f"{type(err).__name__}: {err}".splitlines()[0][:200], **fields)
+    return s.row(scores, seconds=seconds, peak_mb=peak, settings=info, **fields)
+
+
+def our_rows(s: Shared) -> list[dict]:
+    """Our rows of one (case, regime)."""
+    rows = []
+    for solver, hessian in methods(s.settings["solvers"], s.settings["hessians"]):
+        fields = {
+            "system": "ours",
+            "method": f"{solver} ({hessian})",
+            "solver": solver,
+            "hessian": hessian,
+        }
+        too_big = solver == "direct" and hessian_too_big(s.case, s.settings["max_hessian_gb"])
+        if too_big:
+            rows.append(s.row(None, skipped=too_big, **fields))
+        else:
+            rows.append(attempt(s, ours, s.model, s.case, s.l2, solver, hessian, **fields))
+        r = rows[-1]
+        if r.get("settings"):
+            r["damping"] = r["settings"]["damping"]
+        report(r)
     return rows
 
 
-def subset_hash(masks: np.ndarray) -> str:
-    """A short digest of the subsets, to show which rows share them."""
-    return hashlib.sha256(np.packbits(masks).tobytes()).hexdigest()[:12]
+def report(r: dict) -> None:
+    """One line on stdout per row, as it is done."""
+    what = lds_table.lds_cell(r)
+    took = f" in {r['seconds']:.2f} s" if r.get("seconds") is not None else ""
+    print(f"  {r['model']} {r['regime']} {r['system']} {r['method']}: {what}{took}", flush=True)
 
 
-# ----- table, JSON, command line -----------------------------------------------------------------
-def _fmt(value, se=None) -> str:
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    return f"{value:.3f}" if se is None or not np.isfinite(se) else f"{value:.3f} ± {se:.3f}"
+def our_choice(rows: list[dict], solver: str, key: str) -> float | None:
+    """``key`` from the settings of our row of ``solver`` (exact Hessian, or EK-FAC's), else of
+    our CG's; None when neither ran."""
+    for name in (solver, "cg"):
+        for r in rows:
+            if r["system"] == "ours" and r["solver"] == name and r.get("settings"):
+                if r["hessian"] == "exact" or name == "ekfac":
+                    return r["settings"].get(key)
+    return None
 
 
-def markdown(report: dict) -> str:
-    """The Markdown table of a report: one line per row, with its status and command."""
-    lines = [
-        f"{'Complete run' if report['complete'] else 'Reduced run (fewer than 100 subsets)'}: "
-        f"`{report['command']}`",
-        "",
-        "| model | regime | system | method | damping | LDS ± se | noise floor ± se | "
-        "seconds | peak MB | subsets | n_test |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+def dattri_target(s: Shared, method: str) -> tuple[dattri_lds.Target, dict]:
+    """The Target of a dattri method (with TracIn's checkpoints or TRAK's models) and the fields
+    that say how its checkpoints were made and how long that took."""
+    c = s.case
+    target = dattri_lds.Target(s.model, c.X, c.y, c.x_test, c.y_test)
+    if method not in ("tracin", "trak"):
+        return target, {}
+    if method == "tracin":
+        (states, weights, words), seconds, _ = measured(tracin_checkpoints, c, s.train_fn, s.model)
+    else:
+        k, seed = s.settings["trak_models"], s.settings["seed"]
+        (states, words), seconds, _ = measured(half_models, c, s.train_fn, k, seed)
+        weights = [1.0] * len(states)
+    target.checkpoints, target.weights = states, weights
+    return target, {"checkpoints": words, "checkpoint_seconds": seconds}
+
+
+def dattri_scores(method: str, target: dattri_lds.Target, args: dict) -> tuple[np.ndarray, dict]:
+    """dattri's (T, n) scores and the settings it ran with."""
+    return dattri_lds.scores(method, target, args), args
+
+
+def dattri_rows(s: Shared, rows: list[dict]) -> list[dict]:
+    """dattri's rows of one (case, regime), its damping and LiSSA scale from our ``rows``."""
+    out = []
+    for method in s.settings["dattri"]:
+        damping = our_choice(rows, method, "damping") or 0.0
+        top = our_choice(rows, "lissa", "max_eigenvalue")
+        args = dattri_lds.settings(method, s.l2, damping, top)
+        fields = {
+            "system": "dattri",
+            "method": dattri_lds.TITLES[method],
+            "solver": method,
+            "hessian": "exact" if method in dattri_lds.IF_METHODS[:4] else None,
+            "damping": damping if method in dattri_lds.IF_METHODS else None,
+        }
+        too_big = method == "explicit" and hessian_too_big(s.case, s.settings["max_hessian_gb"])
+        if too_big:
+            out.append(s.row(None, skipped=too_big, settings=args, **fields))
+        else:
+            target, made = dattri_target(s, method)
+            out.append(attempt(s, dattri_scores, method, target, args, **fields, **made))
+        report(out[-1])
+    return out
+
+
+def run_case(case: Case, regime_name: str, settings: dict) -> list[dict]:
+    """Every method's row for one (case, regime), all scored against the same retrains."""
+    s = shared(case, regime_name, settings)
+    rows = our_rows(s)
+    return rows + dattri_rows(s, rows)
+
+
+# ----- the report: rows, merging, completeness ---------------------------------------------------
+def required() -> list[tuple[str, str, str, str]]:
+    """Every (model, regime, system, method) a complete report has."""
+    ours_ = [("ours", f"{s} ({h})") for s, h in methods(SOLVERS, HESSIANS)]
+    theirs = [("dattri", dattri_lds.TITLES[m]) for m in dattri_lds.METHODS]
+    return [(c, g, *m) for c in REQUIRED_CASES for g in REGIMES for m in ours_ + theirs]
+
+
+def completeness(rows: list[dict]) -> tuple[bool, list[str]]:
+    """(complete, the required rows missing or short of 100 subsets / test points or failed)."""
+    have = {(r["model"], r["regime"], r["system"], r["method"]): r for r in rows}
+    missing = []
+    for key in required():
+        r = have.get(key)
+        full = r is not None and r["subsets"] >= FULL_SUBSETS and r["n_test"] >= FULL_TEST
+        if not full or r.get("error"):
+            missing.append(" ".join(key))
+    return not missing, missing
+
+
+def merged(old: dict, new_rows: list[dict], header: dict, merge: bool) -> dict:
+    """The report to write: ``old``'s keys this script does not own kept; with ``merge`` also its
+    rows and runs of every (model, regime) not in ``new_rows``."""
+    pairs = {(r["model"], r["regime"]) for r in new_rows}
+    kept_rows = [r for r in old.get("rows", []) if (r["model"], r["regime"]) not in pairs]
+    kept_runs = [
+        run
+        for run in old.get("runs", [])
+        if any(tuple(p) not in pairs for p in run.get("pairs", []))
     ]
-    for r in report["rows"]:
-        lines.append(
-            f"| {r['model']} | {r['regime']} | {r['system']} | {r['method']} | "
-            f"{r['damping']:.3g} | {_fmt(r['lds'], r['lds_se'])} | "
-            f"{_fmt(r['noise_floor'], r['noise_floor_se'])} | {r['seconds']:.2f} | "
-            f"{r['peak_mb']:.0f} | {r['subsets']} | {r['n_test']} |"
-        )
-    return "\n".join(lines)
-
-
-def run(settings: dict) -> dict:
-    """All rows of the (case, regime) pairs asked for, and the report's header."""
-    torch.set_num_threads(settings["threads"])
-    machine = machine_info(
-        "cpu",
-        "cores",
-        "usable_cores",
-        "threads",
-        "gpu",
-        "torch",
-        "python",
-        "platform",
-        "date",
-        "load_average_start",
-    )
-    rows = []
-    for name in settings["cases"]:
-        case = CASES[name](settings["n_test"])
-        for regime_name in settings["regimes"]:
-            rows += run_case(case, regime_name, settings)
-    complete = settings["subsets"] >= FULL_SUBSETS and settings["n_test"] >= FULL_TEST
-    return {
-        "complete": complete,
-        "command": settings["command"],
-        "machine": machine,
-        "load_average_end": list(os.getloadavg()),
-        "versions": versions(),
-        "settings": {k: v for k, v in settings.items() if k != "command"},
-        "rows": rows,
-    }
+    rows = kept_rows + new_rows if merge else new_rows
+    complete, missing = completeness(rows)
+    foreign = {k: v for k, v in old.items() if k not in OWN_KEYS}
+    runs = (kept_runs if merge else []) + [header]
+    return {"complete": complete, "missing": missing, "runs": runs, **foreign, "rows": rows}
 
 
 def versions() -> dict:
@@ -441,17 +368,41 @@ def versions() -> dict:
     try:
         out["dattri"] = metadata.version("dattri")
     except metadata.PackageNotFoundError:
-        out["dattri"] = None
+        out["dattri"] = getattr(sys.modules.get("dattri"), "__version__", None)
     return out
 
 
+def run(settings: dict) -> tuple[list[dict], dict]:
+    """All rows of the (case, regime) pairs asked for, and the run's header."""
+    torch.set_num_threads(settings["threads"])
+    machine = machine_info(
+        "cpu", "cores", "usable_cores", "threads", "gpu", "torch", "python", "platform", "date",
+        "load_average_start",
+    )  # fmt: skip
+    rows = []
+    for name in settings["cases"]:
+        case = CASES[name](settings["n_test"])
+        for regime_name in settings["regimes"]:
+            rows += run_case(case, regime_name, settings)
+    header = {
+        "command": settings["command"],
+        "pairs": sorted({(r["model"], r["regime"]) for r in rows}),
+        "machine": machine,
+        "load_average_end": list(os.getloadavg()),
+        "versions": versions(),
+        "settings": {k: v for k, v in settings.items() if k != "command"},
+    }
+    return rows, header
+
+
+# ----- command line ------------------------------------------------------------------------------
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--cases", default="digits_lr,digits_mlp")
-    p.add_argument("--regimes", default="minimum,practitioner")
+    p.add_argument("--cases", default=",".join(REQUIRED_CASES), help=f"of {', '.join(CASES)}")
+    p.add_argument("--regimes", default=",".join(REGIMES))
     p.add_argument("--solvers", default=",".join(SOLVERS))
     p.add_argument("--hessians", default=",".join(HESSIANS))
-    p.add_argument("--dattri", default="", help="dattri IF methods: explicit,cg (empty: none)")
+    p.add_argument("--dattri", default="", help="dattri methods, or 'all' (empty: none)")
     p.add_argument("--dattri-path", default=None, help="a folder to import dattri from")
     p.add_argument("--subsets", type=int, default=FULL_SUBSETS)
     p.add_argument("--n-test", type=int, default=FULL_TEST)
@@ -459,32 +410,59 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-noise-floor", action="store_true")
     p.add_argument("--epochs", type=int, default=10, help="practitioner regime's epochs")
     p.add_argument("--max-iter", type=int, default=1000, help="minimum regime's L-BFGS limit")
+    p.add_argument("--trak-models", type=int, default=10, help="TRAK's ensemble of half models")
+    p.add_argument("--max-hessian-gb", type=float, default=8.0, help="explicit Hessians up to")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None)
-    p.add_argument("--markdown", default=None, help="write the table here ('-': print)")
+    p.add_argument("--json", default=None, help="run, and write the rows here")
+    p.add_argument("--merge", action="store_true", help="keep --json's other (model, regime)s")
+    p.add_argument("--input", default=str(RESULTS), help="the JSON the tables are made of")
+    p.add_argument("--markdown", default=None, help="write the full table here ('-': print)")
+    p.add_argument("--readme", action="store_true", help="rewrite README.md's LDS table")
     return p.parse_args(argv)
 
 
 def settings_of(args: argparse.Namespace, argv: list[str]) -> dict:
     """The run's settings from the command line (lists split at commas)."""
     split = lambda s: [x for x in s.split(",") if x]  # noqa: E731
+    dattri = list(dattri_lds.METHODS) if args.dattri == "all" else split(args.dattri)
+    for name, given, known in (
+        ("cases", split(args.cases), CASES),
+        ("regimes", split(args.regimes), REGIMES),
+        ("dattri", dattri, dattri_lds.METHODS),
+    ):
+        unknown = [g for g in given if g not in known]
+        if unknown:
+            raise SystemExit(f"--{name}: unknown {', '.join(unknown)}; known: {', '.join(known)}")
     return {
         "cases": split(args.cases),
         "regimes": split(args.regimes),
         "solvers": split(args.solvers),
         "hessians": split(args.hessians),
-        "dattri": split(args.dattri),
+        "dattri": dattri,
         "subsets": args.subsets,
         "n_test": args.n_test,
         "fraction": args.fraction,
         "noise_floor": not args.no_noise_floor,
         "epochs": args.epochs,
         "max_iter": args.max_iter,
+        "trak_models": args.trak_models,
+        "max_hessian_gb": args.max_hessian_gb,
         "seed": args.seed,
         "threads": args.threads,
         "command": shlex.join(["python", "benchmarks/lds.py", *argv]),
     }
+
+
+def readme_table(report: dict) -> str:
+    """README.md's compact LDS table of a report."""
+    return lds_table.readme_table(report, list(CASES), REGIMES)
+
+
+def tables(report: dict) -> str:
+    """The full table, and the PBRF table when the report has one."""
+    pbrf = lds_table.pbrf_table(report)
+    return lds_table.markdown(report) + ("" if pbrf is None else f"\n\nPBRF:\n\n{pbrf}")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -492,16 +470,21 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     if args.dattri_path:
         sys.path.insert(0, args.dattri_path)
-    only_table = args.markdown and not args.json and args.cases == parse([]).cases
-    if only_table:  # --markdown alone: the table of the committed JSON
-        report = json.loads((ROOT / "benchmarks/results/lds.json").read_text())
-    else:
-        report = run(settings_of(args, argv))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
-    table = markdown(report)
-    print(table)
-    if args.markdown and args.markdown != "-":
+        path = Path(args.json)
+        old = json.loads(path.read_text()) if path.exists() else {}
+        rows, header = run(settings_of(args, argv))
+        report = merged(old, rows, header, args.merge)
+        path.write_text(json.dumps(report, indent=1) + "\n")
+    else:
+        report = json.loads(Path(args.input).read_text())
+    if args.readme:
+        readme = ROOT / "README.md"
+        readme.write_text(lds_table.splice(readme.read_text(), readme_table(report)))
+    table = tables(report)
+    if args.markdown == "-" or not (args.markdown or args.readme):
+        print(table)
+    elif args.markdown:
         Path(args.markdown).write_text(table + "\n")
     return report
 

@@ -1,7 +1,9 @@
-"""benchmarks/lds.py on a tiny setting: its rows, shared subsets and Markdown table (no timings)."""
+"""benchmarks/lds.py on a tiny setting: its rows, shared subsets and tables (no timings), the
+merging of pieces into one JSON, the README's table, and dattri's signs against ours."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import lds as bench  # noqa: E402
-
-pytestmark = pytest.mark.slow  # about 10 s: two trainings and 16 retrains
+import lds_models  # noqa: E402
+import lds_table  # noqa: E402
+from peer_systems import dattri_lds  # noqa: E402
 
 
 def settings(**kw) -> dict:
@@ -21,20 +24,21 @@ def settings(**kw) -> dict:
         "cases": ["digits_lr"], "regimes": ["minimum", "practitioner"],
         "solvers": ["direct", "cg"], "hessians": ["exact", "gauss-newton"], "dattri": [],
         "subsets": 4, "n_test": 2, "fraction": 0.5, "noise_floor": True, "epochs": 1,
-        "max_iter": 50, "seed": 0, "threads": 1, "command": "python benchmarks/lds.py --tiny",
-        **kw,
+        "max_iter": 50, "trak_models": 1, "max_hessian_gb": 8.0, "seed": 0, "threads": 1,
+        "command": "python benchmarks/lds.py --tiny", **kw,
     }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def tiny_rows() -> list[dict]:
-    case = bench.digits_lr(n_test=2, n_train=120)
+    case = lds_models.digits_lr(n_test=2, n_train=120)
     rows = []
     for regime in ("minimum", "practitioner"):
         rows += bench.run_case(case, regime, settings())
     return rows
 
 
+@pytest.mark.slow  # about 10 s: two trainings and 16 retrains
 def test_rows_have_every_key_and_lds_in_range(tiny_rows):
     assert len(tiny_rows) == 2 * 4
     for r in tiny_rows:
@@ -45,6 +49,7 @@ def test_rows_have_every_key_and_lds_in_range(tiny_rows):
         assert r["damping"] >= 0 and r["seconds"] > 0
 
 
+@pytest.mark.slow
 def test_methods_of_one_model_and_regime_share_subsets(tiny_rows):
     for regime in ("minimum", "practitioner"):
         rows = [r for r in tiny_rows if r["regime"] == regime]
@@ -55,12 +60,13 @@ def test_methods_of_one_model_and_regime_share_subsets(tiny_rows):
     assert "Adam" in tiny_rows[-1]["recipe"] and "L-BFGS" in tiny_rows[0]["recipe"]
 
 
+@pytest.mark.slow
 def test_markdown_table_has_a_line_per_row_and_says_reduced(tiny_rows):
-    report = {"complete": False, "command": "python benchmarks/lds.py --tiny", "rows": tiny_rows}
-    table = bench.markdown(report)
-    lines = table.splitlines()
-    assert lines[0].startswith("Reduced run") and "--tiny" in lines[0]
+    report = {"complete": False, "rows": tiny_rows}
+    lines = lds_table.markdown(report).splitlines()
+    assert lines[0].startswith("Reduced run: 4 subsets, 2 test points")
     assert sum(line.startswith("| digits_lr |") for line in lines) == len(tiny_rows)
+    assert lines[-1].strip() == "python benchmarks/lds.py --tiny"
 
 
 def test_methods_pair_every_solver_with_every_hessian_but_ekfac():
@@ -71,15 +77,115 @@ def test_methods_pair_every_solver_with_every_hessian_but_ekfac():
     ]
 
 
-def test_dattri_explicit_agrees_with_ours_in_our_sign(tiny_rows):
-    pytest.importorskip("dattri")
-    import torch
+def test_an_explicit_hessian_too_big_is_a_skipped_row_with_its_reason():
+    case = lds_models.fmnist_mlp(n_test=1, n_train=10)
+    reason = bench.hessian_too_big(case, 8.0)
+    assert "101,770 x 101,770" in reason and "83 GB" in reason
+    assert bench.hessian_too_big(lds_models.digits_lr(n_test=1), 8.0) is None
+    row = {"system": "ours", "method": "direct (exact)", "lds": None, "skipped": reason}
+    assert lds_table.lds_cell(row) == f"not run: {reason}"
 
-    case = bench.digits_lr(n_test=2, n_train=120)
-    train_fn, l2, _ = bench.regime("minimum", 1, 200)
-    model = bench.train_model(case, train_fn)
-    scores, _ = bench.ours(model, case, l2, "direct", "exact")
-    theirs = bench.dattri_scores(model, case, l2, "explicit")
-    for a, b in zip(scores, theirs, strict=True):
-        assert np.corrcoef(a, b)[0, 1] > 0.99
-    assert torch.get_num_threads() >= 1
+
+def fake_row(model: str, regime: str, system: str, method: str, lds=0.5, n=100) -> dict:
+    return {
+        "model": model, "regime": regime, "system": system, "method": method, "lds": lds,
+        "lds_se": 0.01, "noise_floor": 0.9, "noise_floor_se": 0.01, "subsets": n, "n_test": n,
+        "command": f"python benchmarks/lds.py --cases {model}",
+    }  # fmt: skip
+
+
+def full_rows(n: int = 100) -> list[dict]:
+    return [fake_row(*key, n=n) for key in bench.required()]
+
+
+def test_complete_only_with_every_required_row_at_100_subsets_and_test_points():
+    complete, missing = bench.completeness(full_rows())
+    assert complete and missing == []
+    rows = full_rows()
+    dropped = rows.pop(3)
+    complete, missing = bench.completeness(rows)
+    assert not complete
+    assert missing == [" ".join(dropped[k] for k in ("model", "regime", "system", "method"))]
+    assert not bench.completeness(full_rows(n=99))[0]
+    rows = full_rows()
+    rows[0]["error"] = "RuntimeError: boom"
+    assert not bench.completeness(rows)[0]
+
+
+def test_writing_keeps_foreign_keys_and_merge_replaces_only_the_pieces_rerun():
+    old = {
+        "complete": False,
+        "pbrf": {"rows": [{"model": "digits_cnn"}]},
+        "runs": [
+            {"command": "old", "pairs": [["digits_lr", "minimum"], ["digits_cnn", "minimum"]]}
+        ],
+        "rows": [fake_row("digits_lr", "minimum", "ours", "cg (exact)", lds=0.1)]
+        + [fake_row("digits_cnn", "minimum", "ours", "cg (exact)", lds=0.2)],
+        "command": "from the one-run format",
+    }
+    new = [fake_row("digits_lr", "minimum", "ours", "cg (exact)", lds=0.9)]
+    header = {"command": "new", "pairs": [("digits_lr", "minimum")]}
+    report = bench.merged(old, new, header, merge=True)
+    assert report["pbrf"] == old["pbrf"] and "command" not in report
+    assert [(r["model"], r["lds"]) for r in report["rows"]] == [
+        ("digits_cnn", 0.2),
+        ("digits_lr", 0.9),
+    ]
+    assert [run["command"] for run in report["runs"]] == ["old", "new"]
+    fresh = bench.merged(old, new, header, merge=False)
+    assert fresh["pbrf"] == old["pbrf"] and fresh["rows"] == new and len(fresh["runs"]) == 1
+
+
+def test_readme_table_has_a_line_per_method_and_a_dash_where_none_ran():
+    rows = full_rows()
+    rows[0].update(lds=None, skipped="too big")
+    table = bench.readme_table({"complete": False, "rows": rows})
+    lines = table.splitlines()
+    assert lines[2].startswith("| LDS | digits_lr minimum | digits_lr practitioner |")
+    assert lines[4].startswith("| noise floor | 0.900 |")
+    assert lines[5].startswith(f"| ours direct (exact) | {lds_table.NOT_RUN} | 0.500 |")
+    assert len(lines) == 5 + len({(r["system"], r["method"]) for r in rows})
+
+
+def test_the_readme_carries_the_table_of_the_committed_json():
+    report = json.loads(bench.RESULTS.read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert lds_table.splice(readme, bench.readme_table(report)) == readme, (
+        "README.md's LDS table is not that of benchmarks/results/lds.json: run "
+        "python benchmarks/lds.py --readme"
+    )
+
+
+def test_splice_needs_both_markers_once():
+    text = f"a\n{lds_table.START}\nold\n{lds_table.END}\nb"
+    assert lds_table.splice(text, "new") == f"a\n{lds_table.START}\nnew\n{lds_table.END}\nb"
+    with pytest.raises(ValueError, match="text"):
+        lds_table.splice("a\nb", "new")
+
+
+def test_pbrf_table_reads_a_list_or_rows_and_shows_missing_fields_as_na():
+    assert lds_table.pbrf_table({}) is None
+    assert lds_table.pbrf_table({"pbrf": {"rows": []}}) is None
+    row = {"model": "digits_cnn", "regime": "minimum", "solver": "cg", "pbrf_r": 0.91234}
+    for pbrf in ([row], {"rows": [row]}):
+        lines = lds_table.pbrf_table({"pbrf": pbrf}).splitlines()
+        assert lines[2] == "| digits_cnn | minimum | cg | n/a | n/a | 0.912 | n/a | n/a |"
+
+
+@pytest.mark.slow  # about 15 s: one training and every dattri method on 120 points
+def test_dattri_methods_score_in_our_sign():
+    pytest.importorskip("dattri")
+    case = lds_models.digits_lr(n_test=3, n_train=120)
+    train_fn, l2, _ = lds_models.regime("minimum", 1, 200)
+    model = lds_models.train_model(case, train_fn)
+    ours, _ = bench.ours(model, case, l2, "direct", "exact")
+    target = dattri_lds.Target(model, case.X, case.y, case.x_test, case.y_test)
+    target.checkpoints, target.weights = [lds_models.snapshot(model)], [1.0]
+    floor = {"explicit": 0.99, "cg": 0.99, "lissa": 0.95, "arnoldi": 0.5}
+    for method in dattri_lds.METHODS:
+        args = dattri_lds.settings(method, l2, 0.0, top_eigenvalue=5.0)
+        if method == "trak":  # 512 projections of 120 gradients: a singular kernel
+            args["projector_kwargs"]["proj_dim"] = 64
+        theirs = dattri_lds.scores(method, target, args)
+        r = np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(ours, theirs, strict=True)])
+        assert r > floor.get(method, 0.2), (method, r)

@@ -5,7 +5,8 @@ One adapter per system, each in its own module and registering itself with :mod:
 (:mod:`.cases`), what runs inside a child process (:mod:`.child`), the parent's runs of every
 (system, solver) in child processes and the rows made of them (:mod:`.runner`), the results file
 (:mod:`.report`), the issue's targets (:mod:`.targets`) and the printed and Markdown tables
-(:mod:`.table`).
+(:mod:`.table`). :mod:`.dattri_lds` is dattri's adapter for benchmarks/lds.py, not an adapter of
+this benchmark: it is not registered, and importing the package does not import it.
 
 Importing the package imports the adapter modules named in :data:`ADAPTER_MODULES`, in that order:
 the order of ``--systems`` and of the JSON's ``normalisation`` and ``versions``. A new peer is a new
