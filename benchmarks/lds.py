@@ -10,7 +10,11 @@ TracIn and TRAK: benchmarks/lds_models.py.
 
 Methods: ours, ``iw.Influence(..., solver=S, hessian=H, damping="auto")`` for S in direct, cg,
 lissa, arnoldi (H exact and gauss-newton) and ekfac (always Gauss-Newton), each with its default
-settings; ``predicted_removal_effect`` are the scores. dattri 0.3.0 (``--dattri all`` or a list,
+settings except LiSSA: ``iw.LiSSA(depth=--lissa-depth, batch_size=--lissa-batch)``, by default
+dattri's LiSSA setting here (1,000 steps on batches of 100), since our default (10,000 full-batch
+steps) takes about a day per row at 100 test points on the CNN; ``predicted_removal_effect`` are
+the scores. ``--workers N`` retrains the subsets on N Dask worker processes (``iw.lds(...,
+n_workers=N)``; the outputs equal the in-process ones). dattri 0.3.0 (``--dattri all`` or a list,
 imported from ``--dattri-path`` or the environment): its IF explicit, CG, LiSSA, Arnoldi and
 EK-FAC, Grad-Dot, TracIn and TRAK, as benchmarks/peer_systems/dattri_lds.py runs them (settings
 and signs there; every row records its settings). A method whose Hessian would not fit
@@ -108,14 +112,23 @@ def measured(compute: Callable[..., Any], *args) -> tuple[Any, float, float]:
     return value, seconds, peak
 
 
-def ours(model, case: Case, l2: float, solver: str, hessian: str) -> tuple[np.ndarray, dict]:
+def our_solver(name: str, settings: dict) -> str | iw.LiSSA:
+    """The solver of our row ``name``: its default, but LiSSA at the run's depth and batch."""
+    if name != "lissa":
+        return name
+    return iw.LiSSA(depth=settings["lissa_depth"], batch_size=settings["lissa_batch"])
+
+
+def ours(
+    model, case: Case, l2: float, solver: str, hessian: str, settings: dict
+) -> tuple[np.ndarray, dict]:
     """Our scores (T, n) with damping "auto", and what the solver chose and reported."""
     inf = iw.Influence(
         model,
         (case.X, case.y),
         l2=l2,
         damping="auto",
-        solver=solver,
+        solver=our_solver(solver, settings),
         hessian=hessian,
         progress=False,
     )
@@ -148,7 +161,7 @@ def hessian_too_big(case: Case, limit_gb: float) -> str | None:
 def retrain_once(model, case: Case, train_fn, l2: float, settings: dict) -> iw.LDSResult:
     """The LDS retrains of a (case, regime), once: outputs of every subset (and its rerun) on the
     test points. Scored here with zero scores; every method is scored by ``rescore``. The one
-    call of ``iw.lds`` in this script: where its retrains would be spread over workers."""
+    call of ``iw.lds`` in this script; ``--workers`` spreads its retrains over Dask workers."""
     zeros = np.zeros((len(case.x_test), len(case.X)))
     return iw.lds(
         zeros,
@@ -163,6 +176,7 @@ def retrain_once(model, case: Case, train_fn, l2: float, settings: dict) -> iw.L
         noise_floor=settings["noise_floor"],
         seed=settings["seed"],
         progress=False,
+        n_workers=settings["workers"] or None,
     )
 
 
@@ -246,7 +260,9 @@ def our_rows(s: Shared) -> list[dict]:
         if too_big:
             rows.append(s.row(None, skipped=too_big, **fields))
         else:
-            rows.append(attempt(s, ours, s.model, s.case, s.l2, solver, hessian, **fields))
+            rows.append(
+                attempt(s, ours, s.model, s.case, s.l2, solver, hessian, s.settings, **fields)
+            )
         r = rows[-1]
         if r.get("settings"):
             r["damping"] = r["settings"]["damping"]
@@ -412,6 +428,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-iter", type=int, default=1000, help="minimum regime's L-BFGS limit")
     p.add_argument("--trak-models", type=int, default=10, help="TRAK's ensemble of half models")
     p.add_argument("--max-hessian-gb", type=float, default=8.0, help="explicit Hessians up to")
+    p.add_argument("--lissa-depth", type=int, default=1000, help="our LiSSA's steps")
+    p.add_argument("--lissa-batch", type=int, default=100, help="our LiSSA's batch size")
+    p.add_argument("--workers", type=int, default=0, help="Dask workers for the retrains")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="run, and write the rows here")
@@ -448,6 +467,9 @@ def settings_of(args: argparse.Namespace, argv: list[str]) -> dict:
         "max_iter": args.max_iter,
         "trak_models": args.trak_models,
         "max_hessian_gb": args.max_hessian_gb,
+        "lissa_depth": args.lissa_depth,
+        "lissa_batch": args.lissa_batch,
+        "workers": args.workers,
         "seed": args.seed,
         "threads": args.threads,
         "command": shlex.join(["python", "benchmarks/lds.py", *argv]),
