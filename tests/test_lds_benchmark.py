@@ -25,7 +25,7 @@ def settings(**kw) -> dict:
         "solvers": ["direct", "cg"], "hessians": ["exact", "gauss-newton"], "dattri": [],
         "subsets": 4, "n_test": 2, "fraction": 0.5, "noise_floor": True, "epochs": 1,
         "max_iter": 50, "trak_models": 1, "max_hessian_gb": 8.0, "seed": 0, "threads": 1,
-        "lissa_depth": 50, "lissa_batch": 20, "workers": 0,
+        "lissa_depth": 50, "lissa_batch": 20, "cg_maxiter": 100, "workers": 0,
         "command": "python benchmarks/lds.py --tiny", **kw,
     }  # fmt: skip
 
