@@ -54,3 +54,21 @@ def test_loo_fidelity_quick_run_writes_its_table(tmp_path: Path):
     cnn_ekfac = next(r for r in rows if r["name"] == "cnn" and r["solver"] == "ekfac")
     assert cnn_ekfac["removals_chosen_by"] == "direct" and cnn_ekfac["n_removed"] == 5
     assert -1.0 <= cnn_ekfac["pearson_vs_direct_all_train"] <= 1.0
+
+
+@pytest.mark.slow  # about 30 s: two CNN trainings, two direct fits and six retrains
+@pytest.mark.filterwarnings("ignore::influence_widgets.InfluenceWarning")  # 10 iterations: far
+def test_cnn_seeds_row_summarises_every_seed():
+    from tests.scripts import load_benchmark
+
+    bench = load_benchmark("loo_fidelity")
+    (r,) = bench.cnn_seeds(2, n_remove=3, train_iter=10, retrain_iter=3, shared=True)
+    assert FIELDS <= set(r) and r["name"] == "cnn_seeds" and r["seeds"] == [0, 1]
+    assert [p["seed"] for p in r["per_seed"]] == [0, 1] and r["shared_machine"] is True
+    rs = [p["pearson"] for p in r["per_seed"]]
+    assert r["pearson_min"] == min(rs) and r["pearson_max"] == max(rs)
+    assert r["pearson_min"] <= r["pearson_median"] == r["pearson"] <= r["pearson_max"]
+    for p in r["per_seed"]:
+        assert p["train_iterations"] > 0 and p["damping"] >= 0 and p["train_grad_norm"] > 0
+    with pytest.raises(SystemExit):
+        bench.main(["--experiments", "no_such_experiment"])
