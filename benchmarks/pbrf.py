@@ -181,18 +181,21 @@ def pbrf_actual(pbrf: PBRF, case, removed, damping: float) -> dict:
 # ----- correlations and rows ---------------------------------------------------------------------
 def correlate(predicted: np.ndarray, actual: np.ndarray) -> dict:
     """Pearson and Spearman R of predicted (m, T) against actual (m, T) per test point over the
-    removed points where both are finite; their means over the test points."""
-    pearson, spearman, used = [], [], []
+    removed points where both are finite, and the slope of actual on predicted through the origin,
+    sum(p a) / sum(p p) (1 when the scale is right); their means over the test points."""
+    pearson, spearman, slope, used = [], [], [], []
     for t in range(predicted.shape[1]):
         ok = np.isfinite(actual[:, t]) & np.isfinite(predicted[:, t])
         p, a = predicted[ok, t], actual[ok, t]
         good = ok.sum() >= 3 and np.ptp(p) > 0 and np.ptp(a) > 0
         pearson.append(float(np.corrcoef(p, a)[0, 1]) if good else float("nan"))
         spearman.append(float(spearmanr(p, a)[0]) if good else float("nan"))
+        slope.append(float(p @ a / (p @ p)) if good else float("nan"))
         used.append(int(ok.sum()))
     return {
         "r": float(np.mean(pearson)),
         "spearman": float(np.mean(spearman)),
+        "slope": float(np.mean(slope)),
         "r_per_test": pearson,
         "used": min(used),
     }
@@ -215,6 +218,8 @@ def row(pred: dict, pbrf: dict, loo: dict, removed, context: dict) -> dict:
         "loo_r": by_loo["r"],
         "pbrf_spearman": by_pbrf["spearman"],
         "loo_spearman": by_loo["spearman"],
+        "pbrf_slope": by_pbrf["slope"],
+        "loo_slope": by_loo["slope"],
         "pbrf_r_per_test": by_pbrf["r_per_test"],
         "loo_r_per_test": by_loo["r_per_test"],
         "n_removed": len(removed),
@@ -297,25 +302,27 @@ def markdown(section: dict) -> str:
     lines = [
         f"`{section['command']}`",
         "",
-        "| model | regime | method | damping | lambda | pbrf_r | loo_r | PBRF used | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | regime | method | damping | lambda | pbrf_r | PBRF slope | loo_r | PBRF used "
+        "| seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in section["rows"]:
         met = "" if r["met"] is None else (" (met)" if r["met"] else " (MISSED)")
         lines.append(
             f"| {r['model']} | {r['regime']} | {r['solver']} ({r['hessian']}) | "
             f"{r['damping_mode']} {r['damping']:g} | {r['lambda']:.4g} | {r['pbrf_r']:.3f}{met} | "
+            f"{r['pbrf_slope']:.3f} | "
             f"{r['loo_r']:.3f} | {r['pbrf_n_used']}/{r['n_removed']} | {r['seconds']:.1f} |"
         )
     return "\n".join(lines)
 
 
 def run(settings: dict) -> dict:
-    """The "pbrf" section: every (model, regime) asked for, each run with its command, settings
-    and wall and CPU seconds."""
+    """The "pbrf" section: every (model, regime) asked for, each run with its command, settings,
+    machine (read at its end, with the load average), note, and wall and CPU seconds."""
     torch.set_num_threads(settings["threads"])
-    machine = machine_info("cpu", "cores", "usable_cores", "threads", "torch", "python",
-                           "platform", "date", "load_average_start")  # fmt: skip
+    facts = ("cpu", "cores", "usable_cores", "threads", "torch", "python", "platform", "date")
+    machine = machine_info(*facts, "load_average_start")
     common = {k: v for k, v in settings.items() if k not in ("command", "runs")}
     summaries, rows = [], []
     for pair in settings["runs"]:
@@ -324,6 +331,8 @@ def run(settings: dict) -> dict:
         summary, case_rows = run_case(CASES[name](settings["n_test"]), regime_name, settings)
         summaries.append({
             **summary, "command": settings["command"], "settings": common,
+            "machine": {**machine_info(*facts), "load_average_end": list(os.getloadavg())},
+            "note": SHARED_NOTE if settings["shared"] else None,
             "total_seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu,
         })  # fmt: skip
         rows += case_rows

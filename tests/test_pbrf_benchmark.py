@@ -54,6 +54,7 @@ def test_rows_score_every_method_at_auto_and_fixed_damping(tiny_run):
         assert -1.0 <= r["loo_r"] <= 1.0 and r["pbrf_grad_norm_max"] <= 1e-10
     exact = next(r for r in rows if r["solver"] == "direct" and r["damping_mode"] == "fixed")
     assert exact["target"] == ">= 0.95" and exact["met"] and exact["pbrf_r"] > 0.99
+    assert exact["pbrf_slope"] == pytest.approx(1.0, abs=0.1)  # the scale too, not only R
     assert summary["loo"]["baseline_drift"] == 0.0  # the recipe is deterministic
     assert len(summary["removed"]) == 6
 
