@@ -1,8 +1,8 @@
 """Influence against the proximal Bregman response (PBRF) and against leave-one-out, side by side.
 
 Bae et al. (NeurIPS 2022) show that on networks influence functions track the PBRF rather than
-leave-one-out (LOO). For each (model, regime) of ``benchmarks/lds.py`` asked for (default: the
-digits 64-64-10 ReLU MLP and the small tanh CNN, both "practitioner"-trained: Adam lr 1e-3,
+leave-one-out (LOO). For each (model, regime) of ``benchmarks/lds_models.py`` asked for (default:
+the digits 64-64-10 ReLU MLP and the small tanh CNN, both "practitioner"-trained: Adam lr 1e-3,
 weight decay 1e-4, ``--epochs`` 20 epochs of batches of 64, seed 0), every (solver, Hessian) of
 ``lds.methods`` at damping "auto" and at the fixed ``--damping`` (default 0.1: the smallest rung of
 the ladder at which the exact Hessian of both practitioner models is positive definite, lambda_min
@@ -32,8 +32,9 @@ rest, the same for every row of a (model, regime). R is the mean over the ``--n-
 near theta_s: common at lam = l2 = 1e-4, the Gauss-Newton "auto" damping being 0) or stopped at
 ``--pbrf-max-iter`` are left out of pbrf_r; each row says how many were used and the largest
 ||grad F_m|| among them (a "stalled" solve, on a kink of the ReLU MLP's piecewise-smooth F_m,
-keeps a gradient that cannot reach ``--tol``). LiSSA runs ``--lissa-depth`` steps on mini-batches of
-128 and CG at most ``--cg-maxiter`` iterations (their residuals are in the rows).
+keeps a gradient that cannot reach ``--tol``). Every solver runs as in ``lds.py`` (``our_solver``):
+its defaults, but LiSSA ``--lissa-depth`` steps on batches of ``--lissa-batch`` (dattri's 1,000 and
+100); the solvers' convergence and residuals are in the rows.
 
     .venv/bin/python benchmarks/pbrf.py --json benchmarks/results/lds.json
     .venv/bin/python benchmarks/pbrf.py --runs digits_mlp:minimum --json benchmarks/results/lds.json
@@ -58,7 +59,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lds import CASES, methods, regime, train_model
+from lds import methods, our_solver
+from lds_models import CASES, regime, train_model
 from machine import machine_info
 from scipy.stats import spearmanr
 
@@ -76,16 +78,6 @@ SHARED_NOTE = (
 
 
 # ----- the three sides: predictions, PBRF, leave-one-out -----------------------------------------
-def solver_of(name: str, settings: dict):
-    """The solver argument of Influence for a solver name, with the run's budget for the
-    iterative ones (LiSSA: mini-batches of 128, ``lissa_depth`` steps; CG: ``cg_maxiter``)."""
-    if name == "lissa":
-        return iw.LiSSA(depth=settings["lissa_depth"], batch_size=128, seed=settings["seed"])
-    if name == "cg":
-        return iw.ConjugateGradient(maxiter=settings["cg_maxiter"])
-    return name
-
-
 def predict(model, case, l2: float, solver: str, hessian: str, damping, settings: dict) -> dict:
     """One method's predictions (T, n) and what it computed; ``error`` instead when its
     H + damping I is not positive definite."""
@@ -95,7 +87,7 @@ def predict(model, case, l2: float, solver: str, hessian: str, damping, settings
             warnings.simplefilter("ignore", iw.InfluenceWarning)  # not a minimum: expected
             inf = iw.Influence(
                 model, (case.X, case.y), l2=l2, damping=damping, hessian=hessian,
-                solver=solver_of(solver, settings), progress=False,
+                solver=our_solver(solver, settings), progress=False,
             )  # fmt: skip
             scores = inf.predicted_removal_effect(case.x_test, case.y_test)
     except iw.NotPositiveDefiniteError as err:
@@ -381,8 +373,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-iter", type=int, default=300, help="minimum regime's L-BFGS limit")
     p.add_argument("--tol", type=float, default=1e-10, help="PBRF: ||grad F_m|| to stop at")
     p.add_argument("--pbrf-max-iter", type=int, default=100, help="PBRF: L-BFGS iterations")
-    p.add_argument("--lissa-depth", type=int, default=1000)
-    p.add_argument("--cg-maxiter", type=int, default=300)
+    p.add_argument("--lissa-depth", type=int, default=1000, help="as lds.py: LiSSA's steps")
+    p.add_argument("--lissa-batch", type=int, default=100, help="as lds.py: LiSSA's batch size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--shared", action="store_true", help="note in the JSON: a shared machine")
@@ -399,7 +391,7 @@ def settings_of(args: argparse.Namespace, argv: list[str]) -> dict:
         "hessians": split(args.hessians),
         **{k: getattr(args, k) for k in ("damping", "n_top", "n_random", "n_test", "loo")},
         **{k: getattr(args, k) for k in ("epochs", "max_iter", "tol", "pbrf_max_iter")},
-        **{k: getattr(args, k) for k in ("lissa_depth", "cg_maxiter", "seed", "threads")},
+        **{k: getattr(args, k) for k in ("lissa_depth", "lissa_batch", "seed", "threads")},
         "shared": args.shared,
         "command": shlex.join(["python", "benchmarks/pbrf.py", *argv]),
     }
