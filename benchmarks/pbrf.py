@@ -32,9 +32,11 @@ rest, the same for every row of a (model, regime). R is the mean over the ``--n-
 near theta_s: common at lam = l2 = 1e-4, the Gauss-Newton "auto" damping being 0) or stopped at
 ``--pbrf-max-iter`` are left out of pbrf_r; each row says how many were used and the largest
 ||grad F_m|| among them (a "stalled" solve, on a kink of the ReLU MLP's piecewise-smooth F_m,
-keeps a gradient that cannot reach ``--tol``). Every solver runs as in ``lds.py`` (``our_solver``):
-its defaults, but LiSSA ``--lissa-depth`` steps on batches of ``--lissa-batch`` (dattri's 1,000 and
-100); the solvers' convergence and residuals are in the rows.
+keeps a gradient that cannot reach ``--tol``). Every solver is built as in ``lds.py``
+(``our_solver``): its defaults, but LiSSA ``--lissa-depth`` steps on batches of ``--lissa-batch``
+(dattri's 1,000 and 100) and CG at most ``--cg-maxiter`` iterations, by default CG's own 1,000
+(to a relative residual of 1e-10: the target is about exact solves, where lds.py takes dattri's
+budget of 100); the solvers' convergence and residuals are in the rows.
 
     .venv/bin/python benchmarks/pbrf.py --json benchmarks/results/lds.json
     .venv/bin/python benchmarks/pbrf.py --runs digits_mlp:minimum --json benchmarks/results/lds.json
@@ -375,6 +377,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--pbrf-max-iter", type=int, default=100, help="PBRF: L-BFGS iterations")
     p.add_argument("--lissa-depth", type=int, default=1000, help="as lds.py: LiSSA's steps")
     p.add_argument("--lissa-batch", type=int, default=100, help="as lds.py: LiSSA's batch size")
+    p.add_argument("--cg-maxiter", type=int, default=1000, help="CG's limit (its own default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--shared", action="store_true", help="note in the JSON: a shared machine")
@@ -391,7 +394,10 @@ def settings_of(args: argparse.Namespace, argv: list[str]) -> dict:
         "hessians": split(args.hessians),
         **{k: getattr(args, k) for k in ("damping", "n_top", "n_random", "n_test", "loo")},
         **{k: getattr(args, k) for k in ("epochs", "max_iter", "tol", "pbrf_max_iter")},
-        **{k: getattr(args, k) for k in ("lissa_depth", "lissa_batch", "seed", "threads")},
+        **{
+            k: getattr(args, k)
+            for k in ("lissa_depth", "lissa_batch", "cg_maxiter", "seed", "threads")
+        },
         "shared": args.shared,
         "command": shlex.join(["python", "benchmarks/pbrf.py", *argv]),
     }
