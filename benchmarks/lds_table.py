@@ -31,8 +31,9 @@ def status_line(report: dict) -> str:
     tests = "/".join(str(v) for v in sorted({r["n_test"] for r in rows}))
     missing = report.get("missing", [])
     short = f"; {len(missing)} required rows missing or short" if missing else ""
+    kind = "Incomplete run" if (subsets, tests) == ("100", "100") else "Reduced run"
     return (
-        f"Reduced run: {subsets} subsets, {tests} test points (TRAK's and dattri's setting is "
+        f"{kind}: {subsets} subsets, {tests} test points (TRAK's and dattri's setting is "
         f"100 and 100){short}."
     )
 
