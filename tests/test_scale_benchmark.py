@@ -6,13 +6,11 @@ average at its start; a run of one kind keeps the other kind's rows in the JSON.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.processes import run_benchmark
 
 pytest.importorskip("distributed")
 
@@ -22,14 +20,7 @@ pytest.importorskip("distributed")
 @pytest.mark.timeout(600)
 def test_scale_quick_run_writes_its_json(tmp_path: Path):
     out = tmp_path / "scale.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=580,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_benchmark("scale.py", "--quick", "--json", str(out))
     report = json.loads(out.read_text())
     assert report["command"] == f"benchmarks/scale.py --quick --json {out}"
     assert {"cpu", "cores", "load_average_start"} <= set(report["machine"])
@@ -49,24 +40,9 @@ def test_scale_quick_run_writes_its_json(tmp_path: Path):
             assert row["retrains"] == 6 and row["retrains_per_second"] > 0
             assert row.get("same_as_in_process", True) is True  # absent for workers = 0
     assert report["lds_retrain"]["subsets"] == 3
-    again = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "scale.py"),
-            "--quick",
-            "--kinds",
-            "lds_retrain",
-            "--workers",
-            "1",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=580,
+    run_benchmark(
+        "scale.py", "--quick", "--kinds", "lds_retrain", "--workers", "1", "--json", str(out)
     )
-    assert again.returncode == 0, again.stderr[-3000:]
     merged = json.loads(out.read_text())
     assert [(r["kind"], r["workers"]) for r in merged["rows"]] == [
         ("scoring", 0),
