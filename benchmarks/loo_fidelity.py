@@ -31,7 +31,9 @@ all points), then reports Pearson and Spearman R between the two over the remove
    LOO R, and each seed's R, ||grad R||, lambda_min and damping. Seed 0 is section 3's model.
    A retrain that reaches another minimum moved 3's R from 0.933 to 0.706: this row says how
    much of that is the seed. Without the other experiments rerun:
-   ``loo_fidelity.py --resume --experiments cnn_seeds --json benchmarks/results/loo_fidelity.json``
+   ``loo_fidelity.py --resume --experiments cnn_seeds --json benchmarks/results/loo_fidelity.json
+   --seed-log benchmarks/results/loo_cnn_seeds.jsonl`` (each finished seed is kept in the log, so a
+   stopped run goes on from the next seed).
 4. ``fig3_smooth_hinge``: a linear SVM on digits 1 vs 7 (269 training points, 65 parameters,
    l2 = 0.1) trained to the plain hinge's minimum (``iw.train_hinge``: liblinear), influence through
    the smooth hinge at t = 0.001 and t = 0.1 and the plain hinge (t = 0) at that solution, retrained
@@ -327,6 +329,8 @@ def cnn_seed(seed: int, n_remove: int, train_iter: int, retrain_iter: int):
     )
     return {
         "seed": seed,
+        "n_train": inf.n,
+        "n_params": inf.p,
         "pearson": result.pearson,
         "spearman": result.spearman,
         "train_grad_norm": report.grad_norm,
@@ -340,36 +344,70 @@ def cnn_seed(seed: int, n_remove: int, train_iter: int, retrain_iter: int):
     }, inf
 
 
+def logged_seeds(path: Path | None, settings: dict[str, int]) -> dict[int, dict[str, Any]]:
+    """The seeds the JSON-lines log ``path`` holds at ``settings``, each without the settings."""
+    if path is None or not path.exists():
+        return {}
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {
+        r["seed"]: {k: v for k, v in r.items() if k not in settings}
+        for r in lines
+        if all(r.get(k) == v for k, v in settings.items())
+    }
+
+
 def cnn_seeds(
-    seeds: int, n_remove: int, train_iter: int, retrain_iter: int, shared: bool
+    seeds: int,
+    n_remove: int,
+    train_iter: int,
+    retrain_iter: int,
+    shared: bool,
+    seed_log: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Section 3 repeated for training seeds 0..seeds-1: one row with the median, min and max of
     their LOO R, and every seed's R, gradient norm and damping. Each seed removes its own
-    ``n_remove`` points of largest |influence| (its own model ranks them)."""
-    runs = [cnn_seed(s, n_remove, train_iter, retrain_iter) for s in range(seeds)]
-    per_seed = [summary for summary, _ in runs]
+    ``n_remove`` points of largest |influence| (its own model ranks them). Each seed takes about
+    30 minutes: with ``seed_log`` (JSON lines) every finished seed is appended there, and a seed
+    the log already holds at the same settings is read back instead of rerun, so a stopped run
+    loses at most the seed it was on."""
+    settings = {"n_remove": n_remove, "train_iter": train_iter, "retrain_iter": retrain_iter}
+
+    done = logged_seeds(seed_log, settings)
+    per_seed = []
+    for s in range(seeds):
+        if s in done:
+            print(f"  cnn seed {s}: R {done[s]['pearson']:.4f} (from {seed_log})", flush=True)
+            per_seed.append(done[s])
+            continue
+        summary, _ = cnn_seed(s, n_remove, train_iter, retrain_iter)
+        per_seed.append(summary)
+        if seed_log is not None:
+            with seed_log.open("a") as f:
+                f.write(json.dumps({**summary, **settings}) + "\n")
     rs = np.array([p["pearson"] for p in per_seed])
     seconds = sum(p["train_seconds"] + p["loo_seconds"] for p in per_seed)
+    first = per_seed[0]
     return [
-        row(
-            "cnn_seeds",
-            "direct",
-            runs[-1][1],
-            n_remove,
-            float(np.median(rs)),
-            float(np.median([p["spearman"] for p in per_seed])),
-            seconds,
-            pearson_median=float(np.median(rs)),
-            pearson_min=float(rs.min()),
-            pearson_max=float(rs.max()),
-            seeds=list(range(seeds)),
-            per_seed=per_seed,
-            train_max_iter=train_iter,
-            retrain_max_iter=retrain_iter,
-            target=None,
-            met=None,
-            shared_machine=shared,
-        )  # fmt: skip
+        {
+            "name": "cnn_seeds",
+            "solver": "direct",
+            "n_train": first["n_train"],
+            "n_params": first["n_params"],
+            "n_removed": n_remove,
+            "pearson": float(np.median(rs)),
+            "spearman": float(np.median([p["spearman"] for p in per_seed])),
+            "seconds": seconds,
+            "pearson_median": float(np.median(rs)),
+            "pearson_min": float(rs.min()),
+            "pearson_max": float(rs.max()),
+            "seeds": list(range(seeds)),
+            "per_seed": per_seed,
+            "train_max_iter": train_iter,
+            "retrain_max_iter": retrain_iter,
+            "target": None,
+            "met": None,
+            "shared_machine": shared,
+        }
     ]
 
 
@@ -549,6 +587,11 @@ def parse_arguments(argv: list[str] | None) -> tuple[argparse.ArgumentParser, ar
         "--cnn-seeds", type=int, default=5, help="cnn_seeds: training seeds 0..N-1 of the CNN"
     )
     parser.add_argument(
+        "--seed-log",
+        type=Path,
+        help="cnn_seeds: append each finished seed here (JSON lines); seeds there are not rerun",
+    )
+    parser.add_argument(
         "--shared", action="store_true", help="cnn_seeds: note that other jobs shared the machine"
     )
     return parser, parser.parse_args(argv)
@@ -572,7 +615,9 @@ def run_experiment(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         seeds, n_remove, train_iter, retrain_iter = (
             (2, 5, 150, 60) if quick else (args.cnn_seeds, 100, 1000, 200)
         )
-        return cnn_seeds(seeds, n_remove, train_iter, retrain_iter, shared=args.shared)
+        return cnn_seeds(
+            seeds, n_remove, train_iter, retrain_iter, shared=args.shared, seed_log=args.seed_log
+        )
     if name == "fig3_smooth_hinge":
         return fig3_smooth_hinge(n_remove=50)
     if name == "fashion_mlp" and quick:

@@ -72,3 +72,25 @@ def test_cnn_seeds_row_summarises_every_seed():
         assert p["train_iterations"] > 0 and p["damping"] >= 0 and p["train_grad_norm"] > 0
     with pytest.raises(SystemExit):
         bench.main(["--experiments", "no_such_experiment"])
+
+
+@pytest.mark.slow  # about 15 s: one CNN training, one direct fit and three retrains
+@pytest.mark.filterwarnings("ignore::influence_widgets.InfluenceWarning")  # 10 iterations: far
+def test_cnn_seeds_log_keeps_finished_seeds_and_is_read_back(tmp_path, monkeypatch):
+    from tests.scripts import load_benchmark
+
+    bench = load_benchmark("loo_fidelity")
+    log = tmp_path / "seeds.jsonl"
+    (first,) = bench.cnn_seeds(1, n_remove=3, train_iter=10, retrain_iter=3, shared=False,
+                               seed_log=log)  # fmt: skip
+    assert len(log.read_text().splitlines()) == 1
+
+    def no_retraining(*args):
+        raise AssertionError("a logged seed was trained again")
+
+    monkeypatch.setattr(bench, "cnn_seed", no_retraining)
+    (again,) = bench.cnn_seeds(1, n_remove=3, train_iter=10, retrain_iter=3, shared=False,
+                               seed_log=log)  # fmt: skip
+    assert again["per_seed"] == first["per_seed"] and again["pearson"] == first["pearson"]
+    with pytest.raises(AssertionError, match="trained again"):  # other settings: not reused
+        bench.cnn_seeds(1, n_remove=4, train_iter=10, retrain_iter=3, shared=False, seed_log=log)
