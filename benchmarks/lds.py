@@ -21,7 +21,10 @@ imported from ``--dattri-path`` or the environment): its IF explicit, CG, LiSSA,
 EK-FAC, Grad-Dot, TracIn and TRAK, as benchmarks/peer_systems/dattri_lds.py runs them (settings
 and signs there; every row records its settings). A method whose Hessian would not fit
 ``--max-hessian-gb`` (direct and dattri's explicit on fmnist_mlp: p = 101,770, 83 GB in float64)
-gets a row with ``"lds": null`` and a ``"skipped"`` reason; one that raises, ``"error"``.
+gets a row with ``"lds": null`` and a ``"skipped"`` reason, as does one that would grow the
+process by more than ``--max-method-gb`` (dattri's explicit IF on the CNN forms
+``torch.func.hessian`` of the whole batch at once: a single 10.4 GB block, and the run was
+OOM-killed on this 24 GB machine); one that raises, ``"error"``.
 
     python benchmarks/lds.py --dattri all --json benchmarks/results/lds.json
     python benchmarks/lds.py --cases digits_cnn --regimes minimum --dattri all \\
@@ -57,7 +60,13 @@ import torch
 from lds_models import CASES, REGIMES, Case, half_models, regime, tracin_checkpoints, train_model
 from machine import machine_info
 from peer_systems import dattri_lds
-from proc_memory import lifetime_peak_mb, reset_peak_rss, status_kb
+from proc_memory import (
+    MemoryCapExceeded,
+    address_space_cap,
+    lifetime_peak_mb,
+    reset_peak_rss,
+    status_kb,
+)
 
 import influence_widgets as iw
 
@@ -242,10 +251,14 @@ def shared(case: Case, regime_name: str, settings: dict) -> Shared:
 
 
 def attempt(s: Shared, compute: Callable, *args, **fields) -> dict:
-    """The row of ``compute(*args)`` -> (scores, settings dict), timed; an exception becomes a
-    row with ``"error"``."""
+    """The row of ``compute(*args)`` -> (scores, settings dict), timed, its address space growth
+    capped at ``--max-method-gb``: a method that needs more gets a row with ``"lds": null`` and a
+    ``"skipped"`` reason (as a Hessian that does not fit), one that raises, ``"error"``."""
     try:
-        (scores, info), seconds, peak = measured(compute, *args)
+        with address_space_cap(s.settings["max_method_gb"]):
+            (scores, info), seconds, peak = measured(compute, *args)
+    except MemoryCapExceeded as err:  # e.g. dattri's explicit IF on the CNN: 10+ GB at once
+        return s.row(None, skipped=str(err), **fields)
     except Exception as err:  # one failing method must not lose the run's other rows
         return s.row(None, error=f"{type(err).__name__}: {err}".splitlines()[0][:200], **fields)
     return s.row(scores, seconds=seconds, peak_mb=peak, settings=info, **fields)
@@ -433,6 +446,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-iter", type=int, default=1000, help="minimum regime's L-BFGS limit")
     p.add_argument("--trak-models", type=int, default=10, help="TRAK's ensemble of half models")
     p.add_argument("--max-hessian-gb", type=float, default=8.0, help="explicit Hessians up to")
+    p.add_argument(
+        "--max-method-gb", type=float, default=12.0, help="memory one method may add (else skipped)"
+    )
     p.add_argument("--lissa-depth", type=int, default=1000, help="our LiSSA's steps")
     p.add_argument("--lissa-batch", type=int, default=100, help="our LiSSA's batch size")
     p.add_argument("--cg-maxiter", type=int, default=100, help="our CG's iteration limit")
@@ -473,6 +489,7 @@ def settings_of(args: argparse.Namespace, argv: list[str]) -> dict:
         "max_iter": args.max_iter,
         "trak_models": args.trak_models,
         "max_hessian_gb": args.max_hessian_gb,
+        "max_method_gb": args.max_method_gb,
         "lissa_depth": args.lissa_depth,
         "lissa_batch": args.lissa_batch,
         "cg_maxiter": args.cg_maxiter,

@@ -45,3 +45,41 @@ def release_freed_memory() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class MemoryCapExceeded(MemoryError):
+    """An allocation inside :func:`address_space_cap` went over the cap."""
+
+
+@contextlib.contextmanager
+def address_space_cap(extra_gb: float):
+    """Let this process's address space grow by at most ``extra_gb`` GB inside the block (Linux
+    RLIMIT_AS, the soft limit put back afterwards), so that a method which would allocate more
+    fails there with :class:`MemoryCapExceeded` instead of the whole run being OOM-killed.
+    Where the limit cannot be set (not Linux), the block runs uncapped."""
+    import resource
+
+    size_kb = status_kb("VmSize")
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    except (AttributeError, ValueError, OSError):
+        size_kb = None
+    if size_kb is None:
+        yield
+        return
+    cap = size_kb * 1024 + int(extra_gb * 1e9)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    except (MemoryError, RuntimeError) as err:
+        text = str(err)
+        if isinstance(err, MemoryError) or "allocate" in text or "out of memory" in text:
+            raise MemoryCapExceeded(
+                f"needs more than {extra_gb:g} GB beyond the process's memory "
+                f"({type(err).__name__}: {text.splitlines()[0][:120] if text else 'no message'})"
+            ) from err
+        raise
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -24,7 +25,7 @@ def settings(**kw) -> dict:
         "cases": ["digits_lr"], "regimes": ["minimum", "practitioner"],
         "solvers": ["direct", "cg"], "hessians": ["exact", "gauss-newton"], "dattri": [],
         "subsets": 4, "n_test": 2, "fraction": 0.5, "noise_floor": True, "epochs": 1,
-        "max_iter": 50, "trak_models": 1, "max_hessian_gb": 8.0, "seed": 0, "threads": 1,
+        "max_iter": 50, "trak_models": 1, "max_hessian_gb": 8.0, "max_method_gb": 12.0, "seed": 0, "threads": 1,
         "lissa_depth": 50, "lissa_batch": 20, "cg_maxiter": 100, "workers": 0,
         "command": "python benchmarks/lds.py --tiny", **kw,
     }  # fmt: skip
@@ -85,6 +86,25 @@ def test_an_explicit_hessian_too_big_is_a_skipped_row_with_its_reason():
     assert bench.hessian_too_big(lds_models.digits_lr(n_test=1), 8.0) is None
     row = {"system": "ours", "method": "direct (exact)", "lds": None, "skipped": reason}
     assert lds_table.lds_cell(row) == f"not run: {reason}"
+
+
+@pytest.mark.slow  # about 5 s: one training and 6 retrains
+def test_a_method_over_the_memory_cap_is_a_skipped_row_and_the_run_goes_on():
+    case = lds_models.digits_lr(n_test=2, n_train=60)
+    s = bench.shared(case, "minimum", settings(subsets=3, max_method_gb=1.0))
+
+    def hog():
+        block = torch.ones(int(3e9) // 4)  # 3 GB at once, as dattri's explicit IF on the CNN
+        return np.zeros((2, 60)) + float(block[0]), {}
+
+    def light():
+        return np.ones((2, 60)), {}
+
+    big = bench.attempt(s, hog, system="dattri", method="IF explicit")
+    assert big["lds"] is None and "more than 1 GB" in big["skipped"] and "error" not in big
+    small = bench.attempt(s, light, system="ours", method="direct (exact)")
+    assert "skipped" not in small and "error" not in small and small["seconds"] >= 0
+    torch.ones(int(3e9) // 4)  # the cap is lifted after the method
 
 
 def fake_row(model: str, regime: str, system: str, method: str, lds=0.5, n=100) -> dict:
