@@ -173,16 +173,21 @@ CARD_TABLES = """panel => [...panel.querySelectorAll('.iw-train-item')].map(card
 
 @pytest.mark.timeout(120)
 def test_saved_tabular_page_rebuilds_every_card(offline, tmp_path):
-    """breast_cancer: each card's features, in the explorer's order, with its differences in SDs
-    (rebuilt in the page from the rows each point keeps once)."""
+    """breast_cancer, one test point a page: the pages turn, and each card shows its features in
+    the explorer's order, with its differences in SDs (rebuilt in the page from the rows each
+    point keeps once)."""
     data = iw.datasets.breast_cancer()
     model = iw.models.logistic_regression(data)
     iw.train(model, data, l2=0.01, progress=False)
     inf = iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False)
-    explorer = iw.InfluenceExplorer(inf, data, k=3).wait_ready()
+    explorer = iw.InfluenceExplorer(inf, data, k=3, page_size=1).wait_ready()
     path = explorer.save_html(tmp_path / "tabular.html", test_points=[0, 7], progress=False)
     page, requests, messages = offline(path, viewport={"width": 1400, "height": 1000})
-    for index in (7, 0):
+    assert cards(page) == [0]
+    for index, turn in ((7, ".iw-next"), (0, ".iw-prev")):  # one test point a page
+        page.locator(turn).click()
+        assert cards(page) == [index]
+        assert page.locator(".iw-page-info").inner_text().startswith(f"page {1 + (index == 7)} / 2")
         assert shown_panel(page, index) == the_explorers_panel(explorer, index)
         expected = [
             [[name, ("+" if d > 0 else "") + f"{d:.1f}"] for name, _, _, d in item["differences"]]
