@@ -8,8 +8,8 @@ anywidget runs) and ``explorer.css``, inlined, and ``saved_page.js``, which driv
 ``render`` with a model object over the saved state (``get``/``set``/``on``/``save_changes``/
 ``send``, as anywidget's) instead of a kernel. Each image is embedded once, as base64 PNG, and
 the cards and panels refer to it by its place in that table; tabular cards share each point's
-row the same way (:class:`SharedRows`). A Content-Security-Policy in the page
-lets it load nothing from outside: no script, style, image or connection but its own.
+row the same way (:class:`SharedRows`). A Content-Security-Policy in the page lets it load
+nothing from outside: no script, style, image or connection but its own.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ RUN_STATES = ("verify", "attack", "review", "review_retrain")
 NOT_SAVED = ("verify_plot", "layout", "tabbable", "tooltip")
 
 # A Content-Security-Policy that lets the page use only what it holds: inline scripts and styles,
-# the explorer module imported from a blob: URL (as anywidget imports it), images from blob: URLs.
+# the explorer module imported from a blob: URL (as anywidget imports it), images from blob: and
+# data: URLs.
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsafe-inline'; "
     "img-src blob: data:"
