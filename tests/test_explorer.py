@@ -151,6 +151,7 @@ def test_built_wheel_ships_the_front_end(tmp_path: Path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "influence_widgets/static/explorer.js" in names
     assert "influence_widgets/static/explorer.css" in names
+    assert "influence_widgets/static/saved_page.js" in names  # save_html's page driver
     assert "influence_widgets/assets/fmnist_extractor.pt" in names  # the attacks' extractor
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import numbers
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import anywidget
@@ -27,6 +28,7 @@ from influence_widgets.analysis.loo import LOOResult
 from influence_widgets.analysis.mislabel import METHODS
 from influence_widgets.core.errors import check_positive_int
 from influence_widgets.core.influence import Influence, check_influence
+from influence_widgets.core.progress import progress_bar
 from influence_widgets.datasets import Dataset
 from influence_widgets.distributed import ScoreStore
 from influence_widgets.widgets.attack_tab import AttackTab
@@ -40,10 +42,17 @@ from influence_widgets.widgets.inputs import (
 )
 from influence_widgets.widgets.jobs import JobRunner
 from influence_widgets.widgets.lookahead import PageLookahead
+from influence_widgets.widgets.minimum import curvature_text
 from influence_widgets.widgets.precompute import Precomputation, failure_message
 from influence_widgets.widgets.protocol import IDLE, VERIFY_MODES
 from influence_widgets.widgets.review_retrain import ReviewResult
 from influence_widgets.widgets.review_tab import ReviewTab
+from influence_widgets.widgets.saved_page import (
+    SavedPage,
+    SharedRows,
+    check_html_path,
+    check_test_points,
+)
 from influence_widgets.widgets.verify_lds import LDS_SUBSETS
 from influence_widgets.widgets.verify_tab import VerifyTab
 
@@ -602,6 +611,65 @@ class InfluenceExplorer(anywidget.AnyWidget):
         except ImportError as err:
             raise ImportError("results(as_frame=True) needs pandas: pip install pandas") from err
         return pd.DataFrame(rows)
+
+    # ----- publishing: one HTML page that needs no kernel ------------------------------------
+    def save_html(
+        self,
+        path: str | os.PathLike[str],
+        test_points: Iterable[int] | None = None,
+        *,
+        overwrite: bool = False,
+        progress: bool = True,
+    ) -> Path:
+        """Save the explorer as one self-contained HTML page that opens from disk or a course
+        website with no Python, no Jupyter and no network, and answers clicks from saved scores.
+
+        The page holds the gallery of ``test_points`` (default: every test point) and, for each,
+        the panel a click shows here: its ``k`` most helpful and most harmful training points,
+        ranked by predicted_removal_effect = -(1/n) I_up,loss(z_i, z_test), computed as a click
+        computes them (one solve each, or a read of the score store), with a progress bar. The
+        explorer's own front end (``explorer.js`` and ``explorer.css``) is inlined and each image
+        is embedded once. Verify, Attack and Review run Python, so the page turns them off and
+        says so. Waits for precomputation first.
+
+        Args:
+            path: the file to write: a name ending in .html or .htm, in a folder that exists.
+            test_points: the test indices to save (any order, repeats ignored), or None for all.
+            overwrite: replace an existing file at ``path`` (otherwise a FileExistsError).
+            progress: show a progress bar while the panels are computed.
+
+        Returns:
+            ``path`` as a Path.
+        """
+        target = check_html_path(path, overwrite)
+        indices = check_test_points(test_points, len(self.context.tests))
+        self.wait_ready()
+        tests, display = self.context.tests, self.display_data
+        shown = f"{len(indices)} test point{'s' if len(indices) > 1 else ''}"
+        rows = (
+            SharedRows(display.feature_names, display.feature_sd.tolist())
+            if display.kind == "tabular"
+            else None
+        )
+        page = SavedPage(
+            self.get_state(),
+            f"Saved from a notebook: the {self.k} most helpful and most harmful training points "
+            f"of each of these {shown}, scored with the {curvature_text(self.influence)}. Click "
+            "a test point to see them.",
+            rows,
+        )
+        with progress_bar(
+            total=len(indices), desc="saving the explorer's panels", disable=not progress
+        ) as bar:
+            for i in indices:
+                with self.influence_tab.lock:
+                    panel = self.influence_tab.panel(i)
+                page.add(self._gallery_item(i), int(tests.true[i]), panel)
+                bar.update()
+        html = page.html(static_dir(), f"{target.stem}: influence explorer")
+        check_html_path(target, overwrite)  # nothing has appeared there meanwhile
+        target.write_text(html, encoding="utf-8")
+        return target
 
     def wait_ready(self, timeout: float = 600.0) -> InfluenceExplorer:
         """Block until precomputation is done (for scripts and tests); returns self."""
