@@ -122,7 +122,7 @@ def _other_point(value: torch.Tensor, ref: _Reference, name: str) -> str | None:
 
 def _vector_mistakes(ref: _Reference, which: str) -> list[Mistake]:
     l2_term = ref.l2 * ref.theta
-    data_mean = -l2_term  # at the minimum, the mean of grad L(z_j) is -l2 * theta
+    data_mean = ref.g_train.mean(0) - l2_term  # the mean of grad L(z_j) over the training set
     sign = Mistake(
         -(ref.g_test if which == "g_test" else ref.g_i),
         "has the wrong sign: it is the gradient of minus the loss. Differentiate the loss itself.",
