@@ -9,6 +9,8 @@ headless within 3 minutes.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import re
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from IPython.core.formatters import DisplayFormatter
 from nbclient import NotebookClient
 from torch.func import grad, hessian
 
@@ -32,9 +35,13 @@ TIME_LIMIT_S = 180
 
 
 # ----- exercise 1: by hand -------------------------------------------------------------------
+OTHER = 5  # another training point, for "the wrong training point"
+
+
 @pytest.fixture(scope="module")
 def tiny():
-    """The notebook's problem: 3 against 8 on 4x4 digits, p = 32, and the right answers."""
+    """The notebook's problem: 3 against 8 on 4x4 digits, p = 32, the right answers and the
+    pieces of typical wrong ones."""
     data = iw.datasets.digits()
 
     def pick(X, y):
@@ -54,14 +61,25 @@ def tiny():
     def losses(th, A, b):
         return F.cross_entropy(A @ th.reshape(2, 16).T, b, reduction="none")
 
+    def term(j):  # the gradient of ell_j
+        return grad(lambda th: losses(th, X[j : j + 1], y[j : j + 1]).sum() + 0.5 * l2 * th @ th)
+
     x_test, y_test, i = Xt[:1], yt[:1], 0
     g_test = grad(lambda th: losses(th, x_test, y_test).sum())(theta)
-    g_i = grad(lambda th: losses(th, X[:1], y[:1]).sum() + 0.5 * l2 * th @ th)(theta)
+    g_i = term(i)(theta)
     H = hessian(lambda th: losses(th, X, y).mean() + 0.5 * l2 * th @ th)(theta)
     I_up = float(-g_test @ torch.linalg.solve(H, g_i))
     return dict(
         inf=inf, x=x_test, y=y_test, i=i, n=len(y), l2=l2, theta=theta,
         g_test=g_test, g_i=g_i, H=H, I_up=I_up, removal=-I_up / len(y),
+        # the gradient of the whole risk R, ~0 at its minimum; of the mean data loss, -l2 theta
+        g_R=grad(lambda th: losses(th, X, y).mean() + 0.5 * l2 * th @ th)(theta),
+        g_mean=grad(lambda th: losses(th, X, y).mean())(theta),
+        g_other=term(OTHER)(theta),
+        g_all=torch.stack([term(j)(theta) for j in range(len(y))]),
+        H_one=hessian(lambda th: losses(th, X[:1], y[:1]).sum() + 0.5 * l2 * th @ th)(theta),
+        effects=inf.predicted_removal_effect(x_test, y_test)[0],
+        eye=torch.eye(32, dtype=torch.float64),
     )  # fmt: skip
 
 
@@ -76,28 +94,34 @@ def test_by_hand_accepts_the_right_answers(tiny):
     args = (t["inf"], t["x"], t["y"], t["i"])
     assert by_hand.check_gradients(t["g_test"], t["g_i"], *args).passed
     assert by_hand.check_hessian(t["H"], t["inf"]).passed
+    assert by_hand.check_hessian(t["H"], t["inf"], t["i"]).passed
     assert by_hand.check_influence_value(t["I_up"], *args).passed
     assert by_hand.check_removal_effect(t["removal"], *args).passed
     assert by_hand.check_removal_effect(torch.tensor([t["removal"]]), *args).passed
 
 
-@pytest.mark.parametrize(
-    "name, wrong, says",
-    [
-        ("sign", lambda t: -t["I_up"], "wrong sign"),
-        ("divided by n", lambda t: -t["I_up"] / t["n"], "removal effect"),
-        ("times n", lambda t: t["I_up"] * t["n"], "multiplied by n"),
-        ("H not inverted", lambda t: float(-t["g_test"] @ t["H"] @ t["g_i"]), "H^-1"),
-        (
-            "g_i without L2",
-            lambda t: float(
-                -t["g_test"] @ torch.linalg.solve(t["H"], t["g_i"] - t["l2"] * t["theta"])
-            ),
-            "without its L2",
-        ),
-        ("unrelated", lambda t: 3.7 * t["I_up"], "3.7 times"),
-    ],
-)
+def _solve(t, H, g):
+    return float(-t["g_test"] @ torch.linalg.solve(H, g))
+
+
+INFLUENCE_MISTAKES = [
+    ("sign", lambda t: -t["I_up"], "wrong sign"),
+    ("divided by n", lambda t: -t["I_up"] / t["n"], "removal effect"),
+    ("times n", lambda t: t["I_up"] * t["n"], "multiplied by"),
+    ("H not inverted", lambda t: float(-t["g_test"] @ t["H"] @ t["g_i"]), "its inverse"),
+    ("no Hessian", lambda t: float(-t["g_test"] @ t["g_i"]), "leaves out the Hessian"),
+    ("H without L2", lambda t: _solve(t, t["H"] - t["l2"] * t["eye"], t["g_i"]),
+     "Hessian without the L2 term"),
+    ("g_i without L2", lambda t: _solve(t, t["H"], t["g_i"] - t["l2"] * t["theta"]),
+     "without its L2"),
+    ("whole-risk g_i", lambda t: _solve(t, t["H"], t["g_R"]), "whole training risk"),
+    ("wrong training point", lambda t: _solve(t, t["H"], t["g_other"]), "training point #"),
+    ("a vector", lambda t: -t["g_test"] * torch.linalg.solve(t["H"], t["g_i"]), "one number"),
+    ("unrelated", lambda t: 3.7 * t["I_up"], "3.7 times"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, wrong, says", INFLUENCE_MISTAKES)
 def test_by_hand_influence_names_the_mistake(tiny, name, wrong, says):
     t = tiny
     result = by_hand.check_influence_value(wrong(t), t["inf"], t["x"], t["y"], t["i"])
@@ -105,15 +129,18 @@ def test_by_hand_influence_names_the_mistake(tiny, name, wrong, says):
     _no_answer_shown(result, t["I_up"])
 
 
-@pytest.mark.parametrize(
-    "name, wrong, says",
-    [
-        ("sign", lambda t: -t["removal"], "wrong sign"),
-        ("missing 1/n", lambda t: -t["I_up"], "misses the 1/n"),
-        ("I_up,loss itself", lambda t: t["I_up"], "both the sign and the 1/n"),
-        ("1/n twice", lambda t: t["removal"] / t["n"], "twice"),
-    ],
-)
+REMOVAL_MISTAKES = [
+    ("sign", lambda t: -t["removal"], "wrong sign"),
+    ("missing 1/n", lambda t: -t["I_up"], "times too large"),
+    ("I_up,loss itself", lambda t: t["I_up"], "itself"),
+    ("1/n twice", lambda t: t["removal"] / t["n"], "times too small"),
+    ("wrong training point", lambda t: t["effects"][OTHER], "training point #"),
+    ("every training point", lambda t: t["effects"], "one value per training point"),
+    ("unrelated", lambda t: 2.5 * t["removal"], "2.5 times"),
+]
+
+
+@pytest.mark.parametrize("name, wrong, says", REMOVAL_MISTAKES)
 def test_by_hand_removal_effect_names_the_mistake(tiny, name, wrong, says):
     t = tiny
     result = by_hand.check_removal_effect(wrong(t), t["inf"], t["x"], t["y"], t["i"])
@@ -121,17 +148,29 @@ def test_by_hand_removal_effect_names_the_mistake(tiny, name, wrong, says):
     _no_answer_shown(result, t["removal"])
 
 
-@pytest.mark.parametrize(
-    "name, answers, says",
-    [
-        ("g_test with L2", lambda t: (t["g_test"] + t["l2"] * t["theta"], t["g_i"]), "L2 term"),
-        ("g_i without L2", lambda t: (t["g_test"], t["g_i"] - t["l2"] * t["theta"]), "misses"),
-        ("swapped", lambda t: (t["g_i"], t["g_test"]), "training point"),
-        ("negated", lambda t: (-t["g_test"], t["g_i"]), "wrong sign"),
-        ("wrong shape", lambda t: (t["g_test"][:5], t["g_i"]), "shape"),
-        ("blank", lambda t: (..., ...), "not filled in"),
-    ],
-)
+GRADIENT_MISTAKES = [
+    ("g_test with L2", lambda t: (t["g_test"] + t["l2"] * t["theta"], t["g_i"]), "L2 term"),
+    ("g_i without L2", lambda t: (t["g_test"], t["g_i"] - t["l2"] * t["theta"]),
+     "`g_i` misses the L2 term"),
+    ("swapped", lambda t: (t["g_i"], t["g_test"]), "training point"),
+    ("negated", lambda t: (-t["g_test"], t["g_i"]), "wrong sign"),
+    ("g_i / n", lambda t: (t["g_test"], t["g_i"] / t["n"]), "times too small"),
+    ("whole risk as g_i", lambda t: (t["g_test"], t["g_R"]), "whole training risk"),
+    ("whole risk as g_test", lambda t: (t["g_R"], t["g_i"]), "whole training risk"),
+    ("mean data loss as g_i", lambda t: (t["g_test"], t["g_mean"]), "average loss over all"),
+    ("summed data loss as g_i", lambda t: (t["g_test"], t["n"] * t["g_mean"]),
+     "summed loss over all"),
+    ("wrong training point", lambda t: (t["g_test"], t["g_other"]), "training point #"),
+    ("wrong point, no L2", lambda t: (t["g_test"], t["g_other"] - t["l2"] * t["theta"]),
+     "without the L2 term"),
+    ("one row per point", lambda t: (t["g_test"], t["g_all"]), "one gradient per training point"),
+    ("a Hessian", lambda t: (t["g_test"], t["H"]), "matrix of second derivatives"),
+    ("wrong shape", lambda t: (t["g_test"][:5], t["g_i"]), "shape"),
+    ("blank", lambda t: (..., ...), "not filled in"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, answers, says", GRADIENT_MISTAKES)
 def test_by_hand_gradients_name_the_mistake(tiny, name, answers, says):
     t = tiny
     result = by_hand.check_gradients(*answers(t), t["inf"], t["x"], t["y"], t["i"])
@@ -139,25 +178,33 @@ def test_by_hand_gradients_name_the_mistake(tiny, name, answers, says):
     assert says in result.feedback, result.feedback
 
 
-@pytest.mark.parametrize(
-    "name, wrong, says",
-    [
-        ("no L2", lambda t: t["H"] - t["l2"] * torch.eye(32, dtype=torch.float64), "L2 term"),
-        (
-            "sum",
-            lambda t: (
-                t["n"] * (t["H"] - t["l2"] * torch.eye(32, dtype=torch.float64))
-                + t["l2"] * torch.eye(32, dtype=torch.float64)
-            ),
-            "sums the losses",
-        ),  # fmt: skip
-        ("negated", lambda t: -t["H"], "wrong sign"),
-        ("string", lambda t: "H", "shape"),
-        ("blank", lambda t: ..., "not filled in"),
-    ],
-)
+def test_the_whole_risk_gradient_is_diagnosed_as_such(tiny):
+    """g_i = grad R(theta_hat), a vector of near zeros: the feedback says that the per-point
+    gradient was asked for and that the gradient of the whole risk is ~0 at its minimum."""
+    t = tiny
+    assert float(t["g_R"].norm()) < 1e-6 * float(t["g_i"].norm())
+    for answers in [(t["g_test"], t["g_R"]), (t["g_R"], t["g_i"]), (t["g_test"], 0 * t["g_i"])]:
+        feedback = by_hand.check_gradients(*answers, t["inf"], t["x"], t["y"], t["i"]).feedback
+        for says in ["almost zero", "whole training risk", "minimum", "per-point gradient"]:
+            assert says in feedback, feedback
+
+
+HESSIAN_MISTAKES = [
+    ("no L2", lambda t: t["H"] - t["l2"] * t["eye"], "misses the L2 term"),
+    ("sum", lambda t: t["n"] * (t["H"] - t["l2"] * t["eye"]) + t["l2"] * t["eye"],
+     "sums the training losses"),
+    ("negated", lambda t: -t["H"], "wrong sign"),
+    ("n times", lambda t: t["n"] * t["H"], "times too large"),
+    ("Hessian of one term", lambda t: t["H_one"], "one training term"),
+    ("a vector", lambda t: t["g_i"], "that is a vector"),
+    ("string", lambda t: "H", "shape"),
+    ("blank", lambda t: ..., "not filled in"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, wrong, says", HESSIAN_MISTAKES)
 def test_by_hand_hessian_names_the_mistake(tiny, name, wrong, says):
-    result = by_hand.check_hessian(wrong(tiny), tiny["inf"])
+    result = by_hand.check_hessian(wrong(tiny), tiny["inf"], tiny["i"])
     assert not result.passed
     assert says in result.feedback, result.feedback
 
@@ -219,34 +266,121 @@ def test_by_hand_bad_arguments_are_answered_in_words(tiny):
 
 # ----- exercise 2: predict helpful and harmful points ----------------------------------------
 @pytest.fixture(scope="module")
-def candidates():
-    data = iw.datasets.digits(n_train=400)
+def digits_inf():
+    """The notebook's model: a logistic regression on all 1,300 training digits."""
+    data = iw.datasets.digits()
     model = iw.models.logistic_regression(data)
     iw.train(model, data, l2=0.01, progress=False)
-    inf = iw.Influence(model, data, l2=0.01, progress=False)
-    return depends.pick_candidates(inf, data, 0, k=10)
+    return iw.Influence(model, data, l2=0.01, progress=False), data
+
+
+@pytest.fixture(scope="module")
+def candidates(digits_inf):
+    """The notebook's candidates, for its test point."""
+    inf, data = digits_inf
+    return depends.pick_candidates(inf, data, _generator().DEPENDS_TEST_POINT, k=10)
 
 
 def _letters(truth: dict[str, str], group: str) -> set[str]:
     return {c for c, g in truth.items() if g == group}
 
 
-def test_candidates_are_two_of_each_kind(candidates):
+def _score(candidates, helpful: set[str], harmful: set[str]) -> int:
     truth = candidates.truth()
-    assert sorted(truth) == list("ABCDEF")
-    assert [len(_letters(truth, g)) for g in ("helpful", "harmful", "neither")] == [2, 2, 2]
+    return sum(
+        truth[c] == ("helpful" if c in helpful else "harmful" if c in harmful else "neither")
+        for c in truth
+    )
 
 
-def test_depends_prediction_passes_four_of_six_and_reports_counts_only(candidates):
+def test_candidates_are_drawn_so_that_the_label_does_not_tell(candidates):
+    truth, same = candidates.truth(), candidates.same_label()
+    assert sorted(truth) == list("ABCDEFGH")
+    assert len(set(candidates.indices.values())) == 8
+    drawn = sorted((truth[c], same[c]) for c in truth)
+    expected = sorted((g, s) for g, s, count in depends.COMPOSITION for _ in range(count))
+    assert drawn == expected
+    assert depends.LABEL_ONLY_BEST < depends.PASS_MARK
+
+
+def test_the_notebooks_test_point_is_not_one_the_tutorials_show_first():
+    quickstart = (EXERCISE_DIR.parent / "01_quickstart.ipynb").read_text()
+    shown = {int(m) for m in re.findall(r"(?:ex\.selected|\bt) = (\d+)", quickstart)}
+    assert shown, "the quickstart selects no test point any more: update this test"
+    assert _generator().DEPENDS_TEST_POINT not in shown | {0}
+
+
+def test_depends_true_answers_pass(candidates):
+    truth = candidates.truth()
+    result = depends.check_prediction(
+        _letters(truth, "helpful"), _letters(truth, "harmful"), candidates
+    )
+    assert result.passed and "8 of 8" in result.feedback, result.feedback
+
+
+def _label_rule(candidates) -> tuple[set[str], set[str]]:
+    """The rule of thumb: same label helps, other label hurts."""
+    same = candidates.same_label()
+    return {c for c in same if same[c]}, {c for c in same if not same[c]}
+
+
+def test_the_label_rule_of_thumb_fails(candidates):
+    result = depends.check_prediction(*_label_rule(candidates), candidates)
+    assert not result.passed
+    assert "label alone" in result.feedback, result.feedback
+    assert _score(candidates, *_label_rule(candidates)) <= depends.LABEL_ONLY_BEST
+
+
+def test_no_rule_by_label_alone_passes_any_test_point(digits_inf):
+    """Every rule that sees only "same label or not" (nine of them: a group for each), on twenty
+    test points and two draws each."""
+    inf, data = digits_inf
+    played = 0
+    for t in range(100, 400, 15):
+        for seed in (0, 1):
+            try:
+                picked = depends.pick_candidates(inf, data, t, k=10, seed=seed)
+            except ValueError:  # a test point without two same-label harmful points
+                continue
+            same = picked.same_label()
+            for g_same, g_other in itertools.product(["helpful", "harmful", "neither"], repeat=2):
+                guess = {c: g_same if same[c] else g_other for c in same}
+                result = depends.check_prediction(
+                    _letters(guess, "helpful"), _letters(guess, "harmful"), picked
+                )
+                assert not result.passed, (t, seed, guess, result.feedback)
+                played += 1
+    assert played >= 9 * 20
+
+
+def test_random_guessing_fails(candidates):
+    """Uniform guesses over 2,000 seeds: the expected score is below the pass mark, and the pass
+    rate is under 3% (exactly, P(Binomial(8, 1/3) >= 6) = 129/6561 < 2%)."""
+    assert depends.random_pass_probability() == pytest.approx(129 / 6561)
+    assert depends.random_pass_probability() < 0.02
+    letters = list(candidates.indices)
+    scores, passes = [], 0
+    for seed in range(2000):
+        groups = np.random.default_rng(seed).integers(0, 3, len(letters))
+        helpful = {c for c, g in zip(letters, groups, strict=True) if g == 0}
+        harmful = {c for c, g in zip(letters, groups, strict=True) if g == 1}
+        passes += depends.check_prediction(helpful, harmful, candidates).passed
+        scores.append(_score(candidates, helpful, harmful))
+    assert np.mean(scores) < depends.PASS_MARK - 3
+    assert passes / 2000 < 0.03
+
+
+def test_depends_prediction_reports_counts_only(candidates):
     truth = candidates.truth()
     helpful, harmful = _letters(truth, "helpful"), _letters(truth, "harmful")
-    assert depends.check_prediction(helpful, harmful, candidates).passed
     one_off = {*helpful, next(iter(_letters(truth, "neither")))}
-    assert depends.check_prediction(one_off, harmful, candidates).passed  # 5 of 6
+    assert depends.check_prediction(one_off, harmful, candidates).passed  # 7 of 8
     swapped = depends.check_prediction(harmful, helpful, candidates)
     assert not swapped.passed
-    assert "2 of 6" in swapped.feedback and "Hint" in swapped.feedback
+    assert "2 of 8" in swapped.feedback and "swapped" in swapped.feedback
     assert not any(f"#{j}" in swapped.feedback for j in candidates.indices.values())
+    everything = depends.check_prediction(set(), set(), candidates)
+    assert "all 8 in one group, neither" in everything.feedback, everything.feedback
 
 
 @pytest.mark.parametrize(
@@ -269,18 +403,40 @@ def test_depends_lookup_names_the_misplaced_letters(candidates):
     helpful, harmful = _letters(truth, "helpful"), _letters(truth, "harmful")
     right = depends.check_lookup(helpful, harmful, candidates)
     assert right.passed and "removing it would raise" in right.feedback
+    assert "sure" in right.feedback
     moved = sorted(helpful)[0]
     wrong = depends.check_lookup(helpful - {moved}, harmful | {moved}, candidates)
     assert not wrong.passed
-    assert wrong.feedback.startswith(f"{moved} is not where inf.top puts it")
+    assert wrong.feedback.startswith(f"{moved} is not where `inf.top` puts it")
+
+
+def test_candidate_plot_names_the_classes_as_the_data_set_spells_them(candidates):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = candidates.plot()
+    titles = [ax.get_title() for ax in fig.axes]
+    label = candidates.data.class_names[int(candidates.data.y_test[candidates.test_index])]
+    assert f"label {label!r}" in titles[0]
+    assert all("label '" in title and "sure" in title for title in titles[1:]), titles
+    plt.close(fig)
 
 
 def test_candidates_from_a_small_training_set(loo_run):
     inf, _, _, _, data = loo_run  # digits(n_train=200)
-    picked = depends.pick_candidates(inf, data, 0, k=10)
-    truth = picked.truth()
-    assert [len(_letters(truth, g)) for g in ("helpful", "harmful", "neither")] == [2, 2, 2]
-    assert len(set(picked.indices.values())) == 6
+    drawn = 0
+    for t in range(20):
+        try:
+            picked = depends.pick_candidates(inf, data, t, k=10)
+        except ValueError as err:
+            assert str(err).startswith("test_index: "), err
+            continue
+        truth = picked.truth()
+        assert [len(_letters(truth, g)) for g in ("helpful", "harmful", "neither")] == [2, 4, 2]
+        drawn += 1
+    assert drawn
 
 
 @pytest.mark.parametrize(
@@ -304,6 +460,16 @@ def test_pick_candidates_names_a_bad_argument(loo_run, kwargs, error, says):
     args = {"inf": inf, "data": data, "test_index": 0, "k": 10, **kwargs}
     with pytest.raises(error, match=says):
         depends.pick_candidates(**args)
+
+
+def test_pick_candidates_says_which_test_point_lacks_a_kind(digits_inf):
+    inf, data = digits_inf
+    scores = inf.predicted_removal_effect(data.X_test, data.y_test)
+    harmful = torch.argsort(scores, dim=1)[:, :10]
+    same = (data.y_train[harmful] == data.y_test[:, None]).sum(1)
+    t = int(torch.nonzero(same < 2)[0])
+    with pytest.raises(ValueError, match=rf"^test_index: test point {t} has .* most harmful"):
+        depends.pick_candidates(inf, data, t, k=10)
 
 
 def test_depends_checkers_answer_a_wrong_candidates_argument_in_words():
@@ -338,22 +504,20 @@ def test_wrong_labels_self_influence_ranking_passes(planted):
     assert "at random catches" in result.feedback and "highest training losses" in result.feedback
 
 
-@pytest.mark.parametrize(
-    "name, chosen, says",
-    [
-        ("wrong way round", lambda s, b: torch.argsort(s, descending=True)[:b], "wrong way"),
-        ("over budget", lambda s, b: torch.argsort(s)[: b + 1], "budget is"),
-        ("scores", lambda s, b: s, "scores, not indices"),
-        ("duplicates", lambda s, b: [0, 0], "twice"),
-        ("out of range", lambda s, b: [10_000], "outside"),
-        ("blank", lambda s, b: ..., "not filled in"),
-        (
-            "random",
-            lambda s, b: torch.randperm(len(s), generator=torch.Generator().manual_seed(7))[:b],
-            "You need",
-        ),  # fmt: skip
-    ],
-)
+WRONG_LABELS_MISTAKES = [
+    ("wrong way round", lambda s, b: torch.argsort(s, descending=True)[:b], "wrong way"),
+    ("over budget", lambda s, b: torch.argsort(s)[: b + 1], "budget is"),
+    ("scores", lambda s, b: s, "not indices"),
+    ("duplicates", lambda s, b: [0, 0], "twice"),
+    ("out of range", lambda s, b: [10_000], "outside"),
+    ("blank", lambda s, b: ..., "not filled in"),
+    ("too few", lambda s, b: torch.argsort(s)[:2], "more points"),
+    ("random", lambda s, b: torch.randperm(len(s), generator=torch.Generator().manual_seed(7))[:b],
+     "You need"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, chosen, says", WRONG_LABELS_MISTAKES)
 def test_wrong_labels_rejects_typical_mistakes(planted, name, chosen, says):
     p, model, self_inf = planted
     result = wrong_labels.check_search(chosen(self_inf, p.budget), p, model)
@@ -467,24 +631,132 @@ def _loo_with(pearson: float) -> LOOResult:
     )  # fmt: skip
 
 
+# (matched, reason, the run's Pearson R, what the feedback says)
+CONCLUSION_MISTAKES = [
+    (True, "B", 0.1, "does not agree"),
+    (False, "B", 0.99, "does not agree"),
+    (False, "A", 0.1, "warm-starts"),
+    (False, "C", 0.1, "Figure 2"),
+    (False, "D", 0.1, "fewer parameters"),
+    (False, "Q", 0.1, "one of"),
+    (False, ..., 0.1, "not filled in"),
+    (..., "B", 0.1, "not filled in"),
+]
+
+
 def test_when_fails_conclusion_is_consistent_with_the_measurement():
     failed, matched = _loo_with(0.1), _loo_with(0.99)
     right = when_fails.check_conclusion(False, "B", failed, True)
     assert right.passed and "prediction was wrong" in right.feedback
     assert when_fails.check_conclusion(False, "b", failed, False).passed
     assert when_fails.check_conclusion(True, ..., matched, True).passed
-    for matched_, reason, run, says in [
-        (True, "B", failed, "does not agree"),
-        (False, "B", matched, "does not agree"),
-        (False, "A", failed, "warm-starts"),
-        (False, "D", failed, "fewer parameters"),
-        (False, "Q", failed, "one of"),
-        (False, ..., failed, "not filled in"),
-        (..., "B", failed, "not filled in"),
-    ]:
-        result = when_fails.check_conclusion(matched_, reason, run, False)
+    for matched_, reason, pearson, says in CONCLUSION_MISTAKES:
+        result = when_fails.check_conclusion(matched_, reason, _loo_with(pearson), False)
         assert not result.passed
         assert says in result.feedback, result.feedback
+
+
+# ----- no feedback gives the answer away -----------------------------------------------------
+# The answers' formulas as a student would copy them, in code, ASCII and LaTeX.
+ANSWER_FRAGMENTS = [
+    "torch.linalg.solve(H, g", "linalg.solve", "(-1/n)", "-1/n", "-1/n * I_up", "- 1/n",
+    "H^-1 g", "H^-1 v", "H^{-1} g", r"H^{-1} \nabla", r"H^{-1}\nabla", r"\frac{1}{n}",
+    "g_test^T", r"g_{test}^\top", r"\nabla_\theta L(z_{test})^\top", "l2 * theta",
+    r"\lambda \theta", r"\lambda\theta", "l2 * I", r"\lambda I", "0.5 * l2", "(l2/2)",
+    r"\frac{\lambda}{2}", "argsort", "self_influence()", "loo.pearson", "validate_loo(inf_mlp",
+    "n_remove=10",
+]  # fmt: skip
+
+
+def _solution_fragments() -> list[str]:
+    """Every line of every answer cell of the teachers' notebooks, and the right-hand side of each
+    assignment there (8 characters or more), without comments."""
+    fragments = []
+    for path in SOLUTIONS:
+        for cell in nbformat.read(path, as_version=4).cells:
+            if "answer" not in cell.metadata.get("tags", []):
+                continue
+            for line in cell.source.splitlines():
+                code = line.split("#")[0].strip()
+                if not code:
+                    continue
+                fragments.append(code)
+                _, equals, rhs = code.partition(" = ")
+                if equals and len(rhs.strip()) >= 8:
+                    fragments.append(rhs.strip())
+    return fragments
+
+
+def _every_feedback(tiny, candidates, planted, loo_run) -> list[str]:
+    """The feedback of every checker for every typical mistake the tests drive through it, and for
+    the right answers."""
+    t = tiny
+    args = (t["inf"], t["x"], t["y"], t["i"])
+    results = [
+        by_hand.check_gradients(t["g_test"], t["g_i"], *args),
+        by_hand.check_hessian(t["H"], t["inf"], t["i"]),
+        by_hand.check_influence_value(t["I_up"], *args),
+        by_hand.check_removal_effect(t["removal"], *args),
+        by_hand.check_gradients(t["g_test"], 0 * t["g_i"], *args),
+        by_hand.check_gradients(t["g_test"], t["g_i"] + 1.0, *args),
+        by_hand.check_hessian(t["H"] + 1.0, t["inf"], t["i"]),
+        by_hand.check_hessian(t["H"] + torch.triu(t["H"], 1), t["inf"], t["i"]),
+    ]
+    results += [by_hand.check_influence_value(w(t), *args) for _, w, _ in INFLUENCE_MISTAKES]
+    results += [by_hand.check_removal_effect(w(t), *args) for _, w, _ in REMOVAL_MISTAKES]
+    results += [by_hand.check_gradients(*a(t), *args) for _, a, _ in GRADIENT_MISTAKES]
+    results += [by_hand.check_hessian(w(t), t["inf"], t["i"]) for _, w, _ in HESSIAN_MISTAKES]
+
+    truth = candidates.truth()
+    helpful, harmful = _letters(truth, "helpful"), _letters(truth, "harmful")
+    for guess in [(helpful, harmful), _label_rule(candidates), (harmful, helpful), (set(), set()),
+                  (set("ABCD"), set("EF")), (..., ...)]:  # fmt: skip
+        results.append(depends.check_prediction(*guess, candidates))
+    results.append(depends.check_lookup(helpful, harmful, candidates))
+    results.append(depends.check_lookup(harmful, helpful, candidates))
+
+    p, model, self_inf = planted
+    results.append(wrong_labels.check_search(torch.argsort(self_inf)[: p.budget], p, model))
+    results += [wrong_labels.check_search(c(self_inf, p.budget), p, model)
+                for _, c, _ in WRONG_LABELS_MISTAKES]  # fmt: skip
+
+    inf, x, y, loo, _ = loo_run
+    results += [when_fails.check_prediction(v) for v in (True, False, ..., "yes")]
+    for reported in (loo.pearson, loo.spearman, loo.pearson**2, 0.5):
+        results.append(when_fails.check_loo(loo, reported, inf, x, y))
+    results.append(when_fails.check_loo(..., 0.5, inf, x, y))
+    results.append(when_fails.check_conclusion(False, "B", _loo_with(0.1), True))
+    results += [when_fails.check_conclusion(m, r, _loo_with(pearson), False)
+                for m, r, pearson, _ in CONCLUSION_MISTAKES]  # fmt: skip
+    assert all(isinstance(r, CheckResult) for r in results)
+    return [r.feedback for r in results]
+
+
+def test_no_feedback_contains_the_answer(tiny, candidates, planted, loo_run):
+    """Every feedback string the checkers give for the typical mistakes (and for the right
+    answers) names the mistake and the idea to revisit, never the formula or the code of the
+    answer: no answer line of the teachers' notebooks, and no formula fragment of an answer."""
+    feedback = _every_feedback(tiny, candidates, planted, loo_run)
+    assert len(feedback) > 80
+    fragments = ANSWER_FRAGMENTS + _solution_fragments()
+    assert "-g_test @ torch.linalg.solve(H, g_i)" in fragments  # the answers were read
+
+    def squeeze(text: str) -> str:
+        return "".join(text.split())
+
+    for text in feedback:
+        for fragment in fragments:
+            assert squeeze(fragment) not in squeeze(text), (fragment, text)
+
+
+def test_feedback_shows_as_markdown_with_its_formulas(tiny):
+    t = tiny
+    result = by_hand.check_removal_effect(-t["removal"], t["inf"], t["x"], t["y"], t["i"])
+    shown, _ = DisplayFormatter().format(result)  # what a notebook receives
+    markdown = shown["text/markdown"]
+    assert markdown.startswith("**[not yet]** `removal_effect`"), markdown
+    assert r"$\varepsilon$" in markdown
+    assert shown["text/plain"].startswith("[not yet] `removal_effect`")
 
 
 # ----- the notebooks -------------------------------------------------------------------------

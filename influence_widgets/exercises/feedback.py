@@ -1,8 +1,11 @@
-"""What every checker returns, and the checks of a student's answer that every exercise shares."""
+"""What every checker returns, and the checks of a student's answer that every exercise shares.
+
+Feedback is Markdown: code in backticks and formulas in LaTeX (``$\\theta$``), so that JupyterLab
+renders it; printed, it reads as the same text."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -26,13 +29,20 @@ NOT_YET = "[not yet]"
 @dataclass(frozen=True)
 class CheckResult:
     """One checker's verdict: ``passed`` and the ``feedback`` a student reads (what is wrong and
-    a hint, never the answer). Printed, it starts with ``[passed]`` or ``[not yet]``."""
+    the idea to revisit, never the answer), in Markdown. Printed, it starts with ``[passed]`` or
+    ``[not yet]``; in a notebook it shows as Markdown, its formulas typeset."""
 
     passed: bool
     feedback: str
 
+    def _verdict(self) -> str:
+        return PASSED if self.passed else NOT_YET
+
     def __repr__(self) -> str:
-        return f"{PASSED if self.passed else NOT_YET} {self.feedback}"
+        return f"{self._verdict()} {self.feedback}"
+
+    def _repr_markdown_(self) -> str:
+        return f"**{self._verdict()}** {self.feedback}"
 
     def __bool__(self) -> bool:
         return self.passed
@@ -83,17 +93,22 @@ def answer_tensor(answer, name: str, expected: str) -> torch.Tensor:
     return t
 
 
-def as_tensor(answer, name: str, shape: tuple[int, ...]) -> torch.Tensor:
-    """``answer`` as a float64 tensor of ``shape`` (any tensor or array with that many values)."""
+def as_tensor(
+    answer, name: str, shape: tuple[int, ...], shapes: Mapping[tuple[int, ...], str] | None = None
+) -> torch.Tensor:
+    """``answer`` as a float64 tensor of ``shape`` (any tensor or array with that many values).
+
+    ``shapes`` maps the shapes of typical mistakes (one value per training point, say) to what
+    went wrong; an answer of such a shape gets that diagnosis."""
     expected = "a number" if shape == () else f"a tensor of shape {shape}"
     t = answer_tensor(answer, name, expected)
     if t.dtype == torch.bool:
         raise AnswerError(f"`{name}` is a bool (True/False), but it should be {expected}.")
     if t.numel() != torch.Size(shape).numel():
-        raise AnswerError(
-            f"`{name}` has shape {tuple(t.shape)} but should have shape {shape}: check which "
-            "parameters or points you differentiate over."
-        )
+        got = tuple(t.shape)
+        why = (shapes or {}).get(got, "check which parameters or points you differentiate over.")
+        should = "be one number" if shape == () else f"have shape {shape}"
+        raise AnswerError(f"`{name}` has shape {got} but should {should}: {why}")
     t = t.to(torch.float64).reshape(shape)
     if not torch.isfinite(t).all():
         raise AnswerError(f"`{name}` contains NaN or infinite values.")

@@ -63,8 +63,8 @@ def check_prediction(will_match) -> CheckResult:
 def _loo(loo) -> LOOResult:
     if loo is ...:
         raise AnswerError(
-            "`loo` is not filled in yet: call iw.validate_loo(inf_mlp, x_test, y_test, "
-            "n_remove=..., max_iter=...)."
+            "`loo` is not filled in yet: keep what the leave-one-out check of this step "
+            "(`iw.validate_loo`, as the text above describes it) returns."
         )
     if not isinstance(loo, LOOResult):
         raise AnswerError(
@@ -85,7 +85,7 @@ def check_loo(loo, reported_r, inf: Influence, x_test, y_test) -> CheckResult:
         if result.n_removed > MAX_REMOVALS:
             return not_yet(
                 f"`loo` removed {result.n_removed} points; {MAX_REMOVALS} or fewer keep this "
-                "quick (n_remove=10 is enough to see the effect)."
+                "quick (ten are enough to see the effect)."
             )
         removed = np.asarray(result.removed)
         in_range = bool(((removed >= 0) & (removed < inf_.n)).all())
@@ -100,16 +100,18 @@ def check_loo(loo, reported_r, inf: Influence, x_test, y_test) -> CheckResult:
         value = as_number(reported_r, "reported_r")
         r, rho = result.pearson, result.spearman
         if np.isnan(r):
-            return not_yet("`loo` has no Pearson R (too few removals): use n_remove=10.")
+            return not_yet("`loo` has no Pearson R (too few removals): remove ten points.")
         if abs(value - r) <= 5e-3:
             return passed(f"Pearson R = {r:.4f} over {result.n_removed} removals, as reported.")
         if abs(value - rho) <= 5e-3:
-            return not_yet("`reported_r` is the Spearman (rank) correlation: report loo.pearson.")
+            return not_yet(
+                "`reported_r` is the Spearman (rank) correlation; the question asks for "
+                "Pearson's R, which measures how close the points lie to a straight line."
+            )
         if abs(value - r * r) <= 5e-3:
-            return not_yet("`reported_r` is R squared: report R itself (loo.pearson).")
+            return not_yet("`reported_r` is R squared: report R itself.")
         return not_yet(
-            "`reported_r` is not this run's Pearson R. Hint: the LOOResult prints it, or read "
-            "loo.pearson."
+            "`reported_r` is not this run's Pearson R: the `LOOResult` that `loo` holds prints it."
         )
 
     return check_answer(check)
@@ -125,8 +127,8 @@ def check_conclusion(matched, reason, loo, will_match) -> CheckResult:
         truth = bool(result.pearson >= MATCH_R)
         if said != truth:
             return not_yet(
-                f"`matched` does not agree with your measurement: R = {result.pearson:.3f}, and "
-                f"matching means R >= {MATCH_R}."
+                "`matched` does not agree with your measurement: compare the Pearson R you "
+                f"measured with the threshold, $R \\ge {MATCH_R}$."
             )
         predicted = _bool(will_match, "will_match")
         verdict = (

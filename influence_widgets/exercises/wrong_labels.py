@@ -75,8 +75,8 @@ def _chosen(chosen, planted: WrongLabels) -> torch.Tensor:
         )
     if t.is_floating_point():
         raise AnswerError(
-            "`chosen` holds scores, not indices: rank the points (torch.argsort) and keep the "
-            "indices of the first `budget`."
+            "`chosen` holds scores (floats), not indices: turn your ranking into the indices of "
+            "the points you would check, at most `budget` of them."
         )
     t = t.reshape(-1).long()
     n = len(planted.data.y_train)
@@ -142,9 +142,10 @@ def check_search(chosen, planted: WrongLabels, model: torch.nn.Module) -> CheckR
             return passed(report)
         least = _caught(torch.argsort(losses)[:budget], planted)
         hint = (
-            "Hint: self_influence() is <= 0, and the MOST NEGATIVE values are the points whose "
-            "own loss depends most on themselves: rank ascending (torch.argsort) and keep the "
-            f"first {budget}. You need {planted.pass_mark()} or more."
+            "Revisit the introduction: self-influence is never positive, and the points the "
+            "model bends most to fit are those whose own loss depends most on keeping them: "
+            "the largest self-influence in size. You need to catch "
+            f"{planted.pass_mark()} or more."
         )
         if len(idx) < budget:
             hint += f" You may check {budget - len(idx)} more points."

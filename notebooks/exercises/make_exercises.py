@@ -40,18 +40,29 @@ def answer(blank: str, solution: str) -> tuple:
 BY_HAND = [
     md(
         "# Exercise 1: the influence of one training point, by hand\n\n"
-        "Koh & Liang (2017) ask: how would the loss on a test point z_test change if a training "
-        "point z_i were upweighted by a small epsilon? At a minimum theta_hat of the training "
-        "risk\n\n"
-        "R(theta) = (1/n) sum_j L(z_j, theta) + (l2/2) ||theta||^2\n\n"
-        "the answer is\n\n"
-        "**I_up,loss(z_i, z_test) = - g_test^T H^-1 g_i**\n\n"
-        "with g_test = grad L(z_test, theta_hat) (no L2 term), g_i = grad of the training term "
-        "ell_i = L(z_i, theta) + (l2/2)||theta||^2 at theta_hat, and H the Hessian of R at "
-        "theta_hat. Removing z_i is upweighting it by epsilon = -1/n.\n\n"
-        "You compute each piece on a tiny problem (3 against 8, digits shrunk to 4x4, so "
-        "p = 32 weights and H is a 32 x 32 matrix), and a checker compares it with "
-        "`iw.Influence`. Fill in every line marked `# TODO`, then run the check below it."
+        "**Time:** about 15 minutes. **Assumes:** PyTorch tensors and `torch.func` (`grad` and "
+        "`hessian` of a function that returns one number), and the quickstart "
+        "(`notebooks/01_quickstart.ipynb`): what a helpful and a harmful training point are.\n\n"
+        r"Koh & Liang (2017) ask: how would the loss on a test point $z_{test}$ change if a "
+        r"training point $z_i$ were upweighted by a small $\varepsilon$? At a minimum "
+        r"$\hat\theta$ of the training risk"
+        "\n\n"
+        r"$$R(\theta) = \frac{1}{n} \sum_{j=1}^{n} \ell_j(\theta), \qquad "
+        r"\ell_j(\theta) = L(z_j, \theta) + \frac{\lambda}{2} \|\theta\|^2$$"
+        "\n\n"
+        r"($\lambda$ is `l2` in the code) the answer is"
+        "\n\n"
+        r"$$\mathcal{I}_{\mathrm{up,loss}}(z_i, z_{test}) = -\, g_{test}^\top H^{-1} g_i$$"
+        "\n\n"
+        r"with $g_{test} = \nabla_\theta L(z_{test}, \hat\theta)$ (the test loss has no L2 "
+        r"term), $g_i = \nabla_\theta \ell_i(\hat\theta)$ (the training term, L2 term "
+        r"included) and $H = \nabla^2_\theta R(\hat\theta)$, the Hessian of the risk. "
+        r"Removing $z_i$ is upweighting it by $\varepsilon = -1/n$."
+        "\n\n"
+        "You compute each piece on a tiny problem (the digit '3' against the digit '8', images "
+        r"shrunk to 4x4, so $p = 32$ weights and $H$ is a $32 \times 32$ matrix), and a checker "
+        "compares it with `iw.Influence`: when an answer is wrong, it names the mistake and the "
+        "idea to revisit. Fill in every line marked `# TODO`, then run the check below it."
     ),
     code(
         "import torch  # noqa: F401 (torch.linalg.solve, for your answers)\n"
@@ -63,7 +74,8 @@ BY_HAND = [
         "def threes_and_eights(X, y):\n"
         "    keep = (y == 3) | (y == 8)\n"
         "    small = X[keep].reshape(-1, 4, 2, 4, 2).mean((2, 4)).reshape(-1, 16)  # 4x4 images\n"
-        "    return small.double(), (y[keep] == 8).long()  # class 0 = '3', class 1 = '8'\n\n\n"
+        "    return small.double(), (y[keep] == 8).long()  # class 0 is '3', class 1 is '8'\n\n\n"
+        "class_names = ['3', '8']\n"
         "X, y = threes_and_eights(data.X_train, data.y_train)\n"
         "X_test, y_test = threes_and_eights(data.X_test, data.y_test)\n"
         "l2 = 0.01\n"
@@ -74,9 +86,9 @@ BY_HAND = [
         "print(f'n = {n} training points, p = {p} parameters')"
     ),
     md(
-        "The model as a function of a flat parameter vector theta (the 32 weights, row by row), "
-        "so that `torch.func` can differentiate it. We explain test point `t` and training "
-        "point `i`."
+        r"The model as a function of a flat parameter vector $\theta$ (`theta`: the 32 weights, "
+        "row by row), so that `torch.func` can differentiate it. We explain test point `t` and "
+        "training point `i`."
     ),
     code(
         "theta = model.weight.detach().reshape(-1)  # theta_hat, shape (p,)\n\n\n"
@@ -86,12 +98,13 @@ BY_HAND = [
         "t, i = 0, 0\n"
         "x_test, y_t = X_test[t : t + 1], y_test[t : t + 1]\n"
         "x_i, y_i = X[i : i + 1], y[i : i + 1]\n"
-        "print(f'test point {t}: label {int(y_t)}; training point {i}: label {int(y_i)}')"
+        "print(f'test point {t}: the digit {class_names[int(y_t)]!r}; '\n"
+        "      f'training point {i}: the digit {class_names[int(y_i)]!r}')"
     ),
     md(
         "## Step 1: the two gradients\n\n"
         "`torch.func.grad(f)(theta)` differentiates a function `f` that returns one number. "
-        "Remember which of the two carries the L2 term."
+        r"Remember which of the two carries the L2 term: $g_{test}$ or $g_i$."
     ),
     answer(
         "g_test = ...  # TODO: grad L(z_test, theta_hat), shape (p,)\n"
@@ -102,18 +115,19 @@ BY_HAND = [
     check("by_hand.check_gradients(g_test, g_i, inf, x_test, y_t, i)"),
     md(
         "## Step 2: the Hessian\n\n"
-        "H is the Hessian of R over **all** n training points at theta_hat: "
-        "`torch.func.hessian(R)(theta)` for a function R(theta) that returns one number."
+        r"$H$ is the Hessian of $R$ over **all** $n$ training points at $\hat\theta$: "
+        r"`torch.func.hessian(R)(theta)` for a function $R(\theta)$ that returns one number."
     ),
     answer(
         "H = ...  # TODO: Hessian of R at theta_hat, shape (p, p)",
         "H = hessian(lambda th: losses(th, X, y).mean() + 0.5 * l2 * th @ th)(theta)",
     ),
-    check("by_hand.check_hessian(H, inf)"),
+    check("by_hand.check_hessian(H, inf, i)"),
     md(
-        "## Step 3: I_up,loss\n\n"
-        "Combine them. Solve with H rather than inverting it: `torch.linalg.solve(H, v)` is "
-        "H^-1 v."
+        r"## Step 3: $\mathcal{I}_{\mathrm{up,loss}}(z_i, z_{test})$"
+        "\n\n"
+        r"Combine them. Solve with $H$ rather than inverting it: `torch.linalg.solve(H, v)` is "
+        r"$H^{-1} v$."
     ),
     answer(
         "I_up_loss = ...  # TODO: -g_test^T H^-1 g_i, one number",
@@ -121,9 +135,11 @@ BY_HAND = [
     ),
     check("by_hand.check_influence_value(I_up_loss, inf, x_test, y_t, i)"),
     md(
-        "## Step 4: what removing z_i would do\n\n"
-        "Removing z_i from the training set is upweighting it by epsilon = -1/n. Predict the "
-        "change of the test loss (positive: the loss would rise, so z_i helped)."
+        r"## Step 4: what removing $z_i$ would do"
+        "\n\n"
+        r"Removing $z_i$ from the training set is upweighting it by $\varepsilon = -1/n$. "
+        r"Predict the change of the test loss to first order in $\varepsilon$ (positive: the "
+        r"loss would rise, so $z_i$ helped)."
     ),
     answer(
         "removal_effect = ...  # TODO: predicted change of L(z_test) when z_i is removed",
@@ -132,8 +148,8 @@ BY_HAND = [
     check("by_hand.check_removal_effect(removal_effect, inf, x_test, y_t, i)"),
     md(
         "## Compare with the library\n\n"
-        "`Influence` computes the same numbers for all n training points at once; "
-        "`predicted_removal_effect` is the last step for every i."
+        "`Influence` computes the same numbers for all $n$ training points at once; "
+        "`predicted_removal_effect` is step 4 for every $i$."
     ),
     code(
         "effects = inf.predicted_removal_effect(x_test, y_t)[0]\n"
@@ -144,14 +160,43 @@ BY_HAND = [
 ]
 
 
+# Exercise 2's test digit: a '4' that no tutorial shows (the quickstart shows test points 0 and
+# 3), whose eight candidates show each idea of the introduction.
+DEPENDS_TEST_POINT = 237
+
 DEPENDS = [
     md(
         "# Exercise 2: which training digits does a test digit depend on?\n\n"
-        "Before opening the explorer, predict. For one test digit, six training digits are "
-        "shown, lettered A to F. Some are among its 10 most **helpful** training points "
-        "(removing one would raise the test loss), some among its 10 most **harmful** "
-        "(removing one would lower it), and some are neither. The model is a logistic "
-        "regression on all ten digit classes, 1,300 training images."
+        "**Time:** about 15 minutes. **Assumes:** the quickstart "
+        "(`notebooks/01_quickstart.ipynb`): a training point is **helpful** to a test point if "
+        "removing it would raise the test loss, **harmful** if removing it would lower it. No "
+        "calculus: you reason from pictures, then read `inf.top`.\n\n"
+        "Before opening the explorer, predict. For one test digit, eight training digits are "
+        "shown, lettered A to H. Some are among its 10 most helpful training points, some among "
+        "its 10 most harmful, and some are neither. The model is a logistic regression on all "
+        "ten digit classes, 1,300 training images. The label alone will not tell you: the "
+        "eight are chosen so that sorting them by label (same label helps, other label hurts) "
+        "places at most four right, and guessing about three on average."
+    ),
+    md(
+        "## Two ideas to reason with\n\n"
+        r"The influence of a training point $z_i$ on the test loss is "
+        r"$\mathcal{I}_{\mathrm{up,loss}}(z_i, z_{test}) = -\nabla_\theta L(z_{test})^\top "
+        r"H^{-1} \nabla_\theta \ell_i$, and for a softmax model the gradient of a point's loss "
+        r"is its remaining error times its input: $\nabla_W L(x, y) = (p(x) - e_y)\, x^\top$, "
+        r"where $p(x)$ are the model's class probabilities and $e_y$ is 1 at the label, 0 "
+        "elsewhere.\n\n"
+        "1. **A point the model already fits with confidence barely matters.** If the model "
+        r"gives $z_i$ its own label with probability close to 1, $p(x_i) - e_{y_i}$ is close "
+        "to zero, and so is its gradient: whatever its label and its shape. Each image below "
+        "says how sure the model is of it.\n"
+        "2. **Among the others, label and shape together set the sign.** A training digit the "
+        "model is unsure of pulls the weights toward reading *its* pixels as *its* label. If "
+        "it looks like the test digit and carries another label, that pull works against the "
+        "test digit. If it carries the test digit's label and looks like it, it works for it. "
+        "And if it carries the same label but is written very differently? Think about where "
+        "the pull goes.\n\n"
+        "Run the cell: the test digit comes first, then the candidates."
     ),
     code(
         "import influence_widgets as iw\n"
@@ -160,25 +205,27 @@ DEPENDS = [
         "model = iw.models.logistic_regression(data)\n"
         "iw.train(model, data, l2=0.01, progress=False)\n"
         "inf = iw.Influence(model, data, l2=0.01, progress=False)\n"
-        "t = 0\n"
+        f"t = {DEPENDS_TEST_POINT}\n"
         "x_test, y_test = data.X_test[t : t + 1], data.y_test[t : t + 1]\n"
         "candidates = depends.pick_candidates(inf, data, t, k=10)\n"
         "fig = candidates.plot()"
     ),
     md(
         "## Step 1: predict\n\n"
-        "Look at the shapes and the labels. Put the letters you think are among the 10 most "
-        "helpful in `helpful` and those among the 10 most harmful in `harmful`; the rest count "
-        "as neither. Four of six right passes."
+        "Put the letters you think are among the 10 most helpful in `helpful` and those among "
+        "the 10 most harmful in `harmful`; the rest count as neither. Six of eight right "
+        "passes. The checker says how many you placed right in each group, not which."
     ),
     answer(
         "helpful = ...  # TODO: a set of letters, e.g. {'A', 'B'}\n"
         "harmful = ...  # TODO: a set of letters",
-        "# Helpful: 0s shaped like the test 0 (narrow, closed). Harmful: 9s, whose closed top\n"
-        "# loop looks like a 0. The 5 shares little with a 0. A is a 0 too: one of three is a\n"
-        "# reasonable miss, since 130 training 0s share the credit and only 10 make the top.\n"
-        "helpful = {'A', 'C', 'E'}\n"
-        "harmful = {'D', 'F'}",
+        "# A and F: 4s shaped like this one that the model is unsure of (62%): helpful.\n"
+        "# B and D: 4s written so differently that the model barely believes them (3%, 5%):\n"
+        "# fitting them pulls the 4-weights toward other strokes: harmful.\n"
+        "# G and H: 6s the model is unsure of, whose closed loop resembles this 4's: harmful.\n"
+        "# C (a 4 like a 6) and E (a 5) are fitted with confidence (over 80%): neither.\n"
+        "helpful = {'A', 'F'}\n"
+        "harmful = {'B', 'D', 'G', 'H'}",
     ),
     check("depends.check_prediction(helpful, harmful, candidates)"),
     md(
@@ -197,9 +244,17 @@ DEPENDS = [
     ),
     check("depends.check_lookup(in_helpful, in_harmful, candidates)"),
     md(
+        "## What to take away\n\n"
+        "Most training points barely matter to one prediction: the model fits them already. "
+        "The ones that matter are those it still struggles with, and their label says less "
+        "than you might think: a digit of the test digit's own class, written differently, can "
+        "hurt it, because fitting it moves that class's weights toward strokes the test digit "
+        r"does not have (the $H^{-1}$ in the formula accounts for every other training point "
+        "that must stay fitted).\n\n"
         "## Now open the explorer\n\n"
         "Click the test digit (it is selected below): the panel shows the same ranking with "
-        "images. Try a misclassified digit (tinted) and predict again before you look."
+        "images. Try a misclassified digit (marked in the gallery) and predict again before "
+        "you look."
     ),
     code(
         "explorer = iw.InfluenceExplorer(inf, data, k=10).wait_ready()\nexplorer.selected = t\nexplorer"
@@ -210,12 +265,19 @@ DEPENDS = [
 WRONG_LABELS = [
     md(
         "# Exercise 3: find the wrong labels, on a budget\n\n"
+        "**Time:** about 10 minutes. **Assumes:** the quickstart "
+        "(`notebooks/01_quickstart.ipynb`) and ranking a tensor with `torch.argsort`; "
+        "notebook 04 (fixing mislabelled data) tells the same story at length.\n\n"
         "Someone mislabelled 65 of the 1,300 training digits. You may check 65 images by hand. "
         "Which do you check?\n\n"
-        "Koh & Liang (Section 5.4) rank training points by **self-influence** "
-        "I_up,loss(z_i, z_i) = -g_i^T H^-1 g_i: how much a point's own loss depends on keeping "
-        "it in the training set. It is never positive; the most negative points are the ones "
-        "the model bends most to fit, which is what a wrong label forces it to do."
+        "Koh & Liang (Section 5.4) rank training points by **self-influence**"
+        "\n\n"
+        r"$$\mathcal{I}_{\mathrm{up,loss}}(z_i, z_i) = -\nabla_\theta \ell_i^\top H^{-1} "
+        r"\nabla_\theta \ell_i$$"
+        "\n\n"
+        "how much a point's own loss depends on keeping it in the training set. It is never "
+        r"positive ($H^{-1}$ is positive definite); the most negative points are the ones the "
+        "model bends most to fit, which is what a wrong label forces it to do."
     ),
     code(
         "import torch\n\n"
@@ -250,7 +312,7 @@ WRONG_LABELS = [
         "fig, axes = plt.subplots(1, 10, figsize=(10, 1.6))\n"
         "for ax, j in zip(axes, torch.argsort(inf.self_influence())[:10], strict=True):\n"
         "    ax.imshow(data.images('train')[int(j)], cmap='gray_r')\n"
-        "    ax.set_title(f'#{int(j)} label {int(data.y_train[j])}', fontsize=8)\n"
+        "    ax.set_title(f'#{int(j)} label {data.class_names[data.y_train[j]]!r}', fontsize=8)\n"
         "    ax.axis('off')"
     ),
 ]
@@ -259,12 +321,15 @@ WRONG_LABELS = [
 WHEN_FAILS = [
     md(
         "# Exercise 4: when influence fails\n\n"
+        "**Time:** about 15 minutes, of which about a minute of computing. **Assumes:** "
+        "notebook 02 (leave-one-out retraining and its Pearson R against influence) and what "
+        "a positive definite matrix is.\n\n"
         "Influence is a second-order Taylor expansion of the training risk around a minimum "
-        "theta_hat, and it needs H^-1. A logistic regression with L2 is strictly convex: H is "
-        "positive definite, and influence predicts leave-one-out retraining almost exactly "
-        "(Koh & Liang, Figure 2). Here is a small neural network instead: two tanh hidden "
-        "layers of 8 units, trained **without** weight decay on 300 digits. Predict first, "
-        "then measure."
+        r"$\hat\theta$, and it needs $H^{-1}$. A logistic regression with L2 is strictly "
+        "convex: $H$ is positive definite, and influence predicts leave-one-out retraining "
+        "almost exactly (Koh & Liang, Figure 2). Here is a small neural network instead: two "
+        "tanh hidden layers of 8 units, trained **without** weight decay on 300 digits. "
+        "Predict first, then measure."
     ),
     code(
         "import warnings\n\n"
@@ -291,7 +356,8 @@ WHEN_FAILS = [
     ),
     check("when_fails.check_prediction(will_match)"),
     md(
-        "## Step 2: try it without damping\n\nUndamped influence needs H^-1 at theta_hat "
+        "## Step 2: try it without damping\n\n"
+        r"Undamped influence needs $H^{-1}$ at $\hat\theta$ "
         '(`damping=0`; the default, `damping="auto"`, would add a damping for you):'
     ),
     code(
@@ -302,9 +368,9 @@ WHEN_FAILS = [
         "    print(err)"
     ),
     md(
-        "H is not positive definite: undamped influence does not exist for this model. The "
-        "usual remedy is damping, H + damping I (the paper's code uses 0.01 for its CNN); the "
-        "message above says how much is needed at least. Use `damping=0.001`, run "
+        "$H$ is not positive definite: undamped influence does not exist for this model. The "
+        r"usual remedy is damping, $H + \delta I$ (the paper's code uses $\delta = 0.01$ for "
+        "its CNN); the message above says how much is needed at least. Use `damping=0.001`, run "
         "`iw.validate_loo` with `n_remove=10` and `max_iter=200` (quick), and report its "
         "Pearson R."
     ),
@@ -321,7 +387,7 @@ WHEN_FAILS = [
     code("if loo is not ...:\n    loo.plot()"),
     md(
         "## Step 3: conclude\n\n"
-        "Did influence match (R >= 0.9)? And why? Pick the reason from `when_fails.REASONS`:"
+        r"Did influence match ($R \ge 0.9$)? And why? Pick the reason from `when_fails.REASONS`:"
     ),
     code("for letter, text in when_fails.REASONS.items():\n    print(f'{letter}: {text}\\n')"),
     answer(

@@ -2,8 +2,9 @@
 
 Exercise 1 ("the influence of one training point, by hand") is opened as shipped, with a classic
 mistake typed into its first answer cell: g_i without the L2 term. Run All must reach the end (the
-checkers never raise), the first checker must name the mistake, and the later checkers must say that
-their answers are not filled in yet. ``IW_SCREENSHOTS=DIR`` saves the mistake and its feedback as
+checkers never raise), the first checker must name the mistake, with its formulas typeset (the
+feedback is Markdown with LaTeX), and the later checkers must say that their answers are not filled
+in yet. ``IW_SCREENSHOTS=DIR`` saves the mistake and its feedback as
 ``exercise.png`` (the README's picture, docs/exercise.png).
 """
 
@@ -65,6 +66,10 @@ def test_exercise_feedback_names_the_mistake_in(frontend, jupyter, page, console
     checker = texts[answer + 1]
     assert "[not yet]" in checker, checker
     assert "g_i" in checker and "L2" in checker, checker
+    output = page.locator(CELLS).nth(answer + 1).locator(".jp-OutputArea")
+    assert output.locator(".jp-RenderedMarkdown").count(), "the feedback is not shown as Markdown"
+    assert output.locator("mjx-container").count(), "the feedback's formulas are not typeset"
+    assert "$" not in checker, checker
     assert "Traceback" not in "".join(texts), texts
     later = [t for t in texts[answer + 2 :] if "[not yet]" in t]
     assert later and all("not filled in yet" in t for t in later), later
