@@ -1,4 +1,5 @@
-"""influence-widgets: influence functions (Koh & Liang, ICML 2017) for PyTorch, inline in Jupyter."""
+"""influence-widgets: influence functions (Koh & Liang, ICML 2017) and other training-data
+attribution methods (Grad-Dot, TracIn, TRAK) for PyTorch, inline in Jupyter."""
 
 from influence_widgets import datasets, models
 from influence_widgets.analysis import (
@@ -19,6 +20,7 @@ from influence_widgets.analysis import (
 from influence_widgets.core import (
     EKFAC,
     Arnoldi,
+    Cancelled,
     ConjugateGradient,
     Direct,
     Influence,
@@ -26,8 +28,21 @@ from influence_widgets.core import (
     LiSSA,
     NotPositiveDefiniteError,
     SmoothHinge,
+    TopInfluence,
+    cancellable,
 )
 from influence_widgets.distributed import ScoreStore, score_distributed
+from influence_widgets.methods import (
+    TRAK,
+    AttributionMethod,
+    Checkpoint,
+    CheckpointRecorder,
+    GradDot,
+    InfluenceEnsemble,
+    MethodDiagnostics,
+    TracIn,
+    check_method,
+)
 from influence_widgets.training import TrainingReport, train, train_hinge
 from influence_widgets.widgets import InfluenceExplorer
 from influence_widgets.widgets.review_retrain import ReviewResult
@@ -35,25 +50,37 @@ from influence_widgets.widgets.review_retrain import ReviewResult
 __version__ = "0.1.0"
 
 __all__ = [
+    "TRAK",
     "Arnoldi",
     "AttackResult",
+    "AttributionMethod",
+    "Cancelled",
+    "Checkpoint",
+    "CheckpointRecorder",
     "ChordNewtonRetrain",
     "ConjugateGradient",
     "Direct",
     "EKFAC",
     "EpsSearch",
+    "GradDot",
     "Influence",
+    "InfluenceEnsemble",
     "InfluenceExplorer",
     "InfluenceWarning",
     "LDSResult",
     "LOOResult",
     "LiSSA",
+    "MethodDiagnostics",
     "MislabelRecovery",
     "NotPositiveDefiniteError",
     "ReviewResult",
     "ScoreStore",
     "SmoothHinge",
+    "TopInfluence",
+    "TracIn",
     "TrainingReport",
+    "cancellable",
+    "check_method",
     "craft_attack",
     "datasets",
     "eight_bit_levels",

@@ -2,6 +2,11 @@
 
 R(theta) = (1/n) sum_i L(z_i, theta) + (l2/2) ||theta||^2, minimised by full-batch L-BFGS with a
 strong-Wolfe line search (the paper's code trains its convex models the same way).
+
+With ``recorder=`` (an ``iw.CheckpointRecorder``) each round of L-BFGS iterations is saved for
+TracIn as the state theta_k where the round starts, with the learning rate of the gradient step
+of the same length: eta_k = ||theta_{k+1} - theta_k|| / ||grad R(theta_k)||. L-BFGS does not step
+along -grad R, so TracIn over these checkpoints is TracIn's first-order reading of each round.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from influence_widgets.core.objective import (
     validate_batch,
 )
 from influence_widgets.core.progress import progress_bar
+from influence_widgets.methods.checkpoints import CheckpointRecorder, copy_state
 
 __all__ = ["TrainingReport", "train", "train_hinge"]
 
@@ -85,6 +91,7 @@ def train(
     tol: float | None = None,
     max_iter: int = 1000,
     progress: bool = True,
+    recorder: CheckpointRecorder | None = None,
 ) -> TrainingReport:
     """Fit ``model`` in place by full-batch L-BFGS on the mean loss plus (l2/2)||theta||^2.
 
@@ -100,6 +107,9 @@ def train(
         tol: stop once ||grad R|| <= tol; default 1e-8 in float64, 1e-5 in float32.
         max_iter: the most L-BFGS iterations.
         progress: show a progress bar.
+        recorder: a :class:`~influence_widgets.CheckpointRecorder` of ``model`` that saves, for
+            TracIn, the state where each round of (up to 20) L-BFGS iterations starts, with the
+            round's step length ||Delta theta|| / ||grad R|| as its learning rate.
 
     Returns a :class:`TrainingReport`; ``converged`` is False when ``max_iter`` ran out first.
     """
@@ -109,6 +119,17 @@ def train(
     max_iter = check_positive_int(max_iter, "max_iter")
     if tol is not None and not check_nonnegative(tol, "tol") > 0:
         raise ValueError(f"tol: must be > 0, got {tol!r}")
+    if recorder is not None and not (
+        isinstance(recorder, CheckpointRecorder) and recorder.model is model
+    ):
+        raise TypeError(
+            "recorder: expected an iw.CheckpointRecorder(model) of the model being trained, got "
+            + (
+                "a recorder of another model"
+                if isinstance(recorder, CheckpointRecorder)
+                else type(recorder).__name__
+            )
+        )
     loss_fn = resolve_loss(loss)
     names = select_parameters(model, params)
     named = dict(model.named_parameters())
@@ -121,7 +142,7 @@ def train(
     with _fitting(model, names):
         validate_batch(model, loss_fn, X, y, (ts.x_name, ts.y_name), dtype)
         y = cast_targets(loss_fn, y, dtype, device)
-        return _minimise(model, loss_fn, X, y, theta, l2, tol, max_iter, progress)
+        return _minimise(model, loss_fn, X, y, theta, l2, tol, max_iter, progress, recorder)
 
 
 @dataclass
@@ -166,6 +187,12 @@ def _lbfgs(risk: _Risk, tol: float) -> torch.optim.LBFGS:
     )
 
 
+def _step_length(theta: list[torch.nn.Parameter], start: list[torch.Tensor]) -> float:
+    """||theta - start|| over all trained parameters."""
+    with torch.no_grad():
+        return float(sum((p - q).pow(2).sum() for p, q in zip(theta, start, strict=True)).sqrt())
+
+
 def _minimise(
     model: torch.nn.Module,
     loss_fn: LossFn,
@@ -176,8 +203,10 @@ def _minimise(
     tol: float,
     max_iter: int,
     progress: bool,
+    recorder: CheckpointRecorder | None = None,
 ) -> TrainingReport:
-    """Full-batch L-BFGS on R(theta) until ||grad R|| <= tol, the precision floor or max_iter."""
+    """Full-batch L-BFGS on R(theta) until ||grad R|| <= tol, the precision floor or max_iter;
+    each round's starting state saved to ``recorder`` with its step length (module docstring)."""
     risk = _Risk(model, loss_fn, X, y, theta, l2)
     opt = _lbfgs(risk, tol)
 
@@ -195,8 +224,12 @@ def _minimise(
         best, stalled, last_risk = gn, 0, risk.value()
         while gn > tol and iterations < max_iter:
             before = opt.state[theta[0]].get("n_iter", 0)
+            state = copy_state(model) if recorder is not None else None
+            start_theta = [p.detach().clone() for p in theta] if recorder is not None else None
             opt.step(closure)
             done = opt.state[theta[0]].get("n_iter", 0) - before
+            if recorder is not None and gn > 0:
+                recorder.save(lr=_step_length(theta, start_theta) / gn, state=state)
             iterations += done
             bar.update(done)
             gn, now_risk = risk.grad_norm(), risk.value()

@@ -51,7 +51,7 @@ from influence_widgets.core.errors import (
     check_seed,
 )
 from influence_widgets.core.influence import Influence
-from influence_widgets.core.losses import LossFn, resolve_loss
+from influence_widgets.core.losses import LossFn, class_margin, resolve_loss
 from influence_widgets.core.model_checks import first_line, select_parameters
 from influence_widgets.core.objective import TrainingSet, as_tensor, cast_inputs, cast_targets
 from influence_widgets.core.progress import progress_bar
@@ -171,11 +171,7 @@ def margins(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             f"y_test: labels must be class indices in 0..{classes - 1} for a model of "
             f"{out.shape[1]} output(s), got {labels.min().item()}..{labels.max().item()}"
         )
-    if out.shape[1] == 1:
-        return torch.where(labels == 1, out[:, 0], -out[:, 0])
-    own = out.gather(1, labels[:, None])[:, 0]
-    others = out.scatter(1, labels[:, None], float("-inf"))
-    return own - torch.logsumexp(others, dim=1)
+    return class_margin(out, labels)
 
 
 @dataclass

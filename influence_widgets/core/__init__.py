@@ -4,6 +4,7 @@ Imports torch and numpy only; nothing here knows about Jupyter.
 """
 
 from influence_widgets.core.errors import (
+    Cancelled,
     InfluenceWarning,
     NotPositiveDefiniteError,
     TrainingIndexError,
@@ -17,6 +18,7 @@ from influence_widgets.core.influence import (
 )
 from influence_widgets.core.losses import SmoothHinge, cross_entropy, mse
 from influence_widgets.core.objective import Objective, TrainingSet
+from influence_widgets.core.progress import cancellable
 from influence_widgets.core.solvers import (
     EKFAC,
     Arnoldi,
@@ -30,6 +32,7 @@ from influence_widgets.core.solvers import (
 
 __all__ = [
     "Arnoldi",
+    "Cancelled",
     "ConjugateGradient",
     "Diagnostics",
     "Direct",
@@ -48,6 +51,7 @@ __all__ = [
     "TrainingIndexError",
     "TrainingSet",
     "available_solvers",
+    "cancellable",
     "cross_entropy",
     "mse",
 ]

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "Cancelled",
     "InfluenceWarning",
     "NotPositiveDefiniteError",
     "TrainingIndexError",
@@ -24,6 +25,11 @@ __all__ = [
 
 class InfluenceWarning(UserWarning):
     """An influence estimate may be unreliable: theta_hat is not a minimum, or a solver stalled."""
+
+
+class Cancelled(Exception):
+    """A slow computation stopped at its next progress step because its cancel event was set
+    (:func:`~influence_widgets.core.progress.cancellable`); nothing it was computing is kept."""
 
 
 class NotPositiveDefiniteError(ValueError):

@@ -40,13 +40,9 @@ from influence_widgets.core.errors import (
     check_positive_int,
 )
 from influence_widgets.core.hvp import EXACT, HESSIAN_NAMES, HessianOperator, check_hessian
-from influence_widgets.core.losses import (
-    LossFn,
-    class_probabilities,
-    expects_binary_labels,
-    expects_class_indices,
-)
-from influence_widgets.core.objective import Objective, TrainingSet, as_tensor
+from influence_widgets.core.losses import LossFn
+from influence_widgets.core.objective import Objective, TrainingSet
+from influence_widgets.core.points import check_training_points, test_batch
 from influence_widgets.core.progress import progress_bar
 from influence_widgets.core.solvers.base import Solver, SolverDiagnostics
 from influence_widgets.core.solvers.choice import make_solver
@@ -85,6 +81,15 @@ class Diagnostics:
     hessian = _from_solver("hessian")  # "exact" or "gauss-newton": what H stands for
     damping = _from_solver("damping")  # added to H's diagonal (the rung, with damping="auto")
     damping_reason = _from_solver("damping_reason")  # why "auto" chose it; None when given
+
+    @property
+    def method(self) -> str:
+        """What was computed, in words (the attribution contract's ``diagnostics.method``)."""
+        s = self.solver
+        return (
+            f"influence function with {HESSIAN_NAMES[s.hessian]} + {s.damping:g} I "
+            f"(solver {s.solver!r})"
+        )
 
     def __repr__(self) -> str:
         s = self.solver
@@ -260,7 +265,7 @@ class Influence:
         cfg = self.config
         self.objective = Objective(model, loss=loss, l2=l2, params=params, device=device)
         self.train = TrainingSet(train, "train")
-        self._check_training_labels()
+        check_training_points(self.objective, self.train)
         self.n = self.train.n
         self.p = self.objective.n_params
         self.batch_size = cfg.batch_size or min(self.n, 1024)
@@ -298,12 +303,6 @@ class Influence:
         return Influence(model, train, **dataclasses.replace(self.config, **overrides).options())
 
     # ----- setup ----------------------------------------------------------------------------
-    def _check_training_labels(self) -> None:
-        for x, y, _ in self.train.batches(min(self.train.n, 4096)):
-            self.objective.prepare(x, y, self.train.x_name, self.train.y_name)
-            if self.train.X is None:
-                break  # a Dataset: check its first batch here, not a whole pass
-
     def fit(self) -> Influence:
         """Precompute once: gradient norm at theta_hat, the solver's factorisation, gradients.
 
@@ -362,6 +361,11 @@ class Influence:
         if self.op.auto_damping:
             self.ensure_fit()
         return self.op.damping
+
+    @property
+    def device(self) -> torch.device:
+        """Where this Influence computes and where its results lie."""
+        return self.objective.device
 
     @property
     def diagnostics(self) -> Diagnostics:
@@ -423,48 +427,13 @@ class Influence:
 
     def _test_batch(self, x_test, y_test) -> tuple[torch.Tensor, torch.Tensor]:
         """The cast test batch (x, y); ``y_test=None``: y = the predicted classes."""
-        obj = self.objective
-        x = as_tensor(x_test, "x_test")
-        y = None if y_test is None else as_tensor(y_test, "y_test")
-        one_input = self.train.take([0])[0][0]  # one training input, for its shape
-        if x.ndim == 0 or x.shape == one_input.shape or (y is not None and y.ndim == 0):
-            names, fix = ("x_test", "x[None] (or x[i:i+1])") if y is None else (
-                "x_test, y_test", "x[None] and y[None] (or x[i:i+1], y[i:i+1])"
-            )  # fmt: skip
-            raise ValueError(
-                f"{names}: expected a batch with a leading dimension; for one point pass {fix}"
-            )
-        if y is None:
-            self._check_classifier()
-            y = torch.zeros(len(x), dtype=torch.long)  # for checking x only
-        if len(x) != len(y):
-            raise ValueError(f"x_test has {len(x)} rows but y_test has {len(y)}; they must match")
-        if len(x) == 0:
-            raise ValueError("x_test: is empty")
-        x, y = obj.prepare(x, y, "x_test", "y_test")
-        return x, (self._predicted_classes(x) if y_test is None else y)
+        return test_batch(self.objective, self.train, x_test, y_test)
 
     def predicted_labels(self, x_test) -> torch.Tensor:
         """y_hat = argmax_c p(c | x_test, theta_hat) for each test point, (T,) int64 on the CPU:
         the classes for which ``y_test=None`` explains the points (needs a classification loss).
         """
         return self._test_batch(x_test, None)[1].long().cpu()
-
-    def _check_classifier(self) -> None:
-        """``y_test=None`` needs a loss of class labels; else a ValueError naming ``y_test``."""
-        loss_fn = self.objective.loss_fn
-        if not (expects_class_indices(loss_fn) or expects_binary_labels(loss_fn)):
-            raise ValueError(
-                "y_test: None (explain the predicted class) needs a classification loss "
-                "('cross_entropy' or 'smooth_hinge'); with this loss pass the test targets"
-            )
-
-    def _predicted_classes(self, x: torch.Tensor) -> torch.Tensor:
-        """y_hat = argmax_c p(c | x, theta_hat) for cast inputs ``x``, as cast targets (T,)."""
-        obj = self.objective
-        with torch.no_grad():
-            labels = class_probabilities(obj.forward(obj.theta, x)).argmax(dim=1)
-        return obj.cast_targets(labels)
 
     def test_gradients(self, x_test, y_test=None) -> torch.Tensor:
         """grad L(z_test, theta_hat) without the L2 term, (T, p). ``y_test=None``: for the
@@ -573,6 +542,11 @@ class Influence:
         """
         return -self.influence_on_loss(x_test, y_test) / self.n
 
+    def scores(self, x_test, y_test=None) -> torch.Tensor:
+        """The attribution contract's scores (:class:`~influence_widgets.AttributionMethod`):
+        :meth:`predicted_removal_effect`, (T, n); > 0: removing z_i would raise the test loss."""
+        return self.predicted_removal_effect(x_test, y_test)
+
     def influence_on_set_loss(self, x_test, y_test=None) -> torch.Tensor:
         """sum_t I_up,loss(z_i, z_t) = -(sum_t grad L(z_t))^T H^-1 grad ell_i, shape (n,): the
         influence of upweighting each training point z_i on the SUMMED loss of the T test points.
@@ -630,6 +604,13 @@ class Influence:
             bar.update(len(idx))
         bar.close()
         return out
+
+    def self_scores(self) -> torch.Tensor:
+        """The attribution contract's self-scores: -(1/n) I_up,loss(z_i, z_i) =
+        (1/n) grad ell_i^T H^-1 grad ell_i (>= 0), the predicted rise of z_i's own training term
+        when z_i is removed, (n,): :meth:`self_influence` on the scale and sign of
+        :meth:`scores`. The largest are the first to check for wrong labels."""
+        return -self.self_influence() / self.n
 
     def top(self, x_test, y_test=None, k: int = 10) -> TopInfluence:
         """The k most helpful and k most harmful training points for each test point.

@@ -19,6 +19,7 @@ __all__ = [
     "LossFn",
     "SmoothHinge",
     "check_per_sample_losses",
+    "class_margin",
     "class_probabilities",
     "cross_entropy",
     "mse",
@@ -148,3 +149,20 @@ def class_probabilities(output: torch.Tensor) -> torch.Tensor:
         p1 = torch.sigmoid(out[:, 0])
         return torch.stack([1 - p1, p1], dim=1)
     return torch.softmax(out, dim=1)
+
+
+def class_margin(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The margin f = log p(y|x) - log(1 - p(y|x)) of each of B outputs, (B,), for class indices
+    ``labels`` (B,) (int64, in range: the caller checks them).
+
+    ``output`` (B, C), C >= 2: logits, p = softmax, and f = logit_y - logsumexp_{c != y} logit_c
+    (computed so, without rounding p). ``output`` (B,) or (B, 1): a binary score s (the logit of
+    class 1): f = s for y = 1 and -s for y = 0. Since p(y|x) = sigmoid(f), the cross-entropy is
+    L = -log p(y|x) = log(1 + exp(-f)), with dL/df = -(1 - p(y|x)).
+    """
+    out = output.reshape(output.shape[0], -1)
+    if out.shape[1] == 1:
+        return torch.where(labels == 1, out[:, 0], -out[:, 0])
+    own = out.gather(1, labels[:, None])[:, 0]
+    others = out.scatter(1, labels[:, None], float("-inf"))
+    return own - torch.logsumexp(others, dim=1)

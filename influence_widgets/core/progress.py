@@ -1,9 +1,14 @@
-"""Progress bars for the engine's slow steps, with an optional listener per thread.
+"""Progress bars for the engine's slow steps, with an optional listener and cancel event per
+thread.
 
 Every slow loop uses :func:`progress_bar` (a ``tqdm.auto`` bar). A front end that wants the same
 progress elsewhere (the explorer's own bar) wraps the work in :func:`report_progress`; the listener
 is called with the step's description and its completed fraction, even when the printed bar is
 disabled. This keeps the core free of Jupyter while the widget shows real progress.
+
+The same steps make every attribution method cancellable, ``Influence`` included, without an
+argument of its own: inside ``with cancellable(event):`` the first bar that starts or advances
+after ``event`` is set raises :class:`~influence_widgets.core.errors.Cancelled` in that thread.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from contextlib import contextmanager
 
 from tqdm.auto import tqdm
 
-__all__ = ["progress_bar", "report_progress"]
+from influence_widgets.core.errors import Cancelled, check_cancel_event
+
+__all__ = ["cancellable", "progress_bar", "report_progress"]
 
 _local = threading.local()
 
@@ -61,6 +68,7 @@ class _ReportingBar(tqdm):
             self._shown = None
 
     def update(self, n: float = 1) -> bool | None:
+        _stop_if_cancelled(self._step)
         self._done += n
         listener = getattr(_local, "listener", None)
         if listener is not None and self._total:
@@ -77,9 +85,19 @@ class _ReportingBar(tqdm):
             self.refresh()
 
 
+def _stop_if_cancelled(step: str) -> None:
+    """Raise :class:`Cancelled` when this thread runs inside :func:`cancellable` and its event is
+    set."""
+    event = getattr(_local, "cancel", None)
+    if event is not None and event.is_set():
+        raise Cancelled(f"cancelled during {step!r}")
+
+
 def progress_bar(*, total: int, desc: str, disable: bool) -> _ReportingBar:
     """A progress bar for ``total`` steps, printed unless ``disable``; reported to any listener.
-    A loop that can end early by converging calls its ``complete()`` before ``close()``."""
+    A loop that can end early by converging calls its ``complete()`` before ``close()``. Inside
+    :func:`cancellable` with its event set, raises :class:`Cancelled` instead."""
+    _stop_if_cancelled(desc)
     return _ReportingBar(total=total, desc=desc, disable=disable, leave=False)
 
 
@@ -92,3 +110,17 @@ def report_progress(listener: Callable[[str, float], None]) -> Iterator[None]:
         yield
     finally:
         _local.listener = previous
+
+
+@contextmanager
+def cancellable(cancel: threading.Event | None) -> Iterator[None]:
+    """Inside the block, the first progress bar of this thread that starts or advances after
+    ``cancel`` is set raises :class:`~influence_widgets.core.errors.Cancelled`: a fit or a scoring
+    pass stops within one batch. ``cancel=None`` changes nothing. A method whose ``fit`` was
+    cancelled stays unfitted and fits from the start when next asked."""
+    previous = getattr(_local, "cancel", None)
+    _local.cancel = check_cancel_event(cancel)
+    try:
+        yield
+    finally:
+        _local.cancel = previous
