@@ -252,6 +252,14 @@ def test_trak_streams_the_projection_in_chunks_with_the_same_numbers():
     assert whole.projections[0].kept is not None and chunked.projections[0].kept is None
     assert chunked.projections[0].n_chunks == 3 and chunked.batch_size < 24
     assert rel_err(chunked.scores(X[:3], y[:3]), whole.scores(X[:3], y[:3])) < 1e-10
+    # Two models in 1 MB: each P_m (0.3 MB) is kept while its model is fitted, but both do not fit
+    # half the budget, so scoring generates them in chunks: the same numbers again.
+    torch.manual_seed(1)
+    second = nn.Sequential(nn.Linear(40, 50), nn.Tanh(), nn.Linear(50, 10)).double()
+    pair = iw.TRAK([model, second], (X, y), memory_mb=1.0, **kw)
+    assert pair.projections[1].kept is None
+    kept = iw.TRAK([model, second], (X, y), **kw)
+    assert rel_err(pair.scores(X[:3], y[:3]), kept.scores(X[:3], y[:3])) < 1e-10
 
 
 # ----- influence ensembles ---------------------------------------------------------------------

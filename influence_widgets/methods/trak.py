@@ -33,7 +33,7 @@ removal effect of its own, is averaged whole (with one model the two are the sam
 Memory: ``memory_mb`` bounds what fitting and scoring hold besides the result: half for a batch
 of per-example gradients (B x p numbers), half for the projection matrices (all M kept when they
 fit, else generated in chunks at each use: at least one block of BLOCK_ROWS = 1024 rows,
-:mod:`.projection`). The result is M (k x n) matrices
+:mod:`.projection`; while model m is fitted, its P_m alone is kept when it fits). The result is M (k x n) matrices
 K_m^-1 Phi_m^T Q_m, plus, while one model is fitted, its Phi_m (n x k) and K_m (k x k, float64).
 """
 
@@ -150,22 +150,27 @@ class TRAK(Attribution):
                 f"the kernel Phi^T Phi has rank at most n and no inverse; pass damping > 0 or "
                 f"projection_dim <= {self.n}"
             )
-        share = self.memory_mb / 2 / len(self.objectives)
         self.projections = [
-            Projection(
-                projection,
-                p,
-                self.k,
-                seed=self.seed,
-                model=m,
-                dtype=o.dtype,
-                device=o.device,
-                budget_mb=share,
-            )
-            for m, o in enumerate(self.objectives)
+            self._projection(m, self.memory_mb / 2 / len(self.objectives))
+            for m in range(len(self.objectives))
         ]
         self._features: list[torch.Tensor] | None = None  # K_m^-1 Phi_m^T Q_m, (k, n) each
         self._self_scores: torch.Tensor | None = None
+
+    def _projection(self, m: int, budget_mb: float) -> Projection:
+        """Model m's projection P_m, kept whole when it fits ``budget_mb``: the same numbers
+        whatever the budget (:mod:`.projection`)."""
+        obj = self.objectives[m]
+        return Projection(
+            self.projection,
+            self.p,
+            self.k,
+            seed=self.seed,
+            model=m,
+            dtype=obj.dtype,
+            device=obj.device,
+            budget_mb=budget_mb,
+        )
 
     def _projection_dim(self, projection_dim) -> int:
         p = self.p
@@ -189,12 +194,16 @@ class TRAK(Attribution):
         return k
 
     # ----- features -------------------------------------------------------------------------
-    def _project(self, m: int, x: torch.Tensor, y: torch.Tensor) -> tuple:
-        """(phi_m (B, k), q_m (B,), p_m (B,)) for a cast batch."""
+    def _project(
+        self, m: int, x: torch.Tensor, y: torch.Tensor, projection: Projection | None = None
+    ) -> tuple:
+        """(phi_m (B, k), q_m (B,), p_m (B,)) for a cast batch (``projection``: P_m as another
+        :class:`Projection` holds it, default ``projections[m]``)."""
         obj = self.objectives[m]
         x = obj.cast_inputs(x)
         prob = true_class_probability(obj, x, y)
-        return self.projections[m](margin_gradients(obj, x, y)), 1 - prob, prob
+        project = projection or self.projections[m]
+        return project(margin_gradients(obj, x, y)), 1 - prob, prob
 
     def _kernel_factor(self, m: int, Phi: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
         """The lower Cholesky factor of K_m = Phi^T W Phi + damping I, in float64."""
@@ -223,8 +232,11 @@ class TRAK(Attribution):
             q = torch.empty(self.n, dtype=obj.dtype, device=obj.device)
             prob = torch.empty_like(q)
             desc = "TRAK features" + (f" (model {m + 1})" if len(self.objectives) > 1 else "")
+            # While model m is fitted, P_m may use the whole projection half of the budget.
+            whole = self._projection(m, self.memory_mb / 2)
             for x, y, sl in cast_batches(obj, self.train, self.batch_size, desc, self.progress):
-                Phi[sl], q[sl], prob[sl] = self._project(m, x, y)
+                Phi[sl], q[sl], prob[sl] = self._project(m, x, y, whole)
+            del whole
             L = self._kernel_factor(m, Phi, prob)
             A = torch.empty(self.k, self.n, dtype=obj.dtype, device=obj.device)
             for start in range(0, self.n, self.batch_size):
