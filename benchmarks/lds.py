@@ -49,7 +49,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,16 @@ from typing import Any
 import lds_table
 import numpy as np
 import torch
-from lds_models import CASES, REGIMES, Case, half_models, regime, tracin_checkpoints, train_model
+from lds_models import (
+    CASES,
+    REGIMES,
+    Case,
+    half_models,
+    regime,
+    seed_models,
+    tracin_checkpoints,
+    train_model,
+)
 from machine import machine_info
 from peer_systems import dattri_lds
 from proc_memory import (
@@ -212,6 +221,30 @@ class Shared:
     base: iw.LDSResult
     common: dict
     settings: dict
+    _made: dict = field(default_factory=dict)
+
+    def checkpoints(self, kind: str) -> tuple[list[dict], list[float], dict]:
+        """TracIn's checkpoints (``kind="tracin"``: the model's own training) or TRAK's and the
+        IF ensemble's models (``"trak"``: ``--trak-models`` trained on random halves;
+        ``"seeds"``: ``--ensemble-models`` trained on all points, seeds 0, 1, ...), as state
+        dicts with their weights and the fields saying how they were made and how long that
+        took. Made once per (case, regime): ours and dattri's rows of a method share them."""
+        if kind not in self._made:
+            c = self.case
+            if kind == "tracin":
+                made, seconds, _ = measured(tracin_checkpoints, c, self.train_fn, self.model)
+                states, weights, words = made
+            elif kind == "trak":
+                k, seed = self.settings["trak_models"], self.settings["seed"]
+                (states, words), seconds, _ = measured(half_models, c, self.train_fn, k, seed)
+                weights = [1.0] * len(states)
+            else:
+                k = self.settings["ensemble_models"]
+                (states, words), seconds, _ = measured(seed_models, c, self.train_fn, k)
+                weights = [1.0] * len(states)
+            fields = {"checkpoints": words, "checkpoint_seconds": seconds}
+            self._made[kind] = (states, weights, fields)
+        return self._made[kind]
 
     def row(self, scores: np.ndarray | None, **fields) -> dict:
         """The JSON row of one method: its scores rescored against the shared retrains (None:
@@ -288,6 +321,82 @@ def our_rows(s: Shared) -> list[dict]:
     return rows
 
 
+ATTRIBUTIONS = ("grad-dot", "tracin", "trak", "if-ensemble")
+ATTRIBUTION_TITLES = {
+    "grad-dot": "Grad-Dot",
+    "tracin": "TracIn",
+    "trak": "TRAK",
+    "if-ensemble": "IF ensemble",
+}
+
+
+def models_at(case: Case, states: list[dict]) -> list[torch.nn.Module]:
+    """A model of ``case`` loaded with each state dict."""
+    models = []
+    for state in states:
+        m = case.make()
+        m.load_state_dict(state)
+        models.append(m)
+    return models
+
+
+def our_attribution(
+    method: str, s: Shared, states: list[dict], weights: list[float]
+) -> tuple[np.ndarray, dict]:
+    """Our (T, n) scores of ``method`` (positive = helpful, as ``predicted_removal_effect``) and
+    its settings: Grad-Dot on the model (exact dot products, no projection); TracIn on the
+    checkpoints with their weights as learning rates; TRAK on the models with dattri's setting
+    (a 512-dimensional Gaussian projection, seed 0, no damping); the IF ensemble, the mean of
+    ``predicted_removal_effect`` of our direct solver (CG with ``--cg-maxiter`` where the
+    Hessian does not fit ``--max-hessian-gb``) with damping "auto" over the models."""
+    c, x, y = s.case, s.case.x_test, s.case.y_test
+    if method == "grad-dot":
+        m = iw.GradDot(s.model, (c.X, c.y), progress=False)
+        info = {"projection": None}
+    elif method == "tracin":
+        points = [iw.Checkpoint(state=st, lr=w) for st, w in zip(states, weights, strict=True)]
+        m = iw.TracIn(s.model, (c.X, c.y), points, progress=False)
+        info = {"projection": None, "checkpoints": len(points)}
+    elif method == "trak":
+        info = {
+            "projection_dim": min(512, c.n_params, len(c.X)),
+            "projection": "gaussian",
+            "damping": 0.0,
+            "seed": 0,
+        }
+        m = iw.TRAK(models_at(c, states), (c.X, c.y), progress=False, **info)
+    else:
+        big = hessian_too_big(c, s.settings["max_hessian_gb"])
+        solver = our_solver("cg", s.settings) if big else "direct"
+        info = {"solver": "cg" if big else "direct", "damping": "auto", "models": len(states)}
+        m = iw.InfluenceEnsemble(
+            models_at(c, states), (c.X, c.y), l2=s.l2, damping="auto", solver=solver,
+            progress=False,
+        )  # fmt: skip
+    with warnings.catch_warnings():  # the practitioner models are not at a minimum, by design
+        warnings.simplefilter("ignore", iw.InfluenceWarning)
+        scores = m.scores(x, y)
+    return scores.detach().double().cpu().numpy(), info
+
+
+def attribution_rows(s: Shared) -> list[dict]:
+    """Our rows of the methods beyond influence functions, on the checkpoints and models that
+    dattri's TracIn and TRAK get."""
+    rows = []
+    for method in s.settings["attributions"]:
+        fields = {
+            "system": "ours",
+            "method": ATTRIBUTION_TITLES[method],
+            "solver": method,
+            "hessian": None,
+        }
+        kind = {"tracin": "tracin", "trak": "trak", "if-ensemble": "seeds"}.get(method)
+        states, weights, made = s.checkpoints(kind) if kind else ([], [], {})
+        rows.append(attempt(s, our_attribution, method, s, states, weights, **fields, **made))
+        report(rows[-1])
+    return rows
+
+
 def report(r: dict) -> None:
     """One line on stdout per row, as it is done."""
     what = lds_table.lds_cell(r)
@@ -313,14 +422,8 @@ def dattri_target(s: Shared, method: str) -> tuple[dattri_lds.Target, dict]:
     target = dattri_lds.Target(s.model, c.X, c.y, c.x_test, c.y_test)
     if method not in ("tracin", "trak"):
         return target, {}
-    if method == "tracin":
-        (states, weights, words), seconds, _ = measured(tracin_checkpoints, c, s.train_fn, s.model)
-    else:
-        k, seed = s.settings["trak_models"], s.settings["seed"]
-        (states, words), seconds, _ = measured(half_models, c, s.train_fn, k, seed)
-        weights = [1.0] * len(states)
-    target.checkpoints, target.weights = states, weights
-    return target, {"checkpoints": words, "checkpoint_seconds": seconds}
+    target.checkpoints, target.weights, made = s.checkpoints(method)
+    return target, made
 
 
 def dattri_scores(method: str, target: dattri_lds.Target, args: dict) -> tuple[np.ndarray, dict]:
@@ -355,7 +458,7 @@ def dattri_rows(s: Shared, rows: list[dict]) -> list[dict]:
 def run_case(case: Case, regime_name: str, settings: dict) -> list[dict]:
     """Every method's row for one (case, regime), all scored against the same retrains."""
     s = shared(case, regime_name, settings)
-    rows = our_rows(s)
+    rows = our_rows(s) + attribution_rows(s)
     return rows + dattri_rows(s, rows)
 
 
@@ -363,6 +466,7 @@ def run_case(case: Case, regime_name: str, settings: dict) -> list[dict]:
 def required() -> list[tuple[str, str, str, str]]:
     """Every (model, regime, system, method) a complete report has."""
     ours_ = [("ours", f"{s} ({h})") for s, h in methods(SOLVERS, HESSIANS)]
+    ours_ += [("ours", ATTRIBUTION_TITLES[m]) for m in ATTRIBUTIONS]
     theirs = [("dattri", dattri_lds.TITLES[m]) for m in dattri_lds.METHODS]
     return [(c, g, *m) for c in REQUIRED_CASES for g in REGIMES for m in ours_ + theirs]
 
@@ -436,6 +540,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--regimes", default=",".join(REGIMES))
     p.add_argument("--solvers", default=",".join(SOLVERS))
     p.add_argument("--hessians", default=",".join(HESSIANS))
+    p.add_argument(
+        "--attributions",
+        default=",".join(ATTRIBUTIONS),
+        help="our methods beyond influence functions (empty: none)",
+    )
+    p.add_argument("--ensemble-models", type=int, default=5, help="the IF ensemble's seeds")
     p.add_argument("--dattri", default="", help="dattri methods, or 'all' (empty: none)")
     p.add_argument("--dattri-path", default=None, help="a folder to import dattri from")
     p.add_argument("--subsets", type=int, default=FULL_SUBSETS)
@@ -471,6 +581,7 @@ def settings_of(args: argparse.Namespace, argv: list[str]) -> dict:
         ("cases", split(args.cases), CASES),
         ("regimes", split(args.regimes), REGIMES),
         ("dattri", dattri, dattri_lds.METHODS),
+        ("attributions", split(args.attributions), ATTRIBUTIONS),
     ):
         unknown = [g for g in given if g not in known]
         if unknown:
@@ -481,6 +592,8 @@ def settings_of(args: argparse.Namespace, argv: list[str]) -> dict:
         "solvers": split(args.solvers),
         "hessians": split(args.hessians),
         "dattri": dattri,
+        "attributions": split(args.attributions),
+        "ensemble_models": args.ensemble_models,
         "subsets": args.subsets,
         "n_test": args.n_test,
         "fraction": args.fraction,
@@ -518,8 +631,10 @@ def main(argv: list[str] | None = None) -> dict:
         sys.path.insert(0, args.dattri_path)
     if args.json:
         path = Path(args.json)
-        old = json.loads(path.read_text()) if path.exists() else {}
         rows, header = run(settings_of(args, argv))
+        # read when writing, not when starting: a piece runs for hours, and another piece may
+        # have been merged into the file meanwhile
+        old = json.loads(path.read_text()) if path.exists() else {}
         report = merged(old, rows, header, args.merge)
         path.write_text(json.dumps(report, indent=1) + "\n")
     else:

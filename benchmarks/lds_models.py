@@ -211,3 +211,12 @@ def half_models(
         train_seed = int(rng.integers(2**31))
         states.append(snapshot(train_fn(case.make, case.X[idx], case.y[idx], train_seed)))
     return states, f"{k} models trained by the regime's recipe on random halves"
+
+
+def seed_models(
+    case: Case, train_fn: Callable, k: int
+) -> tuple[list[dict[str, torch.Tensor]], str]:
+    """(state dicts of ``k`` models trained by ``train_fn`` on all training points with seeds
+    0 .. k-1, in words): seed 0 is the model of the (case, regime) itself."""
+    states = [snapshot(train_fn(case.make, case.X, case.y, seed)) for seed in range(k)]
+    return states, f"{k} models trained by the regime's recipe on all points, seeds 0-{k - 1}"

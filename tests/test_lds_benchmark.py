@@ -25,7 +25,8 @@ def settings(**kw) -> dict:
         "cases": ["digits_lr"], "regimes": ["minimum", "practitioner"],
         "solvers": ["direct", "cg"], "hessians": ["exact", "gauss-newton"], "dattri": [],
         "subsets": 4, "n_test": 2, "fraction": 0.5, "noise_floor": True, "epochs": 1,
-        "max_iter": 50, "trak_models": 1, "max_hessian_gb": 8.0, "max_method_gb": 12.0, "seed": 0, "threads": 1,
+        "max_iter": 50, "trak_models": 1, "max_hessian_gb": 8.0, "max_method_gb": 12.0, "attributions": [],
+        "ensemble_models": 2, "seed": 0, "threads": 1,
         "lissa_depth": 50, "lissa_batch": 20, "cg_maxiter": 100, "workers": 0,
         "command": "python benchmarks/lds.py --tiny", **kw,
     }  # fmt: skip
@@ -86,6 +87,26 @@ def test_an_explicit_hessian_too_big_is_a_skipped_row_with_its_reason():
     assert bench.hessian_too_big(lds_models.digits_lr(n_test=1), 8.0) is None
     row = {"system": "ours", "method": "direct (exact)", "lds": None, "skipped": reason}
     assert lds_table.lds_cell(row) == f"not run: {reason}"
+
+
+@pytest.mark.slow  # about 10 s: one training, 6 retrains, 2 half models and 2 seeds
+def test_our_attribution_rows_share_dattris_checkpoints_and_score_the_same_retrains():
+    case = lds_models.digits_lr(n_test=3, n_train=80)
+    s = bench.shared(
+        case, "minimum", settings(subsets=3, trak_models=2, attributions=list(bench.ATTRIBUTIONS))
+    )
+    rows = bench.attribution_rows(s)
+    assert [r["method"] for r in rows] == ["Grad-Dot", "TracIn", "TRAK", "IF ensemble"]
+    for r in rows:
+        assert "error" not in r and "skipped" not in r, r
+        assert -1.0 <= r["lds"] <= 1.0 and r["subsets"] == 3 and r["system"] == "ours"
+    # dattri's TracIn and TRAK get the very checkpoints ours got, made once
+    tracin, _ = bench.dattri_target(s, "tracin")
+    assert tracin.checkpoints is s.checkpoints("tracin")[0]
+    trak, made = bench.dattri_target(s, "trak")
+    assert len(trak.checkpoints) == 2 and made["checkpoints"].startswith("2 models")
+    assert rows[3]["checkpoints"].startswith("2 models trained by the regime's recipe on all")
+    assert ("digits_lr", "minimum", "ours", "TRAK") in bench.required()
 
 
 @pytest.mark.slow  # about 5 s: one training and 6 retrains
