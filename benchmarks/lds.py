@@ -15,7 +15,11 @@ dattri's LiSSA setting here (1,000 steps on batches of 100), since our default (
 steps) takes about a day per row at 100 test points on the CNN, and CG:
 ``iw.ConjugateGradient(maxiter=--cg-maxiter)``, by default dattri's 100 iterations (our default
 runs to a relative residual of 1e-10, 424 s per row on the practitioner CNN); ``predicted_removal_effect`` are
-the scores. ``--workers N`` retrains the subsets on N Dask worker processes (``iw.lds(...,
+the scores. Beyond influence functions (``--attributions``), ours: ``iw.GradDot`` (exact dot
+products), ``iw.TracIn`` on the checkpoints dattri's TracIn gets, ``iw.TRAK`` on the models
+dattri's TRAK gets (512-dimensional Gaussian projection, seed 0, no damping, as dattri), and
+``iw.InfluenceEnsemble`` (our direct solver, damping "auto", over ``--ensemble-models`` models
+trained on all points with seeds 0, 1, ...). ``--workers N`` retrains the subsets on N Dask worker processes (``iw.lds(...,
 n_workers=N)``; the outputs equal the in-process ones). dattri 0.3.0 (``--dattri all`` or a list,
 imported from ``--dattri-path`` or the environment): its IF explicit, CG, LiSSA, Arnoldi and
 EK-FAC, Grad-Dot, TracIn and TRAK, as benchmarks/peer_systems/dattri_lds.py runs them (settings
