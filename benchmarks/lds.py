@@ -487,15 +487,34 @@ def completeness(rows: list[dict]) -> tuple[bool, list[str]]:
     return not missing, missing
 
 
+def same_retrains(a: dict, b: dict) -> bool:
+    """Whether rows ``a`` and ``b`` were scored against the same retrains: the same subsets
+    (``subset_hash``), the same noise floor and the same test points."""
+    keys = ("subset_hash", "noise_floor", "subsets", "n_test", "n_train")
+    return all(a.get(k) == b.get(k) for k in keys) and a.get("subset_hash") is not None
+
+
 def merged(old: dict, new_rows: list[dict], header: dict, merge: bool) -> dict:
     """The report to write: ``old``'s keys this script does not own kept; with ``merge`` also its
-    rows and runs of every (model, regime) not in ``new_rows``."""
-    pairs = {(r["model"], r["regime"]) for r in new_rows}
-    kept_rows = [r for r in old.get("rows", []) if (r["model"], r["regime"]) not in pairs]
+    rows of every (model, regime) not in ``new_rows``, and, of a (model, regime) rerun, its rows
+    of methods not rerun when they were scored against the same retrains (``same_retrains``:
+    the same seed draws the same subsets, and the retrains are deterministic), so that a method
+    added later runs alone (``--solvers``, ``--dattri``, ``--attributions``) without losing the
+    others."""
+    new_of = {}
+    for r in new_rows:
+        new_of.setdefault((r["model"], r["regime"]), r)
+    rerun = {(r["model"], r["regime"], r["system"], r["method"]) for r in new_rows}
+    kept_rows = []
+    for r in old.get("rows", []):
+        pair = (r["model"], r["regime"])
+        if pair not in new_of:
+            kept_rows.append(r)
+        elif (*pair, r["system"], r["method"]) not in rerun and same_retrains(r, new_of[pair]):
+            kept_rows.append(r)
+    with_rows = {(r["model"], r["regime"]) for r in kept_rows}  # the runs that made them stay
     kept_runs = [
-        run
-        for run in old.get("runs", [])
-        if any(tuple(p) not in pairs for p in run.get("pairs", []))
+        run for run in old.get("runs", []) if any(tuple(p) in with_rows for p in run["pairs"])
     ]
     rows = kept_rows + new_rows if merge else new_rows
     complete, missing = completeness(rows)

@@ -178,6 +178,24 @@ def test_writing_keeps_foreign_keys_and_merge_replaces_only_the_pieces_rerun():
     assert fresh["pbrf"] == old["pbrf"] and fresh["rows"] == new and len(fresh["runs"]) == 1
 
 
+def test_merge_keeps_methods_not_rerun_only_when_they_share_the_retrains():
+    def row(method, lds, hash_="abc", floor=0.9):
+        return {**fake_row("digits_cnn", "practitioner", "ours", method, lds=lds),
+                "subset_hash": hash_, "noise_floor": floor, "n_train": 1300}  # fmt: skip
+
+    old = {"runs": [{"command": "cnn", "pairs": [["digits_cnn", "practitioner"]]}],
+           "rows": [row("cg (exact)", 0.3), row("lissa (exact)", 0.2)]}  # fmt: skip
+    header = {"command": "trak", "pairs": [("digits_cnn", "practitioner")]}
+    added = bench.merged(old, [row("TRAK", 0.4), row("cg (exact)", 0.31)], header, merge=True)
+    got = sorted((r["method"], r["lds"]) for r in added["rows"])
+    assert got == [("TRAK", 0.4), ("cg (exact)", 0.31), ("lissa (exact)", 0.2)]
+    assert [run["command"] for run in added["runs"]] == ["cnn", "trak"]
+    other = bench.merged(old, [row("TRAK", 0.4, hash_="xyz")], header, merge=True)
+    assert [r["method"] for r in other["rows"]] == ["TRAK"]  # other subsets: old rows dropped
+    floor = bench.merged(old, [row("TRAK", 0.4, floor=0.8)], header, merge=True)
+    assert [r["method"] for r in floor["rows"]] == ["TRAK"]
+
+
 def test_readme_table_has_a_line_per_method_and_a_dash_where_none_ran():
     rows = full_rows()
     rows[0].update(lds=None, skipped="too big")
