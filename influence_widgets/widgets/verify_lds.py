@@ -60,8 +60,8 @@ def check_subsets(value: object) -> int:
         )
     if subsets > MAX_SUBSETS:
         raise ValueError(
-            f"subsets: at most {MAX_SUBSETS} in the explorer, got {subsets}; for more run "
-            "iw.lds(inf, data, x_test=..., y_test=..., subsets=...) in a cell"
+            f"subsets: at most {MAX_SUBSETS} in the explorer, got {subsets}; for more, call "
+            "iw.lds with its subsets argument in a cell (docs/api.md, the LDS)"
         )
     return subsets
 

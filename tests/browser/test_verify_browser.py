@@ -150,7 +150,7 @@ def test_verify_cancels_at_once_and_shows_r_as_the_plot_does_in(
     expect(reading).to_contain_text("very good \u2265 0.99, good \u2265 0.9, rough \u2265 0.7")
     expect(explorer.locator("img.iw-verify-plot")).to_be_visible()
     save_screenshot(explorer.locator(".iw-verify"), f"verify_done_{slug}.png")
-    page.set_viewport_size({"width": 755, "height": 1000})  # beside the file browser: ~465 px
+    page.set_viewport_size({"width": 700, "height": 1000})  # beside the file browser: ~410 px
     page.wait_for_timeout(500)
     plot = explorer.locator(".iw-verify-plot")
     plot.scroll_into_view_if_needed()
