@@ -16,7 +16,7 @@ import numbers
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -158,7 +158,7 @@ class InfluenceExplorer(anywidget.AnyWidget):
     _opened: ClassVar[weakref.WeakValueDictionary[int, InfluenceExplorer]] = (
         weakref.WeakValueDictionary()
     )
-    _numbers: ClassVar[Iterable[int]] = itertools.count(1)
+    _numbers: ClassVar[Iterator[int]] = itertools.count(1)
 
     selected = traitlets.Any(None, allow_none=True).tag(sync=True)  # checked: _valid_selected
     k = traitlets.Int(8).tag(sync=True)

@@ -71,8 +71,8 @@ def scatter_png(result: LOOResult) -> bytes:
 
 
 # How the tab reads Pearson R of leave-one-out: (lowest R, word, what it means), best first. R
-# says how close the points lie to a straight line, not whether it is y = x. An exact solve on a
-# convex model reaches 0.99 (0.9998 on the digits demo, benchmarks/README.md).
+# says how close the points lie to a straight line, not whether it is y = x. The digits demo's
+# logistic regression with an exact solve reaches 0.9998 (benchmarks/README.md).
 R_SCALE = (
     (0.99, "very good", "the actual changes lie almost on a line through the predicted ones"),
     (0.9, "good", "close to a line, with some scatter"),
