@@ -6,7 +6,13 @@ import math
 
 import numpy as np
 
-__all__ = ["correlation_text", "lds_histogram", "lds_scatter", "loo_scatter"]
+__all__ = [
+    "correlation_text",
+    "lds_histogram",
+    "lds_scatter",
+    "loo_scatter",
+    "power_of_ten",
+]
 
 LOO_FIGSIZE = (4.6, 4.4)  # inches: room for the labels and 4-5 ticks a side at any width shown
 
@@ -35,8 +41,6 @@ def loo_scatter(result, ax=None):
     lo, hi = float(both.min()), float(both.max())
     pad = 0.05 * (hi - lo) if hi > lo else 1e-6
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.5", lw=1, ls="--", zorder=0)
-    ax.set_xlabel("predicted change of test loss (influence)")
-    ax.set_ylabel("actual change (leave-one-out retraining)")
     where = "" if result.test_index is None else f"test point {result.test_index}, "
     note = " (cancelled)" if result.cancelled else ""
     ax.set_title(
@@ -46,17 +50,54 @@ def loo_scatter(result, ax=None):
         fontsize=10,
     )
     ax.tick_params(axis="x", labelrotation=30)
-    _white_card(ax)
+    _white_card(
+        ax, "predicted change of test loss (influence)", "actual change (leave-one-out retraining)"
+    )
     return ax
 
 
-def _white_card(ax) -> None:
-    """At most 4 major ticks a side, scientific notation outside [1e-3, 1e3], a white figure."""
+# "-0123456789" as superscripts, for "×10⁻⁴"
+SUPERSCRIPT = str.maketrans(
+    "-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079"
+)
+
+
+def power_of_ten(largest: float) -> int:
+    """The power of ten an axis states once in its label for values up to ``largest`` in
+    magnitude: 0 (plain numbers) from 1e-3 to below 1e4, else the value's own power."""
+    if not (np.isfinite(largest) and largest > 0):
+        return 0
+    power = math.floor(math.log10(largest))
+    return power if power < -3 or power > 3 else 0
+
+
+def _scale_in_label(axis, label: str) -> None:
+    """``axis`` labelled ``label``, with its ticks' power of ten stated in the label (" (×10⁻⁴)")
+    instead of matplotlib's offset text, which sits under the last tick label and runs into the
+    axis label; no additive offset either (tick labels show the values themselves)."""
+    from matplotlib.ticker import FuncFormatter, ScalarFormatter
+
+    lo, hi = axis.get_view_interval()
+    power = power_of_ten(max(abs(lo), abs(hi)))
+    if power == 0:
+        formatter = ScalarFormatter(useOffset=False)
+        formatter.set_scientific(False)
+    else:
+        scale = 10.0**power
+        formatter = FuncFormatter(lambda v, _pos: f"{v / scale:.6g}".replace("-", "\u2212"))
+        label = f"{label} (\u00d710{str(power).translate(SUPERSCRIPT)})"
+    axis.set_major_formatter(formatter)
+    axis.set_label_text(label)
+
+
+def _white_card(ax, xlabel: str, ylabel: str) -> None:
+    """At most 4 major ticks a side, each axis's power of ten in its label (never an offset
+    text), a white figure."""
     from matplotlib.ticker import MaxNLocator
 
-    for axis in (ax.xaxis, ax.yaxis):
+    for axis, label in ((ax.xaxis, xlabel), (ax.yaxis, ylabel)):
         axis.set_major_locator(MaxNLocator(nbins=4))
-    ax.ticklabel_format(style="sci", scilimits=(-3, 3))
+        _scale_in_label(axis, label)
     ax.figure.set_facecolor("white")
     ax.figure.tight_layout()
 
@@ -87,15 +128,13 @@ def lds_histogram(result, ax=None):
         floor = _with_se(result.noise_floor, result.noise_floor_se)
         ax.axvline(result.noise_floor, color="0.3", lw=1.5, ls="--", label=f"noise floor {floor}")
     ax.set_xlim(-1.02, 1.02)
-    ax.set_xlabel(f"LDS(z): Spearman over subsets ({result.output})")
-    ax.set_ylabel("test points")
     note = " (cancelled)" if result.cancelled else ""
     ax.set_title(
         f"{len(values)} test points, {result.n_subsets} subsets of {result.fraction:g}{note}",
         fontsize=10,
     )
     ax.legend(fontsize=8, loc="upper left")
-    _white_card(ax)
+    _white_card(ax, f"LDS(z): Spearman over subsets ({result.output})", "test points")
     ax.set_xticks([-1, -0.5, 0, 0.5, 1])  # a correlation's whole range, in round steps
     return ax
 
@@ -118,9 +157,7 @@ def lds_scatter(result, test_index: int, ax=None, *, name: str | None = None):
         result.predicted[:, t], result.actual[:, t], s=14, alpha=0.75, color="tab:blue",
         edgecolors="none",
     )  # fmt: skip
-    ax.set_xlabel("predicted: sum of scores over the subset")
     quantity = "margin log p(y|x) - log(1 - p(y|x))" if result.output == "margin" else "test loss"
-    ax.set_ylabel(f"actual: {quantity}")
     floor = ""
     if result.noise_floor_per_test is not None:
         floor = f", noise floor {correlation_text(result.noise_floor_per_test[t])}"
@@ -129,5 +166,5 @@ def lds_scatter(result, test_index: int, ax=None, *, name: str | None = None):
         fontsize=10,
     )
     ax.tick_params(axis="x", labelrotation=30)
-    _white_card(ax)
+    _white_card(ax, "predicted: sum of scores over the subset", f"actual: {quantity}")
     return ax

@@ -179,51 +179,56 @@ function ticks(lo, hi) {
   return values;
 }
 
-const SVG_NS = "http://www.w3.org/2000/svg";
-
-function svgNode(tag, attrs, text) {
-  const node = document.createElementNS(SVG_NS, tag);
-  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
-  if (text !== undefined) node.textContent = text;
-  return node;
+// Where value v lies on an axis from lo to hi, in percent of its width.
+function axisPercent(v, lo, hi) {
+  return ((v - lo) / (hi - lo || 1)) * 100;
 }
 
-// One bar per training point, helpful (score > 0) to the right of zero, harmful to the left,
-// each labelled with its training index; an x axis with ticks in the scores' notation `scale`
-// (fmtScores). Drawn in a viewBox and scaled to the pane's width, so it fits any width.
-function barChart(helpful, harmful, scale) {
-  const items = [...helpful, ...harmful.slice().reverse()];
-  const W = 340;
-  const [left, right, top, rowH] = [48, 22, 16, 12]; // room for the end ticks' labels
-  const bottom = top + items.length * rowH + 4;
-  const values = ticks(Math.min(0, ...items.map((it) => it.score)), Math.max(0, ...items.map((it) => it.score)));
-  const [lo, hi] = [values[0], values[values.length - 1]];
-  const x = (v) => left + ((v - lo) / (hi - lo || 1)) * (W - left - right);
-  const svg = svgNode("svg", { class: "iw-bars", viewBox: `0 0 ${W} ${bottom + 30}`, role: "img" });
-  svg.appendChild(svgNode("title", {}, "Score of each training point shown below"));
-  svg.appendChild(svgNode("text", { x: left, y: 10, class: "iw-bar-side iw-harmful-label" }, "\u2190 harmful"));
-  svg.appendChild(svgNode("text", { x: W - right, y: 10, "text-anchor": "end", class: "iw-bar-side iw-helpful-label" }, "helpful \u2192"));
-  items.forEach((it, i) => {
-    const y = top + i * rowH;
-    const [x0, x1] = [x(0), x(it.score)];
-    const bar = svgNode("rect", {
-      x: Math.min(x0, x1), y: y + 1, width: Math.max(Math.abs(x1 - x0), 1), height: rowH - 2,
-      class: it.score >= 0 ? "iw-bar-helpful" : "iw-bar-harmful",
-    });
+// A track of the chart (the bars' column): its zero line, and the bar of `it` if given.
+function barTrack(zero, it, place, scale) {
+  const track = h("div", "iw-bar-track");
+  if (it) {
+    const end = place(it.score);
+    const bar = track.appendChild(h("div", `iw-bar ${it.score >= 0 ? "iw-bar-helpful" : "iw-bar-harmful"}`));
+    bar.style.left = `${Math.min(zero, end)}%`;
+    bar.style.width = `${Math.abs(end - zero)}%`;
     bar.dataset.barIndex = String(it.index);
-    bar.appendChild(svgNode("title", {}, `train #${it.index}, label ${it.label}: ${scale.format(it.score)}${scale.unit}`));
-    svg.appendChild(bar);
-    svg.appendChild(svgNode("text", { x: left - 4, y: y + rowH - 3, "text-anchor": "end", class: "iw-bar-label" }, `#${it.index}`));
-  });
-  for (const v of values) {
-    svg.appendChild(svgNode("line", { x1: x(v), x2: x(v), y1: bottom, y2: bottom + 3, class: "iw-axis" }));
-    svg.appendChild(svgNode("text", { x: x(v), y: bottom + 12, "text-anchor": "middle", class: "iw-tick" }, scale.tick(v)));
+    track.title = `train #${it.index}, label ${it.label}: ${scale.format(it.score)}${scale.unit}`;
   }
-  svg.appendChild(svgNode("line", { x1: x(0), x2: x(0), y1: top - 2, y2: bottom, class: "iw-axis iw-zero" }));
-  svg.appendChild(svgNode("line", { x1: left, x2: W - right, y1: bottom, y2: bottom, class: "iw-axis" }));
-  svg.appendChild(svgNode("text", { x: (left + W - right) / 2, y: bottom + 26, "text-anchor": "middle", class: "iw-axis-title" },
-    `change of test loss if removed${scale.unit}`));
-  return svg;
+  track.appendChild(h("div", "iw-bar-zero")).style.left = `${zero}%`;
+  return track;
+}
+
+// One bar per training point, in the order of the cards below: the most helpful first (to the
+// right of zero), then the most harmful first (to the left), each labelled with its training
+// index; an x axis with ticks in the scores' notation `scale` (fmtScores). A grid of two columns
+// (labels, tracks) laid out in percent of the pane's width: its text keeps its size at any width.
+function barChart(helpful, harmful, scale) {
+  const scores = [...helpful, ...harmful].map((it) => it.score);
+  const values = ticks(Math.min(0, ...scores), Math.max(0, ...scores));
+  const [lo, hi] = [values[0], values[values.length - 1]];
+  const place = (v) => axisPercent(v, lo, hi);
+  const zero = place(0);
+  const chart = h("div", "iw-bars");
+  chart.setAttribute("role", "img");
+  chart.setAttribute("aria-label", "Score of each training point shown below, in the same order");
+  const sides = h("div", "iw-bar-sides");
+  sides.append(h("span", "iw-harmful-label", "\u2190 harmful"), h("span", "iw-helpful-label", "helpful \u2192"));
+  chart.append(h("span"), sides);
+  const row = (it) => chart.append(h("span", "iw-bar-label", `#${it.index}`), barTrack(zero, it, place, scale));
+  helpful.forEach(row);
+  chart.append(h("span", "iw-bar-gap"), barTrack(zero, null, place, scale)); // between the lists
+  chart.lastChild.classList.add("iw-bar-gap");
+  harmful.forEach(row);
+  const axis = h("div", "iw-bar-axis");
+  values.forEach((v, i) => {
+    const tick = axis.appendChild(h("span", "iw-tick", scale.tick(v)));
+    tick.style.left = `${place(v)}%`;
+    if (i === 0) tick.classList.add("iw-tick-first");
+    if (i === values.length - 1) tick.classList.add("iw-tick-last");
+  });
+  chart.append(h("span"), axis, h("span"), h("div", "iw-axis-title", `change of test loss if removed${scale.unit}`));
+  return chart;
 }
 
 const CLICK_HINT = "Click a test point to see which training points helped and hurt it.";
@@ -330,14 +335,22 @@ function galleryControls(model, root) {
   return { el, renderFilters, renderPaging };
 }
 
-// Image cards are as wide as their longest caption ("pred Ankle boot (100%)", 10 px text, about
-// 5.6 px a character) and at least 80 px: a class name is never cut off. One width for all pages,
+// Image cards are as wide as their longest caption ("pred Ankle boot (100%)", 11 px text, about
+// 6.2 px a character) and at least 84 px: a class name is never cut off. One width for all pages,
 // so the column count does not change between them.
 function fitCardsToClassNames(root, classNames) {
   if (root.dataset.kind !== "image") return;
   const longest = Math.max(0, ...classNames.map((name) => name.length));
-  const width = Math.min(180, Math.max(80, Math.ceil((longest + 12) * 5.6) + 8));
+  const width = Math.min(196, Math.max(84, Math.ceil((longest + 12) * 6.2) + 8));
   root.style.setProperty("--iw-cell-w", `${width}px`);
+}
+
+// The mark of a misclassified test point: a cross in the error colour (with a border on its card:
+// explorer.css), not only a tint, so that it shows in light and dark themes alike.
+function wrongMark(text = "\u2717") {
+  const mark = h("span", "iw-wrong-mark", text);
+  mark.title = "misclassified: the predicted class is not the true label";
+  return mark;
 }
 
 // ----- the gallery of test points: a click selects one -----------------------------------------
@@ -346,7 +359,6 @@ function galleryCard(model, item, urls) {
   const card = h("button", "iw-test-item");
   card.type = "button";
   card.dataset.testIndex = String(item.index);
-  if (item.wrong) card.classList.add("iw-wrong");
   const caption = h("div", "iw-caption");
   const labelled = model.get("labelled");
   caption.appendChild(h("span", "iw-true", labelled ? `true ${item.label}` : "no label"));
@@ -355,6 +367,11 @@ function galleryCard(model, item, urls) {
   if (item.row) card.append(caption, view);
   else card.append(view, caption);
   card.title = `test #${item.index}: ${labelled ? `true ${item.label}` : "no label"}, predicted ${item.pred} (${Math.round(item.confidence * 100)}%)`;
+  if (item.wrong) {
+    card.classList.add("iw-wrong");
+    card.appendChild(wrongMark());
+    card.title += ": misclassified";
+  }
   card.addEventListener("click", () => {
     model.set("selected", item.index);
     model.save_changes();
@@ -377,7 +394,6 @@ function galleryPane(model) {
     el.replaceChildren();
     revoke(urls);
     for (const item of model.get("gallery")) el.appendChild(galleryCard(model, item, urls));
-    el.scrollTop = 0;
     markSelected();
   }
 
@@ -417,11 +433,17 @@ function tabsPane(model, panes) {
 }
 
 // ----- Influence: the selected test point, its most helpful and most harmful training points ---
-function trainCard(item, scale, urls) {
+// `note`: why this point scores against what its label suggests (the panel's notes), or null.
+function trainCard(item, scale, urls, note) {
   const card = h("div", "iw-train-item");
   card.dataset.trainIndex = String(item.index);
   const caption = h("div", "iw-caption");
   caption.append(h("span", "iw-train-index", `train #${item.index}`), h("span", "iw-train-label", `label ${item.label}`));
+  if (item.surprise && note) {
+    card.classList.add("iw-surprise");
+    const mark = item.score < 0 ? "\u2020 same label" : "\u2020 other label";
+    caption.appendChild(h("span", "iw-surprise-mark", mark)).title = note;
+  }
   const score = h("div", "iw-score", scale.format(item.score));
   score.title = `predicted change of the test loss if this point were removed: ${scale.format(item.score)}${scale.unit}`;
   if (item.differences) {
@@ -434,13 +456,16 @@ function trainCard(item, scale, urls) {
   return card;
 }
 
-function trainList(title, items, cls, scale, urls) {
+// A list of training points under its heading; `note` (the panel's notes, or undefined): one
+// line on why the points marked in it score against what their label suggests.
+function trainList(title, items, cls, scale, urls, note) {
   const section = h("div", `iw-section ${cls}`);
   const heading = h("h4", "", title);
   if (scale.unit) heading.appendChild(h("span", "iw-unit", `scores${scale.unit}`));
   section.appendChild(heading);
+  if (note) section.appendChild(h("p", "iw-surprise-note", `\u2020 ${note}`));
   const list = h("div", "iw-train-list");
-  for (const item of items) list.appendChild(trainCard(item, scale, urls));
+  for (const item of items) list.appendChild(trainCard(item, scale, urls, note));
   section.appendChild(list);
   return section;
 }
@@ -474,14 +499,16 @@ function influencePane(model) {
     const labelled = model.get("labelled");
     info.appendChild(h("div", "", labelled ? `true label ${p.label}` : "no label given"));
     info.appendChild(h("div", "", `predicted ${p.pred} (${Math.round(p.confidence * 100)}%)`));
+    if (!p.correct) info.appendChild(wrongMark("\u2717 misclassified"));
     head.append(pointView(p.test, urls), info);
     el.appendChild(head);
     el.appendChild(h("p", `iw-explanation ${p.correct ? "iw-correct" : "iw-misclassified"}`, p.explanation));
     el.appendChild(h("p", "iw-help", labelled ? HELP : HELP.replace("its true label", "its predicted class")));
     el.appendChild(barChart(p.helpful, p.harmful, scale));
     if (p.test.row) el.appendChild(h("p", "iw-help", TABULAR_NOTE));
-    el.appendChild(trainList("Most helpful", p.helpful, "iw-helpful", scale, urls));
-    el.appendChild(trainList("Most harmful", p.harmful, "iw-harmful", scale, urls));
+    const notes = p.notes || {};
+    el.appendChild(trainList("Most helpful first", p.helpful, "iw-helpful", scale, urls, notes.helpful));
+    el.appendChild(trainList("Most harmful first", p.harmful, "iw-harmful", scale, urls, notes.harmful));
   }
 
   // Busy while the selected point's panel is on its way; never after a failed precomputation.
@@ -673,7 +700,8 @@ function verifyPane(model) {
     job.status.classList.toggle("iw-verify-error", v.state === "error");
     const finished = v.state === "done" || v.state === "cancelled";
     summary.replaceChildren(...(finished ? verifySummary(v) : []));
-    reading.textContent = finished && v.kind === "lds" && v.n_subsets > 0 ? v.reading : "";
+    const measured = v.kind === "lds" ? v.n_subsets > 0 : v.n_removed > 0;
+    reading.textContent = finished && measured && v.reading ? v.reading : "";
     revoke(urls);
     figure.replaceChildren();
     const png = model.get("verify_plot");
@@ -853,8 +881,7 @@ function attackPane(model) {
 const REVIEW_HELP =
   "Check the labels of the training points at the top (Koh & Liang Sec 5.4). Propose a label or " +
   "mark a point for removal, then retrain: a copy of the model is retrained on the fixed data " +
-  "(warm start, same L2). Your data and model stay unchanged; ex.fixed_dataset() returns the " +
-  "fixed data as new tensors.";
+  "(warm start, same L2). Your data and model stay unchanged: the retrain works on copies.";
 
 const REVIEW_METHODS = [
   ["self_influence", "|self-influence|"],
@@ -948,14 +975,11 @@ function reviewOutcome(r) {
     h(
       "p",
       "iw-review-note",
-      "The influence scores in this explorer are still those of the original model. The " +
-        "retrained model is ex.review_result.model; to explore it, open a new explorer on it " +
-        "(ex: this explorer, inf: its Influence, data: your data set):",
+      "The influence scores in this explorer are still those of the original model. To explore " +
+        "the retrained model on the fixed training data, with the same test points, run in a cell:",
     ),
   );
-  parts.push(
-    h("code", "iw-review-code", "iw.InfluenceExplorer(inf.rebuild(ex.review_result.model, ex.fixed_dataset()), data)"),
-  );
+  if (r.code) parts.push(h("pre", "iw-review-code", r.code)); // widgets/hints.py: run as shown
   return parts;
 }
 

@@ -385,8 +385,9 @@ def test_a_click_queued_before_the_precomputation_fails_gets_the_error():
 
 # ----- what the panel tells a student (issue 15, section 3) -----------------------------------
 def test_the_explanation_is_true_for_correct_and_misclassified_points(explorer, digits_influence):
-    """Scores are for the loss of the true label: for a misclassified point the helpful points
-    support the true label and work against the prediction, and the text says so."""
+    """Two short lines. Scores are for the loss of the true label: for a misclassified point the
+    helpful points support the true label and work against the prediction, and the text says
+    so."""
     data, inf = digits_influence
     right = next(
         i
@@ -396,8 +397,9 @@ def test_the_explanation_is_true_for_correct_and_misclassified_points(explorer, 
     explorer.selected = right
     panel = explorer.panel
     assert panel["correct"] is True
-    assert "Correctly classified as" in panel["explanation"]
-    assert "support this prediction" in panel["explanation"]
+    first, second = panel["explanation"].split("\n")
+    assert first == f"Correctly classified as {panel['label']}."
+    assert second == "Helpful points support this prediction, harmful points work against it."
 
     wrong = next(
         i
@@ -408,17 +410,58 @@ def test_the_explanation_is_true_for_correct_and_misclassified_points(explorer, 
     panel = explorer.panel
     label, pred = panel["label"], panel["pred"]
     assert panel["correct"] is False and label != pred
-    text = panel["explanation"]
-    assert "support this prediction" not in text
-    assert f"support the true label {label}" in text
-    assert f"against the prediction {pred}" in text
-    assert f"work against the true label {label}, as the prediction {pred} does" in text
-    # What the text claims: on the loss of the predicted class, the helpful points mostly count
-    # as harmful (they work against the prediction).
+    lines = panel["explanation"].split("\n")
+    assert lines == [
+        f"Misclassified: the true label is {label}, the model predicts {pred}.",
+        f"Scores are for the loss of the true label {label}: helpful points support {label}, "
+        "harmful points work against it.",
+    ]
+    assert all(len(line.split()) <= 20 for line in lines)
+    # What the text claims: removing a helpful point raises the loss of the true label, removing
+    # a harmful one lowers it (the scores' sign), and on the loss of the predicted class the
+    # helpful points mostly count as harmful (they work against the prediction).
+    x, y = data.X_test[wrong : wrong + 1], data.y_test[wrong : wrong + 1]
+    effect = inf.predicted_removal_effect(x, y)[0]
+    assert all(effect[it["index"]] > 0 for it in panel["helpful"])
+    assert all(effect[it["index"]] < 0 for it in panel["harmful"])
     helpful = torch.tensor([it["index"] for it in panel["helpful"]])
     as_predicted = torch.tensor([int(explorer.test_points.predicted[wrong])])
-    on_prediction = inf.predicted_removal_effect(data.X_test[wrong : wrong + 1], as_predicted)
+    on_prediction = inf.predicted_removal_effect(x, as_predicted)
     assert (on_prediction[0, helpful] < 0).float().mean() > 0.5
+
+
+def test_the_panel_notes_why_a_same_label_point_harms_or_an_other_label_point_helps(
+    explorer, digits_influence
+):
+    """A harmful point with the label the scores are for, or a helpful one with another label, is
+    marked ``surprise`` and its list has one line saying why; no other point is marked. What the
+    line states is true of the scores: removing such a harmful point lowers the test loss."""
+    data, inf = digits_influence
+    explorer.k = 8
+    seen = set()
+    for i in range(40):
+        explorer.selected = i
+        panel = explorer.panel
+        x, y = data.X_test[i : i + 1], data.y_test[i : i + 1]
+        effect = inf.predicted_removal_effect(x, y)[0]
+        for kind in ("helpful", "harmful"):
+            marked = [it for it in panel[kind] if it.get("surprise")]
+            expected = [
+                it for it in panel[kind] if (it["label"] == panel["label"]) == (kind == "harmful")
+            ]
+            assert marked == expected
+            assert (kind in panel["notes"]) == bool(marked)
+            if marked:
+                seen.add(kind)
+                note = panel["notes"][kind]
+                if kind == "harmful":
+                    assert note.startswith(f"Same label {panel['label']}, yet harmful: removing it")
+                    assert "would lower this test loss" in note
+                    assert all(effect[it["index"]] < 0 for it in marked)
+                else:
+                    assert note.startswith("Other label, yet helpful: removing it would raise")
+                    assert all(effect[it["index"]] > 0 for it in marked)
+    assert seen == {"helpful", "harmful"}  # both kinds occur on the first page of digits
 
 
 def test_a_model_far_from_a_minimum_is_shown_with_a_warning_and_what_to_do(

@@ -16,6 +16,7 @@ from influence_widgets.plots import correlation_text
 from influence_widgets.widgets import protocol
 from influence_widgets.widgets.explorer import static_dir
 from influence_widgets.widgets.verify_lds import lds_reading
+from influence_widgets.widgets.verify_tab import loo_reading
 
 
 @pytest.fixture
@@ -100,6 +101,81 @@ def test_summary_and_plot_title_write_r_with_the_same_digits(explorer):
 )
 def test_correlation_text(r, text):
     assert correlation_text(r) == text
+
+
+@pytest.mark.parametrize(
+    ("r", "n", "words"),
+    [
+        (0.9998, 20, "R = 0.9998, very good: the actual changes lie almost on a line"),
+        (0.95, 20, "R = 0.9500, good: close to a line"),
+        (0.8, 20, "R = 0.8000, rough: the trend holds"),
+        (0.2, 20, "R = 0.2000, poor: the predictions barely track retraining"),
+        (-0.6, 20, "R = -0.6000, poor"),
+        (float("nan"), 2, "No R: it needs at least 3 removals"),
+    ],
+)
+def test_the_loo_reading_says_what_r_means_and_states_its_scale(r, n, words):
+    text = loo_reading(r, n)
+    assert text.startswith(words)
+    if r == r:  # a number: the scale it is read on, and what y = x adds
+        assert "very good \u2265 0.99, good \u2265 0.9, rough \u2265 0.7, poor below" in text
+        assert "dashed line y = x" in text and "Only" not in text
+    assert loo_reading(r, 5).endswith("Only 5 removals: R itself is rough.") == (r == r)
+
+
+def test_a_run_shows_the_reading_of_its_r(explorer):
+    result = explorer.run_verify(n_remove=5, wait=True)
+    assert explorer.verify["reading"] == loo_reading(result.pearson, 5)
+    script = (static_dir() / "explorer.js").read_text()
+    assert "v.reading" in script  # the tab shows it, for leave-one-out and the LDS alike
+
+
+def _drawn_axes(result):
+    """The Verify tab's scatter of ``result`` as drawn into its PNG: the Axes after a draw."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from influence_widgets.plots import LOO_FIGSIZE
+
+    fig = Figure(figsize=LOO_FIGSIZE, dpi=90)
+    FigureCanvasAgg(fig)
+    ax = result.plot(ax=fig.add_subplot())
+    fig.canvas.draw()
+    return ax
+
+
+@pytest.mark.parametrize(
+    ("size", "offset", "power"),
+    [
+        (3e-4, 0.0, "\u00d710\u207b\u2074"),
+        (2e-2, 0.0, None),
+        (2e-3, 1.0, None),
+        (5e4, 0, "\u00d710\u2074"),
+    ],
+)
+def test_the_scatter_states_its_power_of_ten_in_the_axis_labels_never_as_an_offset(
+    size, offset, power
+):
+    """No offset text ("1e-3" under the last tick, over the x label) and no additive offset: the
+    power of ten, where the values need one, is stated in each axis label; the x label lies below
+    every tick label."""
+    import numpy as np
+
+    predicted = offset + size * np.linspace(-1.0, 1.0, 12)
+    result = loo.LOOResult(
+        test_index=3, removed=np.arange(12), predicted=predicted, actual=predicted * 1.01,
+        pearson=1.0, spearman=1.0, drift=0.0, strategy="warm", solver="direct", seconds=1.0,
+    )  # fmt: skip
+    ax = _drawn_axes(result)
+    renderer = ax.figure.canvas.get_renderer()
+    for axis in (ax.xaxis, ax.yaxis):
+        assert axis.get_offset_text().get_text() == ""
+        label = axis.get_label_text()
+        assert (power in label) if power else ("\u00d710" not in label), label
+    label_box = ax.xaxis.label.get_window_extent(renderer)
+    for tick in ax.get_xticklabels():
+        if tick.get_text():
+            assert tick.get_window_extent(renderer).y0 >= label_box.y1 - 0.5, tick.get_text()
 
 
 def test_run_verify_shows_the_removals_it_used(explorer):

@@ -85,6 +85,8 @@ class ExplorerContext:
         display: what is shown of each point, and the class names.
         readiness: whether precomputation is done.
         jobs: the explorer's background work (progress, cancel, clean exit).
+        number: the explorer's number in this kernel, by which the code it shows finds it
+            (``InfluenceExplorer.opened``, :mod:`~influence_widgets.widgets.hints`).
     """
 
     view: traitlets.HasTraits
@@ -93,6 +95,7 @@ class ExplorerContext:
     display: DisplayData
     readiness: Readiness
     jobs: JobRunner
+    number: int
 
     @property
     def selected(self) -> int | None:

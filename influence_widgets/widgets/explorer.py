@@ -10,12 +10,15 @@ click shows), :class:`VerifyTab`, :class:`AttackTab` and :class:`ReviewTab`; the
 
 from __future__ import annotations
 
+import itertools
 import logging
 import numbers
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import anywidget
 import numpy as np
@@ -150,6 +153,12 @@ class InfluenceExplorer(anywidget.AnyWidget):
 
     _esm = static_dir() / "explorer.js"
     _css = static_dir() / "explorer.css"
+    # Every explorer of this kernel by its number (1, 2, ... in the order they were opened), as
+    # long as it exists: the code an explorer shows finds it so (``opened``).
+    _opened: ClassVar[weakref.WeakValueDictionary[int, InfluenceExplorer]] = (
+        weakref.WeakValueDictionary()
+    )
+    _numbers: ClassVar[Iterator[int]] = itertools.count(1)
 
     selected = traitlets.Any(None, allow_none=True).tag(sync=True)  # checked: _valid_selected
     k = traitlets.Int(8).tag(sync=True)
@@ -236,8 +245,10 @@ class InfluenceExplorer(anywidget.AnyWidget):
             labelled=tests.labelled,
         )
         self.influence, self.scores, self.display_data = influence, scores, display
+        self.number = next(InfluenceExplorer._numbers)
+        InfluenceExplorer._opened[self.number] = self
         self.context = ExplorerContext(
-            self, influence, tests, display, Readiness(), JobRunner(self)
+            self, influence, tests, display, Readiness(), JobRunner(self), self.number
         )
         self._compose(scores, lookahead)
         self._callbacks: list[Callable[[int], None]] = []
@@ -583,6 +594,52 @@ class InfluenceExplorer(anywidget.AnyWidget):
     def review_result(self) -> ReviewResult | None:
         """The latest finished "Retrain with fixes"'s :class:`ReviewResult`."""
         return self.review_tab.retrain.result
+
+    def explore_retrained(self) -> InfluenceExplorer:
+        """A new explorer on the model the latest "Retrain with fixes" trained
+        (``review_result.model``) and the training data it was trained on (the training set with
+        that run's fixes, ``review_result.fixes``), with this explorer's test points, class and
+        feature names, displays, ``k`` and ``page_size``. Its Influence is this one's rebuilt on
+        the retrained model (same loss, L2, damping, Hessian, solver and ``params``); training
+        point r of the new explorer is the r-th point the fixes keep. Raises a RuntimeError
+        before a retrain has finished."""
+        result = self.review_result
+        if result is None:
+            raise RuntimeError(
+                "explore_retrained: no retrain has finished yet; propose fixes in the Review "
+                "tab (or relabel / mark_for_removal) and run retrain_with_fixes() first"
+            )
+        kept = self.review_tab.kept(result.fixes).numpy()
+        display, tests = self.display_data, self.context.tests
+        train = display.train
+        shown = train[kept] if isinstance(train, np.ndarray) else [train[i] for i in kept]
+        return type(self)(
+            self.influence.rebuild(result.model, self.review_tab.fixed_dataset(result.fixes)),
+            x_test=tests.x,
+            y_test=tests.y if tests.labelled else None,
+            kind=display.kind,
+            train_display=shown,
+            test_display=display.test,
+            class_names=display.class_names,
+            feature_names=display.feature_names,
+            k=self.k,
+            page_size=self.page_size,
+        )
+
+    @classmethod
+    def opened(cls, number: int) -> InfluenceExplorer:
+        """Explorer number ``number`` of this kernel (1 is the first opened, ``ex.number`` says
+        which an explorer is): the code an explorer shows finds it so, with no ``ex = _``.
+        Raises a LookupError naming the numbers open when there is no such explorer."""
+        number = check_positive_int(number, "number")
+        found = InfluenceExplorer._opened.get(number)
+        if found is None:
+            open_now = ", ".join(map(str, sorted(InfluenceExplorer._opened))) or "none"
+            raise LookupError(
+                f"number: no explorer {number} in this kernel (open: {open_now}); "
+                "ex.number tells an explorer's number"
+            )
+        return found
 
     # ----- results --------------------------------------------------------------------------
     def results(self, as_frame: bool = False):

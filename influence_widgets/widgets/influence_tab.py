@@ -21,35 +21,59 @@ from influence_widgets.widgets.inputs import classes_of
 from influence_widgets.widgets.lookahead import PageLookahead
 from influence_widgets.widgets.protocol import Panel, TrainItem
 
-__all__ = ["InfluenceTab", "explanation"]
+__all__ = ["InfluenceTab", "explanation", "surprise_note"]
 
 
 def explanation(label: str | None, pred: str, correct: bool) -> str:
     """What the helpful and harmful points mean for one test point, true label ``label``,
-    predicted ``pred``. Scores are for the test loss of the true label, L(z_test, theta_hat):
-    for a misclassified point, helpful points support the true label, not the prediction.
-    ``label=None`` (no label given): the scores are for the predicted class, z_test = (x, pred).
+    predicted ``pred``: two short lines (joined by a newline). Scores are for the test loss of
+    the true label, L(z_test, theta_hat): for a misclassified point, helpful points support the
+    true label, not the prediction. ``label=None`` (no label given): the scores are for the
+    predicted class, z_test = (x, pred).
     """
     if label is None:
         return (
-            f"No label given: explained for the predicted class {pred}. Scores are for the "
-            f"loss of {pred}, so helpful points (score > 0) support predicting {pred}: removing "
-            f"one would raise that loss. Harmful points (score < 0) work against predicting "
-            f"{pred}: removing one would lower it."
+            f"No label given: explained for the predicted class {pred}.\n"
+            f"Scores are for the loss of {pred}: helpful points support predicting {pred}, "
+            "harmful points work against it."
         )
     if correct:
         return (
-            f"Correctly classified as {label}. Helpful points (score > 0) support this "
-            f"prediction: removing one would raise the loss of the label {label}. Harmful points "
-            f"(score < 0) work against it: removing one would lower that loss."
+            f"Correctly classified as {label}.\n"
+            f"Helpful points support this prediction, harmful points work against it."
         )
     return (
-        f"Misclassified: the true label is {label}, the model predicts {pred}. Scores are for the "
-        f"loss of the true label {label}, so helpful points (score > 0) support the true label "
-        f"{label}: they push the model toward it, against the prediction {pred}; removing one "
-        f"would raise that loss. Harmful points (score < 0) work against the true label "
-        f"{label}, as the prediction {pred} does: removing one would lower the loss of {label}."
+        f"Misclassified: the true label is {label}, the model predicts {pred}.\n"
+        f"Scores are for the loss of the true label {label}: helpful points support {label}, "
+        f"harmful points work against it."
     )
+
+
+# Why a point scores against what its label suggests: one line beside it on the panel. The scores
+# are for the loss of the label ``label`` (the true one, or the predicted class without labels).
+SAME_LABEL_HARMFUL = (
+    "Same label {label}, yet harmful: removing it would lower this test loss. It can look like "
+    "another class, or fitting it can move the boundary the wrong way for this point."
+)
+OTHER_LABEL_HELPFUL = (
+    "Other label, yet helpful: removing it would raise this test loss. Fitting it as its own class "
+    "can move the boundary away from this point."
+)
+
+
+def surprise_note(kind: str, train_label: str, label: str) -> str | None:
+    """The one-line reason shown beside a training point labelled ``train_label`` in the list
+    ``kind`` ("helpful" or "harmful") of a test point whose scores are for ``label``: for a
+    harmful point of the same label or a helpful point of another; None for the others.
+
+    Harmful means that removing the point would lower the test loss, whatever its label (and
+    helpful that it would raise it); the note says so and names ways this can happen.
+    """
+    if kind == "harmful" and train_label == label:
+        return SAME_LABEL_HARMFUL.format(label=label)
+    if kind == "helpful" and train_label != label:
+        return OTHER_LABEL_HELPFUL
+    return None
 
 
 class InfluenceTab:
@@ -124,6 +148,16 @@ class InfluenceTab:
         """What the Influence tab shows for test point ``index`` (the ``panel`` trait)."""
         top = self.top(index)
         tests, label = self.context.tests, self.context.label
+        helpful = self._train_items(top.helpful[0], top.helpful_scores[0], index)
+        harmful = self._train_items(top.harmful[0], top.harmful_scores[0], index)
+        scored_for = label(int(tests.true[index]))  # the predicted class when unlabelled
+        notes: dict[str, str] = {}
+        for kind, items in (("helpful", helpful), ("harmful", harmful)):
+            for item in items:
+                note = surprise_note(kind, item["label"], scored_for)
+                if note is not None:
+                    item["surprise"] = True
+                    notes[kind] = note
         return {
             "test_index": index,
             "label": label(int(tests.true[index])),
@@ -132,13 +166,16 @@ class InfluenceTab:
             "correct": not tests.misclassified(index),
             "explanation": self.explain(index),
             "test": self.context.display.item("test", index),
-            "helpful": self._train_items(top.helpful[0], top.helpful_scores[0], index),
-            "harmful": self._train_items(top.harmful[0], top.harmful_scores[0], index),
+            "helpful": helpful,
+            "harmful": harmful,
+            "notes": notes,
         }
 
     def _train_items(
         self, idx: torch.Tensor, scores: torch.Tensor, test_index: int
     ) -> list[TrainItem]:
+        """Training points ``idx`` of test point ``test_index``'s panel, in the order given (most
+        helpful, or most harmful, first)."""
         display, label = self.context.display, self.context.label
         y_train = classes_of(self.context.influence.train.take(idx)[1])
         items = []

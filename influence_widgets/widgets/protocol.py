@@ -82,6 +82,9 @@ class TrainItem(TypedDict, total=False):
     index: int
     label: str
     score: float  # predicted_removal_effect: change of the test loss on removal (> 0 helped)
+    # True for a harmful point of the label the scores are for, or a helpful one of another:
+    # the panel's ``notes`` says why such a point scores so; absent for the others
+    surprise: bool
     png: bytes
     text: str
     # Tabular: every feature, most different first, [[name, train value, test value, d], ...]
@@ -103,6 +106,9 @@ class Panel(TypedDict):
     test: dict
     helpful: list[TrainItem]
     harmful: list[TrainItem]
+    # {"helpful" | "harmful": one line on why its "surprise" points score so
+    # (influence_tab.surprise_note)}, for the lists that have such points
+    notes: dict[str, str]
 
 
 # ----- the slow tabs: the ``verify`` and ``attack`` traits -------------------------------------
@@ -131,6 +137,7 @@ class VerifyState(JobState, total=False):
     spearman: float | None
     pearson_text: str  # R as the plot's title writes it (plots.correlation_text): "0.9999", "n/a"
     spearman_text: str
+    reading: str  # one line: what this R means and whether it is good (verify_tab.loo_reading)
     drift: float
     seconds: float
 
@@ -236,7 +243,10 @@ class ReviewOutcome(TypedDict, total=False):
 
 
 class ReviewRetrainState(JobState, ReviewOutcome, total=False):
-    """ "Retrain with fixes": the job, and once done its :class:`ReviewOutcome`."""
+    """ "Retrain with fixes": the job, and once done its :class:`ReviewOutcome` and the code
+    that opens an explorer on the retrained model (``hints.retrained_code``)."""
+
+    code: str
 
 
 IDLE: JobState = {"state": "idle"}

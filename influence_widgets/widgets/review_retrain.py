@@ -21,6 +21,7 @@ from influence_widgets.analysis.loo import RetrainCancelled, stop_on_cancel
 from influence_widgets.core.losses import class_probabilities
 from influence_widgets.core.objective import cast_inputs, cast_targets
 from influence_widgets.widgets.context import ExplorerContext
+from influence_widgets.widgets.hints import fixes_code, retrained_code
 from influence_widgets.widgets.jobs import Job
 from influence_widgets.widgets.protocol import ReviewOutcome, ReviewRetrainState, job_failed
 
@@ -30,7 +31,12 @@ log = logging.getLogger("influence_widgets")
 
 ReviewResult = dataclasses.make_dataclass(
     "ReviewResult",
-    [*ReviewOutcome.__annotations__.items(), ("model", "torch.nn.Module"), ("seconds", "float")],
+    [
+        *ReviewOutcome.__annotations__.items(),
+        ("model", "torch.nn.Module"),
+        ("seconds", "float"),
+        ("fixes", "dict[int, int | None]"),
+    ],
     frozen=True,
 )
 ReviewResult.__module__ = __name__  # make_dataclass takes module= only from Python 3.12
@@ -39,8 +45,9 @@ ReviewResult.__doc__ = """What "Retrain with fixes" measured: the attributes of
 loss_before, loss_after (mean test loss without the L2 term; None without test labels),
 n_relabelled, n_removed, selected (the test point selected when it started, or None),
 prediction_before, prediction_after, probability_before, probability_after), and ``model``: the
-retrained copy of the model (build a new Influence on it to explore it), ``seconds``: how long
-the retrain took."""
+retrained copy of the model (``InfluenceExplorer.explore_retrained`` opens an explorer on it),
+``seconds``: how long the retrain took, ``fixes``: the fixes it used, {training index: new label
+(class index), or None = removed}."""
 
 
 def fixes_text(counts: dict) -> str:
@@ -48,13 +55,14 @@ def fixes_text(counts: dict) -> str:
     return f"{counts['n_relabelled']} relabelled, {counts['n_removed']} removed"
 
 
-def retrain_state(result: ReviewResult) -> ReviewRetrainState:
-    """The ``review_retrain`` trait after a finished retrain."""
+def retrain_state(result: ReviewResult, number: int) -> ReviewRetrainState:
+    """The ``review_retrain`` trait after a finished retrain by explorer number ``number``."""
     outcome = {name: getattr(result, name) for name in ReviewOutcome.__annotations__}
     return {
         "state": "done",
         "progress": 1.0,
         "message": f"Retrained with {fixes_text(outcome)} in {result.seconds:.1f} s.",
+        "code": retrained_code(number),
         **outcome,
     }
 
@@ -94,14 +102,14 @@ class Retrain:
             log.exception("InfluenceExplorer retrain with fixes failed")
             failed = job_failed(-1, "Retrain with fixes", err)
             fix = (
-                " What to do: check the fixes (ex.review_fixes, ex.fixed_dataset()); "
+                f" What to do: check the fixes, in a cell: {fixes_code(self.context.number)}; then "
                 "ex.clear_fixes() starts over."
             )
             jobs.finish("review_retrain", {**failed, "message": failed["message"] + fix})
             return
         self.result = result
         finished.append(result)
-        jobs.finish("review_retrain", retrain_state(result))
+        jobs.finish("review_retrain", retrain_state(result, self.context.number))
 
     def _retrained(self, data: tuple, cancel: threading.Event) -> torch.nn.Module:
         """A copy of the model at theta_hat, trained on ``data`` to the minimum of R."""
@@ -172,5 +180,6 @@ class Retrain:
             selected=selected,
             model=model,
             seconds=seconds,
+            fixes=dict(fixes),
             **self._prediction(model, selected),
         )

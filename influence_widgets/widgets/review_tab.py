@@ -158,9 +158,15 @@ class ReviewTab:
         relabelled = [i for i, label in fixes.items() if label is not None]
         if relabelled:
             y[relabelled] = targets_like(torch.tensor([fixes[i] for i in relabelled]), y)
-        keep = torch.ones(len(y), dtype=torch.bool)
-        keep[[i for i, label in fixes.items() if label is None]] = False
+        keep = self.kept(fixes)
         return X[keep].clone(), y[keep]
+
+    def kept(self, fixes: dict[int, int | None]) -> torch.Tensor:
+        """The training indices that ``fixes`` keep (all but those marked for removal), in
+        order: row r of :meth:`fixed_dataset` is training point ``kept(fixes)[r]``."""
+        keep = torch.ones(self.context.influence.n, dtype=torch.bool)
+        keep[[i for i, label in fixes.items() if label is None]] = False
+        return torch.nonzero(keep).flatten()
 
     def _fix_counts(self) -> dict:
         removed = sum(label is None for label in self._fixes.values())

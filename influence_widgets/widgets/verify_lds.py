@@ -60,8 +60,8 @@ def check_subsets(value: object) -> int:
         )
     if subsets > MAX_SUBSETS:
         raise ValueError(
-            f"subsets: at most {MAX_SUBSETS} in the explorer, got {subsets}; for more run "
-            "iw.lds(inf, data, x_test=..., y_test=..., subsets=...) in a cell"
+            f"subsets: at most {MAX_SUBSETS} in the explorer, got {subsets}; for more, call "
+            "iw.lds with its subsets argument in a cell (docs/api.md, the LDS)"
         )
     return subsets
 
@@ -75,7 +75,18 @@ def lds_output(y: torch.Tensor) -> str:
 
 def lds_reading(lds: float, floor: float, n_subsets: int) -> str:
     """One sentence saying what LDS(z) = ``lds`` over ``n_subsets`` subsets means against its
-    noise floor ``floor`` (NaN when undefined)."""
+    noise floor ``floor`` (NaN when undefined), with the scale it is read on."""
+    what = _lds_meaning(lds, floor, n_subsets)
+    if n_subsets < MIN_SUBSETS or not np.isfinite(lds):
+        return what
+    return (
+        f"{what} (Best: within {NEAR_FLOOR:g} of the noise floor; above {CHANCE:g}: better than "
+        f"chance; {-CHANCE:g} to {CHANCE:g}: about chance.)"
+    )
+
+
+def _lds_meaning(lds: float, floor: float, n_subsets: int) -> str:
+    """What ``lds_reading`` says before the scale."""
     if n_subsets < MIN_SUBSETS:
         what = "1 subset" if n_subsets == 1 else f"{n_subsets} subsets"
         return (

@@ -47,7 +47,7 @@ from influence_widgets.widgets.verify_lds import (
     progress_message,
 )
 
-__all__ = ["VerifyTab", "scatter_png"]
+__all__ = ["R_SCALE", "VerifyTab", "loo_reading", "scatter_png"]
 
 log = logging.getLogger("influence_widgets")
 
@@ -68,6 +68,32 @@ def scatter_png(result: LOOResult) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+# How the tab reads Pearson R of leave-one-out: (lowest R, word, what it means), best first. R
+# says how close the points lie to a straight line, not whether it is y = x. The digits demo's
+# logistic regression with an exact solve reaches 0.9998 (benchmarks/README.md).
+R_SCALE = (
+    (0.99, "very good", "the actual changes lie almost on a line through the predicted ones"),
+    (0.9, "good", "close to a line, with some scatter"),
+    (0.7, "rough", "the trend holds, single points are off"),
+    (-1.0, "poor", "the predictions barely track retraining"),
+)
+FEW_REMOVALS = 10  # below this, the reading adds that R rests on few points
+
+
+def loo_reading(pearson: float, n_removed: int) -> str:
+    """One line on what Pearson R = ``pearson`` over ``n_removed`` removals means, whether it is
+    good, and the scale it is read on (``R_SCALE``); NaN: why there is no R."""
+    if not np.isfinite(pearson):
+        return "No R: it needs at least 3 removals whose actual changes are not all equal."
+    word, meaning = next((w, m) for low, w, m in R_SCALE if pearson >= low)
+    scale = ", ".join(f"{w} \u2265 {low:g}" for low, w, _ in R_SCALE[:-1])
+    few = f" Only {n_removed} removals: R itself is rough." if n_removed < FEW_REMOVALS else ""
+    return (
+        f"R = {correlation_text(pearson)}, {word}: {meaning} ({scale}, {R_SCALE[-1][1]} below); "
+        f"points on the dashed line y = x also have the predicted size.{few}"
+    )
 
 
 def verify_message(result: LOOResult, n_remove: int) -> str:
@@ -92,6 +118,7 @@ def verify_state(index: int, n_remove: int, result: LOOResult) -> VerifyState:
         "spearman": finite_or_none(result.spearman),
         "pearson_text": correlation_text(result.pearson),
         "spearman_text": correlation_text(result.spearman),
+        "reading": loo_reading(result.pearson, result.n_removed),
         "drift": result.drift,
         "seconds": result.seconds,
         "message": verify_message(result, n_remove),

@@ -386,10 +386,10 @@ def test_misclassified_point_is_explained_for_its_true_label_in(
     explorer.locator(f'[data-test-index="{wrong}"]').click(timeout=60_000)
     wait_for_train_items(page, at_least=16)
     text = explorer.locator(".iw-panel .iw-explanation")
-    expect(text).to_contain_text(f"the true label is {label}, the model predicts {pred}")
-    expect(text).to_contain_text(f"support the true label {label}")
-    expect(text).to_contain_text(
-        f"work against the true label {label}, as the prediction {pred} does"
+    expect(text).to_have_text(
+        f"Misclassified: the true label is {label}, the model predicts {pred}.\n"
+        f"Scores are for the loss of the true label {label}: helpful points support {label}, "
+        "harmful points work against it."
     )
     assert "support this prediction" not in explorer.locator(".iw-panel").inner_text()
     save_screenshot(explorer, "misclassified_panel_lab.png")

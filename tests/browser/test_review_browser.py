@@ -164,3 +164,42 @@ def test_review_without_test_labels_in_the_dark_theme_in(frontend, jupyter, page
     expect(review.locator(".iw-review-cancel")).to_be_hidden()
     expect(review.locator(".iw-review-retrain")).to_be_enabled()
     assert not [m for m in console_messages if m.startswith("[pageerror]") and "schema" not in m]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("frontend", ["lab"])
+def test_the_review_code_runs_as_shown_after_influence_alone_in(
+    frontend, jupyter, page, console_messages
+):
+    """In a notebook of only ``%load_ext influence_widgets`` and ``%influence --demo digits``:
+    remove the first ranked point, retrain, then copy the code the tab shows into a new cell
+    exactly as shown and run it: it opens a second explorer (on the retrained model), with no
+    error and no name of the user's it assumes."""
+    from playwright.sync_api import expect
+
+    from .conftest import append_and_run_cell
+
+    cells = ["%load_ext influence_widgets", "%influence --demo digits"]
+    path = write_notebook(jupyter, "review_code_lab.ipynb", cells)
+    open_and_run(page, jupyter, path, frontend, timeout=150)
+    explorer = page.locator(".iw-explorer").first
+    explorer.locator('[data-test-index="3"]').click(timeout=60_000)
+    explorer.locator(".iw-tab-review").click()
+    review = explorer.locator(".iw-review")
+    expect(review).to_have_attribute("data-ranking", "done", timeout=60_000)
+    review.locator(".iw-review-item").first.locator(".iw-review-remove input").check()
+    expect(review.locator(".iw-review-pending")).to_contain_text("1 fix(es) pending")
+    review.locator(".iw-review-retrain").click()
+    expect(review).to_have_attribute("data-retrain", "done", timeout=60_000)
+    code = review.locator(".iw-review-code").inner_text()
+    assert code.startswith("import influence_widgets as iw\nex = iw.InfluenceExplorer.opened("), (
+        code
+    )
+    save_screenshot(review, "review_code_lab.png")
+    out = append_and_run_cell(page, code, timeout=120)
+    assert "Error" not in out, out
+    expect(page.locator(".iw-explorer")).to_have_count(2, timeout=60_000)
+    expect(page.locator(".iw-explorer").nth(1)).to_have_attribute(
+        "data-status", "ready", timeout=60_000
+    )
+    assert not [m for m in console_messages if m.startswith("[pageerror]") and "schema" not in m]

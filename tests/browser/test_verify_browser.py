@@ -141,16 +141,28 @@ def test_verify_cancels_at_once_and_shows_r_as_the_plot_does_in(
     explorer.locator(".iw-verify-run").click()
     expect(explorer.locator(".iw-verify")).to_have_attribute("data-state", "done", timeout=120_000)
     summary = explorer.locator(".iw-verify-summary").inner_text()
-    assert re.search(r"Pearson R = -?\d\.\d{4} · Spearman = -?\d\.\d{4} · 6 removals", summary)
+    found = re.search(r"Pearson R = (-?\d\.\d{4}) · Spearman = -?\d\.\d{4} · 6 removals", summary)
+    assert found, summary
+    # beside the plot, one line reading R: its word and the scale it is read on
+    reading = explorer.locator(".iw-verify-reading")
+    expect(reading).to_be_visible()
+    expect(reading).to_contain_text(f"R = {found.group(1)}, ")
+    expect(reading).to_contain_text("very good \u2265 0.99, good \u2265 0.9, rough \u2265 0.7")
     expect(explorer.locator("img.iw-verify-plot")).to_be_visible()
     save_screenshot(explorer.locator(".iw-verify"), f"verify_done_{slug}.png")
-    page.set_viewport_size({"width": 755, "height": 1000})  # beside the file browser: ~465 px
+    page.set_viewport_size({"width": 700, "height": 1000})  # beside the file browser: ~410 px
     page.wait_for_timeout(500)
     plot = explorer.locator(".iw-verify-plot")
     plot.scroll_into_view_if_needed()
     save_screenshot(page.locator(PANEL).first, f"verify_narrow_{slug}.png")
     box, panel = plot.bounding_box(), page.locator(PANEL).first.bounding_box()
     assert box["x"] + box["width"] <= panel["x"] + panel["width"], (box, panel)
+    small = explorer.locator(".iw-verify").evaluate(
+        "pane => [...pane.querySelectorAll('*')].filter(el => el.getClientRects().length"
+        " && [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim())"
+        " && parseFloat(getComputedStyle(el).fontSize) < 11).map(el => el.className)"
+    )
+    assert not small, f"text under 11 px in the Verify tab: {small}"
     assert not [m for m in console_messages if m.startswith("[pageerror]") and "schema" not in m]
 
 
