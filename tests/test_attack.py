@@ -401,6 +401,26 @@ def test_stop_reason_says_why_the_attack_stopped_and_what_to_try(binary):
     assert cancelled.stop_reason == "Cancelled after 0 steps, not flipped."
 
 
+def test_a_range_per_feature_keeps_every_feature_inside_its_own_range(binary):
+    """Tables: input_range as (low, high) tensors of one input's shape, e.g. each feature's
+    training range, so that a poisoned row never takes a value the data never had."""
+    _, X, _, x_test, y_test = binary
+    inf = _influence(binary)
+    low = torch.tensor([0.0, 0.2, 0.0, 0.1], dtype=X.dtype).minimum(X.amin(0))
+    high = torch.tensor([1.0, 0.9, 0.6, 1.0], dtype=X.dtype).maximum(X.amax(0))
+    result = iw.craft_attack(
+        inf, x_test, y_test, n_poison=6, eps=1.0, step_size=0.1, max_iter=10,
+        input_range=(low, high), progress=False,
+    )  # fmt: skip
+    moved = result.perturbed_inputs
+    assert bool((moved >= low).all()) and bool((moved <= high).all())
+    assert bool(((moved == low) | (moved == high)).any())  # the box was reached, and held
+    with pytest.raises(TypeError, match=r"input_range: .*one input's shape \(4,\)"):
+        iw.craft_attack(inf, x_test, y_test, input_range=(low[:3], high[:3]), progress=False)
+    with pytest.raises(ValueError, match="input_range: expected \\(low, high\\) with low < high"):
+        iw.craft_attack(inf, x_test, y_test, input_range=(high, low), progress=False)
+
+
 def test_stop_margin_goes_on_after_the_flip_until_the_new_class_leads_by_it(binary):
     _, _, _, x_test, y_test = binary
     inf = _influence(binary)
