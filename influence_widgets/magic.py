@@ -43,11 +43,11 @@ DEMOS = ("digits", "breast_cancer", "fashion_mnist", "fashion_attack")
 # flip, each clearly: the attack goes on after the flip until the new class leads the true one
 # by 20 percentage points (attack_stop_margin), not a near tie. eps stays small enough that a
 # poisoned digit still looks like its digit (64 of 255 levels; 255 would let any pixel take any
-# value), which takes more poisoned images (100 of the 1,300 digits). At most 40 steps, so that a
+# value), which takes more poisoned images (200 of the 1,300 digits). At most 40 steps, so that a
 # point that does not flip stops in seconds (the paper's 100 is the sliders' default elsewhere).
 DEMO_ATTACK = {
     "digits": {
-        "attack_n_poison": 100,
+        "attack_n_poison": 200,
         "attack_eps": 64.0,
         "attack_max_iter": 40,
         "attack_stop_margin": 0.2,

@@ -785,7 +785,7 @@ function slider(model, cls, label, trait, key, format = (v) => String(v)) {
     input.value = String(model.get(trait));
     value.textContent = format(model.get(trait));
   };
-  return { wrap, show, input, name };
+  return { wrap, show, input, name, value };
 }
 
 // The step: a checkbox "auto" (the trait `attack_step` 0: eps / 12.5, as craft_attack) that
@@ -924,9 +924,24 @@ function attackOutcome(a, urls, unit) {
     tr.append(h("td", "", name), h("td", "", `${(100 * before).toFixed(1)}%`), h("td", "", `${(100 * after).toFixed(1)}%`));
     table.appendChild(tr);
   }
-  const rows = (a.items || []).map((item) => attackItem(item, urls, unit, a.changes_in_data_units !== false));
+  const draw = (item) => attackItem(item, urls, unit, a.changes_in_data_units !== false);
+  const items = a.items || [];
+  const rows = items.slice(0, ATTACK_ITEMS_SHOWN).map(draw);
+  const rest = items.slice(ATTACK_ITEMS_SHOWN);
+  if (rest.length) {
+    // The other poisoned points, drawn when the fold is first opened.
+    const more = h("details", "iw-attack-more");
+    more.appendChild(h("summary", "", `The other ${rest.length} poisoned training points`));
+    more.addEventListener("toggle", () => {
+      if (more.open && more.children.length === 1) more.append(...rest.map(draw));
+    });
+    rows.push(more);
+  }
   return [...parts, table, ...rows];
 }
+
+// How many poisoned training points the outcome shows before the fold with the others.
+const ATTACK_ITEMS_SHOWN = 10;
 
 // Attack: perturb a few training inputs to flip the selected prediction (Sec 5.2), and a search
 // for the smallest eps that flips it. `attack_blocked` says why the selected point cannot be
