@@ -31,7 +31,7 @@ const LDS_HELP =
 const ATTACK_HELP = {
   image: {
     does:
-      "Changes a few training images a little, retraining the model after every change, to make " +
+      "Changes some training images a little, retraining the model after every change, to make " +
       "it get this test image wrong.",
     look:
       "Look for whether the prediction flips, and how little the poisoned training images had to " +
@@ -57,7 +57,7 @@ const ATTACK_HELP = {
   },
   table: {
     does:
-      "Changes a few training rows a little, retraining the model after every change, to make " +
+      "Changes some training rows a little, retraining the model after every change, to make " +
       "it get this test row wrong.",
     look:
       "Look for whether the prediction flips, and which measurements of which training rows had " +
@@ -66,7 +66,7 @@ const ATTACK_HELP = {
       "Each step moves every feature of the chosen training rows by the step size, in the " +
         "direction that influence says raises this test row's loss (I_pert,loss, Koh & Liang " +
         "2017, Sec 5.2), keeps it within eps of its original value and inside the range the " +
-        "training set spans (a measurement never takes a value no patient had), and retrains. " +
+        "training set spans (a measurement never leaves the values seen), and retrains. " +
         "The rows chosen are those whose features influence this test row most (the largest L1 " +
         "norm of I_pert,loss).",
       "eps and the step are in the model's input units: when the model reads standardised " +

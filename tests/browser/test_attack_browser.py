@@ -122,13 +122,18 @@ def _auto_step_is_a_checkbox(explorer) -> None:
 
 
 def _take(explorer, page, name: str, narrow: bool) -> None:
-    """A screenshot of the explorer, in a NARROW_WINDOW px window when ``narrow``, checking that
-    nothing of the Attack pane sticks out."""
-    if narrow:
-        page.set_viewport_size({"width": NARROW_WINDOW, "height": 1000})
-        page.wait_for_timeout(300)
-        _assert_inside(explorer, ".iw-attack")
-    save_screenshot(explorer, name)
+    """A screenshot of the explorer; when ``narrow``, of a NARROW_WINDOW px window (JupyterLab's
+    file browser open beside the notebook) scrolled to the Attack tab, checking that nothing of
+    the Attack pane sticks out."""
+    if not narrow:
+        save_screenshot(explorer, name)
+        return
+    page.set_viewport_size({"width": NARROW_WINDOW, "height": 1000})
+    page.wait_for_timeout(300)
+    _assert_inside(explorer, ".iw-attack")
+    explorer.locator(".iw-tab-attack").evaluate("el => el.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
+    save_screenshot(page, name)
 
 
 LOOKS = [("light", False), ("dark", False), ("light", True)]
@@ -147,11 +152,12 @@ def test_attack_on_digits_flips_clearly_and_the_smallest_eps_loads_every_image(
     from playwright.sync_api import expect
 
     with theme(jupyter, "JupyterLab Dark" if look == "dark" else "JupyterLab Light"):
-        explorer, right, wrong = _open_demo(jupyter, page, "digits", f"attack_digits_{look}.ipynb")
+        shot = f"attack_digits_{'narrow' if narrow else look}"
+        explorer, right, wrong = _open_demo(jupyter, page, "digits", f"{shot}.ipynb")
         _select(explorer, right)
         explorer.locator(".iw-tab-attack").click()
         does, look_for, details = _help_sentences(explorer)
-        assert does.startswith("Changes a few training images a little") and "Look for" in look_for
+        assert does.startswith("Changes some training images a little") and "Look for" in look_for
         assert "I_pert,loss" in details and "iw.craft_attack" in details and "Inception" in details
         for research in ("I_pert", "Inception", "craft_attack", "Koh"):
             assert research not in does + look_for, research
@@ -165,9 +171,9 @@ def test_attack_on_digits_flips_clearly_and_the_smallest_eps_loads_every_image(
         expect(used).to_contain_text("stop at a lead of 20 points")
         expect(explorer.locator(".iw-attack-legend").first).to_contain_text("red = value raised")
         assert not _broken_loads(explorer, console_messages)
-        _take(explorer, page, f"attack_digits_{'narrow' if narrow else look}.png", narrow)
         out = run_cell(page, 3)
         assert "ATTACK done True 64.0" in out, out
+        _take(explorer, page, f"{shot}.png", narrow)
 
         if look == "light" and not narrow:
             explorer.locator(".iw-attack-search-run").click()
@@ -206,16 +212,15 @@ def test_attack_on_breast_cancer_speaks_of_tables_in_the_data_sets_units(
     from playwright.sync_api import expect
 
     with theme(jupyter, "JupyterLab Dark" if look == "dark" else "JupyterLab Light"):
-        explorer, right, _ = _open_demo(
-            jupyter, page, "breast_cancer", f"attack_cancer_{look}.ipynb"
-        )
+        shot = f"attack_cancer_{'narrow' if narrow else look}"
+        explorer, right, _ = _open_demo(jupyter, page, "breast_cancer", f"{shot}.ipynb")
         _select(explorer, right)
         explorer.locator(".iw-tab-attack").click()
         does, look_for, details = _help_sentences(explorer)
         text = explorer.locator(".iw-attack").text_content()
         for image_words in ("8-bit", "image", "pixel", "Inception", "levels"):
             assert image_words not in text, image_words
-        assert does.startswith("Changes a few training rows a little")
+        assert does.startswith("Changes some training rows a little")
         assert "own units" in look_for and "range the training set spans" in details
         expect(explorer.locator(".iw-attack-eps")).to_contain_text("eps (SD)")
         _auto_step_is_a_checkbox(explorer)
@@ -231,7 +236,7 @@ def test_attack_on_breast_cancer_speaks_of_tables_in_the_data_sets_units(
         assert any(
             " area: " in line and float(CHANGE.match(line)["before"]) > 100 for line in lines
         )
-        _take(explorer, page, f"attack_cancer_{'narrow' if narrow else look}.png", narrow)
+        _take(explorer, page, f"{shot}.png", narrow)
     assert not page_errors(console_messages)
 
 
