@@ -1,5 +1,7 @@
 """The Attack tab in JupyterLab: the defaults flip a demo's prediction, the tab says why it stopped,
-and a misclassified point is refused before Run. Screenshots with ``IW_SCREENSHOTS=DIR``."""
+and a misclassified point is refused before Run. Screenshots with ``IW_SCREENSHOTS=DIR``:
+docs/screenshots/attack_{digits,cancer}_{light,dark,narrow}.png come from the tests below, and
+docs/attack.png is attack_digits_light.png."""
 
 from __future__ import annotations
 
@@ -122,15 +124,15 @@ def _auto_step_is_a_checkbox(explorer) -> None:
 
 
 def _take(explorer, page, name: str, narrow: bool) -> None:
-    """A screenshot of the explorer; when ``narrow``, of a NARROW_WINDOW px window (JupyterLab's
-    file browser open beside the notebook) scrolled to the Attack tab, checking that nothing of
+    """A screenshot of the window scrolled to the Attack tab (an element screenshot taller than
+    the window comes out blank in JupyterLab's windowed notebook); when ``narrow``, of a
+    NARROW_WINDOW px window (the file browser open beside the notebook), checking that nothing of
     the Attack pane sticks out."""
-    if not narrow:
-        save_screenshot(explorer, name)
-        return
-    page.set_viewport_size({"width": NARROW_WINDOW, "height": 1000})
+    width = NARROW_WINDOW if narrow else page.viewport_size["width"]
+    page.set_viewport_size({"width": width, "height": 1000 if narrow else 1300})
     page.wait_for_timeout(300)
-    _assert_inside(explorer, ".iw-attack")
+    if narrow:
+        _assert_inside(explorer, ".iw-attack")
     explorer.locator(".iw-tab-attack").evaluate("el => el.scrollIntoView({block: 'start'})")
     page.wait_for_timeout(300)
     save_screenshot(page, name)
@@ -247,7 +249,7 @@ def test_attack_on_breast_cancer_speaks_of_tables_in_the_data_sets_units(
 def test_attack_demo_defaults_flip_a_sandal_or_sneaker(
     look, frontend, jupyter, page, console_messages
 ):
-    """docs/attack.png is the light screenshot of this test; no image load fails."""
+    """The paper's setting flips a Sandal or Sneaker with the defaults; no image load fails."""
     from playwright.sync_api import expect
 
     name = "JupyterLab Dark" if look == "dark" else "JupyterLab Light"
