@@ -20,6 +20,7 @@ from .conftest import (
     write_notebook,
 )
 from .test_explorer_browser import page_errors
+from .test_influence_pane_browser import SMALL_TEXT
 
 
 def _open_demo(jupyter, page, demo: str, name: str):
@@ -133,6 +134,8 @@ def _take(explorer, page, name: str, narrow: bool) -> None:
     page.wait_for_timeout(300)
     if narrow:
         _assert_inside(explorer, ".iw-attack")
+        small = explorer.locator(".iw-attack").evaluate(SMALL_TEXT)
+        assert not small, f"Attack tab at {width} px: text under 11 px: {small[:8]}"
     explorer.locator(".iw-tab-attack").evaluate("el => el.scrollIntoView({block: 'start'})")
     page.wait_for_timeout(300)
     save_screenshot(page, name)
