@@ -859,6 +859,6 @@ def fit_report(setup: Setup) -> str:
         diag = inf.diagnostics
         lines.append(
             f"{name}: {inf.p:,} parameters, ||grad R|| = {diag.grad_norm:.2g} at the trained "
-            f"parameters; {diag.damping_reason}"
+            f"parameters, damping {diag.damping:g} added to H. Why: {diag.damping_reason}"
         )
     return "\n\n".join(lines)

@@ -450,7 +450,7 @@ WHICH_METHOD = [
     ),
     code(
         "import matplotlib.pyplot as plt\n\n"
-        "import influence_widgets as iw\n"
+        "import influence_widgets as iw  # noqa: F401 (for your answers)\n"
         "from influence_widgets.exercises import which_method\n\n"
         "setup = which_method.setup()  # trains both models: a few seconds\n"
         "x_test, y_test = setup.x_test, setup.y_test\n"
@@ -529,7 +529,7 @@ WHICH_METHOD = [
         "        ax.bar(list(results), means, yerr=[2 * r.se for r in results.values()])\n"
         "        floor = results['influence'].noise_floor\n"
         "        ax.axhline(floor, color='k', ls='--', label=f'noise floor {floor:.2f}')\n"
-        "        ax.set_title(f'{name} model')\n"
+        "        ax.set_title(name)\n"
         "        ax.legend(loc='lower right')\n"
         "    axes[0].set_ylabel('LDS')"
     ),
@@ -577,7 +577,9 @@ WHICH_METHOD = [
         "path training took instead. The LDS lets the data decide for your model and your "
         "training recipe, and its noise floor says how much agreement retraining allows at "
         "all: a low LDS on a noisy recipe is not the failure that a low LDS on a "
-        "deterministic one is.\n\n"
+        "deterministic one is. (A method can even score above the noise floor: the floor "
+        "correlates two noisy retrains with each other, while a method's prediction carries no "
+        "retraining noise of its own.)\n\n"
         "Going further: TRAK (`iw.TRAK`, Park et al., 2023) averages projected gradients over "
         "several independently trained models. Train a few networks with "
         "`setup.network.train_fn` at other seeds, score them with `iw.TRAK([...], "
