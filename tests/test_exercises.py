@@ -866,6 +866,10 @@ def test_which_method_bad_arguments_are_answered_in_words(agree):
     setup, measured = agree
     scores, results, _ = measured["linear"]
     _feedback(which_method.check_measurement(scores, results, "setup", "linear"), "setup:")
+    lin, net = measured["linear"][1], measured["network"][1]
+    _feedback(which_method.check_best("influence", "tracin", "influence", "tracin", lin, net, 3),
+              "setup:")  # fmt: skip
+    _feedback(which_method.check_reasons({"A"}, lin, net, None), "setup:")
     _feedback(which_method.check_measurement(scores, results, setup, "cnn"), "model:")
     _feedback(which_method.check_prediction(..., "tracin"), "predict_linear", "not filled in")
     _feedback(which_method.check_prediction("influence", 3), "predict_network", "string")

@@ -388,32 +388,34 @@ def _per_method(answer, name: str, holds: str) -> dict:
     return {m: answer[m] for m in METHODS}
 
 
-def _score_matrix(answer, name: str, T: int, n: int) -> torch.Tensor:
-    """One method's scores as a float64 (T, n) tensor; a typical wrong shape gets its reason."""
-    t = answer_tensor(answer, name, f"a tensor of shape ({T}, {n})")
+def _score_matrix(answer, name: str, method: str, T: int, n: int) -> torch.Tensor:
+    """The ``method`` entry of the answer ``name`` as a float64 (T, n) tensor; a typical wrong
+    shape gets its reason."""
+    t = answer_tensor(answer, name, f"a dict of tensors of shape ({T}, {n})")
+    label = f"the `{method}` entry of `{name}`"
     shape = tuple(t.shape)
     if t.dtype == torch.bool:
-        raise AnswerError(f"`{name}` is True/False values; it should hold scores (numbers).")
+        raise AnswerError(f"{label} holds True/False values; it should hold scores (numbers).")
     if shape == (n, T) and T != n:
         raise AnswerError(
-            f"`{name}` has shape {shape}: it is transposed. Scores have one row per test point "
+            f"{label} has shape {shape}: it is transposed. Scores have one row per test point "
             f"and one column per training point, ({T}, {n})."
         )
     if shape in {(n,), (1, n)}:
         raise AnswerError(
-            f"`{name}` has shape {shape}: the scores of one test point. Score all {T} test "
+            f"{label} has shape {shape}: the scores of one test point. Score all {T} test "
             f"points at once: ({T}, {n})."
         )
     if shape in {(T,), (T, 1)}:
         raise AnswerError(
-            f"`{name}` has shape {shape}: one number per test point. The LDS needs one score "
+            f"{label} has shape {shape}: one number per test point. The LDS needs one score "
             f"per training point for every test point: ({T}, {n})."
         )
     if shape != (T, n):
-        raise AnswerError(f"`{name}` has shape {shape} but should have shape ({T}, {n}).")
+        raise AnswerError(f"{label} has shape {shape} but should have shape ({T}, {n}).")
     t = t.to(torch.float64)
     if not torch.isfinite(t).all():
-        raise AnswerError(f"`{name}` contains NaN or infinite values.")
+        raise AnswerError(f"{label} contains NaN or infinite values.")
     return t
 
 
@@ -465,6 +467,13 @@ def _score_mistake(value: torch.Tensor, method: str, exercise: Setup, name: str)
         "tracin": "build it on this model and training set with this model's checkpoints",
     }
     return f"{label} does not match {NAMES[method]} of the {name} model: {how[method]}."
+
+
+def _check_setup(value) -> None:
+    if not isinstance(value, Setup):
+        raise AnswerError(
+            f"setup: expected what which_method.setup() returns, got {type(value).__name__}"
+        )
 
 
 def _results(answer, name: str) -> dict[str, LDSResult]:
@@ -550,21 +559,27 @@ def _retrain_mistake(first: LDSResult, exercise: Setup, name: str) -> str | None
     if np.allclose(first.actual[0], mine, rtol=OUTPUT_RTOL, atol=1e-8):
         return None
     other = exercise.compared("network" if name == "linear" else "linear")
-    tried = [(other.model, other.train_fn, f"the {other.name} model, as it was trained")]
+    tried = [
+        (
+            other.model,
+            other.train_fn,
+            f"`lds_{name}` retrained the {other.name} model, as it was trained, not the {name} "
+            "model.",
+        )
+    ]
     if name == "network":
         default = TrainFromScratch(case.l2, "cross_entropy")
-        tried.insert(0, (case.model, default, "default"))
-    for model, recipe, what in tried:
+        default_words = (
+            f"`lds_{name}` retrained the network with iw.lds's default recipe (L-BFGS to a "
+            "minimum of the training risk), not the way the network was trained. The LDS asks "
+            "whether a method predicts what retraining does, so retrain each model as it was "
+            "trained: pass its `train_fn`."
+        )
+        tried.insert(0, (case.model, default, default_words))
+    for model, recipe, mistake in tried:
         theirs = _retrained_output(exercise, model, recipe, first)
         if np.allclose(first.actual[0], theirs, rtol=OUTPUT_RTOL, atol=1e-8):
-            if what == "default":
-                return (
-                    f"`lds_{name}` retrained the network with iw.lds's default recipe (L-BFGS "
-                    "to a minimum of the training risk), not the way the network was trained. "
-                    "The LDS asks whether a method predicts what retraining does, so retrain "
-                    "each model as it was trained: pass its `train_fn`."
-                )
-            return f"`lds_{name}` retrained {what}, not the {name} model."
+            return mistake
     return (
         f"the retrains in `lds_{name}` are not those of the {name} model: retrain its own "
         "model (or its Influence) on `setup.train` with its `train_fn`."
@@ -617,15 +632,12 @@ def check_measurement(scores, results, setup: Setup, model: str) -> CheckResult:
     noise floor, and each result computed from the student's scores of its method."""
 
     def check() -> CheckResult:
-        if not isinstance(setup, Setup):
-            raise AnswerError(
-                f"setup: expected what which_method.setup() returns, got {type(setup).__name__}"
-            )
+        _check_setup(setup)
         if model not in MODELS:
             raise AnswerError(f"model: expected one of {', '.join(MODELS)}, got {model!r}")
         T, n = len(setup.y_test), len(setup.y)
         given = _per_method(scores, f"scores_{model}", f"its ({T}, {n}) scores")
-        matrices = {m: _score_matrix(s, f"scores_{model}", T, n) for m, s in given.items()}
+        matrices = {m: _score_matrix(s, f"scores_{model}", m, T, n) for m, s in given.items()}
         for m, value in matrices.items():
             mistake = _score_mistake(value, m, setup, model)
             if mistake:
@@ -692,6 +704,7 @@ def check_best(
             "linear": _method_name(best_linear, "best_linear"),
             "network": _method_name(best_network, "best_network"),
         }
+        _check_setup(setup)
         measured = {
             "linear": _measured(lds_linear, "lds_linear", setup),
             "network": _measured(lds_network, "lds_network", setup),
@@ -749,6 +762,7 @@ def judge_reasons(lds_linear, lds_network, setup: Setup) -> dict[str, Verdict]:
     """Each statement of :data:`REASONS` judged against the measured LDS results of the two
     models (dicts method -> LDSResult, as :func:`check_measurement` accepts) and what fitting
     influence functions on them reported (their Hessians, the damping)."""
+    _check_setup(setup)
     linear = _measured(lds_linear, "lds_linear", setup)
     network = _measured(lds_network, "lds_network", setup)
     inf_lin, floor_lin = linear["influence"].mean, linear["influence"].noise_floor
