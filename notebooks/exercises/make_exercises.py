@@ -449,9 +449,11 @@ WHICH_METHOD = [
         "practitioners train, with a few epochs of Adam. Both saved checkpoints for TracIn."
     ),
     code(
-        "import matplotlib.pyplot as plt\n\n"
+        "import matplotlib.pyplot as plt\n"
+        "import torch\n\n"
         "import influence_widgets as iw  # noqa: F401 (for your answers)\n"
         "from influence_widgets.exercises import which_method\n\n"
+        "torch.set_num_threads(1)  # small models: one thread is the fastest\n"
         "setup = which_method.setup()  # trains both models: a few seconds\n"
         "x_test, y_test = setup.x_test, setup.y_test\n"
         "setup"
