@@ -8,10 +8,12 @@ headless within 3 minutes.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import re
 import time
+import warnings
 from pathlib import Path
 
 import nbformat
@@ -24,8 +26,16 @@ from nbclient import NotebookClient
 from torch.func import grad, hessian
 
 import influence_widgets as iw
+from influence_widgets.analysis.lds import SubsetRetrain, TrainFromScratch, mean_and_se
 from influence_widgets.analysis.loo import LOOResult
-from influence_widgets.exercises import CheckResult, by_hand, depends, when_fails, wrong_labels
+from influence_widgets.exercises import (
+    CheckResult,
+    by_hand,
+    depends,
+    when_fails,
+    which_method,
+    wrong_labels,
+)
 from tests.scripts import load_script
 
 EXERCISE_DIR = Path(__file__).parent.parent / "notebooks" / "exercises"
@@ -656,6 +666,299 @@ def test_when_fails_conclusion_is_consistent_with_the_measurement():
         assert says in result.feedback, result.feedback
 
 
+# ----- exercise 5: which method agrees with retraining -------------------------------------
+@pytest.fixture(scope="module")
+def agree():
+    """A smaller version of the notebook's problem (120 training digits, 6 subsets), measured as
+    the solution measures it: the setup, and each model's scores and LDS results."""
+    setup = which_method.setup(n_train=120, subsets=6)
+    measured = {}
+    for name in which_method.MODELS:
+        case = setup.compared(name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", iw.InfluenceWarning)
+            methods = {
+                "influence": iw.Influence(case.model, setup.train, l2=case.l2, progress=False),
+                "grad-dot": iw.GradDot(case.model, setup.train, progress=False),
+                "tracin": iw.TracIn(case.model, setup.train, case.checkpoints, progress=False),
+            }
+            scores = {m: s.scores(setup.x_test, setup.y_test) for m, s in methods.items()}
+        retrains = iw.lds(
+            methods["influence"], setup.train, x_test=setup.x_test, y_test=setup.y_test,
+            train_fn=case.train_fn, subsets=setup.subsets, fraction=setup.fraction,
+            seed=setup.seed, progress=False,
+        )  # fmt: skip
+        results = {m: retrains.rescore(s) for m, s in scores.items()}
+        measured[name] = (scores, results, methods)
+    return setup, measured
+
+
+def _replaced(results: dict, **changes) -> dict:
+    return {m: dataclasses.replace(r, **changes) for m, r in results.items()}
+
+
+def _with_per_test(base, per_test, noise_floor: float | None = None):
+    """``base`` (an LDSResult) with another LDS per test point (and noise floor), its mean and
+    standard error recomputed: a measurement with another outcome on the same retrains."""
+    mean, se = mean_and_se(np.asarray(per_test))
+    floor = base.noise_floor if noise_floor is None else noise_floor
+    return dataclasses.replace(
+        base, per_test=np.asarray(per_test, dtype=float), mean=mean, se=se, noise_floor=floor
+    )
+
+
+def _outcome(agree, lin: dict[str, float], net: dict[str, float], floors=(1.0, 0.47)):
+    """Synthetic measurements on the real retrains: each method's LDS is its given level plus
+    the same small spread over test points (so paired differences are exact), and the noise
+    floors of the linear model and the network are ``floors``."""
+    setup, measured = agree
+    T = len(setup.y_test)
+    spread = np.linspace(-0.02, 0.02, T)
+    made = []
+    for name, levels, floor in zip(which_method.MODELS, (lin, net), floors, strict=True):
+        results = measured[name][1]
+        made.append({m: _with_per_test(results[m], levels[m] + spread, floor) for m in results})
+    return made
+
+
+def test_which_method_accepts_the_solution(agree):
+    setup, measured = agree
+    assert which_method.check_prediction("influence", "TracIn").passed
+    assert which_method.check_prediction("Influence functions", "grad_dot").passed
+    for name in which_method.MODELS:
+        scores, results, _ = measured[name]
+        result = which_method.check_measurement(scores, results, setup, name)
+        assert result.passed, result.feedback
+        assert "noise floor" in result.feedback and "| TracIn |" in result.feedback
+    lin, net = measured["linear"][1], measured["network"][1]
+    best_lin = sorted(which_method.best_methods(lin))[0]
+    best_net = sorted(which_method.best_methods(net))[0]
+    result = which_method.check_best(best_lin, best_net, best_lin, "grad-dot", lin, net, setup)
+    assert result.passed, result.feedback
+    holding = {k for k, v in which_method.judge_reasons(lin, net, setup).items() if v.holds}
+    assert which_method.check_reasons(holding, lin, net, setup).passed
+
+
+def test_which_method_accepts_scores_that_rank_alike(agree):
+    """A positive multiple of a method's scores (TracIn with the learning rate left out, say)
+    gives the same LDS: not a mistake."""
+    setup, measured = agree
+    scores, results, _ = measured["network"]
+    scaled = {**scores, "tracin": 100.0 * scores["tracin"]}
+    rescored = {**results, "tracin": results["tracin"].rescore(scaled["tracin"])}
+    assert which_method.check_measurement(scaled, rescored, setup, "network").passed
+
+
+def _score_cases(agree):
+    """(name, model, scores answer, what the feedback says) for typical mistakes."""
+    setup, measured = agree
+    lin, net = measured["linear"][0], measured["network"][0]
+    n = len(setup.y)
+    inf_net = measured["network"][2]["influence"]
+    return [
+        ("sign", "linear", {**lin, "grad-dot": -lin["grad-dot"]}, "wrong sign"),
+        ("I_up,loss", "linear", {**lin, "influence": -n * lin["influence"]}, "upweighting"),
+        ("swapped", "network", {**net, "grad-dot": net["tracin"]}, "holds the scores of TracIn"),
+        ("other model", "network", {**net, "tracin": lin["tracin"]}, "of the linear model"),
+        ("transposed", "linear", {**lin, "tracin": lin["tracin"].T}, "transposed"),
+        ("one test point", "linear", {**lin, "tracin": lin["tracin"][0]}, "one test point"),
+        ("summed", "linear", {**lin, "tracin": lin["tracin"].sum(1)}, "one number per test"),
+        ("wrong shape", "linear", {**lin, "tracin": lin["tracin"][:, :5]}, "should have shape"),
+        ("predicted labels", "network",
+         {**net, "influence": inf_net.scores(setup.x_test)}, "classes the model predicts"),
+        ("other l2", "linear", {**lin, "influence": 1.5 * lin["influence"] - lin["grad-dot"]},
+         "does not match influence functions"),
+        ("NaN", "linear", {**lin, "tracin": lin["tracin"] * float("nan")}, "NaN"),
+        ("missing", "linear", {k: v for k, v in lin.items() if k != "tracin"}, "no entry for"),
+        ("unknown key", "linear", {**lin, "trak": lin["tracin"]}, "not a method's name"),
+        ("a list", "linear", list(lin.values()), "should be a dict"),
+        ("blank", "linear", ..., "not filled in"),
+    ]  # fmt: skip
+
+
+def test_which_method_scores_name_the_mistake(agree):
+    setup, measured = agree
+    net = measured["network"][2]["influence"]
+    misclassified = net.predicted_labels(setup.x_test) != setup.y_test
+    assert bool(misclassified.any()), "every test point right: predicted labels tell nothing"
+    for name, model, answer, says in _score_cases(agree):
+        results = measured[model][1]
+        result = which_method.check_measurement(answer, results, setup, model)
+        assert not result.passed, name
+        assert says in result.feedback, (name, result.feedback)
+
+
+def _retrain_output(setup, model, train_fn, result) -> np.ndarray:
+    retrain = SubsetRetrain(
+        train_fn, lambda: copy.deepcopy(model), setup.X, setup.y, setup.x_test,
+        torch.as_tensor(result.labels), "margin", F.cross_entropy,
+    )  # fmt: skip
+    return retrain(result.indices(0), int(result.seeds[0, 0]))
+
+
+def _first_retrain_replaced(results: dict, values: np.ndarray) -> dict:
+    actual = results["influence"].actual.copy()
+    actual[0] = values
+    return _replaced(results, actual=actual)
+
+
+def _result_cases(agree):
+    """(name, model, LDS answer, what the feedback says) for typical mistakes."""
+    setup, measured = agree
+    lin_scores, lin = measured["linear"][0], measured["linear"][1]
+    net = measured["network"][1]
+    first = net["influence"]
+    other_seed = {
+        **lin,
+        "tracin": dataclasses.replace(lin["tracin"], actual=lin["tracin"].actual + 1.0),
+    }
+    k = 3
+    fewer = _replaced(
+        lin,
+        masks=lin["influence"].masks[:k],
+        seeds=lin["influence"].seeds[:k],
+        actual=lin["influence"].actual[:k],
+        rerun=lin["influence"].rerun[:k],
+        predicted=lin["influence"].predicted[:k],
+    )
+    shuffled = _replaced(lin, masks=lin["influence"].masks[::-1].copy())
+    default = TrainFromScratch(setup.network.l2, "cross_entropy")
+    net_default = _first_retrain_replaced(
+        net, _retrain_output(setup, setup.network.model, default, first)
+    )
+    net_as_linear = _first_retrain_replaced(
+        net, _retrain_output(setup, setup.linear.model, setup.linear.train_fn, first)
+    )
+    return [
+        ("loss", "linear", _replaced(lin, output="loss"), "output='loss'"),
+        ("no noise floor", "linear", _replaced(lin, rerun=None, noise_floor_per_test=None),
+         "no noise floor"),
+        ("separate retrains", "linear", other_seed, "other retrains"),
+        ("fewer subsets", "linear", fewer, "retrained 3 subsets"),
+        ("other subsets", "linear", shuffled, "other subsets"),
+        ("cancelled", "linear", _replaced(lin, cancelled=True), "cancelled"),
+        ("other labels", "linear", _replaced(lin, labels=np.roll(lin["influence"].labels, 1)),
+         "other test points"),
+        ("default recipe", "network", net_default, "default recipe"),
+        ("other model", "network", net_as_linear, "the linear model, as it was trained"),
+        ("retrains of nothing known", "network",
+         _first_retrain_replaced(net, first.actual[0] + 1.0), "are not those of"),
+        ("rescored with another's scores", "linear",
+         {**lin, "grad-dot": lin["influence"].rescore(lin_scores["tracin"])},
+         "from your scores of TracIn"),
+        ("not from the scores", "linear",
+         {**lin, "grad-dot": lin["influence"].rescore(lin_scores["grad-dot"] ** 3)},
+         "was not computed from your"),
+        ("not a result", "linear", {**lin, "tracin": 0.5}, "should be an LDSResult"),
+    ]  # fmt: skip
+
+
+def test_which_method_results_name_the_mistake(agree):
+    setup, measured = agree
+    for name, model, answer, says in _result_cases(agree):
+        scores = measured[model][0]
+        result = which_method.check_measurement(scores, answer, setup, model)
+        assert not result.passed, name
+        assert says in result.feedback, (name, result.feedback)
+
+
+def test_which_method_bad_arguments_are_answered_in_words(agree):
+    setup, measured = agree
+    scores, results, _ = measured["linear"]
+    _feedback(which_method.check_measurement(scores, results, "setup", "linear"), "setup:")
+    lin, net = measured["linear"][1], measured["network"][1]
+    _feedback(which_method.check_best("influence", "tracin", "influence", "tracin", lin, net, 3),
+              "setup:")  # fmt: skip
+    _feedback(which_method.check_reasons({"A"}, lin, net, None), "setup:")
+    _feedback(which_method.check_measurement(scores, results, setup, "cnn"), "model:")
+    _feedback(which_method.check_prediction(..., "tracin"), "predict_linear", "not filled in")
+    _feedback(which_method.check_prediction("influence", 3), "predict_network", "string")
+    _feedback(which_method.check_prediction("influence", "trak"), "not one of the methods")
+    with pytest.raises(ValueError, match="^subsets: "):
+        which_method.setup(subsets=2)
+
+
+# The notebook's outcome and three others, each with the statements that hold in it.
+LINEAR_AS_MEASURED = {"influence": 0.96, "grad-dot": 0.55, "tracin": 0.54}
+OUTCOMES = [
+    ("as measured", LINEAR_AS_MEASURED, {"influence": 0.48, "grad-dot": 0.46, "tracin": 0.58},
+     (1.0, 0.47), {"A", "B", "C"}),
+    ("influence ahead on the network", LINEAR_AS_MEASURED,
+     {"influence": 0.6, "grad-dot": 0.4, "tracin": 0.5}, (1.0, 0.47), {"A", "C", "E"}),
+    ("a quiet network", LINEAR_AS_MEASURED, {"influence": 0.48, "grad-dot": 0.46, "tracin": 0.58},
+     (1.0, 0.95), {"A", "B"}),
+    ("influence far below the linear floor", {"influence": 0.8, "grad-dot": 0.55, "tracin": 0.5},
+     {"influence": 0.48, "grad-dot": 0.46, "tracin": 0.58}, (1.0, 0.47), {"B", "C"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, lin, net, floors, holding", OUTCOMES, ids=[o[0] for o in OUTCOMES])
+def test_which_method_judges_reasons_by_the_measurement(agree, name, lin, net, floors, holding):
+    setup, _ = agree
+    assert setup.network.model is not None
+    lds_lin, lds_net = _outcome(agree, lin, net, floors)
+    verdicts = which_method.judge_reasons(lds_lin, lds_net, setup)
+    assert {k for k, v in verdicts.items() if v.holds} == holding
+    assert all(v.why for v in verdicts.values())
+    assert which_method.check_reasons(holding, lds_lin, lds_net, setup).passed
+    for letter in sorted(set(which_method.REASONS) - holding):
+        result = which_method.check_reasons(holding | {letter}, lds_lin, lds_net, setup)
+        _feedback(result, f"{letter} does not hold: {verdicts[letter].why}")
+    dropped = sorted(holding)[0]
+    result = which_method.check_reasons(holding - {dropped}, lds_lin, lds_net, setup)
+    _feedback(result, "one more statement holds", which_method.TOPICS[dropped])
+    assert not re.search(rf"\b{dropped}\b", result.feedback), "names the missing letter"
+
+
+def test_which_method_best_follows_the_measurement(agree):
+    setup, _ = agree
+    lin, net = _outcome(agree, LINEAR_AS_MEASURED,
+                        {"influence": 0.48, "grad-dot": 0.46, "tracin": 0.58})  # fmt: skip
+    right = which_method.check_best("influence", "tracin", "influence", "influence", lin, net,
+                                    setup)  # fmt: skip
+    assert right.passed and "measuring said otherwise" in right.feedback, right.feedback
+    _feedback(
+        which_method.check_best(
+            "influence", "influence", "influence", "influence", lin, net, setup
+        ),
+        "`best_network`",
+        "twice the standard error",
+    )
+    _feedback(which_method.check_best("grad-dot", "tracin", "tracin", "tracin", lin, net, setup),
+              "`best_linear`")  # fmt: skip
+    lowest = which_method.check_best("influence", "grad-dot", "influence", "tracin", lin, net,
+                                     setup)  # fmt: skip
+    _feedback(lowest, "lowest LDS")
+    # Two methods within noise of each other: either counts.
+    tied = _outcome(agree, LINEAR_AS_MEASURED, {"influence": 0.5, "grad-dot": 0.3,
+                                                "tracin": 0.5})[1]  # fmt: skip
+    for pick in ("influence", "tracin"):
+        result = which_method.check_best("influence", pick, "influence", "tracin", lin, tied, setup)
+        assert result.passed and "either counts" in result.feedback, result.feedback
+    _feedback(which_method.check_best(..., "tracin", "influence", "tracin", lin, net, setup),
+              "not filled in")  # fmt: skip
+    no_floor = _replaced(net, rerun=None, noise_floor_per_test=None)
+    _feedback(which_method.check_best("influence", "tracin", "influence", "tracin", lin,
+                                      no_floor, setup), "no noise floor")  # fmt: skip
+
+
+def test_which_method_reasons_take_letters(agree):
+    setup, _ = agree
+    lin, net = _outcome(agree, LINEAR_AS_MEASURED,
+                        {"influence": 0.48, "grad-dot": 0.46, "tracin": 0.58})  # fmt: skip
+    assert which_method.check_reasons("abc", lin, net, setup).passed
+    assert which_method.check_reasons(["A", "B", "C"], lin, net, setup).passed
+    for bad, says in [(..., "not filled in"), ({"Z"}, "not a candidate"), (3, "set of letters")]:
+        _feedback(which_method.check_reasons(bad, lin, net, setup), says)
+
+
+def test_the_fit_report_says_which_hessian_was_positive_definite(agree):
+    report = which_method.fit_report(agree[0])
+    linear, network = report.split("\n\n")
+    assert linear.startswith("linear: 650 parameters") and "no damping" in linear
+    assert network.startswith("network: 2,410 parameters") and "not positive definite" in network
+
+
 # ----- no feedback gives the answer away -----------------------------------------------------
 # The answers' formulas as a student would copy them, in code, ASCII and LaTeX.
 ANSWER_FRAGMENTS = [
@@ -664,13 +967,16 @@ ANSWER_FRAGMENTS = [
     "g_test^T", r"g_{test}^\top", r"\nabla_\theta L(z_{test})^\top", "l2 * theta",
     r"\lambda \theta", r"\lambda\theta", "l2 * I", r"\lambda I", "0.5 * l2", "(l2/2)",
     r"\frac{\lambda}{2}", "argsort", "self_influence()", "loo.pearson", "validate_loo(inf_mlp",
-    "n_remove=10",
+    "n_remove=10", "rescore(s)", "rescore(scores", ".scores(x_test, y_test)",
+    "train_fn=case.train_fn", "train_fn=setup.", "seed=setup.seed", "subsets=setup.subsets",
+    "fraction=setup.fraction", "case.checkpoints",
 ]  # fmt: skip
 
 
 def _solution_fragments() -> list[str]:
-    """Every line of every answer cell of the teachers' notebooks, and the right-hand side of each
-    assignment there (8 characters or more), without comments."""
+    """Every line of every answer cell of the teachers' notebooks that holds a letter or a digit
+    (not a closing bracket alone), and the right-hand side of each assignment there (8
+    characters or more), without comments."""
     fragments = []
     for path in SOLUTIONS:
         for cell in nbformat.read(path, as_version=4).cells:
@@ -678,7 +984,7 @@ def _solution_fragments() -> list[str]:
                 continue
             for line in cell.source.splitlines():
                 code = line.split("#")[0].strip()
-                if not code:
+                if not any(c.isalnum() for c in code):
                     continue
                 fragments.append(code)
                 _, equals, rhs = code.partition(" = ")
@@ -687,7 +993,7 @@ def _solution_fragments() -> list[str]:
     return fragments
 
 
-def _every_feedback(tiny, candidates, planted, loo_run) -> list[str]:
+def _every_feedback(tiny, candidates, planted, loo_run, agree) -> list[str]:
     """The feedback of every checker for every typical mistake the tests drive through it, and for
     the right answers."""
     t = tiny
@@ -728,18 +1034,35 @@ def _every_feedback(tiny, candidates, planted, loo_run) -> list[str]:
     results.append(when_fails.check_conclusion(False, "B", _loo_with(0.1), True))
     results += [when_fails.check_conclusion(m, r, _loo_with(pearson), False)
                 for m, r, pearson, _ in CONCLUSION_MISTAKES]  # fmt: skip
+
+    setup, measured = agree
+    for name in which_method.MODELS:
+        scores, lds, _ = measured[name]
+        results.append(which_method.check_measurement(scores, lds, setup, name))
+    for _, model, answer, _ in _score_cases(agree):
+        results.append(which_method.check_measurement(answer, measured[model][1], setup, model))
+    for _, model, answer, _ in _result_cases(agree):
+        results.append(which_method.check_measurement(measured[model][0], answer, setup, model))
+    results += [which_method.check_prediction(*p) for p in [("influence", "tracin"), (..., 1)]]
+    for _, lin, net, floors, holding in OUTCOMES:
+        lds_lin, lds_net = _outcome(agree, lin, net, floors)
+        results += [which_method.check_reasons(r, lds_lin, lds_net, setup)
+                    for r in (holding, set(which_method.REASONS), set())]  # fmt: skip
+        results += [which_method.check_best(b, c, "influence", "tracin", lds_lin, lds_net, setup)
+                    for b, c in itertools.product(which_method.METHODS, repeat=2)]  # fmt: skip
     assert all(isinstance(r, CheckResult) for r in results)
     return [r.feedback for r in results]
 
 
-def test_no_feedback_contains_the_answer(tiny, candidates, planted, loo_run):
+def test_no_feedback_contains_the_answer(tiny, candidates, planted, loo_run, agree):
     """Every feedback string the checkers give for the typical mistakes (and for the right
     answers) names the mistake and the idea to revisit, never the formula or the code of the
     answer: no answer line of the teachers' notebooks, and no formula fragment of an answer."""
-    feedback = _every_feedback(tiny, candidates, planted, loo_run)
-    assert len(feedback) > 80
+    feedback = _every_feedback(tiny, candidates, planted, loo_run, agree)
+    assert len(feedback) > 150
     fragments = ANSWER_FRAGMENTS + _solution_fragments()
     assert "-g_test @ torch.linalg.solve(H, g_i)" in fragments  # the answers were read
+    assert '{"A", "B", "C"}' in fragments and '"tracin"' in fragments  # exercise 5's too
 
     def squeeze(text: str) -> str:
         return "".join(text.split())
@@ -769,8 +1092,8 @@ def _content(path: Path) -> list:
     return [dict(nb.metadata)] + [(c.cell_type, dict(c.metadata), c.source) for c in nb.cells]
 
 
-def test_there_are_four_exercises_with_solutions():
-    assert len(STUDENT) >= 4
+def test_there_are_five_exercises_with_solutions():
+    assert len(STUDENT) >= 5
     assert [p.name for p in SOLUTIONS] == [p.name for p in STUDENT]
 
 

@@ -10,9 +10,11 @@ notebook renders) and raises nothing on a wrong or unfinished answer.
   points, where the label alone does not tell.
 - :mod:`~influence_widgets.exercises.wrong_labels`: find planted wrong labels on a budget.
 - :mod:`~influence_widgets.exercises.when_fails`: leave-one-out where influence fails.
+- :mod:`~influence_widgets.exercises.which_method`: which attribution method agrees with
+  retraining (the LDS) on a linear model and on a network trained with Adam.
 """
 
-from influence_widgets.exercises import by_hand, depends, when_fails, wrong_labels
+from influence_widgets.exercises import by_hand, depends, when_fails, which_method, wrong_labels
 from influence_widgets.exercises.feedback import CheckResult
 
-__all__ = ["CheckResult", "by_hand", "depends", "when_fails", "wrong_labels"]
+__all__ = ["CheckResult", "by_hand", "depends", "when_fails", "which_method", "wrong_labels"]

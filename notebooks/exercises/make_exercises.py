@@ -409,11 +409,193 @@ WHEN_FAILS = [
 ]
 
 
+WHICH_METHOD = [
+    md(
+        "# Exercise 5: which training points really made this prediction?\n\n"
+        "**Time:** about 20 minutes, of which about half a minute of computing. **Assumes:** the "
+        "quickstart (`notebooks/01_quickstart.ipynb`: helpful and harmful training points), "
+        "exercise 4 (influence functions rest on an expansion at a minimum) and what a rank "
+        "(Spearman) correlation is. Grad-Dot and TracIn are introduced here.\n\n"
+        r"Three methods give every training point $z_i$ a score $\tau_i$ for a test point "
+        r"$z_{test}$, positive when $z_i$ helped it (removing $z_i$ would raise the test loss):"
+        "\n\n"
+        "| method | score | idea |\n"
+        "| --- | --- | --- |\n"
+        r"| influence functions (`iw.Influence`) | $-\frac{1}{n} \nabla_\theta L(z_{test})^\top "
+        r"H^{-1} \nabla_\theta \ell_i$ at $\hat\theta$ | a quadratic expansion of the training "
+        "risk at its minimum (Koh & Liang, 2017) |\n"
+        r"| Grad-Dot (`iw.GradDot`) | $\nabla_\theta L(z_{test})^\top \nabla_\theta L(z_i)$ at "
+        r"$\hat\theta$ | one gradient step on $z_i$ changes the test loss by about this; no "
+        "Hessian |\n"
+        r"| TracIn (`iw.TracIn`) | $\sum_k \eta_k \nabla_\theta L(z_{test}, \theta_k)^\top "
+        r"\nabla_\theta L(z_i, \theta_k)$ | the same, summed over checkpoints $\theta_k$ saved "
+        r"during training with their learning rates $\eta_k$ (Pruthi et al., 2020) |"
+        "\n\n"
+        "Which one to trust? Ask the data, with the **linear datamodeling score** (LDS; Park "
+        r"et al., 2023). Retrain the model from scratch on $M$ random halves $S_j$ of the "
+        r"training set and record each retrained model's margin $f_j(z) = \log p(y|x) - "
+        r"\log(1 - p(y|x))$ on a test point. A method predicts "
+        r"$g_j(z) = \sum_{i \in S_j} \tau_i$ (the more helpful points a half keeps, the "
+        "larger the margin), and"
+        "\n\n"
+        r"$$\mathrm{LDS}(z) = \mathrm{Spearman}_j\big(f_j(z),\, g_j(z)\big)$$"
+        "\n\n"
+        "averaged over the test points: 1 when the method ranks the halves exactly as "
+        "retraining does. Retraining the same halves once more with other seeds gives the "
+        "**noise floor**, the Spearman correlation between the two runs: how well retraining "
+        "agrees with itself.\n\n"
+        "Two models learn the same 300 digits: a logistic regression, trained to the minimum "
+        "of its convex training risk (with L2), and a small ReLU network trained as "
+        "practitioners train, with a few epochs of Adam. Both saved checkpoints for TracIn."
+    ),
+    code(
+        "import matplotlib.pyplot as plt\n"
+        "import torch\n\n"
+        "import influence_widgets as iw  # noqa: F401 (for your answers)\n"
+        "from influence_widgets.exercises import which_method\n\n"
+        "torch.set_num_threads(1)  # small models: one thread is the fastest\n"
+        "setup = which_method.setup()  # trains both models: a few seconds\n"
+        "x_test, y_test = setup.x_test, setup.y_test\n"
+        "setup"
+    ),
+    md(
+        "## Step 1: predict\n\n"
+        "Which method will agree best with retraining on the linear model? And on the network? "
+        "Answer with a method's name from the list below. The checker only records your "
+        "prediction; it tells you whether you were right once you have measured."
+    ),
+    code("for name, what in which_method.METHODS.items():\n    print(f'{name}: {what}')"),
+    answer(
+        "predict_linear = ...  # TODO: 'influence', 'grad-dot' or 'tracin'\n"
+        "predict_network = ...  # TODO: 'influence', 'grad-dot' or 'tracin'",
+        "predict_linear = 'influence'  # convex, trained to its minimum\n"
+        "predict_network = 'tracin'  # stopped mid-way: follow the training path",
+    ),
+    check("which_method.check_prediction(predict_linear, predict_network)"),
+    md(
+        "## Step 2: measure\n\n"
+        "For the linear model, `setup.linear` holds the trained `.model`, the L2 coefficient "
+        "`.l2` of its training risk, its `.checkpoints` and the `.train_fn` that retrains it "
+        "the way it was trained; `setup.train` is the training set.\n\n"
+        "1. Build the three methods on that model and score the test points with each: "
+        "`method.scores(x_test, y_test)`, one row per test point and one column per training "
+        "point.\n"
+        "2. Retrain **once**: `iw.lds` with one method's attribution, the model's own "
+        "`train_fn`, and the `subsets`, `fraction` and `seed` that `setup` gives (and "
+        "`progress=False`). It returns an `LDSResult`, noise floor included.\n"
+        "3. `result.rescore(scores)` scores another method against the same retrains, without "
+        "retraining.\n\n"
+        "Keep both answers as dicts keyed by the method names of Step 1."
+    ),
+    answer(
+        "scores_linear = ...  # TODO: {'influence': ..., 'grad-dot': ..., 'tracin': ...}, (T, n)\n"
+        "lds_linear = ...  # TODO: the same keys, each an LDSResult on ONE set of retrains",
+        "def measure(case):\n"
+        '    """Each method\'s scores of the test points, and its LDS on one set of retrains."""\n'
+        "    methods = {\n"
+        "        'influence': iw.Influence(case.model, setup.train, l2=case.l2, progress=False),\n"
+        "        'grad-dot': iw.GradDot(case.model, setup.train, progress=False),\n"
+        "        'tracin': iw.TracIn(case.model, setup.train, case.checkpoints, progress=False),\n"
+        "    }\n"
+        "    scores = {name: m.scores(x_test, y_test) for name, m in methods.items()}\n"
+        "    retrains = iw.lds(\n"
+        "        methods['influence'], setup.train, x_test=x_test, y_test=y_test,\n"
+        "        train_fn=case.train_fn, subsets=setup.subsets, fraction=setup.fraction,\n"
+        "        seed=setup.seed, progress=False,\n"
+        "    )\n"
+        "    return scores, {name: retrains.rescore(s) for name, s in scores.items()}\n\n\n"
+        "scores_linear, lds_linear = measure(setup.linear)",
+    ),
+    check("which_method.check_measurement(scores_linear, lds_linear, setup, 'linear')"),
+    md(
+        "Now the same for the network, `setup.network` (a function of the model, written for "
+        "the linear one, saves typing). Read the warnings that fitting influence functions on "
+        "it prints."
+    ),
+    answer(
+        "scores_network = ...  # TODO: as for the linear model, on setup.network\n"
+        "lds_network = ...  # TODO: each method's LDSResult, on one set of retrains",
+        "scores_network, lds_network = measure(setup.network)",
+    ),
+    check("which_method.check_measurement(scores_network, lds_network, setup, 'network')"),
+    md(
+        "Side by side (the error bars are two standard errors; the dashed line is the noise floor):"
+    ),
+    code(
+        "if lds_linear is not ... and lds_network is not ...:\n"
+        "    fig, axes = plt.subplots(1, 2, figsize=(9, 3), sharey=True)\n"
+        "    for ax, (name, results) in zip(\n"
+        "        axes, [('linear', lds_linear), ('network', lds_network)], strict=True\n"
+        "    ):\n"
+        "        means = [r.mean for r in results.values()]\n"
+        "        ax.bar(list(results), means, yerr=[2 * r.se for r in results.values()])\n"
+        "        floor = results['influence'].noise_floor\n"
+        "        ax.axhline(floor, color='k', ls='--', label=f'noise floor {floor:.2f}')\n"
+        "        ax.set_title(name)\n"
+        "        ax.legend(loc='lower right')\n"
+        "    axes[0].set_ylabel('LDS')"
+    ),
+    md(
+        "And what fitting influence functions reported about each model at its trained "
+        "parameters: the gradient of the training risk (zero at a minimum), the smallest "
+        r"eigenvalue of its Hessian $H$ (positive at a strict minimum) and the damping that "
+        '`damping="auto"` added to $H$ to make it invertible:'
+    ),
+    code("print(which_method.fit_report(setup))"),
+    md(
+        "## Step 3: explain\n\n"
+        "Which method agreed best with retraining on each model? Count a method as ahead of "
+        "another only when their LDS differ by more than twice the standard error of the "
+        "difference (both are scored on the same test points and retrains, so compare them "
+        "test point by test point); the checker accepts any method not clearly behind the "
+        "best."
+    ),
+    answer(
+        "best_linear = ...  # TODO: a method's name, from your measurement\n"
+        "best_network = ...  # TODO: a method's name, from your measurement",
+        "best_linear = 'influence'\nbest_network = 'tracin'",
+    ),
+    check(
+        "which_method.check_best(\n"
+        "    best_linear, best_network, predict_linear, predict_network, lds_linear, "
+        "lds_network, setup\n"
+        ")"
+    ),
+    md(
+        "Why the difference? Pick **every** statement that your measurements support, and "
+        "none other; the checker judges each one against your own numbers."
+    ),
+    code("for letter, text in which_method.REASONS.items():\n    print(f'{letter}: {text}\\n')"),
+    answer(
+        "reasons = ...  # TODO: a set of letters, e.g. {'A'}",
+        "reasons = {'A', 'B', 'C'}",
+    ),
+    check("which_method.check_reasons(reasons, lds_linear, lds_network, setup)"),
+    md(
+        "## What to take away\n\n"
+        "No attribution method is right everywhere. Influence functions expand the training "
+        "risk around a minimum: nearly exact for a convex model trained to it, less so for a "
+        "network that training leaves mid-way, as a few epochs of Adam do; TracIn follows the "
+        "path training took instead. The LDS lets the data decide for your model and your "
+        "training recipe, and its noise floor says how much agreement retraining allows at "
+        "all: a low LDS on a noisy recipe is not the failure that a low LDS on a "
+        "deterministic one is. (A method can even score above the noise floor: the floor "
+        "correlates two noisy retrains with each other, while a method's prediction carries no "
+        "retraining noise of its own.)\n\n"
+        "Going further: TRAK (`iw.TRAK`, Park et al., 2023) averages projected gradients over "
+        "several independently trained models. Train a few networks with "
+        "`setup.network.train_fn` at other seeds, score them with `iw.TRAK([...], "
+        "setup.train)`, and rescore the network's retrains with those scores."
+    ),
+]
+
+
 EXERCISES = {
     "01_influence_by_hand.ipynb": BY_HAND,
     "02_predict_helpful_harmful.ipynb": DEPENDS,
     "03_find_wrong_labels.ipynb": WRONG_LABELS,
     "04_when_influence_fails.ipynb": WHEN_FAILS,
+    "05_which_method_agrees.ipynb": WHICH_METHOD,
 }
 
 
