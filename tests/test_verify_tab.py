@@ -321,6 +321,7 @@ def test_a_bad_subsets_value_shows_an_error_naming_it(explorer, value, error, wo
     [
         (0.97, 1.0, 20, "almost exactly as retraining"),
         (0.60, 0.62, 20, "as well as a second retraining"),
+        (0.58, 0.48, 20, "could reach about its square root, 0.69"),  # above a low floor
         (0.50, 1.0, 20, "gap of 0.50 is the scores' error"),
         (0.05, 1.0, 20, "About chance (0)"),
         (-0.40, 1.0, 20, "Below chance"),

@@ -16,8 +16,11 @@ or the test loss) and takes Spearman's rank correlation over j:
     LDS(z) = Spearman_j(-L_j(z), g_j(z))      (output="loss")
 
 reported as its mean over the test points with a standard error. Retraining the same subsets
-with other seeds moves f_j by itself: the Spearman between two such runs is the noise floor, the
-ceiling any attribution can reach (Nguyen et al., NeurIPS 2023; K and Sogaard, 2021).
+with other seeds moves f_j by itself: the Spearman between two such runs is the noise floor
+(Nguyen et al., NeurIPS 2023; K and Sogaard, 2021), how well a second retraining predicts the
+first. It is not a ceiling: scores that predicted the average output over seeds correlate with one
+run up to about the square root of the floor (under independent noise of equal size per run), so
+an LDS above a low floor is possible and not an error.
 
 To compare several attributions on the same retrains, retrain once and rescore:
 ``LDSResult.rescore(scores)`` scores another (T, n) attribution against a result's subsets and
@@ -589,7 +592,8 @@ def lds(
 
     With ``noise_floor=True`` (default; it doubles the retrains) every subset is trained a second
     time with another seed (seeds[:, 1], never the first run's), and Spearman over j between
-    the two runs' f_j(z), averaged, is the ceiling any attribution can reach with this recipe.
+    the two runs' f_j(z), averaged, is how well one retraining predicts another with this
+    recipe (not a ceiling: see the module docstring).
     With the default recipe the seed is the initialisation: a convex, regularised model then
     reaches the same minimum from either start and the floor is 1 (to the training tolerance);
     a non-convex one, or a recipe with random batches, lands elsewhere and the floor drops.

@@ -45,7 +45,7 @@ __all__ = [
 LDS_SUBSETS = 20
 LDS_FRACTION = 0.5  # of the training set each subset keeps, as TRAK and dattri
 MAX_SUBSETS = 1000  # more is iw.lds's job, outside the explorer
-NEAR_FLOOR = 0.05  # an LDS this close to its noise floor reads as "at the ceiling"
+NEAR_FLOOR = 0.05  # an LDS this close to its noise floor (or above it) reads as "at the floor"
 CHANCE = 0.1  # |LDS| up to this reads as "about chance"
 
 
@@ -103,8 +103,10 @@ def _lds_meaning(lds: float, floor: float, n_subsets: int) -> str:
         if ceiling >= 0.95:
             return "The scores order the subsets almost exactly as retraining on them does."
         return (
-            "The scores order the subsets as well as a second retraining of them does: retraining "
-            "is that noisy here, and no scores can do better."
+            "The scores order the subsets at least as well as a second retraining of them does: "
+            "retraining is that noisy here. The noise floor is not a ceiling: scores that "
+            "predicted the average over seeds could reach about its square root, "
+            f"{np.sqrt(max(ceiling, 0.0)):.2f}."
         )
     if lds > CHANCE:
         return (
