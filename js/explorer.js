@@ -601,15 +601,15 @@ function methodPane(model) {
 // One method's side of Compare: its name, its LDS where known, and its lists, each point marked
 // when the other method lists it too (same list: "both", the other list: "opposite").
 function compareColumn(column, urls) {
-  const el = h("div", "iw-compare-column");
+  const el = h("div", "iw-versus-column");
   el.dataset.method = column.name;
-  el.appendChild(h("div", "iw-compare-name", column.name));
-  for (const line of column.lds) el.appendChild(h("div", "iw-compare-lds", line));
+  el.appendChild(h("div", "iw-versus-name", column.name));
+  for (const line of column.lds) el.appendChild(h("div", "iw-versus-lds", line));
   if (column.state !== "ready") {
     el.appendChild(h("div", "iw-hint", column.state === "error" ? `Failed: ${column.message}` : `Being prepared: ${column.message || column.state}`));
     return el;
   }
-  if (!column.lds.length) el.appendChild(h("div", "iw-compare-lds iw-compare-nolds", "no LDS yet (Verify \u203a LDS measures it for this point)"));
+  if (!column.lds.length) el.appendChild(h("div", "iw-versus-lds iw-versus-nolds", "no LDS yet (Verify \u203a LDS measures it for this point)"));
   const items = [...column.helpful, ...column.harmful];
   const scale = fmtScores(items.map((it) => it.score));
   const what = column.score_axis ? `${column.score_axis} (> 0: helpful)` : SCORE_WHAT;
@@ -630,17 +630,18 @@ function compareColumn(column, urls) {
 const COMPARE_HELP =
   "Both methods' lists for the selected test point. \u25cf both: the other method lists the point " +
   "in the same list; \u25d0 opposite: in its other list (helpful for one, harmful for the other). " +
-  "LDS beside a name: how well that method's scores predict retraining on random halves of the " +
-  "training set (1 = as well as a second retraining can, the noise floor; 0 = chance).";
+  "LDS beside a name: the rank correlation between the output of models retrained on random halves " +
+  "of the training set and what that method's scores predict for each half (1: the same order, " +
+  "0: chance); the noise floor is what a second retraining reaches, the most any method can.";
 
 // Compare: two methods side by side (the `compare_pair` trait picks them, `compare` holds them).
 function comparePane(model) {
-  const el = h("div", "iw-compare");
+  const el = h("div", "iw-versus");
   const urls = [];
-  const pickers = h("div", "iw-compare-pickers");
+  const pickers = h("div", "iw-versus-pickers");
   const selects = [0, 1].map((side) => {
     const label = pickers.appendChild(h("label", "iw-method-label", side === 0 ? "compare " : " with "));
-    const select = label.appendChild(h("select", `iw-compare-method iw-compare-${side === 0 ? "left" : "right"}`));
+    const select = label.appendChild(h("select", `iw-versus-method iw-versus-${side === 0 ? "left" : "right"}`));
     select.addEventListener("change", () => {
       const pair = [...model.get("compare_pair")];
       pair[side] = select.value;
@@ -649,8 +650,8 @@ function comparePane(model) {
     });
     return select;
   });
-  const overlap = h("div", "iw-compare-overlap");
-  const columns = h("div", "iw-compare-columns");
+  const overlap = h("div", "iw-versus-overlap");
+  const columns = h("div", "iw-versus-columns");
   el.append(pickers, overlap, h("p", "iw-help", COMPARE_HELP), columns);
 
   function update() {

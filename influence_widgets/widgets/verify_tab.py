@@ -171,7 +171,7 @@ class VerifyTab:
         if result is None or state.get("state") not in ("done", "cancelled"):
             self.forget()
             return
-        self.view.verify_plot = lds_png(result, index) if result.n_subsets else b""
+        self.view.verify_plot = lds_png(result, index, name) if result.n_subsets else b""
         self.view.verify = {**lds_state(index, result), "method": name}
 
     def show_problem(self, message: str) -> None:
@@ -315,7 +315,9 @@ class VerifyTab:
             self.lds_result = result
             methods.point_lds[(name, index)] = result
             self._rescore_others(result, name, index)
-            self.view.verify_plot = lds_png(result, index) if result.n_subsets else b""
+            several = len(methods) > 1
+            plot = lds_png(result, index, name if several else None) if result.n_subsets else b""
+            self.view.verify_plot = plot
             jobs.finish("verify", {**lds_state(index, result), "method": name})
         except Exception as err:  # shown in the tab and logged
             log.exception("InfluenceExplorer LDS check failed")
