@@ -638,7 +638,8 @@ def settings_of(args: argparse.Namespace, argv: list[str]) -> dict:
 
 def readme_table(report: dict) -> str:
     """README.md's compact LDS table of a report."""
-    return lds_table.readme_table(report, list(CASES), REGIMES)
+    order = list(dict.fromkeys((system, method) for _, _, system, method in required()))
+    return lds_table.readme_table(report, list(CASES), REGIMES, order)
 
 
 def tables(report: dict) -> str:

@@ -91,12 +91,20 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def readme_table(report: dict, models: Sequence[str], regimes: Sequence[str]) -> str:
-    """The compact table: a line per (system, method), a column per (model, regime) present in
-    ``models`` x ``regimes`` order; the noise floor first; NOT_RUN where a method did not run."""
+def readme_table(
+    report: dict,
+    models: Sequence[str],
+    regimes: Sequence[str],
+    order: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The compact table: a line per (system, method), in ``order`` first (the others after, as
+    they come), a column per (model, regime) present in ``models`` x ``regimes`` order; the
+    noise floor first; NOT_RUN where a method did not run."""
     rows = report["rows"]
     pairs = [(m, g) for m in models for g in regimes if any(_at(r, m, g) for r in rows)]
-    methods = list(dict.fromkeys((r["system"], r["method"]) for r in rows))
+    present = {(r["system"], r["method"]) for r in rows}
+    found = [(r["system"], r["method"]) for r in rows]
+    methods = list(dict.fromkeys([key for key in order if key in present] + found))
     head = "| LDS | " + " | ".join(f"{m} {g}" for m, g in pairs) + " |"
     lines = [status_line(report), "", head, "|" + " --- |" * (len(pairs) + 1)]
     floors = [next((r for r in rows if _at(r, m, g)), None) for m, g in pairs]

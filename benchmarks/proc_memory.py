@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import re
 import sys
 
 
@@ -76,9 +77,11 @@ def address_space_cap(extra_gb: float):
     except (MemoryError, RuntimeError) as err:
         text = str(err)
         if isinstance(err, MemoryError) or "allocate" in text or "out of memory" in text:
+            asked = re.search(r"allocate:? (?:memory: you tried to allocate )?(\d+) bytes", text)
+            block = f": one block of {int(asked[1]) / 1e9:.1f} GB" if asked else ""
             raise MemoryCapExceeded(
-                f"needs more than {extra_gb:g} GB beyond the process's memory "
-                f"({type(err).__name__}: {text.splitlines()[0][:120] if text else 'no message'})"
+                f"needs more than {extra_gb:g} GB beyond the process's memory{block} "
+                f"({type(err).__name__})"
             ) from err
         raise
     finally:

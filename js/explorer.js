@@ -26,15 +26,84 @@ const LDS_HELP =
   "Few subsets give a rough value (TRAK uses 100). Your model and data stay unchanged: every " +
   "retrain trains a new copy.";
 
-const ATTACK_HELP =
-  "Moves the inputs of a few training points, each value by at most eps, in the direction that " +
-  "influence says raises this test point's loss (I_pert,loss, Koh & Liang Sec 5.2), retraining " +
-  "after every step, until the prediction flips, a fixed point or the iterations run out. Step " +
-  "auto = eps / 12.5, as craft_attack. The model you trained and your data stay unchanged: the " +
-  "attack works on copies. The defaults here are larger than the paper's 0.5 levels: its 57-100% " +
-  "flips were on Inception features of 299x299x3 images, and a sign step's effect grows with the " +
-  "number of input values (eps times the L1 norm of the input gradient), so small images need a " +
-  "far larger eps. Find smallest eps measures how large for this point.";
+// The Attack tab's help for each kind of data (`attack_limits.kind`): what it does and what to
+// look for, then the method, the Python names and the paper's comparison in a "details" fold.
+const ATTACK_HELP = {
+  image: {
+    does:
+      "Changes some training images a little, retraining the model after every change, to make " +
+      "it get this test image wrong.",
+    look:
+      "Look for whether the prediction flips, and how little the poisoned training images had to " +
+      "change: they should still look like what their label says.",
+    details: [
+      "Each step moves every pixel of the chosen training images by the step size, in the " +
+        "direction that influence says raises this test image's loss (I_pert,loss, Koh & Liang " +
+        "2017, Sec 5.2), keeps it within eps of its original value and inside the pixel range, " +
+        "and retrains. The images chosen are those whose pixels influence this test image most " +
+        "(the largest L1 norm of I_pert,loss). eps and the step are in levels of an 8-bit image " +
+        "(255 = black to white).",
+      "It stops once the prediction has flipped with the new class ahead of the true one by the " +
+        "stop margin (0: at the first flip), when no pixel can move further, or after the " +
+        "iterations. Step auto is eps / 12.5. Find smallest eps tries growing eps, then bisects.",
+      "In Python: iw.craft_attack(inf, x, y, n_poison=..., eps=iw.eight_bit_levels(...), " +
+        "stop_margin=...) and iw.smallest_flipping_eps do the same; ex.attack_result holds the " +
+        "result on screen. Your model and data stay unchanged: the attack works on copies.",
+      "The paper flipped 57-100% of its test images with changes of half a level, on Inception " +
+        "features of 299x299x3 images. One step changes the test loss by about eps times the L1 " +
+        "norm of the input gradient, which grows with the number of pixels, so small images like " +
+        "these need a far larger eps.",
+    ],
+  },
+  table: {
+    does:
+      "Changes some training rows a little, retraining the model after every change, to make " +
+      "it get this test row wrong.",
+    look:
+      "Look for whether the prediction flips, and which measurements of which training rows had " +
+      "to change, and by how much (in the data set's own units).",
+    details: [
+      "Each step moves every feature of the chosen training rows by the step size, in the " +
+        "direction that influence says raises this test row's loss (I_pert,loss, Koh & Liang " +
+        "2017, Sec 5.2), keeps it within eps of its original value and inside the range the " +
+        "training set spans (a measurement never leaves the values seen), and retrains. " +
+        "The rows chosen are those whose features influence this test row most (the largest L1 " +
+        "norm of I_pert,loss).",
+      "eps and the step are in the model's input units: when the model reads standardised " +
+        "features (unit SD), 0.5 moves a feature by at most half its standard deviation. It stops " +
+        "once the prediction has flipped with the new class ahead of the true one by the stop " +
+        "margin (0: at the first flip), when no feature can move further, or after the " +
+        "iterations. Step auto is eps / 12.5. Find smallest eps tries growing eps, then bisects.",
+      "In Python: iw.craft_attack(inf, x, y, n_poison=..., eps=..., stop_margin=..., " +
+        "input_range=(X.amin(0), X.amax(0))) and iw.smallest_flipping_eps do the same; " +
+        "ex.attack_result holds the result on screen. Your model and data stay unchanged: the " +
+        "attack works on copies.",
+    ],
+  },
+};
+
+// The help above the Attack tab's controls: two sentences, and the rest folded.
+function attackHelp() {
+  const el = h("div", "iw-help iw-attack-help");
+  const does = h("p", "iw-attack-does");
+  const look = h("p", "iw-attack-look");
+  const details = h("details", "iw-attack-details");
+  const body = h("div", "iw-attack-details-body");
+  details.append(h("summary", "", "How it works"), body);
+  el.append(does, look, details);
+  let shown = null;
+  return {
+    el,
+    show(kind) {
+      const help = ATTACK_HELP[kind] || ATTACK_HELP.table;
+      if (help === shown) return;
+      shown = help;
+      does.textContent = help.does;
+      look.textContent = help.look;
+      body.replaceChildren(...help.details.map((text) => h("p", "", text)));
+    },
+  };
+}
 
 function h(tag, className, text) {
   const node = document.createElement(tag);
@@ -903,8 +972,9 @@ function slider(model, cls, label, trait, key, format = (v) => String(v)) {
   const wrap = h("label", `iw-attack-control ${cls}`);
   const input = h("input");
   input.type = "range";
+  const name = h("span", "", `${label} `);
   const value = h("span", "iw-attack-value");
-  wrap.append(h("span", "", `${label} `), input, value);
+  wrap.append(name, input, value);
   input.addEventListener("input", () => {
     value.textContent = format(Number(input.value));
   });
@@ -920,12 +990,53 @@ function slider(model, cls, label, trait, key, format = (v) => String(v)) {
     input.value = String(model.get(trait));
     value.textContent = format(model.get(trait));
   };
-  return { wrap, show };
+  return { wrap, show, input, name, value };
+}
+
+// The step: a checkbox "auto" (the trait `attack_step` 0: eps / 12.5, as craft_attack) that
+// disables the slider, which then shows the auto value; unticked, the slider sets a fixed step,
+// starting from the auto value.
+function stepControl(model, unit) {
+  const auto = () => model.get("attack_eps") / 12.5;
+  const control = slider(model, "iw-attack-step", "step", "attack_step", "step", short);
+  const box = h("input", "iw-attack-step-auto");
+  box.type = "checkbox";
+  const boxLabel = h("label", "iw-attack-auto", "auto");
+  boxLabel.prepend(box);
+  control.wrap.insertBefore(boxLabel, control.input);
+  box.addEventListener("change", () => {
+    const [min, max, step] = (model.get("attack_limits") || {}).step || [0.01, 1, 0.01];
+    const fixed = Math.min(max, Math.max(min, Math.round(auto() / step) * step));
+    model.set("attack_step", box.checked ? 0 : Number(fixed.toFixed(6)));
+    model.save_changes();
+  });
+  const show = () => {
+    control.show();
+    const isAuto = !(model.get("attack_step") > 0);
+    box.checked = isAuto;
+    control.input.disabled = isAuto;
+    control.name.textContent = `step (${unit()}) `;
+    if (isAuto) {
+      control.input.value = String(auto());
+      control.value.textContent = `eps / 12.5 = ${short(auto())}`;
+    }
+  };
+  return { wrap: control.wrap, show };
 }
 
 // A number as the sliders show it: at most 3 decimals, no trailing zeros.
 function short(x) {
   return String(Number(Number(x).toFixed(3)));
+}
+
+// A lead in probability as words: 0.2 -> "20 points".
+function points(x) {
+  return `${Math.round(100 * x)} point${Math.round(100 * x) === 1 ? "" : "s"}`;
+}
+
+// The stop margin slider's words: 0 is the first flip, as the paper.
+function stopWords(x) {
+  return x > 0 ? points(x) : "0 (stop at the first flip)";
 }
 
 // The difference image's colour legend: blue (lowered) to red (raised), full colour = +-bound.
@@ -943,6 +1054,49 @@ function differenceLegend(item, unit) {
   return legend;
 }
 
+// A poisoned image: its object URL is freed once the image has loaded (or failed), never before,
+// so that a redraw cannot revoke a URL that an image is still reading; the rest on dispose.
+function attackImage(bytes, className, alt, urls) {
+  const img = pngImage(bytes, className, alt, urls);
+  const url = img.src;
+  const free = () => {
+    URL.revokeObjectURL(url);
+    const at = urls.indexOf(url);
+    if (at >= 0) urls.splice(at, 1);
+  };
+  img.addEventListener("load", free, { once: true });
+  img.addEventListener("error", free, { once: true });
+  return img;
+}
+
+// One poisoned training point: its original, perturbed and difference images, or the features
+// that changed most ("mean area: 1326 → 1290", in the data set's units when known).
+function attackItem(item, urls, unit, inDataUnits) {
+  const row = h("div", "iw-attack-item");
+  row.dataset.poisonIndex = String(item.index);
+  row.appendChild(h("div", "iw-caption", `training #${item.index} · label ${item.label}`));
+  if (item.original) {
+    const images = h("div", "iw-attack-images");
+    const amp = item.amplification ? ` (x${Math.round(item.amplification)})` : "";
+    for (const [key, caption] of [["original", "original"], ["perturbed", "perturbed"], ["difference", `difference${amp}`]]) {
+      const fig = h("figure", "iw-attack-figure");
+      fig.append(attackImage(item[key], `iw-thumb iw-attack-${key}`, caption, urls), h("figcaption", "", caption));
+      images.appendChild(fig);
+    }
+    row.append(images, differenceLegend(item, unit));
+  } else {
+    const list = h("ul", "iw-attack-changes");
+    for (const [name, before, after] of item.changes || []) {
+      const line = h("li", "", `${name}: ${fmt(before)} → ${fmt(after)}`);
+      line.title = name;
+      list.appendChild(line);
+    }
+    if (!inDataUnits) list.appendChild(h("li", "iw-attack-changes-unit", "(values as the model reads them)"));
+    row.appendChild(list);
+  }
+  return row;
+}
+
 // The outcome of a finished attack: verdict, why it stopped, the settings used, class
 // probabilities, each poisoned training point (images with a colour legend for the difference).
 function attackOutcome(a, urls, unit) {
@@ -954,10 +1108,11 @@ function attackOutcome(a, urls, unit) {
       : `Not flipped: still predicted ${a.prediction_after}`,
   );
   const reason = h("div", "iw-attack-reason", a.stop_reason || "");
+  const stop = a.stop_margin > 0 ? `, stop at a lead of ${points(a.stop_margin)}` : "";
   const used = h(
     "div",
     "iw-attack-used",
-    `Run with ${a.n_poison} training point(s), eps ${short(a.eps)} ${unit}, step ${short(a.step)} ${unit}: ` +
+    `Run with ${a.n_poison} training point(s), eps ${short(a.eps)} ${unit}, step ${short(a.step)} ${unit}${stop}: ` +
       `${a.iterations} step(s).`,
   );
   const parts = [verdict, reason, used];
@@ -974,43 +1129,42 @@ function attackOutcome(a, urls, unit) {
     tr.append(h("td", "", name), h("td", "", `${(100 * before).toFixed(1)}%`), h("td", "", `${(100 * after).toFixed(1)}%`));
     table.appendChild(tr);
   }
-  const rows = (a.items || []).map((item) => {
-    const row = h("div", "iw-attack-item");
-    row.dataset.poisonIndex = String(item.index);
-    row.appendChild(h("div", "iw-caption", `training #${item.index} · label ${item.label}`));
-    if (item.original) {
-      const images = h("div", "iw-attack-images");
-      const amp = item.amplification ? ` (x${Math.round(item.amplification)})` : "";
-      for (const [key, caption] of [["original", "original"], ["perturbed", "perturbed"], ["difference", `difference${amp}`]]) {
-        const fig = h("figure", "iw-attack-figure");
-        fig.append(pngImage(item[key], `iw-thumb iw-attack-${key}`, caption, urls), h("figcaption", "", caption));
-        images.appendChild(fig);
-      }
-      row.append(images, differenceLegend(item, unit));
-    } else {
-      const list = h("div", "iw-diff");
-      for (const [name, before, after] of item.changes || []) {
-        list.appendChild(h("div", "", `${name}: ${fmt(before)} → ${fmt(after)}`));
-      }
-      row.appendChild(list);
-    }
-    return row;
-  });
+  const draw = (item) => attackItem(item, urls, unit, a.changes_in_data_units !== false);
+  const items = a.items || [];
+  const rows = items.slice(0, ATTACK_ITEMS_SHOWN).map(draw);
+  const rest = items.slice(ATTACK_ITEMS_SHOWN);
+  if (rest.length) {
+    // The other poisoned points, drawn when the fold is first opened.
+    const more = h("details", "iw-attack-more");
+    more.appendChild(h("summary", "", `The other ${rest.length} poisoned training points`));
+    more.addEventListener("toggle", () => {
+      if (more.open && more.children.length === 1) more.append(...rest.map(draw));
+    });
+    rows.push(more);
+  }
   return [...parts, table, ...rows];
 }
+
+// How many poisoned training points the outcome shows before the fold with the others.
+const ATTACK_ITEMS_SHOWN = 10;
 
 // Attack: perturb a few training inputs to flip the selected prediction (Sec 5.2), and a search
 // for the smallest eps that flips it. `attack_blocked` says why the selected point cannot be
 // attacked (misclassified, say): then the buttons are disabled and the status says so at once.
+// The outcome is drawn again only when the `attack` trait itself changes (not when a slider moves
+// or the eps search sets the eps slider beside it).
 function attackPane(model) {
   const urls = [];
-  const unit = () => (model.get("attack_limits") || {}).unit || "data units";
-  const stepWords = (v) => (v > 0 ? short(v) : `auto (eps/12.5 = ${short(model.get("attack_eps") / 12.5)})`);
-  const sliders = [
+  const limits = () => model.get("attack_limits") || {};
+  const unit = () => limits().unit || "model input units";
+  const help = attackHelp();
+  const eps = slider(model, "iw-attack-eps", "eps", "attack_eps", "eps", short);
+  const controls = [
     slider(model, "iw-attack-n", "training points", "attack_n_poison", "n_poison"),
-    slider(model, "iw-attack-eps", `eps (${unit()})`, "attack_eps", "eps", short),
-    slider(model, "iw-attack-step", `step (${unit()})`, "attack_step", "step", stepWords),
+    eps,
+    stepControl(model, unit),
     slider(model, "iw-attack-iter", "iterations", "attack_max_iter", "max_iter"),
+    slider(model, "iw-attack-margin", "stop when the new class leads by", "attack_stop_margin", "stop_margin", stopWords),
   ];
   const searchButton = h("button", "iw-attack-search-run", "Find smallest eps");
   searchButton.type = "button";
@@ -1021,14 +1175,15 @@ function attackPane(model) {
     run: "attack_run",
     cancel: "attack_cancel",
     runLabel: "Run attack",
-    help: ATTACK_HELP,
-    controls: [...sliders.map((s) => s.wrap), searchButton],
+    controls: [...controls.map((s) => s.wrap), searchButton],
     readyText: "ready to attack.",
   });
+  job.el.prepend(help.el);
   const runButton = job.el.querySelector(".iw-attack-run");
   const status = job.status;
   const result = h("div", "iw-attack-result");
   job.el.append(result);
+  let drawn = null; // the attack state whose outcome is on screen
 
   function update() {
     const a = job.update();
@@ -1038,16 +1193,19 @@ function attackPane(model) {
     searchButton.disabled = running || model.get("selected") === null || Boolean(blocked);
     if (blocked && !running && !a.message) status.textContent = blocked;
     status.classList.toggle("iw-attack-blocked", Boolean(blocked) && !running);
-    for (const s of sliders) s.show();
-    revoke(urls);
-    result.replaceChildren();
-    if (a.state === "done" || a.state === "cancelled") result.append(...attackOutcome(a, urls, unit()));
+    help.show(limits().kind);
+    eps.name.textContent = `eps (${unit()}) `;
+    for (const c of controls) c.show();
+    const outcome = a.state === "done" || a.state === "cancelled" ? a : null;
+    if (outcome === drawn) return;
+    drawn = outcome;
+    result.replaceChildren(...(outcome ? attackOutcome(outcome, urls, unit()) : []));
   }
 
   return {
     el: job.el,
     listen: {
-      "change:attack change:attack_n_poison change:attack_eps change:attack_step change:attack_max_iter change:selected change:attack_blocked change:attack_limits change:status":
+      "change:attack change:attack_n_poison change:attack_eps change:attack_step change:attack_max_iter change:attack_stop_margin change:selected change:attack_blocked change:attack_limits change:status":
         update,
     },
     dispose: () => revoke(urls),

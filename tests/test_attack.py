@@ -383,7 +383,9 @@ def test_stop_reason_says_why_the_attack_stopped_and_what_to_try(binary):
 
     flipped = run(n_poison=3, eps=0.25, step_size=0.05, max_iter=40)
     assert flipped.stopped == "flipped"
-    assert flipped.stop_reason == f"Flipped after {flipped.iterations} steps."
+    lead = f"{round(100 * flipped.margin)} percentage point"
+    assert flipped.stop_reason.startswith(f"Flipped after {flipped.iterations} steps: ")
+    assert f"the new class leads by {lead}" in flipped.stop_reason
     short = run(eps=1e-4, step_size=1e-6, max_iter=2)
     assert short.stopped == "max_iter" and not short.flipped
     assert short.stop_reason.startswith("Stopped after 2 steps (the most allowed, max_iter)")
@@ -397,6 +399,53 @@ def test_stop_reason_says_why_the_attack_stopped_and_what_to_try(binary):
     cancel.set()
     cancelled = run(eps=0.25, cancel=cancel)
     assert cancelled.stop_reason == "Cancelled after 0 steps, not flipped."
+
+
+def test_a_range_per_feature_keeps_every_feature_inside_its_own_range(binary):
+    """Tables: input_range as (low, high) tensors of one input's shape, e.g. each feature's
+    training range, so that a poisoned row never takes a value the data never had."""
+    _, X, _, x_test, y_test = binary
+    inf = _influence(binary)
+    low = torch.tensor([0.0, 0.2, 0.0, 0.1], dtype=X.dtype).minimum(X.amin(0))
+    high = torch.tensor([1.0, 0.9, 0.6, 1.0], dtype=X.dtype).maximum(X.amax(0))
+    result = iw.craft_attack(
+        inf, x_test, y_test, n_poison=6, eps=1.0, step_size=0.1, max_iter=10,
+        input_range=(low, high), progress=False,
+    )  # fmt: skip
+    moved = result.perturbed_inputs
+    assert bool((moved >= low).all()) and bool((moved <= high).all())
+    assert bool(((moved == low) | (moved == high)).any())  # the box was reached, and held
+    with pytest.raises(TypeError, match=r"input_range: .*one input's shape \(4,\)"):
+        iw.craft_attack(inf, x_test, y_test, input_range=(low[:3], high[:3]), progress=False)
+    with pytest.raises(ValueError, match="input_range: expected \\(low, high\\) with low < high"):
+        iw.craft_attack(inf, x_test, y_test, input_range=(high, low), progress=False)
+
+
+def test_stop_margin_goes_on_after_the_flip_until_the_new_class_leads_by_it(binary):
+    _, _, _, x_test, y_test = binary
+    inf = _influence(binary)
+    options = {"n_poison": 10, "eps": 1.0, "step_size": 0.05, "max_iter": 60, "progress": False}
+    first = iw.craft_attack(inf, x_test, y_test, **options)
+    assert first.stopped == "flipped" and first.stop_margin == 0.0
+    goal = 0.3
+    assert first.margin < goal  # the first flip is close: a near tie
+    clear = iw.craft_attack(inf, x_test, y_test, stop_margin=goal, **options)
+    assert clear.stopped == "flipped" and clear.reached_margin
+    assert clear.margin >= goal and clear.iterations > first.iterations
+    after = clear.probabilities_after
+    assert clear.margin == pytest.approx(after[clear.prediction_after] - after[y_test.item()])
+    assert f"leads by {round(100 * clear.margin)} percentage points" in clear.stop_reason
+    # asked for more than the steps allow: flipped, but the reason says the lead fell short
+    short = iw.craft_attack(inf, x_test, y_test, stop_margin=0.99, **{**options, "max_iter": 4})
+    if short.flipped:
+        assert not short.reached_margin and short.stopped == "max_iter"
+        assert "flipped, but the new class leads by only" in short.stop_reason
+        assert "short of the 99 percentage points asked (stop_margin)" in short.stop_reason
+    else:
+        assert "not flipped" in short.stop_reason
+    assert short.margin < 0.99
+    with pytest.raises(ValueError, match="stop_margin: a lead in probability"):
+        iw.craft_attack(inf, x_test, y_test, stop_margin=1.0, **options)
 
 
 def test_smallest_flipping_eps_doubles_then_bisects_to_an_eps_that_flips(binary, untouched):

@@ -86,21 +86,94 @@ def test_the_tab_says_why_the_attack_stopped(explorer):
 
 def test_image_sliders_are_8_bit_levels_with_generous_maxima(explorer):
     limits = explorer.attack_limits
-    assert limits["unit"] == "8-bit levels"
-    assert limits["eps"][1] == 255 and limits["n_poison"][1] >= 40 and limits["max_iter"][1] >= 100
-    assert limits["step"][0] == 0  # 0: auto
+    assert limits["unit"] == "8-bit levels" and limits["kind"] == "image"
+    assert limits["eps"][1] == 255 and limits["n_poison"][1] >= 100 and limits["max_iter"][1] >= 100
+    assert limits["step"][0] > 0  # the slider is a fixed step; auto is the checkbox (trait 0)
+    assert explorer.attack_step == 0.0 and explorer.attack_stop_margin == 0.0  # craft_attack's
+    assert limits["stop_margin"][0] == 0 and 0.5 <= limits["stop_margin"][1] < 1
 
 
-def test_tabular_sliders_are_in_units_of_the_features_spread():
+def _breast_cancer_explorer(**features):
     data = iw.datasets.breast_cancer()
     model = iw.models.logistic_regression(data)
     iw.train(model, data, l2=0.01, progress=False)
     inf = iw.Influence(model, (data.X_train, data.y_train), l2=0.01, progress=False)
-    explorer = iw.InfluenceExplorer(inf, data, k=2, fit_in_background=False)
+    explorer = iw.InfluenceExplorer(inf, data, k=2, fit_in_background=False, **features)
+    return data, explorer
+
+
+def test_tabular_sliders_are_in_units_of_the_features_spread():
+    data, explorer = _breast_cancer_explorer()
     spread = float(data.X_train.double().std(0).median())
-    assert explorer.attack_limits["unit"] == "data units"
+    assert explorer.attack_limits["unit"] == "SD"  # the model reads standardised features
+    assert explorer.attack_limits["kind"] == "table"
     assert explorer.attack_eps == pytest.approx(spread, rel=1e-4)
     assert explorer.attack_limits["eps"][1] == pytest.approx(8 * spread, rel=1e-4)
+    X = data.X_train * 3 + 1
+    model = iw.models.logistic_regression(data)
+    iw.train(model, (X, data.y_train), l2=0.01, progress=False)
+    raw = iw.InfluenceExplorer(
+        iw.Influence(model, (X, data.y_train), l2=0.01, progress=False),
+        x_test=data.X_test * 3 + 1, y_test=data.y_test, kind="tabular", fit_in_background=False,
+    )  # fmt: skip
+    assert raw.attack_limits["unit"] == "model input units"  # not standardised
+
+
+def test_a_tables_changes_are_shown_in_its_own_units_inside_its_training_range():
+    """breast_cancer's model reads standardised features and its gallery shows mm and mm^2: the
+    tab shows each change as the gallery shows the row ("mean area: 1326 -> 1290"), and no
+    poisoned feature leaves the range of the training set (no negative area)."""
+    data, explorer = _breast_cancer_explorer()
+    explorer.selected = _correct(explorer)[0]
+    result = explorer.run_attack(n_poison=20, eps=3.0, max_iter=20, wait=True)
+    X = data.X_train
+    low, high = X.amin(0), X.amax(0)
+    perturbed = result.perturbed_inputs
+    assert bool((perturbed >= low - 1e-6).all()) and bool((perturbed <= high + 1e-6).all())
+    assert bool((perturbed != result.original_inputs).any())
+    raw_train = np.asarray(data.units[0])  # the rows in mm, mm^2, ... as the gallery shows them
+    names = data.feature_names
+    a = explorer.attack
+    assert a["changes_in_data_units"] is True
+    sd_raw, sd_in = raw_train.std(0), X.double().std(0, correction=0).numpy()
+    for item, row in zip(a["items"], range(len(result.poisoned)), strict=True):
+        j = item["index"]
+        moved = (perturbed[row] - result.original_inputs[row]).double().numpy()
+        assert item["changes"], item
+        for name, before, after in item["changes"]:
+            k = names.index(name)
+            assert before == pytest.approx(raw_train[j, k], rel=1e-6)  # the gallery's value
+            assert after - before == pytest.approx(moved[k] * sd_raw[k] / sd_in[k], rel=1e-3)
+            assert raw_train[:, k].min() - 1e-6 <= after <= raw_train[:, k].max() + 1e-6
+            if raw_train[:, k].min() >= 0:
+                assert after >= 0, (name, before, after)
+
+
+def test_a_tabular_display_that_is_not_a_map_of_the_inputs_shows_the_inputs():
+    """When the rows shown are not an affine map of what the model reads (here: shuffled), the
+    changes stay in the model's input values and the tab says so."""
+    data, _ = _breast_cancer_explorer()
+    shuffled = np.random.default_rng(0).permutation(np.asarray(data.units[0]))
+    _, explorer = _breast_cancer_explorer(train_display=shuffled)
+    explorer.selected = _correct(explorer)[0]
+    result = explorer.run_attack(n_poison=2, eps=1.0, max_iter=2, wait=True)
+    a = explorer.attack
+    assert a["changes_in_data_units"] is False
+    name, before, after = a["items"][0]["changes"][0]
+    k = data.feature_names.index(name)
+    assert before == pytest.approx(float(result.original_inputs[0, k]), rel=1e-6)
+
+
+def test_the_stop_margin_goes_on_past_the_flip_and_the_tab_shows_the_lead(explorer):
+    explorer.selected = _correct(explorer)[0]
+    result = explorer.run_attack(n_poison=100, eps=128.0, max_iter=40, stop_margin=0.2, wait=True)
+    assert explorer.attack_stop_margin == 0.2
+    assert result.stop_margin == 0.2 and result.flipped and result.margin >= 0.2
+    a = explorer.attack
+    assert a["stop_margin"] == 0.2 and a["margin"] == pytest.approx(result.margin)
+    assert "the new class leads by" in a["stop_reason"]
+    with pytest.raises(ValueError, match="stop_margin"):
+        explorer.run_attack(stop_margin=1.5, wait=True)
 
 
 def test_find_smallest_eps_sets_the_eps_slider_and_shows_the_attack_there(explorer):

@@ -5,7 +5,8 @@ Moving training input x_i by a small delta changes the test loss, after retraini
 The attack repeatedly moves a few training inputs by ``step_size * sign(I_pert,loss)`` (the
 direction that raises the test loss), projects them back into an L-infinity ball of radius ``eps``
 around the originals and into the valid input range, retrains warm-started and recomputes
-s_test, until the test prediction flips. The user's model and data are never modified: every
+s_test, until the test prediction flips (with ``stop_margin``: until the new class leads the true
+one by that much probability). The user's model and data are never modified: every
 step works on copies, and ``AttackResult.poisoned_dataset()`` returns a new training set.
 """
 
@@ -40,8 +41,10 @@ from influence_widgets.training import default_tolerance, train
 __all__ = [
     "AttackResult",
     "EpsSearch",
+    "check_stop_margin",
     "craft_attack",
     "eight_bit_levels",
+    "percentage_points",
     "smallest_flipping_eps",
 ]
 
@@ -60,12 +63,20 @@ def eight_bit_levels(levels: float, data_range: float = 1.0) -> float:
     return float(levels) * float(data_range) / 255.0
 
 
+def percentage_points(difference: float) -> str:
+    """A difference of two probabilities in words: 0.214 -> "21 percentage points"."""
+    points = round(100 * difference)
+    return f"{points} percentage point{'' if abs(points) == 1 else 's'}"
+
+
 @dataclass(frozen=True)
 class AttackResult:
     """What :func:`craft_attack` did to one test prediction.
 
     ``true_class_probability[t]`` is the model's probability of the test point's true class after
     t steps (t = 0: before the attack). ``flipped``: the prediction changed from the true class.
+    ``stop_margin``: the lead over the true class that the attack was asked to reach before it
+    stops (0: stop at the first flip); ``margin`` is the lead it reached.
     """
 
     test_index: int | None
@@ -84,6 +95,7 @@ class AttackResult:
     seconds: float
     cancelled: bool = False
     stopped: str = "max_iter"  # "flipped", "max_iter", "fixed point" or "cancelled"
+    stop_margin: float = 0.0
     _train: tuple[torch.Tensor, torch.Tensor] = field(default=None, repr=False)
 
     def poisoned_dataset(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,21 +106,41 @@ class AttackResult:
         return X, y.clone()
 
     @property
+    def margin(self) -> float:
+        """The largest probability of another class minus the true class's, after the attack:
+        > 0 when the prediction flipped (the new class's lead), < 0 when it held."""
+        after = np.asarray(self.probabilities_after, dtype=np.float64)
+        others = np.delete(after, self.prediction_before)
+        return float(others.max() - after[self.prediction_before]) if others.size else 0.0
+
+    @property
+    def reached_margin(self) -> bool:
+        """Flipped, with the new class at least ``stop_margin`` ahead of the true class."""
+        return self.flipped and self.margin >= self.stop_margin
+
+    @property
     def stop_reason(self) -> str:
         """Why the attack stopped, in words, with what to try when it did not flip."""
         steps = f"{self.iterations} step{'' if self.iterations == 1 else 's'}"
         if self.stopped == "flipped":
-            return f"Flipped after {steps}."
+            lead = percentage_points(self.margin)
+            return f"Flipped after {steps}: the new class leads by {lead}."
+        not_yet = (
+            f"flipped, but the new class leads by only {percentage_points(self.margin)}, short "
+            f"of the {percentage_points(self.stop_margin)} asked (stop_margin)"
+            if self.flipped
+            else "not flipped"
+        )
         if self.stopped == "cancelled":
-            return f"Cancelled after {steps}, not flipped."
+            return f"Cancelled after {steps}, {not_yet}."
         if self.stopped == "fixed point":
             return (
-                f"Stopped after {steps}: every perturbed value reached its eps bound (or the "
-                "input range) along its direction, a fixed point, without flipping: raise eps "
-                "or perturb more points."
+                f"Stopped after {steps}, {not_yet}: every perturbed value reached its eps bound "
+                "(or the input range) along its direction, a fixed point: raise eps or perturb "
+                "more points."
             )
         return (
-            f"Stopped after {steps} (the most allowed, max_iter) without flipping: raise the "
+            f"Stopped after {steps} (the most allowed, max_iter), {not_yet}: raise the "
             "iterations or eps."
         )
 
@@ -432,27 +464,38 @@ class _Plan:
     eps: float
     step_size: float
     max_iter: int
-    bounds: tuple[float, float] | None  # input_range
+    stop_margin: float
+    bounds: tuple[torch.Tensor, torch.Tensor] | None  # input_range, one input's shape
 
 
-def _input_bounds(input_range, X0: torch.Tensor) -> tuple[float, float] | None:
-    """``input_range`` as (low, high), checked against the training inputs; None: unbounded."""
+def _bound(value, X0: torch.Tensor) -> torch.Tensor | None:
+    """One end of ``input_range``: a number, or one value per input value (a tensor or array of
+    one input's shape), as a tensor like X0's rows; None when it is neither."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return torch.full(X0.shape[1:], float(value), dtype=X0.dtype, device=X0.device)
+    if isinstance(value, torch.Tensor | np.ndarray) and tuple(value.shape) == tuple(X0.shape[1:]):
+        bound = torch.as_tensor(value).to(X0.device, X0.dtype)
+        return bound if not bound.dtype.is_complex else None
+    return None
+
+
+def _input_bounds(input_range, X0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``input_range`` as (low, high) tensors of one input's shape, checked against the training
+    inputs; None: unbounded."""
     if input_range is None:
         return None
-    pair = list(input_range) if isinstance(input_range, tuple | list | np.ndarray) else None
-    if (
-        pair is None
-        or len(pair) != 2
-        or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in pair)
-    ):
+    pair = list(input_range) if isinstance(input_range, tuple | list) else None
+    bounds = None if pair is None or len(pair) != 2 else [_bound(v, X0) for v in pair]
+    if bounds is None or any(b is None for b in bounds):
         raise TypeError(
-            f"input_range: expected a pair of numbers (low, high), e.g. (0, 1) for images, or "
-            f"None for unbounded data; got {input_range!r}"
+            f"input_range: expected a pair (low, high) of numbers, e.g. (0, 1) for images, or of "
+            f"tensors of one input's shape {tuple(X0.shape[1:])} (per-feature bounds), or None "
+            f"for unbounded data; got {input_range!r}"
         )
-    lo, hi = float(pair[0]), float(pair[1])
-    if not lo < hi:
+    lo, hi = bounds
+    if not bool((lo < hi).all()):
         raise ValueError(f"input_range: expected (low, high) with low < high, got {input_range}")
-    if float(X0.min()) < lo or float(X0.max()) > hi:
+    if bool((X0 < lo).any()) or bool((X0 > hi).any()):
         raise ValueError(
             f"input_range: the training inputs lie in [{float(X0.min()):.3g}, "
             f"{float(X0.max()):.3g}], outside {input_range}; pass the data's range, or "
@@ -481,9 +524,21 @@ def _true_class(y: torch.Tensor, before: torch.Tensor) -> int:
     return int(label)
 
 
+def check_stop_margin(stop_margin) -> float:
+    """``stop_margin`` as a float in [0, 1); a ValueError naming it otherwise."""
+    stop_margin = check_nonnegative(stop_margin, "stop_margin")
+    if not stop_margin < 1:
+        raise ValueError(
+            f"stop_margin: a lead in probability, expected 0 <= stop_margin < 1 (0.2 = 20 "
+            f"points), got {stop_margin}"
+        )
+    return stop_margin
+
+
 def _check_arguments(
-    influence, x_test, y_test, n_poison, eps, step_size, max_iter, retrain, input_range, cancel
-) -> _Plan:
+    influence, x_test, y_test, n_poison, eps, step_size, max_iter, stop_margin, retrain,
+    input_range, cancel,
+) -> _Plan:  # fmt: skip
     """Every check of craft_attack's arguments, before any work; the errors name the argument."""
     check_influence(influence)
     n_poison = check_positive_int(n_poison, "n_poison")
@@ -492,6 +547,7 @@ def _check_arguments(
     eps = check_nonnegative(eps, "eps")
     step_size = eps / 12.5 if step_size is None else check_nonnegative(step_size, "step_size")
     max_iter = check_positive_int(max_iter, "max_iter")
+    stop_margin = check_stop_margin(stop_margin)
     if retrain is not True and not callable(retrain):
         raise TypeError(
             f"retrain: expected True or a callable retrain(model, (X, y)), got {retrain!r}; "
@@ -508,7 +564,10 @@ def _check_arguments(
     influence.objective.prepare(x, y, "x_test", "y_test")  # shapes, finiteness, the loss's labels
     before = _probabilities(influence, x)
     true_class = _true_class(y, before)
-    return _Plan(influence, x, y, true_class, before, n_poison, eps, step_size, max_iter, bounds)
+    return _Plan(
+        influence, x, y, true_class, before, n_poison, eps, step_size, max_iter, stop_margin,
+        bounds,
+    )  # fmt: skip
 
 
 def _choose_state(plan: _Plan, retrain: bool | Retrain) -> AttackState:
@@ -522,6 +581,14 @@ def _choose_state(plan: _Plan, retrain: bool | Retrain) -> AttackState:
         fast = isinstance(inf.solver, Direct)
         return (LinearHeadNewton if fast else LinearHeadOnly)(inf, X0, plan.x, plan.y, y_train)
     return WholeModel(inf, plan.x, plan.y, y_train, retrain)
+
+
+def _flipped_by(probabilities: torch.Tensor, true_class: int, stop_margin: float) -> bool:
+    """The prediction is another class than ``true_class``, at least ``stop_margin`` ahead of
+    it in probability."""
+    if int(probabilities.argmax()) == true_class:
+        return False
+    return float(probabilities.max() - probabilities[true_class]) >= stop_margin
 
 
 @dataclass
@@ -544,17 +611,17 @@ def _run_steps(
     cancel: threading.Event | None,
 ) -> _Steps:
     """Move X[poisoned] by step_size * sign(I_pert,loss) inside their eps boxes (and the input
-    range), retraining after each step, until the prediction flips, a fixed point, max_iter
-    steps or ``cancel``."""
+    range), retraining after each step, until the prediction flips with the new class
+    ``stop_margin`` ahead, a fixed point, max_iter steps or ``cancel``."""
     lower, upper = originals - plan.eps, originals + plan.eps
     if plan.bounds is not None:
-        lower, upper = lower.clamp(min=plan.bounds[0]), upper.clamp(max=plan.bounds[1])
+        lower, upper = torch.maximum(lower, plan.bounds[0]), torch.minimum(upper, plan.bounds[1])
     X = plan.influence.train.X.clone()  # the working copy; the user's tensor is never written
     run = _Steps(X, [float(plan.before[plan.true_class])], plan.before, 0, "max_iter")
     bar = progress_bar(total=plan.max_iter, desc="attack", disable=not progress)
     try:
         while run.iterations < plan.max_iter:
-            if int(run.probabilities.argmax()) != plan.true_class:
+            if _flipped_by(run.probabilities, plan.true_class, plan.stop_margin):
                 run.stopped = "flipped"
                 bar.complete()  # an early stop on success reads as complete, not failed
                 break
@@ -590,6 +657,7 @@ def _result(
 ) -> AttackResult:
     prediction_after = int(run.probabilities.argmax())
     flipped = prediction_after != plan.true_class
+    reached = _flipped_by(run.probabilities, plan.true_class, plan.stop_margin)
     ts = plan.influence.train
     return AttackResult(
         test_index=test_index,
@@ -607,7 +675,8 @@ def _result(
         step_size=plan.step_size,
         seconds=seconds,
         cancelled=run.stopped == "cancelled",
-        stopped="flipped" if flipped else run.stopped,
+        stopped="flipped" if reached else run.stopped,
+        stop_margin=plan.stop_margin,
         _train=(ts.X, ts.y),
     )
 
@@ -623,7 +692,8 @@ def craft_attack(
     retrain: bool | Retrain = True,
     select: str | Sequence[int] = "grad_norm",
     *,
-    input_range: tuple[float, float] | None = (0.0, 1.0),
+    stop_margin: float = 0.0,
+    input_range: tuple | None = (0.0, 1.0),
     test_index: int | None = None,
     progress: bool = True,
     cancel: threading.Event | None = None,
@@ -642,23 +712,30 @@ def craft_attack(
             (:func:`eight_bit_levels` converts 8-bit levels).
         step_size: the move per step (default eps / 12.5: the paper's 0.02 levels for 0.5-level eps
             would take 25 steps to reach the boundary; this default takes 12.5).
-        max_iter: the most steps; the attack stops early once the prediction flips, or at a fixed
-            point (every input on the boundary of its eps box along its direction: further steps
-            would change nothing). ``result.stopped`` says which.
+        max_iter: the most steps; the attack stops early once the prediction flips (by
+            ``stop_margin``), or at a fixed point (every input on the boundary of its eps box
+            along its direction: further steps would change nothing). ``result.stopped`` says
+            which.
         retrain: True: after each step retrain warm-started (full-batch L-BFGS on the same risk,
             over ``params``) and recompute s_test, as the paper; or ``retrain(model_copy, (X, y))``
             training the copy in place, for models that need another optimiser.
         select: "grad_norm" (the points with the largest L1 norm of I_pert,loss, as the paper) or
             explicit training indices.
-        input_range: valid (low, high) input values, (0, 1) for images; None for unbounded data.
+        stop_margin: go on after the flip until the new class leads the true class by this much
+            probability (0.2 = 20 points), so that the flip is clear rather than a near tie; 0
+            (default): stop at the first flip, as the paper. ``result.margin`` is the lead reached.
+        input_range: valid (low, high) input values: numbers, (0, 1) for images; or tensors of
+            one input's shape, a range per feature (for tables, e.g. each feature's training
+            range: a poisoned row then never leaves the values seen); None for unbounded data.
         test_index: recorded in the result: None or an integer >= 0.
         progress: a progress bar over the steps.
         cancel: a ``threading.Event``; when set, stop after the current step.
     """
     start = time.perf_counter()
     plan = _check_arguments(
-        influence, x_test, y_test, n_poison, eps, step_size, max_iter, retrain, input_range, cancel
-    )
+        influence, x_test, y_test, n_poison, eps, step_size, max_iter, stop_margin, retrain,
+        input_range, cancel,
+    )  # fmt: skip
     test_index = None if test_index is None else check_index(test_index, "test_index")
     state = _choose_state(plan, retrain)
     X0 = influence.train.X
@@ -673,7 +750,8 @@ def craft_attack(
 class EpsSearch:
     """What :func:`smallest_flipping_eps` found for one test point.
 
-    ``eps``: the smallest eps tried whose attack flipped the prediction (None: none did);
+    ``eps``: the smallest eps tried whose attack flipped the prediction, by the attacks'
+    ``stop_margin`` (None: none did);
     ``result``: the attack at that eps (when none flipped, the attack at the largest eps tried);
     ``tried``: every (eps, flipped) in the order tried; ``stopped``: "found", "no flip" (not even
     at ``eps_max``), "time budget" or "cancelled".
@@ -741,7 +819,7 @@ def _double(
     last, low = None, 0.0
     for eps in doubling:
         last = attack(eps)
-        if last.flipped:
+        if last.reached_margin:
             return last, last, low, "found"
         low = eps
         if last.cancelled or (eps < doubling[-1] and over_budget()):
@@ -766,7 +844,7 @@ def _bisect(
         last = attack(mid)
         if last.cancelled:
             return best, last, "cancelled"
-        if last.flipped:
+        if last.reached_margin:
             best = last
         else:
             low = mid
@@ -784,8 +862,9 @@ def smallest_flipping_eps(
     time_budget: float | None = None,
     n_poison: int = 1,
     max_iter: int = 100,
+    stop_margin: float = 0.0,
     select: str | Sequence[int] = "grad_norm",
-    input_range: tuple[float, float] | None = (0.0, 1.0),
+    input_range: tuple | None = (0.0, 1.0),
     test_index: int | None = None,
     progress: bool = True,
     cancel: threading.Event | None = None,
@@ -795,7 +874,8 @@ def smallest_flipping_eps(
     Attacks at eps = ``eps_start`` (default eps_max / 16), doubling up to ``eps_max``, until one
     flips; then ``bisections`` halvings of the interval between the largest eps that did not flip
     (or 0) and the smallest that did. Every attack uses craft_attack's default step, eps / 12.5,
-    and the other arguments as given (see :func:`craft_attack`). Flipping need not be monotone
+    and the other arguments as given (see :func:`craft_attack`); with ``stop_margin`` an attack
+    counts as a flip only when the new class leads by that much (``AttackResult.reached_margin``). Flipping need not be monotone
     in eps: the answer is the smallest eps *tried* that flipped, within a factor
     1 + 2^-bisections of the largest tried below it that did not.
 
@@ -817,10 +897,10 @@ def smallest_flipping_eps(
     def attack(eps: float) -> AttackResult:
         result = craft_attack(
             influence, x_test, y_test, n_poison=n_poison, eps=eps, max_iter=max_iter,
-            select=select, input_range=input_range, test_index=test_index, progress=False,
-            cancel=cancel,
+            stop_margin=stop_margin, select=select, input_range=input_range,
+            test_index=test_index, progress=False, cancel=cancel,
         )  # fmt: skip
-        tried.append((eps, result.flipped))
+        tried.append((eps, result.reached_margin))
         bar.update()
         return result
 

@@ -33,8 +33,10 @@ removal effect of its own, is averaged whole (with one model the two are the sam
 Memory: ``memory_mb`` bounds what fitting and scoring hold besides the result: half for a batch
 of per-example gradients (B x p numbers), half for the projection matrices (all M kept when they
 fit, else generated in chunks at each use: at least one block of BLOCK_ROWS = 1024 rows,
-:mod:`.projection`; while model m is fitted, its P_m alone is kept when it fits). The result is M (k x n) matrices
-K_m^-1 Phi_m^T Q_m, plus, while one model is fitted, its Phi_m (n x k) and K_m (k x k, float64).
+:mod:`.projection`; while model m is fitted, its P_m alone is kept when it fits). The
+result is, per model, L_m (the Cholesky factor of K_m, k x k, float64) and Phi_m^T Q_m (k x n);
+while one model is fitted also its Phi_m (n x k) and K_m. Scoring T test points solves with L_m
+for their k x T features (k^2 T), so a click costs no solve over the training set.
 """
 
 from __future__ import annotations
@@ -154,7 +156,8 @@ class TRAK(Attribution):
             self._projection(m, self.memory_mb / 2 / len(self.objectives))
             for m in range(len(self.objectives))
         ]
-        self._features: list[torch.Tensor] | None = None  # K_m^-1 Phi_m^T Q_m, (k, n) each
+        # per model: the Cholesky factor L_m of K_m (k, k, float64) and Phi_m^T Q_m (k, n)
+        self._factors: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._self_scores: torch.Tensor | None = None
 
     def _projection(self, m: int, budget_mb: float) -> Projection:
@@ -226,26 +229,26 @@ class TRAK(Attribution):
         return L
 
     def _fit(self) -> tuple[str, int, dict[str, object]]:
-        features, selfs = [], torch.zeros(self.n, dtype=torch.float64, device=self.device)
+        factors = []
         for m, obj in enumerate(self.objectives):
             Phi = torch.empty(self.n, self.k, dtype=obj.dtype, device=obj.device)
             q = torch.empty(self.n, dtype=obj.dtype, device=obj.device)
             prob = torch.empty_like(q)
             desc = "TRAK features" + (f" (model {m + 1})" if len(self.objectives) > 1 else "")
-            # While model m is fitted, P_m may use the whole projection half of the budget.
-            whole = self._projection(m, self.memory_mb / 2)
+            # While model m is fitted, P_m may use the whole projection half of the budget
+            # (unless the P_m kept for scoring is whole already).
+            whole = self.projections[m]
+            if whole.kept is None and whole.kind != "identity":
+                whole = self._projection(m, self.memory_mb / 2)
             for x, y, sl in cast_batches(obj, self.train, self.batch_size, desc, self.progress):
                 Phi[sl], q[sl], prob[sl] = self._project(m, x, y, whole)
             del whole
-            L = self._kernel_factor(m, Phi, prob)
-            A = torch.empty(self.k, self.n, dtype=obj.dtype, device=obj.device)
-            for start in range(0, self.n, self.batch_size):
-                sl = slice(start, min(start + self.batch_size, self.n))
-                A[:, sl] = (cholesky_solve(L, Phi[sl].double().T) * q[sl].double()).to(obj.dtype)
-                selfs[sl] += (Phi[sl].double() * A[:, sl].double().T).sum(1) * q[sl].double()
-            features.append(A)
-        self._features = features
-        self._self_scores = (selfs / len(self.objectives)).to(self.objective.dtype)
+            # Kept: L_m and Phi_m^T Q_m, not K_m^-1 Phi_m^T Q_m: a solve with the T test
+            # points' features at scoring costs k^2 T, one with the n training points' here
+            # k^2 n (and T is a click's one point, or a page).
+            factors.append((self._kernel_factor(m, Phi, prob), (Phi * q[:, None]).T.contiguous()))
+        self._factors = factors
+        self._self_scores = None
         kernel = "Phi^T Phi" if self.curvature == "trak" else "Phi^T R Phi"
         text = (
             f"TRAK: {len(self.objectives)} model(s), {self.projection} projection to k = "
@@ -269,9 +272,10 @@ class TRAK(Attribution):
         self.ensure_fit()
         x, y = self.test_points(x_test, y_test)
         out = torch.zeros(len(x), self.n, dtype=self.objective.dtype, device=self.device)
-        for m, A in enumerate(self._features):
+        for m, (L, B) in enumerate(self._factors):
             phi, q, _ = self._project(m, x, y)
-            out += q[:, None] * (phi @ A)
+            solved = cholesky_solve(L, phi.double().T).to(B.dtype)  # K_m^-1 phi_test^T, (k, T)
+            out += q[:, None] * (solved.T @ B)
         return out / len(self.objectives)
 
     def self_scores(self) -> torch.Tensor:
@@ -279,6 +283,14 @@ class TRAK(Attribution):
         point's :meth:`scores` for itself (large for points fitted against the rest: check
         their labels first)."""
         self.ensure_fit()
+        if self._self_scores is None:  # ||L_m^-1 Phi_m^T Q_m e_i||^2, in batches of columns
+            selfs = torch.zeros(self.n, dtype=torch.float64, device=self.device)
+            for L, B in self._factors:
+                for start in range(0, self.n, self.batch_size):
+                    cols = B[:, start : start + self.batch_size].double()
+                    half = torch.linalg.solve_triangular(L, cols, upper=False)
+                    selfs[start : start + self.batch_size] += half.pow(2).sum(0)
+            self._self_scores = (selfs / len(self.objectives)).to(self.objective.dtype)
         return self._self_scores.clone()
 
     def __repr__(self) -> str:

@@ -225,6 +225,8 @@ class InfluenceExplorer(anywidget.AnyWidget):
     attack_eps = traitlets.Float(32.0).tag(sync=True)
     attack_step = traitlets.Float(0.0).tag(sync=True)  # 0: auto, eps / 12.5 (as craft_attack)
     attack_max_iter = traitlets.Int(100).tag(sync=True)
+    # go on after the flip until the new class leads by this probability (0: the first flip)
+    attack_stop_margin = traitlets.Float(0.0).tag(sync=True)
     # the sliders' [min, max, step] by trait name (n_poison, eps, step, max_iter) and "unit"
     attack_limits = traitlets.Dict().tag(sync=True)
     # why the selected test point cannot be attacked, with what to do; "" when it can
@@ -668,15 +670,18 @@ class InfluenceExplorer(anywidget.AnyWidget):
         eps: float | None = None,
         step: float | None = None,
         max_iter: int | None = None,
+        stop_margin: float | None = None,
         *,
         wait: bool = False,
     ) -> AttackResult | None:
         """Attack the selected test point with :func:`~influence_widgets.craft_attack`, in the
-        background. ``eps`` and ``step`` are 8-bit levels for images (data units otherwise);
-        ``step`` 0 is auto, eps / 12.5 as craft_attack's default. Unset arguments come from the
-        tab's sliders, and the sliders are set to the values used. ``wait=True`` blocks and
-        returns the :class:`AttackResult`, also kept as ``explorer.attack_result``."""
-        return self.attack_tab.run(n_poison, eps, step, max_iter, wait=wait)
+        background. ``eps`` and ``step`` are 8-bit levels for images (the model's input units
+        otherwise, each feature kept inside its training range); ``step`` 0 is auto, eps / 12.5
+        as craft_attack's default; ``stop_margin`` as craft_attack's (0.2: go on until the new
+        class leads by 20 percentage points). Unset arguments come from the tab's sliders, and
+        the sliders are set to the values used. ``wait=True`` blocks and returns the
+        :class:`AttackResult`, also kept as ``explorer.attack_result``."""
+        return self.attack_tab.run(n_poison, eps, step, max_iter, stop_margin, wait=wait)
 
     def cancel_attack(self) -> None:
         """Stop the running attack (or search) after its current step."""

@@ -241,6 +241,9 @@ class AttackState(JobState, total=False):
     n_poison: int  # the settings the result was run with, in the sliders' units
     eps: float
     step: float
+    stop_margin: float  # the lead in probability the attack went on for (0: the first flip)
+    margin: float  # AttackResult.margin: the largest other class's probability minus the true's
+    changes_in_data_units: bool  # a table's changes are in the data set's units (else the inputs)
     search: dict  # after "Find smallest eps": {eps (None: none flipped), tried: [[eps,
     # flipped], ...], stopped, unit}; the outcome shown is the attack at the eps found
 
