@@ -2,6 +2,7 @@
 
 Forms:
     %influence --demo digits            (also breast_cancer, fashion_mnist, fashion_attack)
+    %influence --demo digits --methods influence,tracin,trak    (a method switch and Compare)
     %influence MODEL --train X y --test Xt yt [--l2 L] [--damping D|auto] [--hessian H]
                [--solver S] [-k K]
                [--kind KIND] [--image-shape H W [C]] [--class-names ...] [--feature-names ...]
@@ -27,6 +28,8 @@ from influence_widgets.core.damping import AUTO, check_damping, ladder_text
 from influence_widgets.core.hvp import EXACT, HESSIANS
 from influence_widgets.core.influence import Influence
 from influence_widgets.core.solvers import solver_names
+from influence_widgets.demo_methods import METHOD_CHOICES, demo_methods, parse_methods
+from influence_widgets.methods.checkpoints import CheckpointRecorder
 from influence_widgets.training import train
 from influence_widgets.widgets.explorer import InfluenceExplorer
 from influence_widgets.widgets.inputs import NamedPoints, as_numpy, check_same_names, read_points
@@ -77,15 +80,26 @@ FASHION_ATTACK_HEAD = ["1.weight", "1.bias"]
 DEMO_L2 = 0.01
 
 
-def demo_explorer(name: str, k: int = 8, solver: str = "auto"):
+def demo_explorer(name: str, k: int = 8, solver: str = "auto", methods: list[str] | None = None):
     """Train the default model on a built-in data set and open the explorer on it.
 
     ``fashion_attack`` is the paper's attack setting (Sec 5.2) scaled down: Sandal vs Sneaker
     (``iw.datasets.sandal_sneaker``) on the shipped frozen Fashion-MNIST extractor, with
     influence over its logistic-regression top layer only.
+
+    ``methods``: names from ``demo_methods.METHOD_CHOICES`` (influence among them) for a method
+    switch and a Compare view (:mod:`~influence_widgets.demo_methods`: TracIn on the checkpoints
+    of the demo model's own training, TRAK's extra models trained in the background); not for
+    ``fashion_attack``, whose methods would need its frozen extractor handled apart.
     """
     if name not in DEMOS:
         raise UsageError(f"--demo: unknown data set {name!r}; choose one of {', '.join(DEMOS)}")
+    if methods and name == "fashion_attack":
+        raise UsageError(
+            "--methods: not with --demo fashion_attack (influence over the top layer of a frozen "
+            "extractor); use digits, breast_cancer or fashion_mnist"
+        )
+    recorder = None
     if name == "fashion_attack":
         data = datasets.sandal_sneaker()
         model = models.fmnist_attack_model()
@@ -105,12 +119,28 @@ def demo_explorer(name: str, k: int = 8, solver: str = "auto"):
         else:
             data = getattr(datasets, name)()
         model = models.logistic_regression(data)
-        train(model, data, l2=DEMO_L2)
+        # TracIn's checkpoints come from this very training (saving them changes nothing in it)
+        recorder = CheckpointRecorder(model) if methods and "tracin" in methods else None
+        train(model, data, l2=DEMO_L2, recorder=recorder)
         inf = Influence(model, (data.X_train, data.y_train), l2=DEMO_L2, solver=solver)
-    explorer = MagicExplorer(inf, data, k=k)
+    if methods:
+        explorer = MagicExplorer(
+            methods=demo_methods(methods, model, inf, recorder), data=data, k=k
+        )
+    else:
+        explorer = MagicExplorer(inf, data, k=k)
     for trait, value in DEMO_ATTACK[name].items():
         setattr(explorer, trait, value)
     return explorer
+
+
+def methods_option(text: str) -> list[str]:
+    """``--methods``'s value as a list of names (:func:`~influence_widgets.demo_methods.
+    parse_methods`); an argparse error naming the option otherwise."""
+    try:
+        return parse_methods(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--methods: ")) from err
 
 
 class SolverChoices:
@@ -315,6 +345,14 @@ class InfluenceMagics(Magics):
         help="train the default model on a built-in data set; fashion_attack is the paper's "
         "attack setting: Sandal vs Sneaker on a frozen extractor, influence over the top layer",
     )
+    @argument(
+        "--methods",
+        type=methods_option,
+        metavar="M1,M2,...",
+        help="with --demo: attribution methods to switch between and compare, comma-separated "
+        f"from {', '.join(METHOD_CHOICES)}, influence among them (e.g. influence,tracin,trak); "
+        "the models TRAK needs are trained in the background",
+    )
     @argument("--train", nargs=2, metavar=("X", "y"), help="names of the training inputs, labels")
     @argument(
         "--test",
@@ -389,6 +427,7 @@ class InfluenceMagics(Magics):
 
             %load_ext influence_widgets
             %influence --demo digits
+            %influence --demo digits --methods influence,tracin,trak
             %influence model --train X_train y_train --test X_test y_test --l2 0.01
             %influence model --train X y --test Xt yt --l2 0.01 --image-shape 8 8 -k 5
             %influence model --train X y --test Xt yt --l2 0.01 --class-names cat dog
@@ -423,7 +462,12 @@ class InfluenceMagics(Magics):
         if args.demo:
             if args.model or args.train or args.test:
                 raise UsageError("--demo: takes no model, --train or --test")
-            return demo_explorer(args.demo, k=args.k, solver=args.solver)
+            return demo_explorer(args.demo, k=args.k, solver=args.solver, methods=args.methods)
+        if args.methods:
+            raise UsageError(
+                "--methods: only with --demo; for your own model build the methods in Python and "
+                "pass them: iw.InfluenceExplorer(methods={'influence': inf, 'TRAK': trak}, ...)"
+            )
         if not (args.model and args.train and args.test):
             raise UsageError(
                 "%influence: give --demo NAME, or MODEL --train X y --test Xt yt (see %influence?)"

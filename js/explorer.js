@@ -272,7 +272,7 @@ function barTrack(zero, it, place, scale) {
 // right of zero), then the most harmful first (to the left), each labelled with its training
 // index; an x axis with ticks in the scores' notation `scale` (fmtScores). A grid of two columns
 // (labels, tracks) laid out in percent of the pane's width: its text keeps its size at any width.
-function barChart(helpful, harmful, scale) {
+function barChart(helpful, harmful, scale, axisTitle = "change of test loss if removed") {
   const scores = [...helpful, ...harmful].map((it) => it.score);
   const values = ticks(Math.min(0, ...scores), Math.max(0, ...scores));
   const [lo, hi] = [values[0], values[values.length - 1]];
@@ -296,11 +296,12 @@ function barChart(helpful, harmful, scale) {
     if (i === 0) tick.classList.add("iw-tick-first");
     if (i === values.length - 1) tick.classList.add("iw-tick-last");
   });
-  chart.append(h("span"), axis, h("span"), h("div", "iw-axis-title", `change of test loss if removed${scale.unit}`));
+  chart.append(h("span"), axis, h("span"), h("div", "iw-axis-title", `${axisTitle}${scale.unit}`));
   return chart;
 }
 
 const CLICK_HINT = "Click a test point to see which training points helped and hurt it.";
+const SCORE_WHAT = "predicted change of the test loss if this point were removed";
 const FAILED_HINT =
   "No influence can be shown: the precomputation failed. The message above says why and what to do.";
 
@@ -503,7 +504,8 @@ function tabsPane(model, panes) {
 
 // ----- Influence: the selected test point, its most helpful and most harmful training points ---
 // `note`: why this point scores against what its label suggests (the panel's notes), or null.
-function trainCard(item, scale, urls, note) {
+// `scoreWhat`: what the score is, for its tooltip (the method's, when it is not an influence function).
+function trainCard(item, scale, urls, note, scoreWhat = SCORE_WHAT) {
   const card = h("div", "iw-train-item");
   card.dataset.trainIndex = String(item.index);
   const caption = h("div", "iw-caption");
@@ -514,7 +516,7 @@ function trainCard(item, scale, urls, note) {
     caption.appendChild(h("span", "iw-surprise-mark", mark)).title = note;
   }
   const score = h("div", "iw-score", scale.format(item.score));
-  score.title = `predicted change of the test loss if this point were removed: ${scale.format(item.score)}${scale.unit}`;
+  score.title = `${scoreWhat}: ${scale.format(item.score)}${scale.unit}`;
   if (item.differences) {
     const head = h("div", "iw-train-head");
     head.append(caption, score);
@@ -527,14 +529,14 @@ function trainCard(item, scale, urls, note) {
 
 // A list of training points under its heading; `note` (the panel's notes, or undefined): one
 // line on why the points marked in it score against what their label suggests.
-function trainList(title, items, cls, scale, urls, note) {
+function trainList(title, items, cls, scale, urls, note, scoreWhat = SCORE_WHAT) {
   const section = h("div", `iw-section ${cls}`);
   const heading = h("h4", "", title);
   if (scale.unit) heading.appendChild(h("span", "iw-unit", `scores${scale.unit}`));
   section.appendChild(heading);
   if (note) section.appendChild(h("p", "iw-surprise-note", `\u2020 ${note}`));
   const list = h("div", "iw-train-list");
-  for (const item of items) list.appendChild(trainCard(item, scale, urls, note));
+  for (const item of items) list.appendChild(trainCard(item, scale, urls, note, scoreWhat));
   section.appendChild(list);
   return section;
 }
@@ -565,6 +567,7 @@ function influencePane(model) {
     const head = h("div", "iw-panel-head");
     const info = h("div", "iw-panel-info");
     info.appendChild(h("div", "iw-title", `Test #${p.test_index}`));
+    if (model.get("methods").length > 1) info.appendChild(h("div", "iw-panel-method", `scored by ${p.method}`));
     const labelled = model.get("labelled");
     info.appendChild(h("div", "", labelled ? `true label ${p.label}` : "no label given"));
     info.appendChild(h("div", "", `predicted ${p.pred} (${Math.round(p.confidence * 100)}%)`));
@@ -572,12 +575,14 @@ function influencePane(model) {
     head.append(pointView(p.test, urls), info);
     el.appendChild(head);
     el.appendChild(h("p", `iw-explanation ${p.correct ? "iw-correct" : "iw-misclassified"}`, p.explanation));
-    el.appendChild(h("p", "iw-help", labelled ? HELP : HELP.replace("its true label", "its predicted class")));
-    el.appendChild(barChart(p.helpful, p.harmful, scale));
+    const help = p.score_help || HELP;
+    el.appendChild(h("p", "iw-help", labelled ? help : help.replace("its true label", "its predicted class")));
+    el.appendChild(barChart(p.helpful, p.harmful, scale, p.score_axis || undefined));
     if (p.test.row) el.appendChild(h("p", "iw-help", TABULAR_NOTE));
     const notes = p.notes || {};
-    el.appendChild(trainList("Most helpful first", p.helpful, "iw-helpful", scale, urls, notes.helpful));
-    el.appendChild(trainList("Most harmful first", p.harmful, "iw-harmful", scale, urls, notes.harmful));
+    const what = p.score_axis ? `${p.score_axis} (> 0: helpful)` : SCORE_WHAT;
+    el.appendChild(trainList("Most helpful first", p.helpful, "iw-helpful", scale, urls, notes.helpful, what));
+    el.appendChild(trainList("Most harmful first", p.harmful, "iw-harmful", scale, urls, notes.harmful, what));
   }
 
   // Busy while the selected point's panel is on its way; never after a failed precomputation.
@@ -592,9 +597,179 @@ function influencePane(model) {
 
   return {
     el,
-    listen: { "change:panel": renderPanel, "change:selected change:status": markBusy },
+    listen: {
+      "change:panel": renderPanel,
+      "change:selected change:status": markBusy,
+      "change:influence_view": () => {
+        el.style.display = model.get("influence_view") === "compare" ? "none" : "";
+      },
+    },
     dispose: () => revoke(urls),
   };
+}
+
+// ----- several attribution methods: the switch, and Compare (widgets/method_switch.py) ---------
+// One option per method of the `methods` trait; a method still being prepared (or failed) is
+// listed but cannot be chosen, with its state in words.
+function methodOptions(select, methods, chosen) {
+  select.replaceChildren(
+    ...methods.map((m) => {
+      const state = m.state === "ready" ? "" : m.state === "error" ? " (failed)" : ` (${m.state === "waiting" ? "waiting" : `preparing ${Math.round(100 * m.progress)}%`})`;
+      const opt = h("option", "", `${m.name}${state}`);
+      opt.value = m.name;
+      opt.disabled = m.state !== "ready";
+      opt.title = m.description || m.message;
+      return opt;
+    }),
+  );
+  select.value = chosen;
+}
+
+// Above the Influence pane: which method the panel shows (the `method` trait), and Panel or
+// Compare (the `influence_view` trait); a line on what the method computed, or why it failed.
+// Hidden with one method (the plain explorer).
+function methodPane(model) {
+  const el = h("div", "iw-methods");
+  const label = h("label", "iw-method-label", "method ");
+  const select = label.appendChild(h("select", "iw-method"));
+  select.addEventListener("change", () => {
+    model.set("method", select.value);
+    model.save_changes();
+  });
+  const views = h("div", "iw-views");
+  const buttons = {};
+  for (const [view, text] of [["panel", "One method"], ["compare", "Compare two"]]) {
+    const b = views.appendChild(h("button", `iw-view iw-view-${view}`, text));
+    b.type = "button";
+    b.addEventListener("click", () => {
+      model.set("influence_view", view);
+      model.save_changes();
+    });
+    buttons[view] = b;
+  }
+  const about = h("div", "iw-method-about");
+  const row = h("div", "iw-method-row");
+  row.append(label, views);
+  el.append(row, about);
+
+  function update() {
+    const methods = model.get("methods") || [];
+    el.style.display = methods.length > 1 ? "" : "none";
+    const view = model.get("influence_view");
+    methodOptions(select, methods, model.get("method"));
+    label.style.display = view === "compare" ? "none" : "";
+    for (const [name, b] of Object.entries(buttons)) b.classList.toggle("iw-active", name === view);
+    const shown = methods.find((m) => m.name === model.get("method")) || {};
+    const failed = methods.filter((m) => m.state === "error").map((m) => `${m.name} failed: ${m.message}`);
+    about.textContent = [view === "panel" ? shown.description : "", ...failed].filter(Boolean).join(" \u00b7 ");
+  }
+
+  return { el, listen: { "change:methods change:method change:influence_view": update } };
+}
+
+// One method's side of Compare: its name, its LDS where known, and its lists, each point marked
+// when the other method lists it too (same list: "both", the other list: "opposite").
+function compareColumn(column, urls) {
+  const el = h("div", "iw-versus-column");
+  el.dataset.method = column.name;
+  el.appendChild(h("div", "iw-versus-name", column.name));
+  for (const line of column.lds) el.appendChild(h("div", "iw-versus-lds", line));
+  if (column.state !== "ready") {
+    el.appendChild(h("div", "iw-hint", column.state === "error" ? `Failed: ${column.message}` : `Being prepared: ${column.message || column.state}`));
+    return el;
+  }
+  if (!column.lds.length) el.appendChild(h("div", "iw-versus-lds iw-versus-nolds", "no LDS yet (Verify \u203a LDS measures it for this point)"));
+  const items = [...column.helpful, ...column.harmful];
+  const scale = fmtScores(items.map((it) => it.score));
+  const what = column.score_axis ? `${column.score_axis} (> 0: helpful)` : SCORE_WHAT;
+  for (const [title, list, cls] of [["Most helpful", column.helpful, "iw-helpful"], ["Most harmful", column.harmful, "iw-harmful"]]) {
+    const section = trainList(title, list, cls, scale, urls, undefined, what);
+    for (const card of section.querySelectorAll(".iw-train-item")) {
+      const item = list.find((it) => String(it.index) === card.dataset.trainIndex);
+      if (!item || !item.shared) continue;
+      card.classList.add(`iw-shared-${item.shared}`);
+      const mark = card.querySelector(".iw-caption").appendChild(h("span", "iw-shared-mark", item.shared === "both" ? "\u25cf both" : "\u25d0 opposite"));
+      mark.title = item.shared === "both" ? "the other method lists it too, in the same list" : "the other method lists it in its other list";
+    }
+    el.appendChild(section);
+  }
+  return el;
+}
+
+const COMPARE_HELP =
+  "Both methods' lists for the selected test point. \u25cf both: the other method lists the point " +
+  "in the same list; \u25d0 opposite: in its other list (helpful for one, harmful for the other). " +
+  "LDS beside a name: the rank correlation between the output of models retrained on random halves " +
+  "of the training set and what that method's scores predict for each half (1: the same order, " +
+  "0: chance); the noise floor is what a second retraining reaches, the most any method can.";
+
+// Compare: two methods side by side (the `compare_pair` trait picks them, `compare` holds them).
+function comparePane(model) {
+  const el = h("div", "iw-versus");
+  const urls = [];
+  const pickers = h("div", "iw-versus-pickers");
+  const selects = [0, 1].map((side) => {
+    const label = pickers.appendChild(h("label", "iw-method-label", side === 0 ? "compare " : " with "));
+    const select = label.appendChild(h("select", `iw-versus-method iw-versus-${side === 0 ? "left" : "right"}`));
+    select.addEventListener("change", () => {
+      const pair = [...model.get("compare_pair")];
+      pair[side] = select.value;
+      model.set("compare_pair", pair);
+      model.save_changes();
+    });
+    return select;
+  });
+  const overlap = h("div", "iw-versus-overlap");
+  const columns = h("div", "iw-versus-columns");
+  el.append(pickers, overlap, h("p", "iw-help", COMPARE_HELP), columns);
+
+  function update() {
+    const methods = model.get("methods") || [];
+    const pair = model.get("compare_pair") || [];
+    el.style.display = model.get("influence_view") === "compare" && methods.length > 1 ? "" : "none";
+    selects.forEach((select, side) => {
+      methodOptions(select, methods, pair[side]);
+      for (const opt of select.options) opt.disabled = false; // a method being prepared shows its progress
+    });
+    const c = model.get("compare") || {};
+    revoke(urls);
+    columns.replaceChildren();
+    if (c.test_index === undefined || c.test_index !== model.get("selected")) {
+      overlap.textContent = model.get("selected") === null ? "Select a test point to compare the methods on it." : "";
+      return;
+    }
+    overlap.textContent = c.overlap ? `Test #${c.test_index}: ${c.overlap.text} (top ${c.overlap.k})` : `Test #${c.test_index}`;
+    for (const column of c.columns) columns.appendChild(compareColumn(column, urls));
+  }
+
+  return {
+    el,
+    listen: { "change:compare change:compare_pair change:methods change:influence_view change:selected": update },
+    dispose: () => revoke(urls),
+  };
+}
+
+// A line above the Verify, Attack and Review tabs when the panel shows a method that is not the
+// reference Influence: those need its Hessian, so they use it and say so (LDS uses the method shown).
+function methodNote(model) {
+  const el = h("div", "iw-method-note");
+
+  function update() {
+    const methods = model.get("methods") || [];
+    const reference = methods.find((m) => m.reference);
+    const shown = model.get("method");
+    const tab = model.get("tab");
+    const lds = tab === "verify" && model.get("verify_mode") === "lds";
+    const needsHessian = ["verify", "attack", "review"].includes(tab) && !lds;
+    const show = methods.length > 1 && reference && shown !== reference.name && needsHessian;
+    el.style.display = show ? "" : "none";
+    const what = { verify: "Leave-one-out", attack: "The attack", review: "The self-influence ranking" }[tab];
+    el.textContent = show
+      ? `${what} uses the influence function ${reference.name}: it needs its Hessian, which ${shown} (shown in the panel) does not have. ${tab === "verify" ? "The LDS check uses the method shown." : ""}`.trim()
+      : "";
+  }
+
+  return { el, listen: { "change:methods change:method change:tab change:verify_mode": update } };
 }
 
 // ----- Slow jobs run by Python (Verify, Attack, Review's retrain): run, cancel and progress ------
@@ -716,19 +891,21 @@ function verifyControls(model) {
 }
 
 // The one-line result of a finished check `v` (the `verify` trait), by its kind.
-function verifySummary(v) {
+function verifySummary(model, v) {
   if (v.kind === "lds") {
     if (!(v.n_subsets > 0)) return [];
     // as Python writes them in the plot's title too (plots.correlation_text): same digits
+    const of = model.get("methods").length > 1 && v.method ? ` of ${v.method}` : "";
     return [
-      h("span", "iw-verify-r iw-verify-lds", `LDS = ${v.lds_text}`),
+      h("span", "iw-verify-r iw-verify-lds", `LDS${of} = ${v.lds_text}`),
       h("span", "", ` (noise floor ${v.noise_floor_text}, ${v.n_subsets} subsets) on test #${v.test_index}`),
     ];
   }
   if (!(v.n_removed > 0)) return [];
   // R as Python formats it for the plot's title too (plots.correlation_text): same digits
+  const of = model.get("methods").length > 1 && v.method ? ` of ${v.method}` : "";
   return [
-    h("span", "iw-verify-r", `Pearson R = ${v.pearson_text}`),
+    h("span", "iw-verify-r", `Pearson R${of} = ${v.pearson_text}`),
     h("span", "", ` · Spearman = ${v.spearman_text} · ${v.n_removed} removals on test #${v.test_index}`),
   ];
 }
@@ -768,7 +945,7 @@ function verifyPane(model) {
     help.textContent = mode === "lds" ? LDS_HELP : VERIFY_HELP;
     job.status.classList.toggle("iw-verify-error", v.state === "error");
     const finished = v.state === "done" || v.state === "cancelled";
-    summary.replaceChildren(...(finished ? verifySummary(v) : []));
+    summary.replaceChildren(...(finished ? verifySummary(model, v) : []));
     const measured = v.kind === "lds" ? v.n_subsets > 0 : v.n_removed > 0;
     reading.textContent = finished && measured && v.reading ? v.reading : "";
     revoke(urls);
@@ -782,7 +959,7 @@ function verifyPane(model) {
   return {
     el: job.el,
     listen: {
-      "change:verify change:verify_plot change:verify_mode change:verify_n_remove change:verify_subsets change:selected change:status":
+      "change:verify change:verify_plot change:verify_mode change:verify_n_remove change:verify_subsets change:selected change:status change:method":
         update,
     },
     dispose: () => revoke(urls),
@@ -1258,18 +1435,23 @@ function render({ model, el }) {
   const header = headerPane(model, root);
   const gallery = galleryPane(model);
   const influence = influencePane(model);
+  const methods = methodPane(model);
+  const compare = comparePane(model);
+  const note = methodNote(model);
   const verify = verifyPane(model);
   const attack = attackPane(model);
   const review = reviewPane(model);
-  const tabs = tabsPane(model, { influence: influence.el, verify: verify.el, attack: attack.el, review: review.el });
+  const influenceTab = h("div", "iw-influence-tab");
+  influenceTab.append(methods.el, influence.el, compare.el);
+  const tabs = tabsPane(model, { influence: influenceTab, verify: verify.el, attack: attack.el, review: review.el });
   const side = h("div", "iw-side");
-  side.append(tabs.el, influence.el, verify.el, attack.el, review.el);
+  side.append(tabs.el, note.el, influenceTab, verify.el, attack.el, review.el);
   const body = h("div", "iw-body");
   body.append(gallery.el, side);
   root.append(header.el, body);
   el.appendChild(root);
 
-  const panes = [header, gallery, tabs, influence, verify, attack, review];
+  const panes = [header, gallery, tabs, influence, methods, compare, note, verify, attack, review];
   const handlers = panes.flatMap((pane) => Object.entries(pane.listen));
   for (const [events, update] of handlers) {
     model.on(events, update);

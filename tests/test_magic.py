@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import warnings
 
 import pytest
@@ -354,3 +355,36 @@ def test_square_shape_hint():
     assert square_shape_hint(64) == ", here --image-shape 8 8"
     assert square_shape_hint(3 * 32 * 32) == ", here --image-shape 32 32 3"
     assert square_shape_hint(30) == ""
+
+
+def test_magic_demo_with_methods_trains_what_they_need_in_the_background(shell):
+    ex = shell.run_line_magic("influence", "--demo digits --methods influence,tracin,trak -k 4")
+    names = [m["name"] for m in ex.methods]
+    assert names[0] == "influence" and names[1].startswith("TracIn (")
+    assert names[2] == "TRAK \u00d710"
+    ex.wait_ready()
+    deadline = time.time() + 120
+    while any(m["state"] not in ("ready", "error") for m in ex.methods):
+        assert time.time() < deadline, ex.methods
+        time.sleep(0.1)
+    assert [m["state"] for m in ex.methods] == ["ready"] * 3, ex.methods
+    assert "TRAK: 10 model(s)" in ex.methods[2]["description"]
+    ex.selected = 2
+    ex.method = names[2]
+    assert ex.panel["method"] == names[2] and len(ex.panel["helpful"]) == 4
+    ex.influence_view = "compare"
+    ex.compare_pair = ["influence", names[2]]
+    assert "helpful and" in ex.compare["overlap"]["text"]
+
+
+def test_magic_methods_errors_name_the_option(shell, digits_variables):
+    cases = [
+        ("--demo digits --methods influence,nope", "unknown method 'nope'"),
+        ("--demo digits --methods tracin,trak", "include influence"),
+        ("--demo digits --methods influence,influence", "each method once"),
+        ("--demo fashion_attack --methods influence,trak", "--methods: not with --demo"),
+        ("m --train X y --test Xt yt --l2 0.01 --methods influence,trak", "--methods: only with"),
+    ]
+    for line, message in cases:
+        with pytest.raises(UsageError, match=re.escape(message)):
+            shell.run_line_magic("influence", line)

@@ -1,15 +1,17 @@
 """What every tab of the explorer is given: one narrow, public context.
 
-A tab (Influence, Verify, Attack, Review) reads the Influence, the test points with the model's
-predictions, the display data, whether precomputation is done, and a label formatter from
-:class:`ExplorerContext`; it runs its slow work through the context's :class:`JobRunner` and shows
-its state in the explorer's synced traits (``context.view``). No tab reads another's state.
+A tab (Influence, Verify, Attack, Review) reads the Influence and the other attribution methods
+the explorer shows, the test points with the model's predictions, the display data, whether
+precomputation is done, and a label formatter from :class:`ExplorerContext`; it runs its slow work
+through the context's :class:`JobRunner` and shows its state in the explorer's synced traits
+(``context.view``). No tab reads another's state.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +20,9 @@ import traitlets
 from influence_widgets.core.influence import Influence
 from influence_widgets.widgets.display import DisplayData
 from influence_widgets.widgets.jobs import JobRunner
+
+if TYPE_CHECKING:
+    from influence_widgets.widgets.method_switch import MethodSet
 
 __all__ = ["ExplorerContext", "Readiness", "TestPoints"]
 
@@ -87,6 +92,8 @@ class ExplorerContext:
         jobs: the explorer's background work (progress, cancel, clean exit).
         number: the explorer's number in this kernel, by which the code it shows finds it
             (``InfluenceExplorer.opened``, :mod:`~influence_widgets.widgets.hints`).
+        methods: the attribution methods the panel can show (``influence`` is their reference
+            Influence), by name, and the LDS measured for them.
     """
 
     view: traitlets.HasTraits
@@ -96,6 +103,12 @@ class ExplorerContext:
     readiness: Readiness
     jobs: JobRunner
     number: int
+    methods: MethodSet
+
+    @property
+    def shown(self) -> str:
+        """The name of the method the panel shows (the ``method`` trait)."""
+        return self.view.method
 
     @property
     def selected(self) -> int | None:

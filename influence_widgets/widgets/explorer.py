@@ -2,10 +2,11 @@
 
 The composition root of the widget layer. The front end is plain ES modules and CSS (``js/``,
 shipped as ``influence_widgets/static/``) run by anywidget; state the views share lives in the
-synced traits below. Each tab is an object given one :class:`ExplorerContext` (Influence, test
-points and predictions, display data, readiness, the job runner): :class:`InfluenceTab` (what a
-click shows), :class:`VerifyTab`, :class:`AttackTab` and :class:`ReviewTab`; the front end's
-``{"event": NAME}`` messages reach them through one dispatch table keyed by ``protocol``'s names.
+synced traits below. Each tab is an object given one :class:`ExplorerContext` (Influence and the
+other attribution methods, test points and predictions, display data, readiness, the job runner):
+:class:`InfluenceTab` (what a click shows, by the method shown, and the Compare view),
+:class:`VerifyTab`, :class:`AttackTab` and :class:`ReviewTab`; the front end's ``{"event": NAME}``
+messages reach them through one dispatch table keyed by ``protocol``'s names.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numbers
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -45,6 +46,7 @@ from influence_widgets.widgets.inputs import (
 )
 from influence_widgets.widgets.jobs import JobRunner
 from influence_widgets.widgets.lookahead import PageLookahead
+from influence_widgets.widgets.method_switch import PLAIN_NAME, MethodSet, check_lds_result
 from influence_widgets.widgets.minimum import curvature_text
 from influence_widgets.widgets.precompute import Precomputation, failure_message
 from influence_widgets.widgets.protocol import IDLE, VERIFY_MODES
@@ -101,6 +103,24 @@ def test_points_of(
     return TestPoints(x_test, y_test, classes_of(y_test), predicted, confidence, labelled)
 
 
+def methods_of(influence: object, methods: Mapping[str, object] | None) -> MethodSet:
+    """The explorer's methods: ``influence`` alone (the plain form, one method named
+    "influence") or the dict ``methods``; a TypeError naming the argument otherwise."""
+    if methods is None:
+        if isinstance(influence, Mapping):
+            raise TypeError(
+                "influence: got a dict; pass several methods as methods={...}, e.g. "
+                "InfluenceExplorer(methods={'influence': inf, 'TRAK': trak}, data=data)"
+            )
+        return MethodSet({PLAIN_NAME: check_influence(influence)})
+    if influence is not None:
+        raise TypeError(
+            "methods: pass the methods alone, with the Influence among them, not beside "
+            "influence: InfluenceExplorer(methods={'influence': inf, 'TRAK': trak}, data=data)"
+        )
+    return MethodSet(methods)
+
+
 def n_classes_of(influence: Influence, tests: TestPoints, n_outputs: int) -> int:
     """Classes the model tells apart (``n_outputs`` probabilities) or the labels use, whichever
     is more."""
@@ -114,14 +134,26 @@ def n_classes_of(influence: Influence, tests: TestPoints, n_outputs: int) -> int
 class InfluenceExplorer(anywidget.AnyWidget):
     """An inline explorer of influence for one model.
 
-    Tabs: Influence (the selected test point's most helpful and harmful training points),
+    Tabs: Influence (the selected test point's most helpful and harmful training points, by the
+    method shown; with several methods a switch and a Compare view of two side by side),
     Verify (leave-one-out retraining, or the point's linear datamodeling score), Attack (a training-set attack) and Review (training points
     ranked for a label check, fixes, and a retrain with them).
 
     Args:
         influence: an :class:`~influence_widgets.Influence` (fitted here, in the background,
-            if it is not yet).
+            if it is not yet); or None with ``methods``.
         data: an ``iw.datasets`` Dataset; or None and the keyword arguments below.
+        methods: instead of ``influence``, several attribution methods explaining the same
+            model: ``{name: method}``, e.g. ``{"influence (CG)": inf, "TRAK x10": trak}``, each
+            an ``iw.Influence``, ``iw.GradDot``, ``iw.TracIn``, ``iw.TRAK``,
+            ``iw.InfluenceEnsemble`` (or another object on their contract), or a function of no
+            arguments returning one (built in the background, e.g. when models must be trained
+            first). At least one ``iw.Influence``: the first is the reference, whose model's
+            predictions are shown and whose Hessian Verify's leave-one-out, Attack and Review
+            use, whichever method is shown. Every method must score the same n training points
+            (same labels) and predict the same classes on the test points; else a ValueError
+            naming ``methods``. The others are fitted in the background after the reference,
+            in order; the switch (the ``method`` trait) offers each once it is ready.
         x_test, y_test: the test points the gallery shows (from ``data`` when given), one row
             each: x_test finite, each point of a training input's shape (integer values for
             floating-point training inputs are cast to their dtype); y_test class indices, or
@@ -149,6 +181,7 @@ class InfluenceExplorer(anywidget.AnyWidget):
         lookahead: when the first test point takes >= 0.5 s to score (a large network), score
             the other test points of the visible page in the background, so that a click on
             one of them is a lookup (the status line counts them); False keeps the CPU free.
+            Each method keeps its own: switching back to a method finds its page scored.
     """
 
     _esm = static_dir() / "explorer.js"
@@ -204,12 +237,20 @@ class InfluenceExplorer(anywidget.AnyWidget):
     review_page = traitlets.Int(0).tag(sync=True)
     review = traitlets.Dict(IDLE).tag(sync=True)  # a protocol.ReviewState: the ranking shown
     review_retrain = traitlets.Dict(IDLE).tag(sync=True)  # a protocol.ReviewRetrainState
+    # The attribution methods (method_switch): the one the panel shows, and each one's state
+    method = traitlets.Unicode(PLAIN_NAME).tag(sync=True)  # checked: _valid_method
+    methods = traitlets.List().tag(sync=True)  # protocol.MethodInfo dicts, in order
+    # The Influence tab's view: "panel" (the method shown) or "compare" (two side by side)
+    influence_view = traitlets.Enum(("panel", "compare"), "panel").tag(sync=True)
+    compare_pair = traitlets.List(traitlets.Unicode()).tag(sync=True)  # left and right names
+    compare = traitlets.Dict().tag(sync=True)  # a protocol.CompareState
 
     def __init__(
         self,
-        influence: Influence,
+        influence: Influence | None = None,
         data: Dataset | None = None,
         *,
+        methods: Mapping[str, object] | None = None,
         x_test=None,
         y_test=None,
         kind: str | None = None,
@@ -223,7 +264,8 @@ class InfluenceExplorer(anywidget.AnyWidget):
         fit_in_background: bool = True,
         lookahead: bool = True,
     ) -> None:
-        influence = check_influence(influence)
+        method_set = methods_of(influence, methods)
+        influence = method_set.reference
         k, page_size = check_positive_int(k, "k"), check_positive_int(page_size, "page_size")
         if not isinstance(lookahead, bool):
             raise TypeError(f"lookahead: expected True or False, got {lookahead!r}")
@@ -238,6 +280,9 @@ class InfluenceExplorer(anywidget.AnyWidget):
         check_score_store(scores, influence, x_test, y_test)
         probabilities = class_probabilities_of(influence, x_test)
         tests = test_points_of(influence, probabilities, x_test, y_test)
+        for name, entry in method_set.entries.items():
+            if entry.method is not None and entry.method is not influence:
+                method_set.check_same_model(name, entry.method, tests)
         display = inputs.display(influence, n_classes_of(influence, tests, probabilities.shape[1]))
         super().__init__(
             k=k,
@@ -245,12 +290,15 @@ class InfluenceExplorer(anywidget.AnyWidget):
             class_names=display.class_names,
             page_size=page_size,
             labelled=tests.labelled,
+            method=method_set.reference_name,
+            methods=method_set.described(),
+            compare_pair=method_set.names[:2] if len(method_set) > 1 else [],
         )
         self.influence, self.scores, self.display_data = influence, scores, display
         self.number = next(InfluenceExplorer._numbers)
         InfluenceExplorer._opened[self.number] = self
         self.context = ExplorerContext(
-            self, influence, tests, display, Readiness(), JobRunner(self), self.number
+            self, influence, tests, display, Readiness(), JobRunner(self), self.number, method_set
         )
         self._compose(scores, lookahead)
         self._callbacks: list[Callable[[int], None]] = []
@@ -260,6 +308,8 @@ class InfluenceExplorer(anywidget.AnyWidget):
             lambda _: self._refresh_gallery(), names=["page", "class_filter", "misclassified_only"]
         )
         self.observe(lambda _: self._on_new_k(), names="k")
+        self.observe(self._on_method, names="method")
+        self.observe(lambda _: self._refresh_compare(), names=["influence_view", "compare_pair"])
         self.on_msg(lambda _widget, content, _buffers: self.handle_event(content))
         if fit_in_background:
             self.context.jobs.spawn(self.precomputation.run)
@@ -271,10 +321,15 @@ class InfluenceExplorer(anywidget.AnyWidget):
         context = self.context
         self.influence_tab = InfluenceTab(context, scores, lookahead)
         self.verify_tab = VerifyTab(context)
+        self.verify_tab.on_lds = self._refresh_compare
         self.attack_tab = AttackTab(context)
         self.review_tab = ReviewTab(context)
         store = f"; clicks read from {scores!r}" if scores is not None else ""
-        self.precomputation = Precomputation(context, self._on_fitted, self.describe_failure, store)
+        methods = context.methods
+        subject = f"{methods.reference_name} " if len(methods) > 1 else ""
+        self.precomputation = Precomputation(
+            context, self._on_fitted, self.describe_failure, store, subject
+        )
         # {event: (handler, where a bad value shows)}: the Verify tab shows a bad setting, the
         # Review tab a bad fix, in itself; None: in the explorer's error line
         self.dispatch: dict[str, tuple[Callable[[dict], None], Callable[[str], None] | None]] = {
@@ -328,6 +383,39 @@ class InfluenceExplorer(anywidget.AnyWidget):
             )
         return int(value)
 
+    @traitlets.validate("method")
+    def _valid_method(self, proposal) -> str:
+        """``method``: the name of one of the explorer's methods that is ready (or the
+        reference, whose clicks wait for precomputation)."""
+        value = proposal["value"]
+        if "context" not in self.__dict__:  # set by the constructor, before the context
+            return value
+        methods = self.context.methods
+        try:
+            entry = methods.entry(value)
+        except ValueError as err:
+            raise traitlets.TraitError(str(err)) from err
+        if entry.state != "ready" and value != methods.reference_name:
+            raise traitlets.TraitError(
+                f"method: {value!r} is not ready yet ({entry.state}: {entry.message}); the "
+                "switch offers it once it is"
+            )
+        return value
+
+    @traitlets.validate("compare_pair")
+    def _valid_compare_pair(self, proposal) -> list[str]:
+        """``compare_pair``: two names of the explorer's methods (left, right)."""
+        value = list(proposal["value"])
+        if "context" not in self.__dict__ or not value:
+            return value
+        names = self.context.methods.names
+        if len(value) != 2 or any(v not in names for v in value):
+            raise traitlets.TraitError(
+                f"compare_pair: expected two of the explorer's methods ({', '.join(names)}), "
+                f"got {value!r}"
+            )
+        return value
+
     # ----- the gallery ----------------------------------------------------------------------
     def _filtered(self) -> np.ndarray:
         tests = self.context.tests
@@ -363,7 +451,8 @@ class InfluenceExplorer(anywidget.AnyWidget):
         self._follow_page()
 
     def _follow_page(self) -> None:
-        """Have the visible page scored ahead, once clicks can be served (after the fit)."""
+        """Have the visible page scored ahead by the method shown, once clicks can be served
+        (after the fit)."""
         if self.lookahead is not None and self.context.readiness.fitted:
             self.lookahead.follow([item["index"] for item in self.gallery])
 
@@ -399,17 +488,91 @@ class InfluenceExplorer(anywidget.AnyWidget):
         self._compute(index)
 
     def _on_new_k(self) -> None:
-        if self.lookahead is not None:
-            self.lookahead.forget()  # the top-k lists of another k
+        for lookahead in self.influence_tab.lookaheads.values():
+            lookahead.forget()  # the top-k lists of another k
         if self.selected is not None and self.context.readiness.fitted:
             self._compute(self.selected)
 
     def _on_fitted(self, pending: int | None) -> None:
-        """Precomputation is done: serve a click queued meanwhile, score the page ahead."""
-        self.influence_tab.ready_message = self.precomputation.ready_message
+        """Precomputation is done: serve a click queued meanwhile, score the page ahead, and
+        prepare the other methods in the background."""
+        methods = self.context.methods
+        methods.mark_reference_ready()
+        self.methods = methods.described()
+        self._show_status()
         if pending is not None and pending == self.selected:
             self._compute(pending)
         self._follow_page()
+        if any(e.state != "ready" for e in methods.entries.values()):
+            self.context.jobs.spawn(self._prepare_methods)
+
+    def _prepare_methods(self) -> None:
+        """Build, check and fit the methods but the reference (background thread)."""
+        methods = self.context.methods
+        methods.prepare(self.context.jobs, self.context.tests, self._on_methods_changed)
+
+    def _on_methods_changed(self) -> None:
+        """A method's preparation moved on: the switch, the status line, and the Compare view
+        once one of its two methods is ready."""
+        was_ready = {m["name"] for m in self.methods if m["state"] == "ready"}
+        self.methods = self.context.methods.described()
+        self._show_status()
+        now_ready = {m["name"] for m in self.methods if m["state"] == "ready"}
+        if (now_ready - was_ready) & set(self.compare_pair):
+            self._refresh_compare()
+
+    def status_text(self) -> str:
+        """The status line once precomputation is done: the Ready line of the reference and,
+        with several methods, the method the panel shows and those still being prepared."""
+        ready = self.precomputation.ready_message
+        methods = self.context.methods
+        if len(methods) == 1:
+            return ready
+        preparing = methods.preparing_text()
+        return f"{ready}; the panel shows {self.method}" + (f"; {preparing}" if preparing else "")
+
+    def _show_status(self) -> None:
+        if self.status != "ready":
+            return
+        self.influence_tab.ready_message = self.status_text()
+        self.message = self.influence_tab.ready_message
+
+    def _on_method(self, change) -> None:
+        """The switch shows another method: its panel (from its page cache when scored ahead),
+        its LDS in Verify, the status line."""
+        old = self.influence_tab.lookaheads.get(change["old"])
+        if old is not None:
+            old.follow([])  # its cache stays: switching back finds the page scored
+        self._show_status()
+        self.verify_tab.show_method(change["new"])
+        self._follow_page()
+        if self.selected is not None and self.context.readiness.fitted:
+            self._compute(self.selected)
+
+    def _refresh_compare(self) -> None:
+        """The Compare view of the selected test point (``compare``), while it is on screen."""
+        if self.influence_view != "compare" or len(self.context.methods) < 2:
+            return
+        index = self.selected
+        if index is None or not self.context.readiness.fitted:
+            self.compare = {}
+            return
+        with self.influence_tab.lock:
+            try:
+                self.compare = self.influence_tab.compare(index, list(self.compare_pair))
+            except Exception as err:  # shown in the widget and logged
+                self.error = f"Could not compare the methods on test point {index}: {err}"
+                log.exception("InfluenceExplorer compare failed")
+
+    def set_lds(self, name: str, result: LDSResult) -> None:
+        """Show ``result``, an LDS of method ``name``'s scores (``iw.lds`` or
+        ``LDSResult.rescore``, over its own test points), beside the method's name in the
+        Compare view: its mean, standard error, noise floor and number of test points. Replaces
+        an LDS given before for that method; Verify's LDS of the selected point shows too."""
+        entry = self.context.methods.entry(name, "name")
+        entry.lds = check_lds_result(result)
+        self.methods = self.context.methods.described()
+        self._refresh_compare()
 
     def _compute(self, index: int) -> None:
         with self.influence_tab.lock:
@@ -423,6 +586,7 @@ class InfluenceExplorer(anywidget.AnyWidget):
                 self.error = f"Could not compute influence for test point {index}: {err}"
                 log.exception("InfluenceExplorer selection failed")
                 return
+        self._refresh_compare()
         for callback in self._callbacks:
             try:
                 callback(index)
@@ -692,7 +856,8 @@ class InfluenceExplorer(anywidget.AnyWidget):
         computes them (one solve each, or a read of the score store), with a progress bar. The
         explorer's own front end (``explorer.js`` and ``explorer.css``) is inlined and each image
         is embedded once. Verify, Attack and Review run Python, so the page turns them off and
-        says so. Waits for precomputation first.
+        says so. With several methods the page holds the method shown (``method``) and says so;
+        save once per method for more. Waits for precomputation first.
 
         Args:
             path: the file to write: a name ending in .html or .htm, in a folder that exists.
@@ -713,13 +878,10 @@ class InfluenceExplorer(anywidget.AnyWidget):
             if display.kind == "tabular"
             else None
         )
-        page = SavedPage(
-            self.get_state(),
-            f"Saved from a notebook: the {self.k} most helpful and most harmful training points "
-            f"of each of these {shown}, scored with the {curvature_text(self.influence)}. Click "
-            "a test point to see them.",
-            rows,
-        )
+        traits = self.get_state()
+        # the panels are the method shown; the page's switch offers that one only
+        traits["methods"] = [m for m in self.methods if m["name"] == self.method]
+        page = SavedPage(traits, self._saved_message(shown), rows)
         with progress_bar(
             total=len(indices), desc="saving the explorer's panels", disable=not progress
         ) as bar:
@@ -732,6 +894,24 @@ class InfluenceExplorer(anywidget.AnyWidget):
         check_html_path(target, overwrite)  # nothing has appeared there meanwhile
         target.write_text(html, encoding="utf-8")
         return target
+
+    def _saved_message(self, shown: str) -> str:
+        """The saved page's status line: what it holds, scored by which method."""
+        methods = self.context.methods
+        if len(methods) == 1:
+            scored = f"scored with the {curvature_text(self.influence)}"
+        else:
+            entry = methods.entries[self.method]
+            others = ", ".join(n for n in methods.names if n != self.method)
+            scored = (
+                f"scored by {self.method} ({entry.description()}), the method shown when the "
+                f"page was saved; the notebook's explorer also had {others}, which this page "
+                "does not hold"
+            )
+        return (
+            f"Saved from a notebook: the {self.k} most helpful and most harmful training points "
+            f"of each of these {shown}, {scored}. Click a test point to see them."
+        )
 
     def wait_ready(self, timeout: float = 600.0) -> InfluenceExplorer:
         """Block until precomputation is done (for scripts and tests); returns self."""

@@ -68,6 +68,8 @@ class Precomputation:
         on_done: called with the click queued meanwhile (or None) once the fit is done.
         describe: the widget's words for a failed fit (default :func:`failure_message`).
         store_text: what the ready message adds about a score store ("" without one).
+        subject: what was precomputed, as the ready message names it ("" for the explorer's
+            one Influence; "NAME " among several methods).
     """
 
     def __init__(
@@ -76,11 +78,13 @@ class Precomputation:
         on_done: Callable[[int | None], None],
         describe: Callable[[Exception], str] = failure_message,
         store_text: str = "",
+        subject: str = "",
     ) -> None:
         self.context = context
         self.on_done = on_done
         self.describe = describe
         self.store_text = store_text
+        self.subject = subject
         self.ready_message = ""
 
     def run(self) -> None:
@@ -118,7 +122,7 @@ class Precomputation:
             else ""
         )
         self.ready_message = (
-            f"Ready (precomputed in {seconds:.1f} s; "
+            f"Ready ({self.subject}precomputed in {seconds:.1f} s; "
             f"{curvature_text(self.context.influence)}{self.store_text}{approximate}){warned}"
         )
         view.message = self.ready_message

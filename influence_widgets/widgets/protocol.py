@@ -28,9 +28,12 @@ __all__ = [
     "VERIFY_RUN",
     "AttackItem",
     "AttackState",
+    "CompareColumn",
+    "CompareState",
     "JobState",
     "JobStateName",
     "LDSState",
+    "MethodInfo",
     "Panel",
     "ReviewItem",
     "ReviewOutcome",
@@ -90,6 +93,9 @@ class TrainItem(TypedDict, total=False):
     # Tabular: every feature, most different first, [[name, train value, test value, d], ...]
     # with d = (train value - test value) / the feature's SD over the training set.
     differences: list
+    # Compare view only: "both" (in the same list of both methods) or "opposite" (helpful for
+    # one method, harmful for the other); absent for the others
+    shared: str
 
 
 class Panel(TypedDict):
@@ -109,6 +115,51 @@ class Panel(TypedDict):
     # {"helpful" | "harmful": one line on why its "surprise" points score so
     # (influence_tab.surprise_note)}, for the lists that have such points
     notes: dict[str, str]
+    method: str  # the name of the attribution method the scores are from (the ``method`` trait)
+    # what a score of that method is, and the bar chart's axis title; "" for an Influence (the
+    # front end's own words: the predicted change of the test loss if removed)
+    score_help: str
+    score_axis: str
+
+
+class MethodInfo(TypedDict):
+    """One attribution method of the explorer: an item of the ``methods`` trait
+    (``MethodSet.described``)."""
+
+    name: str
+    state: Literal["waiting", "preparing", "ready", "error"]
+    progress: float  # of its preparation (building, fitting)
+    message: str  # what it is doing, "ready in 1.2 s", or why it failed
+    description: str  # what it computed (diagnostics.method), once ready
+    influence: bool  # an iw.Influence
+    reference: bool  # the explorer's reference Influence (Verify's leave-one-out, Attack, Review)
+    lds: dict | None  # an LDS given with set_lds: {lds, se, noise_floor, n_test, n_subsets, text}
+
+
+class CompareColumn(TypedDict):
+    """One method's side of the Compare view."""
+
+    name: str
+    state: str  # as MethodInfo's; the lists are empty until "ready"
+    message: str
+    description: str
+    lds: list[str]  # its LDS in words: on this test point (Verify's LDS), given (set_lds)
+    helpful: list[TrainItem]  # with ``shared`` marks
+    harmful: list[TrainItem]
+    score_help: str
+    score_axis: str
+
+
+class CompareState(TypedDict, total=False):
+    """The ``compare`` trait: two methods' lists for the selected test point ({} before one is
+    selected, or with fewer than two methods)."""
+
+    test_index: int
+    methods: list[str]  # the two names, left and right
+    columns: list[CompareColumn]
+    # None until both are ready: {helpful: [training indices in both helpful lists], harmful:
+    # [...], opposite: [helpful for one, harmful for the other], k, text: "4 of 8 helpful ..."}
+    overlap: dict | None
 
 
 # ----- the slow tabs: the ``verify`` and ``attack`` traits -------------------------------------
@@ -140,6 +191,7 @@ class VerifyState(JobState, total=False):
     reading: str  # one line: what this R means and whether it is good (verify_tab.loo_reading)
     drift: float
     seconds: float
+    method: str  # the Influence checked: the explorer's reference, whichever method is shown
 
 
 class LDSState(JobState, total=False):
@@ -157,6 +209,7 @@ class LDSState(JobState, total=False):
     noise_floor_text: str
     reading: str  # one sentence: what this LDS means against its noise floor
     seconds: float
+    method: str  # the attribution method whose scores were checked (all verify states have it)
 
 
 class AttackItem(TypedDict, total=False):

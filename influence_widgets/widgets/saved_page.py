@@ -223,6 +223,9 @@ class SavedPage:
             message=message,
             error="",
             progress=1.0,
+            influence_view="panel",  # Compare reads two methods' scores: only one is saved
+            compare={},
+            compare_pair=[],
             **{name: dict(IDLE) for name in RUN_STATES},
         )
         self.points: list[dict] = []

@@ -166,14 +166,15 @@ def lds_state(index: int, result: LDSResult) -> LDSState:
     }
 
 
-def lds_png(result: LDSResult, index: int) -> bytes:
+def lds_png(result: LDSResult, index: int, method: str | None = None) -> bytes:
     """The scatter of actual against predicted output over the subsets (``LDSResult.plot``) as
-    PNG bytes, titled with the explorer's test index, drawn without pyplot (safe off the main
-    thread)."""
+    PNG bytes, titled with the explorer's test index (and the ``method`` whose scores predict,
+    when given), drawn without pyplot (safe off the main thread)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=LOO_FIGSIZE, dpi=90)
-    result.plot(test_index=0, ax=fig.add_subplot(), name=f"test point {index}")
+    name = f"test point {index}" + (f", {method}" if method else "")
+    result.plot(test_index=0, ax=fig.add_subplot(), name=name)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()

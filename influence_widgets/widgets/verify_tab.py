@@ -7,6 +7,12 @@ time, in the background, with a progress bar and Cancel.
   of the retrained models' output against the scores' prediction over random subsets
   (:mod:`~influence_widgets.widgets.verify_lds`).
 
+With several attribution methods the LDS checks the scores of the method the panel shows, with
+the reference Influence's training recipe (its model, loss, l2 and parameters); every other ready
+method is then scored against the same retrains (``LDSResult.rescore``), so switching methods shows
+theirs without retraining, and the Compare view lists each. Leave-one-out needs the Hessian: it
+always checks the reference Influence, and its state names it.
+
 The tab's settings and state are the explorer's synced traits ``verify_mode`` (which check),
 ``verify_n_remove``, ``verify_subsets``, ``verify`` (a
 :class:`~influence_widgets.widgets.protocol.VerifyState` or an
@@ -135,6 +141,7 @@ class VerifyTab:
         self.job = Job()  # the one Verify job, whichever check it runs
         self.result: LOOResult | None = None  # the latest leave-one-out run's
         self.lds_result: LDSResult | None = None  # the latest LDS run's
+        self.on_lds: Callable[[], None] | None = None  # called after an LDS run (Compare)
         self.view.observe(lambda _: self.forget(), names="verify_mode")
 
     @property
@@ -151,6 +158,21 @@ class VerifyTab:
         to the other check)."""
         if not self.running:
             self.view.verify, self.view.verify_plot = dict(IDLE), b""
+
+    def show_method(self, name: str) -> None:
+        """The panel now shows method ``name``: a finished LDS of the selected test point shows
+        that method's LDS against the same retrains (or is cleared when there is none); a
+        leave-one-out result, of the reference Influence, stays."""
+        state = self.view.verify
+        if self.running or state.get("kind") != "lds" or state.get("state") == "idle":
+            return
+        index = state.get("test_index")
+        result = self.context.methods.point_lds.get((name, index))
+        if result is None or state.get("state") not in ("done", "cancelled"):
+            self.forget()
+            return
+        self.view.verify_plot = lds_png(result, index, name) if result.n_subsets else b""
+        self.view.verify = {**lds_state(index, result), "method": name}
 
     def show_problem(self, message: str) -> None:
         """A bad setting sent by the front end (``message`` names it), shown in the tab's status
@@ -178,11 +200,14 @@ class VerifyTab:
         problem = self.context.cannot_start(self.running)
         if problem is None and n_remove > influence.n:
             problem = f"n_remove: at most {influence.n} (the training set size)"
+        reference = self.context.methods.reference_name
+        checks = "" if reference == self.context.shown else f" (checks {reference})"
         started: VerifyState = job_started(
             self.context.selected,
-            f"Retraining without each of {n_remove} training points...",
+            f"Retraining without each of {n_remove} training points{checks}...",
             kind="loo",
             n_remove=n_remove,
+            method=reference,
         )
         ran = self._launch(("loo", "verify_n_remove", n_remove), problem, started, wait)
         return self.result if ran and wait else None
@@ -192,14 +217,19 @@ class VerifyTab:
         ``InfluenceExplorer.run_lds``)."""
         subsets = check_subsets(self.view.verify_subsets if subsets is None else subsets)
         problem = self.context.cannot_start(self.running)
+        name = self.context.shown
+        if problem is None and self.context.methods.ready(name) is None:
+            entry = self.context.methods.entry(name)
+            problem = f"{name} is not ready yet ({entry.state}: {entry.message}); wait for it."
         started: LDSState = job_started(
             self.context.selected,
             f"Retraining on {subsets} random subsets of {LDS_FRACTION:.0%} of the training "
-            "set, each twice...",
+            f"set, each twice, to check {name}'s scores...",
             kind="lds",
             subsets=subsets,
             n_subsets=0,
             fraction=LDS_FRACTION,
+            method=name,
         )
         ran = self._launch(("lds", "verify_subsets", subsets), problem, started, wait)
         return self.lds_result if ran and wait else None
@@ -212,8 +242,10 @@ class VerifyTab:
         if problem is None:
             view.verify_mode, view.verify_plot = mode, b""
             setattr(view, trait, number)
-        worker = self._lds_worker if mode == "lds" else self._worker
-        work = (self.job, worker, self.context.selected, number)
+        if mode == "lds":
+            work = (self.job, self._lds_worker, self.context.selected, number, self.context.shown)
+        else:
+            work = (self.job, self._worker, self.context.selected, number)
         return self.context.jobs.launch("verify", problem, started, work, wait)
 
     def cancel(self) -> None:
@@ -248,34 +280,62 @@ class VerifyTab:
                 )
             self.result = result
             self.view.verify_plot = scatter_png(result) if result.n_removed else b""
-            jobs.finish("verify", verify_state(index, n_remove, result))
+            state = verify_state(index, n_remove, result)
+            jobs.finish("verify", {**state, "method": self.context.methods.reference_name})
         except Exception as err:  # shown in the tab and logged
             log.exception("InfluenceExplorer leave-one-out check failed")
             jobs.finish("verify", job_failed(index, "Leave-one-out check", err))
 
-    def _lds_worker(self, index: int, subsets: int, cancel: threading.Event) -> None:
+    def _lds_worker(self, index: int, subsets: int, name: str, cancel: threading.Event) -> None:
         def show(_step: str, fraction: float) -> None:
             message = progress_message(fraction, subsets)
             self.view.verify = {**self.view.verify, "progress": fraction, "message": message}
 
-        jobs, influence = self.context.jobs, self.context.influence
+        jobs, methods = self.context.jobs, self.context.methods
+        obj = self.context.influence.objective  # the training recipe: the reference's
         x, y = self.context.tests.point(index)
         try:
+            scores = methods.entries[name].method.scores(x, y).detach()
             with jobs.progress(show, RETRAIN_STEP, cancel):
                 result = lds(
-                    influence,
-                    influence.train.tensors(),
+                    scores,
+                    self.context.influence.train.tensors(),
                     x_test=x,
                     y_test=y,
                     subsets=subsets,
                     fraction=LDS_FRACTION,
                     output=lds_output(y),
+                    model=obj.model_copy(),
+                    loss=obj.loss_fn,
+                    l2=obj.l2,
+                    params=list(obj.spec.names),
                     progress=False,
                     cancel=cancel,
                 )
             self.lds_result = result
-            self.view.verify_plot = lds_png(result, index) if result.n_subsets else b""
-            jobs.finish("verify", lds_state(index, result))
+            methods.point_lds[(name, index)] = result
+            self._rescore_others(result, name, index)
+            several = len(methods) > 1
+            plot = lds_png(result, index, name if several else None) if result.n_subsets else b""
+            self.view.verify_plot = plot
+            jobs.finish("verify", {**lds_state(index, result), "method": name})
         except Exception as err:  # shown in the tab and logged
             log.exception("InfluenceExplorer LDS check failed")
-            jobs.finish("verify", {**job_failed(index, "LDS check", err), "kind": "lds"})
+            failed = job_failed(index, "LDS check", err)
+            jobs.finish("verify", {**failed, "kind": "lds", "method": name})
+        if self.on_lds is not None:
+            self.on_lds()
+
+    def _rescore_others(self, result: LDSResult, name: str, index: int) -> None:
+        """Every other ready method's LDS of test point ``index`` against the retrains of
+        ``result`` (no retraining): kept for the switch and the Compare view."""
+        methods = self.context.methods
+        x, y = self.context.tests.point(index)
+        for other in methods.names:
+            method = methods.ready(other)
+            if other == name or method is None:
+                continue
+            try:
+                methods.point_lds[(other, index)] = result.rescore(method.scores(x, y).detach())
+            except Exception:  # that method's LDS is left out; the run itself stands
+                log.exception("InfluenceExplorer could not rescore %s", other)
