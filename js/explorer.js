@@ -701,7 +701,7 @@ const COMPARE_HELP =
   "in the same list; \u25d0 opposite: in its other list (helpful for one, harmful for the other). " +
   "LDS beside a name: the rank correlation between the output of models retrained on random halves " +
   "of the training set and what that method's scores predict for each half (1: the same order, " +
-  "0: chance); the noise floor is what a second retraining reaches, the most any method can.";
+  "0: chance); the noise floor is what a second retraining of the same halves reaches.";
 
 // Compare: two methods side by side (the `compare_pair` trait picks them, `compare` holds them).
 function comparePane(model) {
