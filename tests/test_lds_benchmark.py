@@ -239,7 +239,7 @@ def test_dattri_methods_score_in_our_sign():
     case = lds_models.digits_lr(n_test=3, n_train=120)
     train_fn, l2, _ = lds_models.regime("minimum", 1, 200)
     model = lds_models.train_model(case, train_fn)
-    ours, _ = bench.ours(model, case, l2, "direct", "exact")
+    ours, _ = bench.ours(model, case, l2, "direct", "exact", settings())
     target = dattri_lds.Target(model, case.X, case.y, case.x_test, case.y_test)
     target.checkpoints, target.weights = [lds_models.snapshot(model)], [1.0]
     floor = {"explicit": 0.99, "cg": 0.99, "lissa": 0.95, "arnoldi": 0.5}

@@ -67,6 +67,7 @@ PROJECTION = {"proj_dim": 512, "proj_max_batch_size": 32, "proj_seed": 0, "devic
 CG = {"max_iter": 100, "tol": 1e-10}
 LISSA = {"batch_size": 100, "num_repeat": 1, "recursion_depth": 1000, "default_scaling": 50.0}
 ARNOLDI = {"max_iter": 70, "proj_dim": 50, "seed": 0}
+PER_SAMPLE_BATCH = 100  # the loaders' batches of Grad-Dot, TracIn and TRAK
 
 
 @dataclass
@@ -138,12 +139,16 @@ def _one_sample(model: torch.nn.Module, value: str) -> Callable:
     return f
 
 
-def _loaders(target: Target) -> tuple:
-    """(training loader, test loader): each one batch, in order."""
+def _loaders(target: Target, batch_size: int | None = None) -> tuple:
+    """(training loader, test loader), in order: one batch each (the IF methods: dattri sums
+    its IHVP over the batches), or batches of ``batch_size`` (Grad-Dot, TracIn and TRAK, which
+    are per sample: one batch of the 5,000 Fashion-MNIST images makes dattri form their 5,000 x
+    101,770 gradients at once, 4.1 GB and more)."""
     train = torch.utils.data.TensorDataset(target.X, target.y)
     test = torch.utils.data.TensorDataset(target.x_test, target.y_test)
     loader = torch.utils.data.DataLoader
-    return loader(train, batch_size=len(train)), loader(test, batch_size=len(test))
+    b_train, b_test = (len(train), len(test)) if batch_size is None else (batch_size,) * 2
+    return loader(train, batch_size=b_train), loader(test, batch_size=b_test)
 
 
 def _influence(method: str, target: Target, args: dict) -> torch.Tensor:
@@ -185,7 +190,7 @@ def _tracin(target: Target, checkpoints: list, weights: list, args: dict) -> tor
         device="cpu",
         **args,
     )
-    train, test = _loaders(target)
+    train, test = _loaders(target, PER_SAMPLE_BATCH)
     with torch.no_grad():
         return attributor.attribute(train, test)
 
@@ -205,7 +210,7 @@ def _trak(target: Target, args: dict) -> torch.Tensor:
         device="cpu",
         **args,
     )
-    train, test = _loaders(target)
+    train, test = _loaders(target, PER_SAMPLE_BATCH)
     attributor.cache(train)
     with torch.no_grad():
         return attributor.attribute(test)
