@@ -28,9 +28,9 @@ from influence_widgets.methods.contract import AttributionMethod, check_method
 from influence_widgets.methods.ensemble import InfluenceEnsemble
 from influence_widgets.methods.gradient_similarity import GradDot, TracIn
 from influence_widgets.methods.trak import TRAK
-from influence_widgets.widgets.context import TestPoints
 from influence_widgets.widgets.inputs import classes_of
 from influence_widgets.widgets.jobs import JobRunner
+from influence_widgets.widgets.test_points import TestPoints
 
 __all__ = [
     "PLAIN_NAME",
