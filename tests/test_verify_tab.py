@@ -92,7 +92,7 @@ def test_summary_and_plot_title_write_r_with_the_same_digits(explorer):
     assert f"Spearman = {v['spearman_text']}" in title
     assert v["pearson_text"] == f"{result.pearson:.4f}"
     script = (static_dir() / "explorer.js").read_text()
-    assert "Pearson R = ${v.pearson_text}" in script and "${v.spearman_text}" in script
+    assert "Pearson R${of} = ${v.pearson_text}" in script and "${v.spearman_text}" in script
 
 
 @pytest.mark.parametrize(
@@ -237,7 +237,7 @@ def test_lds_runs_from_the_tab_and_shows_the_score_its_floor_a_reading_and_the_s
     assert title.startswith("test point 2, 4 subsets")
     assert f"LDS = {v['lds_text']}, noise floor {v['noise_floor_text']}" in title
     script = (static_dir() / "explorer.js").read_text()
-    assert "LDS = ${v.lds_text}" in script and "(noise floor ${v.noise_floor_text}," in script
+    assert "LDS${of} = ${v.lds_text}" in script and "(noise floor ${v.noise_floor_text}," in script
     explorer.verify_mode = "loo"  # the other check: the finished result is cleared
     assert explorer.verify == protocol.IDLE and explorer.verify_plot == b""
 
