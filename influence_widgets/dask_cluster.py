@@ -26,8 +26,9 @@ the nanny of a LocalCluster started with Dask's defaults earlier in this process
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
 from influence_widgets.core.errors import check_positive_int
@@ -77,6 +78,25 @@ def check_n_workers(n_workers) -> int | None:
 
 
 @contextmanager
+def main_module_spec() -> Iterator[None]:
+    """``__main__.__spec__`` present while worker processes start. multiprocessing's spawn reads
+    it, and IPython's user module (``__main__`` in a notebook) loses it when its namespace is
+    cleared (``%reset``), after which every worker fails to start with an AttributeError. Where
+    it is missing it is None (what a script run by path has) inside the block, and removed again
+    afterwards."""
+    main = sys.modules.get("__main__")
+    missing = main is not None and not hasattr(main, "__spec__")
+    if missing:
+        main.__spec__ = None
+    try:
+        yield
+    finally:
+        if missing:
+            with suppress(AttributeError):
+                del main.__spec__
+
+
+@contextmanager
 def local_client(n_workers: int | None, what: str) -> Iterator[Client]:
     """A Client of a new ``LocalCluster`` of ``n_workers`` worker processes (None: Dask's choice
     for this machine), one thread each, set up for torch compute (module docstring); both are
@@ -86,7 +106,7 @@ def local_client(n_workers: int | None, what: str) -> Iterator[Client]:
     import dask
     from distributed import Client, LocalCluster
 
-    with dask.config.set(WORKER_CONFIG):  # read by each nanny as it starts its worker
+    with dask.config.set(WORKER_CONFIG), main_module_spec():  # config: read by each nanny
         cluster = LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
         )

@@ -5,6 +5,8 @@ message gives; ``InfluenceExplorer.opened`` and ``explore_retrained`` behind the
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from IPython.core.interactiveshell import InteractiveShell
@@ -20,12 +22,17 @@ def shell():
     """A shell as a fresh notebook: its namespace emptied, then the two commands of the
     quickstart; returns (shell, the explorer %influence returned)."""
     ip = InteractiveShell.instance()
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
     ip.reset(new_session=False)
     for cell in ("%load_ext influence_widgets", "%influence --demo digits"):
         ran = ip.run_cell(cell)
         assert ran.success, ran.error_in_exec
     assert not NAMES_A_HINT_MAY_NOT_ASSUME & set(ip.user_ns)
-    return ip, ran.result.wait_ready()
+    yield ip, ran.result.wait_ready()
+    # the reset cleared the shell's user module, which is __main__, __spec__ with it: later
+    # tests start Dask worker processes themselves, and spawn reads it
+    if not hasattr(sys.modules["__main__"], "__spec__"):
+        sys.modules["__main__"].__spec__ = spec
 
 
 def run_as_shown(ip: InteractiveShell, code: str):

@@ -194,3 +194,20 @@ def test_worker_processes_give_the_same_result_and_errors(problem, here):
         with pytest.raises(TypeError, match="^train_fn: cannot be sent to the Dask workers"):
             _lds(problem, train_fn=unpicklable, client=processes)
         _assert_same(_lds(problem, client=processes), here)
+
+
+@pytest.mark.slow  # about 10 s: one worker process started
+def test_workers_start_after_the_notebook_namespace_lost_main_spec(monkeypatch):
+    """IPython's %reset clears the user module that is __main__, __spec__ with it; spawn then
+    fails in every worker unless local_client puts it back for the start."""
+    import sys
+    import types
+
+    from influence_widgets.dask_cluster import local_client
+
+    bare = types.ModuleType("__main__")
+    del bare.__spec__
+    monkeypatch.setitem(sys.modules, "__main__", bare)
+    with local_client(1, "test") as client:
+        assert client.submit(sum, [1, 2]).result() == 3
+    assert not hasattr(bare, "__spec__")  # taken away again
