@@ -96,10 +96,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--demos", nargs="+", choices=DEMOS, default=list(DEMOS))
     parser.add_argument("--targets", type=int, default=12, help="test points per demo")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--threads", type=int, help="torch threads (default: torch's own, as in a notebook kernel)"
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     report = {
         "command": " ".join(["benchmarks/demo_attacks.py", *(argv or sys.argv[1:])]),
         "started": utc_now(),

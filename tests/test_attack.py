@@ -246,7 +246,7 @@ def test_attack_stops_at_a_fixed_point_when_every_input_sits_on_its_eps_box(bina
     assert short.stopped == "max_iter" and short.iterations == 2
 
 
-# ----- the head-only state's Newton-type steps (chord retraining, preconditioned CG) ----------
+# ----- the head-only state's Newton steps (retraining and s_test by preconditioned CG) --------
 TOP = ["2.weight", "2.bias"]
 
 
@@ -302,38 +302,38 @@ def _assert_head_retrained(state, frozen_net, Xp, y) -> None:
     torch.testing.assert_close(state.model[2].bias, net[2].bias, rtol=0, atol=1e-7)
 
 
-def test_chord_retraining_reaches_train_tolerance_without_l_bfgs(frozen_net, binary, monkeypatch):
+def test_newton_retraining_reaches_train_tolerance_without_l_bfgs(frozen_net, binary, monkeypatch):
     _, _, y, _, _ = binary
     state, Xp, rows = _head_state(frozen_net, binary)
     reports = _train_reports(monkeypatch)
     state.retrain(Xp, rows)
-    assert reports == [] and 1 < state.chord_iterations < attack.CHORD_MAX_ITER  # chord only
+    assert reports == [] and 0 < state.newton_iterations < attack.PCG_MAX_ITER  # Newton only
     assert state.preconditioner is not None  # kept for the next step
     _assert_head_retrained(state, frozen_net, Xp, y)
 
 
-def test_chord_retraining_falls_back_to_l_bfgs_when_it_cannot_converge(
+def test_newton_retraining_falls_back_to_l_bfgs_when_it_cannot_converge(
     frozen_net, binary, monkeypatch
 ):
     _, _, y, _, _ = binary
     state, Xp, rows = _head_state(frozen_net, binary)
     reports = _train_reports(monkeypatch)
-    monkeypatch.setattr(attack, "CHORD_MAX_ITER", 1)
+    monkeypatch.setattr(attack, "NEWTON_MAX_STEPS", 1)
     state.retrain(Xp, rows)
     assert reports[0].iterations > 0 and reports[0].converged  # L-BFGS finished the job
     assert state.preconditioner is None  # and the next s_test refactorises
     _assert_head_retrained(state, frozen_net, Xp, y)
 
 
-def test_slow_chord_refactorises_h_at_the_current_theta_instead_of_l_bfgs(
+def test_failed_newton_step_refactorises_h_at_the_current_theta_instead_of_l_bfgs(
     frozen_net, binary, monkeypatch
 ):
-    """Every step counts as slow here, so the first one refactorises; Newton steps then converge
-    with no L-BFGS, to the same head as full retraining."""
+    """A broken factor (NaN) makes PCG fail, so the first step refactorises; Newton steps then
+    converge on the new factor with no L-BFGS, to the same head as full retraining."""
     _, _, y, _, _ = binary
     state, Xp, rows = _head_state(frozen_net, binary)
     reports = _train_reports(monkeypatch)
-    monkeypatch.setattr(attack, "CHORD_SLOW_RATE", 0.0)
+    state._solve = lambda B: torch.full_like(B, float("nan"))
     thetas, original = [], attack.LinearHeadNewton.factorise
 
     def factorise(self):
@@ -344,9 +344,37 @@ def test_slow_chord_refactorises_h_at_the_current_theta_instead_of_l_bfgs(
     start = state.head_inf.objective.theta.clone()
     state.retrain(Xp, rows)
     assert reports == [] and len(thetas) == 1  # one refactorisation, no L-BFGS
-    assert not torch.equal(thetas[0], start)  # at the theta of the first step, not the old one
-    assert state.preconditioner is not None and 0 < state.chord_iterations < attack.CHORD_MAX_ITER
+    torch.testing.assert_close(thetas[0], start)  # at the current theta (no step was taken)
+    assert state.preconditioner is not None and state.newton_iterations > 0
     _assert_head_retrained(state, frozen_net, Xp, y)
+
+
+def test_refactor_schedule_buys_a_factor_once_the_extra_iterations_cost_as_much():
+    schedule = attack.RefactorSchedule(factor_seconds=3.0)
+    assert not schedule.step(1.0)  # the first step on the factor sets the baseline
+    assert [schedule.step(s) for s in (2.0, 1.5, 0.5, 2.6)] == [False, False, False, True]
+    schedule.factored(10.0)  # a new factor: the count starts again
+    assert not schedule.step(5.0) and not schedule.step(14.0)
+    assert schedule.step(7.0)
+
+
+def test_aged_factor_is_replaced_on_the_schedule(frozen_net, binary, monkeypatch):
+    """With a factor that cost nothing to make, the second step that iterates longer than the
+    first refactorises at the theta of that step."""
+    _, _, y, _, _ = binary
+    state, Xp, rows = _head_state(frozen_net, binary)
+    state.schedule.factored(0.0)
+    calls = []
+    monkeypatch.setattr(state.schedule, "step", lambda seconds: calls.append(seconds) or True)
+    factorised = []
+    monkeypatch.setattr(
+        attack.LinearHeadNewton, "factorise", lambda self: factorised.append(1) or None
+    )
+    state.s_test()  # no retrain since the last s_test: not a step
+    assert calls == [] and factorised == []
+    state.retrain(Xp, rows)
+    state.s_test()
+    assert len(calls) == 1 and calls[0] > 0 and factorised == [1]
 
 
 @pytest.mark.parametrize("pcg_max_iter", [attack.PCG_MAX_ITER, 1])

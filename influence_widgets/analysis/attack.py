@@ -32,7 +32,7 @@ from influence_widgets.core.errors import (
 from influence_widgets.core.influence import Influence, check_influence, perturbation_along
 from influence_widgets.core.linalg import cholesky_or_raise, cholesky_solve, preconditioned_cg
 from influence_widgets.core.losses import class_probabilities
-from influence_widgets.core.newton import chord_newton
+from influence_widgets.core.newton import newton_pcg
 from influence_widgets.core.objective import Objective, one_test_point
 from influence_widgets.core.progress import progress_bar
 from influence_widgets.core.solvers import Direct
@@ -288,53 +288,83 @@ class LinearHeadOnly(AttackState):
         return _probabilities(self.head_inf, self.test_features)
 
 
-# LinearHeadNewton's steps. The chord iteration (core.newton.chord_newton) goes on while
-# ||grad R|| falls, for at most CHORD_MAX_ITER steps; once a step leaves more than CHORD_SLOW_RATE
-# of ||grad R||, H is refactorised at the current theta, at most once per retrain (that costs
-# about 60 chord steps at p = 1,570, and 30 chord steps at a rate of 0.7 gain less than 5
-# decades). PCG stops at an estimated relative error of PCG_RTOL (float64; PCG_RTOL_FLOAT32
-# otherwise), or gives up after PCG_MAX_ITER iterations. H is refactorised once a step needs
-# REFACTOR_GROWTH times the iterations (chord + PCG) of the first step on the factor.
-CHORD_MAX_ITER = 30
-CHORD_SLOW_RATE = 0.5
+# LinearHeadNewton's steps. Retraining takes Newton steps (core.newton.newton_pcg), each solved by
+# PCG to a relative error of NEWTON_RTOL, at most NEWTON_MAX_STEPS of them (from theta of the last
+# step, 3 reach train's tolerance on Fashion-MNIST). s_test's PCG stops at an estimated relative
+# error of PCG_RTOL (float64; PCG_RTOL_FLOAT32 otherwise); either PCG gives up after PCG_MAX_ITER
+# iterations. Refactorising is a rent-or-buy choice: an aged factor costs more PCG iterations per
+# step, a new one costs one assembly and Cholesky (13 s at p = 7,850, the time of about 250 PCG
+# iterations). H is refactorised once the time the steps on a factor have spent beyond the first
+# step's time on it exceeds what making the factor cost, which never spends more than twice what
+# the best schedule in hindsight would.
+NEWTON_MAX_STEPS = 20
+NEWTON_RTOL = 1e-2
 PCG_RTOL = 1e-12
 PCG_RTOL_FLOAT32 = 1e-6
 PCG_MAX_ITER = 100
-REFACTOR_GROWTH = 2
 
 
 Solve = Callable[[torch.Tensor], torch.Tensor]
 
 
+class RefactorSchedule:
+    """When an aged factor of H should be replaced: the rent-or-buy rule of the constants above.
+
+    ``factored(seconds)`` starts a factor that took ``seconds`` to make; ``step(seconds)`` records
+    the time one step spent iterating on it and says whether to refactorise now: once the steps'
+    time beyond the first step's on this factor adds up to more than the factor cost.
+    """
+
+    def __init__(self, factor_seconds: float) -> None:
+        self.factored(factor_seconds)
+
+    def factored(self, seconds: float) -> None:
+        self.factor_seconds, self.excess = float(seconds), 0.0
+        self.first: float | None = None
+
+    def step(self, seconds: float) -> bool:
+        if self.first is None:
+            self.first = seconds
+            return False
+        self.excess += max(0.0, seconds - self.first)
+        return self.excess > self.factor_seconds
+
+
 class LinearHeadNewton(LinearHeadOnly):
-    """:class:`LinearHeadOnly` for the direct solver, with Newton-type steps around L, the
+    """:class:`LinearHeadOnly` for the direct solver, with Newton steps preconditioned by L, the
     Cholesky factor of a recent H + damping I of the head (the risk is convex in the head, and a
     step moves only a few training points, so H changes little from step to step).
 
-    Retraining is the chord iteration theta <- theta - (L L^T)^-1 grad R(theta) from the last
-    theta, on the cached features (:func:`~influence_widgets.core.newton.chord_newton`). Its fixed points are exactly the stationary points of R (L only
-    sets the speed: a linear rate of about ||I - (L L^T)^-1 H||), so it stops where ``train``
-    would, at ||grad R|| <= train's default tolerance. When it contracts slowly (L has aged, or a
-    small l2 makes the head ill-conditioned), H is refactorised at the current theta and the
-    steps go on as Newton steps. Should it still stall above the tolerance, the
-    warm-started L-BFGS of :class:`LinearHeadOnly` finishes from the chord's last point, and H is
-    refactorised. s_test = H^-1 grad L(z_test) is solved by conjugate gradients on the head's
-    exact HVPs at the new theta, preconditioned with L. As L ages both need more iterations; H is
-    assembled and factorised afresh once a step needs REFACTOR_GROWTH times the iterations of the
-    first step on L, or when PCG fails.
+    Retraining is Newton's iteration theta <- theta - H(theta)^-1 grad R(theta) from the last
+    theta, on the cached features, each step solved by conjugate gradients on the head's exact
+    HVPs at theta, preconditioned with L (:func:`~influence_widgets.core.newton.newton_pcg`). It
+    stops where ``train`` would, at ||grad R|| <= train's default tolerance; L only sets the
+    number of PCG iterations. Should a step fail (PCG does not converge, or ||grad R|| would
+    rise), H is refactorised at the current theta and the step retried; should it fail again,
+    the warm-started L-BFGS of :class:`LinearHeadOnly` finishes and H is refactorised.
+    s_test = H^-1 grad L(z_test) is solved by PCG the same way at the new theta. As L ages, both
+    need more iterations; H is assembled and factorised afresh when the
+    :class:`RefactorSchedule` says the extra iterations have cost as much as a new factor, or
+    when PCG fails. (The chord iteration with L alone, gradient steps and solves only, slowed to
+    a rate of 0.8 within 5 steps of an attack on Fashion-MNIST and refactorised every few steps.)
 
     The first step starts from the fitted Influence's own (H + damping I)^-1 at theta_hat when
     there is one (a fitted direct solver over the same parameters): assembling and factorising H
-    afresh took about 13 s before the first step at p = 7,850.
+    afresh took about 13 s before the first step at p = 7,850. Its cost for the schedule is the
+    fit's time.
     """
 
     def __init__(self, inf: Influence, X: torch.Tensor, x, y, y_train: torch.Tensor) -> None:
         self._solve: Solve | None = None  # (L L^T)^-1 for a recent H + damping I
-        self._first_iterations: int | None = None  # chord + PCG, in the first step on L
-        self._chord_iterations = 0
+        self._newton_iterations = 0
+        # the last retrain's PCG time on the factor in use; None: no retrain since s_test
+        self._retrain_seconds: float | None = None
+        self._factored_at = -float("inf")  # time.perf_counter() when the last factor was made
         self._s: torch.Tensor | None = None
         super().__init__(inf, X, x, y, y_train)
         self._solve = self._fitted_inverse(inf)
+        fit_seconds = inf.diagnostics.fit_seconds if self._solve is not None else 0.0
+        self.schedule = RefactorSchedule(fit_seconds)
 
     def _fitted_inverse(self, inf: Influence) -> Solve | None:
         """The fitted direct solver's (H + damping I)^-1 at theta_hat, where the attack starts,
@@ -347,29 +377,31 @@ class LinearHeadNewton(LinearHeadOnly):
 
     def factorise(self) -> None:
         """L = the Cholesky factor of H + damping I at the current theta (exact head formula)."""
+        start = time.perf_counter()
         op = self.head_inf.op
         L = cholesky_or_raise(op.dense(progress=False), op.damping, "direct")
         self._solve = lambda B: cholesky_solve(L, B)
-        self._first_iterations = None
+        self._factored_at = time.perf_counter()
+        self.schedule.factored(self._factored_at - start)
 
     def s_test(self) -> torch.Tensor:
         if self._s is None:
             g = self.head_inf.test_gradients(self.test_features, self.y).T  # (p, 1)
             s = None
+            start = time.perf_counter()
             if self._solve is not None:
                 rtol = PCG_RTOL if g.dtype == torch.float64 else PCG_RTOL_FLOAT32
-                s, pcg_iterations = preconditioned_cg(
+                s, _ = preconditioned_cg(
                     self.head_inf.op.matvec, g, self._solve, rtol, PCG_MAX_ITER
                 )
             if s is None:
                 self.factorise()
                 s = self._solve(g)
-            else:
-                iterations = self._chord_iterations + pcg_iterations
-                if self._first_iterations is None:
-                    self._first_iterations = iterations
-                elif iterations > REFACTOR_GROWTH * self._first_iterations:
-                    self.factorise()  # for the next step; s is exact already
+            elif self._retrain_seconds is not None and self.schedule.step(
+                self._retrain_seconds + time.perf_counter() - start
+            ):
+                self.factorise()  # for the next step; s is exact already
+            self._retrain_seconds = None
             self._s = self._model_order(s[:, 0])
         return self._s
 
@@ -382,36 +414,47 @@ class LinearHeadNewton(LinearHeadOnly):
             return obj.loss(theta, self.features, y).mean() + 0.5 * obj.l2 * theta.dot(theta)
 
         tol = default_tolerance(obj.dtype)
-        chord = chord_newton(
+        start = time.perf_counter()
+        newton = newton_pcg(
             grad_and_value(risk),
+            self._hessian_at,
             obj.theta,
             lambda B: self._solve(B),  # set by s_test before every retrain; _refactorise resets it
             tol,
-            CHORD_MAX_ITER,
+            NEWTON_MAX_STEPS,
+            rtol=NEWTON_RTOL,
+            max_cg=PCG_MAX_ITER,
             refactorise=self._refactorise,
-            slow_rate=CHORD_SLOW_RATE,
         )
-        self._chord_iterations = chord.solves
-        self.head_inf.objective.write_theta(self._linear(), chord.theta)
-        if not chord.gradient_norm <= tol:  # the chord stalled: L-BFGS finishes, H refactorised
+        self._newton_iterations = newton.cg_iterations
+        # on the factor in use now (one made during the steps counts from then)
+        self._retrain_seconds = time.perf_counter() - max(start, self._factored_at)
+        self.head_inf.objective.write_theta(self._linear(), newton.theta)
+        if not newton.gradient_norm <= tol:  # Newton stalled: L-BFGS finishes, H refactorised
             self._train_head()
             self._solve = None
         self._rebuild()
         self._s = None
 
+    def _hessian_at(self, theta: torch.Tensor) -> Solve:
+        """V -> (H(theta) + damping I) V: the head's exact HVP with theta written into it."""
+        self.head_inf.objective.write_theta(self._linear(), theta)
+        self._rebuild()
+        return self.head_inf.op.matvec
+
     @property
     def preconditioner(self) -> Solve | None:
-        """(L L^T)^-1 for a recent H + damping I, applied to a (p, k) block: the chord's step and
-        PCG's preconditioner; None when the next :meth:`s_test` factorises H afresh."""
+        """(L L^T)^-1 for a recent H + damping I, applied to a (p, k) block: PCG's preconditioner
+        in retraining and s_test; None when the next :meth:`s_test` factorises H afresh."""
         return self._solve
 
     @property
-    def chord_iterations(self) -> int:
-        """The chord steps of the last :meth:`retrain` (0 before the first)."""
-        return self._chord_iterations
+    def newton_iterations(self) -> int:
+        """The PCG iterations of the last :meth:`retrain`'s Newton steps (0 before the first)."""
+        return self._newton_iterations
 
     def _refactorise(self, theta: torch.Tensor) -> None:
-        """L has aged too far from H: refactorise at theta (the next steps are Newton steps)."""
+        """A Newton step failed on L: refactorise at theta and retry it."""
         self.head_inf.objective.write_theta(self._linear(), theta)
         self._rebuild()
         self.factorise()
