@@ -151,6 +151,13 @@ def _loaders(target: Target, batch_size: int | None = None) -> tuple:
     return loader(train, batch_size=b_train), loader(test, batch_size=b_test)
 
 
+def import_modules() -> None:
+    """Import the dattri modules the methods use (before timing: each method imports its own on
+    first use, and the first one timed would pay for them all)."""
+    from dattri.algorithm import influence_function, tracin, trak  # noqa: F401
+    from dattri.task import AttributionTask  # noqa: F401
+
+
 def _influence(method: str, target: Target, args: dict) -> torch.Tensor:
     """An IFAttributor's (n, T) scores on the final model."""
     from dattri.algorithm import influence_function as inf
