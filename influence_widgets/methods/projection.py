@@ -19,10 +19,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["BLOCK_ROWS", "PROJECTIONS", "Projection"]
+__all__ = ["BLOCK_ROWS", "PROJECTIONS", "Projection", "projection_dtype"]
 
 PROJECTIONS = ("gaussian", "rademacher", "identity")
 BLOCK_ROWS = 1024  # rows of P drawn from one seed: a chunk is a whole number of blocks
+
+
+def projection_dtype(gradient_dtype: torch.dtype) -> torch.dtype:
+    """The dtype P and g P are computed in for gradients of ``gradient_dtype``: float32 for
+    float64 (see the module's docstring), else the gradients' own."""
+    return torch.float32 if gradient_dtype == torch.float64 else gradient_dtype
 
 
 class Projection:
@@ -32,7 +38,7 @@ class Projection:
         kind: one of :data:`PROJECTIONS`.
         p, k: the input and output dimensions (k = p for "identity").
         seed, model: P depends on both.
-        dtype, device: P's.
+        dtype, device: P's (:func:`projection_dtype` of the gradients').
         budget_mb: memory for P: kept whole when p * k numbers fit (or p <= BLOCK_ROWS), else
             generated at each call in chunks of whole blocks of at most this size (at least one
             block).
@@ -83,13 +89,14 @@ class Projection:
         return torch.cat(blocks) / self.k**0.5
 
     def __call__(self, G: torch.Tensor) -> torch.Tensor:
-        """G P for G (B, p): (B, k)."""
+        """G P for G (B, p): (B, k), in G's dtype (computed in P's)."""
         if self.kind == "identity":
             return G
+        Gp = G.to(self.dtype)
         if self.kept is not None:
-            return G @ self.kept
-        out = torch.zeros(len(G), self.k, dtype=G.dtype, device=G.device)
+            return (Gp @ self.kept).to(G.dtype)
+        out = torch.zeros(len(G), self.k, dtype=self.dtype, device=G.device)
         for c in range(self.n_chunks):
             start = c * self.chunk_rows
-            out += G[:, start : start + self.chunk_rows] @ self.chunk(c)
-        return out
+            out += Gp[:, start : start + self.chunk_rows] @ self.chunk(c)
+        return out.to(G.dtype)

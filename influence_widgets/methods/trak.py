@@ -31,9 +31,10 @@ average the kernel terms and the weights Q_m over models separately; here each m
 removal effect of its own, is averaged whole (with one model the two are the same).
 
 Memory: ``memory_mb`` bounds what fitting and scoring hold besides the result: half for a batch
-of per-example gradients (B x p numbers), half for the projection matrices (all M kept when they
-fit, else generated in chunks at each use: at least one block of BLOCK_ROWS = 1024 rows,
-:mod:`.projection`; while model m is fitted, its P_m alone is kept when it fits). The
+of per-example gradients (B x p numbers, and their copy in the projection's float32), half for
+the projection matrices (all M kept when they fit, else generated in chunks at each use: at least
+one block of BLOCK_ROWS = 1024 rows, :mod:`.projection`; while model m is fitted, its P_m alone
+is kept when it fits). The
 result is, per model, L_m (the Cholesky factor of K_m, k x k, float64) and Phi_m^T Q_m (k x n);
 while one model is fitted also its Phi_m (n x k) and K_m. Scoring T test points solves with L_m
 for their k x T features (k^2 T), so a click costs no solve over the training set.
@@ -60,7 +61,7 @@ from influence_widgets.methods.per_sample import (
     margin_gradients,
     true_class_probability,
 )
-from influence_widgets.methods.projection import PROJECTIONS, Projection
+from influence_widgets.methods.projection import PROJECTIONS, Projection, projection_dtype
 
 __all__ = ["CURVATURES", "TRAK"]
 
@@ -141,7 +142,10 @@ class TRAK(Attribution):
         p = obj.n_params
         super().__init__(obj, train, batch_size=batch_size, progress=progress)
         if batch_size is None:  # half the budget for a batch of per-example gradients (B x p)
-            fits = int(self.memory_mb * 2**19 // (p * obj.theta.element_size()))
+            # and, for a random projection, their copy in the projection's dtype
+            copy = torch.empty((), dtype=projection_dtype(obj.dtype)).element_size()
+            per_row = obj.theta.element_size() + (0 if projection == "identity" else copy)
+            fits = int(self.memory_mb * 2**19 // (p * per_row))
             self.batch_size = max(1, min(self.batch_size, fits))
         self.projection = projection
         self.curvature = curvature
@@ -170,7 +174,7 @@ class TRAK(Attribution):
             self.k,
             seed=self.seed,
             model=m,
-            dtype=obj.dtype,
+            dtype=projection_dtype(obj.dtype),
             device=obj.device,
             budget_mb=budget_mb,
         )
