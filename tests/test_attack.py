@@ -328,12 +328,21 @@ def test_newton_retraining_falls_back_to_l_bfgs_when_it_cannot_converge(
 def test_failed_newton_step_refactorises_h_at_the_current_theta_instead_of_l_bfgs(
     frozen_net, binary, monkeypatch
 ):
-    """A broken factor (NaN) makes PCG fail, so the first step refactorises; Newton steps then
-    converge on the new factor with no L-BFGS, to the same head as full retraining."""
+    """When the first Newton step's PCG fails (as on a broken factor), that step refactorises at
+    the current theta and is retried; Newton steps then converge with no L-BFGS, to the same
+    head as full retraining."""
+    from influence_widgets.core import newton
+
     _, _, y, _, _ = binary
     state, Xp, rows = _head_state(frozen_net, binary)
     reports = _train_reports(monkeypatch)
-    state._solve = lambda B: torch.full_like(B, float("nan"))
+    pcg_calls, pcg = [], newton.preconditioned_cg
+
+    def first_fails(*args, **kwargs):
+        pcg_calls.append(1)
+        return (None, attack.PCG_MAX_ITER) if len(pcg_calls) == 1 else pcg(*args, **kwargs)
+
+    monkeypatch.setattr(newton, "preconditioned_cg", first_fails)
     thetas, original = [], attack.LinearHeadNewton.factorise
 
     def factorise(self):
