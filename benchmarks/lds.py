@@ -36,6 +36,11 @@ OOM-killed on this 24 GB machine); one that raises, ``"error"``.
     python benchmarks/lds.py --markdown -     # the full table of an existing JSON
     python benchmarks/lds.py --readme         # README.md's table from the JSON
 
+``--retrains DIR`` stores each (model, regime)'s retrains there (benchmarks/lds_retrains.py) and
+reuses them in later pieces with the same data, recipe and subsets: rows scored against stored
+retrains say ``"retrains_stored": true`` and carry the seconds the retrains took when they ran.
+The committed store is ``benchmarks/results/lds_retrains``.
+
 Writing keeps the file's top-level keys this script does not own (``"pbrf"``, from
 benchmarks/pbrf.py); ``--merge`` also keeps the rows of every (model, regime) not rerun.
 ``"complete"`` is true only when every required row (:data:`REQUIRED_CASES` x both regimes x every
@@ -58,6 +63,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import lds_retrains
 import lds_table
 import numpy as np
 import torch
@@ -275,7 +281,15 @@ def shared(case: Case, regime_name: str, settings: dict) -> Shared:
     """Train the model of a (case, regime) and retrain its LDS subsets."""
     train_fn, l2, recipe = regime(regime_name, settings["epochs"], settings["max_iter"])
     model, train_s, _ = measured(train_model, case, train_fn)
-    base, retrain_s, _ = measured(retrain_once, model, case, train_fn, l2, settings)
+    folder = settings.get("retrains")
+    fields = lds_retrains.key_fields(case, regime_name, recipe, settings) if folder else None
+    stored = lds_retrains.load(folder, fields) if folder else None
+    if stored is None:
+        base, retrain_s, _ = measured(retrain_once, model, case, train_fn, l2, settings)
+        if folder:
+            lds_retrains.save(folder, fields, base, retrain_s)
+    else:
+        base, retrain_s = stored
     common = {
         "recipe": recipe,
         "l2": l2,
@@ -283,6 +297,7 @@ def shared(case: Case, regime_name: str, settings: dict) -> Shared:
         "retrain_seconds": retrain_s,
         "command": settings["command"],
         "subset_hash": subset_hash(base.masks),
+        "retrains_stored": stored is not None,
     }
     return Shared(case, regime_name, train_fn, l2, model, base, common, settings)
 
@@ -607,6 +622,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lissa-batch", type=int, default=100, help="our LiSSA's batch size")
     p.add_argument("--cg-maxiter", type=int, default=100, help="our CG's iteration limit")
     p.add_argument("--workers", type=int, default=0, help="Dask workers for the retrains")
+    p.add_argument(
+        "--retrains",
+        default=None,
+        help="a folder storing each (model, regime)'s retrains for later pieces (none: not stored)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="run, and write the rows here")
@@ -651,6 +671,7 @@ def settings_of(args: argparse.Namespace, argv: list[str]) -> dict:
         "lissa_batch": args.lissa_batch,
         "cg_maxiter": args.cg_maxiter,
         "workers": args.workers,
+        "retrains": args.retrains,
         "seed": args.seed,
         "threads": args.threads,
         "command": shlex.join(["python", "benchmarks/lds.py", *argv]),

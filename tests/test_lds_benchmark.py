@@ -250,3 +250,24 @@ def test_dattri_methods_score_in_our_sign():
         theirs = dattri_lds.scores(method, target, args)
         r = np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(ours, theirs, strict=True)])
         assert r > floor.get(method, 0.2), (method, r)
+
+
+@pytest.mark.slow  # about 5 s: one training and 8 retrains, then the same from the store
+def test_stored_retrains_are_reused_and_score_every_method_the_same(tmp_path, monkeypatch):
+    case = lds_models.digits_lr(n_test=2, n_train=80)
+    given = settings(solvers=["direct"], hessians=["exact"], retrains=str(tmp_path))
+    first = bench.run_case(case, "minimum", given)
+    assert len(list(tmp_path.glob("digits_lr-minimum-*.npz"))) == 1
+    assert not first[0]["retrains_stored"]
+
+    def no_retrains(*args, **kwargs):
+        raise AssertionError("retrained although the store has the retrains")
+
+    monkeypatch.setattr(bench, "retrain_once", no_retrains)
+    again = bench.run_case(case, "minimum", given)
+    assert again[0]["retrains_stored"]
+    for key in ("lds", "noise_floor", "subset_hash", "retrain_seconds", "lds_per_test"):
+        assert again[0][key] == first[0][key], key
+    # another subset seed is another file: it retrains
+    with pytest.raises(AssertionError, match="retrained although"):
+        bench.run_case(case, "minimum", {**given, "seed": 1})
