@@ -494,12 +494,23 @@ def warm_up(s: Shared) -> None:
         dattri_lds.import_modules()
 
 
-def run_case(case: Case, regime_name: str, settings: dict) -> list[dict]:
-    """Every method's row for one (case, regime), all scored against the same retrains."""
+def run_case(
+    case: Case,
+    regime_name: str,
+    settings: dict,
+    done: Callable[[list[dict]], None] = lambda rows: None,
+) -> list[dict]:
+    """Every method's row for one (case, regime), all scored against the same retrains;
+    ``done(rows so far)`` after our influence functions, our other methods and dattri's."""
     s = shared(case, regime_name, settings)
     warm_up(s)
-    rows = our_rows(s) + attribution_rows(s)
-    return rows + dattri_rows(s, rows)
+    rows = our_rows(s)
+    done(rows)
+    rows += attribution_rows(s)
+    done(rows)
+    rows += dattri_rows(s, rows)
+    done(rows)
+    return rows
 
 
 # ----- the report: rows, merging, completeness ---------------------------------------------------
@@ -530,6 +541,11 @@ def same_retrains(a: dict, b: dict) -> bool:
     return all(a.get(k) == b.get(k) for k in keys) and a.get("subset_hash") is not None
 
 
+def same_run(a: dict, b: dict) -> bool:
+    """Whether headers ``a`` and ``b`` are of one run (an earlier save of it, and a later)."""
+    return a.get("command") == b.get("command") and a.get("machine") == b.get("machine")
+
+
 def merged(old: dict, new_rows: list[dict], header: dict, merge: bool) -> dict:
     """The report to write: ``old``'s keys this script does not own kept; with ``merge`` also its
     rows of every (model, regime) not in ``new_rows``, and, of a (model, regime) rerun, its rows
@@ -550,7 +566,9 @@ def merged(old: dict, new_rows: list[dict], header: dict, merge: bool) -> dict:
             kept_rows.append(r)
     with_rows = {(r["model"], r["regime"]) for r in kept_rows}  # the runs that made them stay
     kept_runs = [
-        run for run in old.get("runs", []) if any(tuple(p) in with_rows for p in run["pairs"])
+        run
+        for run in old.get("runs", [])
+        if any(tuple(p) in with_rows for p in run["pairs"]) and not same_run(run, header)
     ]
     rows = kept_rows + new_rows if merge else new_rows
     complete, missing = completeness(rows)
@@ -569,27 +587,41 @@ def versions() -> dict:
     return out
 
 
-def run(settings: dict) -> tuple[list[dict], dict]:
-    """All rows of the (case, regime) pairs asked for, and the run's header."""
+def run(
+    settings: dict, save: Callable[[list[dict], dict], None] = lambda rows, header: None
+) -> tuple[list[dict], dict]:
+    """All rows of the (case, regime) pairs asked for, and the run's header. ``save(rows so
+    far, header)`` after each phase of each (case, regime), with ``"finished": false`` in the
+    header, so that a piece stopped after hours keeps the rows it made."""
     torch.set_num_threads(settings["threads"])
     machine = machine_info(
         "cpu", "cores", "usable_cores", "threads", "gpu", "torch", "python", "platform", "date",
         "load_average_start",
     )  # fmt: skip
+
+    def header(rows: list[dict], finished: bool) -> dict:
+        return {
+            "command": settings["command"],
+            "pairs": sorted({(r["model"], r["regime"]) for r in rows}),
+            "machine": machine,
+            "load_average_end": list(os.getloadavg()),
+            "finished": finished,
+            "versions": versions(),
+            "settings": {k: v for k, v in settings.items() if k != "command"},
+        }
+
     rows = []
     for name in settings["cases"]:
         case = CASES[name](settings["n_test"])
         for regime_name in settings["regimes"]:
-            rows += run_case(case, regime_name, settings)
-    header = {
-        "command": settings["command"],
-        "pairs": sorted({(r["model"], r["regime"]) for r in rows}),
-        "machine": machine,
-        "load_average_end": list(os.getloadavg()),
-        "versions": versions(),
-        "settings": {k: v for k, v in settings.items() if k != "command"},
-    }
-    return rows, header
+            before = list(rows)
+            rows += run_case(
+                case,
+                regime_name,
+                settings,
+                lambda new, before=before: save(before + new, header(before + new, False)),
+            )
+    return rows, header(rows, True)
 
 
 # ----- command line ------------------------------------------------------------------------------
@@ -697,12 +729,16 @@ def main(argv: list[str] | None = None) -> dict:
         sys.path.insert(0, args.dattri_path)
     if args.json:
         path = Path(args.json)
-        rows, header = run(settings_of(args, argv))
-        # read when writing, not when starting: a piece runs for hours, and another piece may
-        # have been merged into the file meanwhile
-        old = json.loads(path.read_text()) if path.exists() else {}
-        report = merged(old, rows, header, args.merge)
-        path.write_text(json.dumps(report, indent=1) + "\n")
+
+        def save(rows: list[dict], header: dict) -> dict:
+            # read when writing, not when starting: a piece runs for hours, and another piece
+            # may have been merged into the file meanwhile
+            old = json.loads(path.read_text()) if path.exists() else {}
+            report = merged(old, rows, header, args.merge)
+            path.write_text(json.dumps(report, indent=1) + "\n")
+            return report
+
+        report = save(*run(settings_of(args, argv), save))
     else:
         report = json.loads(Path(args.input).read_text())
     if args.readme:

@@ -271,3 +271,19 @@ def test_stored_retrains_are_reused_and_score_every_method_the_same(tmp_path, mo
     # another subset seed is another file: it retrains
     with pytest.raises(AssertionError, match="retrained although"):
         bench.run_case(case, "minimum", {**given, "seed": 1})
+
+
+@pytest.mark.slow  # about 5 s: digits LR, 4 subsets
+def test_a_run_saves_after_each_phase_and_its_saves_are_one_run_in_the_file():
+    saves = []
+    given = settings(cases=["digits_lr"], regimes=["minimum"], solvers=["direct"],
+                     hessians=["exact"], attributions=["grad-dot"])  # fmt: skip
+    rows, header = bench.run(given, lambda rows, header: saves.append((list(rows), header)))
+    assert [len(r) for r, _ in saves] == [1, 2, 2]  # ours, our Grad-Dot, dattri's (none asked)
+    assert [h["finished"] for _, h in saves] == [False] * 3 and header["finished"]
+    assert [r["method"] for r in rows] == ["direct (exact)", "Grad-Dot"]
+    report = {}
+    for partial, h in saves + [(rows, header)]:
+        report = bench.merged(report, partial, h, merge=True)
+    assert len(report["runs"]) == 1 and report["runs"][0]["finished"]
+    assert [r["method"] for r in report["rows"]] == ["direct (exact)", "Grad-Dot"]
