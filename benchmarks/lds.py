@@ -39,7 +39,10 @@ OOM-killed on this 24 GB machine); one that raises, ``"error"``.
 ``--retrains DIR`` stores each (model, regime)'s retrains there (benchmarks/lds_retrains.py) and
 reuses them in later pieces with the same data, recipe and subsets: rows scored against stored
 retrains say ``"retrains_stored": true`` and carry the seconds the retrains took when they ran.
-The committed store is ``benchmarks/results/lds_retrains``.
+The store is written after every ``--retrain-chunk`` subsets (default 10), so a piece killed
+mid-retrains keeps its finished chunks and the next piece resumes there; a piece that only
+retrains passes ``--solvers '' --attributions ''``. The committed store is
+``benchmarks/results/lds_retrains``.
 
 Writing keeps the file's top-level keys this script does not own (``"pbrf"``, from
 benchmarks/pbrf.py); ``--merge`` also keeps the rows of every (model, regime) not rerun.
@@ -88,6 +91,7 @@ from proc_memory import (
 )
 
 import influence_widgets as iw
+from influence_widgets.analysis.lds import MIN_SUBSETS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results/lds.json"
@@ -191,10 +195,13 @@ def hessian_too_big(case: Case, limit_gb: float) -> str | None:
 
 
 # ----- one (model, regime) -----------------------------------------------------------------------
-def retrain_once(model, case: Case, train_fn, l2: float, settings: dict) -> iw.LDSResult:
-    """The LDS retrains of a (case, regime), once: outputs of every subset (and its rerun) on the
-    test points. Scored here with zero scores; every method is scored by ``rescore``. The one
-    call of ``iw.lds`` in this script; ``--workers`` spreads its retrains over Dask workers."""
+def retrain_once(
+    model, case: Case, train_fn, l2: float, settings: dict, resume: iw.LDSResult | None = None
+) -> iw.LDSResult:
+    """The LDS retrains of a (case, regime): outputs of the first ``settings["subsets"]`` subsets
+    (and their reruns) on the test points, keeping those of ``resume``. Scored here with zero
+    scores; every method is scored by ``rescore``. The one call of ``iw.lds`` in this script;
+    ``--workers`` spreads its retrains over Dask workers."""
     zeros = np.zeros((len(case.x_test), len(case.X)))
     return iw.lds(
         zeros,
@@ -210,7 +217,32 @@ def retrain_once(model, case: Case, train_fn, l2: float, settings: dict) -> iw.L
         seed=settings["seed"],
         progress=False,
         n_workers=settings["workers"] or None,
+        resume=resume,
     )
+
+
+def retrains(model, case: Case, train_fn, l2: float, settings: dict) -> tuple[iw.LDSResult, bool]:
+    """(the retrains of all ``settings["subsets"]`` subsets, whether the store had them all).
+
+    Without ``--retrains`` one call of :func:`retrain_once`. With it, the stored retrains of the
+    (case, regime), complete or not, are resumed, and the rest run ``--retrain-chunk`` subsets
+    at a time, the store updated after each chunk: a piece killed after hours keeps every chunk
+    it finished, and the next piece goes on from there."""
+    folder, total = settings.get("retrains"), settings["subsets"]
+    if not folder:
+        return retrain_once(model, case, train_fn, l2, settings), False
+    fields = lds_retrains.key_fields(case, settings["regime"], settings["recipe"], settings)
+    base = lds_retrains.load(folder, fields)
+    complete = base is not None and base.n_subsets == total
+    chunk = settings.get("retrain_chunk") or total
+    while base is None or base.n_subsets < total:
+        done = 0 if base is None else base.n_subsets
+        upto = min(total, max(MIN_SUBSETS, done + chunk))  # iw.lds needs MIN_SUBSETS
+        base = retrain_once(model, case, train_fn, l2, {**settings, "subsets": upto}, base)
+        lds_retrains.save(folder, fields, base)
+        print(f"{case.name} {settings['regime']}: {base.n_subsets}/{total} subsets retrained "
+              f"and stored ({base.seconds:.0f} s in all)", flush=True)  # fmt: skip
+    return base, complete
 
 
 def subset_hash(masks: np.ndarray) -> str:
@@ -281,23 +313,16 @@ def shared(case: Case, regime_name: str, settings: dict) -> Shared:
     """Train the model of a (case, regime) and retrain its LDS subsets."""
     train_fn, l2, recipe = regime(regime_name, settings["epochs"], settings["max_iter"])
     model, train_s, _ = measured(train_model, case, train_fn)
-    folder = settings.get("retrains")
-    fields = lds_retrains.key_fields(case, regime_name, recipe, settings) if folder else None
-    stored = lds_retrains.load(folder, fields) if folder else None
-    if stored is None:
-        base, retrain_s, _ = measured(retrain_once, model, case, train_fn, l2, settings)
-        if folder:
-            lds_retrains.save(folder, fields, base, retrain_s)
-    else:
-        base, retrain_s = stored
+    given = {**settings, "regime": regime_name, "recipe": recipe}
+    base, stored = retrains(model, case, train_fn, l2, given)
     common = {
         "recipe": recipe,
         "l2": l2,
         "train_seconds": train_s,
-        "retrain_seconds": retrain_s,
+        "retrain_seconds": base.seconds,
         "command": settings["command"],
         "subset_hash": subset_hash(base.masks),
-        "retrains_stored": stored is not None,
+        "retrains_stored": stored,
     }
     return Shared(case, regime_name, train_fn, l2, model, base, common, settings)
 
@@ -659,6 +684,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="a folder storing each (model, regime)'s retrains for later pieces (none: not stored)",
     )
+    p.add_argument(
+        "--retrain-chunk",
+        type=int,
+        default=10,
+        help="with --retrains: subsets retrained between two saves of the store",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="run, and write the rows here")
@@ -704,6 +735,7 @@ def settings_of(args: argparse.Namespace, argv: list[str]) -> dict:
         "cg_maxiter": args.cg_maxiter,
         "workers": args.workers,
         "retrains": args.retrains,
+        "retrain_chunk": args.retrain_chunk,
         "seed": args.seed,
         "threads": args.threads,
         "command": shlex.join(["python", "benchmarks/lds.py", *argv]),

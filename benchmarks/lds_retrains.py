@@ -7,7 +7,9 @@ The retrains of the minimum regime cost 27-88 s a model on this machine, 1.5-5 h
 given with ``lds.py --retrains``: ``<case>-<regime>-<key>.npz``, where the key is a digest of
 everything the outputs depend on (the data, the recipe, the subsets' number, fraction and seed,
 whether the noise floor ran). Arrays only (``allow_pickle=False``); the scalars as one JSON
-string. A file whose recorded fields differ from the run's is not used.
+string. A file whose recorded fields differ from the run's is not used. A piece stores its
+retrains after every chunk of subsets, so a file may hold the first chunks only; the next piece
+resumes it (``iw.lds(..., resume=...)``).
 """
 
 from __future__ import annotations
@@ -46,21 +48,23 @@ def path_of(folder: Path, fields: dict) -> Path:
     return Path(folder) / f"{fields['case']}-{fields['regime']}-{digest}.npz"
 
 
-def save(folder: Path, fields: dict, base: iw.LDSResult, seconds: float) -> Path:
-    """Write ``base`` (the retrains, scored with zero scores) and the seconds they took."""
+def save(folder: Path, fields: dict, base: iw.LDSResult) -> Path:
+    """Write ``base`` (the retrains so far, scored with zero scores; ``base.seconds`` the time
+    they took), replacing the file of ``fields`` only once the new one is whole."""
     path = path_of(folder, fields)
     path.parent.mkdir(parents=True, exist_ok=True)
     values = dataclasses.asdict(base)
     arrays = {k: values.pop(k) for k in ARRAYS if values[k] is not None}
-    meta = {"fields": fields, "retrain_seconds": seconds, "result": values}
+    meta = {"fields": fields, "result": values}
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, meta=np.array(json.dumps(meta, default=lambda v: v.item())), **arrays)
     tmp.replace(path)  # a killed write leaves no half file under the real name
     return path
 
 
-def load(folder: Path, fields: dict) -> tuple[iw.LDSResult, float] | None:
-    """(the stored retrains, the seconds they took), or None where none match ``fields``."""
+def load(folder: Path, fields: dict) -> iw.LDSResult | None:
+    """The stored retrains of ``fields`` (all subsets, or the first chunks of a piece that was
+    cut off: ``n_subsets`` says), or None where none match."""
     path = path_of(folder, fields)
     if not path.exists():
         return None
@@ -70,4 +74,6 @@ def load(folder: Path, fields: dict) -> tuple[iw.LDSResult, float] | None:
     if meta["fields"] != fields:
         return None
     values = {**meta["result"], **{k: arrays.get(k) for k in ARRAYS}}
-    return iw.LDSResult(**values), meta["retrain_seconds"]
+    if "retrain_seconds" in meta:  # files of before 2026-12-07 kept the seconds beside
+        values["seconds"] = meta["retrain_seconds"]
+    return iw.LDSResult(**values)

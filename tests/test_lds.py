@@ -393,3 +393,62 @@ def test_rescore_scores_another_attribution_against_the_same_retrains(tiny):
         base.rescore(ours[:, :5])
     with pytest.raises(ValueError, match="NaN"):
         base.rescore(ours * float("nan"))
+
+
+# ----- resume ------------------------------------------------------------------------------------
+def _counting(calls):
+    def train_fn(model_factory, Xs, ys, seed):
+        calls.append(seed)
+        return TrainFromScratch(l2=L2, loss="cross_entropy")(model_factory, Xs, ys, seed)
+
+    return train_fn
+
+
+def test_resume_retrains_only_the_subsets_missing_and_equals_one_run(tiny):
+    cancel, calls = threading.Event(), []
+
+    def stopping(model_factory, Xs, ys, seed):
+        if len(calls) == 4:  # subsets 0 and 1 done, both runs
+            cancel.set()
+        return _counting(calls)(model_factory, Xs, ys, seed)
+
+    cut = _lds(tiny, subsets=5, train_fn=stopping, cancel=cancel)
+    assert cut.cancelled and cut.n_subsets == 2
+    calls.clear()
+    resumed = _lds(tiny, subsets=5, train_fn=_counting(calls), resume=cut)
+    assert len(calls) == 6 and not resumed.cancelled  # subsets 2, 3, 4; two runs each
+    assert not set(calls) & set(cut.seeds.ravel().tolist())
+    full = _lds(tiny, subsets=5)
+    for name in ("masks", "seeds", "actual", "rerun", "per_test", "noise_floor_per_test"):
+        np.testing.assert_allclose(getattr(resumed, name), getattr(full, name), atol=1e-10)
+    assert resumed.seconds >= cut.seconds
+
+
+def test_resume_extends_a_run_of_fewer_subsets_and_a_finished_run_retrains_nothing(tiny):
+    calls = []
+    three = _lds(tiny, subsets=3, noise_floor=False)
+    five = _lds(tiny, subsets=5, noise_floor=False, train_fn=_counting(calls), resume=three)
+    assert len(calls) == 2 and five.n_subsets == 5
+    np.testing.assert_array_equal(five.actual[:3], three.actual)
+    calls.clear()
+    again = _lds(tiny, subsets=5, noise_floor=False, train_fn=_counting(calls), resume=five)
+    assert calls == [] and not again.cancelled
+    np.testing.assert_array_equal(again.actual, five.actual)
+    assert again.rerun is None
+
+
+def test_resume_of_another_run_names_itself(tiny):
+    three = _lds(tiny, subsets=3, noise_floor=False)
+    with pytest.raises(ValueError, match="^resume: the result's subset 0 is not among"):
+        _lds(tiny, subsets=3, noise_floor=False, seed=1, resume=three)
+    with pytest.raises(ValueError, match="^resume: the result has fraction 0.5 and this call 0.4"):
+        _lds(tiny, subsets=3, noise_floor=False, fraction=0.4, resume=three)
+    with pytest.raises(ValueError, match="^resume: the result has output 'margin'"):
+        _lds(tiny, subsets=3, noise_floor=False, output="loss", resume=three)
+    with pytest.raises(ValueError, match="^resume: the result has no noise-floor run"):
+        _lds(tiny, subsets=3, resume=three)
+    with pytest.raises(ValueError, match="^resume: the result's labels differ"):
+        model, X, y, x_test, y_test, inf = tiny
+        _lds(tiny, subsets=3, noise_floor=False, y_test=(y_test + 1) % 3, resume=three)
+    with pytest.raises(TypeError, match="^resume: expected the LDSResult"):
+        _lds(tiny, subsets=3, resume={"masks": three.masks})

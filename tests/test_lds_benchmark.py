@@ -27,7 +27,7 @@ def settings(**kw) -> dict:
         "subsets": 4, "n_test": 2, "fraction": 0.5, "noise_floor": True, "epochs": 1,
         "max_iter": 50, "trak_models": 1, "max_hessian_gb": 8.0, "max_method_gb": 12.0, "attributions": [],
         "ensemble_models": 2, "seed": 0, "threads": 1,
-        "lissa_depth": 50, "lissa_batch": 20, "cg_maxiter": 100, "workers": 0,
+        "lissa_depth": 50, "lissa_batch": 20, "cg_maxiter": 100, "workers": 0, "retrain_chunk": 0,
         "command": "python benchmarks/lds.py --tiny", **kw,
     }  # fmt: skip
 
@@ -271,6 +271,38 @@ def test_stored_retrains_are_reused_and_score_every_method_the_same(tmp_path, mo
     # another subset seed is another file: it retrains
     with pytest.raises(AssertionError, match="retrained although"):
         bench.run_case(case, "minimum", {**given, "seed": 1})
+
+
+@pytest.mark.slow  # about 5 s: one training and 8 retrains, stored in chunks, then resumed
+def test_retrains_cut_off_mid_piece_resume_from_the_last_chunk_stored(tmp_path, monkeypatch):
+    case = lds_models.digits_lr(n_test=2, n_train=80)
+    given = settings(solvers=["direct"], hessians=["exact"], retrains=str(tmp_path),
+                     retrain_chunk=2)  # fmt: skip
+    whole = bench.run_case(case, "minimum", {**given, "retrains": None})
+    real, asked = bench.retrain_once, []
+
+    def cut_after_one_chunk(model, case, train_fn, l2, settings, resume=None):
+        asked.append((settings["subsets"], 0 if resume is None else resume.n_subsets))
+        if resume is not None:
+            raise KeyboardInterrupt  # the piece is killed during its second chunk
+        return real(model, case, train_fn, l2, settings, resume)
+
+    monkeypatch.setattr(bench, "retrain_once", cut_after_one_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_case(case, "minimum", given)
+    assert asked == [(3, 0), (4, 3)]  # the first chunk at least iw.lds's 3 subsets
+    monkeypatch.setattr(bench, "retrain_once", real)
+    stored = next(tmp_path.glob("digits_lr-minimum-*.npz"))
+    calls = []
+    monkeypatch.setattr(bench, "retrain_once", lambda *a, **k: calls.append(a[-1]) or real(*a, **k))
+    again = bench.run_case(case, "minimum", given)
+    assert [r.n_subsets for r in calls] == [3]  # resumed from the 3 stored subsets
+    assert not again[0]["retrains_stored"]
+    for key in ("lds", "noise_floor", "subset_hash", "lds_per_test", "subsets"):
+        assert again[0][key] == whole[0][key], key
+    monkeypatch.setattr(bench, "retrain_once", cut_after_one_chunk)  # must not be called
+    assert bench.run_case(case, "minimum", given)[0]["retrains_stored"]
+    assert list(tmp_path.glob("*.npz")) == [stored]
 
 
 @pytest.mark.slow  # about 5 s: digits LR, 4 subsets

@@ -520,6 +520,9 @@ def _retrain_all(
     and a list of ``runs`` arrays (m, T) of their outputs. Fewer than len(masks) subsets only
     when cancelled."""
     client, n_workers, cancel = where
+    T = len(retrain.x_test)
+    if not len(masks):  # all resumed: no cluster to start, no bar to show
+        return np.zeros(0, dtype=np.int64), [np.zeros((0, T)) for _ in range(runs)]
     jobs = [
         (np.flatnonzero(masks[j]), int(seeds[j, r])) for j in range(len(masks)) for r in range(runs)
     ]
@@ -544,7 +547,7 @@ def _retrain_all(
     finally:
         bar.close()
     complete = [j for j in range(len(masks)) if all(j * runs + r in outputs for r in range(runs))]
-    done, T = np.array(complete, dtype=np.int64), len(retrain.x_test)
+    done = np.array(complete, dtype=np.int64)
     return done, [
         np.array([outputs[j * runs + r] for j in done]).reshape(len(done), T) for r in range(runs)
     ]
@@ -572,6 +575,7 @@ def lds(
     cancel: threading.Event | None = None,
     client: Client | None = None,
     n_workers: int | None = None,
+    resume: LDSResult | None = None,
 ) -> LDSResult:
     """The linear datamodeling score of an attribution (Park et al. 2023), with its noise floor.
 
@@ -640,6 +644,14 @@ def lds(
             (:func:`~influence_widgets.dask_cluster.local_client`); None (default): in this
             process. Ignored with a ``client``. Dask is needed only for ``client`` or
             ``n_workers``: ``pip install "influence-widgets[dask]"``.
+        resume: an LDSResult of an earlier call on the same data, test points and labels with
+            the same recipe, ``seed``, ``fraction`` and ``output`` (a cancelled one, or one of
+            fewer ``subsets``: the first subsets of a smaller M are those of a larger): its
+            retrains are kept and only the subsets it lacks are retrained, so a run cancelled
+            or cut off goes on where it stopped. The result's ``seconds`` add the earlier
+            call's. Its subsets and seeds must be among those this call draws and its test
+            points as many, with a rerun where ``noise_floor=True``; else a ValueError naming
+            ``resume``. That the recipe is the same cannot be checked: it is the caller's word.
 
     Returns an :class:`LDSResult`. The user's model, data and test tensors are never modified:
     each retrain trains a new copy on new tensors. Raises ValueError/TypeError naming the
@@ -666,9 +678,72 @@ def lds(
     )
     retrain.evaluate(retrain.model_factory())  # the output is defined for these labels
     masks, seeds = draw_subsets(ts.n, subsets, size, seed)
+    n_runs = 2 if noise_floor else 1
+    kept = _kept_from(resume, masks, seeds, setup.labels, (output, fraction, n_runs))
+    todo = np.array([j for j in range(subsets) if j not in kept], dtype=np.int64)
     where = (client, n_workers, cancel)
-    done, runs = _retrain_all(retrain, masks, seeds, 2 if noise_floor else 1, progress, where)
-    return _result(setup, runs, masks[done], seeds[done], (output, fraction, subsets, start))
+    done, runs = _retrain_all(retrain, masks[todo], seeds[todo], n_runs, progress, where)
+    outputs = dict(kept)
+    outputs.update({int(todo[d]): [run[k] for run in runs] for k, d in enumerate(done)})
+    order = np.array(sorted(outputs), dtype=np.int64)
+    runs = [
+        np.array([outputs[j][r] for j in order]).reshape(len(order), len(x)) for r in range(n_runs)
+    ]
+    start -= 0.0 if resume is None else resume.seconds
+    return _result(setup, runs, masks[order], seeds[order], (output, fraction, subsets, start))
+
+
+def _kept_from(
+    resume: LDSResult | None, masks: np.ndarray, seeds: np.ndarray, labels, settings: tuple
+) -> dict[int, list[np.ndarray]]:
+    """{j: [the outputs of subset j's runs]} for the subsets of ``resume`` (the drawn subset
+    j with its seeds and mask), checked against this call's draw, labels and settings (output,
+    fraction, runs); {} for None. ValueError naming ``resume`` for a result of another run."""
+    if resume is None:
+        return {}
+    if not isinstance(resume, LDSResult):
+        raise TypeError(
+            f"resume: expected the LDSResult of an earlier iw.lds call, got {type(resume).__name__}"
+        )
+    output, fraction, n_runs = settings
+    T = len(labels)
+    theirs = {
+        "output": resume.output,
+        "fraction": resume.fraction,
+        "test points": resume.actual.shape[1],
+        "training points": resume.masks.shape[1],
+    }
+    ours = {
+        "output": output,
+        "fraction": float(fraction),
+        "test points": T,
+        "training points": masks.shape[1],
+    }
+    for name in theirs:
+        if theirs[name] != ours[name]:
+            raise ValueError(
+                f"resume: the result has {name} {theirs[name]!r} and this call {ours[name]!r}; "
+                "resume a run with the same data, test points, fraction and output"
+            )
+    if not np.array_equal(np.asarray(resume.labels), labels.cpu().numpy()):
+        raise ValueError("resume: the result's labels differ from this call's y_test")
+    if n_runs == 2 and resume.rerun is None:
+        raise ValueError(
+            "resume: the result has no noise-floor run; pass noise_floor=False to resume it"
+        )
+    where = {int(s): j for j, s in enumerate(seeds[:, 0])}
+    kept: dict[int, list[np.ndarray]] = {}
+    for k in range(resume.n_subsets):
+        j = where.get(int(resume.seeds[k, 0]))
+        if j is None or not (
+            np.array_equal(resume.seeds[k], seeds[j]) and np.array_equal(resume.masks[k], masks[j])
+        ):
+            raise ValueError(
+                f"resume: the result's subset {k} is not among those this call draws; pass the "
+                "seed, fraction and training set of the run you resume"
+            )
+        kept[j] = [resume.actual[k]] + ([resume.rerun[k]] if n_runs == 2 else [])
+    return kept
 
 
 def _scored(masks: np.ndarray, actual: np.ndarray, scores: np.ndarray, output: str) -> tuple:
