@@ -8,6 +8,7 @@ import importlib
 import threading
 import time
 
+import numpy as np
 import pytest
 
 import influence_widgets as iw
@@ -15,7 +16,7 @@ from influence_widgets.analysis import loo
 from influence_widgets.plots import correlation_text
 from influence_widgets.widgets import protocol
 from influence_widgets.widgets.explorer import static_dir
-from influence_widgets.widgets.verify_lds import lds_reading
+from influence_widgets.widgets.verify_lds import lds_reading, progress_message
 from influence_widgets.widgets.verify_tab import loo_reading
 
 
@@ -279,6 +280,57 @@ def test_cancel_stops_an_lds_run_and_returns_the_subsets_done(explorer, monkeypa
     assert v["state"] == "cancelled" and v["n_subsets"] == result.n_subsets
     assert v["message"].startswith(f"Cancelled: {result.n_subsets} of 20 subsets done in ")
     assert bytes(explorer.verify_plot[:4]) == b"\x89PNG"
+
+
+def test_run_after_cancel_goes_on_from_the_subsets_done_and_more_subsets_add_to_them(
+    explorer, digits_influence, monkeypatch
+):
+    data, inf = digits_influence
+    started = threading.Event()
+    monkeypatch.setattr(LDS_MODULE, "train", _slow_lds_train(started, 0.2))
+    canceller = threading.Thread(
+        target=lambda: (
+            _wait_for(lambda: explorer.verify.get("progress", 0) >= 4 / 12),
+            explorer.cancel_verify(),
+        )
+    )
+    canceller.start()
+    first = explorer.run_lds(6, wait=True)
+    canceller.join(30)
+    kept = first.n_subsets
+    assert first.cancelled and 2 <= kept < 6
+    real, calls = _slow_lds_train(threading.Event(), 0.0), []
+    monkeypatch.setattr(LDS_MODULE, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    explorer.run_lds(6)  # Run again: the tab says it goes on
+    assert explorer.verify["message"].startswith(
+        f"Going on from the earlier run's {kept} subsets: retraining on {6 - kept} more"
+    )
+    explorer.verify_tab.job.join(120)
+    second = explorer.lds_result
+    assert len(calls) == 2 * (6 - kept) and not second.cancelled and second.n_subsets == 6
+    direct = iw.lds(
+        inf, data, x_test=data.X_test[2:3], y_test=data.y_test[2:3], subsets=6, progress=False
+    )
+    np.testing.assert_allclose(second.actual, direct.actual, atol=1e-9)
+    np.testing.assert_allclose(second.rerun, direct.rerun, atol=1e-9)
+    assert second.per_test.tolist() == pytest.approx(direct.per_test.tolist(), abs=1e-9)
+    assert explorer.verify["state"] == "done" and explorer.verify["n_subsets"] == 6
+    calls.clear()
+    third = explorer.run_lds(8, wait=True)  # more subsets: only the 2 new ones are retrained
+    assert len(calls) == 4 and third.n_subsets == 8
+    np.testing.assert_array_equal(third.actual[:6], second.actual)
+    calls.clear()
+    assert explorer.run_lds(5, wait=True).n_subsets == 5 and len(calls) == 10  # fewer: afresh
+
+
+def test_the_progress_of_a_run_that_goes_on_counts_the_subsets_kept():
+    assert progress_message(0.0, 6, kept=2) == (
+        "Retrained 4 of 12 models (6 subsets, each twice; 2 from the earlier run)"
+    )
+    assert progress_message(0.5, 6, kept=2) == (
+        "Retrained 8 of 12 models (6 subsets, each twice; 2 from the earlier run)"
+    )
+    assert progress_message(0.25, 4) == "Retrained 2 of 8 models (4 subsets, each twice)"
 
 
 def test_a_second_check_while_one_runs_is_refused_with_a_message(explorer, monkeypatch):

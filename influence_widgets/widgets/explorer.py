@@ -637,7 +637,11 @@ class InfluenceExplorer(anywidget.AnyWidget):
         :class:`LDSResult` (cancelled: the subsets done), also kept as ``explorer.lds_result``;
         its only test point, column 0, is the selected one (``explorer.verify["test_index"]``).
         One Verify check runs at a time: while one runs this is refused with a message
-        (``wait=True``: a RuntimeError). Cancel with :meth:`cancel_verify`.
+        (``wait=True``: a RuntimeError). Cancel with :meth:`cancel_verify`. A run goes on from
+        the test point's earlier LDS run (of any method: the retrains do not depend on the
+        scores) with the most subsets, up to ``subsets``, cancelled or not: only the subsets
+        it lacks are retrained (``iw.lds(..., resume=...)``), so Run after Cancel continues
+        and a larger ``subsets`` adds to a finished run.
         """
         return self.verify_tab.run_lds(subsets, wait=wait)
 

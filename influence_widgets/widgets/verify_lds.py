@@ -35,7 +35,9 @@ __all__ = [
     "lds_png",
     "lds_reading",
     "lds_state",
+    "overall_progress",
     "progress_message",
+    "resumable",
 ]
 
 # The tab's default number of subsets, measured on the digits demo on a 2-core machine: 20 (40
@@ -121,10 +123,32 @@ def _lds_meaning(lds: float, floor: float, n_subsets: int) -> str:
     return "Below chance: the scores order the subsets the opposite way round to retraining."
 
 
-def progress_message(fraction: float, subsets: int) -> str:
-    """The status line at ``fraction`` of the 2 x ``subsets`` retrains."""
+def overall_progress(fraction: float, subsets: int, kept: int = 0) -> float:
+    """The fraction of a run's 2 x ``subsets`` retrains done when ``kept`` subsets came from an
+    earlier run and ``fraction`` of the rest are retrained."""
+    return (kept + fraction * (subsets - kept)) / subsets
+
+
+def progress_message(fraction: float, subsets: int, kept: int = 0) -> str:
+    """The status line at ``fraction`` of the retrains still to do, of 2 x ``subsets`` in all,
+    ``kept`` subsets (both runs) taken from an earlier run of the same test point."""
     total = 2 * subsets
-    return f"Retrained {round(fraction * total)} of {total} models ({subsets} subsets, each twice)"
+    done = round(overall_progress(fraction, subsets, kept) * total)
+    earlier = f"; {kept} from the earlier run" if kept else ""
+    return f"Retrained {done} of {total} models ({subsets} subsets, each twice{earlier})"
+
+
+def resumable(results: list[LDSResult], subsets: int) -> LDSResult | None:
+    """Of the LDS runs ``results`` of one test point, the one a run of ``subsets`` goes on from:
+    the most subsets done, at most ``subsets``, with the tab's fraction and a noise-floor run
+    (the tab's subsets are all drawn with seed 0, so the first m of a run of M are those of a
+    run of m); None where none has a subset."""
+    fits = [
+        r
+        for r in results
+        if 0 < r.n_subsets <= subsets and r.fraction == LDS_FRACTION and r.rerun is not None
+    ]
+    return max(fits, key=lambda r: r.n_subsets, default=None)
 
 
 def lds_message(result: LDSResult) -> str:
@@ -134,7 +158,8 @@ def lds_message(result: LDSResult) -> str:
     if result.cancelled:
         return (
             f"Cancelled: {result.n_subsets} of {result.subsets} subsets done in "
-            f"{result.seconds:.1f} s; the LDS below is over those {result.n_subsets}"
+            f"{result.seconds:.1f} s; the LDS below is over those {result.n_subsets}. Run LDS "
+            "again to go on from them"
         )
     return f"{result.n_subsets} subsets, each retrained twice, in {result.seconds:.1f} s"
 

@@ -50,7 +50,9 @@ from influence_widgets.widgets.verify_lds import (
     lds_output,
     lds_png,
     lds_state,
+    overall_progress,
     progress_message,
+    resumable,
 )
 
 __all__ = ["R_SCALE", "VerifyTab", "loo_reading", "scatter_png"]
@@ -221,10 +223,17 @@ class VerifyTab:
         if problem is None and self.context.methods.ready(name) is None:
             entry = self.context.methods.entry(name)
             problem = f"{name} is not ready yet ({entry.state}: {entry.message}); wait for it."
+        earlier = self._earlier_lds(self.context.selected, subsets)
+        kept = 0 if earlier is None else earlier.n_subsets
+        what = (
+            f"Going on from the earlier run's {kept} subsets: retraining on {subsets - kept} more"
+            if kept
+            else f"Retraining on {subsets} random subsets"
+        )
         started: LDSState = job_started(
             self.context.selected,
-            f"Retraining on {subsets} random subsets of {LDS_FRACTION:.0%} of the training "
-            f"set, each twice, to check {name}'s scores...",
+            f"{what} of {LDS_FRACTION:.0%} of the training set, each twice, to check {name}'s "
+            "scores...",
             kind="lds",
             subsets=subsets,
             n_subsets=0,
@@ -286,10 +295,20 @@ class VerifyTab:
             log.exception("InfluenceExplorer leave-one-out check failed")
             jobs.finish("verify", job_failed(index, "Leave-one-out check", err))
 
+    def _earlier_lds(self, index: int, subsets: int) -> LDSResult | None:
+        """The LDS run of test point ``index`` (of any method: the retrains do not depend on
+        the scores) that a run of ``subsets`` goes on from, or None."""
+        point = [r for (_, i), r in self.context.methods.point_lds.items() if i == index]
+        return resumable(point, subsets)
+
     def _lds_worker(self, index: int, subsets: int, name: str, cancel: threading.Event) -> None:
+        earlier = self._earlier_lds(index, subsets)
+        kept = 0 if earlier is None else earlier.n_subsets
+
         def show(_step: str, fraction: float) -> None:
-            message = progress_message(fraction, subsets)
-            self.view.verify = {**self.view.verify, "progress": fraction, "message": message}
+            message = progress_message(fraction, subsets, kept)
+            done = overall_progress(fraction, subsets, kept)
+            self.view.verify = {**self.view.verify, "progress": done, "message": message}
 
         jobs, methods = self.context.jobs, self.context.methods
         obj = self.context.influence.objective  # the training recipe: the reference's
@@ -311,6 +330,7 @@ class VerifyTab:
                     params=list(obj.spec.names),
                     progress=False,
                     cancel=cancel,
+                    resume=earlier,
                 )
             self.lds_result = result
             methods.point_lds[(name, index)] = result
