@@ -148,11 +148,14 @@ def measured(compute: Callable[..., Any], *args) -> tuple[Any, float, float]:
 
 def our_solver(name: str, settings: dict) -> str | iw.LiSSA | iw.ConjugateGradient:
     """The solver of our row ``name``: its default, but LiSSA at the run's depth and batch and
-    CG stopped after the run's ``--cg-maxiter`` block iterations (dattri's CG budget)."""
+    CG stopped after the run's ``--cg-maxiter`` block iterations (dattri's CG budget) and
+    preconditioned as ``--cg-preconditioner`` says (none: plain CG)."""
     if name == "lissa":
         return iw.LiSSA(depth=settings["lissa_depth"], batch_size=settings["lissa_batch"])
     if name == "cg":
-        return iw.ConjugateGradient(maxiter=settings["cg_maxiter"])
+        return iw.ConjugateGradient(
+            maxiter=settings["cg_maxiter"], preconditioner=settings.get("cg_preconditioner")
+        )
     return name
 
 
@@ -678,6 +681,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lissa-depth", type=int, default=1000, help="our LiSSA's steps")
     p.add_argument("--lissa-batch", type=int, default=100, help="our LiSSA's batch size")
     p.add_argument("--cg-maxiter", type=int, default=100, help="our CG's iteration limit")
+    p.add_argument(
+        "--cg-preconditioner",
+        default=None,
+        choices=["ekfac"],
+        help="our CG's preconditioner (default none; ekfac: M = EK-FAC + (l2 + damping) I)",
+    )
     p.add_argument("--workers", type=int, default=0, help="Dask workers for the retrains")
     p.add_argument(
         "--retrains",
@@ -733,6 +742,7 @@ def settings_of(args: argparse.Namespace, argv: list[str]) -> dict:
         "lissa_depth": args.lissa_depth,
         "lissa_batch": args.lissa_batch,
         "cg_maxiter": args.cg_maxiter,
+        "cg_preconditioner": args.cg_preconditioner,
         "workers": args.workers,
         "retrains": args.retrains,
         "retrain_chunk": args.retrain_chunk,

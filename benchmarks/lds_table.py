@@ -53,7 +53,7 @@ def lds_cell(r: dict) -> str:
 
 
 SHOWN = ("damping", "regularization", "iterations", "rank", "scale", "max_iter", "proj_dim")
-SHOWN += ("batch_size", "recursion_depth", "scaling")
+SHOWN += ("batch_size", "recursion_depth", "scaling", "preconditioner")
 
 
 def settings_text(r: dict) -> str:

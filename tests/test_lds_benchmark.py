@@ -319,3 +319,17 @@ def test_a_run_saves_after_each_phase_and_its_saves_are_one_run_in_the_file():
         report = bench.merged(report, partial, h, merge=True)
     assert len(report["runs"]) == 1 and report["runs"][0]["finished"]
     assert [r["method"] for r in report["rows"]] == ["direct (exact)", "Grad-Dot"]
+
+
+@pytest.mark.slow  # about 5 s: digits LR, 4 subsets, CG twice
+def test_a_preconditioned_cg_row_scores_as_plain_cg_and_says_its_preconditioner():
+    case = lds_models.digits_lr(n_test=2, n_train=80)
+    given = settings(regimes=["minimum"], solvers=["cg"], hessians=["exact"])
+    plain = bench.run_case(case, "minimum", given)[0]
+    pre = bench.run_case(case, "minimum", {**given, "cg_preconditioner": "ekfac"})[0]
+    assert pre["lds"] == pytest.approx(plain["lds"], abs=1e-9)
+    assert "preconditioner" not in plain["settings"]
+    assert pre["settings"]["solver_settings"]["preconditioner"] == "ekfac"
+    assert pre["settings"]["preconditioner"].startswith("EK-FAC of the Gauss-Newton matrix")
+    table = lds_table.markdown({"rows": [pre], "runs": [], "complete": False, "missing": []})
+    assert "preconditioner EK-FAC of the Gauss-Newton matrix" in table

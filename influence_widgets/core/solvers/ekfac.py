@@ -33,7 +33,15 @@ from influence_widgets.core.objective import Objective
 from influence_widgets.core.progress import progress_bar
 from influence_widgets.core.solvers.base import Solver
 
-__all__ = ["EKFAC", "coverage_gap", "covered_layers"]
+__all__ = [
+    "EKFAC",
+    "apply_inverse",
+    "coverage_gap",
+    "covered_layers",
+    "factor_eigenvalues",
+    "fit_factors",
+    "set_shift",
+]
 
 # Elements of the per-sample gradient matrices D_ic held at once in the correction pass of a layer
 # whose inputs have several positions (a convolution, or a Linear layer on sequences).
@@ -93,30 +101,9 @@ class EKFAC(Solver):
         covered_layers(objective)
 
     def _fit(self, op: HessianOperator, progress: bool) -> None:
-        obj = op.objective
-        self.layers = covered_layers(obj)
-        batch = self.batch_size or op.batch_size
-        n_batches = -(-op.train.n // batch)
-        bar = progress_bar(total=2 * n_batches, desc="EK-FAC", disable=not progress)
-        try:
-            for x, y, _ in op.train.batches(batch):
-                for layer, (a, g) in zip(
-                    self.layers, _capture(obj, self.layers, x, y), strict=True
-                ):
-                    layer.add_covariances(a, g)
-                bar.update()
-            for layer in self.layers:
-                layer.diagonalise()
-            for x, y, _ in op.train.batches(batch):
-                for layer, (a, g) in zip(
-                    self.layers, _capture(obj, self.layers, x, y), strict=True
-                ):
-                    layer.add_correction(a, g)
-                bar.update()
-        finally:
-            bar.close()
-        self.shift = obj.l2 + op.damping
-        eigs = torch.cat([layer.s.reshape(-1) / op.train.n for layer in self.layers]) + self.shift
+        self.layers = fit_factors(op, self.batch_size or op.batch_size, progress)
+        self.shift = op.objective.l2 + op.damping
+        eigs = factor_eigenvalues(self.layers, op.train.n) + self.shift
         if op.auto_damping:
             damping = self.choose_damping(op, float(eigs.min()), exact=True)
             self.shift, eigs = self.shift + damping, eigs + damping
@@ -124,21 +111,61 @@ class EKFAC(Solver):
         d.min_eigenvalue, d.max_eigenvalue = float(eigs.min()), float(eigs.max())
         if d.min_eigenvalue <= 0:
             raise not_positive_definite(d.min_eigenvalue, op.damping, self.name)
-        for layer in self.layers:
-            layer.denominator = layer.s / op.train.n + self.shift
+        set_shift(self.layers, op.train.n, self.shift)
         d.converged, d.iterations, d.residual = True, 0, None
         d.extra["curvature"] = "exact Gauss-Newton, eigenvalue-corrected Kronecker factors"
         d.extra["layers"] = {layer.name: layer.kind for layer in self.layers}
 
     def solve(self, B: torch.Tensor, progress: bool = False) -> torch.Tensor:
-        X = torch.empty_like(B)
-        for layer in self.layers:
-            M = layer.gather(B.to(layer.Q_A.dtype))
-            M = torch.einsum("ok,ojm,jl->klm", layer.Q_G, M, layer.Q_A)
-            M = M / layer.denominator[:, :, None]
-            M = torch.einsum("ko,ojm,lj->klm", layer.Q_G, M, layer.Q_A)
-            layer.scatter(X, M.to(B.dtype))
-        return X
+        return apply_inverse(self.layers, B)
+
+
+def fit_factors(op: HessianOperator, batch_size: int, progress: bool) -> list[_Layer]:
+    """The EK-FAC factors Q_A, Q_G and the corrected eigenvalues n s (before dividing by n) of
+    every covered layer of ``op``'s objective: two streams over the training set in batches of
+    ``batch_size``, one backward pass per output dimension each."""
+    obj = op.objective
+    layers = covered_layers(obj)
+    n_batches = -(-op.train.n // batch_size)
+    bar = progress_bar(total=2 * n_batches, desc="EK-FAC", disable=not progress)
+    try:
+        for x, y, _ in op.train.batches(batch_size):
+            for layer, (a, g) in zip(layers, _capture(obj, layers, x, y), strict=True):
+                layer.add_covariances(a, g)
+            bar.update()
+        for layer in layers:
+            layer.diagonalise()
+        for x, y, _ in op.train.batches(batch_size):
+            for layer, (a, g) in zip(layers, _capture(obj, layers, x, y), strict=True):
+                layer.add_correction(a, g)
+            bar.update()
+    finally:
+        bar.close()
+    return layers
+
+
+def factor_eigenvalues(layers: list[_Layer], n: int) -> torch.Tensor:
+    """The eigenvalues s of the approximation G_EK of the Gauss-Newton matrix, all layers, flat."""
+    return torch.cat([layer.s.reshape(-1) / n for layer in layers])
+
+
+def set_shift(layers: list[_Layer], n: int, shift: float) -> None:
+    """Make :func:`apply_inverse` solve with G_EK + ``shift`` I (``shift`` > 0 if s has zeros)."""
+    for layer in layers:
+        layer.denominator = layer.s / n + shift
+
+
+def apply_inverse(layers: list[_Layer], B: torch.Tensor) -> torch.Tensor:
+    """X = (G_EK + shift I)^-1 B for B (p, m), per layer Q_G [(Q_G^T B Q_A) / (s + shift)] Q_A^T
+    (:func:`set_shift` sets the shift)."""
+    X = torch.empty_like(B)
+    for layer in layers:
+        M = layer.gather(B.to(layer.Q_A.dtype))
+        M = torch.einsum("ok,ojm,jl->klm", layer.Q_G, M, layer.Q_A)
+        M = M / layer.denominator[:, :, None]
+        M = torch.einsum("ko,ojm,lj->klm", layer.Q_G, M, layer.Q_A)
+        layer.scatter(X, M.to(B.dtype))
+    return X
 
 
 @dataclass
