@@ -21,7 +21,7 @@ from influence_widgets.core.hvp import HessianOperator
 from influence_widgets.core.objective import Objective
 from influence_widgets.core.progress import progress_bar
 from influence_widgets.core.solvers.base import Solver
-from influence_widgets.core.solvers.ekfac import (
+from influence_widgets.core.solvers.ekfac_factors import (
     apply_inverse,
     coverage_gap,
     factor_eigenvalues,

@@ -11,7 +11,7 @@ import torch
 
 from influence_widgets.core.objective import Objective
 from influence_widgets.core.solvers.base import Solver, registered_solvers
-from influence_widgets.core.solvers.ekfac import coverage_gap
+from influence_widgets.core.solvers.ekfac_factors import coverage_gap
 
 __all__ = ["AUTO_SUMMARY", "auto_solver", "available_solvers", "make_solver", "solver_names"]
 
