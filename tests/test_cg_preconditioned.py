@@ -111,3 +111,22 @@ def test_settings_repr_and_bad_arguments():
     with pytest.raises(ValueError, match="^preconditioner: 'ekfac' covers Linear/Conv2d .*'1'"):
         iw.Influence(model, (X, y), l2=L2, damping=1.0, progress=False,
                      solver=iw.ConjugateGradient(preconditioner="ekfac"))  # fmt: skip
+
+
+def test_columns_go_in_groups_of_near_equal_size(monkeypatch):
+    """100 columns with block_size=32: four groups of 25, not 32+32+32+4 (a narrow group grows
+    its Krylov space slowly and holds up the solve)."""
+    from influence_widgets.core.solvers import cg
+
+    widths = []
+    real = cg._BlockCGGroup.__init__
+
+    def record(self, cols, precondition):
+        widths.append(len(cols))
+        real(self, cols, precondition)
+
+    monkeypatch.setattr(cg._BlockCGGroup, "__init__", record)
+    model, X, y = _mlp(n=60)
+    inf = iw.Influence(model, (X, y), l2=L2, solver="cg", progress=False)
+    inf.influence_on_loss(X[:50].repeat(2, 1), y[:50].repeat(2))
+    assert widths == [25, 25, 25, 25]

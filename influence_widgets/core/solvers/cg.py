@@ -41,9 +41,10 @@ PRECONDITIONER_FLOOR = 1e-8
 class ConjugateGradient(Solver):
     """Block conjugate gradient on (H + damping I) X = B (O'Leary 1980), columns in groups.
 
-    The columns of B go in groups of up to ``block_size``; each group searches the Krylov space
-    that all its right-hand sides span together: at every iteration the group's step is the exact
-    minimiser of the energy norm over its block of search directions P,
+    The columns of B go in groups of up to ``block_size``, as equal in size as can be; each
+    group searches the Krylov space that all its right-hand sides span together: at every
+    iteration the group's step is the exact minimiser of the energy norm over its block of
+    search directions P,
 
         alpha = (P^T H P)^-1 P^T R,   X += P alpha,   R -= H P alpha,
         beta = -(P^T H P)^-1 (H P)^T R,   P <- orth(R + P beta),
@@ -160,13 +161,13 @@ class ConjugateGradient(Solver):
         X = torch.zeros_like(B)
         R = B.clone()
         target = rtol * B.norm(dim=0)
-        groups = [
-            _BlockCGGroup(
-                torch.arange(s, min(s + self.block_size, B.shape[1]), device=B.device),
-                self.precondition,
-            )
-            for s in range(0, B.shape[1], self.block_size)
-        ]
+        # ceil(m / block_size) groups of near-equal size: a group grows its Krylov space by its
+        # width per iteration and the solve lasts as long as its slowest group, so 100 columns go
+        # as 25+25+25+25, not 32+32+32+4 (measured on the digits CNN at a minimum, preconditioned:
+        # the 4-column group held the solve at 85 iterations)
+        n_groups = -(-B.shape[1] // self.block_size)
+        columns = torch.arange(B.shape[1], device=B.device)
+        groups = [_BlockCGGroup(c, self.precondition) for c in columns.tensor_split(n_groups)]
         for g in groups:
             g.restart(R, target)
         it = 0
