@@ -21,10 +21,11 @@ const LDS_HELP =
   "labels that are not classes). What the scores predict for a subset is the sum of the scores of " +
   "the points it keeps. LDS = Spearman's rank correlation of the two over the subsets: 1 = the scores " +
   "order the subsets as retraining does, 0 = chance. Every subset is trained twice, with different " +
-  "seeds: the two runs' correlation is the noise floor, the most any scores can reach. This is " +
-  "LDS(z) for the point on screen; the published LDS is its mean over many test points (iw.lds). " +
-  "Few subsets give a rough value (TRAK uses 100). Your model and data stay unchanged: every " +
-  "retrain trains a new copy.";
+  "seeds: the two runs' correlation is the noise floor, how well one retraining predicts another " +
+  "(where retraining is noisy, scores can land above it). This is LDS(z) for the point on screen; " +
+  "the published LDS is its mean over many test points (iw.lds). Few subsets give a rough value " +
+  "(TRAK uses 100); Run LDS again goes on from the subsets already retrained for this point. Your " +
+  "model and data stay unchanged: every retrain trains a new copy.";
 
 // The Attack tab's help for each kind of data (`attack_limits.kind`): what it does and what to
 // look for, then the method, the Python names and the paper's comparison in a "details" fold.

@@ -5,7 +5,8 @@ on ``subsets`` random subsets of the training set, each keeping ``LDS_FRACTION``
 and takes Spearman's rank correlation, over the subsets, between the retrained models' output on
 z (its margin, or its loss for labels that are not classes) and what the influence scores predict
 for each subset: the sum of the scores of the points it keeps. Every subset is trained twice with
-different seeds; the two runs' correlation is the noise floor, the most any scores can reach.
+different seeds; the two runs' correlation is the noise floor, how well one retraining predicts
+another (not a ceiling: see :mod:`influence_widgets.analysis.lds`).
 
 The LDS is defined per test point (the published number is its mean over many): the tab computes
 it for the point on screen, so a click reads "LDS = 0.9931 (noise floor 1.0000, 20 subsets)" with

@@ -313,6 +313,7 @@ def test_lds_shows_progress_cancels_and_shows_the_score_and_its_noise_floor_in(
     expect(status).to_contain_text("Cancelling: the retrain in progress finishes first")
     expect(pane).to_have_attribute("data-state", "cancelled", timeout=30_000)
     expect(status).to_contain_text(re.compile(r"Cancelled: \d+ of 200 subsets done in"))
+    expect(status).to_contain_text("Run LDS again to go on from them")
     expect(explorer.locator(".iw-verify-summary")).to_contain_text("subsets) on test #3")
     expect(explorer.locator(".iw-verify-reading")).to_be_visible()
     save_screenshot(pane, f"lds_cancelled_{slug}.png")
