@@ -113,20 +113,18 @@ def test_settings_repr_and_bad_arguments():
                      solver=iw.ConjugateGradient(preconditioner="ekfac"))  # fmt: skip
 
 
-def test_columns_go_in_groups_of_near_equal_size(monkeypatch):
+def test_columns_go_in_groups_of_near_equal_size():
     """100 columns with block_size=32: four groups of 25, not 32+32+32+4 (a narrow group grows
-    its Krylov space slowly and holds up the solve)."""
-    from influence_widgets.core.solvers import cg
+    its Krylov space slowly and holds up the solve); every column once, in order."""
+    from influence_widgets.core.solvers.cg import column_groups
 
-    widths = []
-    real = cg._BlockCGGroup.__init__
-
-    def record(self, cols, precondition):
-        widths.append(len(cols))
-        real(self, cols, precondition)
-
-    monkeypatch.setattr(cg._BlockCGGroup, "__init__", record)
-    model, X, y = _mlp(n=60)
-    inf = iw.Influence(model, (X, y), l2=L2, solver="cg", progress=False)
-    inf.influence_on_loss(X[:50].repeat(2, 1), y[:50].repeat(2))
-    assert widths == [25, 25, 25, 25]
+    assert [len(g) for g in column_groups(100, 32)] == [25, 25, 25, 25]
+    assert [len(g) for g in column_groups(70, 32)] == [24, 23, 23]
+    assert [len(g) for g in column_groups(5, 32)] == [5] and column_groups(0, 32) == []
+    assert torch.cat(column_groups(100, 32)).tolist() == list(range(100))
+    model, X, y = _mlp(n=60)  # and a solve over 100 columns still equals direct
+    kw = dict(l2=L2, progress=False)
+    x, t = X[:50].repeat(2, 1), y[:50].repeat(2)
+    cg = iw.Influence(model, (X, y), solver="cg", **kw).influence_on_loss(x, t)
+    direct = iw.Influence(model, (X, y), solver="direct", **kw).influence_on_loss(x, t)
+    assert (cg - direct).abs().max() < 1e-8 * direct.abs().max()
