@@ -7,7 +7,8 @@ model's ``Objective.forward``), vmapped over a batch with ``torch.func.vmap(grad
     margin_gradients: phi_i = grad_theta f(z_i, theta),              (B, p)
                       f = log p(y|x) - log(1 - p(y|x))  (:func:`~influence_widgets.core.losses.class_margin`)
 
-and the probability of the true class, p(y_i | x_i, theta), which TRAK weights by.
+with, from the same pass, the margins f(z_i, theta) themselves: p(y_i | x_i, theta) = sigmoid(f_i)
+is the probability of the true class, which TRAK weights by (so it needs no second forward pass).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.func import grad, vmap
+from torch.func import grad, grad_and_value, vmap
 
-from influence_widgets.core.losses import class_margin, class_probabilities
+from influence_widgets.core.losses import class_margin
 from influence_widgets.core.objective import Objective, TrainingSet
 from influence_widgets.core.progress import progress_bar
 
@@ -25,7 +26,6 @@ __all__ = [
     "cast_batches",
     "loss_gradients",
     "margin_gradients",
-    "true_class_probability",
 ]
 
 
@@ -35,21 +35,17 @@ def loss_gradients(obj: Objective, x: torch.Tensor, y: torch.Tensor) -> torch.Te
     return vmap(grad(obj.test_loss), in_dims=(None, 0, 0))(obj.theta, x, y)
 
 
-def margin_gradients(obj: Objective, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """phi_i = grad_theta f(z_i, theta) at ``obj.theta`` for a cast batch of class indices, (B, p):
-    the gradient of the margin f = log p(y|x) - log(1 - p(y|x)) (TRAK's model output)."""
+def margin_gradients(
+    obj: Objective, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(phi, f) at ``obj.theta`` for a cast batch of class indices: phi_i = grad_theta f(z_i,
+    theta), (B, p), the gradient of the margin f = log p(y|x) - log(1 - p(y|x)) (TRAK's model
+    output), and the margins f_i, (B,), from the same pass (p(y_i | x_i) = sigmoid(f_i))."""
 
     def margin(theta: torch.Tensor, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
         return class_margin(obj.forward(theta, xi.unsqueeze(0)), yi.unsqueeze(0))[0]
 
-    return vmap(grad(margin), in_dims=(None, 0, 0))(obj.theta, x, y)
-
-
-def true_class_probability(obj: Objective, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """p(y_i | x_i, theta) at ``obj.theta`` for a cast batch of class indices, (B,)."""
-    with torch.no_grad():
-        probs = class_probabilities(obj.forward(obj.theta, x))
-    return probs.gather(1, y.long()[:, None])[:, 0]
+    return vmap(grad_and_value(margin), in_dims=(None, 0, 0))(obj.theta, x, y)
 
 
 def cast_batches(

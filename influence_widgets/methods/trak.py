@@ -56,11 +56,7 @@ from influence_widgets.core.errors import (
 from influence_widgets.core.linalg import cholesky_solve
 from influence_widgets.methods.base import Attribution, check_models, objectives_of
 from influence_widgets.methods.checkpoints import CheckpointRecorder, model_at
-from influence_widgets.methods.per_sample import (
-    cast_batches,
-    margin_gradients,
-    true_class_probability,
-)
+from influence_widgets.methods.per_sample import cast_batches, margin_gradients
 from influence_widgets.methods.projection import PROJECTIONS, Projection, projection_dtype
 
 __all__ = ["CURVATURES", "TRAK"]
@@ -208,9 +204,10 @@ class TRAK(Attribution):
         :class:`Projection` holds it, default ``projections[m]``)."""
         obj = self.objectives[m]
         x = obj.cast_inputs(x)
-        prob = true_class_probability(obj, x, y)
         project = projection or self.projections[m]
-        return project(margin_gradients(obj, x, y)), 1 - prob, prob
+        phi, margin = margin_gradients(obj, x, y)
+        # p(y|x) = sigmoid(f) (losses.class_margin); 1 - p = sigmoid(-f) without cancellation
+        return project(phi), torch.sigmoid(-margin), torch.sigmoid(margin)
 
     def _kernel_factor(self, m: int, Phi: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
         """The lower Cholesky factor of K_m = Phi^T W Phi + damping I, in float64."""
