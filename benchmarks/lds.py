@@ -18,8 +18,9 @@ runs to a relative residual of 1e-10, 424 s per row on the practitioner CNN); ``
 the scores. Beyond influence functions (``--attributions``), ours: ``iw.GradDot`` (exact dot
 products), ``iw.TracIn`` on the checkpoints dattri's TracIn gets, ``iw.TRAK`` on the models
 dattri's TRAK gets (512-dimensional Gaussian projection, seed 0, no damping, as dattri), and
-``iw.InfluenceEnsemble`` (our direct solver, damping "auto", over ``--ensemble-models`` models
-trained on all points with seeds 0, 1, ...). ``--workers N`` retrains the subsets on N Dask worker processes (``iw.lds(...,
+``iw.InfluenceEnsemble`` over ``--ensemble-models`` models trained on all points with seeds 0, 1,
+... ("IF ensemble": our direct solver with the exact Hessian, damping "auto"; "EK-FAC ensemble":
+EK-FAC of the Gauss-Newton matrix, damping "auto", the same models). ``--workers N`` retrains the subsets on N Dask worker processes (``iw.lds(...,
 n_workers=N)``; the outputs equal the in-process ones). dattri 0.3.0 (``--dattri all`` or a list,
 imported from ``--dattri-path`` or the environment): its IF explicit, CG, LiSSA, Arnoldi and
 EK-FAC, Grad-Dot, TracIn and TRAK, as benchmarks/peer_systems/dattri_lds.py runs them (settings
@@ -368,12 +369,13 @@ def our_rows(s: Shared) -> list[dict]:
     return rows
 
 
-ATTRIBUTIONS = ("grad-dot", "tracin", "trak", "if-ensemble")
+ATTRIBUTIONS = ("grad-dot", "tracin", "trak", "if-ensemble", "ekfac-ensemble")
 ATTRIBUTION_TITLES = {
     "grad-dot": "Grad-Dot",
     "tracin": "TracIn",
     "trak": "TRAK",
     "if-ensemble": "IF ensemble",
+    "ekfac-ensemble": "EK-FAC ensemble",
 }
 
 
@@ -395,7 +397,8 @@ def our_attribution(
     checkpoints with their weights as learning rates; TRAK on the models with dattri's setting
     (a 512-dimensional Gaussian projection, seed 0, no damping); the IF ensemble, the mean of
     ``predicted_removal_effect`` of our direct solver (CG with ``--cg-maxiter`` where the
-    Hessian does not fit ``--max-hessian-gb``) with damping "auto" over the models."""
+    Hessian does not fit ``--max-hessian-gb``) with damping "auto" over the models; the EK-FAC
+    ensemble, the same mean with EK-FAC (Gauss-Newton, damping "auto") over the same models."""
     c, x, y = s.case, s.case.x_test, s.case.y_test
     if method == "grad-dot":
         m = iw.GradDot(s.model, (c.X, c.y), progress=False)
@@ -412,6 +415,13 @@ def our_attribution(
             "seed": 0,
         }
         m = iw.TRAK(models_at(c, states), (c.X, c.y), progress=False, **info)
+    elif method == "ekfac-ensemble":
+        info = {"solver": "ekfac", "hessian": "gauss-newton", "damping": "auto"}
+        info["models"] = len(states)
+        m = iw.InfluenceEnsemble(
+            models_at(c, states), (c.X, c.y), l2=s.l2, solver="ekfac",
+            hessian="gauss-newton", damping="auto", progress=False,
+        )  # fmt: skip
     else:
         big = hessian_too_big(c, s.settings["max_hessian_gb"])
         solver = our_solver("cg", s.settings) if big else "direct"
@@ -437,7 +447,12 @@ def attribution_rows(s: Shared) -> list[dict]:
             "solver": method,
             "hessian": None,
         }
-        kind = {"tracin": "tracin", "trak": "trak", "if-ensemble": "seeds"}.get(method)
+        kind = {
+            "tracin": "tracin",
+            "trak": "trak",
+            "if-ensemble": "seeds",
+            "ekfac-ensemble": "seeds",
+        }.get(method)
         states, weights, made = s.checkpoints(kind) if kind else ([], [], {})
         rows.append(attempt(s, our_attribution, method, s, states, weights, **fields, **made))
         report(rows[-1])
@@ -664,7 +679,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=",".join(ATTRIBUTIONS),
         help="our methods beyond influence functions (empty: none)",
     )
-    p.add_argument("--ensemble-models", type=int, default=5, help="the IF ensemble's seeds")
+    p.add_argument(
+        "--ensemble-models", type=int, default=5, help="the IF and EK-FAC ensembles' seeds"
+    )
     p.add_argument("--dattri", default="", help="dattri methods, or 'all' (empty: none)")
     p.add_argument("--dattri-path", default=None, help="a folder to import dattri from")
     p.add_argument("--subsets", type=int, default=FULL_SUBSETS)

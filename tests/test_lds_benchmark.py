@@ -96,7 +96,13 @@ def test_our_attribution_rows_share_dattris_checkpoints_and_score_the_same_retra
         case, "minimum", settings(subsets=3, trak_models=2, attributions=list(bench.ATTRIBUTIONS))
     )
     rows = bench.attribution_rows(s)
-    assert [r["method"] for r in rows] == ["Grad-Dot", "TracIn", "TRAK", "IF ensemble"]
+    assert [r["method"] for r in rows] == [
+        "Grad-Dot",
+        "TracIn",
+        "TRAK",
+        "IF ensemble",
+        "EK-FAC ensemble",
+    ]
     for r in rows:
         assert "error" not in r and "skipped" not in r, r
         assert -1.0 <= r["lds"] <= 1.0 and r["subsets"] == 3 and r["system"] == "ours"
@@ -106,6 +112,10 @@ def test_our_attribution_rows_share_dattris_checkpoints_and_score_the_same_retra
     trak, made = bench.dattri_target(s, "trak")
     assert len(trak.checkpoints) == 2 and made["checkpoints"].startswith("2 models")
     assert rows[3]["checkpoints"].startswith("2 models trained by the regime's recipe on all")
+    # the EK-FAC ensemble averages EK-FAC over the IF ensemble's very models
+    assert rows[4]["checkpoints"] == rows[3]["checkpoints"]
+    assert rows[4]["settings"]["solver"] == "ekfac" and rows[4]["settings"]["models"] == 2
+    assert rows[4]["lds"] != rows[3]["lds"]
     assert ("digits_lr", "minimum", "ours", "TRAK") in bench.required()
 
 
