@@ -61,7 +61,7 @@ import shlex
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -493,12 +493,30 @@ def dattri_scores(method: str, target: dattri_lds.Target, args: dict) -> tuple[n
     return dattri_lds.scores(method, target, args), args
 
 
-def dattri_rows(s: Shared, rows: list[dict]) -> list[dict]:
-    """dattri's rows of one (case, regime), its damping and LiSSA scale from our ``rows``."""
+def our_rows_to_match(s: Shared, rows: list[dict], earlier: Sequence[dict] = ()) -> list[dict]:
+    """The rows of ours that dattri's settings come from: this piece's ``rows``, then the
+    ``earlier`` rows (of the JSON a piece merges into) of the same (case, regime) scored against
+    the same retrains, so that a piece running one dattri method alone gets the damping and LiSSA
+    scale our solver chose in another piece."""
+    ref = s.row(None)
+    same = [
+        r
+        for r in earlier
+        if r.get("system") == "ours"
+        and (r.get("model"), r.get("regime")) == (ref["model"], ref["regime"])
+        and same_retrains(r, ref)
+    ]
+    return list(rows) + same
+
+
+def dattri_rows(s: Shared, rows: list[dict], earlier: Sequence[dict] = ()) -> list[dict]:
+    """dattri's rows of one (case, regime), its damping and LiSSA scale from our rows
+    (:func:`our_rows_to_match`)."""
     out = []
+    ours_ = our_rows_to_match(s, rows, earlier)
     for method in s.settings["dattri"]:
-        damping = our_choice(rows, method, "damping") or 0.0
-        top = our_choice(rows, "lissa", "max_eigenvalue")
+        damping = our_choice(ours_, method, "damping") or 0.0
+        top = our_choice(ours_, "lissa", "max_eigenvalue")
         args = dattri_lds.settings(method, s.l2, damping, top)
         fields = {
             "system": "dattri",
@@ -542,16 +560,18 @@ def run_case(
     regime_name: str,
     settings: dict,
     done: Callable[[list[dict]], None] = lambda rows: None,
+    earlier: Sequence[dict] = (),
 ) -> list[dict]:
     """Every method's row for one (case, regime), all scored against the same retrains;
-    ``done(rows so far)`` after our influence functions, our other methods and dattri's."""
+    ``done(rows so far)`` after our influence functions, our other methods and dattri's;
+    ``earlier``: the rows of the JSON merged into (:func:`our_rows_to_match`)."""
     s = shared(case, regime_name, settings)
     warm_up(s)
     rows = our_rows(s)
     done(rows)
     rows += attribution_rows(s)
     done(rows)
-    rows += dattri_rows(s, rows)
+    rows += dattri_rows(s, rows, earlier)
     done(rows)
     return rows
 
@@ -631,11 +651,14 @@ def versions() -> dict:
 
 
 def run(
-    settings: dict, save: Callable[[list[dict], dict], None] = lambda rows, header: None
+    settings: dict,
+    save: Callable[[list[dict], dict], None] = lambda rows, header: None,
+    earlier: Sequence[dict] = (),
 ) -> tuple[list[dict], dict]:
     """All rows of the (case, regime) pairs asked for, and the run's header. ``save(rows so
     far, header)`` after each phase of each (case, regime), with ``"finished": false`` in the
-    header, so that a piece stopped after hours keeps the rows it made."""
+    header, so that a piece stopped after hours keeps the rows it made. ``earlier``: the rows
+    of the JSON merged into, whose settings of ours dattri's rows may match."""
     torch.set_num_threads(settings["threads"])
     machine = machine_info(
         "cpu", "cores", "usable_cores", "threads", "gpu", "torch", "python", "platform", "date",
@@ -663,6 +686,7 @@ def run(
                 regime_name,
                 settings,
                 lambda new, before=before: save(before + new, header(before + new, False)),
+                earlier,
             )
     return rows, header(rows, True)
 
@@ -797,7 +821,10 @@ def main(argv: list[str] | None = None) -> dict:
             path.write_text(json.dumps(report, indent=1) + "\n")
             return report
 
-        report = save(*run(settings_of(args, argv), save))
+        earlier = (
+            json.loads(path.read_text()).get("rows", []) if args.merge and path.exists() else []
+        )
+        report = save(*run(settings_of(args, argv), save, earlier))
     else:
         report = json.loads(Path(args.input).read_text())
     if args.readme:

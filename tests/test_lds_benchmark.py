@@ -139,6 +139,28 @@ def test_a_method_over_the_memory_cap_is_a_skipped_row_and_the_run_goes_on():
     torch.ones(int(3e9) // 4)  # the cap is lifted after the method
 
 
+@pytest.mark.slow  # about 5 s: two trainings and 12 retrains
+def test_dattri_settings_come_from_our_rows_of_an_earlier_piece_of_the_same_retrains():
+    case = lds_models.digits_lr(n_test=2, n_train=60)
+    s = bench.shared(case, "minimum", settings(subsets=3))
+    other = bench.shared(case, "practitioner", settings(subsets=3))
+
+    def lissa_row(shared: bench.Shared, damping: float) -> dict:
+        info = {"damping": damping, "max_eigenvalue": 7.0}
+        fields = {"system": "ours", "method": "lissa (exact)", "solver": "lissa"}
+        return shared.row(np.zeros((2, 60)), hessian="exact", settings=info, **fields)
+
+    mine, theirs = lissa_row(s, 0.25), lissa_row(other, 0.5)
+    assert (
+        bench.our_choice(bench.our_rows_to_match(s, [], [mine, theirs]), "lissa", "damping") == 0.25
+    )
+    # this piece's own rows come first; another regime's, or other retrains', never count
+    here = lissa_row(s, 0.125)
+    assert bench.our_choice(bench.our_rows_to_match(s, [here], [mine]), "lissa", "damping") == 0.125
+    stale = {**mine, "subset_hash": "another draw"}
+    assert bench.our_rows_to_match(s, [], [theirs, stale]) == []
+
+
 def fake_row(model: str, regime: str, system: str, method: str, lds=0.5, n=100) -> dict:
     return {
         "model": model, "regime": regime, "system": system, "method": method, "lds": lds,
