@@ -7,6 +7,7 @@ conftest problems' ``forward``), take per-sample gradients with ``jacrev`` and s
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -222,6 +223,36 @@ def test_trak_ensemble_averages_the_models_scores(mlp_problem):
     both = iw.TRAK([pb.model, other], (pb.X, pb.y), **options).scores(pb.Xt, pb.yt)
     each = [iw.TRAK(m, (pb.X, pb.y), **options).scores(pb.Xt, pb.yt) for m in (pb.model, other)]
     assert rel_err(both, (each[0] + each[1]) / 2) < 1e-10
+
+
+def test_trak_paper_ensemble_averages_kernel_terms_and_weights_apart(mlp_problem):
+    """ensemble="paper": qbar_t [(1/M) sum_m phi_m,t^T K_m^-1 phi_m,i] qbar_i with qbar the mean
+    of 1 - p over the models (Park et al.'s Algorithm 1), against brute force for two models;
+    one model: the default's scores; self-scores: the diagonal of the scores."""
+    pb = mlp_problem
+    other = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    iw.train(other, (pb.X, pb.y), l2=0.05, progress=False)
+    theta = torch.cat([t.detach().reshape(-1) for t in other.parameters()])
+    problems = [pb, dataclasses.replace(pb, model=other, theta=theta)]
+    options = {"projection": "identity", "damping": 0.5, "progress": False}
+    terms, q_train, q_test = 0, 0, 0
+    for p in problems:
+        Phi, phi_t = margin_gradients(p, p.X, p.y), margin_gradients(p, p.Xt, p.yt)
+        K = Phi.T @ Phi + 0.5 * torch.eye(Phi.shape[1], dtype=Phi.dtype)
+        terms = terms + phi_t @ torch.linalg.solve(K, Phi.T) / 2
+        q_train = q_train + (1 - true_probability(p, p.X, p.y)) / 2
+        q_test = q_test + (1 - true_probability(p, p.Xt, p.yt)) / 2
+    expected = q_test[:, None] * terms * q_train[None, :]
+    paper = iw.TRAK([pb.model, other], (pb.X, pb.y), ensemble="paper", **options)
+    assert rel_err(paper.scores(pb.Xt, pb.yt), expected) < 1e-9
+    whole = iw.TRAK([pb.model, other], (pb.X, pb.y), **options).scores(pb.Xt, pb.yt)
+    assert rel_err(whole, expected) > 1e-3  # the two ensembles differ
+    assert rel_err(paper.self_scores(), paper.scores(pb.X, pb.y).diagonal()) < 1e-9
+    assert paper.diagnostics.details["ensemble"] == "paper"
+    one = iw.TRAK(pb.model, (pb.X, pb.y), ensemble="paper", **options).scores(pb.Xt, pb.yt)
+    assert rel_err(one, iw.TRAK(pb.model, (pb.X, pb.y), **options).scores(pb.Xt, pb.yt)) < 1e-12
+    with pytest.raises(ValueError, match="ensemble: expected one of"):
+        iw.TRAK(pb.model, (pb.X, pb.y), ensemble="mean", **options)
 
 
 def test_a_random_projection_keeps_inner_products_and_is_seeded(mlp_problem):

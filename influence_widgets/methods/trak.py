@@ -14,6 +14,16 @@ seeded random p x k projection (:mod:`.projection`):
 ``curvature="trak"`` (the paper's): W = I; ``"gauss-newton"``: W = R_m = diag(p_i (1 - p_i)),
 which makes Phi^T R Phi the Gauss-Newton matrix of the cross-entropy as a function of the margin.
 
+``ensemble="removal-effect"`` (the default) averages each model's tau_m whole, as above;
+``ensemble="paper"`` averages the kernel terms and the weights apart, as Park et al.'s
+Algorithm 1 (and dattri) do:
+
+    scores(z_test)_i = qbar(z_test) [(1/M) sum_m phi_m(z_test)^T K_m^-1 phi_m(z_i)] qbar(z_i),
+    qbar(z) = (1/M) sum_m q_m(z)
+
+(the paper attributes the margin, without qbar(z_test); that positive factor per test point
+leaves its ranking, and its LDS, as they are). With one model the two are the same.
+
 Why this is a removal effect on the test loss. The cross-entropy is L = log(1 + exp(-f)), so
 grad L = -(1 - p) grad f and its second derivative in f is p (1 - p). With the Gauss-Newton
 matrix of the risk in the margin, G_f = (1/n) Phi^T R Phi (P = I), one Newton step predicts that
@@ -28,14 +38,16 @@ is the contract's: > 0, removing z_i would raise the test loss (z_i helped). The
 attribution is of the margin, phi_test^T K^-1 phi_i q_i; ours is that times q(z_test) > 0 (the
 chain rule to the loss), which leaves each test point's ranking as it is. The paper (and dattri)
 average the kernel terms and the weights Q_m over models separately; here each model's tau_m, a
-removal effect of its own, is averaged whole (with one model the two are the same).
+removal effect of its own, is averaged whole (with one model the two are the same);
+``ensemble="paper"`` averages as they do.
 
 Memory: ``memory_mb`` bounds what fitting and scoring hold besides the result: half for a batch
 of per-example gradients (B x p numbers, and their copy in the projection's float32), half for
 the projection matrices (all M kept when they fit, else generated in chunks at each use: at least
 one block of BLOCK_ROWS = 1024 rows, :mod:`.projection`; while model m is fitted, its P_m alone
 is kept when it fits). The
-result is, per model, L_m (the Cholesky factor of K_m, k x k, float64) and Phi_m^T Q_m (k x n);
+result is, per model, L_m (the Cholesky factor of K_m, k x k, float64) and Phi_m^T Q_m (k x n;
+Phi_m^T with ``ensemble="paper"``, and qbar (n,));
 while one model is fitted also its Phi_m (n x k) and K_m. Scoring T test points solves with L_m
 for their k x T features (k^2 T), so a click costs no solve over the training set.
 """
@@ -59,9 +71,10 @@ from influence_widgets.methods.checkpoints import CheckpointRecorder, model_at
 from influence_widgets.methods.per_sample import cast_batches, margin_gradients
 from influence_widgets.methods.projection import PROJECTIONS, Projection, projection_dtype
 
-__all__ = ["CURVATURES", "TRAK"]
+__all__ = ["CURVATURES", "ENSEMBLES", "TRAK"]
 
 CURVATURES = ("trak", "gauss-newton")
+ENSEMBLES = ("removal-effect", "paper")
 DEFAULT_PROJECTION_DIM = 2048  # the TRAK paper's k for its image classifiers
 
 
@@ -96,6 +109,9 @@ class TRAK(Attribution):
         damping: added to K's diagonal (>= 0). TRAK's default is 0; K is then singular when
             k > n, which is an error here that names the fix.
         curvature: "trak" (the paper's Phi^T Phi) or "gauss-newton" (Phi^T R Phi).
+        ensemble: how several models' scores are averaged: "removal-effect" (each model's
+            predicted removal effect, whole) or "paper" (the kernel terms and the weights
+            1 - p apart, as Park et al. and dattri); the same for one model.
         seed: seeds every model's projection (model m gets its own P_m).
         params: names of the parameters to take gradients in (default all trainable).
         batch_size: training points per batch; default the most whose per-example gradients
@@ -114,6 +130,7 @@ class TRAK(Attribution):
         projection: str = "gaussian",
         damping: float = 0.0,
         curvature: str = "trak",
+        ensemble: str = "removal-effect",
         seed: int = 0,
         params: Sequence[str] | None = None,
         batch_size: int | None = None,
@@ -126,6 +143,9 @@ class TRAK(Attribution):
             raise ValueError(f"projection: expected one of {PROJECTIONS}, got {projection!r}")
         if curvature not in CURVATURES:
             raise ValueError(f"curvature: expected one of {CURVATURES}, got {curvature!r}")
+        if ensemble not in ENSEMBLES:
+            raise ValueError(f"ensemble: expected one of {ENSEMBLES}, got {ensemble!r}")
+        self.ensemble = ensemble
         self.damping = check_nonnegative(damping, "damping")
         self.seed = check_seed(seed)
         self.memory_mb = check_nonnegative(memory_mb, "memory_mb")
@@ -156,8 +176,10 @@ class TRAK(Attribution):
             self._projection(m, self.memory_mb / 2 / len(self.objectives))
             for m in range(len(self.objectives))
         ]
-        # per model: the Cholesky factor L_m of K_m (k, k, float64) and Phi_m^T Q_m (k, n)
+        # per model: the Cholesky factor L_m of K_m (k, k, float64) and Phi_m^T Q_m (k, n), or
+        # Phi_m^T with ensemble="paper", which keeps qbar, the mean of the q_m (n,)
         self._factors: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._qbar: torch.Tensor | None = None
         self._self_scores: torch.Tensor | None = None
 
     def _projection(self, m: int, budget_mb: float) -> Projection:
@@ -231,6 +253,8 @@ class TRAK(Attribution):
 
     def _fit(self) -> tuple[str, int, dict[str, object]]:
         factors = []
+        paper = self.ensemble == "paper"
+        qbar = torch.zeros(self.n, dtype=self.objective.dtype, device=self.device)
         for m, obj in enumerate(self.objectives):
             Phi = torch.empty(self.n, self.k, dtype=obj.dtype, device=obj.device)
             q = torch.empty(self.n, dtype=obj.dtype, device=obj.device)
@@ -247,18 +271,24 @@ class TRAK(Attribution):
             # Kept: L_m and Phi_m^T Q_m, not K_m^-1 Phi_m^T Q_m: a solve with the T test
             # points' features at scoring costs k^2 T, one with the n training points' here
             # k^2 n (and T is a click's one point, or a page).
-            factors.append((self._kernel_factor(m, Phi, prob), (Phi * q[:, None]).T.contiguous()))
+            weighted = Phi if paper else Phi * q[:, None]
+            factors.append((self._kernel_factor(m, Phi, prob), weighted.T.contiguous()))
+            qbar += q.to(qbar.device)
         self._factors = factors
+        self._qbar = qbar / len(self.objectives) if paper else None
         self._self_scores = None
         kernel = "Phi^T Phi" if self.curvature == "trak" else "Phi^T R Phi"
         text = (
             f"TRAK: {len(self.objectives)} model(s), {self.projection} projection to k = "
             f"{self.k} of p = {self.p}, kernel {kernel} + {self.damping:g} I, margin gradients"
         )
+        if paper and len(self.objectives) > 1:
+            text += ", kernel terms and weights averaged apart (the paper's ensemble)"
         details = {
             "projection": self.projection,
             "projection_dim": self.k,
             "curvature": self.curvature,
+            "ensemble": self.ensemble,
             "damping": self.damping,
             "seed": self.seed,
             "batch_size": self.batch_size,
@@ -268,21 +298,31 @@ class TRAK(Attribution):
     # ----- the contract ---------------------------------------------------------------------
     def scores(self, x_test, y_test=None) -> torch.Tensor:
         """(1/M) sum_m q_m(z_test) phi_m(z_test)^T K_m^-1 Phi_m^T Q_m, (T, n): the predicted rise
-        of the test loss when z_i is removed (> 0: helpful); see the module docstring.
+        of the test loss when z_i is removed (> 0: helpful; ``ensemble="paper"``: qbar_test
+        [(1/M) sum_m phi_m(z_test)^T K_m^-1 Phi_m^T] diag(qbar)); see the module docstring.
         ``y_test=None``: the explained model's predicted classes."""
         self.ensure_fit()
         x, y = self.test_points(x_test, y_test)
         out = torch.zeros(len(x), self.n, dtype=self.objective.dtype, device=self.device)
+        q_test = torch.zeros(len(x), dtype=self.objective.dtype, device=self.device)
         for m, (L, B) in enumerate(self._factors):
             phi, q, _ = self._project(m, x, y)
             solved = cholesky_solve(L, phi.double().T).to(B.dtype)  # K_m^-1 phi_test^T, (k, T)
-            out += q[:, None] * (solved.T @ B)
-        return out / len(self.objectives)
+            if self._qbar is None:
+                out += q[:, None] * (solved.T @ B)
+            else:  # the paper's: sum the kernel terms, weigh by the mean q's at the end
+                out += solved.T @ B
+                q_test += q
+        out /= len(self.objectives)
+        if self._qbar is not None:
+            out *= (q_test / len(self.objectives))[:, None] * self._qbar[None, :]
+        return out
 
     def self_scores(self) -> torch.Tensor:
-        """(1/M) sum_m q_m(z_i)^2 phi_m(z_i)^T K_m^-1 phi_m(z_i), (n,), >= 0: each training
-        point's :meth:`scores` for itself (large for points fitted against the rest: check
-        their labels first)."""
+        """(1/M) sum_m q_m(z_i)^2 phi_m(z_i)^T K_m^-1 phi_m(z_i), (n,), >= 0 (``ensemble=
+        "paper"``: qbar_i^2 (1/M) sum_m phi_m(z_i)^T K_m^-1 phi_m(z_i)): each training point's
+        :meth:`scores` for itself (large for points fitted against the rest: check their labels
+        first)."""
         self.ensure_fit()
         if self._self_scores is None:  # ||L_m^-1 Phi_m^T Q_m e_i||^2, in batches of columns
             selfs = torch.zeros(self.n, dtype=torch.float64, device=self.device)
@@ -291,12 +331,16 @@ class TRAK(Attribution):
                     cols = B[:, start : start + self.batch_size].double()
                     half = torch.linalg.solve_triangular(L, cols, upper=False)
                     selfs[start : start + self.batch_size] += half.pow(2).sum(0)
-            self._self_scores = (selfs / len(self.objectives)).to(self.objective.dtype)
+            selfs /= len(self.objectives)
+            if self._qbar is not None:  # the paper's: qbar_i^2 times the mean kernel term
+                selfs *= self._qbar.double().pow(2)
+            self._self_scores = selfs.to(self.objective.dtype)
         return self._self_scores.clone()
 
     def __repr__(self) -> str:
         return (
             f"TRAK(n_train={self.n}, n_params={self.p}, models={len(self.objectives)}, "
             f"projection={self.projection!r}, projection_dim={self.k}, "
-            f"damping={self.damping:g}, curvature={self.curvature!r}, fitted={self._fitted})"
+            f"damping={self.damping:g}, curvature={self.curvature!r}, ensemble={self.ensemble!r}, "
+            f"fitted={self._fitted})"
         )
