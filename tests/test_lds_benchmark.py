@@ -365,3 +365,18 @@ def test_a_preconditioned_cg_row_scores_as_plain_cg_and_says_its_preconditioner(
     assert pre["settings"]["preconditioner"].startswith("EK-FAC of the Gauss-Newton matrix")
     table = lds_table.markdown({"rows": [pre], "runs": [], "complete": False, "missing": []})
     assert "preconditioner EK-FAC of the Gauss-Newton matrix" in table
+
+
+@pytest.mark.slow  # about 5 s: one training, 6 retrains, 2 half models
+def test_trak_ensembles_scores_both_averages_and_the_paper_one_is_lds_pys_row():
+    import trak_ensembles
+
+    case = lds_models.digits_lr(n_test=3, n_train=80)
+    s = bench.shared(case, "practitioner", settings(subsets=3, trak_models=2))
+    rows = trak_ensembles.ensemble_rows(s, seeds=1)
+    assert [(r["ensemble"], r["seed"]) for r in rows] == [("removal-effect", 0), ("paper", 0)]
+    assert all(-1 <= r["lds"] <= 1 and r["models"] == 2 for r in rows)
+    states, weights, _ = s.checkpoints("trak")
+    scores, info = bench.our_attribution("trak", s, states, weights)
+    assert info["ensemble"] == "paper"
+    assert s.base.rescore(scores).mean == pytest.approx(rows[1]["lds"], abs=1e-12)
