@@ -17,8 +17,8 @@ steps) takes about a day per row at 100 test points on the CNN, and CG:
 runs to a relative residual of 1e-10, 424 s per row on the practitioner CNN); ``predicted_removal_effect`` are
 the scores. Beyond influence functions (``--attributions``), ours: ``iw.GradDot`` (exact dot
 products), ``iw.TracIn`` on the checkpoints dattri's TracIn gets, ``iw.TRAK`` on the models
-dattri's TRAK gets (512-dimensional Gaussian projection, seed 0, no damping, the paper's
-ensemble: kernel terms and weights averaged apart, as dattri), and
+dattri's TRAK gets (512-dimensional Gaussian projection, seed 0, no damping, as dattri; our
+default ensemble average, see benchmarks/trak_ensembles.py for the paper's), and
 ``iw.InfluenceEnsemble`` over ``--ensemble-models`` models trained on all points with seeds 0, 1,
 ... ("IF ensemble": our direct solver with the exact Hessian, damping "auto"; "EK-FAC ensemble":
 EK-FAC of the Gauss-Newton matrix, damping "auto", the same models). ``--workers N`` retrains the subsets on N Dask worker processes (``iw.lds(...,
@@ -396,8 +396,9 @@ def our_attribution(
     """Our (T, n) scores of ``method`` (positive = helpful, as ``predicted_removal_effect``) and
     its settings: Grad-Dot on the model (exact dot products, no projection); TracIn on the
     checkpoints with their weights as learning rates; TRAK on the models with dattri's setting
-    (a 512-dimensional Gaussian projection, seed 0, no damping, the kernel terms and the weights
-    averaged apart over the models as the paper's Algorithm 1); the IF ensemble, the mean of
+    (a 512-dimensional Gaussian projection, seed 0, no damping; our default ensemble average,
+    each model's removal effect whole: benchmarks/trak_ensembles.py compares the paper's); the
+    IF ensemble, the mean of
     ``predicted_removal_effect`` of our direct solver (CG with ``--cg-maxiter`` where the
     Hessian does not fit ``--max-hessian-gb``) with damping "auto" over the models; the EK-FAC
     ensemble, the same mean with EK-FAC (Gauss-Newton, damping "auto") over the same models."""
@@ -415,7 +416,6 @@ def our_attribution(
             "projection": "gaussian",
             "damping": 0.0,
             "seed": 0,
-            "ensemble": "paper",
         }
         m = iw.TRAK(models_at(c, states), (c.X, c.y), progress=False, **info)
     elif method == "ekfac-ensemble":
