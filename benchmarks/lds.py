@@ -390,6 +390,17 @@ def models_at(case: Case, states: list[dict]) -> list[torch.nn.Module]:
     return models
 
 
+def trak_settings(case: Case, seed: int = 0) -> dict:
+    """The keyword arguments of our TRAK rows, dattri's setting: a 512-dimensional Gaussian
+    projection (fewer where the model or the training set is smaller), no damping."""
+    return {
+        "projection_dim": min(512, case.n_params, len(case.X)),
+        "projection": "gaussian",
+        "damping": 0.0,
+        "seed": seed,
+    }
+
+
 def our_attribution(
     method: str, s: Shared, states: list[dict], weights: list[float]
 ) -> tuple[np.ndarray, dict]:
@@ -411,12 +422,7 @@ def our_attribution(
         m = iw.TracIn(s.model, (c.X, c.y), points, progress=False)
         info = {"projection": None, "checkpoints": len(points)}
     elif method == "trak":
-        info = {
-            "projection_dim": min(512, c.n_params, len(c.X)),
-            "projection": "gaussian",
-            "damping": 0.0,
-            "seed": 0,
-        }
+        info = trak_settings(c)
         m = iw.TRAK(models_at(c, states), (c.X, c.y), progress=False, **info)
     elif method == "ekfac-ensemble":
         info = {"solver": "ekfac", "hessian": "gauss-newton", "damping": "auto"}

@@ -50,8 +50,7 @@ def ensemble_rows(shared: lds_bench.Shared, seeds: int) -> list[dict]:
             start = time.perf_counter()
             trak = iw.TRAK(
                 lds_bench.models_at(case, states), (case.X, case.y), progress=False,
-                projection_dim=min(512, case.n_params, len(case.X)), projection="gaussian",
-                damping=0.0, seed=seed, ensemble=ensemble,
+                ensemble=ensemble, **lds_bench.trak_settings(case, seed),
             )  # fmt: skip
             scores = trak.scores(case.x_test, case.y_test).detach().double().numpy()
             result = shared.base.rescore(scores)

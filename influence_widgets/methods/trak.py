@@ -273,7 +273,8 @@ class TRAK(Attribution):
             # k^2 n (and T is a click's one point, or a page).
             weighted = Phi if paper else Phi * q[:, None]
             factors.append((self._kernel_factor(m, Phi, prob), weighted.T.contiguous()))
-            qbar += q.to(qbar.device)
+            if paper:
+                qbar += q.to(qbar.device)
         self._factors = factors
         self._qbar = qbar / len(self.objectives) if paper else None
         self._self_scores = None
